@@ -1,0 +1,59 @@
+"""`defect-inspect`: one command, subcommands discovered through the
+``defect_inspect.commands`` entry-point group (see pyproject.toml)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from importlib.metadata import entry_points
+
+from app import __version__
+
+log = logging.getLogger("defect_inspect")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line (naming the file and line where known), exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="defect-inspect",
+        description="Industrial surface-defect inspection: serve, ingest cameras, train, evaluate, export.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for ep in sorted(entry_points(group="defect_inspect.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # e.g. a part whose optional extra is not installed
+            sub.add_parser(ep.name, help=f"(unavailable: {exc})")
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except CliError as exc:
+        print(f"defect-inspect {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The SQL defect log: typed models, sessions, queries, the batching writer, migrations."""

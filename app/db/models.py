@@ -1,0 +1,173 @@
+"""SQLAlchemy 2 typed models of the defect log. Every change here needs an Alembic migration
+(``app/db/migrations``); a test checks that autogenerate finds nothing missing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+VERDICTS = ("OK", "NG")
+REVIEW_STATUSES = ("pending", "confirmed", "rejected", "reclassified")
+ROLES = ("camera", "mes", "operator", "admin")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Camera(Base):
+    __tablename__ = "cameras"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    line: Mapped[str | None] = mapped_column(String(64), index=True)
+    station: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Inspection(Base):
+    __tablename__ = "inspections"
+    __table_args__ = (
+        Index("ix_inspections_captured_at", "captured_at"),
+        Index("ix_inspections_camera_captured", "camera_id", "captured_at"),
+        Index("ix_inspections_verdict_captured", "verdict", "captured_at"),
+        Index("ix_inspections_part_id", "part_id"),
+        Index("ix_inspections_line_captured", "line", "captured_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Idempotency key: a journal replay or a retried upload with the same uid is stored once.
+    frame_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    camera_id: Mapped[str | None] = mapped_column(ForeignKey("cameras.id"))
+    line: Mapped[str | None] = mapped_column(String(64))
+    station: Mapped[str | None] = mapped_column(String(64))
+    part_id: Mapped[str | None] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(16), default="api")  # api | stream
+    captured_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    verdict: Mapped[str] = mapped_column(String(2))
+    defect_count: Mapped[int] = mapped_column(Integer, default=0)
+    model_version: Mapped[str] = mapped_column(String(128))
+    image_path: Mapped[str | None] = mapped_column(String(512))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    decode_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    inference_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    postprocess_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    total_ms: Mapped[float] = mapped_column(Float, default=0.0)
+
+    camera: Mapped[Camera | None] = relationship()
+    defects: Mapped[list[Defect]] = relationship(
+        back_populates="inspection", cascade="all, delete-orphan", order_by="Defect.id"
+    )
+
+
+class Defect(Base):
+    __tablename__ = "defects"
+    __table_args__ = (
+        Index("ix_defects_inspection_id", "inspection_id"),
+        Index("ix_defects_class_name", "class_name"),
+        Index("ix_defects_review_status", "review_status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    class_id: Mapped[int] = mapped_column(Integer)
+    class_name: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[float] = mapped_column(Float)
+    x1: Mapped[float] = mapped_column(Float)
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    review_status: Mapped[str] = mapped_column(String(16), default="pending")
+    reviewed_class_id: Mapped[int | None] = mapped_column(Integer)
+    reviewed_class_name: Mapped[str | None] = mapped_column(String(64))
+    reviewed_by: Mapped[str | None] = mapped_column(String(128))
+    reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    review_note: Mapped[str | None] = mapped_column(Text)
+
+    inspection: Mapped[Inspection] = relationship(back_populates="defects")
+    reviews: Mapped[list[DefectReview]] = relationship(
+        back_populates="defect", cascade="all, delete-orphan", order_by="DefectReview.id"
+    )
+
+
+class DefectReview(Base):
+    """Audit trail: one row per review action, never updated."""
+
+    __tablename__ = "defect_reviews"
+    __table_args__ = (Index("ix_defect_reviews_defect_id", "defect_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    defect_id: Mapped[int] = mapped_column(ForeignKey("defects.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))  # confirm | reject | reclassify
+    before_status: Mapped[str] = mapped_column(String(16))
+    after_status: Mapped[str] = mapped_column(String(16))
+    before_class_name: Mapped[str | None] = mapped_column(String(64))
+    after_class_name: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    defect: Mapped[Defect] = relationship(back_populates="reviews")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Webhook(Base):
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(1024))
+    events: Mapped[list] = mapped_column(JSON)
+    secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"), index=True)
+    event: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
