@@ -1,0 +1,205 @@
+"""API keys and roles.
+
+A key looks like ``dik_<prefix>_<secret>``; it is shown once when created and only its SHA-256 hash is
+stored (``api_keys.key_hash``). The prefix is stored too so that ``keys list`` can name a key without
+revealing it.
+
+Roles: ``camera`` may post inspections (and read the model), ``mes`` reads, ``operator`` reads and
+reviews, ``admin`` may do everything. Which permission a request needs is decided in one place,
+:func:`required_permission`, from the method and the route's path template, so a new route is
+admin-only until it is listed here (secure by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import ROLES, ApiKey
+
+KEY_SCHEME = "dik"
+_KEY_RE = re.compile(r"^dik_([0-9a-f]{8})_([A-Za-z0-9_-]{20,})$")
+
+
+class Permission(StrEnum):
+    ANY = "any"  # any valid key (e.g. GET /model)
+    INGEST = "ingest"  # post inspections
+    READ = "read"  # MES queries, images, stats
+    REVIEW = "review"  # review defects
+    ADMIN = "admin"  # keys, webhooks, settings
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "camera": frozenset({Permission.ANY, Permission.INGEST}),
+    "mes": frozenset({Permission.ANY, Permission.READ}),
+    "operator": frozenset({Permission.ANY, Permission.READ, Permission.REVIEW}),
+    "admin": frozenset(Permission),
+}
+assert set(ROLE_PERMISSIONS) == set(ROLES)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's name (written into audit rows) and its role."""
+
+    name: str
+    role: str
+    key_id: int | None = None
+
+    def can(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+
+# When INSPECT_AUTH_ENABLED=false (local demo only) every caller acts as this principal.
+ANONYMOUS_ADMIN = Principal(name="anonymous", role="admin")
+
+# (method, route path template) -> permission. Anything not listed: GET/HEAD need READ, other
+# methods need ADMIN.
+_ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
+    ("POST", "/api/v1/inspections"): Permission.INGEST,
+    ("GET", "/api/v1/model"): Permission.ANY,
+    ("POST", "/api/v1/defects/{defect_id}/review"): Permission.REVIEW,
+}
+_ADMIN_PREFIXES = ("/api/v1/keys", "/api/v1/webhooks", "/api/v1/settings")
+
+
+def required_permission(method: str, path_template: str) -> Permission:
+    method = method.upper()
+    if method == "HEAD":
+        method = "GET"
+    explicit = _ROUTE_PERMISSIONS.get((method, path_template))
+    if explicit is not None:
+        return explicit
+    if path_template.startswith(_ADMIN_PREFIXES):
+        return Permission.ADMIN
+    if method == "GET":
+        return Permission.READ
+    return Permission.ADMIN
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def generate_key() -> tuple[str, str]:
+    """A new random key and its prefix: ``(key, prefix)``."""
+    prefix = secrets.token_hex(4)
+    secret = secrets.token_urlsafe(32)
+    return f"{KEY_SCHEME}_{prefix}_{secret}", prefix
+
+
+def looks_like_key(key: str) -> bool:
+    return _KEY_RE.match(key) is not None
+
+
+def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
+    """Store a new key (hash only) and return the row and the plaintext key, which is never stored."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a key needs a non-empty name")
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    key, prefix = generate_key()
+    row = ApiKey(name=name, role=role, prefix=prefix, key_hash=hash_key(key), created_at=datetime.now(UTC))
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def lookup_key(session: Session, presented: str) -> ApiKey | None:
+    """The active key row matching ``presented``, or None (unknown, malformed or revoked)."""
+    if not looks_like_key(presented):
+        return None
+    digest = hash_key(presented)
+    row = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    # The lookup is by hash; compare again in constant time for good measure.
+    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+        return None
+    return row
+
+
+def authenticate(session: Session, presented: str) -> Principal | None:
+    row = lookup_key(session, presented)
+    if row is None:
+        return None
+    now = datetime.now(UTC)
+    last = row.last_used_at
+    if last is not None and last.tzinfo is None:
+        last = last.replace(tzinfo=UTC)
+    # Write last_used_at at most once a minute, so reads do not turn every request into a write.
+    if last is None or (now - last).total_seconds() > 60:
+        row.last_used_at = now
+        session.commit()
+    return Principal(name=row.name, role=row.role, key_id=row.id)
+
+
+def list_keys(session: Session, include_revoked: bool = False) -> list[ApiKey]:
+    stmt = select(ApiKey).order_by(ApiKey.id)
+    if not include_revoked:
+        stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    return list(session.scalars(stmt))
+
+
+def find_keys(session: Session, ref: str) -> list[ApiKey]:
+    """Keys matching ``ref``: a numeric id, a prefix, a full key, or a name."""
+    ref = ref.strip()
+    if looks_like_key(ref):
+        return list(session.scalars(select(ApiKey).where(ApiKey.key_hash == hash_key(ref))))
+    if ref.isdigit():
+        row = session.get(ApiKey, int(ref))
+        if row is not None:
+            return [row]
+    by_prefix = list(session.scalars(select(ApiKey).where(ApiKey.prefix == ref)))
+    if by_prefix:
+        return by_prefix
+    return list(session.scalars(select(ApiKey).where(ApiKey.name == ref)))
+
+
+def revoke_key(session: Session, row: ApiKey) -> bool:
+    """Revoke ``row``; False if it was already revoked."""
+    if row.revoked_at is not None:
+        return False
+    row.revoked_at = datetime.now(UTC)
+    session.flush()
+    return True
+
+
+def key_from_headers(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The presented key: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
+    if x_api_key:
+        return x_api_key.strip()
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    return None
+
+
+DEMO_KEY_NAME = "demo-operator"
+
+
+def ensure_demo_key(session: Session, key_file: Path | str) -> str:
+    """The demo operator key for ``serve --demo``: reuse the one saved in ``key_file`` while it is still
+    active in the database, otherwise create a new one and save it there (mode 0600). Only for local demos:
+    this is the one place a plaintext key is written to disk."""
+    path = Path(key_file)
+    if path.is_file():
+        saved = path.read_text(encoding="utf-8").strip()
+        row = lookup_key(session, saved)
+        if row is not None and row.role == "operator":
+            return saved
+    _, key = create_key(session, DEMO_KEY_NAME, "operator")
+    session.commit()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return key

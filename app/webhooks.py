@@ -1,0 +1,293 @@
+"""Outgoing webhooks: events are queued as rows in ``webhook_deliveries`` inside the caller's
+transaction (cheap: one small SELECT and an INSERT per subscribed hook) and sent later by
+:class:`DeliveryWorker`, a background thread with short timeouts and exponential backoff. A slow or dead
+receiver therefore never slows the inspection path.
+
+Every delivery is a POST of a JSON body ``{"id", "event", "created_at", "data"}`` with headers
+``X-Inspect-Event``, ``X-Inspect-Delivery`` (the delivery id) and
+``X-Inspect-Signature: sha256=<hex HMAC-SHA256 of the raw body with the hook's secret>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("inspection.ng", "defect.reviewed")
+SIGNATURE_HEADER = "X-Inspect-Signature"
+EVENT_HEADER = "X-Inspect-Event"
+DELIVERY_HEADER = "X-Inspect-Delivery"
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
+
+
+def validate_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"webhook url must be an absolute http(s) URL, got {url!r}")
+    return url
+
+
+def validate_events(events: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for event in events:
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+        if event not in out:
+            out.append(event)
+    if not out:
+        raise ValueError("a webhook needs at least one event")
+    return out
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The value of the signature header for ``body``."""
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: str, body: bytes, header: str) -> bool:
+    """What a receiver does: recompute the HMAC over the raw body and compare in constant time."""
+    return hmac.compare_digest(sign(secret, body), header or "")
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def encode_body(delivery: WebhookDelivery) -> bytes:
+    """The exact bytes sent (and signed); stable across retries of one delivery."""
+    doc = {
+        "id": delivery.id,
+        "event": delivery.event,
+        "created_at": _iso(delivery.created_at),
+        "data": delivery.payload,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def defect_payload(defect: Defect) -> dict[str, Any]:
+    return {
+        "id": defect.id,
+        "inspection_id": defect.inspection_id,
+        "class_id": defect.class_id,
+        "class_name": defect.class_name,
+        "confidence": defect.confidence,
+        "box": [defect.x1, defect.y1, defect.x2, defect.y2],
+        "review_status": defect.review_status,
+        "reviewed_class_name": defect.reviewed_class_name,
+        "reviewed_by": defect.reviewed_by,
+        "reviewed_at": _iso(defect.reviewed_at),
+        "review_note": defect.review_note,
+    }
+
+
+def inspection_payload(inspection: Inspection, defects: Iterable[Defect] | None = None) -> dict[str, Any]:
+    """The ``inspection.ng`` payload of a persisted (flushed) inspection."""
+    items = list(inspection.defects if defects is None else defects)
+    return {
+        "id": inspection.id,
+        "frame_uid": inspection.frame_uid,
+        "camera_id": inspection.camera_id,
+        "line": inspection.line,
+        "station": inspection.station,
+        "part_id": inspection.part_id,
+        "captured_at": _iso(inspection.captured_at),
+        "verdict": inspection.verdict,
+        "defect_count": inspection.defect_count,
+        "model_version": inspection.model_version,
+        "defects": [
+            {"id": d.id, "class_name": d.class_name, "confidence": d.confidence,
+             "box": [d.x1, d.y1, d.x2, d.y2]}
+            for d in items
+        ],
+    }
+
+
+def enqueue_event(session: Session, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
+    """Queue ``event`` for every active hook subscribed to it, in the caller's transaction (the caller
+    commits). Returns the queued rows (none when nobody listens)."""
+    if event not in EVENTS:
+        raise ValueError(f"unknown webhook event {event!r}")
+    hooks = session.scalars(select(Webhook).where(Webhook.active.is_(True))).all()
+    now = datetime.now(UTC)
+    rows = [
+        WebhookDelivery(webhook_id=h.id, event=event, payload=payload, status="pending", attempts=0,
+                        created_at=now, next_attempt_at=now)
+        for h in hooks
+        if event in (h.events or ())
+    ]
+    session.add_all(rows)
+    return rows
+
+
+def enqueue_inspection(session: Session, inspection: Inspection) -> list[WebhookDelivery]:
+    """Queue ``inspection.ng`` for an NG inspection (no-op for OK). The inspection must be flushed."""
+    if inspection.verdict != "NG":
+        return []
+    return enqueue_event(session, "inspection.ng", inspection_payload(inspection))
+
+
+@dataclass
+class DeliveryPolicy:
+    timeout_s: float = 3.0
+    max_attempts: int = 8
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 3600.0
+    batch_size: int = 20
+
+    def backoff(self, attempts: int) -> float:
+        """Delay before the next try after ``attempts`` failed tries: base * 2**(attempts-1), capped."""
+        return min(self.backoff_max_s, self.backoff_base_s * (2 ** max(0, attempts - 1)))
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class DeliveryWorker:
+    """Sends due deliveries from the table. ``run_once()`` does one pass (used by tests and by the
+    thread); ``start()``/``stop()`` run it in a daemon thread every ``poll_interval_s``."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        policy: DeliveryPolicy | None = None,
+        poll_interval_s: float = 0.5,
+        client: httpx.Client | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.policy = policy or DeliveryPolicy()
+        self.poll_interval_s = poll_interval_s
+        self._client = client or httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False)
+        self._own_client = client is None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="webhook-delivery", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._own_client:
+            self._client.close()
+
+    def wake(self) -> None:
+        """Ask for a pass now (after an enqueue) instead of at the next poll."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self.run_once()
+            except Exception:  # a broken database must not kill the thread; try again later
+                log.exception("webhook delivery pass failed")
+                sent = 0
+            if sent == 0:
+                self._wake.wait(self.poll_interval_s)
+                self._wake.clear()
+
+    # -- one pass ---------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Try every due delivery once; returns how many were attempted."""
+        now = datetime.now(UTC)
+        with self.session_factory() as session:
+            stmt = (
+                select(WebhookDelivery, Webhook)
+                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+                .limit(self.policy.batch_size)
+            )
+            if session.get_bind().dialect.name == "postgresql":
+                stmt = stmt.with_for_update(skip_locked=True, of=WebhookDelivery)
+            due = session.execute(stmt).all()
+            for delivery, hook in due:
+                if self._stop.is_set():
+                    break
+                self._attempt(delivery, hook)
+                session.commit()
+            return len(due)
+
+    def _attempt(self, delivery: WebhookDelivery, hook: Webhook) -> None:
+        if not hook.active:
+            delivery.status = "failed"
+            delivery.last_error = "webhook deleted"
+            return
+        body = encode_body(delivery)
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "defect-inspect-webhooks/1",
+            EVENT_HEADER: delivery.event,
+            DELIVERY_HEADER: str(delivery.id),
+            SIGNATURE_HEADER: sign(hook.secret, body),
+        }
+        delivery.attempts = (delivery.attempts or 0) + 1
+        now = datetime.now(UTC)
+        try:
+            response = self._client.post(hook.url, content=body, headers=headers,
+                                         timeout=self.policy.timeout_s)
+            delivery.last_status_code = response.status_code
+            ok = 200 <= response.status_code < 300
+            delivery.last_error = None if ok else f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok = False
+            delivery.last_status_code = None
+            delivery.last_error = f"{type(exc).__name__}: {exc}"[:1000]
+        if ok:
+            delivery.status = "delivered"
+            delivery.delivered_at = now
+        elif delivery.attempts >= self.policy.max_attempts:
+            delivery.status = "failed"
+        else:
+            delivery.next_attempt_at = now + timedelta(seconds=self.policy.backoff(delivery.attempts))
+        log.debug("webhook delivery %s to %s: %s (attempt %d)", delivery.id, hook.url, delivery.status,
+                  delivery.attempts)
+
+
+def delivery_view(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "webhook_id": delivery.webhook_id,
+        "event": delivery.event,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "created_at": _iso(delivery.created_at),
+        "next_attempt_at": _iso(_aware(delivery.next_attempt_at)) if delivery.next_attempt_at else None,
+        "delivered_at": _iso(delivery.delivered_at),
+        "payload": delivery.payload,
+    }
