@@ -127,7 +127,7 @@ def _defect_conditions(f: Filters) -> list[ColumnElement[bool]]:
     return conds
 
 
-def _inspection_conditions(f: Filters) -> list[ColumnElement[bool]]:
+def inspection_conditions(f: Filters) -> list[ColumnElement[bool]]:
     conds: list[ColumnElement[bool]] = []
     if f.start is not None:
         conds.append(Inspection.captured_at >= _bind_time(f.start))
@@ -161,7 +161,7 @@ def _order(sort: Sort, time_col: Any, id_col: Any) -> list[Any]:
 
 def inspections_select(f: Filters, sort: Sort, after: tuple[datetime, int] | None = None) -> Select:
     stmt = select(Inspection).options(selectinload(Inspection.defects))
-    conds = _inspection_conditions(f)
+    conds = inspection_conditions(f)
     dconds = _defect_conditions(f)
     if dconds:
         conds.append(exists().where(Defect.inspection_id == Inspection.id, *dconds))
@@ -173,7 +173,7 @@ def inspections_select(f: Filters, sort: Sort, after: tuple[datetime, int] | Non
 
 def defects_select(f: Filters, sort: Sort, after: tuple[datetime, int] | None = None) -> Select:
     stmt = select(Defect, Inspection).join(Inspection, Inspection.id == Defect.inspection_id)
-    conds = _inspection_conditions(f) + _defect_conditions(f)
+    conds = inspection_conditions(f) + _defect_conditions(f)
     ks = _keyset(sort, Inspection.captured_at, Defect.id, after)
     if ks is not None:
         conds.append(ks)
