@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.cli import CliError
+from app.reviewed_export import register_export_reviewed
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def _register_check(sub: argparse._SubParsersAction) -> None:
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_import,
     _register_check,
-    # export-reviewed: add its register function here
+    register_export_reviewed,  # app/reviewed_export.py
 ]
 
 
