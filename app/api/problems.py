@@ -1,0 +1,101 @@
+"""RFC 9457 problem details: every error the API answers is ``application/problem+json`` with
+type, title, status and detail. Validation errors (422) and unexpected failures (500) too."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import metrics
+
+log = logging.getLogger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://defect-inspect.local/problems/"
+
+
+class Problem(Exception):
+    """Raise from anywhere in a request to answer with a problem body.
+
+    ``reason`` is a short slug: the problem ``type`` URI ends with it and it labels
+    ``inspect_request_errors_total``."""
+
+    def __init__(self, status: int, detail: str, *, reason: str | None = None, title: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = int(status)
+        self.detail = detail
+        self.reason = reason or _slug(self.status)
+        self.title = title or HTTPStatus(self.status).phrase
+        self.headers = headers
+        self.extra = extra
+
+
+def _slug(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
+    except ValueError:
+        return f"http-{status}"
+
+
+def problem_response(status: int, title: str, detail: str, reason: str, *,
+                     headers: dict[str, str] | None = None, instance: str | None = None,
+                     **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": TYPE_BASE + reason, "title": title, "status": status, "detail": detail}
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _count(reason: str) -> None:
+    metrics.REQUEST_ERRORS_TOTAL.labels(reason=reason).inc()
+
+
+async def _problem_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    _count(exc.reason)
+    return problem_response(exc.status, exc.title, exc.detail, exc.reason, headers=exc.headers,
+                            instance=request.url.path, **exc.extra)
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    reason = _slug(exc.status_code)
+    _count(reason)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    known = exc.status_code in HTTPStatus._value2member_map_
+    title = HTTPStatus(exc.status_code).phrase if known else "Error"
+    return problem_response(exc.status_code, title, detail, reason,
+                            headers=getattr(exc, "headers", None), instance=request.url.path)
+
+
+async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+    detail = detail or "invalid request"
+    _count("validation")
+    return problem_response(422, "Unprocessable Content", detail, "validation", instance=request.url.path,
+                            errors=errors)
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    _count("internal")
+    return problem_response(500, "Internal Server Error", "an unexpected error occurred; see the server log",
+                            "internal", instance=request.url.path)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _problem_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)

@@ -1,0 +1,211 @@
+"""POST /inspections (a frame in, a stored verdict out) and GET /inspections/{id}[/image]."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from app import images
+from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
+from app.api.problems import Problem
+from app.api.schemas import InspectionOut
+from app.db import repository
+from app.inspection import CameraContext, Timings, inspect_frame, persist_results, run_detector
+
+upload_router = APIRouter(tags=["inspections"])
+read_router = APIRouter(tags=["inspections"])
+
+RAW_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png"}
+MULTIPART_SLACK = 64 * 1024  # boundaries and form fields around the file
+FIELDS = ("camera_id", "line", "station", "part_id", "captured_at", "frame_uid")
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class UploadMeta(BaseModel):
+    """Context of an uploaded frame: form fields (multipart) or query parameters (raw body)."""
+
+    camera_id: str | None = Field(None, min_length=1, max_length=64)
+    line: str | None = Field(None, min_length=1, max_length=64)
+    station: str | None = Field(None, min_length=1, max_length=64)
+    part_id: str | None = Field(None, min_length=1, max_length=128)
+    captured_at: datetime | None = None
+    frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
+
+    @field_validator("captured_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @field_validator("frame_uid")
+    @classmethod
+    def _safe_uid(cls, value: str | None) -> str | None:
+        if value is not None and not SAFE_ID.match(value):
+            raise ValueError("frame_uid must be 1-64 characters of A-Z a-z 0-9 _ -")
+        return value
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, f"the upload is larger than INSPECT_MAX_UPLOAD_MB ({limit / 1048576:g} MiB)",
+                   reason="too_large")
+
+
+async def _read_limited(request: Request, limit: int, shown_limit: int) -> bytes:
+    """The body, refusing (413) a declared or actual size above ``limit`` before buffering it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > limit:
+                raise _too_large(shown_limit)
+        except ValueError:
+            raise Problem(400, "invalid Content-Length header", reason="bad_request") from None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(shown_limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validate_meta(raw: dict[str, Any], where: str) -> UploadMeta:
+    try:
+        return UploadMeta(**{k: v for k, v in raw.items() if v not in (None, "")})
+    except ValidationError as exc:
+        errors = [{**e, "loc": (where, *e["loc"])}
+                  for e in exc.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors) from None
+
+
+async def _read_upload(request: Request, limit: int) -> tuple[bytes, UploadMeta]:
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        body = await _read_limited(request, limit + MULTIPART_SLACK, limit)
+        request._body = body  # starlette's form parser reads the cached body
+        try:
+            form = await request.form(max_files=1, max_fields=len(FIELDS) + 1)
+        except MultiPartException as exc:
+            raise Problem(400, f"malformed multipart body: {exc.message}", reason="bad_multipart") from None
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise RequestValidationError([{"loc": ("body", "file"), "msg": "Field required",
+                                               "type": "missing", "input": None}])
+            part_type = (upload.content_type or "").split(";", 1)[0].strip().lower()
+            if part_type and not (part_type.startswith("image/") or part_type == "application/octet-stream"):
+                raise Problem(415, f"the file part has type {part_type!r}; send image/jpeg or image/png",
+                              reason="unsupported_media_type")
+            data = await upload.read()
+            meta_raw = {k: form.get(k) for k in FIELDS if isinstance(form.get(k), str)}
+        finally:
+            await form.close()
+        if len(data) > limit:
+            raise _too_large(limit)
+        return data, _validate_meta({**dict(request.query_params), **meta_raw}, "body")
+    if media in RAW_TYPES:
+        data = await _read_limited(request, limit, limit)
+        return data, _validate_meta(dict(request.query_params), "query")
+    shown = media or "no Content-Type"
+    raise Problem(415, f"unsupported content type {shown!r}: send multipart/form-data with a 'file' "
+                       "field, or a raw image/jpeg or image/png body", reason="unsupported_media_type")
+
+
+UPLOAD_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"},
+                               **{f: {"type": "string"} for f in FIELDS}}}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "parameters": [
+        {"name": f, "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "with a raw image body" + (" (ISO 8601)" if f == "captured_at" else "")}
+        for f in FIELDS
+    ],
+}
+
+
+@upload_router.post(
+    "/inspections", status_code=201, response_model=InspectionOut, openapi_extra=UPLOAD_OPENAPI,
+    summary="Inspect one frame",
+    responses={200: {"description": "replay: this frame_uid is already stored"},
+               400: {"description": "not an image, corrupt or empty"}, 413: {"description": "too large"},
+               415: {"description": "wrong content type"}, 503: {"description": "no model loaded"}},
+)
+async def create_inspection(request: Request, settings: SettingsDep, engine: EngineDep,
+                            db: DatabaseDep) -> Any:
+    received_at = datetime.now(UTC)
+    started = time.perf_counter()
+    data, meta = await _read_upload(request, settings.max_upload_bytes)
+
+    def work() -> tuple[InspectionOut, bool]:
+        t0 = time.perf_counter()
+        try:
+            frame, info = images.decode(data, settings.max_pixels)
+        except images.ImageError as exc:
+            raise Problem(exc.status, exc.detail, reason=exc.reason) from None
+        t1 = time.perf_counter()
+        [dets], inference_ms, post_ms = run_detector(
+            engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det)
+        timings = Timings(decode_ms=(t1 - t0) * 1000, inference_ms=inference_ms, postprocess_ms=post_ms,
+                          total_ms=(time.perf_counter() - started) * 1000)
+        result = inspect_frame(
+            frame, dets, model_version=engine.version,
+            context=CameraContext(camera_id=meta.camera_id, line=meta.line, station=meta.station),
+            part_id=meta.part_id, captured_at=meta.captured_at, received_at=received_at, timings=timings,
+            frame_uid=meta.frame_uid, source="api", image_bytes=data,
+            image_ext=images.EXTENSIONS[info.format])
+        with db.session() as session:
+            [stored] = persist_results(session, [result], data_dir=settings.data_dir,
+                                       image_policy=settings.image_policy)
+            return InspectionOut.from_row(stored.row), stored.created
+
+    body, created = await run_in_threadpool(work)
+    return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@read_router.get("/inspections/{inspection_id}", response_model=InspectionOut, summary="One inspection")
+def read_inspection(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep) -> InspectionOut:
+    row = repository.get_inspection(session, inspection_id)
+    if row is None:
+        raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
+    return InspectionOut.from_row(row)
+
+
+@read_router.get("/inspections/{inspection_id}/image", summary="The stored frame of an inspection",
+                 response_class=FileResponse)
+def read_inspection_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
+                          settings: SettingsDep) -> FileResponse:
+    row = repository.get_inspection(session, inspection_id)
+    if row is None:
+        raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
+    if not row.image_path:
+        raise Problem(404, f"inspection {inspection_id} has no stored image (INSPECT_IMAGE_POLICY)",
+                      reason="no_image")
+    path = images.resolve(settings.data_dir, row.image_path)
+    if not path.is_file():
+        raise Problem(404, f"the image of inspection {inspection_id} is gone from the data directory",
+                      reason="no_image")
+    media = "image/png" if path.suffix == ".png" else "image/jpeg"
+    return FileResponse(path, media_type=media)

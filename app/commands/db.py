@@ -1,0 +1,66 @@
+"""`defect-inspect db upgrade|downgrade|current|revision`: Alembic migrations of the defect log."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from app.cli import CliError
+from app.settings import SettingsError, load_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("db", help="database migrations (Alembic)",
+                              description="Migrate the database named by INSPECT_DATABASE_URL.")
+    p.add_argument("--url", help="database URL (default: INSPECT_DATABASE_URL)")
+    sub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = sub.add_parser("upgrade", help="migrate to a revision (default head)")
+    up.add_argument("revision", nargs="?", default="head")
+    down = sub.add_parser("downgrade", help="migrate down to a revision (e.g. base, -1)")
+    down.add_argument("revision")
+    sub.add_parser("current", help="print the current revision")
+    sub.add_parser("heads", help="print the newest revision")
+    rev = sub.add_parser("revision", help="write a new migration script")
+    rev.add_argument("-m", "--message", required=True)
+    rev.add_argument("--autogenerate", action="store_true", help="diff app/db/models.py against the database")
+    p.set_defaults(func=run)
+
+
+def _url(args: argparse.Namespace) -> str:
+    if args.url:
+        return args.url
+    try:
+        return load_settings().database_url
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from alembic import command
+    from alembic.util import CommandError
+    from sqlalchemy.exc import OperationalError
+
+    from app.db import migrate
+
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    url = _url(args)
+    cfg = migrate.alembic_config(url)
+    try:
+        if args.db_command == "upgrade":
+            command.upgrade(cfg, args.revision)
+            print(f"database at {migrate.current_revision(url)}")
+        elif args.db_command == "downgrade":
+            command.downgrade(cfg, args.revision)
+            print(f"database at {migrate.current_revision(url) or 'base'}")
+        elif args.db_command == "current":
+            current, head = migrate.current_revision(url), migrate.head_revision(url)
+            print(f"{current or 'base'} (head: {head}{', up to date' if current == head else ''})")
+        elif args.db_command == "heads":
+            print(migrate.head_revision(url))
+        elif args.db_command == "revision":
+            command.revision(cfg, message=args.message, autogenerate=args.autogenerate)
+    except CommandError as exc:
+        raise CliError(str(exc)) from None
+    except OperationalError as exc:
+        raise CliError(f"cannot reach the database: {str(exc).splitlines()[0]}") from None
+    return 0

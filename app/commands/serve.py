@@ -1,0 +1,37 @@
+"""`defect-inspect serve`: run the API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from app.cli import CliError
+from app.settings import SettingsError, load_settings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the HTTP service (OpenAPI at /docs)",
+                              description="Run the inspection service (settings: INSPECT_* variables).")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--demo", action="store_true", help="also start a simulator camera (INSPECT_DEMO)")
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    overrides = {"demo": True} if args.demo else {}
+    if args.log_level:
+        overrides["log_level"] = args.log_level.upper()
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        raise CliError(str(exc)) from None
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port {args.port}: must be 1-65535")
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
+    return 0

@@ -1,0 +1,87 @@
+"""Database engine and sessions. SQLite gets WAL, synchronous=NORMAL, foreign keys and a busy
+timeout on every connection; PostgreSQL is reached through psycopg 3 (``postgresql+psycopg://``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def normalise_url(url: str | URL) -> URL:
+    """``postgresql://`` and ``postgres://`` -> ``postgresql+psycopg://`` (the driver we ship)."""
+    u = make_url(url) if isinstance(url, str) else url
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    finally:
+        cur.close()
+
+
+def create_db_engine(url: str | URL, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine with our connection settings; a SQLite file's folder is created."""
+    u = normalise_url(url)
+    if u.get_backend_name() == "sqlite":
+        database = u.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
+        engine = create_engine(u, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(u, **kwargs)
+
+
+class Database:
+    """One engine plus its session factory: ``with db.session() as s: ...``."""
+
+    def __init__(self, url: str | URL, **engine_kwargs: Any) -> None:
+        self.url = normalise_url(url)
+        self.engine = create_db_engine(self.url, **engine_kwargs)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that rolls back on error and is always closed (commit is the caller's)."""
+        session = self.sessionmaker()
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> str | None:
+        """None when the database answers ``SELECT 1``, else the reason."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means "not reachable"
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            return f"database unreachable: {type(exc).__name__}: {first}"
+        return None
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,231 @@
+"""The inspection step both doors share (REST upload and camera stream): detections of one frame +
+camera rules (ROI, per-class thresholds) -> verdict -> ``InspectionResult`` -> stored rows."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import images, metrics
+from app.db import repository
+from app.db.models import Inspection
+from app.detections import Detections
+from app.inference import Engine
+
+log = logging.getLogger(__name__)
+
+OK, NG = "OK", "NG"
+
+
+@dataclass(frozen=True)
+class CameraContext:
+    """Where a frame comes from and the rules for it. ``roi``: a polygon [(x, y), ...] or a rect
+    (x1, y1, x2, y2) in image pixels; a box counts when its centre lies inside. ``class_thresholds``:
+    class name -> minimum confidence (classes not listed keep the global threshold)."""
+
+    camera_id: str | None = None
+    line: str | None = None
+    station: str | None = None
+    roi: Sequence[Sequence[float]] | Sequence[float] | None = None
+    class_thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Timings:
+    decode_ms: float = 0.0
+    inference_ms: float = 0.0
+    postprocess_ms: float = 0.0
+    total_ms: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"decode": round(self.decode_ms, 3), "inference": round(self.inference_ms, 3),
+                "postprocess": round(self.postprocess_ms, 3), "total": round(self.total_ms, 3)}
+
+
+@dataclass
+class InspectionResult:
+    frame_uid: str
+    camera_id: str | None
+    line: str | None
+    station: str | None
+    part_id: str | None
+    captured_at: datetime
+    received_at: datetime
+    detections: Detections
+    verdict: str
+    timings: Timings
+    width: int
+    height: int
+    model_version: str
+    source: str = "api"
+    image: np.ndarray | None = None  # the BGR frame (encoded as JPEG when stored)
+    image_bytes: bytes | None = None  # the original upload, stored as-is when present
+    image_ext: str = ".jpg"
+    image_path: str | None = None  # set once the image is stored (relative to the data dir)
+
+
+def new_frame_uid() -> str:
+    return uuid.uuid4().hex
+
+
+def roi_mask(xyxy: np.ndarray, roi: Sequence[Sequence[float]] | Sequence[float] | None) -> np.ndarray:
+    """Boolean mask of boxes whose centre lies in ``roi`` (all True without a ROI)."""
+    n = len(xyxy)
+    if roi is None or n == 0:
+        return np.ones(n, dtype=bool)
+    cx = (xyxy[:, 0] + xyxy[:, 2]) / 2
+    cy = (xyxy[:, 1] + xyxy[:, 3]) / 2
+    pts = np.asarray(roi, dtype=np.float32)
+    if pts.ndim == 1:
+        if pts.shape[0] != 4:
+            raise ValueError(f"a rectangle ROI needs 4 numbers (x1, y1, x2, y2), got {len(pts)}")
+        x1, y1, x2, y2 = pts
+        return (cx >= x1) & (cx <= x2) & (cy >= y1) & (cy <= y2)
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
+        raise ValueError("a polygon ROI needs at least 3 (x, y) points")
+    contour = pts.reshape(-1, 1, 2)
+    return np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0
+                     for x, y in zip(cx, cy, strict=True)], dtype=bool)
+
+
+def apply_camera_rules(detections: Detections, context: CameraContext | None) -> Detections:
+    if context is None or len(detections) == 0:
+        return detections
+    keep = roi_mask(detections.xyxy, context.roi)
+    if context.class_thresholds:
+        mins = np.array([context.class_thresholds.get(detections.class_name(int(c)), 0.0)
+                         for c in detections.class_id], dtype=np.float32)
+        keep &= detections.confidence >= mins
+    return detections.filter(keep)
+
+
+def decide_verdict(detections: Detections) -> str:
+    return NG if len(detections) else OK
+
+
+def run_detector(engine: Engine, frames: Sequence[np.ndarray], conf_threshold: float,
+                 iou_threshold: float, max_det: int) -> tuple[list[Detections], float, float]:
+    """Detect on a batch; returns (detections, inference ms, postprocess ms) for the whole batch.
+    Inference covers letterbox + the ONNX Runtime run; postprocess covers decoding and NMS."""
+    t0 = time.perf_counter()
+    batch, params = engine.preprocess(frames)
+    raw = engine.run(batch)
+    t1 = time.perf_counter()
+    dets = engine.postprocess(raw, params, conf_threshold, iou_threshold, max_det)
+    t2 = time.perf_counter()
+    metrics.INFERENCE_SECONDS.labels(provider=engine.provider).observe(t1 - t0)
+    return dets, (t1 - t0) * 1000, (t2 - t1) * 1000
+
+
+def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: str,
+                  context: CameraContext | None = None, part_id: str | None = None,
+                  captured_at: datetime | None = None, received_at: datetime | None = None,
+                  timings: Timings | None = None, frame_uid: str | None = None, source: str = "api",
+                  image_bytes: bytes | None = None, image_ext: str = ".jpg") -> InspectionResult:
+    """Camera rules + verdict for one frame, as the one result object every consumer takes."""
+    now = datetime.now(UTC)
+    kept = apply_camera_rules(detections, context)
+    ctx = context or CameraContext()
+    return InspectionResult(
+        frame_uid=frame_uid or new_frame_uid(), camera_id=ctx.camera_id, line=ctx.line,
+        station=ctx.station, part_id=part_id, captured_at=captured_at or received_at or now,
+        received_at=received_at or now, detections=kept, verdict=decide_verdict(kept),
+        timings=timings or Timings(), width=int(frame.shape[1]), height=int(frame.shape[0]),
+        model_version=model_version, source=source, image=frame, image_bytes=image_bytes,
+        image_ext=image_ext,
+    )
+
+
+def _row_fields(r: InspectionResult) -> dict:
+    return {
+        "frame_uid": r.frame_uid, "camera_id": r.camera_id, "line": r.line, "station": r.station,
+        "part_id": r.part_id, "source": r.source, "captured_at": r.captured_at,
+        "received_at": r.received_at, "verdict": r.verdict, "model_version": r.model_version,
+        "image_path": r.image_path, "width": r.width, "height": r.height,
+        "decode_ms": r.timings.decode_ms, "inference_ms": r.timings.inference_ms,
+        "postprocess_ms": r.timings.postprocess_ms, "total_ms": r.timings.total_ms,
+    }
+
+
+def _defect_rows(dets: Detections) -> list[dict]:
+    return [{"class_id": d.class_id, "class_name": d.class_name, "confidence": d.confidence,
+             "x1": d.x1, "y1": d.y1, "x2": d.x2, "y2": d.y2} for d in dets]
+
+
+def _store_image(r: InspectionResult, data_dir: Path) -> Path:
+    rel = images.relative_path(r.frame_uid, r.captured_at, r.image_ext if r.image_bytes else ".jpg")
+    path = images.resolve(data_dir, rel)
+    data = r.image_bytes if r.image_bytes is not None else images.encode_jpeg(r.image)
+    images.write_atomic(path, data)
+    r.image_path = rel
+    return path
+
+
+@dataclass
+class Stored:
+    row: Inspection
+    created: bool  # False: the frame_uid was already stored (an idempotent replay)
+
+
+def persist_results(session: Session, results: Sequence[InspectionResult], *, data_dir: Path,
+                    image_policy: str, attempts: int = 2) -> list[Stored]:
+    """Store a batch in one transaction: camera rows on first use, images by policy, inspections and
+    defects. Frames whose ``frame_uid`` is already stored are not written again (their existing rows
+    come back with ``created=False``). Image files of a failed transaction are removed. Returns one
+    ``Stored`` per result, in input order, after the commit."""
+    stored: list[Stored] = []
+    for attempt in range(attempts):
+        written: list[Path] = []
+        try:
+            stored = _persist_once(session, results, data_dir, image_policy, written)
+            session.commit()
+            break
+        except BaseException as exc:
+            session.rollback()
+            for path in written:
+                images.remove_quietly(path)
+            for r in results:
+                r.image_path = None
+            # a concurrent writer created the same camera or frame_uid: a retry sees its rows
+            if not isinstance(exc, IntegrityError) or attempt + 1 == attempts:
+                raise
+    for s, r in zip(stored, results, strict=True):
+        if s.created:
+            metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=r.camera_id or "").inc()
+            for d in r.detections:
+                metrics.DEFECTS_TOTAL.labels(class_name=d.class_name).inc()
+    return stored
+
+
+def _persist_once(session: Session, results: Sequence[InspectionResult], data_dir: Path,
+                  image_policy: str, written: list[Path]) -> list[Stored]:
+    existing = repository.existing_frame_uids(session, (r.frame_uid for r in results))
+    seen: dict[str, Inspection] = {}
+    out: list[Stored] = []
+    for r in results:
+        if r.frame_uid in seen:
+            out.append(Stored(seen[r.frame_uid], False))
+            continue
+        if r.frame_uid in existing:
+            row = repository.get_inspection_by_uid(session, r.frame_uid)
+            out.append(Stored(row, False))
+        else:
+            if r.camera_id:
+                repository.ensure_camera(session, r.camera_id, r.line, r.station)
+            if images.should_store(image_policy, r.verdict) and (r.image is not None or r.image_bytes):
+                written.append(_store_image(r, data_dir))
+            row = repository.add_inspection(session, _row_fields(r), _defect_rows(r.detections))
+            out.append(Stored(row, True))
+        seen[r.frame_uid] = row
+    session.flush()
+    return out

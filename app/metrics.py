@@ -1,0 +1,50 @@
+"""Prometheus metrics of the service, all in one registry (``REGISTRY``) served at /metrics.
+
+Other parts add their metrics here, e.g. ``Counter(..., registry=REGISTRY)``."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+INFERENCE_SECONDS = Histogram(
+    "inspect_inference_seconds", "Detector time per batch (preprocess + ONNX Runtime run)",
+    ["provider"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+INSPECTIONS_TOTAL = Counter(
+    "inspect_inspections_total", "Inspections stored, by verdict and camera", ["verdict", "camera"],
+    registry=REGISTRY,
+)
+DEFECTS_TOTAL = Counter(
+    "inspect_defects_total", "Defects stored, by class", ["class_name"], registry=REGISTRY,
+)
+REQUEST_ERRORS_TOTAL = Counter(
+    "inspect_request_errors_total", "Rejected requests, by reason", ["reason"], registry=REGISTRY,
+)
+MODEL_INFO = Gauge(
+    "inspect_model_info", "The loaded model (value 1)", ["version", "provider"], registry=REGISTRY,
+)
+
+
+def set_model_info(version: str | None, provider: str | None) -> None:
+    """Exactly one series: the model in use, or none when no model is loaded."""
+    MODEL_INFO.clear()
+    if version is not None and provider is not None:
+        MODEL_INFO.labels(version=version, provider=provider).set(1)
+
+
+def render() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
