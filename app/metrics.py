@@ -39,6 +39,33 @@ MODEL_INFO = Gauge(
 )
 
 
+# -- camera ingest (app/ingest); the Grafana dashboard and alerts in deploy/ use these names ------------
+FRAME_STAGES = ("captured", "inspected", "committed", "journaled", "dropped")
+CAMERA_UP = Gauge("inspect_camera_up", "1 while the camera's source delivers frames", ["camera"],
+                  registry=REGISTRY)
+FRAMES_TOTAL = Counter(
+    "inspect_frames_total", "Frames per camera and stage (captured|inspected|committed|journaled|dropped)",
+    ["camera", "stage"], registry=REGISTRY,
+)
+FRAMES_DROPPED_TOTAL = Counter(
+    "inspect_frames_dropped_total", "Frames dropped by a drop-oldest queue", ["camera"], registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("inspect_queue_depth", "Frames waiting for inference", ["camera"], registry=REGISTRY)
+PIPELINE_LATENCY_SECONDS = Histogram(
+    "inspect_pipeline_latency_seconds", "Capture to database commit", registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+BATCH_SIZE = Histogram("inspect_batch_size", "Frames per inference micro-batch", registry=REGISTRY,
+                       buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
+DB_WRITE_SECONDS = Histogram(
+    "inspect_db_write_seconds", "One batched commit of the ingest writer", registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+JOURNAL_PENDING = Gauge("inspect_journal_pending", "Results in the on-disk journal awaiting the database",
+                        registry=REGISTRY)
+DB_UP = Gauge("inspect_db_up", "1 while the ingest writer can reach the database", registry=REGISTRY)
+
+
 def set_model_info(version: str | None, provider: str | None) -> None:
     """Exactly one series: the model in use, or none when no model is loaded."""
     MODEL_INFO.clear()
