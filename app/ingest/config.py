@@ -1,0 +1,208 @@
+"""The cameras file (INSPECT_CAMERAS_FILE): cameras, lines and pipeline tuning in one YAML document.
+
+Every model rejects unknown keys; a bad key or value stops start-up with the file, the line and the
+key named, e.g. ``cameras.yaml:7: cameras[0].buffer: Input should be 'block' or 'drop-oldest'``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.cli import CliError
+
+BufferPolicy = Literal["block", "drop-oldest"]
+ImagePolicy = Literal["always", "ng", "never"]
+
+
+class CamerasConfigError(CliError):
+    """The cameras file cannot be used; the message names the file, line and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatorConfig(_Strict):
+    """A production-line simulator: a steel strip tiled from dataset images scrolling past the camera."""
+
+    images: str | None = Field(None, description="folder of dataset images (YOLO labels in ../labels)")
+    fps: Annotated[float, Field(gt=0, le=1000)] = 30.0
+    width: Annotated[int, Field(ge=32, le=8192)] = 640
+    height: Annotated[int, Field(ge=32, le=8192)] = 480
+    speed: Annotated[float, Field(ge=0)] = 120.0  # strip speed, pixels per second
+    seed: int = 0
+    seconds: Annotated[float | None, Field(gt=0)] = None  # end of stream after this much line time
+    realtime: bool = True  # pace frames at fps (a live camera) or as fast as read (a file)
+    dropout_every: Annotated[int | None, Field(ge=1)] = None  # simulated cable pull every N frames
+    dropout_s: Annotated[float, Field(ge=0)] = 1.0  # how long the camera stays away
+
+
+class ReconnectConfig(_Strict):
+    initial_s: Annotated[float, Field(gt=0)] = 0.5
+    max_s: Annotated[float, Field(gt=0)] = 30.0
+    multiplier: Annotated[float, Field(ge=1)] = 2.0
+
+    @model_validator(mode="after")
+    def _order(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be >= initial_s")
+        return self
+
+
+class CameraConfig(_Strict):
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
+    name: str | None = None
+    line: Annotated[str | None, Field(max_length=64)] = None
+    station: Annotated[str | None, Field(max_length=64)] = None
+    source: str | int | None = None  # rtsp://, http(s)://, USB index, video file, folder, sim://
+    simulator: SimulatorConfig | None = None
+    fps_cap: Annotated[float | None, Field(gt=0)] = None  # frames per second taken from the source
+    roi: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in frame pixels
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    buffer: BufferPolicy | None = None  # default: block for files/folders, drop-oldest for live
+    queue_size: Annotated[int, Field(ge=1, le=10_000)] = 8
+    images: ImagePolicy = "ng"  # which frames are stored on disk: always | ng | never
+    crops: bool = True  # also store one crop per defect of stored NG frames
+    loop: bool = False  # files and folders: start again at the end instead of finishing
+    stall_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CameraConfig:
+        if (self.source is None) == (self.simulator is None):
+            raise ValueError("give exactly one of 'source' or 'simulator'")
+        return self
+
+    @field_validator("roi")
+    @classmethod
+    def _roi_order(cls, v: tuple[int, int, int, int] | None) -> tuple[int, int, int, int] | None:
+        if v is not None:
+            x1, y1, x2, y2 = v
+            if x1 < 0 or y1 < 0 or x2 <= x1 or y2 <= y1:
+                raise ValueError("roi must be [x1, y1, x2, y2] with 0 <= x1 < x2 and 0 <= y1 < y2")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source_nonempty(cls, v: str | int | None) -> str | int | None:
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("source must not be empty")
+        if isinstance(v, int) and v < 0:
+            raise ValueError("a USB device index must be >= 0")
+        return v
+
+    def threshold_for(self, class_name: str, default: float) -> float:
+        return self.thresholds.get(class_name, self.thresholds.get("default", default))
+
+
+class WriterConfig(_Strict):
+    batch_rows: Annotated[int, Field(ge=1, le=10_000)] = 64  # commit after this many results ...
+    batch_ms: Annotated[float, Field(ge=0)] = 200.0  # ... or this long after the first one
+    queue_size: Annotated[int, Field(ge=1)] = 1024  # results waiting for the writer
+    journal_max_mb: Annotated[float, Field(gt=0)] = 512.0  # on-disk journal bound
+    journal_segment_mb: Annotated[float, Field(gt=0)] = 8.0
+    retry_s: Annotated[float, Field(gt=0)] = 1.0  # how often a lost database is tried again
+
+
+class PipelineConfig(_Strict):
+    workers: Annotated[int, Field(ge=1, le=64)] = 2
+    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
+    max_batch: Annotated[int, Field(ge=1, le=256)] = 4
+    max_wait_ms: Annotated[float, Field(ge=0)] = 10.0
+    conf_threshold: Annotated[float, Field(ge=0, le=1)] = 0.25  # default per-class threshold
+    iou_threshold: Annotated[float, Field(gt=0, le=1)] = 0.45
+    writer: WriterConfig = Field(default_factory=WriterConfig)
+
+
+class CamerasFile(_Strict):
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
+    cameras: Annotated[list[CameraConfig], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> CamerasFile:
+        seen: set[str] = set()
+        for cam in self.cameras:
+            if cam.id in seen:
+                raise ValueError(f"camera id {cam.id!r} appears twice")
+            seen.add(cam.id)
+        return self
+
+    @property
+    def enabled_cameras(self) -> list[CameraConfig]:
+        return [c for c in self.cameras if c.enabled]
+
+
+def _node_at(node: yaml.Node | None, loc: tuple[Any, ...]) -> yaml.Node | None:
+    """The deepest YAML node along a pydantic error location (for its line number)."""
+    for i, part in enumerate(loc):
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    # the last step points at the key's own line (its value may start below)
+                    nxt = key_node if i == len(loc) - 1 else value_node
+                    break
+            if nxt is None:
+                return node
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # pydantic adds union branch names ('str', 'int', 'function-after[...]') to locations
+    return tuple(p for p in loc if isinstance(p, int) or not (p in {"str", "int", "float", "bool", "none"}
+                                                              or "[" in str(p)))
+
+
+def parse_cameras(text: str, path: str | Path = "<cameras>") -> CamerasFile:
+    """Validate a cameras document; raise CamerasConfigError naming file, line and key."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise CamerasConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise CamerasConfigError(f"{path}: expected a mapping with a 'cameras' list at the top level")
+    try:
+        return CamerasFile.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = _clean_loc(tuple(err["loc"]))
+            node = _node_at(root, loc)
+            line = f":{node.start_mark.line + 1}" if node is not None else ""
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            lines.append(f"{path}{line}: {_format_loc(loc)}: {msg}")
+        raise CamerasConfigError("; ".join(lines)) from exc
+
+
+def load_cameras(path: str | Path) -> CamerasFile:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CamerasConfigError(f"{p}: cannot read the cameras file: {exc.strerror or exc}") from exc
+    return parse_cameras(text, p)

@@ -1,0 +1,120 @@
+"""A bounded on-disk journal of results the database could not take: append-only JSONL segments,
+fsynced per append, replayed oldest first and deleted once committed.
+
+Files: ``<dir>/<12-digit sequence>.jsonl``. A crash can leave a half-written last line; reading skips
+it (it was never acknowledged, the frame was not yet counted as journaled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class JournalFull(Exception):
+    """Appending would exceed the journal's byte limit."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class Journal:
+    def __init__(self, directory: str | Path, max_bytes: int = 512 << 20,
+                 segment_bytes: int = 8 << 20) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = int(max_bytes)
+        self.segment_bytes = int(segment_bytes)
+        self._fh = None
+        self._current: Path | None = None
+        self.pending = 0  # records on disk not yet replayed
+        self.bytes = 0
+        for seg in self.segments():
+            self.bytes += seg.stat().st_size
+            self.pending += sum(1 for _ in self._iter_lines(seg))
+        if self.pending:
+            log.warning("journal %s holds %d results from an earlier run; they will be replayed",
+                        self.dir, self.pending)
+
+    def segments(self) -> list[Path]:
+        return sorted(p for p in self.dir.glob("*.jsonl") if p.stem.isdigit())
+
+    def _next_segment(self) -> Path:
+        segs = self.segments()
+        n = int(segs[-1].stem) + 1 if segs else 1
+        return self.dir / f"{n:012d}.jsonl"
+
+    def append(self, records: list[dict]) -> None:
+        """Write records durably (fsync) or raise JournalFull / OSError; all or nothing per call."""
+        if not records:
+            return
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+        if self.bytes + len(data) > self.max_bytes:
+            raise JournalFull(f"journal {self.dir} would exceed {self.max_bytes} bytes")
+        if self._fh is None or (self._current is not None and self._fh.tell() >= self.segment_bytes):
+            self.seal()
+            self._current = self._next_segment()
+            self._fh = open(self._current, "ab")  # noqa: SIM115 - kept open across appends
+            _fsync_dir(self.dir)
+        start = self._fh.tell()
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):  # leave no partial batch behind
+                self._fh.truncate(start)
+            raise
+        self.bytes += len(data)
+        self.pending += len(records)
+
+    def seal(self) -> None:
+        """Close the segment being written, so every segment on disk is complete."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+            self._current = None
+
+    @staticmethod
+    def _iter_lines(path: Path):
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    log.warning("journal %s: skipping a half-written last line", path)
+                    break
+                yield raw
+
+    def read(self, segment: Path) -> list[dict]:
+        out = []
+        for i, raw in enumerate(self._iter_lines(segment), 1):
+            try:
+                out.append(json.loads(raw))
+            except json.JSONDecodeError:
+                log.error("journal %s:%d: unreadable record skipped", segment, i)
+        return out
+
+    def remove(self, segment: Path, count: int) -> None:
+        """Forget a fully replayed segment."""
+        size = segment.stat().st_size
+        segment.unlink()
+        _fsync_dir(self.dir)
+        self.bytes = max(0, self.bytes - size)
+        self.pending = max(0, self.pending - count)
+
+    def close(self) -> None:
+        self.seal()

@@ -1,0 +1,257 @@
+"""Frame sources: OpenCV VideoCapture (RTSP, HTTP/MJPEG, USB index, video file), an image folder and
+the production-line simulator. One interface: ``open()``, ``read() -> Frame | None``, ``close()``.
+
+``read()`` returns None at the end of a finite stream (file, folder, simulator with ``seconds``) and
+raises :class:`SourceError` when a stream breaks; the capture thread then reconnects. ``live`` sources
+are never finished: their end of stream is a failure too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import cv2
+import numpy as np
+from pydantic import ValidationError
+
+from app.ingest.config import CameraConfig, CamerasConfigError, SimulatorConfig
+from app.ingest.simulator import IMAGE_SUFFIXES, StripSimulator, TruthBox
+
+log = logging.getLogger(__name__)
+
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
+
+
+class SourceError(Exception):
+    """The source failed (cannot open, stream broke); the capture thread reconnects."""
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR
+    index: int  # frame number within the source
+    captured_at: datetime  # wall clock (UTC) when the frame was taken
+    t_capture: float  # time.perf_counter() at capture, for latency
+    truth: list[TruthBox] | None = None  # simulator ground truth
+    name: str | None = None  # file name for folder sources
+    meta: dict = field(default_factory=dict)
+
+
+def _now() -> tuple[datetime, float]:
+    return datetime.now(UTC), time.perf_counter()
+
+
+def redact(url: str) -> str:
+    """An URL without its password, for logs and the cameras API."""
+    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
+
+
+class Source:
+    live: bool = False
+
+    def open(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def read(self) -> Frame | None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+class OpenCVSource(Source):
+    """cv2.VideoCapture on an URL (RTSP, HTTP MJPEG, ...), a USB device index or a video file."""
+
+    def __init__(self, target: str | int, live: bool | None = None, timeout_ms: int = 5000) -> None:
+        self.target = target
+        self.live = live if live is not None else (isinstance(target, int) or _is_url(str(target)))
+        self.timeout_ms = timeout_ms
+        self._cap: cv2.VideoCapture | None = None
+        self._lock = threading.Lock()
+        self._index = 0
+
+    def describe(self) -> str:
+        return f"usb:{self.target}" if isinstance(self.target, int) else redact(str(self.target))
+
+    def open(self) -> None:
+        self.close()
+        if isinstance(self.target, int):
+            cap = cv2.VideoCapture(self.target)
+        else:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                      self.timeout_ms]
+            cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"cannot open {self.describe()}")
+        with self._lock:
+            self._cap = cap
+        self._index = 0
+
+    def read(self) -> Frame | None:
+        cap = self._cap
+        if cap is None:
+            raise SourceError("source is closed")
+        ok, image = cap.read()
+        captured_at, t = _now()
+        if not ok or image is None:
+            if self._cap is None:
+                raise SourceError("source was closed (watchdog)")
+            if self.live:
+                raise SourceError(f"no frame from {self.describe()}")
+            return None
+        frame = Frame(image, self._index, captured_at, t)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        with self._lock:
+            cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
+
+
+class FolderSource(Source):
+    """The images of a folder in name order; unreadable files are skipped with a warning."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self._files: list[Path] = []
+        self._pos = 0
+        self.skipped = 0
+
+    def describe(self) -> str:
+        return f"folder:{self.folder}"
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"folder not found: {self.folder}")
+        self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._pos = 0
+
+    def read(self) -> Frame | None:
+        while self._pos < len(self._files):
+            path = self._files[self._pos]
+            index = self._pos
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                self.skipped += 1
+                log.warning("skipping unreadable image %s", path)
+                continue
+            captured_at, t = _now()
+            return Frame(image, index, captured_at, t, name=path.name)
+        return None
+
+
+class SimulatorSource(Source):
+    """The strip simulator as a camera: paced at fps when ``realtime`` (a live line, frames the reader
+    misses are gone), else as fast as read (a file). ``seconds`` ends the stream; ``dropout_every``
+    pulls the cable every N frames for ``dropout_s`` seconds (reconnect drills)."""
+
+    def __init__(self, cfg: SimulatorConfig) -> None:
+        self.cfg = cfg
+        self.sim = StripSimulator(cfg.images, cfg.width, cfg.height, cfg.fps, cfg.speed, cfg.seed)
+        self.live = cfg.realtime and cfg.seconds is None
+        self._opened = False
+        self._t0: float | None = None
+        self._next = 0
+        self._since_open = 0
+        self._away_until = 0.0
+        self._last_frames = int(cfg.seconds * cfg.fps) if cfg.seconds else None
+
+    def describe(self) -> str:
+        c = self.cfg
+        return f"sim://neu-det?fps={c.fps:g}&width={c.width}&height={c.height}&speed={c.speed:g}"
+
+    def open(self) -> None:
+        if time.monotonic() < self._away_until:
+            raise SourceError("simulated camera is unplugged")
+        self._opened = True
+        self._since_open = 0
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+
+    def read(self) -> Frame | None:
+        if not self._opened:
+            raise SourceError("source is closed")
+        cfg = self.cfg
+        if cfg.dropout_every and self._since_open >= cfg.dropout_every:
+            self._opened = False
+            self._away_until = time.monotonic() + cfg.dropout_s
+            raise SourceError("simulated cable pull")
+        index = self._next
+        if cfg.realtime:
+            assert self._t0 is not None
+            due = self._t0 + index / cfg.fps
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            else:  # the reader is late: a live camera has moved on
+                index = max(index, int((now - self._t0) * cfg.fps))
+        if self._last_frames is not None and index >= self._last_frames:
+            return None
+        image, truth = self.sim.frame(index)
+        captured_at, t = _now()
+        self._next = index + 1
+        self._since_open += 1
+        return Frame(image, index, captured_at, t, truth=truth)
+
+    def close(self) -> None:
+        self._opened = False
+
+
+def _is_url(s: str) -> bool:
+    return "://" in s and s.split("://", 1)[0].lower() in LIVE_SCHEMES
+
+
+def simulator_config_from_url(url: str) -> SimulatorConfig:
+    """``sim://neu-det?fps=30&width=640&height=480&speed=120&seed=0&seconds=10&realtime=1``"""
+    parts = urlsplit(url)
+    params: dict[str, str] = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return SimulatorConfig.model_validate(params)
+
+
+def make_source(cam: CameraConfig, base_dir: Path | None = None, where: str = "") -> Source:
+    """The source a camera describes; a bad or missing one raises CamerasConfigError naming the key."""
+    key = f"{where}source" if where else "source"
+    try:
+        if cam.simulator is not None:
+            cfg = cam.simulator
+            if cfg.images and base_dir is not None and not Path(cfg.images).is_absolute():
+                cfg = cfg.model_copy(update={"images": str(base_dir / cfg.images)})
+            return SimulatorSource(cfg)
+        src = cam.source
+        if isinstance(src, int) or (isinstance(src, str) and src.strip().isdigit()):
+            return OpenCVSource(int(src), live=True)
+        assert isinstance(src, str)
+        if src.startswith("sim://"):
+            cfg = simulator_config_from_url(src)
+            return SimulatorSource(cfg)
+        if _is_url(src):
+            return OpenCVSource(src, live=True)
+        path = Path(src.removeprefix("folder:").removeprefix("file:"))
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        if src.startswith("folder:") or path.is_dir():
+            if not path.is_dir():
+                raise FileNotFoundError(f"folder not found: {path}")
+            return FolderSource(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"video file not found: {path}")
+        return OpenCVSource(str(path), live=False)
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise CamerasConfigError(f"{key}: bad simulator parameter: {detail}") from exc
+    except (FileNotFoundError, ValueError) as exc:
+        raise CamerasConfigError(f"{key}: {exc}") from exc

@@ -1,0 +1,300 @@
+"""The database writer of the ingest pipeline: one thread, batched commits (N rows or T ms) through
+the shared ``app.inspection.persist_results``, and the on-disk journal while the database is away.
+
+Order is kept: while the journal holds anything, new results are journaled behind it; when the
+database answers again the journal is replayed oldest first, then live results go straight in.
+Replays are idempotent: ``persist_results`` skips frame_uids already stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from app import images
+from app import metrics as m
+from app.db.session import Database
+from app.detections import Detections
+from app.ingest.journal import Journal, JournalFull
+from app.inspection import InspectionResult, Stored, Timings, persist_results
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Item:
+    """One result on its way to the database, with what only this process needs to know."""
+
+    result: InspectionResult
+    t_capture: float | None = None  # time.perf_counter() at capture (latency); None after a restart
+    crops: list[bytes] = field(default_factory=list)  # JPEG crops of the defects, stored with the row
+
+
+def to_journal(item: Item) -> dict:
+    r = item.result
+    d = r.detections
+    return {
+        "frame_uid": r.frame_uid, "camera_id": r.camera_id, "line": r.line, "station": r.station,
+        "part_id": r.part_id, "captured_at": r.captured_at.isoformat(),
+        "received_at": r.received_at.isoformat(), "verdict": r.verdict,
+        "timings": [r.timings.decode_ms, r.timings.inference_ms, r.timings.postprocess_ms,
+                    r.timings.total_ms],
+        "width": r.width, "height": r.height, "model_version": r.model_version, "source": r.source,
+        "image_path": r.image_path, "names": list(d.names), "xyxy": d.xyxy.round(2).tolist(),
+        "confidence": d.confidence.round(5).tolist(), "class_id": d.class_id.tolist(),
+    }
+
+
+def from_journal(rec: dict) -> Item:
+    dets = Detections(rec["xyxy"], rec["confidence"], rec["class_id"], tuple(rec["names"]))
+    result = InspectionResult(
+        frame_uid=rec["frame_uid"], camera_id=rec["camera_id"], line=rec["line"], station=rec["station"],
+        part_id=rec["part_id"], captured_at=datetime.fromisoformat(rec["captured_at"]),
+        received_at=datetime.fromisoformat(rec["received_at"]), detections=dets, verdict=rec["verdict"],
+        timings=Timings(*rec["timings"]), width=rec["width"], height=rec["height"],
+        model_version=rec["model_version"], source=rec["source"], image=None,
+        image_path=rec["image_path"])
+    return Item(result)
+
+
+def store_frame_image(result: InspectionResult, data_dir: Path) -> None:
+    """Write the frame now (the database is away) so the journaled row can name its image."""
+    if result.image_path is not None or (result.image is None and result.image_bytes is None):
+        return
+    data = result.image_bytes if result.image_bytes is not None else images.encode_jpeg(result.image)
+    rel = images.relative_path(result.frame_uid, result.captured_at, result.image_ext)
+    images.write_atomic(images.resolve(data_dir, rel), data)
+    result.image_path = rel
+    result.image = None
+    result.image_bytes = None
+
+
+def store_crops(item: Item, data_dir: Path) -> None:
+    """One JPEG per defect next to the frame: ``images/Y/M/D/<frame_uid>-crop<k>.jpg``."""
+    r = item.result
+    for k, data in enumerate(item.crops):
+        rel = images.relative_path(f"{r.frame_uid}-crop{k}", r.captured_at, ".jpg")
+        try:
+            images.write_atomic(images.resolve(data_dir, rel), data)
+        except OSError as exc:
+            log.warning("cannot store crop %s: %s", rel, exc)
+    item.crops = []
+
+
+class DbWriter:
+    """``submit(item)`` from any thread. ``on_committed(items, stored)`` and ``on_journaled(items)`` are
+    called from the writer thread (``stored[i].created`` is False for a replayed duplicate)."""
+
+    def __init__(self, db: Database, journal: Journal, data_dir: Path, *, batch_rows: int = 64,
+                 batch_ms: float = 200.0, queue_size: int = 1024, retry_s: float = 1.0,
+                 on_committed: Callable[[list[Item], list[Stored]], None] | None = None,
+                 on_journaled: Callable[[list[Item]], None] | None = None) -> None:
+        self.db = db
+        self.journal = journal
+        self.data_dir = Path(data_dir)
+        self.batch_rows, self.batch_s = batch_rows, batch_ms / 1000.0
+        self.retry_s = retry_s
+        self.on_committed = on_committed
+        self.on_journaled = on_journaled
+        self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._next_retry = 0.0
+        self.db_up = True
+        self.committed = 0
+        self.journaled = 0
+        self.replayed = 0
+        self.rejected = 0
+        self.last_error: str | None = None
+        m.DB_UP.set(1)
+        m.JOURNAL_PENDING.set(journal.pending)
+
+    # -- API ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest-db-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: Item, timeout: float | None = None) -> None:
+        """Queue one result; blocks while the writer is full (back-pressure, nothing dropped)."""
+        self._queue.put(item, timeout=timeout)
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        """Drain: commit (or journal) everything submitted so far, then end the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("database writer did not finish within %.0f s", timeout or 0)
+        self.journal.close()
+
+    # -- thread ------------------------------------------------------------------------------
+    def _collect(self) -> list[Item]:
+        try:
+            first = self._queue.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.batch_s
+        while len(batch) < self.batch_rows:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                batch.append(nxt)
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        held: list[Item] = []  # a batch neither the database nor the full journal could take
+        while True:
+            if self.journal.pending and time.monotonic() >= self._next_retry:
+                self._replay()
+            if held:
+                if self._store(held):
+                    held = []
+                else:
+                    if self._stop.is_set() and time.monotonic() > self._stop_deadline():
+                        log.error("shutting down with %d results neither committed nor journaled", len(held))
+                        break
+                    time.sleep(min(self.retry_s, 0.2))
+                continue
+            batch = self._collect()
+            if batch:
+                if not self._store(batch):
+                    held = batch
+                continue
+            if self._stop.is_set() and self._queue.empty():
+                break
+        # shutdown: one last attempt to empty the journal while the database answers
+        if self.journal.pending and self.db_up:
+            self._replay()
+
+    _stop_at: float | None = None
+
+    def _stop_deadline(self) -> float:
+        if self._stop_at is None:
+            self._stop_at = time.monotonic() + 10.0
+        return self._stop_at
+
+    def _set_db(self, up: bool, error: str | None = None) -> None:
+        if up != self.db_up:
+            if up:
+                log.info("database is back")
+            else:
+                log.warning("database unreachable, journaling results: %s", error)
+        self.db_up = up
+        if error:
+            self.last_error = error
+        m.DB_UP.set(1 if up else 0)
+
+    def _persist(self, items: list[Item]) -> list[Stored]:
+        with self.db.session() as session:
+            return persist_results(session, [i.result for i in items], data_dir=self.data_dir,
+                                   image_policy="always")
+
+    def _commit(self, items: list[Item]) -> list[Stored | None]:
+        """One transaction; a row the database refuses for good (IntegrityError that is no duplicate)
+        is set aside in ``journal/rejected.jsonl`` so it cannot block the line."""
+        t0 = time.perf_counter()
+        try:
+            stored: list[Stored | None] = list(self._persist(items))
+        except IntegrityError:
+            stored = []
+            for item in items:
+                try:
+                    stored.extend(self._persist([item]))
+                except IntegrityError as exc:
+                    log.error("result %s refused by the database, set aside in rejected.jsonl: %s",
+                              item.result.frame_uid, str(exc).splitlines()[0])
+                    self._reject(item)
+                    stored.append(None)
+        m.DB_WRITE_SECONDS.observe(time.perf_counter() - t0)
+        return stored
+
+    def _reject(self, item: Item) -> None:
+        self.rejected += 1
+        with open(self.journal.dir / "rejected.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(to_journal(item)) + "\n")
+
+    def _report(self, items: list[Item], stored: list[Stored | None]) -> None:
+        for item, s in zip(items, stored, strict=True):
+            if item.crops and s is not None and s.created:
+                store_crops(item, self.data_dir)
+        pairs = [(i, s) for i, s in zip(items, stored, strict=True) if s is not None]
+        self.committed += sum(1 for _, s in pairs if s.created)
+        if self.on_committed and pairs:
+            self.on_committed([i for i, _ in pairs], [s for _, s in pairs])
+
+    def _db_error(self, exc: Exception) -> None:
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        self._set_db(False, f"{type(exc).__name__}: {text}")
+        self._next_retry = time.monotonic() + self.retry_s
+
+    def _store(self, batch: list[Item]) -> bool:
+        """Commit, or journal behind the pending ones; False when neither is possible right now."""
+        if not self.journal.pending and (self.db_up or time.monotonic() >= self._next_retry):
+            try:
+                stored = self._commit(batch)
+            except SQLAlchemyError as exc:
+                self._db_error(exc)
+            else:
+                self._set_db(True)
+                self._report(batch, stored)
+                return True
+        try:
+            for item in batch:
+                store_frame_image(item.result, self.data_dir)
+                store_crops(item, self.data_dir)
+            self.journal.append([to_journal(i) for i in batch])
+        except JournalFull as exc:
+            self.last_error = str(exc)
+            log.error("%s; holding results until the database returns", exc)
+            return False
+        except OSError as exc:
+            self.last_error = f"journal write failed: {exc}"
+            log.error("journal write failed: %s", exc)
+            return False
+        self.journaled += len(batch)
+        m.JOURNAL_PENDING.set(self.journal.pending)
+        if self.on_journaled:
+            self.on_journaled(batch)
+        return True
+
+    def _replay(self) -> None:
+        """Replay sealed segments oldest first; stop at the first database failure."""
+        problem = self.db.ping()
+        if problem is not None:
+            self._set_db(False, problem)
+            self._next_retry = time.monotonic() + self.retry_s
+            return
+        self.journal.seal()
+        for segment in self.journal.segments():
+            records = self.journal.read(segment)
+            items = [from_journal(r) for r in records]
+            done: list[Stored | None] = []
+            try:
+                for start in range(0, len(items), self.batch_rows):
+                    done.extend(self._commit(items[start:start + self.batch_rows]))
+            except SQLAlchemyError as exc:
+                self._report(items[:len(done)], done)
+                self._db_error(exc)
+                return
+            self._set_db(True)
+            self.journal.remove(segment, len(records))
+            before = self.committed
+            self._report(items, done)
+            self.replayed += self.committed - before
+            m.JOURNAL_PENDING.set(self.journal.pending)
+            log.info("replayed %d journaled results from %s", len(records), segment.name)
