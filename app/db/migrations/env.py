@@ -7,6 +7,7 @@ import logging
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 
 from app.db.models import Base
 from app.db.session import create_db_engine
@@ -27,6 +28,17 @@ def _url() -> str:
     return get_settings().database_url
 
 
+# Two instances starting together (containers, a Kubernetes rollout) may both run `db upgrade`: on
+# PostgreSQL the migration transaction first takes this advisory lock, so the second one waits, then
+# finds the database at head and does nothing. The lock ends with the transaction.
+MIGRATION_LOCK_KEY = 0x1D5EC7  # any fixed bigint shared by every instance of the service
+
+
+def _lock(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
 def _configure(**kwargs) -> None:
     context.configure(target_metadata=target_metadata, compare_type=True, **kwargs)
 
@@ -44,6 +56,7 @@ def run_online() -> None:
     if conn is not None:
         _configure(connection=conn, render_as_batch=conn.dialect.name == "sqlite")
         with context.begin_transaction():
+            _lock(conn)
             context.run_migrations()
         return
     engine = create_db_engine(_url())
@@ -51,6 +64,7 @@ def run_online() -> None:
         with engine.connect() as connection:
             _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
             with context.begin_transaction():
+                _lock(connection)
                 context.run_migrations()
     finally:
         engine.dispose()
