@@ -1,6 +1,6 @@
 """Dataset layer for the detector: data.yaml parsing, YOLO label checks, VOC/COCO importers,
 augmentations (numpy/OpenCV) and the torch ``YoloDataset``.
 
-Modules that do not need torch (``formats``, ``labels``, ``importers``, ``augment``) never import it,
-so ``defect-inspect dataset ...`` works without the training extra except for ``dataset``.
+Only ``dataset`` imports torch; ``formats``, ``labels``, ``importers``, ``augment`` and ``cli`` need just
+numpy, OpenCV and PyYAML, so ``defect-inspect dataset import|check`` runs without the training extra.
 """

@@ -112,17 +112,56 @@ def affine_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int], degrees: floa
     return T @ S @ R @ P @ C, s
 
 
+def _clipped_quad_bounds(quads: np.ndarray, w: float, h: float) -> np.ndarray:
+    """Axis-aligned bounds of convex quads (n,4,2; corners in cyclic order) clipped to [0,w]x[0,h].
+
+    Exact for rotated boxes cut by the image edge: the bounds of (quad corners inside the image) +
+    (quad edge / image border crossings) + (image corners inside the quad). Empty intersections give
+    zero-size boxes."""
+    n = len(quads)
+    p0 = quads
+    p1 = np.roll(quads, -1, axis=1)
+    d = p1 - p0
+    pts = [quads]
+    ok = [(quads[..., 0] >= 0) & (quads[..., 0] <= w) & (quads[..., 1] >= 0) & (quads[..., 1] <= h)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for axis, limit in ((0, 0.0), (0, w), (1, 0.0), (1, h)):
+            t = (limit - p0[..., axis]) / d[..., axis]
+            q = p0 + t[..., None] * d
+            other, other_max = (1, h) if axis == 0 else (0, w)
+            valid = (t >= 0) & (t <= 1) & (q[..., other] >= 0) & (q[..., other] <= other_max)
+            q[..., axis] = limit
+            pts.append(np.nan_to_num(q))
+            ok.append(valid)
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
+    rel = corners[None, None, :, :] - p0[:, :, None, :]  # (n, 4 edges, 4 corners, 2)
+    cross = d[:, :, None, 0] * rel[..., 1] - d[:, :, None, 1] * rel[..., 0]
+    inside = (cross >= -1e-9).all(1) | (cross <= 1e-9).all(1)  # (n, 4 corners)
+    pts.append(np.broadcast_to(corners, (n, 4, 2)))
+    ok.append(inside)
+    allp = np.concatenate(pts, 1)
+    allok = np.concatenate(ok, 1)
+    big = np.float64(np.inf)
+    x = allp[..., 0]
+    y = allp[..., 1]
+    out = np.stack([np.where(allok, x, big).min(1), np.where(allok, y, big).min(1),
+                    np.where(allok, x, -big).max(1), np.where(allok, y, -big).max(1)], 1)
+    empty = ~allok.any(1)
+    out[empty] = 0.0
+    return out
+
+
 def transform_boxes(boxes_xyxy: np.ndarray, M: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Map boxes through M (3x3) by their 4 corners, take the enclosing box, clip to the output."""
+    """Map boxes through M (3x3) by their 4 corners and return the bounds of the transformed box clipped
+    to the output (exact for boxes partly pushed out of view by a rotation)."""
     n = len(boxes_xyxy)
     if n == 0:
         return np.zeros((0, 4), np.float32)
     xy = np.ones((n * 4, 3))
-    xy[:, :2] = boxes_xyxy[:, [0, 1, 2, 3, 0, 3, 2, 1]].reshape(n * 4, 2)  # x1y1, x2y2, x1y2, x2y1
+    xy[:, :2] = boxes_xyxy[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(n * 4, 2)  # corners in cyclic order
     xy = xy @ M.T
-    xy = (xy[:, :2] / xy[:, 2:3] if M[2, 0] or M[2, 1] else xy[:, :2]).reshape(n, 8)
-    x, y = xy[:, [0, 2, 4, 6]], xy[:, [1, 3, 5, 7]]
-    out = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
+    xy = xy[:, :2] / xy[:, 2:3] if M[2, 0] or M[2, 1] else xy[:, :2]
+    out = _clipped_quad_bounds(xy.reshape(n, 4, 2), float(out_hw[1]), float(out_hw[0]))
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, out_hw[1])
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, out_hw[0])
     return out.astype(np.float32)
