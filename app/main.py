@@ -14,6 +14,7 @@ from app.api import include_routers
 from app.api.problems import install_problem_handlers
 from app.db.session import Database
 from app.inference import Engine
+from app.ingest.service import start_ingest
 from app.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.engine_error = engine_error
         metrics.set_model_info(engine.version if engine else None, engine.provider if engine else None)
+        # camera ingest (INSPECT_CAMERAS_FILE, or the demo line with --demo); a bad file stops start-up
+        app.state.ingest, app.state.ingest_error = start_ingest(settings, db)
         try:
             yield
         finally:
+            if app.state.ingest is not None:
+                app.state.ingest.stop()  # drains queues, commits or journals every result
             db.dispose()
 
     app = FastAPI(

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from app.api.routes import health, inspections, model
+from app.api.routes import cameras, health, inspections, model
 
 API_PREFIX = "/api/v1"
 
@@ -25,3 +25,4 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(inspections.upload_router, prefix=API_PREFIX, dependencies=UPLOAD_DEPENDENCIES)
     app.include_router(inspections.read_router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
     app.include_router(model.router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES)
+    app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)

@@ -1,0 +1,73 @@
+"""Building the ingest pipeline from the service settings: the cameras file (or the demo line),
+an engine with the pipeline's thread settings, the database, and the data directory."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from app.db.session import Database
+from app.inference import Engine, ModelLoadError
+from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
+from app.ingest.pipeline import Pipeline
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEMO_CAMERAS = Path(__file__).resolve().parents[1] / "demo_cameras.yaml"
+
+
+def cameras_path(settings: Settings, override: str | Path | None = None) -> Path | None:
+    """The cameras file to run: an explicit path, INSPECT_CAMERAS_FILE, or the demo line."""
+    if override:
+        return Path(override)
+    if settings.cameras_file:
+        return Path(settings.cameras_file)
+    if settings.demo:
+        return DEMO_CAMERAS
+    return None
+
+
+def pipeline_engine(settings: Settings, config: CamerasFile) -> Engine:
+    """An engine of its own for the workers: ``intra_op_threads`` from the cameras file (default 1,
+    so each worker runs one model in its own thread)."""
+    return Engine(settings.model_path, providers=settings.providers or None,
+                  intra_op_threads=config.pipeline.intra_op_threads,
+                  inter_op_threads=settings.inter_op_threads, trt_cache_dir=settings.trt_cache_dir)
+
+
+def build_pipeline(settings: Settings, path: Path, db: Database, engine: Engine | None = None) -> Pipeline:
+    """Validate the cameras file against the model and build (not start) the pipeline.
+    Raises CamerasConfigError (file/key named) or ModelLoadError."""
+    config = load_cameras(path)
+    if engine is None:
+        if not settings.model_path.is_file():
+            raise ModelLoadError(f"model file not found: {settings.model_path} (INSPECT_MODEL_PATH)")
+        engine = pipeline_engine(settings, config)
+    return Pipeline(config, engine, db, settings.data_dir, base_dir=path.parent, config_name=str(path),
+                    max_det=settings.max_det)
+
+
+__all__ = ["CamerasConfigError", "DEMO_CAMERAS", "build_pipeline", "cameras_path", "pipeline_engine",
+           "start_ingest"]
+
+
+def start_ingest(settings: Settings, db: Database) -> tuple[Pipeline | None, str | None]:
+    """The running pipeline for the service lifespan, or (None, reason). A bad cameras file stops
+    start-up (CamerasConfigError); a missing model leaves the service up without cameras, like the
+    REST door; the demo line never stops start-up."""
+    path = cameras_path(settings)
+    if path is None:
+        return None, "no cameras file (INSPECT_CAMERAS_FILE)"
+    demo = settings.cameras_file is None
+    try:
+        pipeline = build_pipeline(settings, path, db)
+    except ModelLoadError as exc:
+        log.error("camera ingest not started: %s", exc)
+        return None, f"camera ingest not started: {exc}"
+    except CamerasConfigError as exc:
+        if not demo:
+            raise
+        log.warning("demo camera not started: %s", exc)
+        return None, f"demo camera not started: {exc}"
+    return pipeline.start(), None
