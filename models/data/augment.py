@@ -131,7 +131,7 @@ def _clipped_quad_bounds(quads: np.ndarray, w: float, h: float) -> np.ndarray:
             other, other_max = (1, h) if axis == 0 else (0, w)
             valid = (t >= 0) & (t <= 1) & (q[..., other] >= 0) & (q[..., other] <= other_max)
             q[..., axis] = limit
-            pts.append(np.nan_to_num(q))
+            pts.append(np.where(valid[..., None], q, 0.0))
             ok.append(valid)
     corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64)
     rel = corners[None, None, :, :] - p0[:, :, None, :]  # (n, 4 edges, 4 corners, 2)
@@ -161,7 +161,12 @@ def transform_boxes(boxes_xyxy: np.ndarray, M: np.ndarray, out_hw: tuple[int, in
     xy[:, :2] = boxes_xyxy[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(n * 4, 2)  # corners in cyclic order
     xy = xy @ M.T
     xy = xy[:, :2] / xy[:, 2:3] if M[2, 0] or M[2, 1] else xy[:, :2]
-    out = _clipped_quad_bounds(xy.reshape(n, 4, 2), float(out_hw[1]), float(out_hw[0]))
+    quads = xy.reshape(n, 4, 2)
+    out = np.concatenate([quads.min(1), quads.max(1)], 1)
+    h, w = out_hw
+    cut = (out[:, 0] < 0) | (out[:, 1] < 0) | (out[:, 2] > w) | (out[:, 3] > h)
+    if cut.any():  # only boxes crossing the border need the exact clipped bounds
+        out[cut] = _clipped_quad_bounds(quads[cut], float(w), float(h))
     out[:, [0, 2]] = out[:, [0, 2]].clip(0, out_hw[1])
     out[:, [1, 3]] = out[:, [1, 3]].clip(0, out_hw[0])
     return out.astype(np.float32)
