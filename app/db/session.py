@@ -3,6 +3,7 @@ timeout on every connection; PostgreSQL is reached through psycopg 3 (``postgres
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +41,9 @@ def create_db_engine(url: str | URL, **kwargs: Any) -> Engine:
     if u.get_backend_name() == "sqlite":
         database = u.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            # best effort: an unwritable folder shows up as "database unreachable" in /readyz
+            with contextlib.suppress(OSError):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
         engine = create_engine(u, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
