@@ -5,9 +5,8 @@ stored (``api_keys.key_hash``). The prefix is stored too so that ``keys list`` c
 revealing it.
 
 Roles: ``camera`` may post inspections (and read the model), ``mes`` reads, ``operator`` reads and
-reviews, ``admin`` may do everything. Which permission a request needs is decided in one place,
-:func:`required_permission`, from the method and the route's path template, so a new route is
-admin-only until it is listed here (secure by default).
+reviews, ``admin`` may do everything. Routers are given the permission they need where they are mounted
+(``app.api.include_routers`` with the dependencies of ``app.api.security``).
 """
 
 from __future__ import annotations
@@ -61,30 +60,6 @@ class Principal:
 
 # When INSPECT_AUTH_ENABLED=false (local demo only) every caller acts as this principal.
 ANONYMOUS_ADMIN = Principal(name="anonymous", role="admin")
-
-# (method, route path template) -> permission. Anything not listed: GET/HEAD need READ, other
-# methods need ADMIN.
-_ROUTE_PERMISSIONS: dict[tuple[str, str], Permission] = {
-    ("POST", "/api/v1/inspections"): Permission.INGEST,
-    ("GET", "/api/v1/model"): Permission.ANY,
-    ("POST", "/api/v1/defects/{defect_id}/review"): Permission.REVIEW,
-}
-_ADMIN_PREFIXES = ("/api/v1/keys", "/api/v1/webhooks", "/api/v1/settings")
-
-
-def required_permission(method: str, path_template: str) -> Permission:
-    method = method.upper()
-    if method == "HEAD":
-        method = "GET"
-    explicit = _ROUTE_PERMISSIONS.get((method, path_template))
-    if explicit is not None:
-        return explicit
-    if path_template.startswith(_ADMIN_PREFIXES):
-        return Permission.ADMIN
-    if method == "GET":
-        return Permission.READ
-    return Permission.ADMIN
-
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
@@ -202,4 +177,27 @@ def ensure_demo_key(session: Session, key_file: Path | str) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(key + "\n", encoding="utf-8")
     path.chmod(0o600)
+    return key
+
+
+def announce_demo_key(database_url: str, data_dir: Path, url: str) -> str | None:
+    """``serve --demo`` with auth on: print a ready operator key for the dashboard (created once, reused
+    from ``data_dir/demo-operator.key`` afterwards). Returns the key, or None if the database is not ready."""
+    import sys
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.db.session import Database
+
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            key = ensure_demo_key(session, data_dir / "demo-operator.key")
+    except SQLAlchemyError as exc:
+        print(f"demo key: cannot create one ({str(exc).splitlines()[0]}); run `defect-inspect db upgrade` "
+              "or `defect-inspect keys create --role operator --name demo`", file=sys.stderr)
+        return None
+    finally:
+        db.dispose()
+    print(f"\n  Dashboard: {url}\n  Demo operator API key (paste it into the dashboard): {key}\n", flush=True)
     return key

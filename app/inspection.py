@@ -21,6 +21,7 @@ from app.db import repository
 from app.db.models import Inspection
 from app.detections import Detections
 from app.inference import Engine
+from app.webhooks import enqueue_inspection
 
 log = logging.getLogger(__name__)
 
@@ -228,4 +229,7 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
             out.append(Stored(row, True))
         seen[r.frame_uid] = row
     session.flush()
+    for item in out:  # NG results: queue the inspection.ng webhook event in this transaction
+        if item.created:
+            enqueue_inspection(session, item.row)
     return out

@@ -16,6 +16,7 @@ from app.db.session import Database
 from app.inference import Engine
 from app.ingest.service import start_ingest
 from app.settings import Settings, get_settings
+from app.webhooks import DeliveryWorker
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics.set_model_info(engine.version if engine else None, engine.provider if engine else None)
         # camera ingest (INSPECT_CAMERAS_FILE, or the demo line with --demo); a bad file stops start-up
         app.state.ingest, app.state.ingest_error = start_ingest(settings, db)
+        # webhook deliveries: queued in the database, sent by this background thread (app/webhooks.py)
+        app.state.webhook_worker = DeliveryWorker(db.sessionmaker)
+        app.state.webhook_worker.start()
         try:
             yield
         finally:
             if app.state.ingest is not None:
                 app.state.ingest.stop()  # drains queues, commits or journals every result
+            app.state.webhook_worker.stop()
             db.dispose()
 
     app = FastAPI(

@@ -6,17 +6,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api.routes import cameras, health, inspections, model
+from app.api.security import metrics_guard, require
+from app.auth import Permission
 
 API_PREFIX = "/api/v1"
 
 # Access rules per group of routes (FastAPI ``Depends(...)`` objects), applied in include_routers.
-UPLOAD_DEPENDENCIES: list[Any] = []  # POST /api/v1/inspections (cameras, MES clients)
-READ_DEPENDENCIES: list[Any] = []  # GET /api/v1/inspections/...
-MODEL_DEPENDENCIES: list[Any] = []  # GET /api/v1/model
-METRICS_DEPENDENCIES: list[Any] = []  # GET /metrics (see INSPECT_METRICS_PUBLIC)
+UPLOAD_DEPENDENCIES: list[Any] = [Depends(require(Permission.INGEST))]  # POST /api/v1/inspections
+READ_DEPENDENCIES: list[Any] = [Depends(require(Permission.READ))]  # GET /api/v1/inspections/...
+MODEL_DEPENDENCIES: list[Any] = [Depends(require(Permission.ANY))]  # GET /api/v1/model
+METRICS_DEPENDENCIES: list[Any] = [Depends(metrics_guard)]  # GET /metrics (see INSPECT_METRICS_PUBLIC)
+REVIEW_DEPENDENCIES: list[Any] = [Depends(require(Permission.REVIEW))]  # POST /api/v1/defects/{id}/review
+ADMIN_DEPENDENCIES: list[Any] = [Depends(require(Permission.ADMIN))]  # keys, webhooks, settings
 
 
 def include_routers(app: FastAPI) -> None:
@@ -26,3 +30,18 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(inspections.read_router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
     app.include_router(model.router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES)
     app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
+    include_mes_routers(app)
+
+
+def include_mes_routers(app: FastAPI) -> None:
+    """MES queries, reviews, keys, webhooks (app/api/routes/) and the dashboard at /."""
+    from app.api.dashboard import mount_dashboard
+    from app.api.routes import defects, images, inspection_list, keys, parts, stats, webhooks
+
+    for router in (inspection_list.router, images.router, defects.read_router, parts.router, stats.router):
+        app.include_router(router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
+    app.include_router(defects.review_router, prefix=API_PREFIX, dependencies=REVIEW_DEPENDENCIES)
+    app.include_router(keys.whoami_router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES)
+    app.include_router(keys.admin_router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES)
+    app.include_router(webhooks.router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES)
+    mount_dashboard(app)

@@ -33,5 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise CliError(f"--port {args.port}: must be 1-65535")
     app = create_app(settings)
+    if settings.demo and settings.auth_enabled:  # a ready operator key for the dashboard (app/auth.py)
+        from app.auth import announce_demo_key
+
+        announce_demo_key(settings.database_url, settings.data_dir, f"http://{args.host}:{args.port}/")
     uvicorn.run(app, host=args.host, port=args.port, log_level=settings.log_level.lower())
     return 0

@@ -287,17 +287,21 @@ def _csv_row(kind: Kind, item: Any) -> list[Any]:
 
 
 def iter_csv(session_factory: Callable[[], Session], kind: Kind, f: Filters, sort: Sort,
-             chunk: int = 500, cursor: str | None = None) -> Iterator[str]:
-    """The whole result as CSV text chunks, read page by page with its own session (so it can be
-    streamed after the request's session is gone)."""
+             chunk: int = 500, cursor: str | None = None, max_rows: int | None = None) -> Iterator[str]:
+    """The result (from ``cursor``, at most ``max_rows`` rows, default all) as CSV text chunks, read page
+    by page with its own session, so it can be streamed after the request's session is gone."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(INSPECTION_COLUMNS if kind == "inspections" else DEFECT_COLUMNS)
+    left = max_rows
     with session_factory() as session:
-        while True:
-            page = fetch_page(session, kind, f, sort, chunk, cursor)
+        while left is None or left > 0:
+            size = chunk if left is None else min(chunk, left)
+            page = fetch_page(session, kind, f, sort, size, cursor)
             for item in page.items:
                 writer.writerow(["" if v is None else v for v in _csv_row(kind, item)])
+            if left is not None:
+                left -= len(page.items)
             yield buf.getvalue()
             buf.seek(0)
             buf.truncate()

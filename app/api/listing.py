@@ -1,0 +1,90 @@
+"""The query side of GET /inspections and GET /defects: filter parameters, keyset pages as JSON (with
+``next_cursor`` and a ``Link: <...>; rel="next"`` header) or the whole result streamed as CSV."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from app.api.problems import Problem
+from app.db.models import REVIEW_STATUSES, VERDICTS
+from app.db.queries import (
+    Filters,
+    Kind,
+    QueryError,
+    Sort,
+    decode_cursor,
+    fetch_page,
+    iter_csv,
+    page_view,
+)
+
+DEFAULT_LIMIT = 50
+
+
+def filters_params(
+    start: Annotated[datetime | None, Query(alias="from", description="captured at or after")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="captured before (ISO 8601)")] = None,
+    line: Annotated[str | None, Query(max_length=64)] = None,
+    station: Annotated[str | None, Query(max_length=64)] = None,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    verdict: Annotated[Literal["OK", "NG"] | None, Query()] = None,
+    class_name: Annotated[str | None, Query(max_length=64, description="class after review")] = None,
+    min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
+    review_status: Annotated[Literal["pending", "confirmed", "rejected", "reclassified"] | None,
+                             Query()] = None,
+    part_id: Annotated[str | None, Query(max_length=128)] = None,
+) -> Filters:
+    assert verdict is None or verdict in VERDICTS
+    assert review_status is None or review_status in REVIEW_STATUSES
+    if start is not None and end is not None and start >= end:
+        raise Problem(400, "'from' must be before 'to'", reason="bad_range")
+    return Filters(start=start, end=end, line=line, station=station, camera_id=camera_id, verdict=verdict,
+                   class_name=class_name, min_confidence=min_confidence, review_status=review_status,
+                   part_id=part_id)
+
+
+def wants_csv(request: Request, fmt: str | None) -> bool:
+    if fmt is not None:
+        return fmt == "csv"
+    accept = request.headers.get("accept", "")
+    return "text/csv" in accept and "application/json" not in accept
+
+
+def list_response(request: Request, kind: Kind, filters: Filters, sort_field: str, order: str,
+                  limit: int | None, cursor: str | None, fmt: str | None) -> Any:
+    try:
+        sort = Sort(sort_field, order)
+        if wants_csv(request, fmt):
+            # Validate the cursor now: once streaming has started an error can no longer be answered.
+            if cursor:
+                decode_cursor(kind, sort, cursor)
+            sessionmaker = request.app.state.db.sessionmaker
+            return StreamingResponse(
+                iter_csv(sessionmaker, kind, filters, sort, cursor=cursor, max_rows=limit),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": f'attachment; filename="{kind}.csv"'},
+            )
+        with request.app.state.db.session() as session:
+            page = fetch_page(session, kind, filters, sort, limit or DEFAULT_LIMIT, cursor)
+            items = page_view(kind, page)
+    except QueryError as exc:
+        raise Problem(400, str(exc), reason="bad_query") from None
+    headers = {}
+    if page.next_cursor:
+        next_url = request.url.include_query_params(cursor=page.next_cursor)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    return JSONResponse({"items": items, "next_cursor": page.next_cursor, "limit": limit or DEFAULT_LIMIT,
+                         "sort": sort.field, "order": sort.order}, headers=headers)
+
+
+SortParam = Annotated[Literal["captured_at", "id"], Query(description="sort key")]
+OrderParam = Annotated[Literal["asc", "desc"], Query()]
+LimitParam = Annotated[int | None, Query(
+    ge=1, le=1000, description=f"page size (JSON default {DEFAULT_LIMIT}; CSV default: all rows)")]
+CursorParam = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")]
+FormatParam = Annotated[Literal["json", "csv"] | None, Query(alias="format",
+                                                              description="csv, or send Accept: text/csv")]

@@ -1,0 +1,39 @@
+"""GET /inspections/{id}/image/annotated: the stored frame with the boxes, classes and confidences
+drawn (OpenCV), as JPEG. The original frame is GET /inspections/{id}/image (routes/inspections.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import cv2
+from fastapi import APIRouter, Path, Response
+
+from app import images
+from app.annotate import draw_defects
+from app.api.deps import SessionDep, SettingsDep
+from app.api.problems import Problem
+from app.db import repository
+
+router = APIRouter(tags=["inspections"])
+
+
+@router.get("/inspections/{inspection_id}/image/annotated", response_class=Response,
+            summary="The stored frame with its defects drawn",
+            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no stored image"}})
+def read_annotated_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
+                         settings: SettingsDep) -> Response:
+    # A sync route: FastAPI runs it in the threadpool, so decoding and drawing do not block the loop.
+    row = repository.get_inspection(session, inspection_id)
+    if row is None:
+        raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
+    if not row.image_path:
+        raise Problem(404, f"inspection {inspection_id} has no stored image (INSPECT_IMAGE_POLICY)",
+                      reason="no_image")
+    path = images.resolve(settings.data_dir, row.image_path)
+    defects = list(row.defects)
+    frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise Problem(404, f"the image of inspection {inspection_id} is gone from the data directory",
+                      reason="no_image")
+    data = images.encode_jpeg(draw_defects(frame, defects), quality=90)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=5"})

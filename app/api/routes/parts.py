@@ -1,0 +1,48 @@
+"""GET /parts/{part_id}: a part's verdict across all stations (NG if any station's latest inspection is
+NG) with the latest result per station."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from app.api.deps import SessionDep
+from app.api.problems import Problem
+from app.db.models import Inspection
+from app.db.queries import inspection_view, to_utc
+
+router = APIRouter(tags=["mes"])
+
+
+def part_verdict(inspections: list[Inspection]) -> tuple[str, list[dict[str, Any]]]:
+    """Latest inspection per (line, station) -- camera id where no station is set -- and the verdict."""
+    latest: dict[tuple[str | None, str | None], Inspection] = {}
+    counts: dict[tuple[str | None, str | None], int] = {}
+    for row in inspections:
+        key = (row.line, row.station or (f"camera:{row.camera_id}" if row.camera_id else None))
+        counts[key] = counts.get(key, 0) + 1
+        best = latest.get(key)
+        if best is None or (to_utc(row.captured_at), row.id) > (to_utc(best.captured_at), best.id):
+            latest[key] = row
+    stations = [
+        {"line": key[0], "station": row.station, "camera_id": row.camera_id, "verdict": row.verdict,
+         "inspections": counts[key], "latest": inspection_view(row)}
+        for key, row in sorted(latest.items(), key=lambda kv: (to_utc(kv[1].captured_at), kv[1].id))
+    ]
+    verdict = "NG" if any(s["verdict"] == "NG" for s in stations) else "OK"
+    return verdict, stations
+
+
+@router.get("/parts/{part_id}", summary="A part's verdict across all stations")
+def read_part(part_id: Annotated[str, Path(min_length=1, max_length=128)],
+              session: SessionDep) -> dict[str, Any]:
+    rows = list(session.scalars(
+        select(Inspection).where(Inspection.part_id == part_id).options(selectinload(Inspection.defects))
+    ))
+    if not rows:
+        raise Problem(404, f"no inspections of part {part_id!r}", reason="not_found")
+    verdict, stations = part_verdict(rows)
+    return {"part_id": part_id, "verdict": verdict, "inspections": len(rows), "stations": stations}

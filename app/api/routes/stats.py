@@ -1,0 +1,36 @@
+"""GET /stats: counts and yield per line, station and class, bucketed per hour or day, and the
+false-positive rate from reviews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from app.api.deps import SessionDep
+from app.api.problems import Problem
+from app.db.queries import Filters, QueryError
+from app.db.stats import StatsRange, compute_stats
+
+router = APIRouter(tags=["mes"])
+
+
+@router.get("/stats", summary="Counts, yield and false-positive rate over a time range")
+def read_stats(
+    session: SessionDep,
+    start: Annotated[datetime | None, Query(alias="from", description="default: 24 h (hour) / 30 d (day) "
+                                                                      "before 'to'")] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="default: now")] = None,
+    bucket: Literal["hour", "day"] = "hour",
+    line: Annotated[str | None, Query(max_length=64)] = None,
+    station: Annotated[str | None, Query(max_length=64)] = None,
+    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> dict[str, Any]:
+    """``yield`` = OK / inspections; ``reviews.false_positive_rate`` = rejected / reviewed (confirmed +
+    rejected + reclassified). Class counts use the class after review and leave rejected boxes out."""
+    try:
+        rng = StatsRange.build(start, end, bucket)
+    except QueryError as exc:
+        raise Problem(400, str(exc), reason="bad_query") from None
+    return compute_stats(session, rng, Filters(line=line, station=station, camera_id=camera_id))

@@ -1,0 +1,87 @@
+"""Request authentication and role checks as FastAPI dependencies.
+
+``require(Permission.READ)`` etc. are attached to routers where they are mounted (``app.api``); the
+principal they establish is stored on ``request.state.principal`` and read by routes through
+``PrincipalDep`` (e.g. to write the reviewer's key name into the audit trail). 401 and 403 answers are
+problem+json bodies. With ``INSPECT_AUTH_ENABLED=false`` (local demo only) every request acts as admin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.api.problems import Problem
+from app.auth import ANONYMOUS_ADMIN, Permission, Principal, authenticate
+
+# Declared as security schemes so /docs offers an "Authorize" button; auto_error=False because a missing
+# key is answered below with a problem body.
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer dik_<prefix>_<secret>")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: dik_<prefix>_<secret>")
+
+_WWW_AUTH = {"WWW-Authenticate": 'Bearer realm="defect-inspect"'}
+
+PERMISSION_TEXT = {
+    Permission.ANY: "any valid API key",
+    Permission.INGEST: "role camera or admin",
+    Permission.READ: "role mes, operator or admin",
+    Permission.REVIEW: "role operator or admin",
+    Permission.ADMIN: "role admin",
+}
+
+
+def current_principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """Who is calling (401 problem when no valid key is presented)."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    if not request.app.state.settings.auth_enabled:
+        principal = ANONYMOUS_ADMIN
+    else:
+        presented = (api_key or "").strip() or (bearer.credentials.strip() if bearer else "")
+        if not presented:
+            raise Problem(401, "an API key is required: send 'Authorization: Bearer <key>' or "
+                               "'X-API-Key: <key>'", reason="unauthorized", title="Unauthorized",
+                          headers=_WWW_AUTH)
+        with request.app.state.db.session() as session:
+            found = authenticate(session, presented)
+        if found is None:
+            raise Problem(401, "the API key is unknown or revoked", reason="unauthorized",
+                          title="Unauthorized", headers=_WWW_AUTH)
+        principal = found
+    request.state.principal = principal
+    return principal
+
+
+def require(permission: Permission) -> Callable[..., Principal]:
+    """A dependency that lets the request through only with ``permission`` (403 problem otherwise)."""
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.can(permission):
+            raise Problem(403, f"the key '{principal.name}' has role {principal.role}; this needs "
+                               f"{PERMISSION_TEXT[permission]}", reason="forbidden", title="Forbidden")
+        return principal
+
+    dependency.__name__ = f"require_{permission.value}"
+    return dependency
+
+
+def metrics_guard(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> None:
+    """/metrics: public when INSPECT_METRICS_PUBLIC=true, otherwise a read key is needed."""
+    if request.app.state.settings.metrics_public:
+        return
+    require(Permission.READ)(current_principal(request, bearer, api_key))
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
