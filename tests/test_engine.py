@@ -172,6 +172,20 @@ def test_numpy_nms_matches_opencv():
     assert len(nms(xyxy, scores, 0.5, 7)) == 7
 
 
+def test_nms_prefix_extension_equals_full_greedy():
+    # 3000 best-scored boxes all on one spot: the first prefix keeps one box, so the prefix must grow
+    rng = np.random.default_rng(2)
+    same = np.tile([[100, 100, 150, 150]], (3000, 1)) + rng.uniform(-1, 1, (3000, 4))
+    xy = rng.uniform(0, 600, (2000, 2))
+    spread = np.concatenate([xy, xy + rng.uniform(5, 40, (2000, 2))], axis=1)
+    xyxy = np.concatenate([same, spread]).astype(np.float32)
+    scores = np.concatenate([rng.uniform(0.9, 1.0, 3000), rng.uniform(0.1, 0.8, 2000)]).astype(np.float32)
+    ours = nms(xyxy, scores, 0.5, 60)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+    ref = np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), 0.0, 0.5)).reshape(-1)
+    assert len(ours) == 60 and ours.tolist() == ref[:60].tolist()
+
+
 def test_detect_layout_from_shape():
     assert detect_layout((1, 25200, 11), 6) == "yolov5"
     assert detect_layout((1, 10, 8400), 6) == "ultralytics"

@@ -74,11 +74,11 @@ def candidates(pred: np.ndarray, layout: str, conf_threshold: float, multi_label
             class_ids.astype(np.int64, copy=False))
 
 
-def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int) -> np.ndarray:
-    """Greedy NMS: indices of kept boxes, best first, at most ``max_det``."""
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = xyxy[:, 0], xyxy[:, 1], xyxy[:, 2], xyxy[:, 3]
+def _greedy_nms(xyxy: np.ndarray, iou_threshold: float, max_det: int) -> np.ndarray:
+    """Greedy NMS over boxes already sorted best-first; positions of the kept boxes."""
+    x1, y1, x2, y2 = (np.ascontiguousarray(xyxy[:, i]) for i in range(4))
     areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    order = np.arange(len(xyxy))
     keep: list[int] = []
     while order.size and len(keep) < max_det:
         i = order[0]
@@ -91,6 +91,22 @@ def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int
         iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
         order = rest[iou <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
+
+
+def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_det: int) -> np.ndarray:
+    """Greedy NMS: indices of kept boxes, best first, at most ``max_det``.
+
+    Greedy NMS decides a box only from better-scored boxes, so running it on the best ``m`` boxes
+    gives exactly the first keeps of the full run; ``m`` doubles until ``max_det`` boxes are kept or
+    every box was seen. At low thresholds (mAP evaluation) this skips most of the candidates."""
+    order = np.argsort(-scores, kind="stable")
+    n = len(order)
+    m = min(n, max(4 * max_det, 1024))
+    while True:
+        kept = _greedy_nms(xyxy[order[:m]], iou_threshold, max_det)
+        if len(kept) >= max_det or m >= n:
+            return order[kept]
+        m = min(n, 4 * m)
 
 
 def batched_nms(xyxy: np.ndarray, scores: np.ndarray, class_ids: np.ndarray, iou_threshold: float,
