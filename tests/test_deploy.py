@@ -835,3 +835,19 @@ def test_entrypoint_ingest_serves_health_and_camera_metrics(tmp_path: Path, tiny
         assert 'stage="captured"' in (DEPLOY / "prometheus" / "alerts.yml").read_text()
     finally:
         stop(svc)
+
+
+def test_windows_service_configs() -> None:
+    import xml.etree.ElementTree as ET
+
+    svc = ET.parse(DEPLOY / "windows" / "defect-inspect.xml").getroot()
+    assert svc.tag == "service" and svc.findtext("id") == "defect-inspect"
+    assert svc.findtext("executable").endswith("defect-inspect.exe")
+    assert svc.findtext("arguments").startswith("serve --host")
+    assert svc.find("prestart").findtext("arguments") == "db upgrade"
+    env = {e.get("name"): e.get("value") for e in svc.findall("env")}
+    assert env["INSPECT_PROVIDERS"] == "DmlExecutionProvider,CPUExecutionProvider"
+    ps1 = (DEPLOY / "windows" / "install-nssm.ps1").read_text()
+    assert "INSPECT_PROVIDERS=DmlExecutionProvider,CPUExecutionProvider" in ps1 and "db upgrade" in ps1
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert "onnxruntime-directml" in pyproject and "sys_platform == 'win32'" in pyproject
