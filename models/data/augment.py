@@ -252,6 +252,12 @@ def _inside_fraction(boxes: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
     return iw * ih / np.maximum(area, 1e-9)
 
 
+def _box_array(boxes: np.ndarray) -> np.ndarray:
+    """(n, 4+k) float32; an empty input becomes (0, 5) (xyxy + class)."""
+    arr = np.asarray(boxes, np.float32)
+    return arr.reshape(0, max(arr.shape[-1] if arr.ndim == 2 else 5, 5)) if arr.size == 0 else arr.reshape(len(arr), -1)
+
+
 def cutmix(img_a: np.ndarray, boxes_a: np.ndarray, img_b: np.ndarray, boxes_b: np.ndarray,
            ratio_range: tuple[float, float] = (0.3, 0.7), keep_thr: float = 0.6,
            rng: np.random.Generator | None = None
@@ -271,8 +277,7 @@ def cutmix(img_a: np.ndarray, boxes_a: np.ndarray, img_b: np.ndarray, boxes_b: n
     patch = (x1, y1, x1 + cw, y1 + ch)
     out = img_a.copy()
     out[y1:y1 + ch, x1:x1 + cw] = img_b[y1:y1 + ch, x1:x1 + cw]
-    ba = np.asarray(boxes_a, np.float32).reshape(len(boxes_a), -1)
-    bb = np.asarray(boxes_b, np.float32).reshape(len(boxes_b), -1)
+    ba, bb = _box_array(boxes_a), _box_array(boxes_b)
     keep_a = ba[_inside_fraction(ba, patch) <= 1.0 - keep_thr] if len(ba) else ba
     keep_b = bb[_inside_fraction(bb, patch) >= keep_thr].copy() if len(bb) else bb
     if len(keep_b):

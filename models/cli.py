@@ -1,0 +1,202 @@
+"""`defect-inspect train | evaluate | export | anchors`: thin argument parsing over the models package.
+torch is imported inside the handlers, so building the parser stays cheap."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.cli import CliError
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise CliError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the detector on a YOLO data.yaml",
+                       description="Train YOLOv5s(+CBAM) from scratch or from an earlier checkpoint.")
+    p.add_argument("--data", help="data.yaml (YOLO format)")
+    p.add_argument("--cfg", default="yolov5s-cbam.yaml", help="model config (file or name in models/configs)")
+    p.add_argument("--hyp", default=None, help="hyperparameter YAML (default models/configs/hyp.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one hyperparameter, e.g. --set fl_gamma=1.5")
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--project", default="runs/train")
+    p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--resume", nargs="?", const="runs/train/exp", default=None,
+                   help="resume a run folder or its last.pt")
+    p.add_argument("--weights", default=None, help="start from an earlier checkpoint (fine-tuning)")
+    p.add_argument("--anchors", choices=["default", "auto", "fit"], default="auto",
+                   help="auto: fit K-means anchors when BPR < 0.98; fit: always try; default: keep config's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", action="store_true", help="keep decoded images in RAM")
+    p.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and at the end)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--info", action="store_true", help="print layers, parameters and GFLOPs and exit")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from models.train import TrainOptions, train
+    from models.yolo import CONFIG_DIR, DetectionModel, resolve_config
+
+    torch.set_num_threads(max(torch.get_num_threads(), 1))
+    if args.info:
+        try:
+            resolve_config(args.cfg)
+        except FileNotFoundError as exc:
+            raise CliError(str(exc)) from exc
+        nc = 80
+        if args.data:
+            from models.data.formats import load_data_yaml
+
+            nc = load_data_yaml(args.data).nc
+        info = DetectionModel(args.cfg, nc=nc).info(args.imgsz)
+        print(json.dumps({"cfg": args.cfg, "nc": nc, **info}))
+        return 0
+    if not args.data and not args.resume:
+        raise CliError("--data is required (or --resume)")
+    opts = TrainOptions(
+        data=args.data or "", cfg=args.cfg, hyp=args.hyp or str(CONFIG_DIR / "hyp.yaml"),
+        hyp_overrides=_parse_overrides(args.overrides), imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
+        device=args.device, workers=args.workers, project=args.project, name=args.name,
+        exist_ok=args.exist_ok, resume=args.resume, weights=args.weights, anchors=args.anchors, seed=args.seed,
+        cache=args.cache, val_interval=args.val_interval, plots=not args.no_plots)
+    run_dir = train(opts)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def register_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="COCO mAP of a checkpoint (.pt) or ONNX model on a data split")
+    p.add_argument("--model", required=True, help="WEIGHTS.pt or MODEL.onnx")
+    p.add_argument("--data", required=True, help="data.yaml")
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--providers", default=None, help="ONNX Runtime providers, comma separated")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from models.data.formats import load_data_yaml
+    from models.evaluate import evaluate, load_detector, split_paths
+
+    if not Path(args.model).is_file():
+        raise CliError(f"{args.model}: model file not found")
+    spec = load_data_yaml(args.data)
+    paths = split_paths(spec, args.split)
+    providers = args.providers.split(",") if args.providers else None
+    detector, info = load_detector(args.model, args.device, providers, args.threads)
+    metrics = evaluate(detector, paths, spec.nc, batch_size=args.batch, progress=not args.json)
+    result = {"model": str(args.model), "data": str(args.data), "split": args.split, **info,
+              **{k: v for k, v in metrics.items() if not k.startswith("_") and k != "pr_curves"}}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{'class':<18}{'instances':>10}{'mAP50':>9}{'mAP50-95':>10}")
+    for name, row in result["per_class"].items():
+        print(f"{name:<18}{row['instances']:>10}{row['map50']:>9.3f}{row['map50_95']:>10.3f}")
+    print(f"{'all':<18}{result['instances']:>10}{result['map50']:>9.3f}{result['map50_95']:>10.3f}")
+    print(f"precision {result['precision']:.3f}  recall {result['recall']:.3f} at conf 0.25 / IoU 0.5; "
+          f"{result['images_per_second']:.1f} images/s")
+    return 0
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (FP32, INT8 QDQ, FP16) with metadata")
+    p.add_argument("--weights", required=True, help="best.pt")
+    p.add_argument("--imgsz", type=int, default=None)
+    p.add_argument("--out", default=None, help="output .onnx (default next to the weights)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
+    p.add_argument("--int8", action="store_true", help="also write an INT8 static-QDQ model")
+    p.add_argument("--calib", default=None, help="data.yaml whose training images calibrate INT8")
+    p.add_argument("--calib-images", type=int, default=300)
+    p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
+    p.add_argument("--fp16", action="store_true", help="also write an FP16 model for GPU providers")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import random
+
+    from models.export import convert_fp16, export_onnx, quantize_int8
+
+    weights = Path(args.weights)
+    if not weights.is_file():
+        raise CliError(f"{weights}: checkpoint not found")
+    out = Path(args.out) if args.out else weights.with_suffix(".onnx")
+    fp32 = export_onnx(weights, out, args.imgsz, args.dynamic)
+    print(f"FP32: {fp32}")
+    if args.int8:
+        if not args.calib:
+            raise CliError("--int8 needs --calib DATA.yaml (training images calibrate the activations)")
+        from app.inference import Engine
+        from models.data.formats import load_data_yaml
+
+        spec = load_data_yaml(args.calib)
+        paths = list(spec.train)
+        random.Random(0).shuffle(paths)
+        imgsz = Engine(fp32, warmup=False).imgsz[0]
+        int8 = quantize_int8(fp32, out.with_name(out.stem + "-int8.onnx"), paths[: args.calib_images], imgsz,
+                             method=args.calib_method)
+        print(f"INT8: {int8}")
+    if args.fp16:
+        print(f"FP16: {convert_fp16(fp32, out.with_name(out.stem + '-fp16.onnx'))}")
+    return 0
+
+
+def register_anchors(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("anchors", help="BPR report of the default anchors and K-means + genetic fitted ones")
+    p.add_argument("--data", required=True)
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--cfg", default="yolov5s-cbam.yaml")
+    p.add_argument("--anchor-t", type=float, default=4.0)
+    p.add_argument("--generations", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_anchors)
+
+
+def run_anchors(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from models.anchors import anchors_per_level, evaluate_anchors, kmeans_anchors
+    from models.data.formats import load_data_yaml
+    from models.data.labels import all_boxes_wh
+    from models.yolo import load_config
+
+    spec = load_data_yaml(args.data)
+    wh = all_boxes_wh(spec.train, args.imgsz, spec.nc)
+    default = np.array(load_config(args.cfg)["anchors"], dtype=np.float64).reshape(-1, 2)
+    before = evaluate_anchors(wh, default, args.anchor_t)
+    fitted = kmeans_anchors(wh, n=len(default), anchor_t=args.anchor_t, generations=args.generations,
+                            seed=args.seed)
+    report = {"boxes": int(len(wh)), "imgsz": args.imgsz, "anchor_t": args.anchor_t,
+              "default": before.as_dict(), "fitted": fitted.as_dict(),
+              "fitted_per_level": anchors_per_level(fitted.anchors),
+              "would_adopt": fitted.bpr > before.bpr or (fitted.bpr == before.bpr
+                                                         and fitted.fitness > before.fitness)}
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
