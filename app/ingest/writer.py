@@ -150,9 +150,14 @@ class DbWriter:
         while len(batch) < self.batch_rows:
             remaining = deadline - time.monotonic()
             try:
-                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                if remaining > 0 and not self._stop.is_set():
+                    nxt = self._queue.get(timeout=min(remaining, 0.05))  # short slices: see stop()
+                else:  # the wait is over (or we are draining): take only what is already queued
+                    nxt = self._queue.get_nowait()
                 batch.append(nxt)
             except queue.Empty:
+                if remaining > 0.05 and not self._stop.is_set():
+                    continue
                 break
         return batch
 
