@@ -189,7 +189,7 @@ def fetch_page(session: Session, kind: Kind, f: Filters, sort: Sort, limit: int,
     if kind == "inspections":
         rows: Sequence[Any] = session.scalars(inspections_select(f, sort, after).limit(limit + 1)).all()
     else:
-        rows = session.execute(defects_select(f, sort, after).limit(limit + 1)).tuples().all()
+        rows = session.execute(defects_select(f, sort, after).limit(limit + 1)).all()
     items = list(rows[:limit])
     next_cursor = None
     if len(rows) > limit and items:

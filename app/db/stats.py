@@ -125,7 +125,7 @@ def compute_stats(session: Session, rng: StatsRange, f: Filters) -> dict[str, An
     statuses = dict(session.execute(
         select(Defect.review_status, func.count()).join(Inspection, Inspection.id == Defect.inspection_id)
         .where(*conds).group_by(Defect.review_status)
-    ).tuples().all())
+    ).all())
     confirmed = int(statuses.get("confirmed", 0))
     rejected = int(statuses.get("rejected", 0))
     reclassified = int(statuses.get("reclassified", 0))
