@@ -96,6 +96,8 @@ class CameraRunner:
                 try:
                     delivered = self._capture()
                 except SourceError as exc:
+                    if self._stop.is_set():  # closed because we are stopping: no error
+                        break
                     self._failed(str(exc))
                     if self._stop.wait(backoff):
                         break
@@ -133,10 +135,16 @@ class CameraRunner:
         next_due = 0.0
         while not self._stop.is_set():
             self._reading_since = time.monotonic()
-            frame = self.source.read()
-            self._reading_since = None
+            try:
+                frame = self.source.read()
+            except SourceError as exc:
+                if self._reconnect.is_set():  # the watchdog closed the source under the read
+                    raise SourceError(f"stalled: no frame for {self.cfg.stall_timeout_s:g} s") from exc
+                raise
+            finally:
+                self._reading_since = None
             if self._reconnect.is_set():
-                raise SourceError("reconnecting after a stall")
+                raise SourceError(f"stalled: no frame for {self.cfg.stall_timeout_s:g} s")
             if frame is None:
                 return delivered
             if interval:

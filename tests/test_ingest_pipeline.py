@@ -1,0 +1,212 @@
+"""End to end: simulator camera -> pipeline -> the real Engine (tiny ONNX model) -> the shared
+inspection step -> rows in SQLite and PostgreSQL; in the service (lifespan, /api/v1/cameras, --demo),
+alone (`defect-inspect ingest`) and under `defect-inspect bench pipeline`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app import metrics
+from app.cli import main as cli_main
+from app.db.models import Camera, Defect, Inspection
+from app.db.session import Database
+from app.inference import Engine
+from app.ingest.config import CamerasConfigError, parse_cameras
+from app.ingest.pipeline import Pipeline
+
+
+def sim(neu_det_dir: Path, **kw) -> str:
+    params = {"images": str(neu_det_dir / "images"), "fps": 30, "width": 160, "height": 120,
+              "realtime": "false"} | kw
+    return "sim://neu-det?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+def counts(db: Database) -> dict:
+    with db.session() as s:
+        rows = s.execute(select(Inspection.camera_id, Inspection.verdict, func.count())
+                         .group_by(Inspection.camera_id, Inspection.verdict)).all()
+        uids = s.scalar(select(func.count(func.distinct(Inspection.frame_uid))))
+        total = s.scalar(select(func.count()).select_from(Inspection))
+        defects = s.scalar(select(func.count()).select_from(Defect))
+        cameras = {c.id: (c.line, c.station) for c in s.scalars(select(Camera))}
+    return {"by": {(c, v): n for c, v, n in rows}, "uids": uids, "total": total, "defects": defects,
+            "cameras": cameras}
+
+
+def frames_total(camera: str, stage: str) -> float:
+    return metrics.FRAMES_TOTAL.labels(camera=camera, stage=stage)._value.get()
+
+
+def test_simulator_to_rows_exactly_once(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
+                                        tmp_path: Path) -> None:
+    cfg = parse_cameras(f"""
+pipeline: {{workers: 2, max_batch: 4, max_wait_ms: 5, writer: {{batch_rows: 16, batch_ms: 50}}}}
+cameras:
+  - id: e2e-a
+    line: line-1
+    station: top
+    source: "{sim(neu_det_dir, seconds=1)}"
+    images: ng
+  - id: e2e-b
+    line: line-1
+    station: bottom
+    source: "{sim(neu_det_dir, seconds=0.5, seed=2)}"
+    thresholds: {{patches: 0.99}}
+    images: never
+""")
+    engine = Engine(tiny_model_path, intra_op_threads=1)
+    db = Database(database_url)
+    before = frames_total("e2e-a", "committed")
+    with Pipeline(cfg, engine, db, tmp_path / "data") as pipeline:
+        assert pipeline.wait_finished(60)
+        snap = pipeline.snapshot()
+    a, b = snap["cameras"]
+    assert (a["captured"], a["inspected"], a["committed"], a["dropped"]) == (30, 30, 30, 0)
+    assert (b["captured"], b["committed"]) == (15, 15)
+    assert a["buffer"] == "block" and a["finished"]  # a finite source: every frame inspected
+    c = counts(db)
+    assert c["total"] == c["uids"] == 45
+    # the strip is bright enough for the tiny model's 'patches' box: NG on camera a; camera b's
+    # own threshold for 'patches' (0.99) makes the same frames OK
+    assert c["by"] == {("e2e-a", "NG"): 30, ("e2e-b", "OK"): 15} and c["defects"] == 30
+    assert c["cameras"] == {"e2e-a": ("line-1", "top"), "e2e-b": ("line-1", "bottom")}
+    with db.session() as s:
+        last_ng = s.get(Inspection, a["last_ng_inspection_id"])
+        assert last_ng.verdict == "NG" and last_ng.camera_id == "e2e-a" and last_ng.source == "stream"
+        stored = s.scalars(select(Inspection.image_path).where(Inspection.camera_id == "e2e-a")).all()
+        assert all(stored) and all((tmp_path / "data" / p).is_file() for p in stored)
+        assert not any(s.scalars(select(Inspection.image_path).where(Inspection.camera_id == "e2e-b")))
+    crops = list((tmp_path / "data" / "images").rglob("*-crop0.jpg"))
+    assert len(crops) == 30
+    assert frames_total("e2e-a", "committed") - before == 30
+    assert metrics.BATCH_SIZE._sum.get() > 0
+    db.dispose()
+
+
+def test_unknown_threshold_class_is_refused(tiny_model_path: Path, neu_det_dir: Path, tmp_path: Path) -> None:
+    cfg = parse_cameras(
+        f'cameras:\n  - id: x\n    source: "{sim(neu_det_dir)}"\n    thresholds: {{rust: 0.5}}\n')
+    with pytest.raises(CamerasConfigError, match=r"cameras\[0\]\.thresholds: unknown class 'rust'"):
+        Pipeline(cfg, Engine(tiny_model_path), Database(f"sqlite:///{tmp_path / 'x.db'}"), tmp_path)
+
+
+def test_pipeline_survives_camera_dropouts(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
+                                           tmp_path: Path) -> None:
+    cfg = parse_cameras(f"""
+cameras:
+  - id: flaky
+    source: "{sim(neu_det_dir, fps=100, realtime='true', dropout_every=8, dropout_s=0.1)}"
+    buffer: block
+    reconnect: {{initial_s: 0.05, max_s: 0.1}}
+""")
+    db = Database(database_url)
+    pipeline = Pipeline(cfg, Engine(tiny_model_path, intra_op_threads=1), db, tmp_path / "data").start()
+    cam = pipeline.cameras[0]
+    end = time.monotonic() + 30
+    while cam.state.reconnects < 2 or cam.state.committed < 20:
+        assert time.monotonic() < end
+        time.sleep(0.05)
+    pipeline.stop()  # graceful: what was captured is committed
+    st = cam.state.snapshot()
+    assert st["committed"] == st["captured"] and st["dropped"] == 0 and st["reconnects"] >= 2
+    assert counts(db)["total"] == st["captured"]
+    db.dispose()
+
+
+def test_service_runs_cameras_and_reports_them(app_settings, neu_det_dir: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    cams = tmp_path / "cameras.yaml"
+    source = sim(neu_det_dir, realtime="true")
+    cams.write_text(f'cameras:\n  - id: svc-cam\n    line: l9\n    source: "{source}"\n')
+    settings = app_settings.model_copy(update={"cameras_file": cams})
+    with TestClient(create_app(settings)) as client:
+        end = time.monotonic() + 30
+        while True:
+            body = client.get("/api/v1/cameras").json()
+            cam = body["cameras"][0]
+            if cam["committed"] >= 5:
+                break
+            assert time.monotonic() < end, body
+            time.sleep(0.1)
+        assert body["running"] and cam["id"] == "svc-cam" and cam["connected"]
+        assert cam["buffer"] == "drop-oldest"
+        assert cam["last_ng_inspection_id"] is not None
+        row = client.get(f"/api/v1/inspections/{cam['last_ng_inspection_id']}").json()
+        assert row["verdict"] == "NG"
+        text = client.get("/metrics").text
+        assert 'inspect_camera_up{camera="svc-cam"} 1.0' in text and "inspect_db_up 1.0" in text
+        for name in ("inspect_pipeline_latency_seconds_bucket", "inspect_queue_depth", "inspect_batch_size",
+                     "inspect_db_write_seconds", "inspect_journal_pending", "inspect_frames_dropped_total"):
+            assert name in text
+        pipeline = client.app.state.ingest
+    st = pipeline.cameras[0].state
+    assert st.committed == st.inspected == st.captured - st.dropped  # shutdown drained everything
+
+
+def test_bad_cameras_file_stops_service_start(app_settings, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text("cameras:\n  - id: a\n    source: 0\n    fps_cap: fast\n")
+    with pytest.raises(CamerasConfigError, match=r"cameras.yaml:4: cameras\[0\]\.fps_cap"), \
+            TestClient(create_app(app_settings.model_copy(update={"cameras_file": cams}))):
+        pass
+
+
+def test_demo_starts_one_simulator_camera(app_settings, neu_det_dir: Path, monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    monkeypatch.setenv("INSPECT_SIM_IMAGES", str(neu_det_dir / "images"))
+    with TestClient(create_app(app_settings.model_copy(update={"demo": True}))) as client:
+        body = client.get("/api/v1/cameras").json()
+        assert body["running"] and [c["id"] for c in body["cameras"]] == ["demo-sim"]
+    with TestClient(create_app(app_settings)) as client:
+        assert client.get("/api/v1/cameras").json() == {
+            "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": []}
+
+
+def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
+                                   tmp_path: Path, monkeypatch, capsys) -> None:
+    frames = tmp_path / "frames"
+    assert cli_main(["simulate", "--out", str(frames), "--seconds", "0.4", "--width", "96", "--height", "96",
+                     "--images", str(neu_det_dir / "images")]) == 0
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text("cameras:\n  - id: cli-cam\n    source: frames\n")  # relative to the cameras file
+    monkeypatch.setenv("INSPECT_DATABASE_URL", database_url)
+    monkeypatch.setenv("INSPECT_MODEL_PATH", str(tiny_model_path))
+    monkeypatch.setenv("INSPECT_DATA_DIR", str(tmp_path / "data"))
+    capsys.readouterr()
+    assert cli_main(["ingest", "--cameras", str(cams), "--no-http"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["cameras"][0]["committed"] == 12 and out["cameras"][0]["finished"]
+    db = Database(database_url)
+    assert counts(db)["total"] == 12
+    db.dispose()
+
+    assert cli_main(["bench", "pipeline", "--model", str(tiny_model_path), "--source", str(frames),
+                     "--seconds", "5", "--engine-seconds", "0.3"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["frames"] == 12 and bench["dropped"] == 0 and bench["per_camera_fps"][0] == bench["fps"]
+    for key in ("fps", "latency_ms_p50", "latency_ms_p99", "engine_fps", "ratio", "machine"):
+        assert bench[key] is not None
+    assert cli_main(["bench", "engine", "--model", str(tiny_model_path), "--seconds", "0.2",
+                     "--batch-sizes", "1,2", "--source", str(frames)]) == 0
+    eng = json.loads(capsys.readouterr().out)
+    assert [r["batch"] for r in eng["results"]] == [1, 2] and all(r["fps"] > 0 for r in eng["results"])
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cameras:\n  - id: x\n    source: frames\n    queue: 3\n")
+    assert cli_main(["ingest", "--cameras", str(bad), "--check"]) == 2
+    assert "bad.yaml:4: cameras[0].queue: unknown key" in capsys.readouterr().err
