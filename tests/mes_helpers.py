@@ -49,7 +49,7 @@ class SeedInspection:
         return f"seed-{self.index:03d}"
 
 
-def build_seed(n: int = 30) -> list[SeedInspection]:
+def build_seed(n: int = 30, t0: datetime = T0) -> list[SeedInspection]:
     """``n`` inspections over ~1.7 hours; pairs share a capture time (tie-breaks matter), every 4th is NG
     with one or two defects, lines L1 (S1, S2) and L2 (S1), three inspections per part."""
     out = []
@@ -61,7 +61,7 @@ def build_seed(n: int = 30) -> list[SeedInspection]:
             defects.append(SeedDefect(i % 3, round(0.30 + i * 0.02, 4), (20.0 + i, 30.0, 90.0 + i, 80.0)))
             if i % 8 == 0:
                 defects.append(SeedDefect(5, round(0.95 - i * 0.01, 4), (100.0, 10.0, 150.0, 40.0)))
-        out.append(SeedInspection(i, line, station, f"P{i // 3:03d}", T0 + timedelta(minutes=7 * (i // 2)),
+        out.append(SeedInspection(i, line, station, f"P{i // 3:03d}", t0 + timedelta(minutes=7 * (i // 2)),
                                   defects))
     return out
 

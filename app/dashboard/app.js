@@ -161,8 +161,9 @@ async function refreshCameras() {
   const tiles = $("#camera-tiles");
   const empty = $("#cameras-empty");
   let cams;
+  let data;
   try {
-    const data = await api("cameras");
+    data = await api("cameras");
     cams = Array.isArray(data) ? data : data.cameras || data.items || [];
   } catch (err) {
     tiles.replaceChildren();
@@ -173,11 +174,15 @@ async function refreshCameras() {
     return;
   }
   empty.hidden = cams.length > 0;
-  empty.textContent = "No cameras configured.";
+  empty.textContent = data.running === false
+    ? `Camera ingest is not running${data.reason ? `: ${data.reason}` : ""}. Inspections posted over the API still appear in Review and Stats.`
+    : "No cameras configured.";
   $("#cameras-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   tiles.replaceChildren(...cams.map((cam) => {
     const id = String(pick(cam, "id", "camera_id", "name") ?? "?");
-    const status = String(pick(cam, "status", "state") ?? "unknown").toLowerCase();
+    const status = String(pick(cam, "status", "state")
+      ?? (cam.connected ? "running" : cam.finished ? "finished" : cam.last_error ? "error" : "offline")).toLowerCase();
+    const where = [cam.line, cam.station].filter(Boolean).join(" / ");
     const fpsIn = pick(cam, "fps_in", "fps.in", "capture_fps", "input_fps");
     const fpsOut = pick(cam, "fps_out", "fps.out", "inference_fps", "output_fps");
     const drops = pick(cam, "drops", "dropped", "frames_dropped", "dropped_frames");
@@ -185,10 +190,12 @@ async function refreshCameras() {
     const tile = el("div", { class: `tile ${status}`, "data-camera": id },
       el("div", { class: "tile-head" }, el("span", { class: "tile-name", text: id }),
         el("span", { class: "tile-state", text: status })),
+      where ? el("div", { class: "muted", text: where }) : null,
       el("div", { class: "tile-nums" },
         el("div", {}, el("div", { class: "k", text: "fps in" }), el("div", { class: "v", text: fmtNum(fpsIn) })),
         el("div", {}, el("div", { class: "k", text: "fps out" }), el("div", { class: "v", text: fmtNum(fpsOut) })),
         el("div", {}, el("div", { class: "k", text: "drops" }), el("div", { class: "v", text: drops ?? "-" }))),
+      cam.last_error && status !== "running" ? el("div", { class: "tile-error", text: cam.last_error }) : null,
       thumb);
     let ngId = pick(cam, "last_ng_inspection_id", "latest_ng.inspection_id", "latest_ng_inspection_id", "last_ng.id");
     (async () => {
@@ -537,9 +544,11 @@ function chartDefaults() {
 function bucketLabel(iso, bucket) {
   const d = new Date(iso);
   return bucket === "hour"
-    ? d.toLocaleString([], { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" })
+    ? d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
     : d.toLocaleDateString([], { month: "2-digit", day: "2-digit" });
 }
+
+const X_TICKS = { maxRotation: 0, autoSkip: true, maxTicksLimit: 12 };
 
 function drawChart(id, config) {
   if (state.charts[id]) state.charts[id].destroy();
@@ -580,7 +589,7 @@ async function loadStats() {
   drawChart("chart-classes", {
     type: "bar",
     data: { labels, datasets: classSets },
-    options: { maintainAspectRatio: false, scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+    options: { maintainAspectRatio: false, scales: { x: { stacked: true, ticks: X_TICKS }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
       plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } } } },
   });
   const lines = [...new Set(s.timeline.map((r) => r.line ?? "(none)"))];
@@ -593,7 +602,7 @@ async function loadStats() {
   drawChart("chart-yield", {
     type: "line",
     data: { labels, datasets: lineSets },
-    options: { maintainAspectRatio: false, scales: { y: { min: 0, max: 100, ticks: { callback: (v) => `${v}%` } } },
+    options: { maintainAspectRatio: false, scales: { x: { ticks: X_TICKS }, y: { min: 0, max: 100, ticks: { callback: (v) => `${v}%` } } },
       plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } },
         tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.y === null ? "-" : c.parsed.y.toFixed(1)}%` } } } },
   });
