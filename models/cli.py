@@ -25,13 +25,22 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def register_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train the detector on a YOLO data.yaml",
-                       description="Train YOLOv5s(+CBAM) from scratch or from an earlier checkpoint.")
+    p = sub.add_parser(
+        "train",
+        help="train the detector on a YOLO data.yaml",
+        description="Train YOLOv5s(+CBAM) from scratch or from an earlier checkpoint.",
+    )
     p.add_argument("--data", help="data.yaml (YOLO format)")
     p.add_argument("--cfg", default="yolov5s-cbam.yaml", help="model config (file or name in models/configs)")
     p.add_argument("--hyp", default=None, help="hyperparameter YAML (default models/configs/hyp.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one hyperparameter, e.g. --set fl_gamma=1.5")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one hyperparameter, e.g. --set fl_gamma=1.5",
+    )
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch", type=int, default=16)
@@ -40,11 +49,16 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--project", default="runs/train")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
-    p.add_argument("--resume", nargs="?", const="runs/train/exp", default=None,
-                   help="resume a run folder or its last.pt")
+    p.add_argument(
+        "--resume", nargs="?", const="runs/train/exp", default=None, help="resume a run folder or its last.pt"
+    )
     p.add_argument("--weights", default=None, help="start from an earlier checkpoint (fine-tuning)")
-    p.add_argument("--anchors", choices=["default", "auto", "fit"], default="auto",
-                   help="auto: fit K-means anchors when BPR < 0.98; fit: always try; default: keep config's")
+    p.add_argument(
+        "--anchors",
+        choices=["default", "auto", "fit"],
+        default="auto",
+        help="auto: fit K-means anchors when BPR < 0.98; fit: always try; default: keep config's",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", action="store_true", help="keep decoded images in RAM")
     p.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and at the end)")
@@ -76,11 +90,26 @@ def run_train(args: argparse.Namespace) -> int:
     if not args.data and not args.resume:
         raise CliError("--data is required (or --resume)")
     opts = TrainOptions(
-        data=args.data or "", cfg=args.cfg, hyp=args.hyp or str(CONFIG_DIR / "hyp.yaml"),
-        hyp_overrides=_parse_overrides(args.overrides), imgsz=args.imgsz, epochs=args.epochs, batch=args.batch,
-        device=args.device, workers=args.workers, project=args.project, name=args.name,
-        exist_ok=args.exist_ok, resume=args.resume, weights=args.weights, anchors=args.anchors, seed=args.seed,
-        cache=args.cache, val_interval=args.val_interval, plots=not args.no_plots)
+        data=args.data or "",
+        cfg=args.cfg,
+        hyp=args.hyp or str(CONFIG_DIR / "hyp.yaml"),
+        hyp_overrides=_parse_overrides(args.overrides),
+        imgsz=args.imgsz,
+        epochs=args.epochs,
+        batch=args.batch,
+        device=args.device,
+        workers=args.workers,
+        project=args.project,
+        name=args.name,
+        exist_ok=args.exist_ok,
+        resume=args.resume,
+        weights=args.weights,
+        anchors=args.anchors,
+        seed=args.seed,
+        cache=args.cache,
+        val_interval=args.val_interval,
+        plots=not args.no_plots,
+    )
     run_dir = train(opts)
     print(f"run folder: {run_dir}")
     return 0
@@ -110,8 +139,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     providers = args.providers.split(",") if args.providers else None
     detector, info = load_detector(args.model, args.device, providers, args.threads)
     metrics = evaluate(detector, paths, spec.nc, batch_size=args.batch, progress=not args.json)
-    result = {"model": str(args.model), "data": str(args.data), "split": args.split, **info,
-              **{k: v for k, v in metrics.items() if not k.startswith("_") and k != "pr_curves"}}
+    result = {
+        "model": str(args.model),
+        "data": str(args.data),
+        "split": args.split,
+        **info,
+        **{k: v for k, v in metrics.items() if not k.startswith("_") and k != "pr_curves"},
+    }
     if args.json:
         print(json.dumps(result))
         return 0
@@ -119,8 +153,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for name, row in result["per_class"].items():
         print(f"{name:<18}{row['instances']:>10}{row['map50']:>9.3f}{row['map50_95']:>10.3f}")
     print(f"{'all':<18}{result['instances']:>10}{result['map50']:>9.3f}{result['map50_95']:>10.3f}")
-    print(f"precision {result['precision']:.3f}  recall {result['recall']:.3f} at conf 0.25 / IoU 0.5; "
-          f"{result['images_per_second']:.1f} images/s")
+    print(
+        f"precision {result['precision']:.3f}  recall {result['recall']:.3f} at conf 0.25 / IoU 0.5; "
+        f"{result['images_per_second']:.1f} images/s"
+    )
     return 0
 
 
@@ -159,8 +195,13 @@ def run_export(args: argparse.Namespace) -> int:
         paths = list(spec.train)
         random.Random(0).shuffle(paths)
         imgsz = Engine(fp32, warmup=False).imgsz[0]
-        int8 = quantize_int8(fp32, out.with_name(out.stem + "-int8.onnx"), paths[: args.calib_images], imgsz,
-                             method=args.calib_method)
+        int8 = quantize_int8(
+            fp32,
+            out.with_name(out.stem + "-int8.onnx"),
+            paths[: args.calib_images],
+            imgsz,
+            method=args.calib_method,
+        )
         print(f"INT8: {int8}")
     if args.fp16:
         print(f"FP16: {convert_fp16(fp32, out.with_name(out.stem + '-fp16.onnx'))}")
@@ -190,13 +231,19 @@ def run_anchors(args: argparse.Namespace) -> int:
     wh = all_boxes_wh(spec.train, args.imgsz, spec.nc)
     default = np.array(load_config(args.cfg)["anchors"], dtype=np.float64).reshape(-1, 2)
     before = evaluate_anchors(wh, default, args.anchor_t)
-    fitted = kmeans_anchors(wh, n=len(default), anchor_t=args.anchor_t, generations=args.generations,
-                            seed=args.seed)
-    report = {"boxes": int(len(wh)), "imgsz": args.imgsz, "anchor_t": args.anchor_t,
-              "default": before.as_dict(), "fitted": fitted.as_dict(),
-              "fitted_per_level": anchors_per_level(fitted.anchors),
-              "would_adopt": fitted.bpr > before.bpr or (fitted.bpr == before.bpr
-                                                         and fitted.fitness > before.fitness)}
+    fitted = kmeans_anchors(
+        wh, n=len(default), anchor_t=args.anchor_t, generations=args.generations, seed=args.seed
+    )
+    report = {
+        "boxes": int(len(wh)),
+        "imgsz": args.imgsz,
+        "anchor_t": args.anchor_t,
+        "default": before.as_dict(),
+        "fitted": fitted.as_dict(),
+        "fitted_per_level": anchors_per_level(fitted.anchors),
+        "would_adopt": fitted.bpr > before.bpr
+        or (fitted.bpr == before.bpr and fitted.fitness > before.fitness),
+    }
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

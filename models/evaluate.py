@@ -32,16 +32,29 @@ class Detector(Protocol):
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]: ...
     def run(self, batch: np.ndarray) -> np.ndarray: ...
-    def postprocess(self, raw: np.ndarray, params: Sequence[Letterbox], conf_threshold: float = ...,
-                    iou_threshold: float = ..., max_det: int = ..., *, multi_label: bool = ...
-                    ) -> list[Detections]: ...
+    def postprocess(
+        self,
+        raw: np.ndarray,
+        params: Sequence[Letterbox],
+        conf_threshold: float = ...,
+        iou_threshold: float = ...,
+        max_det: int = ...,
+        *,
+        multi_label: bool = ...,
+    ) -> list[Detections]: ...
 
 
 class TorchDetector:
     """A ``DetectionModel`` behind the engine's interface (same letterbox, same decode and NMS)."""
 
-    def __init__(self, model: torch.nn.Module, names: Sequence[str], imgsz: int, device: str | torch.device = "cpu",
-                 half: bool = False):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        names: Sequence[str],
+        imgsz: int,
+        device: str | torch.device = "cpu",
+        half: bool = False,
+    ):
         self.model = model.to(device).eval()
         self.device = torch.device(device)
         self.half = half and self.device.type == "cuda"
@@ -58,28 +71,44 @@ class TorchDetector:
             out = self.model(x)
         return out.float().cpu().numpy()
 
-    def postprocess(self, raw: np.ndarray, params: Sequence[Letterbox], conf_threshold: float = SERVE_CONF,
-                    iou_threshold: float = SERVE_IOU, max_det: int = 300, *, multi_label: bool = False
-                    ) -> list[Detections]:
-        return postprocess(raw, params, "yolov5", self.names, conf_threshold, iou_threshold, max_det,
-                           multi_label=multi_label)
+    def postprocess(
+        self,
+        raw: np.ndarray,
+        params: Sequence[Letterbox],
+        conf_threshold: float = SERVE_CONF,
+        iou_threshold: float = SERVE_IOU,
+        max_det: int = 300,
+        *,
+        multi_label: bool = False,
+    ) -> list[Detections]:
+        return postprocess(
+            raw, params, "yolov5", self.names, conf_threshold, iou_threshold, max_det, multi_label=multi_label
+        )
 
 
-def load_detector(path: str | Path, device: str = "cpu", providers: Sequence[str] | None = None,
-                  threads: int = 0) -> tuple[Detector, dict[str, Any]]:
+def load_detector(
+    path: str | Path, device: str = "cpu", providers: Sequence[str] | None = None, threads: int = 0
+) -> tuple[Detector, dict[str, Any]]:
     """An ONNX file (through the service's Engine) or a training checkpoint (.pt)."""
     path = Path(path)
     if path.suffix == ".onnx":
         from app.inference import Engine
 
         engine = Engine(path, providers=providers, intra_op_threads=threads)
-        return engine, {"kind": "onnx", "imgsz": list(engine.imgsz), "version": engine.version,
-                        "provider": engine.provider}
+        return engine, {
+            "kind": "onnx",
+            "imgsz": list(engine.imgsz),
+            "version": engine.version,
+            "provider": engine.provider,
+        }
     from models.checkpoint import load_model
 
     model, ckpt = load_model(path, device=device)
     return TorchDetector(model, ckpt["names"], ckpt["imgsz"], device), {
-        "kind": "torch", "imgsz": [ckpt["imgsz"]] * 2, "version": ckpt.get("version", path.stem)}
+        "kind": "torch",
+        "imgsz": [ckpt["imgsz"]] * 2,
+        "version": ckpt.get("version", path.stem),
+    }
 
 
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -91,8 +120,9 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
 
 
-def match_at_threshold(dets: Detections, gt_xyxy: np.ndarray, gt_cls: np.ndarray, iou: float = 0.5
-                       ) -> tuple[int, int, list[tuple[int, int]]]:
+def match_at_threshold(
+    dets: Detections, gt_xyxy: np.ndarray, gt_cls: np.ndarray, iou: float = 0.5
+) -> tuple[int, int, list[tuple[int, int]]]:
     """Greedy matching by confidence. Returns (true positives, false positives, confusion pairs
     (true class or -1 for background, predicted class or -1 for missed))."""
     pairs: list[tuple[int, int]] = []
@@ -132,8 +162,9 @@ def ground_truth(image_path: Path, nc: int, shape: tuple[int, int]) -> tuple[np.
     return xyxy, labels[:, 0].astype(np.int64)
 
 
-def coco_map(gts: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], dets: list[Detections],
-             names: Sequence[str]) -> dict[str, Any]:
+def coco_map(
+    gts: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], dets: list[Detections], names: Sequence[str]
+) -> dict[str, Any]:
     """mAP@0.5 and mAP@0.5:0.95, overall and per class, computed by pycocotools' COCOeval."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -143,11 +174,25 @@ def coco_map(gts: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], dets: li
         images.append({"id": img_id, "width": w, "height": h})
         for box, c in zip(xyxy, cls, strict=True):
             bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
-            annotations.append({"id": len(annotations) + 1, "image_id": img_id, "category_id": int(c),
-                                "bbox": [float(box[0]), float(box[1]), bw, bh], "area": bw * bh, "iscrowd": 0})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": img_id,
+                    "category_id": int(c),
+                    "bbox": [float(box[0]), float(box[1]), bw, bh],
+                    "area": bw * bh,
+                    "iscrowd": 0,
+                }
+            )
         for d in det:
-            results.append({"image_id": img_id, "category_id": d.class_id, "score": d.confidence,
-                            "bbox": [d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1]})
+            results.append(
+                {
+                    "image_id": img_id,
+                    "category_id": d.class_id,
+                    "score": d.confidence,
+                    "bbox": [d.x1, d.y1, d.x2 - d.x1, d.y2 - d.y1],
+                }
+            )
     categories = [{"id": i, "name": n} for i, n in enumerate(names)]
     per_class = {n: {"map50": 0.0, "map50_95": 0.0, "instances": 0} for n in names}
     for a in annotations:
@@ -173,12 +218,17 @@ def coco_map(gts: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]], dets: li
         p50 = p[0]
         per_class[name]["map50"] = float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else 0.0
         pr_curves[name] = np.where(p50 > -1, p50, 0.0).tolist()
-    return {"map50": float(ev.stats[1]), "map50_95": float(ev.stats[0]), "per_class": per_class,
-            "pr_curves": pr_curves}
+    return {
+        "map50": float(ev.stats[1]),
+        "map50_95": float(ev.stats[0]),
+        "per_class": per_class,
+        "pr_curves": pr_curves,
+    }
 
 
-def evaluate(detector: Detector, image_paths: Sequence[Path], nc: int, batch_size: int = 16,
-             progress: bool = False) -> dict[str, Any]:
+def evaluate(
+    detector: Detector, image_paths: Sequence[Path], nc: int, batch_size: int = 16, progress: bool = False
+) -> dict[str, Any]:
     """Score ``detector`` on ``image_paths``; returns map50, map50_95, per_class, precision, recall,
     images, images_per_second, and a confusion matrix at the serving thresholds."""
     names = list(detector.names)
@@ -194,7 +244,7 @@ def evaluate(detector: Detector, image_paths: Sequence[Path], nc: int, batch_siz
 
         iterator = tqdm(iterator, desc="evaluate", unit="batch")
     for start in iterator:
-        paths = image_paths[start:start + batch_size]
+        paths = image_paths[start : start + batch_size]
         images = []
         for p in paths:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
@@ -219,11 +269,18 @@ def evaluate(detector: Detector, image_paths: Sequence[Path], nc: int, batch_siz
                 samples.append((Path(p), d_srv))
     scores = coco_map(gts, low, names)
     return {
-        "map50": scores["map50"], "map50_95": scores["map50_95"], "per_class": scores["per_class"],
-        "precision": tp / max(tp + fp, 1), "recall": tp / max(n_gt, 1), "images": len(image_paths),
-        "instances": n_gt, "images_per_second": len(image_paths) / seconds if seconds else 0.0,
+        "map50": scores["map50"],
+        "map50_95": scores["map50_95"],
+        "per_class": scores["per_class"],
+        "precision": tp / max(tp + fp, 1),
+        "recall": tp / max(n_gt, 1),
+        "images": len(image_paths),
+        "instances": n_gt,
+        "images_per_second": len(image_paths) / seconds if seconds else 0.0,
         "serving_thresholds": {"conf": SERVE_CONF, "iou": SERVE_IOU},
-        "confusion_matrix": confusion.tolist(), "pr_curves": scores["pr_curves"], "_samples": samples,
+        "confusion_matrix": confusion.tolist(),
+        "pr_curves": scores["pr_curves"],
+        "_samples": samples,
     }
 
 

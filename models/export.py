@@ -17,7 +17,9 @@ log = logging.getLogger("models.export")
 OPSET = 17  # DirectML's ceiling
 
 
-def model_metadata(ckpt: dict[str, Any], model: torch.nn.Module, imgsz: int, quantization: str) -> dict[str, str]:
+def model_metadata(
+    ckpt: dict[str, Any], model: torch.nn.Module, imgsz: int, quantization: str
+) -> dict[str, str]:
     detect = model.detect  # type: ignore[attr-defined]
     return {
         "names": json.dumps(list(ckpt["names"])),
@@ -49,8 +51,13 @@ def set_metadata(path: Path, props: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def export_onnx(weights: str | Path, out: str | Path, imgsz: int | None = None, dynamic: bool = False,
-                simplify_check: bool = True) -> Path:
+def export_onnx(
+    weights: str | Path,
+    out: str | Path,
+    imgsz: int | None = None,
+    dynamic: bool = False,
+    simplify_check: bool = True,
+) -> Path:
     """Export a checkpoint to ONNX: input ``images`` [N,3,H,W], output ``output0`` [N, A, 5+nc]."""
     import onnx
 
@@ -62,12 +69,23 @@ def export_onnx(weights: str | Path, out: str | Path, imgsz: int | None = None, 
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 3, imgsz, imgsz)
     axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
-    torch.onnx.export(model, (dummy,), str(out), opset_version=OPSET, input_names=["images"],
-                      output_names=["output0"], dynamic_axes=axes, dynamo=False, do_constant_folding=True)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        str(out),
+        opset_version=OPSET,
+        input_names=["images"],
+        output_names=["output0"],
+        dynamic_axes=axes,
+        dynamo=False,
+        do_constant_folding=True,
+    )
     onnx_model = onnx.load(str(out))
     onnx.checker.check_model(onnx_model)
     set_metadata(out, model_metadata(ckpt, model, imgsz, "fp32"))
-    log.info("exported %s (%d classes, %dx%d, dynamic batch %s)", out, len(ckpt["names"]), imgsz, imgsz, dynamic)
+    log.info(
+        "exported %s (%d classes, %dx%d, dynamic batch %s)", out, len(ckpt["names"]), imgsz, imgsz, dynamic
+    )
     return out
 
 
@@ -82,7 +100,9 @@ def detect_tail_nodes(onnx_path: Path) -> list[str]:
             detect_prefix = node.name.rsplit("/m.", 1)[0]
     if detect_prefix is None:
         return []
-    return [n.name for n in model.graph.node if n.name.startswith(detect_prefix + "/") and n.op_type != "Conv"]
+    return [
+        n.name for n in model.graph.node if n.name.startswith(detect_prefix + "/") and n.op_type != "Conv"
+    ]
 
 
 class ImageCalibrationReader:
@@ -115,8 +135,14 @@ class ImageCalibrationReader:
         self._it = None
 
 
-def quantize_int8(fp32_path: str | Path, out: str | Path, calib_paths: Sequence[Path], imgsz: int,
-                  method: str = "minmax", per_channel: bool = True) -> Path:
+def quantize_int8(
+    fp32_path: str | Path,
+    out: str | Path,
+    calib_paths: Sequence[Path],
+    imgsz: int,
+    method: str = "minmax",
+    per_channel: bool = True,
+) -> Path:
     """Static QDQ quantization: uint8 activations, int8 per-channel weights, calibrated on training images,
     box-decoding tail left in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -125,12 +151,20 @@ def quantize_int8(fp32_path: str | Path, out: str | Path, calib_paths: Sequence[
     fp32_path, out = Path(fp32_path), Path(out)
     prepped = out.with_suffix(".prep.onnx")
     quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     quantize_static(
-        str(prepped), str(out), ImageCalibrationReader(calib_paths, imgsz),
-        quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=methods[method],
+        str(prepped),
+        str(out),
+        ImageCalibrationReader(calib_paths, imgsz),
+        quant_format=QuantFormat.QDQ,
+        per_channel=per_channel,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=methods[method],
         nodes_to_exclude=detect_tail_nodes(prepped),
         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
     )

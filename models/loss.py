@@ -13,7 +13,8 @@ OBJ_BALANCE = (4.0, 1.0, 0.4)  # per-level objectness weight for P3, P4, P5
 
 class FocalLoss(nn.Module):
     """Focal Loss (Lin et al. 2017) wrapped around ``BCEWithLogitsLoss``:
-    ``loss = BCE * alpha_t * (1 - p_t) ** gamma``. With ``gamma=0`` and ``alpha=None`` it is the BCE itself."""
+    ``loss = BCE * alpha_t * (1 - p_t) ** gamma``.
+    With ``gamma=0`` and ``alpha=None`` it is the BCE itself."""
 
     def __init__(self, bce: nn.BCEWithLogitsLoss, gamma: float = 1.5, alpha: float | None = 0.25):
         super().__init__()
@@ -59,7 +60,7 @@ def bbox_ciou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torc
 
 
 def make_bce(hyp: dict[str, Any], term: str, pos_weight: float, device: torch.device) -> nn.Module:
-    """The BCE of one loss term (``obj`` or ``cls``), wrapped in Focal Loss when the hyperparameters say so."""
+    """The BCE of one loss term (``obj`` or ``cls``), in Focal Loss when the hyperparameters say so."""
     bce = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([pos_weight], device=device))
     gamma = float(hyp.get("fl_gamma", 0.0))
     terms = hyp.get("fl_terms", ["obj", "cls"])
@@ -138,8 +139,8 @@ class YoloLoss:
                 gxy = t[:, 2:4]
                 gxi = gain[[2, 3]] - gxy
                 j, k = ((gxy % 1 < g) & (gxy > 1)).T
-                l, m = ((gxi % 1 < g) & (gxi > 1)).T
-                j = torch.stack((torch.ones_like(j), j, k, l, m))
+                lo, m = ((gxi % 1 < g) & (gxi > 1)).T
+                j = torch.stack((torch.ones_like(j), j, k, lo, m))
                 t = t.repeat((5, 1, 1))[j]
                 offs = (torch.zeros_like(gxy)[None] + offsets[:, None])[j]
             else:

@@ -29,8 +29,18 @@ from models.loss import YoloLoss
 from models.yolo import CONFIG_DIR, DetectionModel, load_config
 
 log = logging.getLogger("models.train")
-RESULT_COLUMNS = ["epoch", "train_box", "train_obj", "train_cls", "map50", "map50_95", "precision", "recall",
-                  "lr", "seconds"]
+RESULT_COLUMNS = [
+    "epoch",
+    "train_box",
+    "train_obj",
+    "train_cls",
+    "map50",
+    "map50_95",
+    "precision",
+    "recall",
+    "lr",
+    "seconds",
+]
 
 
 @dataclass
@@ -104,8 +114,11 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
             bn.append(module.weight)
         elif isinstance(getattr(module, "weight", None), nn.Parameter):
             weights.append(module.weight)
-    return [{"params": bn, "weight_decay": 0.0}, {"params": weights, "weight_decay": weight_decay},
-            {"params": biases, "weight_decay": 0.0}]
+    return [
+        {"params": bn, "weight_decay": 0.0},
+        {"params": weights, "weight_decay": weight_decay},
+        {"params": biases, "weight_decay": 0.0},
+    ]
 
 
 def lr_lambda(hyp: dict[str, Any], epochs: int):
@@ -126,8 +139,9 @@ def next_run_dir(project: str, name: str, exist_ok: bool) -> Path:
     raise RuntimeError("too many runs")
 
 
-def choose_anchors(model_cfg: dict, train_paths: list[Path], nc: int, imgsz: int, hyp: dict, mode: str,
-                   seed: int) -> tuple[list[list[float]], dict[str, Any]]:
+def choose_anchors(
+    model_cfg: dict, train_paths: list[Path], nc: int, imgsz: int, hyp: dict, mode: str, seed: int
+) -> tuple[list[list[float]], dict[str, Any]]:
     current = np.array(model_cfg["anchors"], dtype=np.float64).reshape(-1, 2)
     wh = all_boxes_wh(train_paths, imgsz, nc)
     if mode == "default":
@@ -145,8 +159,12 @@ def choose_anchors(model_cfg: dict, train_paths: list[Path], nc: int, imgsz: int
 def _log_anchors(before: AnchorReport, after: AnchorReport | None) -> None:
     log.info("anchors: default BPR %.4f, %.2f anchors above threshold", before.bpr, before.anchors_above)
     if after is not None:
-        log.info("anchors: fitted BPR %.4f, %.2f anchors above threshold: %s", after.bpr, after.anchors_above,
-                 np.round(after.anchors, 1).tolist())
+        log.info(
+            "anchors: fitted BPR %.4f, %.2f anchors above threshold: %s",
+            after.bpr,
+            after.anchors_above,
+            np.round(after.anchors, 1).tolist(),
+        )
 
 
 def train(opts: TrainOptions) -> Path:
@@ -187,8 +205,9 @@ def train(opts: TrainOptions) -> Path:
         anchor_report = init.get("anchor_report", {})
     else:
         model_cfg = load_config(opts.cfg)
-        anchors, anchor_report = choose_anchors(model_cfg, spec.train, spec.nc, opts.imgsz, hyp, opts.anchors,
-                                                opts.seed)
+        anchors, anchor_report = choose_anchors(
+            model_cfg, spec.train, spec.nc, opts.imgsz, hyp, opts.anchors, opts.seed
+        )
         model = DetectionModel(model_cfg, nc=spec.nc, anchors=anchors)
     model.names = list(spec.names)
     model.to(device)
@@ -196,8 +215,9 @@ def train(opts: TrainOptions) -> Path:
     nbs = hyp["nbs"]
     accumulate = max(round(nbs / opts.batch), 1)
     weight_decay = hyp["weight_decay"] * opts.batch * accumulate / nbs
-    optimizer = torch.optim.SGD(param_groups(model, weight_decay), lr=hyp["lr0"], momentum=hyp["momentum"],
-                                nesterov=True)
+    optimizer = torch.optim.SGD(
+        param_groups(model, weight_decay), lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True
+    )
     lf = lr_lambda(hyp, opts.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     ema = ModelEMA(model, hyp.get("ema_decay", 0.9999))
@@ -218,9 +238,20 @@ def train(opts: TrainOptions) -> Path:
         (run_dir / "anchors.json").write_text(json.dumps(anchor_report, indent=2))
 
     close_at = opts.epochs - int(hyp.get("close_mosaic", 0))
+
     def make_loader(augment_mosaic: bool):
-        loader, dataset = create_dataloader(spec.train, spec.nc, opts.imgsz, opts.batch, hyp, augment=True,
-                                            workers=opts.workers, shuffle=True, cache=opts.cache, seed=opts.seed)
+        loader, dataset = create_dataloader(
+            spec.train,
+            spec.nc,
+            opts.imgsz,
+            opts.batch,
+            hyp,
+            augment=True,
+            workers=opts.workers,
+            shuffle=True,
+            cache=opts.cache,
+            seed=opts.seed,
+        )
         if not augment_mosaic:
             dataset.close_mosaic()
         return loader
@@ -246,8 +277,9 @@ def train(opts: TrainOptions) -> Path:
         model.train()
         mean_loss = torch.zeros(3, device=device)
         optimizer.zero_grad()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch", leave=False,
-                   mininterval=2.0)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{opts.epochs}", unit="batch", leave=False, mininterval=2.0
+        )
         for i, (imgs, targets, _paths, _shapes) in enumerate(bar):
             ni = i + nb * epoch
             imgs = imgs.to(device, non_blocking=True).float() / 255
@@ -281,31 +313,57 @@ def train(opts: TrainOptions) -> Path:
             ema.ema.float()
         fit = fitness(metrics)
         seconds = time.perf_counter() - t_epoch
-        row = [epoch + 1, *[round(float(x), 5) for x in mean_loss.tolist()], round(metrics["map50"], 5),
-               round(metrics["map50_95"], 5), round(metrics["precision"], 5), round(metrics["recall"], 5),
-               round(optimizer.param_groups[1]["lr"], 6), round(seconds, 2)]
+        row = [
+            epoch + 1,
+            *[round(float(x), 5) for x in mean_loss.tolist()],
+            round(metrics["map50"], 5),
+            round(metrics["map50_95"], 5),
+            round(metrics["precision"], 5),
+            round(metrics["recall"], 5),
+            round(optimizer.param_groups[1]["lr"], 6),
+            round(seconds, 2),
+        ]
         with results_csv.open("a", newline="") as fh:
             csv.writer(fh).writerow(row)
-        log.info("epoch %d/%d  loss box %.4f obj %.4f cls %.4f  mAP50 %.4f mAP50-95 %.4f  %.1fs",
-                 epoch + 1, opts.epochs, *mean_loss.tolist(), metrics["map50"], metrics["map50_95"], seconds)
+        log.info(
+            "epoch %d/%d  loss box %.4f obj %.4f cls %.4f  mAP50 %.4f mAP50-95 %.4f  %.1fs",
+            epoch + 1,
+            opts.epochs,
+            *mean_loss.tolist(),
+            metrics["map50"],
+            metrics["map50_95"],
+            seconds,
+        )
         payload = {
-            "epoch": epoch, "best_fitness": max(best_fitness, fit), "model_cfg": model.yaml,
-            "names": list(spec.names), "imgsz": opts.imgsz, "anchors": model.anchors_pixels(),
-            "anchor_report": anchor_report, "hyp": hyp, "train_args": asdict(opts),
-            "model_state": model.state_dict(), "ema_state": ema.ema.state_dict(), "ema_updates": ema.updates,
-            "optimizer": optimizer.state_dict(), "metrics": _public_metrics(metrics),
-            "version": f"{run_dir.name}-e{epoch + 1}", "data": str(spec.yaml_path),
+            "epoch": epoch,
+            "best_fitness": max(best_fitness, fit),
+            "model_cfg": model.yaml,
+            "names": list(spec.names),
+            "imgsz": opts.imgsz,
+            "anchors": model.anchors_pixels(),
+            "anchor_report": anchor_report,
+            "hyp": hyp,
+            "train_args": asdict(opts),
+            "model_state": model.state_dict(),
+            "ema_state": ema.ema.state_dict(),
+            "ema_updates": ema.updates,
+            "optimizer": optimizer.state_dict(),
+            "metrics": _public_metrics(metrics),
+            "version": f"{run_dir.name}-e{epoch + 1}",
+            "data": str(spec.yaml_path),
         }
         save_checkpoint(weights_dir / "last.pt", payload)
         if fit > best_fitness:
             best_fitness = fit
             best = {k: v for k, v in payload.items() if k not in ("optimizer", "model_state")}
             best["model_state"] = None
-            best["ema_state"] = {k: v.half() if v.dtype.is_floating_point else v for k, v in
-                                 ema.ema.state_dict().items()}
+            best["ema_state"] = {
+                k: v.half() if v.dtype.is_floating_point else v for k, v in ema.ema.state_dict().items()
+            }
             save_checkpoint(weights_dir / "best.pt", best)
-            (run_dir / "best_metrics.json").write_text(json.dumps(
-                {"epoch": epoch + 1, **_public_metrics(metrics)}, indent=2))
+            (run_dir / "best_metrics.json").write_text(
+                json.dumps({"epoch": epoch + 1, **_public_metrics(metrics)}, indent=2)
+            )
     if opts.plots:
         from models.plots import plot_run
 

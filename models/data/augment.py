@@ -22,8 +22,9 @@ def _rng(rng: np.random.Generator | None) -> np.random.Generator:
     return rng if rng is not None else np.random.default_rng()
 
 
-def letterbox(img: np.ndarray, new_shape: int | tuple[int, int], color: int = PAD_VALUE
-              ) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+def letterbox(
+    img: np.ndarray, new_shape: int | tuple[int, int], color: int = PAD_VALUE
+) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
     """Resize keeping aspect and pad (centred) to ``new_shape`` (int or (h, w)).
 
     Returns ``(img, (ratio_w, ratio_h), (pad_w, pad_h))`` with ``out = orig * ratio + pad``. This is the
@@ -35,8 +36,14 @@ def letterbox(img: np.ndarray, new_shape: int | tuple[int, int], color: int = PA
     return out, (lb.scale_x, lb.scale_y), (lb.pad_x, lb.pad_y)
 
 
-def augment_hsv(img: np.ndarray, h: float, s: float, v: float, contrast: float = 0.0,
-                rng: np.random.Generator | None = None) -> np.ndarray:
+def augment_hsv(
+    img: np.ndarray,
+    h: float,
+    s: float,
+    v: float,
+    contrast: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Random hue shift (+-h*180 OpenCV hue units), saturation gain (1+-s), brightness (+-v of full
     scale) and contrast (gain 1+-contrast around mid-grey) on a BGR uint8 image, via lookup tables.
     Returns a new array of the same shape and dtype."""
@@ -75,8 +82,14 @@ def flip_ud(img: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return cv2.flip(img, 0), out
 
 
-def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2.0, ar_thr: float = 20.0,
-                   area_thr: float = 0.1, eps: float = 1e-16) -> np.ndarray:
+def box_candidates(
+    box1: np.ndarray,
+    box2: np.ndarray,
+    wh_thr: float = 2.0,
+    ar_thr: float = 20.0,
+    area_thr: float = 0.1,
+    eps: float = 1e-16,
+) -> np.ndarray:
     """Keep mask for boxes after a transform (``box1`` before, ``box2`` after, both (n,4) xyxy): at least
     ``wh_thr`` px wide and high, area above ``area_thr`` of the (scaled) original, aspect below ``ar_thr``."""
     w1, h1 = box1[:, 2] - box1[:, 0], box1[:, 3] - box1[:, 1]
@@ -85,9 +98,16 @@ def box_candidates(box1: np.ndarray, box2: np.ndarray, wh_thr: float = 2.0, ar_t
     return (w2 >= wh_thr) & (h2 >= wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
 
 
-def affine_matrix(in_hw: tuple[int, int], out_hw: tuple[int, int], degrees: float, translate: float,
-                  scale: float, shear: float, perspective: float, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, float]:
+def affine_matrix(
+    in_hw: tuple[int, int],
+    out_hw: tuple[int, int],
+    degrees: float,
+    translate: float,
+    scale: float,
+    shear: float,
+    perspective: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, float]:
     """3x3 matrix: centre the input, perspective, rotate+scale, shear, translate into the output.
     Returns (M, scale factor)."""
     h_in, w_in = in_hw
@@ -144,8 +164,15 @@ def _clipped_quad_bounds(quads: np.ndarray, w: float, h: float) -> np.ndarray:
     big = np.float64(np.inf)
     x = allp[..., 0]
     y = allp[..., 1]
-    out = np.stack([np.where(allok, x, big).min(1), np.where(allok, y, big).min(1),
-                    np.where(allok, x, -big).max(1), np.where(allok, y, -big).max(1)], 1)
+    out = np.stack(
+        [
+            np.where(allok, x, big).min(1),
+            np.where(allok, y, big).min(1),
+            np.where(allok, x, -big).max(1),
+            np.where(allok, y, -big).max(1),
+        ],
+        1,
+    )
     empty = ~allok.any(1)
     out[empty] = 0.0
     return out
@@ -172,10 +199,17 @@ def transform_boxes(boxes_xyxy: np.ndarray, M: np.ndarray, out_hw: tuple[int, in
     return out.astype(np.float32)
 
 
-def random_affine(img: np.ndarray, boxes_xyxy: np.ndarray, degrees: float = 0.0, translate: float = 0.0,
-                  scale: float = 0.0, shear: float = 0.0, perspective: float = 0.0,
-                  border: tuple[int, int] = (0, 0), rng: np.random.Generator | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_affine(
+    img: np.ndarray,
+    boxes_xyxy: np.ndarray,
+    degrees: float = 0.0,
+    translate: float = 0.0,
+    scale: float = 0.0,
+    shear: float = 0.0,
+    perspective: float = 0.0,
+    border: tuple[int, int] = (0, 0),
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Random rotation/scale/shear/translation/perspective (YOLOv5 style), fill 114.
 
     ``border`` = (rows, cols) added on each side of the output (negative crops: a 2s mosaic canvas with
@@ -199,9 +233,17 @@ def random_affine(img: np.ndarray, boxes_xyxy: np.ndarray, degrees: float = 0.0,
     return img, out, kept_idx
 
 
-def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], imgsz: int, degrees: float = 0.0,
-            translate: float = 0.0, scale: float = 0.0, shear: float = 0.0, perspective: float = 0.0,
-            rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mosaic4(
+    images: list[np.ndarray],
+    boxes: list[np.ndarray],
+    imgsz: int,
+    degrees: float = 0.0,
+    translate: float = 0.0,
+    scale: float = 0.0,
+    shear: float = 0.0,
+    perspective: float = 0.0,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Tile 4 images around a random centre of a 2*imgsz canvas, then :func:`random_affine` back to
     imgsz x imgsz. ``boxes[k]`` are in pixels of ``images[k]`` (usually resized so the long side is imgsz).
     Returns ``(img, boxes)``."""
@@ -229,7 +271,7 @@ def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], imgsz: int, degre
         tw, th = x2a - x1a, y2a - y1a
         if tw <= 0 or th <= 0:
             continue
-        canvas[y1a:y2a, x1a:x2a] = img[y1b:y1b + th, x1b:x1b + tw]
+        canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + th, x1b : x1b + tw]
         bx = np.asarray(bx, np.float32).reshape(len(bx), -1)
         if len(bx):
             b = bx.copy()
@@ -239,8 +281,9 @@ def mosaic4(images: list[np.ndarray], boxes: list[np.ndarray], imgsz: int, degre
             placed.append(b)
     ncol = max((np.asarray(b).reshape(len(b), -1).shape[1] for b in boxes), default=4)
     all_boxes = np.concatenate(placed, 0) if placed else np.zeros((0, max(ncol, 4)), np.float32)
-    img, out, _ = random_affine(canvas, all_boxes, degrees, translate, scale, shear, perspective,
-                                border=(-s // 2, -s // 2), rng=rng)
+    img, out, _ = random_affine(
+        canvas, all_boxes, degrees, translate, scale, shear, perspective, border=(-s // 2, -s // 2), rng=rng
+    )
     return img, out
 
 
@@ -255,13 +298,22 @@ def _inside_fraction(boxes: np.ndarray, rect: tuple[int, int, int, int]) -> np.n
 def _box_array(boxes: np.ndarray) -> np.ndarray:
     """(n, 4+k) float32; an empty input becomes (0, 5) (xyxy + class)."""
     arr = np.asarray(boxes, np.float32)
-    return arr.reshape(0, max(arr.shape[-1] if arr.ndim == 2 else 5, 5)) if arr.size == 0 else arr.reshape(len(arr), -1)
+    return (
+        arr.reshape(0, max(arr.shape[-1] if arr.ndim == 2 else 5, 5))
+        if arr.size == 0
+        else arr.reshape(len(arr), -1)
+    )
 
 
-def cutmix(img_a: np.ndarray, boxes_a: np.ndarray, img_b: np.ndarray, boxes_b: np.ndarray,
-           ratio_range: tuple[float, float] = (0.3, 0.7), keep_thr: float = 0.6,
-           rng: np.random.Generator | None = None
-           ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+def cutmix(
+    img_a: np.ndarray,
+    boxes_a: np.ndarray,
+    img_b: np.ndarray,
+    boxes_b: np.ndarray,
+    ratio_range: tuple[float, float] = (0.3, 0.7),
+    keep_thr: float = 0.6,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
     """Paste a random rectangle of ``img_b`` (area fraction drawn from ``ratio_range``, same position)
     into ``img_a``. Keeps boxes of b with at least ``keep_thr`` of their area inside the patch (clipped to
     it) and boxes of a with at least ``keep_thr`` of their area outside it.
@@ -276,7 +328,7 @@ def cutmix(img_a: np.ndarray, boxes_a: np.ndarray, img_b: np.ndarray, boxes_b: n
     y1 = int(rng.integers(0, h - ch + 1))
     patch = (x1, y1, x1 + cw, y1 + ch)
     out = img_a.copy()
-    out[y1:y1 + ch, x1:x1 + cw] = img_b[y1:y1 + ch, x1:x1 + cw]
+    out[y1 : y1 + ch, x1 : x1 + cw] = img_b[y1 : y1 + ch, x1 : x1 + cw]
     ba, bb = _box_array(boxes_a), _box_array(boxes_b)
     keep_a = ba[_inside_fraction(ba, patch) <= 1.0 - keep_thr] if len(ba) else ba
     keep_b = bb[_inside_fraction(bb, patch) >= keep_thr].copy() if len(bb) else bb
