@@ -57,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     q.set_defaults(func=run_pipeline)
 
+    from app.bench_ultralytics import add_parser as add_ultralytics  # ultralytics itself is imported lazily
+
+    add_ultralytics(sub)
+
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
@@ -162,6 +166,12 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
+    print(json.dumps(pipeline_result(args)))
+    return 0
+
+
+def pipeline_result(args: argparse.Namespace) -> dict:
+    """One ``bench pipeline`` run (the options of that command in ``args``) as a dict."""
     from app.db.migrate import upgrade
     from app.db.session import Database
     from app.ingest.config import CamerasFile
@@ -229,5 +239,4 @@ def run_pipeline(args: argparse.Namespace) -> int:
         "imgsz": list(engine.imgsz), "machine": machine(),
     }
     tmp.cleanup()
-    print(json.dumps(out))
-    return 0
+    return out
