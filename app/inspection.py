@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import images, metrics
@@ -163,12 +162,14 @@ def _defect_rows(dets: Detections) -> list[dict]:
              "x1": d.x1, "y1": d.y1, "x2": d.x2, "y2": d.y2} for d in dets]
 
 
-def _store_image(r: InspectionResult, data_dir: Path) -> Path:
-    rel = images.relative_path(r.frame_uid, r.captured_at, r.image_ext if r.image_bytes else ".jpg")
+def _image_rel(r: InspectionResult) -> str:
+    return images.relative_path(r.frame_uid, r.captured_at, r.image_ext if r.image_bytes else ".jpg")
+
+
+def _write_image(r: InspectionResult, rel: str, data_dir: Path) -> Path:
     path = images.resolve(data_dir, rel)
     data = r.image_bytes if r.image_bytes is not None else images.encode_jpeg(r.image)
     images.write_atomic(path, data)
-    r.image_path = rel
     return path
 
 
@@ -179,27 +180,27 @@ class Stored:
 
 
 def persist_results(session: Session, results: Sequence[InspectionResult], *, data_dir: Path,
-                    image_policy: str, attempts: int = 2) -> list[Stored]:
+                    image_policy: str) -> list[Stored]:
     """Store a batch in one transaction: camera rows on first use, images by policy, inspections and
     defects. Frames whose ``frame_uid`` is already stored are not written again (their existing rows
-    come back with ``created=False``). Image files of a failed transaction are removed. Returns one
-    ``Stored`` per result, in input order, after the commit."""
-    stored: list[Stored] = []
-    for attempt in range(attempts):
-        written: list[Path] = []
-        try:
-            stored = _persist_once(session, results, data_dir, image_policy, written)
-            session.commit()
-            break
-        except BaseException as exc:
-            session.rollback()
-            for path in written:
-                images.remove_quietly(path)
-            for r in results:
-                r.image_path = None
-            # a concurrent writer created the same camera or frame_uid: a retry sees its rows
-            if not isinstance(exc, IntegrityError) or attempt + 1 == attempts:
-                raise
+    come back with ``created=False``), also when a concurrent writer (another service instance) stores
+    the same frame or creates the same camera at the same moment: both inserts are
+    ``INSERT ... ON CONFLICT DO NOTHING``, so such a race ends in a replay, never in an error. Image
+    files of a failed transaction are removed. Returns one ``Stored`` per result, in input order,
+    after the commit."""
+    written: list[Path] = []
+    try:
+        stored = _persist_once(session, results, data_dir, image_policy, written)
+        session.commit()
+    except BaseException:
+        # remove the files while this transaction still holds its rows: a concurrent writer of the
+        # same frame_uid waits on them, and writes its own file only after our rollback
+        for path in written:
+            images.remove_quietly(path)
+        for r in results:
+            r.image_path = None
+        session.rollback()
+        raise
     for s, r in zip(stored, results, strict=True):
         if s.created:
             metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=r.camera_id or "").inc()
@@ -211,25 +212,36 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
 def _persist_once(session: Session, results: Sequence[InspectionResult], data_dir: Path,
                   image_policy: str, written: list[Path]) -> list[Stored]:
     existing = repository.existing_frame_uids(session, (r.frame_uid for r in results))
-    seen: dict[str, Inspection] = {}
+    first: dict[str, InspectionResult] = {}  # frame_uid -> its first result in this batch
+    for r in results:
+        first.setdefault(r.frame_uid, r)
+    new = [first[uid] for uid in sorted(first) if uid not in existing]
+    # rows are inserted in a fixed order (cameras by id, then frames by frame_uid), so two batches
+    # that overlap wait on each other instead of deadlocking
+    cameras: dict[str, tuple[str | None, str | None]] = {}
+    for r in new:
+        if r.camera_id:
+            cameras.setdefault(r.camera_id, (r.line, r.station))
+    for camera_id in sorted(cameras):
+        repository.ensure_camera(session, camera_id, *cameras[camera_id])
+    created: set[str] = set()
+    for r in new:
+        store = images.should_store(image_policy, r.verdict) and (r.image is not None or r.image_bytes)
+        r.image_path = _image_rel(r) if store else None
+        if repository.insert_inspection(session, _row_fields(r), _defect_rows(r.detections)) is None:
+            r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
+            continue
+        created.add(r.frame_uid)
+        if store:
+            written.append(_write_image(r, r.image_path, data_dir))
+    rows = repository.get_inspections_by_uid(session, first)
     out: list[Stored] = []
     for r in results:
-        if r.frame_uid in seen:
-            out.append(Stored(seen[r.frame_uid], False))
-            continue
-        if r.frame_uid in existing:
-            row = repository.get_inspection_by_uid(session, r.frame_uid)
-            out.append(Stored(row, False))
-        else:
-            if r.camera_id:
-                repository.ensure_camera(session, r.camera_id, r.line, r.station)
-            if images.should_store(image_policy, r.verdict) and (r.image is not None or r.image_bytes):
-                written.append(_store_image(r, data_dir))
-            row = repository.add_inspection(session, _row_fields(r), _defect_rows(r.detections))
-            out.append(Stored(row, True))
-        seen[r.frame_uid] = row
-    session.flush()
-    for item in out:  # NG results: queue the inspection.ng webhook event in this transaction
-        if item.created:
-            enqueue_inspection(session, item.row)
+        row = rows.get(r.frame_uid)
+        if row is None:
+            raise RuntimeError(f"inspection {r.frame_uid!r} is missing right after it was stored")
+        is_new = r.frame_uid in created and first[r.frame_uid] is r
+        out.append(Stored(row, is_new))
+        if is_new:  # NG results: queue the inspection.ng webhook event in this transaction
+            enqueue_inspection(session, row)
     return out

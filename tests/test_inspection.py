@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,7 +12,13 @@ from app.db import repository
 from app.db.models import Camera, Defect, Inspection
 from app.db.session import Database
 from app.detections import Detections
-from app.inspection import CameraContext, apply_camera_rules, inspect_frame, persist_results
+from app.inspection import (
+    CameraContext,
+    InspectionResult,
+    apply_camera_rules,
+    inspect_frame,
+    persist_results,
+)
 
 NAMES = ("crazing", "patches", "scratches")
 
@@ -83,4 +90,99 @@ def test_failed_transaction_removes_written_images(database_url, tmp_path):
     assert [p for p in tmp_path.rglob("*.jpg")] == []
     with db.session() as s:
         assert repository.count_rows(s, Inspection) == 0
+    db.dispose()
+
+
+def test_concurrent_same_frame_with_new_camera_is_stored_once(database_url, tmp_path):
+    """Two writers store the same frame_uid on a camera that a third writer is creating at that moment
+    (two service instances behind one PostgreSQL): both succeed, one creates the row, the other gets
+    it back as a replay. Forced order: X creates the camera and holds it uncommitted until A and B wait
+    on it in PostgreSQL; then A and B insert the frame at the same time."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import event, text
+
+    db = Database(database_url, pool_size=4)
+    if db.backend != "postgresql":
+        db.dispose()
+        pytest.skip("the race needs concurrent writers on PostgreSQL (SQLite writers take turns)")
+    monitor = Database(database_url)
+    role = threading.local()
+    x_has_camera = threading.Event()
+    frame_barrier = threading.Barrier(2, timeout=30)
+
+    def lock_waiters() -> int:
+        with monitor.engine.connect() as conn:
+            return int(conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar_one())
+
+    def hook(_conn, _cursor, statement, _params, _context, _many) -> None:
+        sql = " ".join(statement.split()).upper()
+        who = getattr(role, "name", None)
+        if who == "X" and sql.startswith("INSERT INTO INSPECTIONS"):
+            x_has_camera.set()  # the camera row is inserted, not committed
+            deadline = time.monotonic() + 30
+            while lock_waiters() < 2:  # A and B both blocked on that camera row
+                assert time.monotonic() < deadline, "A and B never waited on the camera row"
+                time.sleep(0.02)
+        elif who in ("A", "B") and sql.startswith("INSERT INTO CAMERAS"):
+            assert x_has_camera.wait(30), "X never inserted the camera"
+        elif who in ("A", "B") and sql.startswith("INSERT INTO INSPECTIONS"):
+            frame_barrier.wait()  # both insert the same frame_uid together
+
+    event.listen(db.engine, "before_cursor_execute", hook)
+    frame = np.full((40, 60, 3), 200, np.uint8)
+    ctx = CameraContext("cam-race", line="L9", station="S9")
+
+    def work(name: str, uid: str):
+        role.name = name
+        result = inspect_frame(frame, dets(), model_version="v", context=ctx, frame_uid=uid)
+        with db.session() as s:
+            [stored] = persist_results(s, [result], data_dir=tmp_path / name, image_policy="always")
+            return stored.created, stored.row.id, len(stored.row.defects)
+
+    try:
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            futures = {n: pool.submit(work, n, uid) for n, uid in
+                       (("X", "race-other"), ("A", "race-same"), ("B", "race-same"))}
+            out = {n: f.result(timeout=120) for n, f in futures.items()}
+    finally:
+        event.remove(db.engine, "before_cursor_execute", hook)
+    assert out["X"][0] is True
+    assert sorted([out["A"][0], out["B"][0]]) == [False, True], "the frame is created exactly once"
+    assert out["A"][1:] == out["B"][1:] == (out["A"][1], 3), "the replay returns the stored row"
+    with db.session() as s:
+        assert repository.count_rows(s, Camera) == 1 and repository.count_rows(s, Inspection) == 2
+        assert repository.count_rows(s, Defect) == 6
+        assert s.get(Camera, "cam-race").line == "L9"
+    # the winner's image is stored, and the replay removed nothing
+    winner = "A" if out["A"][0] else "B"
+    assert len(list((tmp_path / winner).rglob("race-same.jpg"))) == 1
+    assert list((tmp_path / ("B" if winner == "A" else "A")).rglob("*.jpg")) == []
+    monitor.dispose()
+    db.dispose()
+
+
+def test_persist_batch_keeps_input_order_with_duplicates_and_stored_frames(database_url, tmp_path):
+    db = Database(database_url)
+    frame = np.full((40, 60, 3), 200, np.uint8)
+
+    def result(uid: str, cam: str) -> InspectionResult:
+        return inspect_frame(frame, dets(), model_version="v", context=CameraContext(cam), frame_uid=uid)
+
+    with db.session() as s:
+        [old] = persist_results(s, [result("uid-a", "cam-1")], data_dir=tmp_path, image_policy="never")
+    batch = [result("uid-z", "cam-2"), result("uid-a", "cam-1"), result("uid-z", "cam-2"),
+             result("uid-m", "cam-3")]
+    with db.session() as s:
+        stored = persist_results(s, batch, data_dir=tmp_path, image_policy="always")
+        assert [x.created for x in stored] == [True, False, False, True]
+        assert [x.row.frame_uid for x in stored] == ["uid-z", "uid-a", "uid-z", "uid-m"]
+        assert stored[1].row.id == old.row.id and stored[2].row.id == stored[0].row.id
+        assert [len(x.row.defects) for x in stored] == [3, 3, 3, 3]
+        assert repository.count_rows(s, Inspection) == 3 and repository.count_rows(s, Camera) == 3
+        assert repository.count_rows(s, Defect) == 9
+    assert sorted(p.name for p in tmp_path.rglob("*.jpg")) == ["uid-m.jpg", "uid-z.jpg"]
     db.dispose()

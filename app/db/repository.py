@@ -5,10 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from app.db.models import Camera, Defect, Inspection
+
+
+def _insert_or_skip(session: Session, model: type) -> Any:
+    """The dialect's INSERT with ``on_conflict_do_nothing`` (PostgreSQL and SQLite). On PostgreSQL a
+    conflict with a concurrent transaction's uncommitted row waits for that transaction and then
+    skips (or inserts, when it rolled back) instead of raising a duplicate-key error."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model)
+    if dialect == "sqlite":
+        return sqlite.insert(model)
+    raise NotImplementedError(f"INSERT ... ON CONFLICT is not wired for the {dialect} dialect")
 
 
 def get_camera(session: Session, camera_id: str) -> Camera | None:
@@ -17,17 +30,20 @@ def get_camera(session: Session, camera_id: str) -> Camera | None:
 
 def ensure_camera(session: Session, camera_id: str, line: str | None = None,
                   station: str | None = None, name: str | None = None) -> Camera:
-    """The camera row, created on first use (line/station taken from the first sighting)."""
+    """The camera row, created on first use (line/station taken from the first sighting). Writers
+    creating the same camera at the same moment both succeed and share one row."""
     camera = session.get(Camera, camera_id)
     if camera is None:
-        camera = Camera(id=camera_id, line=line, station=station, name=name)
-        session.add(camera)
-        session.flush()
-    else:
-        if camera.line is None and line is not None:
-            camera.line = line
-        if camera.station is None and station is not None:
-            camera.station = station
+        session.execute(_insert_or_skip(session, Camera)
+                        .values(id=camera_id, line=line, station=station, name=name)
+                        .on_conflict_do_nothing(index_elements=[Camera.id]))
+        camera = session.get(Camera, camera_id)
+        if camera is None:
+            raise RuntimeError(f"camera {camera_id!r} is missing right after its insert")
+    if camera.line is None and line is not None:
+        camera.line = line
+    if camera.station is None and station is not None:
+        camera.station = station
     return camera
 
 
@@ -49,14 +65,32 @@ def existing_frame_uids(session: Session, frame_uids: Iterable[str]) -> set[str]
     return set(session.scalars(select(Inspection.frame_uid).where(Inspection.frame_uid.in_(uids))))
 
 
-def add_inspection(session: Session, fields: Mapping[str, Any],
-                   defects: Iterable[Mapping[str, Any]]) -> Inspection:
-    """Add one inspection and its defects (not committed)."""
-    row = Inspection(**fields)
-    row.defects = [Defect(**d) for d in defects]
-    row.defect_count = len(row.defects)
-    session.add(row)
-    return row
+def get_inspections_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[str, Inspection]:
+    """frame_uid -> inspection (with its defects) for those of ``frame_uids`` that are stored."""
+    uids = list(frame_uids)
+    if not uids:
+        return {}
+    stmt = select(Inspection).where(Inspection.frame_uid.in_(uids)).options(
+        selectinload(Inspection.defects))
+    return {row.frame_uid: row for row in session.scalars(stmt)}
+
+
+def insert_inspection(session: Session, fields: Mapping[str, Any],
+                      defects: Iterable[Mapping[str, Any]]) -> int | None:
+    """Insert one inspection and its defects (not committed) unless its ``frame_uid`` is already
+    stored, also by a concurrent transaction (which this waits for on PostgreSQL). Returns the new
+    inspection id, or None when the frame_uid was there (nothing is written then)."""
+    defect_rows = list(defects)
+    stmt = (_insert_or_skip(session, Inspection)
+            .values(**fields, defect_count=len(defect_rows))
+            .on_conflict_do_nothing(index_elements=[Inspection.frame_uid])
+            .returning(Inspection.id))
+    new_id = session.scalar(stmt)
+    if new_id is None:
+        return None
+    if defect_rows:
+        session.execute(insert(Defect), [{**d, "inspection_id": new_id} for d in defect_rows])
+    return int(new_id)
 
 
 def count_rows(session: Session, model: type) -> int:
