@@ -5,7 +5,9 @@
 - this project's ``Engine`` (batch 1 and batch 4);
 - this project's camera pipeline (``bench pipeline`` machinery) reading the frames from a file source;
 
-and prints one JSON object with the FPS of each and the ratios (project / ultralytics). A detection
+and prints one JSON object with the FPS of each and the ratios (project / ultralytics). The
+ultralytics and Engine measurements (and a bare ``session.run`` floor) alternate in ``--rounds``
+slices, so a change in the machine's load hits all of them alike. A detection
 sanity check runs first: the file must have the ultralytics output layout ``[N, 4+nc, A]``, and our
 detections on the first frames are matched against ultralytics' own.
 
@@ -43,6 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u.add_argument("--frames", default=str(DEFAULT_FRAMES),
                    help="folder of images or a video file (default: the NEU-DET images)")
     u.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    u.add_argument("--rounds", type=int, default=5,
+                   help="the measurements alternate in this many slices (default 5)")
     u.add_argument("--count", type=int, default=32, help="distinct frames decoded once (default 32)")
     u.add_argument("--batch-sizes", default="1,4", help="Engine batch sizes (default 1,4)")
     u.add_argument("--ultralytics-batch", type=int, default=4,
@@ -116,23 +120,36 @@ def _neu_names() -> list[str] | None:
 
 
 # -- measurements ---------------------------------------------------------------------------------
-def timed_loop(step, frames: list[np.ndarray], per_call: int, seconds: float) -> dict:
-    """Frames per second of ``step(list_of_frames)`` called back to back for ``seconds``."""
-    step(frames[:per_call])  # warm this shape
+def timed_loop(step, frames: list[np.ndarray], per_call: int, seconds: float, start: int = 0
+               ) -> tuple[int, int, float]:
+    """``step(list_of_frames)`` called back to back for ``seconds``: (frames, calls, elapsed)."""
     done = calls = 0
-    i = 0
+    i = start
     t0 = time.perf_counter()
     while True:
-        chunk = [frames[(i + j) % len(frames)] for j in range(per_call)]
-        step(chunk)
+        step([frames[(i + j) % len(frames)] for j in range(per_call)])
         i += per_call
         done += per_call
         calls += 1
         elapsed = time.perf_counter() - t0
         if elapsed >= seconds:
-            break
-    return {"batch": per_call, "fps": round(done / elapsed, 2),
-            "ms_per_call": round(1000 * elapsed / calls, 2), "frames": done}
+            return done, calls, elapsed
+
+
+def interleaved(contenders: dict, frames: list[np.ndarray], seconds: float, rounds: int) -> dict:
+    """FPS of each ``name: (step, per_call)``, measured in ``rounds`` alternating slices of
+    ``seconds / rounds`` each, so a change in the machine's load hits every contender alike."""
+    totals = {name: [0, 0, 0.0] for name in contenders}
+    for step, per_call in contenders.values():
+        step(frames[:per_call])  # warm each shape
+    for r in range(rounds):
+        for name, (step, per_call) in contenders.items():
+            done, calls, elapsed = timed_loop(step, frames, per_call, seconds / rounds, start=r * per_call)
+            t = totals[name]
+            t[0], t[1], t[2] = t[0] + done, t[1] + calls, t[2] + elapsed
+    return {name: {"batch": contenders[name][1], "fps": round(done / elapsed, 2),
+                   "ms_per_call": round(1000 * elapsed / calls, 2), "frames": done}
+            for name, (done, calls, elapsed) in totals.items()}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -207,11 +224,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.commands.bench import _load_engine, engine_throughput, machine, pipeline_result, sample_frames
+    from app.commands.bench import _load_engine, machine, pipeline_result, sample_frames
 
     onnx = Path(args.onnx)
-    if args.seconds <= 0 or args.count < 1 or args.workers < 1:
-        raise CliError("--seconds, --count and --workers must be positive")
+    if args.seconds <= 0 or args.count < 1 or args.workers < 1 or args.rounds < 1:
+        raise CliError("--seconds, --count, --rounds and --workers must be positive")
     try:
         sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     except ValueError:
@@ -240,15 +257,30 @@ def run(args: argparse.Namespace) -> int:
         src = chunk[0] if len(chunk) == 1 else chunk
         model.predict(src, imgsz=imgsz, conf=args.conf, iou=args.iou, rect=args.rect, verbose=False)
 
-    ul = {"per_frame": timed_loop(ul_step, frames, 1, args.seconds)}
+    def our_step(chunk: list[np.ndarray]) -> None:
+        engine.detect(chunk, args.conf, args.iou)
+
+    contenders = {"ultralytics/per_frame": (ul_step, 1)}
+    ul_batch_error = None
     if args.ultralytics_batch > 1:
         try:
-            ul["batched"] = timed_loop(ul_step, frames, args.ultralytics_batch, args.seconds)
-        except Exception as exc:  # a static-batch export: ultralytics refuses, say so in the JSON
-            ul["batched"] = {"batch": args.ultralytics_batch, "error": f"{type(exc).__name__}: {exc}"[:300]}
-
-    ours = {f"batch{b}": engine_throughput(engine, frames, b, args.seconds, 1, args.conf, args.iou)
-            for b in sizes}
+            ul_step(frames[:args.ultralytics_batch])
+            contenders["ultralytics/batched"] = (ul_step, args.ultralytics_batch)
+        except Exception as exc:  # e.g. a static-batch export: say so in the JSON
+            ul_batch_error = f"{type(exc).__name__}: {exc}"[:300]
+    contenders.update({f"engine/batch{b}": (our_step, b) for b in sizes})
+    raw_input, _ = engine.preprocess(frames[:1])
+    # the floor both sides sit on: ONNX Runtime alone on one prepared input (no letterbox, no NMS)
+    contenders["onnxruntime/session_run"] = (lambda _chunk: engine.run(raw_input), 1)
+    fps = interleaved(contenders, frames, args.seconds, args.rounds)
+    ul = {k.split("/")[1]: v for k, v in fps.items() if k.startswith("ultralytics/")}
+    if ul_batch_error:
+        ul["batched"] = {"batch": args.ultralytics_batch, "error": ul_batch_error}
+    ours = {k.split("/")[1]: v for k, v in fps.items() if k.startswith("engine/")}
+    floor = fps["onnxruntime/session_run"]
+    overhead = {"ultralytics_per_frame_ms": round(ul["per_frame"]["ms_per_call"] - floor["ms_per_call"], 2)}
+    if "batch1" in ours:
+        overhead["engine_batch1_ms"] = round(ours["batch1"]["ms_per_call"] - floor["ms_per_call"], 2)
 
     pipe_s = args.seconds + 2 if args.pipeline_seconds is None else args.pipeline_seconds
     pipe = None
@@ -273,10 +305,11 @@ def run(args: argparse.Namespace) -> int:
     out = {
         "bench": "ultralytics", "onnx": str(onnx), "frames_source": str(args.frames),
         "frame": list(frames[0].shape[:2]), "distinct_frames": len(frames), "imgsz": list(engine.imgsz),
-        "rect": args.rect, "conf": args.conf, "iou": args.iou, "seconds": args.seconds,
+        "rect": args.rect, "conf": args.conf, "iou": args.iou, "seconds": args.seconds, "rounds": args.rounds,
         "ultralytics_version": ultralytics.__version__, "sanity": check,
         "ultralytics": ul, "engine": {**ours, "intra_op_threads": args.intra_op_threads,
                                       "provider": engine.provider},
+        "onnxruntime_session_run": floor, "overhead_over_session_run": overhead,
         "pipeline": pipe, "ratios": ratios,
         "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
     }
