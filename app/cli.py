@@ -56,4 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module, so `except CliError` sees the same class the commands raise.
+    from app.cli import main as _main
+
+    sys.exit(_main())

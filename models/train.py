@@ -121,6 +121,19 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
+def make_optimizer(model: nn.Module, hyp: dict[str, Any], weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum (default, as YOLOv5) or AdamW (``optimizer: AdamW`` in the hyp file)."""
+    groups = param_groups(model, weight_decay)
+    name = str(hyp.get("optimizer", "SGD"))
+    if name == "SGD":
+        return torch.optim.SGD(groups, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
+    if name == "AdamW":
+        return torch.optim.AdamW(groups, lr=hyp["lr0"], betas=(hyp["momentum"], 0.999))
+    from app.cli import CliError
+
+    raise CliError(f"hyperparameter optimizer: {name!r} is not SGD or AdamW")
+
+
 def lr_lambda(hyp: dict[str, Any], epochs: int):
     lrf = hyp["lrf"]
     if hyp.get("lr_schedule", "cosine") == "linear":
@@ -215,9 +228,7 @@ def train(opts: TrainOptions) -> Path:
     nbs = hyp["nbs"]
     accumulate = max(round(nbs / opts.batch), 1)
     weight_decay = hyp["weight_decay"] * opts.batch * accumulate / nbs
-    optimizer = torch.optim.SGD(
-        param_groups(model, weight_decay), lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True
-    )
+    optimizer = make_optimizer(model, hyp, weight_decay)
     lf = lr_lambda(hyp, opts.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     ema = ModelEMA(model, hyp.get("ema_decay", 0.9999))
@@ -258,7 +269,7 @@ def train(opts: TrainOptions) -> Path:
 
     loader = make_loader(start_epoch < close_at)
     nb = len(loader)
-    warmup_iters = max(round(hyp["warmup_epochs"] * nb), 100)
+    warmup_iters = max(round(hyp["warmup_epochs"] * nb), int(hyp.get("warmup_min_iters", 100)))
     compute_loss = YoloLoss(model, hyp, opts.imgsz)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     results_csv = run_dir / "results.csv"
@@ -289,7 +300,11 @@ def train(opts: TrainOptions) -> Path:
                 for j, group in enumerate(optimizer.param_groups):
                     start_lr = hyp["warmup_bias_lr"] if j == 2 else 0.0
                     group["lr"] = np.interp(ni, xi, [start_lr, group["initial_lr"] * lf(epoch)])
-                    group["momentum"] = np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]])
+                    momentum = np.interp(ni, xi, [hyp["warmup_momentum"], hyp["momentum"]])
+                    if "betas" in group:
+                        group["betas"] = (momentum, group["betas"][1])
+                    else:
+                        group["momentum"] = momentum
             with torch.autocast(device.type, enabled=cuda):
                 preds = model(imgs)
                 loss, items = compute_loss(preds, targets.to(device))

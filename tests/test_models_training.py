@@ -1,0 +1,198 @@
+"""Training, evaluation and export end to end on a handful of real NEU-DET images (CPU, small sizes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import NEU_DET, NEU_NAMES
+
+IMAGES = ["inclusion_1.jpg", "patches_10.jpg", "scratches_100.jpg", "pitted_surface_1.jpg"]
+NO_AUGMENT = {k: 0.0 for k in ["hsv_h", "hsv_s", "hsv_v", "contrast", "degrees", "translate", "scale",
+                                "flipud", "fliplr", "mosaic", "cutmix"]}
+
+
+def _handful_dataset(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "list.txt").write_text("".join(f"{NEU_DET / 'images' / name}\n" for name in IMAGES))
+    data = root / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(root), "train": "list.txt", "val": "list.txt",
+                                    "names": list(NEU_NAMES)}))
+    return data
+
+
+def _nano_config(root: Path) -> Path:
+    from models.yolo import load_config
+
+    cfg = load_config("yolov5s-cbam.yaml")
+    cfg["width_multiple"] = 0.25  # YOLOv5n width: the same YAML, one number away
+    path = root / "yolov5n-cbam.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _options(root: Path, data: Path, epochs: int, name: str, **extra):
+    from models.train import TrainOptions
+
+    hyp = {**NO_AUGMENT, "nbs": 4, "warmup_epochs": 0, "warmup_min_iters": 0, "close_mosaic": 0,
+           "lr0": 0.05, "weight_decay": 0.0}
+    return TrainOptions(data=str(data), cfg=str(_nano_config(root)), hyp_overrides=hyp, imgsz=128,
+                        epochs=epochs, batch=4, workers=0, project=str(root / "runs"), name=name,
+                        anchors="fit", plots=False, val_interval=1000, **extra)
+
+
+@pytest.fixture(scope="module")
+def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from models.train import train
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("overfit")
+    return train(_options(root, _handful_dataset(root), epochs=200, name="overfit"))
+
+
+def test_tiny_model_overfits_a_handful_of_images(overfit_run: Path) -> None:
+    best = json.loads((overfit_run / "best_metrics.json").read_text())
+    assert best["map50"] > 0.5, best
+    with (overfit_run / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 200
+    assert float(rows[-1]["train_box"]) < float(rows[0]["train_box"]) * 0.6
+    assert (overfit_run / "weights" / "last.pt").is_file() and (overfit_run / "weights" / "best.pt").is_file()
+    anchors = json.loads((overfit_run / "anchors.json").read_text())
+    assert anchors["mode"] == "fit" and "bpr" in anchors["default"]
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
+    from models.train import train
+
+    data = _handful_dataset(tmp_path)
+    run = train(_options(tmp_path, data, epochs=2, name="short"))
+    last = run / "weights" / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1
+    ckpt["train_args"]["epochs"] = 3  # as if the run had been stopped after two of three epochs
+    torch.save(ckpt, last)
+    from models.train import TrainOptions
+
+    resumed = train(TrainOptions(data="", resume=str(run)))
+    assert resumed == run
+    with (run / "results.csv").open() as fh:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(fh)]
+    assert epochs == [1, 2, 3]
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2
+
+
+def _onnx_export(overfit_run: Path, tmp_path: Path) -> Path:
+    from models.export import export_onnx
+
+    return export_onnx(overfit_run / "weights" / "best.pt", tmp_path / "tiny.onnx")
+
+
+def test_export_matches_torch_and_carries_metadata(overfit_run: Path, tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from app.inference.preprocess import make_batch
+    from models.checkpoint import load_model
+
+    path = _onnx_export(overfit_run, tmp_path)
+    model_proto = onnx.load(str(path))
+    onnx.checker.check_model(model_proto)
+    assert model_proto.opset_import[0].version == 17
+    assert not any(n.op_type == "BatchNormalization" for n in model_proto.graph.node)
+    props = {p.key: p.value for p in model_proto.metadata_props}
+    assert json.loads(props["names"]) == list(NEU_NAMES)
+    assert json.loads(props["imgsz"]) == [128, 128] and json.loads(props["stride"]) == [8, 16, 32]
+    assert props["layout"] == "yolov5" and len(json.loads(props["anchors"])) == 3
+
+    images = [cv2.imread(str(NEU_DET / "images" / name)) for name in IMAGES[:1]]
+    batch, _ = make_batch(images, (128, 128))
+    model, _ = load_model(overfit_run / "weights" / "best.pt")
+    with torch.no_grad():
+        expected = model.fuse()(torch.from_numpy(batch)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["output0"], {"images": batch})[0]
+    assert got.shape == expected.shape == (1, 3 * (16 * 16 + 8 * 8 + 4 * 4), 11)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_evaluation_of_checkpoint_and_onnx_agree(overfit_run: Path, tmp_path: Path) -> None:
+    from app.inference import Engine
+    from models.checkpoint import load_model
+    from models.evaluate import TorchDetector, evaluate
+
+    paths = [NEU_DET / "images" / name for name in IMAGES]
+    model, ckpt = load_model(overfit_run / "weights" / "best.pt")
+    as_torch = evaluate(TorchDetector(model, ckpt["names"], ckpt["imgsz"]), paths, len(NEU_NAMES))
+    as_onnx = evaluate(Engine(_onnx_export(overfit_run, tmp_path)), paths, len(NEU_NAMES))
+    assert as_torch["map50"] > 0.5
+    assert abs(as_torch["map50"] - as_onnx["map50"]) < 0.01
+    assert abs(as_torch["map50_95"] - as_onnx["map50_95"]) < 0.01
+    assert set(as_onnx["per_class"]) == set(NEU_NAMES)
+
+
+def test_int8_quantization_keeps_decoding_tail_in_float(overfit_run: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from app.inference import Engine
+    from models.export import detect_tail_nodes, quantize_int8
+
+    fp32 = _onnx_export(overfit_run, tmp_path)
+    int8 = quantize_int8(fp32, tmp_path / "tiny-int8.onnx", [NEU_DET / "images" / n for n in IMAGES], 128)
+    proto = onnx.load(str(int8))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    tail = set(detect_tail_nodes(fp32))
+    assert tail and any(n.op_type == "Sigmoid" for n in proto.graph.node if n.name in tail)
+    # no QuantizeLinear consumes the output of a tail node: boxes are decoded in float
+    tail_outputs = {o for n in proto.graph.node if n.name in tail for o in n.output}
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] in tail_outputs for n in proto.graph.node)
+    engine = Engine(int8)
+    assert engine.metadata.quantization.startswith("int8")
+    image = cv2.imread(str(NEU_DET / "images" / IMAGES[0]))
+    batch, _ = engine.preprocess([image])
+    ref = Engine(fp32).run(batch)
+    got = engine.run(batch)
+    assert got.shape == ref.shape
+    assert np.corrcoef(got[0, :, 4], ref[0, :, 4])[0, 1] > 0.9  # objectness survives quantization
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "app.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_cli_train_info_prints_parameters() -> None:
+    out = _cli("train", "--info", "--cfg", "yolov5s.yaml", "--imgsz", "640")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["parameters"] == 7_235_389 and 16.0 < info["gflops"] < 17.0
+
+
+def test_cli_evaluate_json(overfit_run: Path, tmp_path: Path) -> None:
+    data = _handful_dataset(tmp_path / "data")
+    out = _cli("evaluate", "--model", str(overfit_run / "weights" / "best.pt"), "--data", str(data), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    for key in ("map50", "map50_95", "per_class", "precision", "recall", "images"):
+        assert key in result
+    assert result["images"] == len(IMAGES)
+
+
+def test_cli_reports_missing_files_by_name(tmp_path: Path) -> None:
+    out = _cli("evaluate", "--model", str(tmp_path / "nope.onnx"), "--data", str(tmp_path / "d.yaml"))
+    assert out.returncode == 2 and "nope.onnx" in out.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: missing.txt\nval: missing.txt\nnames: [a]\n")
+    out = _cli("train", "--data", str(bad), "--epochs", "1")
+    assert out.returncode == 2 and "bad.yaml" in out.stderr
+    out = _cli("train", "--data", str(_handful_dataset(tmp_path / "ok")), "--set", "nonsense=1")
+    assert out.returncode == 2 and "nonsense" in out.stderr
