@@ -171,6 +171,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-images", type=int, default=300)
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"], default="minmax")
     p.add_argument("--fp16", action="store_true", help="also write an FP16 model for GPU providers")
+    p.add_argument("--model-version", default=None, help="version string stored in the metadata")
     p.set_defaults(func=run_export)
 
 
@@ -183,7 +184,7 @@ def run_export(args: argparse.Namespace) -> int:
     if not weights.is_file():
         raise CliError(f"{weights}: checkpoint not found")
     out = Path(args.out) if args.out else weights.with_suffix(".onnx")
-    fp32 = export_onnx(weights, out, args.imgsz, args.dynamic)
+    fp32 = export_onnx(weights, out, args.imgsz, args.dynamic, version=args.model_version)
     print(f"FP32: {fp32}")
     if args.int8:
         if not args.calib:

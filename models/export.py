@@ -56,7 +56,7 @@ def export_onnx(
     out: str | Path,
     imgsz: int | None = None,
     dynamic: bool = False,
-    simplify_check: bool = True,
+    version: str | None = None,
 ) -> Path:
     """Export a checkpoint to ONNX: input ``images`` [N,3,H,W], output ``output0`` [N, A, 5+nc]."""
     import onnx
@@ -82,6 +82,8 @@ def export_onnx(
     )
     onnx_model = onnx.load(str(out))
     onnx.checker.check_model(onnx_model)
+    if version:
+        ckpt["version"] = version
     set_metadata(out, model_metadata(ckpt, model, imgsz, "fp32"))
     log.info(
         "exported %s (%d classes, %dx%d, dynamic batch %s)", out, len(ckpt["names"]), imgsz, imgsz, dynamic
