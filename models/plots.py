@@ -26,7 +26,8 @@ def plot_results(results_csv: Path, out: Path) -> None:
     epochs = [int(r["epoch"]) for r in rows]
     fig, axes = plt.subplots(1, 5, figsize=(20, 4))
     for ax, key in zip(axes, ["train_box", "train_obj", "train_cls", "map50", "map50_95"], strict=True):
-        ax.plot(epochs, [float(r[key]) for r in rows], marker=".")
+        points = [(e, float(r[key])) for e, r in zip(epochs, rows, strict=True) if r[key] != ""]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
         ax.set_title(key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -322,19 +322,18 @@ def train(opts: TrainOptions) -> Path:
         bar.close()
         scheduler.step()
         final = epoch + 1 == opts.epochs
-        if final or (epoch + 1) % max(opts.val_interval, 1) == 0:
+        validated = final or (epoch + 1) % max(opts.val_interval, 1) == 0
+        if validated:
             detector = TorchDetector(ema.ema, spec.names, opts.imgsz, device, half=cuda)
             metrics = evaluate(detector, spec.val, spec.nc, batch_size=32)
             ema.ema.float()
         fit = fitness(metrics)
         seconds = time.perf_counter() - t_epoch
+        scores = [round(metrics[k], 5) for k in ("map50", "map50_95", "precision", "recall")]
         row = [
             epoch + 1,
             *[round(float(x), 5) for x in mean_loss.tolist()],
-            round(metrics["map50"], 5),
-            round(metrics["map50_95"], 5),
-            round(metrics["precision"], 5),
-            round(metrics["recall"], 5),
+            *(scores if validated else ["", "", "", ""]),  # blank: not validated this epoch
             round(optimizer.param_groups[1]["lr"], 6),
             round(seconds, 2),
         ]
