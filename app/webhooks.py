@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
+from app.db.queries import defect_view
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,8 @@ def encode_body(delivery: WebhookDelivery) -> bytes:
 
 
 def defect_payload(defect: Defect) -> dict[str, Any]:
-    return {
-        "id": defect.id,
-        "inspection_id": defect.inspection_id,
-        "class_id": defect.class_id,
-        "class_name": defect.class_name,
-        "confidence": defect.confidence,
-        "box": [defect.x1, defect.y1, defect.x2, defect.y2],
-        "review_status": defect.review_status,
-        "reviewed_class_name": defect.reviewed_class_name,
-        "reviewed_by": defect.reviewed_by,
-        "reviewed_at": _iso(defect.reviewed_at),
-        "review_note": defect.review_note,
-    }
+    """A defect as webhook receivers get it: the same view the REST API answers with."""
+    return defect_view(defect)
 
 
 def inspection_payload(inspection: Inspection, defects: Iterable[Defect] | None = None) -> dict[str, Any]:

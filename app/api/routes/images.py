@@ -12,7 +12,7 @@ from app import images
 from app.annotate import draw_defects
 from app.api.deps import SessionDep, SettingsDep
 from app.api.problems import Problem
-from app.db import repository
+from app.api.routes.inspections import stored_image
 
 router = APIRouter(tags=["inspections"])
 
@@ -23,13 +23,7 @@ router = APIRouter(tags=["inspections"])
 def read_annotated_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
                          settings: SettingsDep) -> Response:
     # A sync route: FastAPI runs it in the threadpool, so decoding and drawing do not block the loop.
-    row = repository.get_inspection(session, inspection_id)
-    if row is None:
-        raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
-    if not row.image_path:
-        raise Problem(404, f"inspection {inspection_id} has no stored image (INSPECT_IMAGE_POLICY)",
-                      reason="no_image")
-    path = images.resolve(settings.data_dir, row.image_path)
+    row, path = stored_image(session, settings.data_dir, inspection_id)
     defects = list(row.defects)
     frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if frame is None:

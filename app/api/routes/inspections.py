@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
@@ -20,6 +22,7 @@ from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
 from app.api.problems import Problem
 from app.api.schemas import InspectionOut
 from app.db import repository
+from app.db.models import Inspection
 from app.inspection import CameraContext, Timings, inspect_frame, persist_results, run_detector
 
 upload_router = APIRouter(tags=["inspections"])
@@ -193,19 +196,25 @@ def read_inspection(inspection_id: Annotated[int, Path(ge=1)], session: SessionD
     return InspectionOut.from_row(row)
 
 
-@read_router.get("/inspections/{inspection_id}/image", summary="The stored frame of an inspection",
-                 response_class=FileResponse)
-def read_inspection_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
-                          settings: SettingsDep) -> FileResponse:
+def stored_image(session: Session, data_dir: FsPath, inspection_id: int) -> tuple[Inspection, FsPath]:
+    """The inspection and the path of its stored frame, or a 404 problem saying which part is missing."""
     row = repository.get_inspection(session, inspection_id)
     if row is None:
         raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
     if not row.image_path:
         raise Problem(404, f"inspection {inspection_id} has no stored image (INSPECT_IMAGE_POLICY)",
                       reason="no_image")
-    path = images.resolve(settings.data_dir, row.image_path)
+    path = images.resolve(data_dir, row.image_path)
     if not path.is_file():
         raise Problem(404, f"the image of inspection {inspection_id} is gone from the data directory",
                       reason="no_image")
+    return row, path
+
+
+@read_router.get("/inspections/{inspection_id}/image", summary="The stored frame of an inspection",
+                 response_class=FileResponse)
+def read_inspection_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
+                          settings: SettingsDep) -> FileResponse:
+    _, path = stored_image(session, settings.data_dir, inspection_id)
     media = "image/png" if path.suffix == ".png" else "image/jpeg"
     return FileResponse(path, media_type=media)
