@@ -68,12 +68,9 @@ def register_train(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    import torch
-
     from models.train import TrainOptions, train
     from models.yolo import CONFIG_DIR, DetectionModel, resolve_config
 
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     if args.info:
         try:
             resolve_config(args.cfg)
