@@ -20,7 +20,7 @@ from app.db import repository
 from app.db.models import Inspection
 from app.detections import Detections
 from app.inference import Engine
-from app.webhooks import enqueue_inspection
+from app.webhooks import enqueue_inspection, subscribers
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,9 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
         if store:
             written.append(_write_image(r, r.image_path, data_dir))
     rows = repository.get_inspections_by_uid(session, first)
+    # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch)
+    hooks = (subscribers(session, "inspection.ng")
+             if any(first[uid].verdict == NG for uid in created) else [])
     out: list[Stored] = []
     for r in results:
         row = rows.get(r.frame_uid)
@@ -242,6 +245,6 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
             raise RuntimeError(f"inspection {r.frame_uid!r} is missing right after it was stored")
         is_new = r.frame_uid in created and first[r.frame_uid] is r
         out.append(Stored(row, is_new))
-        if is_new:  # NG results: queue the inspection.ng webhook event in this transaction
-            enqueue_inspection(session, row)
+        if is_new and hooks:
+            enqueue_inspection(session, row, hooks)
     return out

@@ -1,5 +1,5 @@
 """Outgoing webhooks: events are queued as rows in ``webhook_deliveries`` inside the caller's
-transaction (cheap: one small SELECT and an INSERT per subscribed hook) and sent later by
+transaction (cheap: one small SELECT per batch and an INSERT per subscribed hook) and sent later by
 :class:`DeliveryWorker`, a background thread with short timeouts and exponential backoff. A slow or dead
 receiver therefore never slows the inspection path.
 
@@ -116,28 +116,44 @@ def inspection_payload(inspection: Inspection, defects: Iterable[Defect] | None 
     }
 
 
-def enqueue_event(session: Session, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
-    """Queue ``event`` for every active hook subscribed to it, in the caller's transaction (the caller
-    commits). Returns the queued rows (none when nobody listens)."""
+def subscribers(session: Session, event: str) -> list[Webhook]:
+    """The active hooks subscribed to ``event`` (one small SELECT, in the caller's transaction)."""
     if event not in EVENTS:
         raise ValueError(f"unknown webhook event {event!r}")
     hooks = session.scalars(select(Webhook).where(Webhook.active.is_(True))).all()
+    return [h for h in hooks if event in (h.events or ())]
+
+
+def queue_deliveries(session: Session, hooks: Iterable[Webhook], event: str,
+                     payload: dict[str, Any]) -> list[WebhookDelivery]:
+    """Queue ``event`` for each of ``hooks`` (from :func:`subscribers`) in the caller's transaction."""
     now = datetime.now(UTC)
     rows = [
         WebhookDelivery(webhook_id=h.id, event=event, payload=payload, status="pending", attempts=0,
                         created_at=now, next_attempt_at=now)
         for h in hooks
-        if event in (h.events or ())
     ]
     session.add_all(rows)
     return rows
 
 
-def enqueue_inspection(session: Session, inspection: Inspection) -> list[WebhookDelivery]:
-    """Queue ``inspection.ng`` for an NG inspection (no-op for OK). The inspection must be flushed."""
+def enqueue_event(session: Session, event: str, payload: dict[str, Any]) -> list[WebhookDelivery]:
+    """Queue ``event`` for every active hook subscribed to it, in the caller's transaction (the caller
+    commits). Returns the queued rows (none when nobody listens)."""
+    return queue_deliveries(session, subscribers(session, event), event, payload)
+
+
+def enqueue_inspection(session: Session, inspection: Inspection,
+                       hooks: Iterable[Webhook] | None = None) -> list[WebhookDelivery]:
+    """Queue ``inspection.ng`` for an NG inspection (no-op for OK). The inspection must be flushed.
+    ``hooks``: the subscribers of ``inspection.ng`` when the caller already has them (a batch asks
+    once); the payload is only built when someone listens."""
     if inspection.verdict != "NG":
         return []
-    return enqueue_event(session, "inspection.ng", inspection_payload(inspection))
+    listeners = list(subscribers(session, "inspection.ng") if hooks is None else hooks)
+    if not listeners:
+        return []
+    return queue_deliveries(session, listeners, "inspection.ng", inspection_payload(inspection))
 
 
 @dataclass
