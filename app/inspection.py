@@ -224,15 +224,15 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
             cameras.setdefault(r.camera_id, (r.line, r.station))
     for camera_id in sorted(cameras):
         repository.ensure_camera(session, camera_id, *cameras[camera_id])
-    created: set[str] = set()
     for r in new:
         store = images.should_store(image_policy, r.verdict) and (r.image is not None or r.image_bytes)
         r.image_path = _image_rel(r) if store else None
-        if repository.insert_inspection(session, _row_fields(r), _defect_rows(r.detections)) is None:
+    created = repository.insert_inspections(
+        session, [(_row_fields(r), _defect_rows(r.detections)) for r in new])
+    for r in new:
+        if r.frame_uid not in created:
             r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
-            continue
-        created.add(r.frame_uid)
-        if store:
+        elif r.image_path is not None:  # our own row is in: now its file
             written.append(_write_image(r, r.image_path, data_dir))
     rows = repository.get_inspections_by_uid(session, first)
     # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, insert, select
@@ -75,22 +75,28 @@ def get_inspections_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[
     return {row.frame_uid: row for row in session.scalars(stmt)}
 
 
-def insert_inspection(session: Session, fields: Mapping[str, Any],
-                      defects: Iterable[Mapping[str, Any]]) -> int | None:
-    """Insert one inspection and its defects (not committed) unless its ``frame_uid`` is already
-    stored, also by a concurrent transaction (which this waits for on PostgreSQL). Returns the new
-    inspection id, or None when the frame_uid was there (nothing is written then)."""
-    defect_rows = list(defects)
-    stmt = (_insert_or_skip(session, Inspection)
-            .values(**fields, defect_count=len(defect_rows))
-            .on_conflict_do_nothing(index_elements=[Inspection.frame_uid])
-            .returning(Inspection.id))
-    new_id = session.scalar(stmt)
-    if new_id is None:
-        return None
+def insert_inspections(session: Session,
+                       items: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+                       ) -> dict[str, int]:
+    """Insert inspections (``fields``, ``defects``) and their defects (not committed), each unless
+    its ``frame_uid`` is already stored, also by a concurrent transaction (which this waits for on
+    PostgreSQL). One ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` for all inspections (rows in the
+    given order: callers sort them by frame_uid so overlapping batches wait instead of deadlocking) and
+    one for all their defects. The frame_uids must be distinct. Returns frame_uid -> new inspection id
+    for the rows inserted; frame_uids that were there are missing from it (nothing is written for them)."""
+    if not items:
+        return {}
+    table = Inspection.__table__
+    stmt = (_insert_or_skip(session, table)
+            .on_conflict_do_nothing(index_elements=[table.c.frame_uid])
+            .returning(table.c.id, table.c.frame_uid))
+    params = [{**fields, "defect_count": len(defects)} for fields, defects in items]
+    new_ids = {uid: int(new_id) for new_id, uid in session.execute(stmt, params)}
+    defect_rows = [{**d, "inspection_id": new_ids[fields["frame_uid"]]}
+                   for fields, defects in items if fields["frame_uid"] in new_ids for d in defects]
     if defect_rows:
-        session.execute(insert(Defect), [{**d, "inspection_id": new_id} for d in defect_rows])
-    return int(new_id)
+        session.execute(insert(Defect.__table__), defect_rows)
+    return new_ids
 
 
 def count_rows(session: Session, model: type) -> int:
