@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -158,8 +159,11 @@ def _row_fields(r: InspectionResult) -> dict:
 
 
 def _defect_rows(dets: Detections) -> list[dict]:
-    return [{"class_id": d.class_id, "class_name": d.class_name, "confidence": d.confidence,
-             "x1": d.x1, "y1": d.y1, "x2": d.x2, "y2": d.y2} for d in dets]
+    # tolist() gives the same Python floats/ints as iterating Detection objects, without building them
+    return [{"class_id": c, "class_name": dets.class_name(c), "confidence": conf,
+             "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+            for (x1, y1, x2, y2), conf, c in zip(dets.xyxy.tolist(), dets.confidence.tolist(),
+                                                 dets.class_id.tolist(), strict=True)]
 
 
 def _image_rel(r: InspectionResult) -> str:
@@ -175,22 +179,34 @@ def _write_image(r: InspectionResult, rel: str, data_dir: Path) -> Path:
 
 @dataclass
 class Stored:
-    row: Inspection
-    created: bool  # False: the frame_uid was already stored (an idempotent replay)
+    """One stored result: its inspection ``id``, ``created`` (False: the frame_uid was already stored,
+    an idempotent replay) and, unless ``persist_results(..., load_rows=False)``, the ``row`` itself
+    (with its defects)."""
+
+    id: int
+    created: bool
+    loaded: Inspection | None = field(default=None, repr=False)
+
+    @property
+    def row(self) -> Inspection:
+        if self.loaded is None:
+            raise LookupError(f"inspection {self.id} was stored without loading its row (load_rows=False)")
+        return self.loaded
 
 
 def persist_results(session: Session, results: Sequence[InspectionResult], *, data_dir: Path,
-                    image_policy: str) -> list[Stored]:
+                    image_policy: str, load_rows: bool = True) -> list[Stored]:
     """Store a batch in one transaction: camera rows on first use, images by policy, inspections and
     defects. Frames whose ``frame_uid`` is already stored are not written again (their existing rows
     come back with ``created=False``), also when a concurrent writer (another service instance) stores
     the same frame or creates the same camera at the same moment: both inserts are
     ``INSERT ... ON CONFLICT DO NOTHING``, so such a race ends in a replay, never in an error. Image
     files of a failed transaction are removed. Returns one ``Stored`` per result, in input order,
-    after the commit."""
+    after the commit; with ``load_rows=False`` (callers that need only ids, e.g. the ingest writer)
+    the ORM rows are not loaded back (``Stored.row`` raises then)."""
     written: list[Path] = []
     try:
-        stored = _persist_once(session, results, data_dir, image_policy, written)
+        stored = _persist_once(session, results, data_dir, image_policy, written, load_rows)
         session.commit()
     except BaseException:
         # remove the files while this transaction still holds its rows: a concurrent writer of the
@@ -204,14 +220,15 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
     for s, r in zip(stored, results, strict=True):
         if s.created:
             metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=r.camera_id or "").inc()
-            for d in r.detections:
-                metrics.DEFECTS_TOTAL.labels(class_name=d.class_name).inc()
+            per_class = Counter(map(r.detections.class_name, r.detections.class_id.tolist()))
+            for class_name, n in per_class.items():
+                metrics.DEFECTS_TOTAL.labels(class_name=class_name).inc(n)
     return stored
 
 
 def _persist_once(session: Session, results: Sequence[InspectionResult], data_dir: Path,
-                  image_policy: str, written: list[Path]) -> list[Stored]:
-    existing = repository.existing_frame_uids(session, (r.frame_uid for r in results))
+                  image_policy: str, written: list[Path], load_rows: bool) -> list[Stored]:
+    existing = repository.inspection_ids_by_uid(session, (r.frame_uid for r in results))
     first: dict[str, InspectionResult] = {}  # frame_uid -> its first result in this batch
     for r in results:
         first.setdefault(r.frame_uid, r)
@@ -234,17 +251,24 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
             r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
         elif r.image_path is not None:  # our own row is in: now its file
             written.append(_write_image(r, r.image_path, data_dir))
-    rows = repository.get_inspections_by_uid(session, first)
-    # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch)
-    hooks = (subscribers(session, "inspection.ng")
-             if any(first[uid].verdict == NG for uid in created) else [])
+    # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
+    # payloads built only when someone listens)
+    new_ng = [uid for uid in created if first[uid].verdict == NG]
+    hooks = subscribers(session, "inspection.ng") if new_ng else []
+    if load_rows:
+        rows = repository.get_inspections_by_uid(session, first)
+        ids = {uid: row.id for uid, row in rows.items()}
+    else:
+        rows = repository.get_inspections_by_uid(session, new_ng) if hooks else {}
+        ids = {**existing, **created}
+        raced = [uid for uid in first if uid not in ids]  # stored meanwhile by a concurrent writer
+        ids.update(repository.inspection_ids_by_uid(session, raced))
     out: list[Stored] = []
     for r in results:
-        row = rows.get(r.frame_uid)
-        if row is None:
+        if r.frame_uid not in ids:
             raise RuntimeError(f"inspection {r.frame_uid!r} is missing right after it was stored")
         is_new = r.frame_uid in created and first[r.frame_uid] is r
-        out.append(Stored(row, is_new))
-        if is_new and hooks:
-            enqueue_inspection(session, row, hooks)
+        out.append(Stored(ids[r.frame_uid], is_new, rows.get(r.frame_uid) if load_rows else None))
+        if is_new and hooks and r.verdict == NG:
+            enqueue_inspection(session, rows[r.frame_uid], hooks)
     return out

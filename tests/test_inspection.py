@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from sqlalchemy import select
 
 from app.db import repository
 from app.db.models import Camera, Defect, Inspection
@@ -185,4 +186,43 @@ def test_persist_batch_keeps_input_order_with_duplicates_and_stored_frames(datab
         assert repository.count_rows(s, Inspection) == 3 and repository.count_rows(s, Camera) == 3
         assert repository.count_rows(s, Defect) == 9
     assert sorted(p.name for p in tmp_path.rglob("*.jpg")) == ["uid-m.jpg", "uid-z.jpg"]
+    db.dispose()
+
+
+def test_persist_without_loading_rows_gives_the_same_ids_and_events(database_url, tmp_path):
+    """The ingest writer's path (``load_rows=False``): ids and ``created`` as the loaded path gives
+    them (replays, duplicates inside the batch), and inspection.ng events only for new NG rows, with
+    the full payload, queued for the hooks that listen to it."""
+    from app.db.models import Webhook, WebhookDelivery
+
+    db = Database(database_url)
+    frame = np.full((40, 60, 3), 200, np.uint8)
+
+    def result(uid: str, ng: bool = True) -> InspectionResult:
+        found = dets() if ng else Detections.empty(NAMES)
+        return inspect_frame(frame, found, model_version="v", context=CameraContext("cam-1"), frame_uid=uid)
+
+    with db.session() as s:
+        s.add_all([Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32),
+                   Webhook(url="http://127.0.0.1:9/rev", events=["defect.reviewed"], secret="s" * 32)])
+        s.commit()
+        [old] = persist_results(s, [result("uid-a")], data_dir=tmp_path, image_policy="never")
+    batch = [result("uid-z"), result("uid-a"), result("uid-z"), result("uid-k", ng=False)]
+    with db.session() as s:
+        stored = persist_results(s, batch, data_dir=tmp_path, image_policy="never", load_rows=False)
+    assert [x.created for x in stored] == [True, False, False, True]
+    assert stored[1].id == old.id and stored[2].id == stored[0].id
+    with pytest.raises(LookupError):
+        _ = stored[0].row
+    with db.session() as s:
+        rows = repository.get_inspections_by_uid(s, ["uid-z", "uid-k"])
+        assert (rows["uid-z"].id, rows["uid-k"].id) == (stored[0].id, stored[3].id)
+        assert [d.class_name for d in rows["uid-z"].defects] == list(NAMES)
+        events = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+        assert [(e.event, e.payload["frame_uid"]) for e in events] == [("inspection.ng", "uid-a"),
+                                                                       ("inspection.ng", "uid-z")]
+        payload = events[1].payload
+        assert payload["id"] == stored[0].id and payload["defect_count"] == 3
+        assert [d["id"] for d in payload["defects"]] == [d.id for d in rows["uid-z"].defects]
+        assert payload["defects"][0]["box"] == [10.0, 10.0, 30.0, 30.0]
     db.dispose()

@@ -58,11 +58,13 @@ def get_inspection_by_uid(session: Session, frame_uid: str) -> Inspection | None
     return session.scalars(stmt).first()
 
 
-def existing_frame_uids(session: Session, frame_uids: Iterable[str]) -> set[str]:
+def inspection_ids_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[str, int]:
+    """frame_uid -> inspection id for those of ``frame_uids`` that are stored (no ORM objects)."""
     uids = list(frame_uids)
     if not uids:
-        return set()
-    return set(session.scalars(select(Inspection.frame_uid).where(Inspection.frame_uid.in_(uids))))
+        return {}
+    stmt = select(Inspection.frame_uid, Inspection.id).where(Inspection.frame_uid.in_(uids))
+    return {uid: int(inspection_id) for uid, inspection_id in session.execute(stmt)}
 
 
 def get_inspections_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[str, Inspection]:

@@ -329,7 +329,7 @@ class Pipeline:
             if cam is None:
                 continue
             if s.created and item.result.verdict == "NG":
-                cam.state.on_committed(1, ng_inspection_id=s.row.id)
+                cam.state.on_committed(1, ng_inspection_id=s.id)
             else:
                 cam.state.on_committed(1)
 

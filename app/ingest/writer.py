@@ -207,7 +207,7 @@ class DbWriter:
     def _persist(self, items: list[Item]) -> list[Stored]:
         with self.db.session() as session:
             return persist_results(session, [i.result for i in items], data_dir=self.data_dir,
-                                   image_policy="always")
+                                   image_policy="always", load_rows=False)
 
     def _commit(self, items: list[Item]) -> list[Stored | None]:
         """One transaction; a row the database refuses for good (IntegrityError that is no duplicate)
