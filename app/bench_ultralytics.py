@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from app.cli import CliError
+from app.inference.postprocess import box_iou
 
 INSTALL_HINT = "ultralytics is not installed: pip install '.[ultralytics]'"
 DEFAULT_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det" / "images"
@@ -150,16 +151,6 @@ def interleaved(contenders: dict, frames: list[np.ndarray], seconds: float, roun
     return {name: {"batch": contenders[name][1], "fps": round(done / elapsed, 2),
                    "ms_per_call": round(1000 * elapsed / calls, 2), "frames": done}
             for name, (done, calls, elapsed) in totals.items()}
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes ``a`` [n, 4] and ``b`` [m, 4]."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(axis=2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def match_detections(ref_xyxy: np.ndarray, ref_cls: np.ndarray, xyxy: np.ndarray, cls: np.ndarray,

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
-from app.db.queries import defect_view
+from app.db.queries import defect_view, iso
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,12 @@ def verify(secret: str, body: bytes, header: str) -> bool:
     return hmac.compare_digest(sign(secret, body), header or "")
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def encode_body(delivery: WebhookDelivery) -> bytes:
     """The exact bytes sent (and signed); stable across retries of one delivery."""
     doc = {
         "id": delivery.id,
         "event": delivery.event,
-        "created_at": _iso(delivery.created_at),
+        "created_at": iso(delivery.created_at),
         "data": delivery.payload,
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
@@ -104,7 +96,7 @@ def inspection_payload(inspection: Inspection, defects: Iterable[Defect] | None 
         "line": inspection.line,
         "station": inspection.station,
         "part_id": inspection.part_id,
-        "captured_at": _iso(inspection.captured_at),
+        "captured_at": iso(inspection.captured_at),
         "verdict": inspection.verdict,
         "defect_count": inspection.defect_count,
         "model_version": inspection.model_version,
@@ -167,10 +159,6 @@ class DeliveryPolicy:
     def backoff(self, attempts: int) -> float:
         """Delay before the next try after ``attempts`` failed tries: base * 2**(attempts-1), capped."""
         return min(self.backoff_max_s, self.backoff_base_s * (2 ** max(0, attempts - 1)))
-
-
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class DeliveryWorker:
@@ -292,8 +280,8 @@ def delivery_view(delivery: WebhookDelivery) -> dict[str, Any]:
         "attempts": delivery.attempts,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
-        "created_at": _iso(delivery.created_at),
-        "next_attempt_at": _iso(_aware(delivery.next_attempt_at)) if delivery.next_attempt_at else None,
-        "delivered_at": _iso(delivery.delivered_at),
+        "created_at": iso(delivery.created_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "delivered_at": iso(delivery.delivered_at),
         "payload": delivery.payload,
     }

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from app.detections import Detections
-from app.inference.postprocess import postprocess
+from app.inference.postprocess import box_iou, postprocess
 from app.inference.preprocess import Letterbox, make_batch
 from models.data.formats import DataSpec
 from models.data.labels import read_labels
@@ -111,15 +111,6 @@ def load_detector(
     }
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(2)
-    area_a = (a[:, 2:] - a[:, :2]).prod(1)
-    area_b = (b[:, 2:] - b[:, :2]).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
-
-
 def match_at_threshold(
     dets: Detections, gt_xyxy: np.ndarray, gt_cls: np.ndarray, iou: float = 0.5
 ) -> tuple[int, int, list[tuple[int, int]]]:
@@ -128,7 +119,7 @@ def match_at_threshold(
     pairs: list[tuple[int, int]] = []
     matched = np.zeros(len(gt_xyxy), dtype=bool)
     tp = fp = 0
-    ious = _box_iou(dets.xyxy, gt_xyxy) if len(dets) and len(gt_xyxy) else np.zeros((len(dets), len(gt_xyxy)))
+    ious = box_iou(dets.xyxy, gt_xyxy) if len(dets) and len(gt_xyxy) else np.zeros((len(dets), len(gt_xyxy)))
     for i in np.argsort(-dets.confidence):
         best, best_j = iou, -1
         for j in range(len(gt_xyxy)):

@@ -74,6 +74,16 @@ def candidates(pred: np.ndarray, layout: str, conf_threshold: float, multi_label
             class_ids.astype(np.int64, copy=False))
 
 
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes ``a`` [n, 4] and ``b`` [m, 4]."""
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(br - tl, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
 def _greedy_nms(xyxy: np.ndarray, iou_threshold: float, max_det: int) -> np.ndarray:
     """Greedy NMS over boxes already sorted best-first; positions of the kept boxes."""
     x1, y1, x2, y2 = (np.ascontiguousarray(xyxy[:, i]) for i in range(4))
