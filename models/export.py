@@ -34,6 +34,7 @@ def model_metadata(
         "anchor_report": json.dumps(ckpt.get("anchor_report", {})),
         "quantization": quantization,
         "architecture": str(Path(str(ckpt["train_args"].get("cfg", ""))).name),
+        "model_yaml": json.dumps(getattr(model, "yaml", {})),
     }
 
 

@@ -180,6 +180,19 @@ def _log_anchors(before: AnchorReport, after: AnchorReport | None) -> None:
         )
 
 
+def _load_compatible(model: nn.Module, source: dict[str, torch.Tensor], origin: str) -> None:
+    """Copy every tensor whose name and shape match (a new class count re-initialises the head)."""
+    own = model.state_dict()
+    compatible = {k: v.float() for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(compatible, strict=False)
+    log.info("fine-tuning from %s: %d/%d tensors transferred", origin, len(compatible), len(own))
+
+
+def _transfer(source: nn.Module, target: DetectionModel, origin: str) -> DetectionModel:
+    _load_compatible(target, source.state_dict(), origin)
+    return target
+
+
 def train(opts: TrainOptions) -> Path:
     """Train and return the run folder (weights/last.pt, weights/best.pt, results.csv, plots)."""
     ckpt: dict[str, Any] | None = None
@@ -206,15 +219,20 @@ def train(opts: TrainOptions) -> Path:
         model = build_from_checkpoint(ckpt)
         model.load_state_dict(ckpt["model_state"])
         anchor_report = ckpt.get("anchor_report", {})
+    elif opts.weights and Path(opts.weights).suffix.lower() == ".onnx":
+        from models.onnx_weights import load_onnx_for_training
+
+        model, init = load_onnx_for_training(opts.weights, spec.train, opts.imgsz)
+        if len(init["names"]) != spec.nc:
+            model = _transfer(model, DetectionModel(init["model_cfg"], nc=spec.nc, anchors=init["anchors"]),
+                              opts.weights)
+        anchor_report = init["anchor_report"]
     elif opts.weights:
         init = load_checkpoint(opts.weights)
         model_cfg = init["model_cfg"]
         model = DetectionModel(model_cfg, nc=spec.nc, anchors=init["anchors"])
         source = init.get("ema_state") or init["model_state"]
-        own = model.state_dict()
-        compatible = {k: v.float() for k, v in source.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(compatible, strict=False)
-        log.info("fine-tuning from %s: %d/%d tensors transferred", opts.weights, len(compatible), len(own))
+        _load_compatible(model, source, opts.weights)
         anchor_report = init.get("anchor_report", {})
     else:
         model_cfg = load_config(opts.cfg)

@@ -165,6 +165,70 @@ def test_int8_quantization_keeps_decoding_tail_in_float(overfit_run: Path, tmp_p
     assert np.corrcoef(got[0, :, 4], ref[0, :, 4])[0, 1] > 0.9  # objectness survives quantization
 
 
+def test_onnx_import_rebuilds_the_exported_function(overfit_run: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from app.inference.preprocess import make_batch
+    from models.onnx_weights import image_batches, model_from_onnx, rebuild_batchnorm
+
+    path = _onnx_export(overfit_run, tmp_path)
+    model, info = model_from_onnx(path)
+    assert info["names"] == list(NEU_NAMES) and info["imgsz"] == 128
+    assert info["model_cfg"]["width_multiple"] == 0.25  # the nano YAML travelled in the metadata
+    paths = [NEU_DET / "images" / name for name in IMAGES]
+    assert rebuild_batchnorm(model, image_batches(paths, 128, batch=2)) == 4
+    bn = model.model[0].bn
+    assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real statistics
+    batch, _ = make_batch([cv2.imread(str(p)) for p in paths], (128, 128))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = np.concatenate([session.run(["output0"], {"images": batch[i:i + 1]})[0] for i in range(4)])
+    with torch.no_grad():
+        got = model.eval()(torch.from_numpy(batch)).numpy()
+        # In train mode BatchNorm normalises with the batch's own statistics; on the very images the
+        # statistics came from, the network must compute the same function (layer by layer).
+        model.train()
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = 0.0  # leave the running statistics alone
+        in_train_mode = model.detect.decode(model(torch.from_numpy(batch))).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(in_train_mode, got, atol=1e-2, rtol=1e-3)
+
+
+def test_onnx_import_refuses_int8_and_foreign_files(overfit_run: Path, tmp_path: Path) -> None:
+    from app.cli import CliError
+    from models.export import quantize_int8
+    from models.onnx_weights import model_from_onnx
+
+    fp32 = _onnx_export(overfit_run, tmp_path)
+    int8 = quantize_int8(fp32, tmp_path / "q.onnx", [NEU_DET / "images" / n for n in IMAGES], 128)
+    with pytest.raises(CliError, match="quantized"):
+        model_from_onnx(int8)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(CliError, match="junk.onnx"):
+        model_from_onnx(junk)
+
+
+def test_training_can_start_from_an_onnx_export(overfit_run: Path, tmp_path: Path) -> None:
+    from models.checkpoint import load_model
+    from models.evaluate import TorchDetector, evaluate
+    from models.train import train
+
+    onnx_path = _onnx_export(overfit_run, tmp_path)
+    data = _handful_dataset(tmp_path)
+    opts = _options(tmp_path, data, epochs=1, name="from-onnx", weights=str(onnx_path))
+    opts.hyp_overrides["lr0"] = 0.0  # no step: the fine-tune must start where the export stood
+    run = train(opts)
+    model, ckpt = load_model(run / "weights" / "last.pt")
+    assert ckpt["names"] == list(NEU_NAMES)
+    paths = [NEU_DET / "images" / name for name in IMAGES]
+    before, _ = load_model(overfit_run / "weights" / "best.pt")
+    ref = evaluate(TorchDetector(before, list(NEU_NAMES), 128), paths, len(NEU_NAMES))
+    got = evaluate(TorchDetector(model, list(NEU_NAMES), 128), paths, len(NEU_NAMES))
+    assert got["map50"] > 0.5 and abs(got["map50"] - ref["map50"]) < 0.05
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "app.cli", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
