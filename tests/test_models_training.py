@@ -210,6 +210,18 @@ def test_onnx_import_refuses_int8_and_foreign_files(overfit_run: Path, tmp_path:
         model_from_onnx(junk)
 
 
+def test_onnx_weights_move_to_a_new_class_list(overfit_run: Path, tmp_path: Path) -> None:
+    from models.onnx_weights import model_from_onnx
+    from models.train import _transfer
+    from models.yolo import DetectionModel
+
+    model, info = model_from_onnx(_onnx_export(overfit_run, tmp_path))
+    target = _transfer(model, DetectionModel(info["model_cfg"], nc=2, anchors=info["anchors"]), "x.onnx")
+    assert target.detect.m[0].weight.shape[0] == 3 * (5 + 2)
+    assert torch.equal(target.model[0].conv.weight, model.model[0].conv.weight)  # backbone kept
+    assert torch.equal(target.model[0].bn.bias, model.model[0].bn.bias)
+
+
 def test_training_can_start_from_an_onnx_export(overfit_run: Path, tmp_path: Path) -> None:
     from models.checkpoint import load_model
     from models.evaluate import TorchDetector, evaluate
