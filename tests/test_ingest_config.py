@@ -57,6 +57,8 @@ def test_good_file_parses(tmp_path: Path) -> None:
      r"cameras\[0\]\.thresholds\.scratches: Input should be less than or equal to 1"),
     ("cameras:\n  - id: a\n    source: 0\n    roi: [100, 0, 50, 10]\n",
      r"cameras\[0\]\.roi: Value error, roi must be"),
+    ("cameras:\n  - id: a\n    source: 0\n    decode_threads: -1\n",
+     r"cameras.yaml:4: cameras\[0\]\.decode_threads: Input should be greater than or equal to 0"),
     ("cameras:\n  - id: a\n", r"cameras\[0\]: Value error, give exactly one of 'source' or 'simulator'"),
     ("cameras:\n  - {id: a, source: 0}\n  - {id: a, source: 1}\n", r"camera id 'a' appears twice"),
     ("cameras: []\n", r"cameras: List should have at least 1 item"),
@@ -84,7 +86,7 @@ def test_sources_from_config(tmp_path: Path, neu_det_dir: Path) -> None:
         "  - {id: a, source: 'rtsp://u:pw@host/s'}\n"
         "  - {id: b, source: 2}\n"
         "  - {id: c, source: frames}\n"
-        "  - {id: d, source: v.mp4}\n"
+        "  - {id: d, source: v.mp4, decode_threads: 0}\n"
         "  - {id: e, source: 'sim://neu-det?fps=12&width=320&height=240"
         f"&images={neu_det_dir / 'images'}'}}\n"
         "  - {id: f, source: missing.mp4}\n"
@@ -95,7 +97,8 @@ def test_sources_from_config(tmp_path: Path, neu_det_dir: Path) -> None:
     assert isinstance(make_source(b, tmp_path), OpenCVSource)
     assert isinstance(make_source(c, tmp_path), FolderSource)
     file_src = make_source(d, tmp_path)
-    assert isinstance(file_src, OpenCVSource) and not file_src.live
+    assert isinstance(file_src, OpenCVSource) and not file_src.live and file_src.decode_threads == 0
+    assert src.decode_threads == 1  # the default: least decoder CPU
     sim = make_source(e, tmp_path)
     assert isinstance(sim, SimulatorSource) and sim.cfg.fps == 12 and sim.cfg.width == 320
     with pytest.raises(CamerasConfigError, match="cameras\\[5\\].source: video file not found"):

@@ -72,6 +72,15 @@ def test_simulate_command_writes_frames_and_truth(tmp_path: Path, neu_det_dir: P
         frames.append(f)
     src.close()
     assert not src.live and len(frames) == 10 and frames[0].image.shape == (120, 160, 3)
+    for threads in (0, 2):  # OpenCV's own choice, and an explicit count: the same frames
+        other = OpenCVSource(str(video), decode_threads=threads)
+        other.open()
+        again = []
+        while (f := other.read()) is not None:
+            again.append(f)
+        other.close()
+        assert len(again) == 10
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(again, frames, strict=True))
     assert cli_main(["simulate", "--out", str(tmp_path / "x"), "--images", str(tmp_path / "none")]) == 2
 
 

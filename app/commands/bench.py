@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="queue policy (default: block for files/folders, drop-oldest for live)")
     q.add_argument("--queue-size", type=int, default=8)
     q.add_argument("--loop", action="store_true", help="restart file sources at their end")
+    q.add_argument("--decode-threads", type=int, default=1,
+                   help="FFmpeg decoder threads per video source (default 1; 0 = OpenCV's choice)")
     q.add_argument("--images", choices=["always", "ng", "never"], default="never",
                    help="image storage policy (default never: measure inference and the database)")
     q.add_argument("--database", default=None, help="database URL (default: a fresh SQLite file)")
@@ -179,6 +181,8 @@ def pipeline_result(args: argparse.Namespace) -> dict:
 
     if args.cameras < 1 or args.seconds <= 0 or args.workers < 1 or args.max_batch < 1:
         raise CliError("--cameras, --seconds, --workers and --max-batch must be positive")
+    if args.decode_threads < 0:
+        raise CliError("--decode-threads must be >= 0")
     engine = _load_engine(args.model, args.intra_op_threads, args.providers)
     tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
     db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
@@ -189,7 +193,8 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         if source.startswith("sim://") and args.cameras > 1 and "seed=" not in source:
             source += ("&" if "?" in source else "?") + f"seed={k}"
         cam: dict = {"id": f"bench-{k}", "source": source, "queue_size": args.queue_size,
-                     "images": args.images, "loop": args.loop, "stall_timeout_s": 30}
+                     "images": args.images, "loop": args.loop, "stall_timeout_s": 30,
+                     "decode_threads": args.decode_threads}
         if args.buffer:
             cam["buffer"] = args.buffer
         cams.append(cam)
@@ -235,6 +240,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
         "workers": args.workers, "intra_op_threads": args.intra_op_threads, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "buffer": pipeline.cameras[0].policy,
+        "decode_threads": args.decode_threads,
         "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
         "imgsz": list(engine.imgsz), "machine": machine(),
     }

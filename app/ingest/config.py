@@ -69,6 +69,9 @@ class CameraConfig(_Strict):
     crops: bool = True  # also store one crop per defect of stored NG frames
     loop: bool = False  # files and folders: start again at the end instead of finishing
     stall_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the inference
+    # workers need on a small edge PC); 0 lets OpenCV use one per core (large frames, many cores)
+    decode_threads: Annotated[int, Field(ge=0, le=64)] = 1
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
     enabled: bool = True
 

@@ -72,8 +72,10 @@ class Source:
 class OpenCVSource(Source):
     """cv2.VideoCapture on an URL (RTSP, HTTP MJPEG, ...), a USB device index or a video file."""
 
-    def __init__(self, target: str | int, live: bool | None = None, timeout_ms: int = 5000) -> None:
+    def __init__(self, target: str | int, live: bool | None = None, timeout_ms: int = 5000,
+                 decode_threads: int = 1) -> None:
         self.target = target
+        self.decode_threads = decode_threads
         self.live = live if live is not None else (isinstance(target, int) or _is_url(str(target)))
         self.timeout_ms = timeout_ms
         self._cap: cv2.VideoCapture | None = None
@@ -90,6 +92,8 @@ class OpenCVSource(Source):
         else:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                       self.timeout_ms]
+            if self.decode_threads > 0:
+                params += [cv2.CAP_PROP_N_THREADS, self.decode_threads]
             cap = cv2.VideoCapture(str(self.target), cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
@@ -233,13 +237,13 @@ def make_source(cam: CameraConfig, base_dir: Path | None = None, where: str = ""
             return SimulatorSource(cfg)
         src = cam.source
         if isinstance(src, int) or (isinstance(src, str) and src.strip().isdigit()):
-            return OpenCVSource(int(src), live=True)
+            return OpenCVSource(int(src), live=True, decode_threads=cam.decode_threads)
         assert isinstance(src, str)
         if src.startswith("sim://"):
             cfg = simulator_config_from_url(src)
             return SimulatorSource(cfg)
         if _is_url(src):
-            return OpenCVSource(src, live=True)
+            return OpenCVSource(src, live=True, decode_threads=cam.decode_threads)
         path = Path(src.removeprefix("folder:").removeprefix("file:"))
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path
@@ -249,7 +253,7 @@ def make_source(cam: CameraConfig, base_dir: Path | None = None, where: str = ""
             return FolderSource(path)
         if not path.is_file():
             raise FileNotFoundError(f"video file not found: {path}")
-        return OpenCVSource(str(path), live=False)
+        return OpenCVSource(str(path), live=False, decode_threads=cam.decode_threads)
     except ValidationError as exc:
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise CamerasConfigError(f"{key}: bad simulator parameter: {detail}") from exc
