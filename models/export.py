@@ -108,6 +108,19 @@ def detect_tail_nodes(onnx_path: Path) -> list[str]:
     ]
 
 
+def letterboxed_images(image_paths: Sequence[Path], imgsz: int) -> Iterator[np.ndarray]:
+    """Each readable image as the service feeds it to the model: letterboxed, [1, 3, imgsz, imgsz]
+    RGB 0-1 float32. Unreadable files are skipped (training names them when it loads the data)."""
+    import cv2
+
+    from app.inference.preprocess import make_batch
+
+    for p in image_paths:
+        img = cv2.imread(str(p))
+        if img is not None:
+            yield make_batch([img], (imgsz, imgsz))[0]
+
+
 class ImageCalibrationReader:
     """Feeds letterboxed training images to ONNX Runtime's calibrator, one image per batch."""
 
@@ -118,15 +131,7 @@ class ImageCalibrationReader:
         self._it: Iterator[dict[str, np.ndarray]] | None = None
 
     def _generate(self) -> Iterator[dict[str, np.ndarray]]:
-        import cv2
-
-        from app.inference.preprocess import make_batch
-
-        for p in self.paths:
-            img = cv2.imread(str(p))
-            if img is None:
-                continue
-            batch, _ = make_batch([img], (self.imgsz, self.imgsz))
+        for batch in letterboxed_images(self.paths, self.imgsz):
             yield {self.input_name: batch}
 
     def get_next(self) -> dict[str, np.ndarray] | None:

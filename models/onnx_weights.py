@@ -14,19 +14,20 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch import nn
 
+from models.export import letterboxed_images
 from models.layers import Conv
 from models.yolo import DetectionModel, load_config
 
 log = logging.getLogger("models.onnx_weights")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     from app.cli import CliError
 
     raise CliError(message)
@@ -61,7 +62,6 @@ def _model_config(path: Path, meta: dict[str, str]) -> dict[str, Any]:
         return load_config(arch)
     except FileNotFoundError:
         _fail(f"{path}: architecture {arch!r} is neither in the metadata nor in models/configs")
-    raise AssertionError("unreachable")
 
 
 def model_from_onnx(path: str | Path) -> tuple[DetectionModel, dict[str, Any]]:
@@ -166,29 +166,12 @@ def rebuild_batchnorm(model: DetectionModel, batches: Iterable[torch.Tensor]) ->
     return seen
 
 
-def image_batches(paths: Sequence[Path], imgsz: int, batch: int = 16) -> Iterable[torch.Tensor]:
-    """Letterboxed RGB 0-1 batches of image files, as the service and evaluation feed the model."""
-    import cv2
-
-    from app.inference.preprocess import make_batch
-
-    for start in range(0, len(paths), batch):
-        images = []
-        for p in paths[start:start + batch]:
-            image = cv2.imread(str(p))
-            if image is None:
-                _fail(f"{p}: unreadable image")
-            images.append(image)
-        array, _ = make_batch(images, (imgsz, imgsz))
-        yield torch.from_numpy(array)
-
-
 def load_onnx_for_training(path: str | Path, calib_paths: Sequence[Path], imgsz: int,
                            max_images: int = 256) -> tuple[DetectionModel, dict[str, Any]]:
     """:func:`model_from_onnx` plus BatchNorm statistics from up to ``max_images`` training images."""
     model, info = model_from_onnx(path)
-    step = max(1, len(calib_paths) // max_images) if calib_paths else 1
+    step = max(1, len(calib_paths) // max_images)
     chosen = list(calib_paths)[::step][:max_images]
-    seen = rebuild_batchnorm(model, image_batches(chosen, imgsz))
+    seen = rebuild_batchnorm(model, (torch.from_numpy(b) for b in letterboxed_images(chosen, imgsz)))
     log.info("%s: weights imported, BatchNorm statistics from %d training images", path, seen)
     return model, info

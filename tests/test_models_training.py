@@ -169,14 +169,15 @@ def test_onnx_import_rebuilds_the_exported_function(overfit_run: Path, tmp_path:
     import onnxruntime as ort
 
     from app.inference.preprocess import make_batch
-    from models.onnx_weights import image_batches, model_from_onnx, rebuild_batchnorm
+    from models.export import letterboxed_images
+    from models.onnx_weights import model_from_onnx, rebuild_batchnorm
 
     path = _onnx_export(overfit_run, tmp_path)
     model, info = model_from_onnx(path)
     assert info["names"] == list(NEU_NAMES) and info["imgsz"] == 128
     assert info["model_cfg"]["width_multiple"] == 0.25  # the nano YAML travelled in the metadata
     paths = [NEU_DET / "images" / name for name in IMAGES]
-    assert rebuild_batchnorm(model, image_batches(paths, 128, batch=2)) == 4
+    assert rebuild_batchnorm(model, (torch.from_numpy(b) for b in letterboxed_images(paths, 128))) == 4
     bn = model.model[0].bn
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real statistics
     batch, _ = make_batch([cv2.imread(str(p)) for p in paths], (128, 128))
