@@ -173,9 +173,7 @@ def register_export(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    import random
-
-    from models.export import convert_fp16, export_onnx, quantize_int8
+    from models.export import calibration_paths, convert_fp16, export_onnx, quantize_int8
 
     weights = Path(args.weights)
     if not weights.is_file():
@@ -187,16 +185,12 @@ def run_export(args: argparse.Namespace) -> int:
         if not args.calib:
             raise CliError("--int8 needs --calib DATA.yaml (training images calibrate the activations)")
         from app.inference import Engine
-        from models.data.formats import load_data_yaml
 
-        spec = load_data_yaml(args.calib)
-        paths = list(spec.train)
-        random.Random(0).shuffle(paths)
         imgsz = Engine(fp32, warmup=False).imgsz[0]
         int8 = quantize_int8(
             fp32,
             out.with_name(out.stem + "-int8.onnx"),
-            paths[: args.calib_images],
+            calibration_paths(args.calib, args.calib_images),
             imgsz,
             method=args.calib_method,
         )

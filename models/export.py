@@ -108,6 +108,17 @@ def detect_tail_nodes(onnx_path: Path) -> list[str]:
     ]
 
 
+def calibration_paths(data_yaml: str | Path, count: int) -> list[Path]:
+    """The INT8 calibration images: ``count`` training images of a data.yaml, a fixed shuffle (seed 0)."""
+    import random
+
+    from models.data.formats import load_data_yaml
+
+    paths = list(load_data_yaml(data_yaml).train)
+    random.Random(0).shuffle(paths)
+    return paths[:count]
+
+
 def letterboxed_images(image_paths: Sequence[Path], imgsz: int) -> Iterator[np.ndarray]:
     """Each readable image as the service feeds it to the model: letterboxed, [1, 3, imgsz, imgsz]
     RGB 0-1 float32. Unreadable files are skipped (training names them when it loads the data)."""
