@@ -62,6 +62,14 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", action="store_true", help="keep decoded images in RAM")
     p.add_argument("--val-interval", type=int, default=1, help="validate every N epochs (and at the end)")
+    p.add_argument(
+        "--time",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="end within this many minutes: the schedule (epochs, cosine LR, close-mosaic) is shortened "
+        "to fit after each epoch, and the last epoch is validated and saved",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--info", action="store_true", help="print layers, parameters and GFLOPs and exit")
     p.set_defaults(func=run_train)
@@ -106,7 +114,10 @@ def run_train(args: argparse.Namespace) -> int:
         cache=args.cache,
         val_interval=args.val_interval,
         plots=not args.no_plots,
+        time_limit_min=args.time,
     )
+    if args.time is not None and args.time <= 0:
+        raise CliError(f"--time {args.time}: must be a positive number of minutes")
     run_dir = train(opts)
     print(f"run folder: {run_dir}")
     return 0

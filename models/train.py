@@ -64,6 +64,36 @@ class TrainOptions:
     cache: bool = False
     val_interval: int = 1
     plots: bool = True
+    time_limit_min: float | None = None  # shorten the schedule so this invocation ends within it
+
+
+class ScheduleBudget:
+    """Fits the remaining schedule into a wall-clock budget (``--time``).
+
+    After each epoch's training pass it predicts how many more epochs fit: the median duration of the
+    epochs timed so far (the first one, with worker start-up and cuDNN tuning, is left out once others
+    exist), keeping back the last validation's duration for the final validation. The schedule only ever
+    shrinks; the cosine LR and the close-mosaic point follow the new length."""
+
+    def __init__(self, limit_min: float, started: float):
+        self.limit_s = limit_min * 60.0
+        self.started = started
+        self.epoch_seconds: list[float] = []
+        self.last_validation_s = 0.0
+
+    def record(self, epoch_s: float, validation_s: float | None) -> None:
+        self.epoch_seconds.append(epoch_s)
+        if validation_s is not None:
+            self.last_validation_s = validation_s
+
+    def fitted_epochs(self, epoch: int, epochs: int, now: float, train_pass_s: float) -> int:
+        """The schedule length that ends in time, given that ``epoch`` (0-based) just finished training."""
+        timed = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
+        per_epoch = float(np.median(timed)) if timed else train_pass_s
+        reserve = self.last_validation_s or train_pass_s  # the final validation
+        left = self.limit_s - (now - self.started) - reserve
+        more = max(int(left // max(per_epoch, 1e-6)), 0)
+        return min(epochs, epoch + 1 + more)
 
 
 def load_hyp(path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -208,9 +238,13 @@ def train(opts: TrainOptions) -> Path:
         run_dir = next_run_dir(opts.project, opts.name, opts.exist_ok)
     weights_dir = run_dir / "weights"
     weights_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     seed_everything(opts.seed)
     device = torch.device(opts.device if opts.device != "cuda" or torch.cuda.is_available() else "cpu")
     cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+    budget = ScheduleBudget(opts.time_limit_min, started) if opts.time_limit_min else None
     spec = load_data_yaml(opts.data)
     hyp = load_hyp(opts.hyp, opts.hyp_overrides) if ckpt is None else ckpt["hyp"]
 
@@ -298,9 +332,11 @@ def train(opts: TrainOptions) -> Path:
     metrics: dict[str, Any] = {"map50": 0.0, "map50_95": 0.0, "precision": 0.0, "recall": 0.0}
     from tqdm import tqdm
 
-    for epoch in range(start_epoch, opts.epochs):
+    epoch = start_epoch - 1
+    while epoch + 1 < opts.epochs:
+        epoch += 1
         t_epoch = time.perf_counter()
-        if epoch == close_at and start_epoch < close_at:
+        if epoch >= close_at and loader.dataset.mosaic_enabled:
             log.info("epoch %d: closing mosaic/cutmix for the last %d epochs", epoch, opts.epochs - close_at)
             loader = make_loader(False)
         model.train()
@@ -339,14 +375,31 @@ def train(opts: TrainOptions) -> Path:
             bar.set_postfix(box=f"{mean_loss[0]:.4f}", obj=f"{mean_loss[1]:.4f}", cls=f"{mean_loss[2]:.4f}")
         bar.close()
         scheduler.step()
+        if budget is not None:
+            now = time.perf_counter()
+            fitted = budget.fitted_epochs(epoch, opts.epochs, now, now - t_epoch)
+            if fitted < opts.epochs:
+                log.info("--time %.1f min: schedule shortened from %d to %d epochs",
+                         opts.time_limit_min, opts.epochs, fitted)
+                opts.epochs = fitted
+                lf = lr_lambda(hyp, opts.epochs)
+                scheduler.lr_lambdas = [lf] * len(optimizer.param_groups)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * lf(scheduler.last_epoch)
+                close_at = opts.epochs - int(hyp.get("close_mosaic", 0))
         final = epoch + 1 == opts.epochs
         validated = final or (epoch + 1) % max(opts.val_interval, 1) == 0
+        validation_s = None
         if validated:
+            t_val = time.perf_counter()
             detector = TorchDetector(ema.ema, spec.names, opts.imgsz, device, half=cuda)
             metrics = evaluate(detector, spec.val, spec.nc, batch_size=32)
             ema.ema.float()
+            validation_s = time.perf_counter() - t_val
         fit = fitness(metrics)
         seconds = time.perf_counter() - t_epoch
+        if budget is not None:
+            budget.record(seconds, validation_s)
         scores = [round(metrics[k], 5) for k in ("map50", "map50_95", "precision", "recall")]
         row = [
             epoch + 1,

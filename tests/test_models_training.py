@@ -90,6 +90,35 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2
 
 
+def test_schedule_budget_predicts_from_timed_epochs() -> None:
+    from models.train import ScheduleBudget
+
+    budget = ScheduleBudget(limit_min=1.0, started=0.0)  # 60 s
+    # first epoch: only its own training pass is known; 10 s elapsed, 10 s kept back for validation
+    assert budget.fitted_epochs(0, 300, now=10.0, train_pass_s=10.0) == 1 + 4
+    budget.record(12.0, validation_s=2.0)  # slow first epoch (worker start-up), left out from now on
+    budget.record(5.0, validation_s=None)
+    budget.record(6.0, validation_s=None)
+    # 23 s used, 2 s kept for the last validation: 35 s left / median 5.5 s = 6 more epochs
+    assert budget.fitted_epochs(2, 300, now=23.0, train_pass_s=5.0) == 3 + 6
+    assert budget.fitted_epochs(2, 5, now=23.0, train_pass_s=5.0) == 5  # never lengthens the schedule
+    assert budget.fitted_epochs(2, 300, now=70.0, train_pass_s=5.0) == 3  # over time: this epoch is last
+
+
+def test_time_budget_shortens_the_schedule_and_validates_the_last_epoch(tmp_path: Path) -> None:
+    from models.train import train
+
+    data = _handful_dataset(tmp_path)
+    run = train(_options(tmp_path, data, epochs=10_000, name="timed", time_limit_min=0.1))
+    with (run / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert 1 <= len(rows) < 10_000
+    assert rows[-1]["map50"] != ""  # the last epoch of the fitted schedule is validated
+    ckpt = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["train_args"]["epochs"] == len(rows) == ckpt["epoch"] + 1  # a resume sees it as finished
+    assert float(rows[-1]["lr"]) < float(rows[0]["lr"])  # the cosine LR was refitted to the shorter run
+
+
 def _onnx_export(overfit_run: Path, tmp_path: Path) -> Path:
     from models.export import export_onnx
 
