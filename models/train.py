@@ -70,16 +70,18 @@ class TrainOptions:
 class ScheduleBudget:
     """Fits the remaining schedule into a wall-clock budget (``--time``).
 
-    After each epoch's training pass it predicts how many more epochs fit: the median duration of the
-    epochs timed so far (the first one, with worker start-up and cuDNN tuning, is left out once others
-    exist), keeping back the last validation's duration for the final validation. The schedule only ever
-    shrinks; the cosine LR and the close-mosaic point follow the new length."""
+    After each epoch's training pass it predicts how many more epochs fit: the median duration of
+    the epochs timed so far (the first one, with worker start-up and cuDNN tuning, is left out, and
+    nothing is predicted before three others are timed), keeping back the last validation's duration
+    for the final validation. The schedule only ever shrinks; the cosine LR and the close-mosaic
+    point follow the new length."""
 
     def __init__(self, limit_min: float, started: float):
         self.limit_s = limit_min * 60.0
         self.started = started
         self.epoch_seconds: list[float] = []
         self.last_validation_s = 0.0
+        self.min_timed = 3  # epochs timed after the first before the schedule is refitted
 
     def record(self, epoch_s: float, validation_s: float | None) -> None:
         self.epoch_seconds.append(epoch_s)
@@ -88,11 +90,14 @@ class ScheduleBudget:
 
     def fitted_epochs(self, epoch: int, epochs: int, now: float, train_pass_s: float) -> int:
         """The schedule length that ends in time, given that ``epoch`` (0-based) just finished training."""
-        timed = self.epoch_seconds[1:] if len(self.epoch_seconds) > 1 else self.epoch_seconds
-        per_epoch = float(np.median(timed)) if timed else train_pass_s
+        left = self.limit_s - (now - self.started)
+        timed = self.epoch_seconds[1:]  # the first epoch (start-up, cuDNN tuning) says little
+        if len(timed) < self.min_timed:
+            # too early to predict: shorten only when not even one more epoch fits
+            return epoch + 1 if left < 2 * train_pass_s else epochs
+        per_epoch = float(np.median(timed))
         reserve = self.last_validation_s or train_pass_s  # the final validation
-        left = self.limit_s - (now - self.started) - reserve
-        more = max(int(left // max(per_epoch, 1e-6)), 0)
+        more = max(int((left - reserve) // max(per_epoch, 1e-6)), 0)
         return min(epochs, epoch + 1 + more)
 
 

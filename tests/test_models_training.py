@@ -94,15 +94,19 @@ def test_schedule_budget_predicts_from_timed_epochs() -> None:
     from models.train import ScheduleBudget
 
     budget = ScheduleBudget(limit_min=1.0, started=0.0)  # 60 s
-    # first epoch: only its own training pass is known; 10 s elapsed, 10 s kept back for validation
-    assert budget.fitted_epochs(0, 300, now=10.0, train_pass_s=10.0) == 1 + 4
-    budget.record(12.0, validation_s=2.0)  # slow first epoch (worker start-up), left out from now on
-    budget.record(5.0, validation_s=None)
+    # too early to predict (the slow first epoch says little): the schedule stays ...
+    assert budget.fitted_epochs(0, 300, now=10.0, train_pass_s=10.0) == 300
+    # ... unless not even one more epoch fits
+    assert budget.fitted_epochs(0, 300, now=45.0, train_pass_s=10.0) == 1
+    budget.record(25.0, validation_s=None)  # first epoch: worker start-up, cuDNN tuning
+    budget.record(5.0, validation_s=2.0)
     budget.record(6.0, validation_s=None)
-    # 23 s used, 2 s kept for the last validation: 35 s left / median 5.5 s = 6 more epochs
-    assert budget.fitted_epochs(2, 300, now=23.0, train_pass_s=5.0) == 3 + 6
-    assert budget.fitted_epochs(2, 5, now=23.0, train_pass_s=5.0) == 5  # never lengthens the schedule
-    assert budget.fitted_epochs(2, 300, now=70.0, train_pass_s=5.0) == 3  # over time: this epoch is last
+    assert budget.fitted_epochs(3, 300, now=41.0, train_pass_s=5.0) == 300  # two timed: still too early
+    budget.record(5.5, validation_s=None)
+    # 41 s used, 2 s kept for the last validation: 17 s left / median 5.5 s = 3 more epochs
+    assert budget.fitted_epochs(3, 300, now=41.0, train_pass_s=5.0) == 4 + 3
+    assert budget.fitted_epochs(3, 5, now=41.0, train_pass_s=5.0) == 5  # never lengthens the schedule
+    assert budget.fitted_epochs(3, 300, now=70.0, train_pass_s=5.0) == 4  # over time: this epoch is last
 
 
 def test_time_budget_shortens_the_schedule_and_validates_the_last_epoch(tmp_path: Path) -> None:
