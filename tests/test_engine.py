@@ -120,6 +120,30 @@ def test_letterbox_round_trip_exact():
     np.testing.assert_allclose(lb.to_original(in_input), original, atol=1e-3)
 
 
+def test_resize_shrinks_like_inter_area_and_enlarges_bilinearly():
+    from app.inference.preprocess import resize
+
+    # a textured frame at camera size (the simulator's strip: real steel images)
+    from app.ingest.simulator import StripSimulator
+
+    frame, _truth = StripSimulator(None, 640, 480).frame(7)
+    area = cv2.resize(frame, (256, 192), interpolation=cv2.INTER_AREA)
+    fast = resize(frame, 256, 192)  # 2.5x: whole-factor INTER_AREA, then bilinear
+    assert fast.shape == area.shape and fast.dtype == np.uint8
+    diff = np.abs(fast.astype(np.int16) - area.astype(np.int16))
+    assert diff.mean() < 1.5 and np.percentile(diff, 99) < 12  # antialiased: no skipped-pixel aliasing
+    naive = cv2.resize(frame, (256, 192), interpolation=cv2.INTER_NEAREST)
+    assert np.abs(naive.astype(np.int16) - area.astype(np.int16)).mean() > 2 * diff.mean()
+    # a whole factor is exactly INTER_AREA; enlarging is bilinear
+    np.testing.assert_array_equal(resize(frame, 320, 240),
+                                  cv2.resize(frame, (320, 240), interpolation=cv2.INTER_AREA))
+    small = frame[:200, :200]
+    np.testing.assert_array_equal(resize(small, 256, 256),
+                                  cv2.resize(small, (256, 256), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(resize(frame, 600, 450),  # a shrink below 2x: INTER_AREA itself
+                                  cv2.resize(frame, (600, 450), interpolation=cv2.INTER_AREA))
+
+
 def test_make_batch_is_rgb_0_1_nchw():
     bgr = np.zeros((10, 10, 3), np.uint8)
     bgr[..., 0] = 255  # blue

@@ -199,8 +199,12 @@ def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu
                      "--seconds", "5", "--engine-seconds", "0.3"]) == 0
     bench = json.loads(capsys.readouterr().out)
     assert bench["frames"] == 12 and bench["dropped"] == 0 and bench["per_camera_fps"][0] == bench["fps"]
-    for key in ("fps", "latency_ms_p50", "latency_ms_p99", "engine_fps", "ratio", "machine"):
+    for key in ("fps", "latency_ms_p50", "latency_ms_p99", "engine_fps", "ratio", "machine", "cpu_ratio"):
         assert bench[key] is not None
+    # engine_fps is the mean of the slices before and after the pipeline run
+    assert bench["engine_fps"] == pytest.approx((bench["engine_fps_before"] + bench["engine_fps_after"]) / 2,
+                                                abs=0.01)
+    assert bench["cpu_ms_per_frame"] > 0 and bench["engine_cpu_ms_per_frame"] > 0
     assert cli_main(["bench", "engine", "--model", str(tiny_model_path), "--seconds", "0.2",
                      "--batch-sizes", "1,2", "--source", str(frames)]) == 0
     eng = json.loads(capsys.readouterr().out)

@@ -133,16 +133,17 @@ def engine_throughput(engine, frames: list[np.ndarray], batch: int, seconds: flo
 
     engine.detect(frames[:batch], conf, iou)  # warm this batch shape
     threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(workers)]
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.start()
     time.sleep(seconds)
     stop.set()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     return {"batch": batch, "workers": workers, "fps": round(sum(done) / elapsed, 2),
-            "ms_per_batch": round(1000 * elapsed * workers / max(sum(batches), 1), 2)}
+            "ms_per_batch": round(1000 * elapsed * workers / max(sum(batches), 1), 2),
+            "cpu_ms_per_frame": round(1000 * cpu / max(sum(done), 1), 3)}
 
 
 def run_engine(args: argparse.Namespace) -> int:
@@ -202,9 +203,16 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         "pipeline": {"workers": args.workers, "intra_op_threads": args.intra_op_threads,
                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "cameras": cams})
+    # the engine alone, on the same frames with the same workers and batch, in two slices bracketing
+    # the pipeline run: the VM's speed drifts by up to +-20 % within minutes, and the mean of a slice
+    # before and one after tracks that drift better than one slice taken afterwards
+    frames = sample_frames(args.source, 32)
+    eng_s = (args.engine_seconds or min(args.seconds, 5.0)) / 2
+    before = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
     db = Database(db_url)
     pipeline = Pipeline(config, engine, db, Path(tmp.name) / "data", config_name="--source")
-    t0 = time.perf_counter()
+    t0, cpu_start = time.perf_counter(), time.process_time()
+    warm_cpu = cpu_start
     pipeline.start()
     end = t0 + args.seconds
     # steady state: the rate is taken from the end of a short warm-up (queues and batches filling)
@@ -212,22 +220,23 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     while time.perf_counter() < end and not pipeline.finished():
         if warm_counts is None and time.perf_counter() >= warm_at:
             warm_at, warm_counts = time.perf_counter(), [c.state.committed for c in pipeline.cameras]
+            warm_cpu = time.process_time()
         time.sleep(0.02)
     finished_early = pipeline.finished()
-    t_end = time.perf_counter()
+    t_end, cpu_end = time.perf_counter(), time.process_time()
     states = [c.state.snapshot() for c in pipeline.cameras]
     if warm_counts is None or finished_early:  # a short file: the whole run is the window
-        warm_at, warm_counts = t0, [0] * len(states)
+        warm_at, warm_counts, warm_cpu = t0, [0] * len(states), cpu_start
     elapsed = t_end - warm_at
     committed = [s["committed"] - w for s, w in zip(states, warm_counts, strict=True)]
     latencies = list(pipeline.latencies)
     pipeline.stop()
     db.dispose()
     fps = sum(committed) / elapsed
-
-    frames = sample_frames(args.source, 32)
-    eng_s = args.engine_seconds or min(args.seconds, 5.0)
-    raw = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
+    cpu_ms = 1000 * (cpu_end - warm_cpu) / max(sum(committed), 1)
+    after = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
+    engine_fps = (before["fps"] + after["fps"]) / 2
+    engine_cpu_ms = (before["cpu_ms_per_frame"] + after["cpu_ms_per_frame"]) / 2
     out = {
         "bench": "pipeline", "model": str(args.model), "version": engine.version,
         "quantization": engine.metadata.quantization, "provider": engine.provider, "source": args.source,
@@ -236,7 +245,12 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         "fps": round(fps, 2), "per_camera_fps": [round(c / elapsed, 2) for c in committed],
         "captured": sum(s["captured"] for s in states), "dropped": sum(s["dropped"] for s in states),
         "latency_ms_p50": _percentile(latencies, 50), "latency_ms_p99": _percentile(latencies, 99),
-        "engine_fps": raw["fps"], "ratio": round(fps / raw["fps"], 3) if raw["fps"] else None,
+        "engine_fps": round(engine_fps, 2), "ratio": round(fps / engine_fps, 3) if engine_fps else None,
+        "engine_fps_before": before["fps"], "engine_fps_after": after["fps"],
+        # CPU time of the whole process per frame: on saturated cores, engine / pipeline CPU per frame
+        # is the share of the pipeline's CPU that goes into inference (less noisy than the fps ratio)
+        "cpu_ms_per_frame": round(cpu_ms, 3), "engine_cpu_ms_per_frame": round(engine_cpu_ms, 3),
+        "cpu_ratio": round(engine_cpu_ms / cpu_ms, 3) if cpu_ms else None,
         "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
         "workers": args.workers, "intra_op_threads": args.intra_op_threads, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "buffer": pipeline.cameras[0].policy,
