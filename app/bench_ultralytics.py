@@ -153,6 +153,18 @@ def interleaved(contenders: dict, frames: list[np.ndarray], seconds: float, roun
             for name, (done, calls, elapsed) in totals.items()}
 
 
+def pipeline_args(model: Path | str, frames: Path | str, seconds: float, workers: int,
+                  engine_seconds: float) -> argparse.Namespace:
+    """``bench pipeline``'s options for serving ``model`` on the frames folder, as its parser makes them."""
+    from app.commands.bench import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["bench", "pipeline", "--model", str(model), "--source", str(frames), "--seconds",
+                              str(seconds), "--workers", str(workers), "--loop",
+                              "--engine-seconds", str(engine_seconds)])
+
+
 def match_detections(ref_xyxy: np.ndarray, ref_cls: np.ndarray, xyxy: np.ndarray, cls: np.ndarray,
                      iou: float = 0.9) -> int:
     """How many reference boxes have a box of the same class at IoU >= ``iou`` (each used once)."""
@@ -276,11 +288,7 @@ def run(args: argparse.Namespace) -> int:
     pipe_s = args.seconds + 2 if args.pipeline_seconds is None else args.pipeline_seconds
     pipe = None
     if pipe_s > 0:
-        pargs = argparse.Namespace(
-            model=str(onnx), source=str(args.frames), seconds=pipe_s, cameras=1, workers=args.workers,
-            intra_op_threads=1, max_batch=4, max_wait_ms=10.0, buffer=None, queue_size=8, loop=True,
-            images="never", database=None, providers=None, engine_seconds=min(args.seconds, 3.0))
-        full = pipeline_result(pargs)
+        full = pipeline_result(pipeline_args(onnx, args.frames, pipe_s, args.workers, min(args.seconds, 3.0)))
         pipe = {k: full[k] for k in ("fps", "frames", "dropped", "window_s", "latency_ms_p50",
                                      "latency_ms_p99", "mean_batch", "workers", "intra_op_threads",
                                      "max_batch", "engine_fps", "ratio")}

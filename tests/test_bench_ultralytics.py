@@ -102,3 +102,13 @@ def test_bench_command_does_not_import_ultralytics():
             "bench.register(argparse.ArgumentParser().add_subparsers()); "
             "assert 'ultralytics' not in sys.modules and 'torch' not in sys.modules, 'eager import'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, frames_dir):
+    from app.bench_ultralytics import pipeline_args
+    from app.commands.bench import pipeline_result
+
+    args = pipeline_args(tiny_model_path, frames_dir, seconds=1.0, workers=1, engine_seconds=0.2)
+    assert args.source == str(frames_dir) and args.loop and args.tile_size is None
+    out = pipeline_result(args)  # the options the ultralytics comparison passes are all there
+    assert out["fps"] > 0 and out["engine_fps"] > 0 and out["decode_threads"] == 1

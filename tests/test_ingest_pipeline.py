@@ -214,3 +214,35 @@ def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu
     bad.write_text("cameras:\n  - id: x\n    source: frames\n    queue: 3\n")
     assert cli_main(["ingest", "--cameras", str(bad), "--check"]) == 2
     assert "bad.yaml:4: cameras[0].queue: unknown key" in capsys.readouterr().err
+
+
+def test_tiled_camera_detects_per_window_and_stores_frame_coordinates(
+        database_url: str, tiny_model_path: Path, neu_det_dir: Path, tmp_path: Path) -> None:
+    # the tiny model puts one 'patches' box in the middle of every bright input: whole frames give one
+    # box each, a tiled camera one per window (64 px windows of a 160x120 frame: 3 x 2, no overlap)
+    cfg = parse_cameras(f"""
+pipeline: {{workers: 1, max_batch: 4, max_wait_ms: 5, writer: {{batch_rows: 16, batch_ms: 50}}}}
+cameras:
+  - id: tiled
+    source: "{sim(neu_det_dir, seconds=0.2)}"
+    tile_size: 64
+    tile_overlap: 0
+    images: never
+  - id: whole
+    source: "{sim(neu_det_dir, seconds=0.2)}"
+    images: never
+""")
+    engine = Engine(tiny_model_path, intra_op_threads=1)
+    db = Database(database_url)
+    with Pipeline(cfg, engine, db, tmp_path / "data") as pipeline:
+        assert pipeline.wait_finished(60)
+    with db.session() as s:
+        per_frame = {cam: [len(i.defects) for i in
+                           s.scalars(select(Inspection).where(Inspection.camera_id == cam))]
+                     for cam in ("tiled", "whole")}
+        boxes = s.execute(select(Defect.x1, Defect.y1, Defect.x2, Defect.y2).join(Inspection)
+                          .where(Inspection.camera_id == "tiled")).all()
+    assert per_frame["whole"] == [1] * 6
+    assert per_frame["tiled"] == [6] * 6
+    assert all(0 <= x1 < x2 <= 160 and 0 <= y1 < y2 <= 120 for x1, y1, x2, y2 in boxes)
+    assert len({(round(x1), round(y1)) for x1, y1, _, _ in boxes}) == 6  # one place per window

@@ -48,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="queue policy (default: block for files/folders, drop-oldest for live)")
     q.add_argument("--queue-size", type=int, default=8)
     q.add_argument("--loop", action="store_true", help="restart file sources at their end")
+    q.add_argument("--tile-size", type=int, default=None,
+                   help="tiled detection: windows of this many frame pixels (default: whole frame)")
+    q.add_argument("--tile-overlap", type=int, default=32)
     q.add_argument("--decode-threads", type=int, default=1,
                    help="FFmpeg decoder threads per video source (default 1; 0 = OpenCV's choice)")
     q.add_argument("--images", choices=["always", "ng", "never"], default="never",
@@ -184,6 +187,8 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         raise CliError("--cameras, --seconds, --workers and --max-batch must be positive")
     if args.decode_threads < 0:
         raise CliError("--decode-threads must be >= 0")
+    if args.tile_size is not None and not (args.tile_size >= 32 and 0 <= args.tile_overlap < args.tile_size):
+        raise CliError("--tile-size must be >= 32 and --tile-overlap between 0 and the tile size")
     engine = _load_engine(args.model, args.intra_op_threads, args.providers)
     tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
     db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
@@ -196,6 +201,8 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         cam: dict = {"id": f"bench-{k}", "source": source, "queue_size": args.queue_size,
                      "images": args.images, "loop": args.loop, "stall_timeout_s": 30,
                      "decode_threads": args.decode_threads}
+        if args.tile_size:
+            cam |= {"tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
         if args.buffer:
             cam["buffer"] = args.buffer
         cams.append(cam)
@@ -254,7 +261,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
         "workers": args.workers, "intra_op_threads": args.intra_op_threads, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "buffer": pipeline.cameras[0].policy,
-        "decode_threads": args.decode_threads,
+        "decode_threads": args.decode_threads, "tile_size": args.tile_size,
         "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
         "imgsz": list(engine.imgsz), "machine": machine(),
     }

@@ -72,6 +72,10 @@ class CameraConfig(_Strict):
     # FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the inference
     # workers need on a small edge PC); 0 lets OpenCV use one per core (large frames, many cores)
     decode_threads: Annotated[int, Field(ge=0, le=64)] = 1
+    # tiled detection for frames much larger than the model input: overlapping tile_size-px windows,
+    # each seen by the model at its own scale (costs one inference per window); None: whole frame
+    tile_size: Annotated[int | None, Field(ge=32, le=8192)] = None
+    tile_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
     enabled: bool = True
 
@@ -79,6 +83,13 @@ class CameraConfig(_Strict):
     def _one_source(self) -> CameraConfig:
         if (self.source is None) == (self.simulator is None):
             raise ValueError("give exactly one of 'source' or 'simulator'")
+        return self
+
+    @model_validator(mode="after")
+    def _tile_overlap_fits(self) -> CameraConfig:
+        if self.tile_size is not None and self.tile_overlap >= self.tile_size:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size "
+                             f"({self.tile_size})")
         return self
 
     @field_validator("roi")

@@ -21,7 +21,8 @@ import numpy as np
 from app import images
 from app import metrics as m
 from app.db.session import Database
-from app.inference import Engine
+from app.detections import Detections
+from app.inference import Engine, tiling
 from app.ingest.config import CameraConfig, CamerasConfigError, CamerasFile
 from app.ingest.journal import Journal
 from app.ingest.queues import FrameHub, QueueClosed
@@ -280,16 +281,38 @@ class Pipeline:
 
     def _inspect(self, batch: list[Job]) -> None:
         p = self.config.pipeline
-        frames = [j.frame.image for j in batch]
         m.BATCH_SIZE.observe(len(batch))
         with self._lock:
             self.batches += 1
-        dets, inf_ms, post_ms = run_detector(self.engine, frames, self.detect_threshold, p.iou_threshold,
-                                             self.max_det)
-        n = len(batch)
-        for job, d in zip(batch, dets, strict=True):
+        # one model input per frame, or per window of a tiled camera's frame; one run for all of them
+        images: list[np.ndarray] = []
+        windows: list[list[tuple[int, int]] | None] = []
+        for job in batch:
+            cfg = job.camera.cfg
+            if cfg.tile_size is None:
+                images.append(job.frame.image)
+                windows.append(None)
+            else:
+                parts, offsets = tiling.split(job.frame.image, cfg.tile_size, cfg.tile_overlap)
+                images.extend(parts)
+                windows.append(offsets)
+        found, inf_ms, post_ms = run_detector(self.engine, images, self.detect_threshold, p.iou_threshold,
+                                              self.max_det)
+        dets: list[Detections] = []
+        at = 0
+        for offsets in windows:
+            if offsets is None:
+                dets.append(found[at])
+                at += 1
+            else:
+                dets.append(tiling.merge(found[at:at + len(offsets)], offsets, self.engine.names,
+                                         max_det=self.max_det))
+                at += len(offsets)
+        n = len(images)
+        for job, d, offsets in zip(batch, dets, windows, strict=True):
             cam, frame = job.camera, job.frame
-            timings = Timings(inference_ms=inf_ms / n, postprocess_ms=post_ms / n)
+            share = (1 if offsets is None else len(offsets)) / n  # this frame's part of the batch
+            timings = Timings(inference_ms=inf_ms * share, postprocess_ms=post_ms * share)
             result = inspect_frame(frame.image, d, model_version=self.engine.version, context=cam.context,
                                    captured_at=frame.captured_at, timings=timings, source="stream")
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
