@@ -160,8 +160,8 @@ def pipeline_args(model: Path | str, frames: Path | str, seconds: float, workers
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    return parser.parse_args(["bench", "pipeline", "--model", str(model), "--source", str(frames), "--seconds",
-                              str(seconds), "--workers", str(workers), "--loop",
+    return parser.parse_args(["bench", "pipeline", "--model", str(model), "--source", str(frames),
+                              "--seconds", str(seconds), "--workers", str(workers), "--loop",
                               "--engine-seconds", str(engine_seconds)])
 
 

@@ -1,0 +1,85 @@
+"""Precision and recall of a model on the simulated strip, against the simulator's ground truth, for
+whole-frame letterboxing and for tiled detection (app.inference.tiling), at several frame sizes.
+
+    .venv/bin/python scripts/sim_recall.py --model models/weights/defect-yolov5s-cbam-int8.onnx \
+        --sizes 640x480,320x240,256x192 --tiles 256:32
+
+A detection is right when a truth box of the same class that is at least 90 % inside the frame has
+IoU >= 0.5 with it (each truth box counts once). Most strip images are NEU-DET training images: read
+the figures as a comparison of the ways of looking at a frame, not as the model's accuracy
+(that is docs/model-card.md). A measurement tool, not part of the product.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from app.detections import Detections
+from app.inference import Engine, tiling
+from app.inference.postprocess import box_iou
+from app.ingest.simulator import StripSimulator
+
+
+def score(engine: Engine, frames: list, detect, conf: float) -> dict:
+    tp = fp = n_truth = 0
+    for image, truth in frames:
+        truth = [t for t in truth if t.visible >= 0.9]
+        n_truth += len(truth)
+        d: Detections = detect(image)
+        boxes = np.array([[t.x1, t.y1, t.x2, t.y2] for t in truth], np.float32).reshape(-1, 4)
+        classes = np.array([t.class_id for t in truth])
+        used: set[int] = set()
+        for i in np.argsort(-d.confidence):
+            match = None
+            if len(boxes):
+                iou = box_iou(d.xyxy[i:i + 1], boxes)[0]
+                for j in np.argsort(-iou):
+                    if iou[j] < 0.5:
+                        break
+                    if j not in used and classes[j] == d.class_id[i]:
+                        match = int(j)
+                        break
+            if match is None:
+                fp += 1
+            else:
+                used.add(match)
+                tp += 1
+    return {"truth": n_truth, "detections": tp + fp, "precision": round(tp / max(tp + fp, 1), 3),
+            "recall": round(tp / max(n_truth, 1), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--sizes", default="640x480", help="comma list of WIDTHxHEIGHT frame sizes")
+    parser.add_argument("--tiles", default="256:32", help="comma list of SIZE:OVERLAP tilings")
+    parser.add_argument("--frames", type=int, default=200, help="frames per size (every 6th of the strip)")
+    parser.add_argument("--conf", type=float, default=0.25)
+    args = parser.parse_args()
+    engine = Engine(args.model, intra_op_threads=1)
+    for size in args.sizes.split(","):
+        w, h = (int(v) for v in size.lower().split("x"))
+        sim = StripSimulator(None, w, h, 30.0, 120.0, 0)
+        frames = [sim.frame(6 * i) for i in range(args.frames)]
+        whole = score(engine, frames, lambda im: engine.detect([im], args.conf, 0.45)[0], args.conf)
+        print(json.dumps({"frame": [w, h], "mode": "whole frame", **whole}))
+        for spec in args.tiles.split(","):
+            tile, overlap = (int(v) for v in spec.split(":"))
+            if tile >= max(w, h):
+                continue
+
+            def tiled(image: np.ndarray, tile: int = tile, overlap: int = overlap) -> Detections:
+                parts, offsets = tiling.split(image, tile, overlap)
+                return tiling.merge(engine.detect(parts, args.conf, 0.45), offsets, engine.names)
+
+            windows = len(tiling.tile_windows(w, h, tile, overlap))
+            print(json.dumps({"frame": [w, h], "mode": f"tiles {tile}/{overlap} ({windows} windows)",
+                              **score(engine, frames, tiled, args.conf)}))
+
+
+if __name__ == "__main__":
+    main()
