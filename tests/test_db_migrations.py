@@ -56,7 +56,7 @@ def test_upgrade_matches_models_then_downgrade(empty_database_url):
 
 
 def test_cli_db_upgrade_and_current(empty_database_url, capsys):
-    assert cli_main(["db", "--url", empty_database_url, "upgrade"]) == 0
+    assert cli_main(["db", "--database-url", empty_database_url, "upgrade"]) == 0
     assert cli_main(["db", "--url", empty_database_url, "current"]) == 0
     out = capsys.readouterr().out
     head = migrate.head_revision(empty_database_url)

@@ -231,3 +231,33 @@ def test_journal_is_bounded(tmp_path: Path) -> None:
     journal.close()
     assert len(journal.segments()) == 3  # rotated into segments of 2, 2 and 1 records
     assert sum(len(journal.read(s)) for s in journal.segments()) == 5
+
+
+def test_journal_folder_is_held_by_one_journal_at_a_time(tmp_path: Path) -> None:
+    from app.ingest.journal import Journal, JournalInUse
+
+    first = Journal(tmp_path / "j")
+    with pytest.raises(JournalInUse, match=rf"is in use by another process \(pid {os.getpid()}\)") as err:
+        Journal(tmp_path / "j")
+    assert str(tmp_path / "j") in str(err.value) and "INSPECT_DATA_DIR" in str(err.value)
+    first.close()
+    Journal(tmp_path / "j").close()  # released on close
+
+
+def test_a_journal_held_by_another_process_is_refused_until_that_process_dies(tmp_path: Path) -> None:
+    import sys
+
+    from app.ingest.journal import Journal, JournalInUse
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from app.ingest.journal import Journal; "
+         f"j = Journal({str(tmp_path / 'j')!r}); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(JournalInUse, match=f"pid {holder.pid}"):
+            Journal(tmp_path / "j")
+    finally:
+        holder.kill()  # a crash: the OS drops the lock with the process
+        holder.wait()
+    Journal(tmp_path / "j").close()

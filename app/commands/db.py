@@ -12,7 +12,8 @@ from app.settings import SettingsError, load_settings
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("db", help="database migrations (Alembic)",
                               description="Migrate the database named by INSPECT_DATABASE_URL.")
-    p.add_argument("--url", help="database URL (default: INSPECT_DATABASE_URL)")
+    p.add_argument("--database-url", "--url", dest="url",
+                   help="database URL (default: INSPECT_DATABASE_URL); the same option name as `keys`")
     sub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = sub.add_parser("upgrade", help="migrate to a revision (default head)")
     up.add_argument("revision", nargs="?", default="head")

@@ -2,7 +2,9 @@
 fsynced per append, replayed oldest first and deleted once committed.
 
 Files: ``<dir>/<12-digit sequence>.jsonl``. A crash can leave a half-written last line; reading skips
-it (it was never acknowledged, the frame was not yet counted as journaled).
+it (it was never acknowledged, the frame was not yet counted as journaled). ``<dir>/.lock`` is held
+(an OS file lock, released by the OS if the process dies) while a Journal is open: two processes
+journaling into one folder would replay and delete each other's segments.
 """
 
 from __future__ import annotations
@@ -13,7 +15,41 @@ import logging
 import os
 from pathlib import Path
 
+from app.cli import CliError
+
 log = logging.getLogger(__name__)
+
+
+class JournalInUse(CliError):
+    """Another process (or another open Journal) holds the journal folder."""
+
+
+def _lock(directory: Path):
+    """An exclusive, non-blocking lock on ``directory/.lock``: the open file, or JournalInUse."""
+    path = directory / ".lock"
+    fh = open(path, "a+")  # noqa: SIM115 - held for the journal's lifetime
+    try:
+        if os.name == "nt":
+            import msvcrt
+
+            fh.seek(0)
+            msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        owner = fh.read().strip() or "unknown"
+        fh.close()
+        raise JournalInUse(
+            f"journal folder {directory} is in use by another process (pid {owner}); give each service "
+            "or `defect-inspect ingest` process its own INSPECT_DATA_DIR") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(str(os.getpid()))
+    fh.flush()
+    return fh
 
 
 class JournalFull(Exception):
@@ -38,6 +74,7 @@ class Journal:
                  segment_bytes: int = 8 << 20) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock(self.dir)
         self.max_bytes = int(max_bytes)
         self.segment_bytes = int(segment_bytes)
         self._fh = None
@@ -117,4 +154,8 @@ class Journal:
         self.pending = max(0, self.pending - count)
 
     def close(self) -> None:
+        """Seal the open segment and release the folder (a closed journal cannot append)."""
         self.seal()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the OS lock
+            self._lock = None

@@ -9,6 +9,7 @@ from pathlib import Path
 from app.db.session import Database
 from app.inference import Engine, ModelLoadError
 from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
+from app.ingest.journal import JournalInUse
 from app.ingest.pipeline import Pipeline
 from app.settings import Settings
 
@@ -38,7 +39,8 @@ def pipeline_engine(settings: Settings, config: CamerasFile) -> Engine:
 
 def build_pipeline(settings: Settings, path: Path, db: Database, engine: Engine | None = None) -> Pipeline:
     """Validate the cameras file against the model and build (not start) the pipeline.
-    Raises CamerasConfigError (file/key named) or ModelLoadError."""
+    Raises CamerasConfigError (file/key named), ModelLoadError or JournalInUse (another process
+    journals into this data folder)."""
     config = load_cameras(path)
     if engine is None:
         if not settings.model_path.is_file():
@@ -65,7 +67,7 @@ def start_ingest(settings: Settings, db: Database) -> tuple[Pipeline | None, str
     except ModelLoadError as exc:
         log.error("camera ingest not started: %s", exc)
         return None, f"camera ingest not started: {exc}"
-    except CamerasConfigError as exc:
+    except (CamerasConfigError, JournalInUse) as exc:
         if not demo:
             raise
         log.warning("demo camera not started: %s", exc)
