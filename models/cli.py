@@ -173,7 +173,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", required=True, help="best.pt")
     p.add_argument("--imgsz", type=int, default=None)
     p.add_argument("--out", default=None, help="output .onnx (default next to the weights)")
-    p.add_argument("--dynamic", action="store_true", help="dynamic batch dimension")
+    p.add_argument("--dynamic", action="store_true",
+                   help="free batch size and input height/width (640x480 frames then run as 256x192)")
     p.add_argument("--int8", action="store_true", help="also write an INT8 static-QDQ model")
     p.add_argument("--calib", default=None, help="data.yaml whose training images calibrate INT8")
     p.add_argument("--calib-images", type=int, default=300)

@@ -69,7 +69,10 @@ def export_onnx(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(1, 3, imgsz, imgsz)
-    axes = {"images": {0: "batch"}, "output0": {0: "batch"}} if dynamic else None
+    # dynamic: any batch size and any input height/width (multiples of the largest stride), so the
+    # service can feed 4:3 frames as 256x192 instead of padding them to 256x256 (app/inference/engine.py)
+    axes = ({"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+            if dynamic else None)
     torch.onnx.export(
         model,
         (dummy,),
@@ -87,7 +90,8 @@ def export_onnx(
         ckpt["version"] = version
     set_metadata(out, model_metadata(ckpt, model, imgsz, "fp32"))
     log.info(
-        "exported %s (%d classes, %dx%d, dynamic batch %s)", out, len(ckpt["names"]), imgsz, imgsz, dynamic
+        "exported %s (%d classes, %dx%d, dynamic batch and size %s)", out, len(ckpt["names"]), imgsz, imgsz,
+        dynamic
     )
     return out
 

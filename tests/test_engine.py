@@ -287,3 +287,33 @@ def test_inference_package_imports_no_web_stack():
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_free_size_model_takes_4_3_frames_without_padding(neu_det_dir):
+    """The shipped export has free height and width: a 640x480 frame goes in as 256x192 (a quarter
+    less work than 256x256), and finds what the padded square input finds."""
+    from conftest import REPO_ROOT
+
+    from app.inference.postprocess import box_iou
+    from app.ingest.simulator import StripSimulator
+
+    engine = Engine(REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx", intra_op_threads=1)
+    assert engine.rect and engine.imgsz == (256, 256) and engine.info()["rect"]
+    sim = StripSimulator(neu_det_dir / "images", 320, 240, 30.0, 120.0, 0)
+    frames = [sim.frame(i)[0] for i in (0, 37, 74, 111, 148, 185)]
+    assert engine.input_size(frames) == (192, 256)
+    assert engine.input_size([frames[0], np.zeros((300, 200, 3), np.uint8)]) == (256, 256)  # mixed batch
+    assert engine.input_size([np.zeros((200, 200, 3), np.uint8)]) == (256, 256)
+    batch, params = engine.preprocess(frames[:2])
+    assert batch.shape == (2, 3, 192, 256) and params[0].pad_x == params[0].pad_y == 0
+    assert engine.run(batch).shape == (2, (24 * 32 + 12 * 16 + 6 * 8) * 3, 11)
+
+    rect = engine.detect(frames)
+    engine.rect = False  # the same model fed padded 256x256 squares
+    square = engine.detect(frames)
+    matched = sum(int(((box_iou(a.xyxy, b.xyxy) >= 0.7) & (a.class_id[:, None] == b.class_id[None, :]))
+                      .any(1).sum()) for a, b in zip(square, rect, strict=True) if len(a) and len(b))
+    total = sum(len(a) for a in square)
+    assert total >= 10 and matched >= 0.8 * total, (matched, total)  # measured: 20 of 22
+    for d in rect:
+        assert (d.xyxy[:, [0, 2]] <= 320).all() and (d.xyxy[:, [1, 3]] <= 240).all()

@@ -306,3 +306,18 @@ def test_cli_reports_missing_files_by_name(tmp_path: Path) -> None:
     assert out.returncode == 2 and "bad.yaml" in out.stderr
     out = _cli("train", "--data", str(_handful_dataset(tmp_path / "ok")), "--set", "nonsense=1")
     assert out.returncode == 2 and "nonsense" in out.stderr
+
+
+def test_dynamic_export_takes_any_batch_and_input_size(overfit_run: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    from models.export import export_onnx
+
+    path = export_onnx(overfit_run / "weights" / "best.pt", tmp_path / "dyn.onnx", dynamic=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    assert isinstance(shape[0], str) and isinstance(shape[2], str) and isinstance(shape[3], str)
+    for n, h, w in [(1, 128, 128), (3, 96, 128), (2, 128, 64)]:
+        out = session.run(None, {"images": np.zeros((n, 3, h, w), np.float32)})[0]
+        cells = sum((h // s) * (w // s) for s in (8, 16, 32))
+        assert out.shape == (n, 3 * cells, 5 + len(NEU_NAMES))

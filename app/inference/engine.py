@@ -69,6 +69,9 @@ class Engine:
         self.fixed_batch: int | None = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         static_hw = tuple(self.input_shape[2:4])
         input_hw = static_hw if all(isinstance(d, int) and d > 0 for d in static_hw) else None
+        # a model exported with free height and width takes each batch at the smallest rectangle that
+        # holds its frames (256x192 for 4:3 frames instead of 256x256 with a quarter of padding)
+        self.rect: bool = input_hw is None
 
         props = self.session.get_modelmeta().custom_metadata_map
         default_version = f"{self.model_path.stem}-{file_digest(self.model_path)}"
@@ -113,8 +116,23 @@ class Engine:
             count = num_classes_of(shape, self.layout)
             self.metadata.names = tuple(f"class{i}" for i in range(max(count, 0)))
 
+    def input_size(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
+        """(h, w) of the model input for a batch of these frames: ``imgsz``, or with a free-size model
+        the smallest multiple of the largest stride that holds every frame letterboxed to ``imgsz``."""
+        if not self.rect:
+            return self.imgsz
+        out_h, out_w = self.imgsz
+        step = max(self.metadata.stride or (32,))
+        h_need = w_need = 0
+        for image in images:
+            h, w = image.shape[:2]
+            ratio = min(out_h / h, out_w / w)
+            h_need = max(h_need, min(out_h, -(-round(h * ratio) // step) * step))
+            w_need = max(w_need, min(out_w, -(-round(w * ratio) // step) * step))
+        return h_need, w_need
+
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
-        return make_batch(images, self.imgsz)
+        return make_batch(images, self.input_size(images))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output for a [N, 3, H, W] batch; a model with a fixed batch size gets chunks."""
@@ -156,4 +174,5 @@ class Engine:
             "providers": self.providers, "available_providers": self.available_providers,
             "input_shape": [d if isinstance(d, int) else str(d) for d in self.input_shape],
             "quantization": self.metadata.quantization, "stride": list(self.metadata.stride),
+            "rect": self.rect,
         }
