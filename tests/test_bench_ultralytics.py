@@ -112,3 +112,16 @@ def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, frames_
     assert args.source == str(frames_dir) and args.loop and args.tile_size is None
     out = pipeline_result(args)  # the options the ultralytics comparison passes are all there
     assert out["fps"] > 0 and out["engine_fps"] > 0 and out["decode_threads"] == 1
+
+
+@pytest.mark.parametrize(("options", "key"), [(["--tile-size", "64", "--tile-overlap", "64"], "tile_overlap"),
+                                               (["--tile-size", "0"], "tile_size"),
+                                               (["--decode-threads", "-1"], "decode_threads")])
+def test_bench_pipeline_refuses_bad_camera_options_naming_the_key(tiny_model_path, frames_dir, capsys,
+                                                                   options, key):
+    from app.cli import main as cli_main
+
+    assert cli_main(["bench", "pipeline", "--model", str(tiny_model_path), "--source", str(frames_dir),
+                     "--seconds", "1", *options]) == 2
+    err = capsys.readouterr().err
+    assert "bench pipeline options" in err and "cameras[0]" in err and key in err, err

@@ -178,21 +178,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
 
 def pipeline_result(args: argparse.Namespace) -> dict:
     """One ``bench pipeline`` run (the options of that command in ``args``) as a dict."""
+    import yaml
+
     from app.db.migrate import upgrade
     from app.db.session import Database
-    from app.ingest.config import CamerasFile
+    from app.ingest.config import parse_cameras
     from app.ingest.pipeline import Pipeline
 
     if args.cameras < 1 or args.seconds <= 0 or args.workers < 1 or args.max_batch < 1:
         raise CliError("--cameras, --seconds, --workers and --max-batch must be positive")
-    if args.decode_threads < 0:
-        raise CliError("--decode-threads must be >= 0")
-    if args.tile_size is not None and not (args.tile_size >= 32 and 0 <= args.tile_overlap < args.tile_size):
-        raise CliError("--tile-size must be >= 32 and --tile-overlap between 0 and the tile size")
-    engine = _load_engine(args.model, args.intra_op_threads, args.providers)
-    tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
-    db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
-    upgrade(db_url)
     cams = []
     for k in range(args.cameras):
         source = args.source
@@ -201,15 +195,20 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         cam: dict = {"id": f"bench-{k}", "source": source, "queue_size": args.queue_size,
                      "images": args.images, "loop": args.loop, "stall_timeout_s": 30,
                      "decode_threads": args.decode_threads}
-        if args.tile_size:
+        if args.tile_size is not None:
             cam |= {"tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
         if args.buffer:
             cam["buffer"] = args.buffer
         cams.append(cam)
-    config = CamerasFile.model_validate({
+    # the cameras file's own validation (and error messages naming the key) checks the options
+    config = parse_cameras(yaml.safe_dump({
         "pipeline": {"workers": args.workers, "intra_op_threads": args.intra_op_threads,
                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
-        "cameras": cams})
+        "cameras": cams}, sort_keys=False), "bench pipeline options")
+    engine = _load_engine(args.model, args.intra_op_threads, args.providers)
+    tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
+    db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
+    upgrade(db_url)
     # the engine alone, on the same frames with the same workers and batch, in two slices bracketing
     # the pipeline run: the VM's speed drifts by up to +-20 % within minutes, and the mean of a slice
     # before and one after tracks that drift better than one slice taken afterwards
