@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from app.cli import CliError
-from app.inference.postprocess import box_iou
+from app.inference.postprocess import match_detections
 
 INSTALL_HINT = "ultralytics is not installed: pip install '.[ultralytics]'"
 DEFAULT_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det" / "images"
@@ -163,26 +163,6 @@ def pipeline_args(model: Path | str, frames: Path | str, seconds: float, workers
     return parser.parse_args(["bench", "pipeline", "--model", str(model), "--source", str(frames),
                               "--seconds", str(seconds), "--workers", str(workers), "--loop",
                               "--engine-seconds", str(engine_seconds)])
-
-
-def match_detections(ref_xyxy: np.ndarray, ref_cls: np.ndarray, xyxy: np.ndarray, cls: np.ndarray,
-                     iou: float = 0.9) -> int:
-    """How many reference boxes have a box of the same class at IoU >= ``iou`` (each used once)."""
-    if len(ref_xyxy) == 0 or len(xyxy) == 0:
-        return 0
-    m = box_iou(np.asarray(ref_xyxy, float), np.asarray(xyxy, float))
-    m[np.asarray(ref_cls)[:, None] != np.asarray(cls)[None, :]] = 0
-    used: set[int] = set()
-    hits = 0
-    for r in range(m.shape[0]):
-        for c in np.argsort(-m[r]):
-            if m[r, c] < iou:
-                break
-            if int(c) not in used:
-                used.add(int(c))
-                hits += 1
-                break
-    return hits
 
 
 def sanity(engine, model, frames: list[np.ndarray], imgsz: int, rect: bool, top: int = 10) -> dict:

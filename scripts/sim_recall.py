@@ -5,9 +5,10 @@ whole-frame letterboxing and for tiled detection (app.inference.tiling), at seve
         --sizes 640x480,320x240,256x192 --tiles 256:32
 
 A detection is right when a truth box of the same class that is at least 90 % inside the frame has
-IoU >= 0.5 with it (each truth box counts once). Most strip images are NEU-DET training images: read
-the figures as a comparison of the ways of looking at a frame, not as the model's accuracy
-(that is docs/model-card.md). A measurement tool, not part of the product.
+IoU >= 0.5 with it, each box on either side matched once (app.inference.postprocess.match_detections).
+Most strip images are NEU-DET training images: read the figures as a comparison of the ways of
+looking at a frame, not as the model's accuracy (that is docs/model-card.md). A measurement tool,
+not part of the product.
 """
 
 from __future__ import annotations
@@ -19,36 +20,22 @@ import numpy as np
 
 from app.detections import Detections
 from app.inference import Engine, tiling
-from app.inference.postprocess import box_iou
+from app.inference.postprocess import match_detections
 from app.ingest.simulator import StripSimulator
 
 
-def score(engine: Engine, frames: list, detect, conf: float) -> dict:
-    tp = fp = n_truth = 0
+def score(frames: list, detect) -> dict:
+    hits = n_detections = n_truth = 0
     for image, truth in frames:
         truth = [t for t in truth if t.visible >= 0.9]
         n_truth += len(truth)
         d: Detections = detect(image)
+        n_detections += len(d)
         boxes = np.array([[t.x1, t.y1, t.x2, t.y2] for t in truth], np.float32).reshape(-1, 4)
-        classes = np.array([t.class_id for t in truth])
-        used: set[int] = set()
-        for i in np.argsort(-d.confidence):
-            match = None
-            if len(boxes):
-                iou = box_iou(d.xyxy[i:i + 1], boxes)[0]
-                for j in np.argsort(-iou):
-                    if iou[j] < 0.5:
-                        break
-                    if j not in used and classes[j] == d.class_id[i]:
-                        match = int(j)
-                        break
-            if match is None:
-                fp += 1
-            else:
-                used.add(match)
-                tp += 1
-    return {"truth": n_truth, "detections": tp + fp, "precision": round(tp / max(tp + fp, 1), 3),
-            "recall": round(tp / max(n_truth, 1), 3)}
+        classes = np.array([t.class_id for t in truth], int)
+        hits += match_detections(boxes, classes, d.xyxy, d.class_id, iou=0.5)
+    return {"truth": n_truth, "detections": n_detections,
+            "precision": round(hits / max(n_detections, 1), 3), "recall": round(hits / max(n_truth, 1), 3)}
 
 
 def main() -> None:
@@ -65,7 +52,7 @@ def main() -> None:
         w, h = (int(v) for v in size.lower().split("x"))
         sim = StripSimulator(None, w, h, 30.0, 120.0, 0)
         frames = [sim.frame(6 * i) for i in range(args.frames)]
-        whole = score(engine, frames, lambda im: engine.detect([im], args.conf, 0.45)[0], args.conf)
+        whole = score(frames, lambda im: engine.detect([im], args.conf, 0.45)[0])
         print(json.dumps({"frame": [w, h], "mode": "whole frame", **whole}))
         for spec in args.tiles.split(","):
             tile, overlap = (int(v) for v in spec.split(":"))
@@ -78,7 +65,7 @@ def main() -> None:
 
             windows = len(tiling.tile_windows(w, h, tile, overlap))
             print(json.dumps({"frame": [w, h], "mode": f"tiles {tile}/{overlap} ({windows} windows)",
-                              **score(engine, frames, tiled, args.conf)}))
+                              **score(frames, tiled)}))
 
 
 if __name__ == "__main__":

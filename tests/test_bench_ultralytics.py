@@ -12,8 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from app.bench_ultralytics import INSTALL_HINT, match_detections
+from app.bench_ultralytics import INSTALL_HINT
 from app.cli import main as cli_main
+from app.inference.postprocess import match_detections
 
 # an ultralytics-style export: [4+nc, A] output, metadata as ultralytics writes it (Python reprs)
 ULTRA_META = {"author": "Ultralytics", "task": "detect", "imgsz": "[64, 64]", "stride": "32",
@@ -119,8 +120,6 @@ def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, frames_
                                                (["--decode-threads", "-1"], "decode_threads")])
 def test_bench_pipeline_refuses_bad_camera_options_naming_the_key(tiny_model_path, frames_dir, capsys,
                                                                    options, key):
-    from app.cli import main as cli_main
-
     assert cli_main(["bench", "pipeline", "--model", str(tiny_model_path), "--source", str(frames_dir),
                      "--seconds", "1", *options]) == 2
     err = capsys.readouterr().err

@@ -84,6 +84,26 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
+def match_detections(ref_xyxy: np.ndarray, ref_cls: np.ndarray, xyxy: np.ndarray, cls: np.ndarray,
+                     iou: float = 0.9) -> int:
+    """How many reference boxes have a box of the same class at IoU >= ``iou`` (each used once)."""
+    if len(ref_xyxy) == 0 or len(xyxy) == 0:
+        return 0
+    m = box_iou(np.asarray(ref_xyxy, float), np.asarray(xyxy, float))
+    m[np.asarray(ref_cls)[:, None] != np.asarray(cls)[None, :]] = 0
+    used: set[int] = set()
+    hits = 0
+    for r in range(m.shape[0]):
+        for c in np.argsort(-m[r]):
+            if m[r, c] < iou:
+                break
+            if int(c) not in used:
+                used.add(int(c))
+                hits += 1
+                break
+    return hits
+
+
 def _greedy_nms(xyxy: np.ndarray, iou_threshold: float, max_det: int) -> np.ndarray:
     """Greedy NMS over boxes already sorted best-first; positions of the kept boxes."""
     x1, y1, x2, y2 = (np.ascontiguousarray(xyxy[:, i]) for i in range(4))
