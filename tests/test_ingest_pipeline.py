@@ -205,6 +205,10 @@ def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu
     assert bench["engine_fps"] == pytest.approx((bench["engine_fps_before"] + bench["engine_fps_after"]) / 2,
                                                 abs=0.01)
     assert bench["cpu_ms_per_frame"] > 0 and bench["engine_cpu_ms_per_frame"] > 0
+    # from /proc/self/task in clock ticks (10 ms): the workers and the writer are alive to the end
+    by_role = bench["cpu_ms_per_frame_by_role"]
+    assert {"workers", "writer"} <= set(by_role) <= {"capture", "workers", "writer"}
+    assert all(v >= 0 for v in by_role.values())
     assert cli_main(["bench", "engine", "--model", str(tiny_model_path), "--seconds", "0.2",
                      "--batch-sizes", "1,2", "--source", str(frames)]) == 0
     eng = json.loads(capsys.readouterr().out)

@@ -80,6 +80,26 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": cores}
 
 
+THREAD_ROLES = (("capture-", "capture"), ("ingest-worker-", "workers"), ("ingest-db-writer", "writer"))
+
+
+def cpu_snapshot() -> tuple[float, dict[str, float]]:
+    """Process CPU seconds, and CPU seconds by pipeline role (capture threads, inference workers,
+    database writer, the rest) from /proc/self/task (Linux; an empty split elsewhere)."""
+    total = time.process_time()
+    roles: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for thread in threading.enumerate():
+        try:
+            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
+        except (OSError, TypeError):
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        role = next((r for prefix, r in THREAD_ROLES if thread.name.startswith(prefix)), "other")
+        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return total, roles
+
+
 def _providers(text: str | None) -> list[str] | None:
     return [p.strip() for p in text.split(",") if p.strip()] if text else None
 
@@ -217,7 +237,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     before = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
     db = Database(db_url)
     pipeline = Pipeline(config, engine, db, Path(tmp.name) / "data", config_name="--source")
-    t0, cpu_start = time.perf_counter(), time.process_time()
+    t0, cpu_start = time.perf_counter(), cpu_snapshot()
     warm_cpu = cpu_start
     pipeline.start()
     end = t0 + args.seconds
@@ -226,10 +246,10 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     while time.perf_counter() < end and not pipeline.finished():
         if warm_counts is None and time.perf_counter() >= warm_at:
             warm_at, warm_counts = time.perf_counter(), [c.state.committed for c in pipeline.cameras]
-            warm_cpu = time.process_time()
+            warm_cpu = cpu_snapshot()
         time.sleep(0.02)
     finished_early = pipeline.finished()
-    t_end, cpu_end = time.perf_counter(), time.process_time()
+    t_end, cpu_end = time.perf_counter(), cpu_snapshot()
     states = [c.state.snapshot() for c in pipeline.cameras]
     if warm_counts is None or finished_early:  # a short file: the whole run is the window
         warm_at, warm_counts, warm_cpu = t0, [0] * len(states), cpu_start
@@ -239,7 +259,11 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     pipeline.stop()
     db.dispose()
     fps = sum(committed) / elapsed
-    cpu_ms = 1000 * (cpu_end - warm_cpu) / max(sum(committed), 1)
+    per_frame = 1000 / max(sum(committed), 1)
+    cpu_ms = (cpu_end[0] - warm_cpu[0]) * per_frame
+    # a thread that ends inside the window (a finished file's capture thread) drops out of the split
+    by_role = {r: round((cpu_end[1][r] - warm_cpu[1].get(r, 0.0)) * per_frame, 3)
+               for r in ("capture", "workers", "writer") if r in cpu_end[1]}
     after = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
     engine_fps = (before["fps"] + after["fps"]) / 2
     engine_cpu_ms = (before["cpu_ms_per_frame"] + after["cpu_ms_per_frame"]) / 2
@@ -257,6 +281,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         # is the share of the pipeline's CPU that goes into inference (less noisy than the fps ratio)
         "cpu_ms_per_frame": round(cpu_ms, 3), "engine_cpu_ms_per_frame": round(engine_cpu_ms, 3),
         "cpu_ratio": round(engine_cpu_ms / cpu_ms, 3) if cpu_ms else None,
+        "cpu_ms_per_frame_by_role": by_role,
         "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
         "workers": args.workers, "intra_op_threads": args.intra_op_threads, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "buffer": pipeline.cameras[0].policy,

@@ -47,7 +47,7 @@ def resize(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     """Resize for the model: bilinear when enlarging; when shrinking, antialiased like INTER_AREA.
 
     INTER_AREA at a non-integer factor (640x480 -> 256x192 is 2.5x) takes OpenCV's generic path, about
-    1.2-1.7 ms per frame here: 12 % of an INT8 inference. So shrink by the largest whole factor k with
+    1.0-1.3 ms per frame here: 8-10 % of an INT8 detect. So shrink by the largest whole factor k with
     INTER_AREA first (its fast block-averaging path), then bilinear for the rest, which is then a factor
     between 1/2 and 1 where bilinear does not alias. Same picture within about one grey level on
     average, at a fifth of the cost (docs/benchmarks.md, "Letterbox cost")."""
