@@ -13,7 +13,7 @@ import onnxruntime as ort
 from app.detections import Detections
 from app.inference.metadata import ModelMetadata, parse_metadata
 from app.inference.postprocess import MAX_CANDIDATES, detect_layout, num_classes_of, postprocess
-from app.inference.preprocess import Letterbox, make_batch
+from app.inference.preprocess import Letterbox, fitted_size, make_batch
 from app.inference.providers import choose_providers
 
 log = logging.getLogger(__name__)
@@ -125,10 +125,9 @@ class Engine:
         step = max(self.metadata.stride or (32,))
         h_need = w_need = 0
         for image in images:
-            h, w = image.shape[:2]
-            ratio = min(out_h / h, out_w / w)
-            h_need = max(h_need, min(out_h, -(-round(h * ratio) // step) * step))
-            w_need = max(w_need, min(out_w, -(-round(w * ratio) // step) * step))
+            new_h, new_w = fitted_size(*image.shape[:2], self.imgsz)  # what letterbox will draw
+            h_need = max(h_need, min(out_h, -(-new_h // step) * step))
+            w_need = max(w_need, min(out_w, -(-new_w // step) * step))
         return h_need, w_need
 
     def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:

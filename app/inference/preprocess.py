@@ -63,6 +63,13 @@ def resize(image: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
 
 
+def fitted_size(h: int, w: int, size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an h x w image scaled, aspect kept, to fit inside ``size`` = (h, w)."""
+    out_h, out_w = size
+    ratio = min(out_h / h, out_w / w)
+    return max(1, min(out_h, round(h * ratio))), max(1, min(out_w, round(w * ratio)))
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = PAD_VALUE
               ) -> tuple[np.ndarray, Letterbox]:
     """Resize ``image`` (BGR) into ``size`` = (h, w) keeping its aspect, padding the rest centred."""
@@ -71,9 +78,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int], pad_value: int = PAD_VAL
     if h == 0 or w == 0:
         raise ValueError("empty image")
     out_h, out_w = size
-    ratio = min(out_h / h, out_w / w)
-    new_w = max(1, min(out_w, round(w * ratio)))
-    new_h = max(1, min(out_h, round(h * ratio)))
+    new_h, new_w = fitted_size(h, w, size)
     if (new_w, new_h) != (w, h):
         image = resize(image, new_w, new_h)
     pad_x = (out_w - new_w) // 2
