@@ -309,6 +309,7 @@ class Pipeline:
                                          max_det=self.max_det))
                 at += len(offsets)
         n = len(images)
+        items: list[Item] = []
         for job, d, offsets in zip(batch, dets, windows, strict=True):
             cam, frame = job.camera, job.frame
             share = (1 if offsets is None else len(offsets)) / n  # this frame's part of the batch
@@ -318,7 +319,8 @@ class Pipeline:
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
             crops = self._prepare_images(result, cam.cfg)
             cam.state.on_inspected()
-            self.writer.submit(Item(result, frame.t_capture, crops))
+            items.append(Item(result, frame.t_capture, crops))
+        self.writer.submit_many(items)  # one hand-off per batch: the writer wakes per batch, not per frame
 
     @staticmethod
     def _prepare_images(result: InspectionResult, cfg: CameraConfig) -> list[bytes]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -90,6 +90,63 @@ def store_crops(item: Item, data_dir: Path) -> None:
     item.crops = []
 
 
+class BatchBuffer:
+    """The writer's bounded inbox. Producers block while it is full (back-pressure, nothing dropped).
+    The writer is woken only when a batch can start (the first result after an empty spell) and when
+    ``batch_rows`` are waiting, not once per result: at a few hundred results a second that keeps
+    the writer from preempting the inference workers for every frame."""
+
+    def __init__(self, capacity: int, batch_rows: int) -> None:
+        self.capacity, self.batch_rows = capacity, batch_rows
+        self._items: deque[Item] = deque()
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)  # writer: something to do
+        self._room = threading.Condition(self._lock)  # producers: space again
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, items: list[Item], timeout: float | None = None) -> None:
+        """Append ``items`` in order (a batch larger than the capacity goes in as room appears);
+        raises TimeoutError when ``timeout`` passes while full (items appended before stay queued)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        at = 0
+        with self._lock:
+            while at < len(items):
+                while len(self._items) >= self.capacity:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"writer queue full ({self.capacity} results)")
+                    self._room.wait(remaining)
+                was_empty = not self._items
+                n = min(len(items) - at, self.capacity - len(self._items))
+                self._items.extend(items[at:at + n])
+                at += n
+                if was_empty or len(self._items) >= self.batch_rows:
+                    self._ready.notify()
+
+    def take_batch(self, window_s: float, idle_s: float, draining: Callable[[], bool]) -> list[Item]:
+        with self._lock:
+            if not self._items and not draining():
+                self._ready.wait(idle_s)
+            if not self._items:
+                return []
+            deadline = time.monotonic() + window_s
+            while len(self._items) < self.batch_rows and not draining():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+            n = min(len(self._items), self.batch_rows)
+            batch = [self._items.popleft() for _ in range(n)]
+            self._room.notify_all()
+            return batch
+
+    def wake(self) -> None:
+        with self._lock:
+            self._ready.notify_all()
+
+
 class DbWriter:
     """``submit(item)`` from any thread. ``on_committed(items, stored)`` and ``on_journaled(items)`` are
     called from the writer thread (``stored[i].created`` is False for a replayed duplicate)."""
@@ -105,7 +162,7 @@ class DbWriter:
         self.retry_s = retry_s
         self.on_committed = on_committed
         self.on_journaled = on_journaled
-        self._queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self._buffer = BatchBuffer(queue_size, batch_rows)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_retry = 0.0
@@ -125,14 +182,19 @@ class DbWriter:
 
     def submit(self, item: Item, timeout: float | None = None) -> None:
         """Queue one result; blocks while the writer is full (back-pressure, nothing dropped)."""
-        self._queue.put(item, timeout=timeout)
+        self._buffer.put([item], timeout)
+
+    def submit_many(self, items: list[Item], timeout: float | None = None) -> None:
+        """Queue the results of one inference batch at once (one hand-off instead of one per item)."""
+        self._buffer.put(items, timeout)
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._buffer)
 
     def stop(self, timeout: float | None = 60.0) -> None:
         """Drain: commit (or journal) everything submitted so far, then end the thread."""
         self._stop.set()
+        self._buffer.wake()
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
@@ -141,25 +203,9 @@ class DbWriter:
 
     # -- thread ------------------------------------------------------------------------------
     def _collect(self) -> list[Item]:
-        try:
-            first = self._queue.get(timeout=0.1)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.batch_s
-        while len(batch) < self.batch_rows:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining > 0 and not self._stop.is_set():
-                    nxt = self._queue.get(timeout=min(remaining, 0.05))  # short slices: see stop()
-                else:  # the wait is over (or we are draining): take only what is already queued
-                    nxt = self._queue.get_nowait()
-                batch.append(nxt)
-            except queue.Empty:
-                if remaining > 0.05 and not self._stop.is_set():
-                    continue
-                break
-        return batch
+        """The next batch: up to ``batch_rows`` results, waiting at most ``batch_ms`` after the first
+        one for more; [] after 0.1 s without any (so the loop can retry the journal and see stop)."""
+        return self._buffer.take_batch(self.batch_s, idle_s=0.1, draining=self._stop.is_set)
 
     def _run(self) -> None:
         held: list[Item] = []  # a batch neither the database nor the full journal could take
@@ -180,7 +226,7 @@ class DbWriter:
                 if not self._store(batch):
                     held = batch
                 continue
-            if self._stop.is_set() and self._queue.empty():
+            if self._stop.is_set() and not len(self._buffer):
                 break
         # shutdown: one last attempt to empty the journal while the database answers
         if self.journal.pending and self.db_up:
