@@ -250,3 +250,31 @@ cameras:
     assert per_frame["tiled"] == [6] * 6
     assert all(0 <= x1 < x2 <= 160 and 0 <= y1 < y2 <= 120 for x1, y1, x2, y2 in boxes)
     assert len({(round(x1), round(y1)) for x1, y1, _, _ in boxes}) == 6  # one place per window
+
+
+@pytest.mark.parametrize("command", ["serve", "ingest"])
+def test_start_up_problems_are_one_line_before_anything_starts(command: str, tiny_model_path: Path,
+                                                               tmp_path: Path, monkeypatch, capsys) -> None:
+    """A bad cameras file or a data folder another process journals into: exit 2 with one line naming
+    the file and key (or the folder), not a traceback from inside the server."""
+    from app.ingest.journal import Journal
+
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text("cameras:\n  - id: a\n    source: 0\n    fps_cap: fast\n")
+    monkeypatch.setenv("INSPECT_CAMERAS_FILE", str(cams))
+    monkeypatch.setenv("INSPECT_MODEL_PATH", str(tiny_model_path))
+    monkeypatch.setenv("INSPECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INSPECT_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    assert cli_main([command, "--port", "8125"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"defect-inspect {command}: error: ") and "\n" not in err
+    assert "cameras.yaml:4: cameras[0].fps_cap" in err
+
+    cams.write_text("cameras:\n  - id: a\n    source: 0\n")
+    held = Journal(tmp_path / "data" / "journal")  # as if another service ran on this data folder
+    try:
+        assert cli_main([command, "--port", "8125"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "is in use by another process" in err and "INSPECT_DATA_DIR" in err
+    finally:
+        held.close()

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _prepare(args: argparse.Namespace):
     from app.ingest.config import load_cameras
-    from app.ingest.service import cameras_path
+    from app.ingest.service import cameras_path, check_start
     from app.settings import SettingsError, load_settings
 
     try:
@@ -48,7 +48,10 @@ def _prepare(args: argparse.Namespace):
     path = cameras_path(settings, args.cameras)
     if path is None:
         raise CliError("no cameras file: give --cameras FILE or set INSPECT_CAMERAS_FILE")
-    load_cameras(path)  # CamerasConfigError (a CliError) names the file, line and key
+    if args.check:  # the file only (the service may be running on this data folder)
+        load_cameras(path)  # CamerasConfigError (a CliError) names the file, line and key
+    else:  # also refuses a data folder whose journal another process holds
+        check_start(settings, Path(path))
     if not settings.model_path.is_file():
         raise CliError(f"model file not found: {settings.model_path} (set INSPECT_MODEL_PATH)")
     return settings, Path(path)

@@ -32,6 +32,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if not 0 < args.port < 65536:
         raise CliError(f"--port {args.port}: must be 1-65535")
+    if settings.cameras_file is not None:  # a bad cameras file or a busy data folder: one line, exit 2
+        from app.ingest.service import cameras_path, check_start
+
+        check_start(settings, cameras_path(settings))
     app = create_app(settings)
     if settings.demo and settings.auth_enabled:  # a ready operator key for the dashboard (app/auth.py)
         from app.auth import announce_demo_key

@@ -52,6 +52,14 @@ def _lock(directory: Path):
     return fh
 
 
+def ensure_journal_free(directory: str | Path) -> None:
+    """Raise JournalInUse now if another process journals into ``directory`` (a start-up check, so a
+    command can refuse with one line before it starts anything; the lock itself is taken later)."""
+    directory = Path(directory)
+    if (directory / ".lock").exists():
+        _lock(directory).close()
+
+
 class JournalFull(Exception):
     """Appending would exceed the journal's byte limit."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from app.db.session import Database
 from app.inference import Engine, ModelLoadError
 from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
-from app.ingest.journal import JournalInUse
+from app.ingest.journal import JournalInUse, ensure_journal_free
 from app.ingest.pipeline import Pipeline
 from app.settings import Settings
 
@@ -50,8 +50,18 @@ def build_pipeline(settings: Settings, path: Path, db: Database, engine: Engine 
                     max_det=settings.max_det)
 
 
-__all__ = ["CamerasConfigError", "DEMO_CAMERAS", "build_pipeline", "cameras_path", "pipeline_engine",
-           "start_ingest"]
+__all__ = ["CamerasConfigError", "DEMO_CAMERAS", "build_pipeline", "cameras_path", "check_start",
+           "pipeline_engine", "start_ingest"]
+
+
+def check_start(settings: Settings, path: Path) -> None:
+    """What would stop the pipeline from starting, found before anything starts (so ``serve`` and
+    ``ingest`` can refuse with one line instead of a traceback from inside the server): the cameras
+    file (CamerasConfigError names the file, line and key) and a data folder whose journal another
+    process holds (JournalInUse). Class names in per-class thresholds are checked against the model
+    when the pipeline is built."""
+    load_cameras(path)
+    ensure_journal_free(settings.data_dir / "journal")
 
 
 def start_ingest(settings: Settings, db: Database) -> tuple[Pipeline | None, str | None]:
