@@ -21,6 +21,16 @@ import time
 from pathlib import Path
 
 CLI = [str(Path(sys.executable).with_name("defect-inspect"))]
+# defect-inspect from another tree: the editable install's import hook would find this checkout's
+# ``app`` first, so it is taken out of sys.meta_path before DIR goes to the front of sys.path
+OTHER_CODE = """
+import sys
+hooks = sys.meta_path
+hooks[:] = [f for f in hooks if "editable" not in getattr(f, "__name__", type(f).__name__).lower()]
+sys.path.insert(0, sys.argv[1])
+from app.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
 
 
 def busy_seconds() -> float:
@@ -54,15 +64,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quiet-share", type=float, default=0.1, help="busy share of one core counted as quiet")
     ap.add_argument("--quiet-timeout", type=float, default=120.0)
-    ap.add_argument("--cli", default=None,
-                    help="command that stands for defect-inspect, split on spaces (e.g. an older checkout's "
-                         "launcher for an A/B comparison); default: the defect-inspect beside this Python")
+    ap.add_argument("--code", default=None, metavar="DIR",
+                    help="run the app package of DIR instead of the installed one, for A/B comparisons: "
+                         "mkdir DIR && git archive COMMIT app | tar -x -C DIR")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- then the defect-inspect arguments")
     args = ap.parse_args()
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         ap.error("give the defect-inspect arguments after --")
-    cli = args.cli.split() if args.cli else CLI
+    cli = [sys.executable, "-c", OTHER_CODE, str(Path(args.code).resolve())] if args.code else CLI
     for _ in range(args.runs):
         wait_quiet(args.quiet_share, args.quiet_timeout)
         started, load0 = time.strftime("%H:%M:%S"), loadavg()
