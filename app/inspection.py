@@ -115,11 +115,13 @@ def decide_verdict(detections: Detections) -> str:
 
 
 def run_detector(engine: Engine, frames: Sequence[np.ndarray], conf_threshold: float,
-                 iou_threshold: float, max_det: int) -> tuple[list[Detections], float, float]:
+                 iou_threshold: float, max_det: int, imgsz: int | None = None
+                 ) -> tuple[list[Detections], float, float]:
     """Detect on a batch; returns (detections, inference ms, postprocess ms) for the whole batch.
-    Inference covers letterbox + the ONNX Runtime run; postprocess covers decoding and NMS."""
+    Inference covers letterbox + the ONNX Runtime run; postprocess covers decoding and NMS.
+    ``imgsz``: the longer side the model sees the frames at (None: the model's own)."""
     t0 = time.perf_counter()
-    batch, params = engine.preprocess(frames)
+    batch, params = engine.preprocess(frames, imgsz)
     raw = engine.run(batch)
     t1 = time.perf_counter()
     dets = engine.postprocess(raw, params, conf_threshold, iou_threshold, max_det)

@@ -1,8 +1,9 @@
 """Precision and recall of a model on the simulated strip, against the simulator's ground truth, for
-whole-frame letterboxing and for tiled detection (app.inference.tiling), at several frame sizes.
+whole-frame letterboxing (at the model's size or a camera's larger ``imgsz``) and for tiled detection
+(app.inference.tiling), at several frame sizes.
 
     .venv/bin/python scripts/sim_recall.py --model models/weights/defect-yolov5s-cbam-int8.onnx \
-        --sizes 640x480,320x240,256x192 --tiles 256:32
+        --sizes 640x480,320x240,256x192 --tiles 256:32 --imgsz 384,512,640,800
 
 A detection is right when a truth box of the same class that is at least 90 % inside the frame has
 IoU >= 0.5 with it, each box on either side matched once (app.inference.postprocess.match_detections).
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--sizes", default="640x480", help="comma list of WIDTHxHEIGHT frame sizes")
     parser.add_argument("--tiles", default="256:32", help="comma list of SIZE:OVERLAP tilings")
+    parser.add_argument("--imgsz", default="", help="comma list of larger model inputs (longer side) for "
+                                                    "whole frames, as a camera's imgsz (free-size models)")
     parser.add_argument("--frames", type=int, default=200, help="frames per size (every 6th of the strip)")
     parser.add_argument("--conf", type=float, default=0.25)
     args = parser.parse_args()
@@ -54,6 +57,11 @@ def main() -> None:
         frames = [sim.frame(6 * i) for i in range(args.frames)]
         whole = score(frames, lambda im: engine.detect([im], args.conf, 0.45)[0])
         print(json.dumps({"frame": [w, h], "mode": "whole frame", **whole}))
+        for side in (int(v) for v in args.imgsz.split(",") if v.strip()):
+            at_size = score(frames, lambda im, side=side: engine.detect([im], args.conf, 0.45, imgsz=side)[0])
+            hw = engine.input_size([frames[0][0]], side)
+            print(json.dumps({"frame": [w, h], "mode": f"whole frame, imgsz {side} ({hw[1]}x{hw[0]} input)",
+                              **at_size}))
         for spec in args.tiles.split(","):
             tile, overlap = (int(v) for v in spec.split(":"))
             if tile >= max(w, h):

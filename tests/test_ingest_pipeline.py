@@ -164,14 +164,21 @@ def test_bad_cameras_file_stops_service_start(app_settings, tmp_path: Path) -> N
 
 
 def test_demo_starts_one_simulator_camera(app_settings, neu_det_dir: Path, monkeypatch) -> None:
+    from conftest import REPO_ROOT
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     monkeypatch.setenv("INSPECT_SIM_IMAGES", str(neu_det_dir / "images"))
-    with TestClient(create_app(app_settings.model_copy(update={"demo": True}))) as client:
+    shipped = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"  # the default model
+    demo = app_settings.model_copy(update={"demo": True, "model_path": shipped})
+    with TestClient(create_app(demo)) as client:
         body = client.get("/api/v1/cameras").json()
         assert body["running"] and [c["id"] for c in body["cameras"]] == ["demo-sim"]
+    # the demo camera sees whole frames at imgsz 640: a fixed-size model leaves it off, saying why
+    with TestClient(create_app(app_settings.model_copy(update={"demo": True}))) as client:
+        body = client.get("/api/v1/cameras").json()
+        assert not body["running"] and "imgsz 640: this model's input is fixed" in body["reason"]
     with TestClient(create_app(app_settings)) as client:
         assert client.get("/api/v1/cameras").json() == {
             "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": []}

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--tile-size", type=int, default=None,
                    help="tiled detection: windows of this many frame pixels (default: whole frame)")
     q.add_argument("--tile-overlap", type=int, default=32)
+    q.add_argument("--imgsz", type=int, default=None,
+                   help="whole frames at this model input size, longer side (free-size models; default: "
+                        "the model's own)")
     q.add_argument("--decode-threads", type=int, default=1,
                    help="FFmpeg decoder threads per video source (default 1; 0 = OpenCV's choice)")
     q.add_argument("--images", choices=["always", "ng", "never"], default="never",
@@ -139,7 +142,7 @@ def sample_frames(source: str, count: int = 32) -> list[np.ndarray]:
 
 
 def engine_throughput(engine, frames: list[np.ndarray], batch: int, seconds: float, workers: int,
-                      conf: float = 0.25, iou: float = 0.45) -> dict:
+                      conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None) -> dict:
     """Images per second of ``workers`` threads each running detect() on batches of ``batch``."""
     done = [0] * workers
     batches = [0] * workers
@@ -149,12 +152,12 @@ def engine_throughput(engine, frames: list[np.ndarray], batch: int, seconds: flo
         i = k * batch
         while not stop.is_set():
             chunk = [frames[(i + j) % len(frames)] for j in range(batch)]
-            engine.detect(chunk, conf, iou)
+            engine.detect(chunk, conf, iou, imgsz=imgsz)
             i += batch
             done[k] += batch
             batches[k] += 1
 
-    engine.detect(frames[:batch], conf, iou)  # warm this batch shape
+    engine.detect(frames[:batch], conf, iou, imgsz=imgsz)  # warm this batch shape
     threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(workers)]
     t0, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:
@@ -217,6 +220,8 @@ def pipeline_result(args: argparse.Namespace) -> dict:
                      "decode_threads": args.decode_threads}
         if args.tile_size is not None:
             cam |= {"tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
+        if args.imgsz is not None:
+            cam["imgsz"] = args.imgsz
         if args.buffer:
             cam["buffer"] = args.buffer
         cams.append(cam)
@@ -226,6 +231,10 @@ def pipeline_result(args: argparse.Namespace) -> dict:
                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "cameras": cams}, sort_keys=False), "bench pipeline options")
     engine = _load_engine(args.model, args.intra_op_threads, args.providers)
+    try:
+        engine.fit_size(args.imgsz)
+    except ValueError as exc:
+        raise CliError(f"--imgsz: {exc}") from None
     tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
     db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     upgrade(db_url)
@@ -234,7 +243,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     # before and one after tracks that drift better than one slice taken afterwards
     frames = sample_frames(args.source, 32)
     eng_s = (args.engine_seconds or min(args.seconds, 5.0)) / 2
-    before = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
+    before = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers, imgsz=args.imgsz)
     db = Database(db_url)
     pipeline = Pipeline(config, engine, db, Path(tmp.name) / "data", config_name="--source")
     t0, cpu_start = time.perf_counter(), cpu_snapshot()
@@ -264,7 +273,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     # a thread that ends inside the window (a finished file's capture thread) drops out of the split
     by_role = {r: round((cpu_end[1][r] - warm_cpu[1].get(r, 0.0)) * per_frame, 3)
                for r in ("capture", "workers", "writer") if r in cpu_end[1]}
-    after = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers)
+    after = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers, imgsz=args.imgsz)
     engine_fps = (before["fps"] + after["fps"]) / 2
     engine_cpu_ms = (before["cpu_ms_per_frame"] + after["cpu_ms_per_frame"]) / 2
     out = {
@@ -285,7 +294,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
         "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
         "workers": args.workers, "intra_op_threads": args.intra_op_threads, "max_batch": args.max_batch,
         "max_wait_ms": args.max_wait_ms, "buffer": pipeline.cameras[0].policy,
-        "decode_threads": args.decode_threads, "tile_size": args.tile_size,
+        "decode_threads": args.decode_threads, "tile_size": args.tile_size, "camera_imgsz": args.imgsz,
         "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
         "imgsz": list(engine.imgsz), "machine": machine(),
     }

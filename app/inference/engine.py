@@ -116,22 +116,39 @@ class Engine:
             count = num_classes_of(shape, self.layout)
             self.metadata.names = tuple(f"class{i}" for i in range(max(count, 0)))
 
-    def input_size(self, images: Sequence[np.ndarray]) -> tuple[int, int]:
+    def fit_size(self, imgsz: int | None = None) -> tuple[int, int]:
+        """(h, w) that frames are letterboxed into: the model's ``imgsz``, or, for a free-size model,
+        ``imgsz`` x ``imgsz`` (a camera's ``imgsz``: the longer side the model sees its frames at).
+        ValueError when the model cannot take it (fixed input, or not a multiple of the stride)."""
+        if imgsz is None or (imgsz, imgsz) == self.imgsz:
+            return self.imgsz
+        if not self.rect:
+            h, w = self.imgsz
+            raise ValueError(f"imgsz {imgsz}: this model's input is fixed at {h}x{w}; export it with "
+                             "--dynamic to choose the input size per camera")
+        step = max(self.metadata.stride or (32,))
+        if imgsz < step or imgsz % step:
+            raise ValueError(f"imgsz {imgsz}: must be a multiple of the model's largest stride ({step})")
+        return imgsz, imgsz
+
+    def input_size(self, images: Sequence[np.ndarray], imgsz: int | None = None) -> tuple[int, int]:
         """(h, w) of the model input for a batch of these frames: ``imgsz``, or with a free-size model
         the smallest multiple of the largest stride that holds every frame letterboxed to ``imgsz``."""
+        fit = self.fit_size(imgsz)
         if not self.rect:
-            return self.imgsz
-        out_h, out_w = self.imgsz
+            return fit
+        out_h, out_w = fit
         step = max(self.metadata.stride or (32,))
         h_need = w_need = 0
         for image in images:
-            new_h, new_w = fitted_size(*image.shape[:2], self.imgsz)  # what letterbox will draw
+            new_h, new_w = fitted_size(*image.shape[:2], fit)  # what letterbox will draw
             h_need = max(h_need, min(out_h, -(-new_h // step) * step))
             w_need = max(w_need, min(out_w, -(-new_w // step) * step))
         return h_need, w_need
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
-        return make_batch(images, self.input_size(images))
+    def preprocess(self, images: Sequence[np.ndarray], imgsz: int | None = None
+                   ) -> tuple[np.ndarray, list[Letterbox]]:
+        return make_batch(images, self.input_size(images, imgsz))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output for a [N, 3, H, W] batch; a model with a fixed batch size gets chunks."""
@@ -159,10 +176,11 @@ class Engine:
                            max_candidates=max_candidates, multi_label=multi_label)
 
     def detect(self, images: Sequence[np.ndarray], conf_threshold: float = 0.25, iou_threshold: float = 0.45,
-               max_det: int = 300, *, multi_label: bool = False) -> list[Detections]:
+               max_det: int = 300, *, multi_label: bool = False, imgsz: int | None = None
+               ) -> list[Detections]:
         if not images:
             return []
-        batch, params = self.preprocess(images)
+        batch, params = self.preprocess(images, imgsz)
         raw = self.run(batch)
         return self.postprocess(raw, params, conf_threshold, iou_threshold, max_det, multi_label=multi_label)
 

@@ -76,6 +76,9 @@ class CameraConfig(_Strict):
     # each seen by the model at its own scale (costs one inference per window); None: whole frame
     tile_size: Annotated[int | None, Field(ge=32, le=8192)] = None
     tile_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
+    # or the whole frame at a larger model input: its longer side in pixels (a multiple of 32; models
+    # exported with --dynamic); None: the model's own size (256 for the shipped files)
+    imgsz: Annotated[int | None, Field(ge=32, le=4096)] = None
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
     enabled: bool = True
 
@@ -90,6 +93,9 @@ class CameraConfig(_Strict):
         if self.tile_size is not None and self.tile_overlap >= self.tile_size:
             raise ValueError(f"tile_overlap ({self.tile_overlap}) must be smaller than tile_size "
                              f"({self.tile_size})")
+        if self.tile_size is not None and self.imgsz is not None:
+            raise ValueError("give either tile_size (windows at the model's size) or imgsz (the whole "
+                             "frame at a larger model input), not both")
         return self
 
     @field_validator("roi")

@@ -183,6 +183,11 @@ class Pipeline:
                 raise CamerasConfigError(
                     f"{where}thresholds: unknown class {', '.join(map(repr, unknown))}; "
                     f"the model's classes are {', '.join(names)} (or 'default')")
+            if cam.imgsz is not None:
+                try:
+                    engine.fit_size(cam.imgsz)
+                except ValueError as exc:
+                    raise CamerasConfigError(f"{where}imgsz: {exc}") from None
             per_class = {n: cam.threshold_for(n, p.conf_threshold) for n in names}
             thresholds_used.extend(per_class.values())
             source = source_factory(cam) if source_factory else make_source(cam, base_dir, where)
@@ -284,20 +289,31 @@ class Pipeline:
         m.BATCH_SIZE.observe(len(batch))
         with self._lock:
             self.batches += 1
-        # one model input per frame, or per window of a tiled camera's frame; one run for all of them
+        # one model input per frame, or per window of a tiled camera's frame; one run per input size
+        # (cameras with their own imgsz), usually one run for all of them
         images: list[np.ndarray] = []
         windows: list[list[tuple[int, int]] | None] = []
+        by_size: dict[int | None, list[int]] = {}  # imgsz -> indexes into images
         for job in batch:
             cfg = job.camera.cfg
             if cfg.tile_size is None:
+                by_size.setdefault(cfg.imgsz, []).append(len(images))
                 images.append(job.frame.image)
                 windows.append(None)
             else:
                 parts, offsets = tiling.split(job.frame.image, cfg.tile_size, cfg.tile_overlap)
+                by_size.setdefault(None, []).extend(range(len(images), len(images) + len(parts)))
                 images.extend(parts)
                 windows.append(offsets)
-        found, inf_ms, post_ms = run_detector(self.engine, images, self.detect_threshold, p.iou_threshold,
-                                              self.max_det)
+        found: list[Detections] = [Detections.empty(self.engine.names)] * len(images)
+        inf_ms = post_ms = 0.0
+        for size, index in by_size.items():
+            group, group_inf, group_post = run_detector(
+                self.engine, [images[i] for i in index], self.detect_threshold, p.iou_threshold, self.max_det,
+                imgsz=size)
+            for i, d in zip(index, group, strict=True):
+                found[i] = d
+            inf_ms, post_ms = inf_ms + group_inf, post_ms + group_post
         dets: list[Detections] = []
         at = 0
         for offsets in windows:
