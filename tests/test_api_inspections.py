@@ -137,6 +137,9 @@ BAD_INPUTS = {
                                 data={"camera_id": "c" * 65}), 422),
     "unsafe-frame-uid": (dict(content=jpeg(), headers={"content-type": "image/jpeg"},
                               params={"frame_uid": "../../etc"}), 422),
+    "imgsz-on-a-fixed-size-model": (dict(content=jpeg(), headers={"content-type": "image/jpeg"},
+                                         params={"imgsz": "640"}), 422),
+    "imgsz-not-a-number": (dict(files={"file": ("x.jpg", jpeg(), "image/jpeg")}, data={"imgsz": "big"}), 422),
     "too-many-pixels": (dict(content=png(h=300, w=400), headers={"content-type": "image/png"}), 413),
     "too-large-raw": (dict(content=b"\xff\xd8\xff" + b"\0" * (1 << 20),
                            headers={"content-type": "image/jpeg"}), 413),
@@ -225,3 +228,33 @@ def test_neu_det_frames_pass_through_the_api(client, neu_det_dir):
         assert (body["width"], body["height"]) == (200, 200) and body["verdict"] in ("OK", "NG")
         assert client.get(f"/api/v1/inspections/{body['id']}").json()["part_id"] == path.stem
     assert counts(client)["inspections"] == len(names)
+
+
+def test_imgsz_shows_a_large_frame_to_the_model_at_its_own_scale(app_settings, neu_det_dir):
+    """A 640x480 strip frame: letterboxed to the model's 256 px the defects shrink 2.5x and few are
+    found; with imgsz=640 (free-size model) the frame goes in as it is."""
+    import cv2
+    from conftest import REPO_ROOT
+
+    from app.ingest.simulator import StripSimulator
+
+    shipped = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
+    sim = StripSimulator(neu_det_dir / "images", 640, 480, 30.0, 120.0, 0)
+    found = {None: 0, 640: 0}
+    with TestClient(create_app(app_settings.model_copy(update={"model_path": shipped}))) as client:
+        for i in (0, 37, 74, 111):
+            data = cv2.imencode(".png", sim.frame(i)[0])[1].tobytes()
+            for imgsz in found:
+                params = {"imgsz": str(imgsz)} if imgsz else {}
+                resp = client.post("/api/v1/inspections", content=data, params=params,
+                                   headers={"content-type": "image/png"})
+                assert resp.status_code == 201, resp.text
+                body = resp.json()
+                assert all(0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480
+                           for x1, y1, x2, y2 in (d["box"] for d in body["detections"]))
+                found[imgsz] += len(body["detections"])
+        resp = client.post("/api/v1/inspections", content=data, params={"imgsz": "500"},
+                           headers={"content-type": "image/png"})
+        assert_problem(resp, 422)
+        assert "multiple of the model's largest stride" in resp.json()["detail"]
+    assert found[640] >= 2 * found[None] and found[640] >= 8, found

@@ -30,7 +30,7 @@ read_router = APIRouter(tags=["inspections"])
 
 RAW_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png"}
 MULTIPART_SLACK = 64 * 1024  # boundaries and form fields around the file
-FIELDS = ("camera_id", "line", "station", "part_id", "captured_at", "frame_uid")
+FIELDS = ("camera_id", "line", "station", "part_id", "captured_at", "frame_uid", "imgsz")
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -43,6 +43,8 @@ class UploadMeta(BaseModel):
     part_id: str | None = Field(None, min_length=1, max_length=128)
     captured_at: datetime | None = None
     frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
+    imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
+                              "frame is seen at (free-size models; default the model's own)")
 
     @field_validator("captured_at")
     @classmethod
@@ -143,7 +145,8 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     },
     "parameters": [
         {"name": f, "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "with a raw image body" + (" (ISO 8601)" if f == "captured_at" else "")}
+         "description": "with a raw image body" + (" (ISO 8601)" if f == "captured_at" else "")
+                        + (": the longer side of the model input (free-size models)" if f == "imgsz" else "")}
         for f in FIELDS
     ],
 }
@@ -162,6 +165,11 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
     started = time.perf_counter()
     data, meta = await _read_upload(request, settings.max_upload_bytes)
 
+    try:
+        engine.fit_size(meta.imgsz)
+    except ValueError as exc:
+        raise Problem(422, str(exc), reason="unsupported_imgsz") from None
+
     def work() -> tuple[InspectionOut, bool]:
         t0 = time.perf_counter()
         try:
@@ -170,7 +178,7 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
             raise Problem(exc.status, exc.detail, reason=exc.reason) from None
         t1 = time.perf_counter()
         [dets], inference_ms, post_ms = run_detector(
-            engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det)
+            engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det, meta.imgsz)
         timings = Timings(decode_ms=(t1 - t0) * 1000, inference_ms=inference_ms, postprocess_ms=post_ms,
                           total_ms=(time.perf_counter() - started) * 1000)
         result = inspect_frame(
