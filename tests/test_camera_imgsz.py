@@ -101,6 +101,8 @@ cameras:
     db = Database(database_url)
     with Pipeline(cfg, shipped, db, tmp_path / "data") as pipeline:
         assert pipeline.wait_finished(120)
+        views = {c["id"]: (c["imgsz"], c["tiles"]) for c in pipeline.snapshot()["cameras"]}
+    assert views == {"native": (640, None), "shrunk": (256, None)}  # GET /api/v1/cameras shows it
     with db.session() as s:
         frames = dict(s.execute(select(Inspection.camera_id, func.count())
                                 .group_by(Inspection.camera_id)).all())

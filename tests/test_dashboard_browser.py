@@ -161,3 +161,51 @@ def test_review_a_defect_with_the_keyboard(server, page):
     page.wait_for_timeout(300)
     _shot(page, "live")
     assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_det_dir: Path, tmp_path: Path,
+                                                               page) -> None:
+    """A real service with two simulator cameras (one whole frame at imgsz 640, one tiled): the Live
+    view shows a tile per camera with its state and the model input it gets."""
+    import uvicorn
+    from conftest import REPO_ROOT
+
+    from app.db.migrate import upgrade
+    from app.main import create_app
+    from app.settings import Settings
+
+    images = neu_det_dir / "images"
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f"""
+pipeline: {{workers: 1, max_batch: 2}}
+cameras:
+  - {{id: cam-native, line: L1, station: top, imgsz: 640, images: never,
+     simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
+  - {{id: cam-tiled, line: L1, station: bottom, tile_size: 256, tile_overlap: 32, images: never,
+     simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
+""")
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    upgrade(url)
+    model = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
+    settings = Settings(database_url=url, model_path=model, data_dir=tmp_path / "data", auth_enabled=False,
+                        providers=["cpu"], intra_op_threads=1, cameras_file=cams)
+    port = _free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not srv.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        page.goto(f"http://127.0.0.1:{port}/#live")
+        page.wait_for_selector("[data-camera='cam-native'] .tile-model")
+        assert page.inner_text("[data-camera='cam-native'] .tile-model") == "model input 640 px"
+        assert page.inner_text("[data-camera='cam-tiled'] .tile-model") == "tiles 256 px, overlap 32"
+        assert "L1 / top" in page.inner_text("[data-camera='cam-native']")
+        _shot(page, "live-cameras")
+        assert page.js_errors == []  # type: ignore[attr-defined]
+    finally:
+        srv.should_exit = True
+        thread.join(10)

@@ -183,6 +183,9 @@ async function refreshCameras() {
     const status = String(pick(cam, "status", "state")
       ?? (cam.connected ? "running" : cam.finished ? "finished" : cam.last_error ? "error" : "offline")).toLowerCase();
     const where = [cam.line, cam.station].filter(Boolean).join(" / ");
+    // how the model sees this camera's frames (GET /cameras: imgsz, tiles)
+    const seen = cam.tiles ? `tiles ${cam.tiles.size} px, overlap ${cam.tiles.overlap}`
+      : cam.imgsz ? `model input ${cam.imgsz} px` : "";
     const fpsIn = pick(cam, "fps_in", "fps.in", "capture_fps", "input_fps");
     const fpsOut = pick(cam, "fps_out", "fps.out", "inference_fps", "output_fps");
     const drops = pick(cam, "drops", "dropped", "frames_dropped", "dropped_frames");
@@ -191,6 +194,7 @@ async function refreshCameras() {
       el("div", { class: "tile-head" }, el("span", { class: "tile-name", text: id }),
         el("span", { class: "tile-state", text: status })),
       where ? el("div", { class: "muted", text: where }) : null,
+      seen ? el("div", { class: "muted tile-model", text: seen }) : null,
       el("div", { class: "tile-nums" },
         el("div", {}, el("div", { class: "k", text: "fps in" }), el("div", { class: "v", text: fmtNum(fpsIn) })),
         el("div", {}, el("div", { class: "k", text: "fps out" }), el("div", { class: "v", text: fmtNum(fpsOut) })),

@@ -390,12 +390,18 @@ class Pipeline:
     # -- state -------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {
-            "cameras": [c.state.snapshot() | {"buffer": c.policy} for c in self.cameras],
+            "cameras": [c.state.snapshot() | {"buffer": c.policy} | self._model_view(c.cfg)
+                        for c in self.cameras],
             "database": {"up": self.writer.db_up, "last_error": self.writer.last_error},
             "journal": {"pending": self.journal.pending, "bytes": self.journal.bytes,
                         "replayed": self.writer.replayed},
             "workers": len(self._workers), "batches": self.batches,
         }
+
+    def _model_view(self, cfg: CameraConfig) -> dict:
+        """How the model sees this camera's frames: at which input size (longer side), whole or tiled."""
+        tiles = None if cfg.tile_size is None else {"size": cfg.tile_size, "overlap": cfg.tile_overlap}
+        return {"imgsz": cfg.imgsz or max(self.engine.imgsz), "tiles": tiles}
 
     def camera(self, camera_id: str) -> CameraRunner | None:
         return self._by_id.get(camera_id)
