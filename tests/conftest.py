@@ -111,6 +111,22 @@ def make_detector_model(tmp_path: Path):
     return make
 
 
+def strip_recall(frames: Sequence, detect) -> float:
+    """Share of the simulator's truth boxes (>= 90 % inside the frame) that ``detect(image)`` finds
+    (same class, IoU >= 0.5, each box once), over ``frames`` = [(image, truth), ...]."""
+    from app.inference.postprocess import match_detections
+
+    found = total = 0
+    for image, truth in frames:
+        truth = [t for t in truth if t.visible >= 0.9]
+        total += len(truth)
+        d = detect(image)
+        boxes = np.array([[t.x1, t.y1, t.x2, t.y2] for t in truth], np.float32).reshape(-1, 4)
+        classes = np.array([t.class_id for t in truth], int)
+        found += match_detections(boxes, classes, d.xyxy, d.class_id, iou=0.5)
+    return found / max(total, 1)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 64x64 yolov5-layout detector with the NEU-DET class names: bright frames are NG

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, strip_recall
 from sqlalchemy import func, select
 
 from app.cli import main as cli_main
@@ -45,27 +45,13 @@ def test_fixed_size_model_refuses_another_input(tiny_model_path: Path) -> None:
         engine.fit_size(128)
 
 
-def _recall(frames: list, detect) -> float:
-    from app.inference.postprocess import match_detections
-
-    found = total = 0
-    for image, truth in frames:
-        truth = [t for t in truth if t.visible >= 0.9]
-        total += len(truth)
-        d = detect(image)
-        boxes = np.array([[t.x1, t.y1, t.x2, t.y2] for t in truth], np.float32).reshape(-1, 4)
-        classes = np.array([t.class_id for t in truth], int)
-        found += match_detections(boxes, classes, d.xyxy, d.class_id, iou=0.5)
-    return found / max(total, 1)
-
-
 def test_whole_frame_at_its_own_scale_finds_what_shrinking_loses(shipped: Engine, neu_det_dir: Path) -> None:
     from app.ingest.simulator import StripSimulator
 
     sim = StripSimulator(neu_det_dir / "images", 640, 480, 30.0, 120.0, 0)
     frames = [sim.frame(i) for i in (0, 37, 74, 111, 148, 185)]
-    shrunk = _recall(frames, lambda image: shipped.detect([image])[0])
-    native = _recall(frames, lambda image: shipped.detect([image], imgsz=640)[0])
+    shrunk = strip_recall(frames, lambda image: shipped.detect([image])[0])
+    native = strip_recall(frames, lambda image: shipped.detect([image], imgsz=640)[0])
     # measured on 200 frames (docs/benchmarks.md "Camera scale"): recall 0.09 shrunk, 0.64 at 640
     assert native >= 0.5 and native >= 3 * shrunk, (shrunk, native)
     for d in (shipped.detect([image], imgsz=640)[0] for image, _ in frames):

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEU_NAMES, REPO_ROOT
+from conftest import NEU_NAMES, REPO_ROOT, strip_recall
 
 from app.detections import Detections
 from app.inference import Engine, tiling
-from app.inference.postprocess import match_detections
 from app.ingest.config import CamerasConfigError, parse_cameras
 
 
@@ -83,18 +82,6 @@ def test_cameras_file_checks_the_tile_overlap() -> None:
 SHIPPED = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
 
 
-def _recall(frames: list, detect) -> float:
-    found = total = 0
-    for image, truth in frames:
-        truth = [t for t in truth if t.visible >= 0.9]
-        total += len(truth)
-        d = detect(image)
-        boxes = np.array([[t.x1, t.y1, t.x2, t.y2] for t in truth], np.float32).reshape(-1, 4)
-        classes = np.array([t.class_id for t in truth], int)
-        found += match_detections(boxes, classes, d.xyxy, d.class_id, iou=0.5)
-    return found / max(total, 1)
-
-
 def test_tiles_find_the_defects_that_whole_frame_letterboxing_misses(neu_det_dir: Path) -> None:
     from app.ingest.simulator import StripSimulator
 
@@ -106,7 +93,7 @@ def test_tiles_find_the_defects_that_whole_frame_letterboxing_misses(neu_det_dir
         parts, offsets = tiling.split(image, 256, 32)
         return tiling.merge(engine.detect(parts, 0.25, 0.45), offsets, engine.names)
 
-    whole = _recall(frames, lambda image: engine.detect([image], 0.25, 0.45)[0])
-    windows = _recall(frames, tiled)
+    whole = strip_recall(frames, lambda image: engine.detect([image], 0.25, 0.45)[0])
+    windows = strip_recall(frames, tiled)
     # measured: whole frame 0.12, tiled 0.71 on these frames (docs/benchmarks.md)
     assert windows >= 0.5 and windows >= 3 * whole, (whole, windows)
