@@ -101,7 +101,18 @@ cameras:
     assert all(0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480 for x1, y1, x2, y2 in boxes)
 
 
-def test_bench_pipeline_refuses_an_imgsz_the_model_cannot_take(tiny_model_path: Path, capsys) -> None:
-    assert cli_main(["bench", "pipeline", "--model", str(tiny_model_path), "--source", "sim://neu-det",
+@pytest.mark.parametrize("what", ["engine", "pipeline"])
+def test_bench_refuses_an_imgsz_the_model_cannot_take(what: str, tiny_model_path: Path, capsys) -> None:
+    assert cli_main(["bench", what, "--model", str(tiny_model_path), "--source", "sim://neu-det",
                      "--imgsz", "640", "--seconds", "1"]) == 2
     assert "--imgsz: imgsz 640: this model's input is fixed at 64x64" in capsys.readouterr().err
+
+
+def test_bench_engine_measures_at_the_camera_input_size(shipped: Engine, neu_det_dir: Path, capsys) -> None:
+    import json
+
+    source = f"sim://neu-det?images={neu_det_dir / 'images'}&width=640&height=480"
+    assert cli_main(["bench", "engine", "--model", str(SHIPPED), "--source", source, "--imgsz", "640",
+                     "--batch-sizes", "1", "--seconds", "0.3", "--intra-op-threads", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["input"] == [480, 640] and out["frame"] == [480, 640] and out["results"][0]["fps"] > 0

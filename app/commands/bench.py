@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--workers", type=int, default=1, help="threads calling the engine (default 1)")
     e.add_argument("--intra-op-threads", type=int, default=0, help="ONNX Runtime threads (0 = auto)")
     e.add_argument("--providers", default=None, help="comma list of ONNX Runtime providers")
+    e.add_argument("--imgsz", type=int, default=None,
+                   help="model input size, longer side, as a camera's imgsz (free-size models)")
     e.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     e.set_defaults(func=run_engine)
 
@@ -116,6 +118,13 @@ def _load_engine(model: str, intra: int, providers: str | None):
         raise CliError(f"--model: {exc}") from None
 
 
+def _check_imgsz(engine, imgsz: int | None) -> None:
+    try:
+        engine.fit_size(imgsz)
+    except ValueError as exc:
+        raise CliError(f"--imgsz: {exc}") from None
+
+
 def sample_frames(source: str, count: int = 32) -> list[np.ndarray]:
     """Up to ``count`` frames of a source (simulator sources render as fast as asked)."""
     from app.ingest.config import CameraConfig
@@ -180,11 +189,14 @@ def run_engine(args: argparse.Namespace) -> int:
     if not sizes or min(sizes) < 1 or args.workers < 1 or args.seconds <= 0:
         raise CliError("--batch-sizes, --workers and --seconds must be positive")
     engine = _load_engine(args.model, args.intra_op_threads, args.providers)
+    _check_imgsz(engine, args.imgsz)
     frames = sample_frames(args.source, max(32, max(sizes)))
-    results = [engine_throughput(engine, frames, b, args.seconds, args.workers) for b in sizes]
+    results = [engine_throughput(engine, frames, b, args.seconds, args.workers, imgsz=args.imgsz)
+               for b in sizes]
     out = {"bench": "engine", "model": str(args.model), "version": engine.version,
            "quantization": engine.metadata.quantization, "provider": engine.provider,
-           "imgsz": list(engine.imgsz), "frame": list(frames[0].shape[:2]), "workers": args.workers,
+           "imgsz": list(engine.imgsz), "frame": list(frames[0].shape[:2]),
+           "input": list(engine.input_size(frames[:1], args.imgsz)), "workers": args.workers,
            "intra_op_threads": args.intra_op_threads, "results": results, "machine": machine()}
     print(json.dumps(out))
     return 0
@@ -231,10 +243,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
         "cameras": cams}, sort_keys=False), "bench pipeline options")
     engine = _load_engine(args.model, args.intra_op_threads, args.providers)
-    try:
-        engine.fit_size(args.imgsz)
-    except ValueError as exc:
-        raise CliError(f"--imgsz: {exc}") from None
+    _check_imgsz(engine, args.imgsz)
     tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
     db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
     upgrade(db_url)
