@@ -277,6 +277,15 @@ def test_start_up_problems_are_one_line_before_anything_starts(command: str, tin
     assert err.startswith(f"defect-inspect {command}: error: ") and "\n" not in err
     assert "cameras.yaml:4: cameras[0].fps_cap" in err
 
+    # what only the model can judge, before the server starts too (the tiny model: fixed 64x64 input)
+    model_checks = [("    imgsz: 640\n", "cameras[0].imgsz: imgsz 640: this model's input is fixed"),
+                    ("    thresholds: {cracks: 0.5}\n", "cameras[0].thresholds: unknown class 'cracks'")]
+    for body, expected in model_checks:
+        cams.write_text("cameras:\n  - id: a\n    source: 0\n" + body)
+        assert cli_main([command, "--port", "8125"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and expected in err, err
+
     cams.write_text("cameras:\n  - id: a\n    source: 0\n")
     held = Journal(tmp_path / "data" / "journal")  # as if another service ran on this data folder
     try:

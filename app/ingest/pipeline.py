@@ -34,6 +34,24 @@ from app.inspection import CameraContext, InspectionResult, Stored, Timings, ins
 log = logging.getLogger(__name__)
 
 
+def check_against_model(config: CamerasFile, engine: Engine, config_name: str = "cameras file") -> None:
+    """What of the cameras file only the model can judge: threshold class names and ``imgsz``.
+    Raises CamerasConfigError naming the file and key."""
+    names = list(engine.names)
+    for cam in config.enabled_cameras:
+        where = f"{config_name}: cameras[{config.cameras.index(cam)}]."
+        unknown = sorted(set(cam.thresholds) - set(names) - {"default"})
+        if unknown:
+            raise CamerasConfigError(
+                f"{where}thresholds: unknown class {', '.join(map(repr, unknown))}; "
+                f"the model's classes are {', '.join(names)} (or 'default')")
+        if cam.imgsz is not None:
+            try:
+                engine.fit_size(cam.imgsz)
+            except ValueError as exc:
+                raise CamerasConfigError(f"{where}imgsz: {exc}") from None
+
+
 @dataclass
 class Job:
     camera: CameraRunner
@@ -175,19 +193,10 @@ class Pipeline:
         self.hub = FrameHub()
         self.cameras: list[CameraRunner] = []
         names = list(engine.names)
+        check_against_model(config, engine, config_name)
         thresholds_used = [p.conf_threshold]
         for cam in config.enabled_cameras:
             where = f"{config_name}: cameras[{config.cameras.index(cam)}]."
-            unknown = sorted(set(cam.thresholds) - set(names) - {"default"})
-            if unknown:
-                raise CamerasConfigError(
-                    f"{where}thresholds: unknown class {', '.join(map(repr, unknown))}; "
-                    f"the model's classes are {', '.join(names)} (or 'default')")
-            if cam.imgsz is not None:
-                try:
-                    engine.fit_size(cam.imgsz)
-                except ValueError as exc:
-                    raise CamerasConfigError(f"{where}imgsz: {exc}") from None
             per_class = {n: cam.threshold_for(n, p.conf_threshold) for n in names}
             thresholds_used.extend(per_class.values())
             source = source_factory(cam) if source_factory else make_source(cam, base_dir, where)

@@ -10,7 +10,7 @@ from app.db.session import Database
 from app.inference import Engine, ModelLoadError
 from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
 from app.ingest.journal import JournalInUse, ensure_journal_free
-from app.ingest.pipeline import Pipeline
+from app.ingest.pipeline import Pipeline, check_against_model
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,17 @@ __all__ = ["CamerasConfigError", "DEMO_CAMERAS", "build_pipeline", "cameras_path
 def check_start(settings: Settings, path: Path) -> None:
     """What would stop the pipeline from starting, found before anything starts (so ``serve`` and
     ``ingest`` can refuse with one line instead of a traceback from inside the server): the cameras
-    file (CamerasConfigError names the file, line and key) and a data folder whose journal another
-    process holds (JournalInUse). Class names in per-class thresholds are checked against the model
-    when the pipeline is built."""
-    load_cameras(path)
+    file (CamerasConfigError names the file, line and key), against the model too (threshold classes,
+    ``imgsz``), and a data folder whose journal another process holds (JournalInUse). A model that
+    does not load is left to the service, which starts without cameras and says why."""
+    config = load_cameras(path)
     ensure_journal_free(settings.data_dir / "journal")
+    if settings.model_path.is_file():
+        try:
+            engine = pipeline_engine(settings, config)
+        except ModelLoadError:
+            return
+        check_against_model(config, engine, str(path))
 
 
 def start_ingest(settings: Settings, db: Database) -> tuple[Pipeline | None, str | None]:
