@@ -63,8 +63,9 @@ def check_start(settings: Settings, path: Path) -> None:
     config = load_cameras(path)
     ensure_journal_free(settings.data_dir / "journal")
     if settings.model_path.is_file():
-        try:
-            engine = pipeline_engine(settings, config)
+        try:  # on the CPU provider: names, strides and the free input size are the same on every
+            # provider, and a GPU provider (a TensorRT engine build) is not started twice for a check
+            engine = Engine(settings.model_path, providers=["cpu"], intra_op_threads=1)
         except ModelLoadError:
             return
         check_against_model(config, engine, str(path))
