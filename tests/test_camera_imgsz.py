@@ -95,7 +95,11 @@ cameras:
         found = dict(s.execute(select(Inspection.camera_id, func.count(Defect.id)).join(Defect)
                                .group_by(Inspection.camera_id)).all())
         boxes = s.execute(select(Defect.x1, Defect.y1, Defect.x2, Defect.y2)).all()
+        inference_ms = dict(s.execute(select(Inspection.camera_id, func.avg(Inspection.inference_ms))
+                                      .group_by(Inspection.camera_id)).all())
     db.dispose()
+    # each frame is charged its own model call's time, not an even share of a mixed batch
+    assert inference_ms["native"] > 2 * inference_ms["shrunk"], inference_ms
     assert frames == {"native": 6, "shrunk": 6}  # same frames (same seed), each stored once
     assert found["native"] >= 2 * found.get("shrunk", 0) and found["native"] >= 12, found
     assert all(0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 480 for x1, y1, x2, y2 in boxes)

@@ -315,30 +315,29 @@ class Pipeline:
                 images.extend(parts)
                 windows.append(offsets)
         found: list[Detections] = [Detections.empty(self.engine.names)] * len(images)
-        inf_ms = post_ms = 0.0
+        cost = np.zeros((len(images), 2))  # inference ms, postprocess ms: each input's part of its run
         for size, index in by_size.items():
             group, group_inf, group_post = run_detector(
                 self.engine, [images[i] for i in index], self.detect_threshold, p.iou_threshold, self.max_det,
                 imgsz=size)
             for i, d in zip(index, group, strict=True):
                 found[i] = d
-            inf_ms, post_ms = inf_ms + group_inf, post_ms + group_post
+            cost[index] = (group_inf / len(index), group_post / len(index))
         dets: list[Detections] = []
+        costs: list[np.ndarray] = []
         at = 0
         for offsets in windows:
+            k = 1 if offsets is None else len(offsets)
             if offsets is None:
                 dets.append(found[at])
-                at += 1
             else:
-                dets.append(tiling.merge(found[at:at + len(offsets)], offsets, self.engine.names,
-                                         max_det=self.max_det))
-                at += len(offsets)
-        n = len(images)
+                dets.append(tiling.merge(found[at:at + k], offsets, self.engine.names, max_det=self.max_det))
+            costs.append(cost[at:at + k].sum(axis=0))
+            at += k
         items: list[Item] = []
-        for job, d, offsets in zip(batch, dets, windows, strict=True):
+        for job, d, (inf_ms, post_ms) in zip(batch, dets, costs, strict=True):
             cam, frame = job.camera, job.frame
-            share = (1 if offsets is None else len(offsets)) / n  # this frame's part of the batch
-            timings = Timings(inference_ms=inf_ms * share, postprocess_ms=post_ms * share)
+            timings = Timings(inference_ms=float(inf_ms), postprocess_ms=float(post_ms))
             result = inspect_frame(frame.image, d, model_version=self.engine.version, context=cam.context,
                                    captured_at=frame.captured_at, timings=timings, source="stream")
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
