@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli import CliError
+from app.errors import UserError
 from app.inference.postprocess import match_detections
 
 INSTALL_HINT = "ultralytics is not installed: pip install '.[ultralytics]'"
@@ -72,14 +72,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 # -- ultralytics, imported lazily ---------------------------------------------------------------
 def import_yolo():
-    """ultralytics' ``YOLO`` class, offline and without auto-installs; CliError when absent."""
+    """ultralytics' ``YOLO`` class, offline and without auto-installs; UserError when absent."""
     os.environ.setdefault("YOLO_OFFLINE", "1")       # no settings sync, no events, no downloads
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "false")
     try:
         from ultralytics import YOLO
     except ImportError:
-        raise CliError(INSTALL_HINT) from None
+        raise UserError(INSTALL_HINT) from None
     return YOLO
 
 
@@ -93,7 +93,7 @@ def export_onnx(cfg: str, out: Path, imgsz: int, nc: int, names: Sequence[str] |
     try:
         spec = yaml_model_load(cfg)  # yolo11n.yaml -> yolo11.yaml at scale n
     except Exception as exc:
-        raise CliError(f"--export {cfg}: {exc}") from None
+        raise UserError(f"--export {cfg}: {exc}") from None
     spec.pop("yaml_file", None)
     spec["nc"] = nc
     stem = Path(cfg).stem
@@ -175,7 +175,7 @@ def sanity(engine, model, frames: list[np.ndarray], imgsz: int, rect: bool, top:
     nc = len(engine.names)
     layout_ok = engine.layout == "ultralytics" and raw.ndim == 3 and raw.shape[1] == 4 + nc
     if not layout_ok:
-        raise CliError(f"--onnx {engine.model_path}: not an ultralytics-layout detector: output "
+        raise UserError(f"--onnx {engine.model_path}: not an ultralytics-layout detector: output "
                        f"{list(raw.shape)}, layout {engine.layout}, {nc} classes (expected [N, 4+nc, A])")
     ref_total = hits = 0
     for frame in frames[:8]:
@@ -211,23 +211,23 @@ def run(args: argparse.Namespace) -> int:
 
     onnx = Path(args.onnx)
     if args.seconds <= 0 or args.count < 1 or args.workers < 1 or args.rounds < 1:
-        raise CliError("--seconds, --count, --rounds and --workers must be positive")
+        raise UserError("--seconds, --count, --rounds and --workers must be positive")
     try:
         sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     except ValueError:
-        raise CliError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers") from None
+        raise UserError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers") from None
     if not sizes or min(sizes) < 1:
-        raise CliError("--batch-sizes must be positive")
+        raise UserError("--batch-sizes must be positive")
     if args.export:
         export_onnx(args.export, onnx, args.imgsz, args.nc, _neu_names() if args.nc == 6 else None)
     if not onnx.is_file():
-        raise CliError(f"--onnx {onnx}: file not found (write one with --export yolo11n.yaml)")
+        raise UserError(f"--onnx {onnx}: file not found (write one with --export yolo11n.yaml)")
     if not Path(args.frames).exists():
-        raise CliError(f"--frames {args.frames}: no such folder or video file")
+        raise UserError(f"--frames {args.frames}: no such folder or video file")
     load_start = _loadavg()
     engine = _load_engine(str(onnx), args.intra_op_threads, None)
     if engine.layout != "ultralytics":
-        raise CliError(f"--onnx {onnx}: layout {engine.layout}, expected an ultralytics export [N, 4+nc, A]")
+        raise UserError(f"--onnx {onnx}: layout {engine.layout}, expected an ultralytics export [N, 4+nc, A]")
     yolo_cls = import_yolo()
     import ultralytics
 

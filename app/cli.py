@@ -9,12 +9,9 @@ import sys
 from importlib.metadata import entry_points
 
 from app import __version__
+from app.errors import UserError
 
 log = logging.getLogger("defect_inspect")
-
-
-class CliError(Exception):
-    """A user-facing error: printed as one line (naming the file and line where known), exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
-    except CliError as exc:
+    except UserError as exc:  # the CLI edge: one line naming what is wrong, exit 2
         print(f"defect-inspect {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -56,7 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run through the imported module, so `except CliError` sees the same class the commands raise.
-    from app.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from app.errors import TooLarge, UserError
+
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -22,14 +24,15 @@ EXTENSIONS = {"jpeg": ".jpg", "png": ".png"}
 MEDIA_TYPES = {"jpeg": "image/jpeg", "png": "image/png"}
 
 
-class ImageError(ValueError):
-    """A frame we refuse; ``reason`` is a short metric label, ``status`` the HTTP status to answer."""
+class ImageError(UserError):
+    """A frame we refuse (empty, not a JPEG or PNG, corrupt); ``reason`` is a short metric label."""
 
-    def __init__(self, reason: str, detail: str, status: int = 400) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.status = status
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail, reason=reason)
+
+
+class ImageTooLarge(ImageError, TooLarge):
+    """A frame beyond the configured pixel limit."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +100,12 @@ def probe(data: bytes) -> ImageInfo:
 
 
 def decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
-    """Checked decode to a BGR uint8 frame. Raises ``ImageError`` (4xx) for anything wrong."""
+    """Checked decode to a BGR uint8 frame. Raises ``ImageError`` for anything wrong."""
     info = probe(data)
     if info.width * info.height > max_pixels:
-        raise ImageError("too_many_pixels",
-                         f"the image is {info.width}x{info.height} = {info.width * info.height} pixels, "
-                         f"more than the limit of {max_pixels}", status=413)
+        raise ImageTooLarge("too_many_pixels",
+                            f"the image is {info.width}x{info.height} = {info.width * info.height} pixels, "
+                            f"more than the limit of {max_pixels}")
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if frame is None or frame.size == 0:
         raise ImageError("corrupt_image", f"the {info.format.upper()} data cannot be decoded")

@@ -27,9 +27,9 @@ import yaml
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.cli import CliError
 from app.db.models import Defect, Inspection
 from app.db.queries import Filters, inspection_conditions, to_utc
+from app.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def _labels(inspection: Inspection, names: Sequence[str], include_pending: bool)
         else:
             name = d.reviewed_class_name or d.class_name
         if name not in names:
-            raise CliError(f"defect {d.id} (inspection {inspection.id}) has class {name!r}, which is not a "
+            raise UserError(f"defect {d.id} (inspection {inspection.id}) has class {name!r}, which is not a "
                            f"model class ({', '.join(names)}); pass the model it was reviewed with (--model)")
         line = yolo_line(d, list(names).index(name), inspection.width, inspection.height)
         if line is not None:
@@ -99,9 +99,9 @@ def export_reviewed(session: Session, data_dir: Path, out: Path, names: Sequence
     from app.images import resolve
 
     if not names:
-        raise CliError("no class names: the model carries none (pass --names)")
+        raise UserError("no class names: the model carries none (pass --names)")
     if out.exists() and any(out.iterdir()):
-        raise CliError(f"{out}: output folder exists and is not empty")
+        raise UserError(f"{out}: output folder exists and is not empty")
     statuses = list(REVIEWED) + (["pending"] if include_pending else [])
     conds = inspection_conditions(Filters(start=start, end=end, line=line))
     stmt = (
@@ -138,7 +138,7 @@ def export_reviewed(session: Session, data_dir: Path, out: Path, names: Sequence
         report.background += int(not labels)
     total = report.images["train"] + report.images["val"]
     if total == 0:
-        raise CliError("nothing to export: no reviewed inspections with stored images match "
+        raise UserError("nothing to export: no reviewed inspections with stored images match "
                        f"({report.skipped_pending} left out for pending defects, "
                        f"{len(report.missing_images)} with missing images)")
     # Training needs both splits: with a single image, or everything hashed to one side, reuse one.
@@ -168,21 +168,18 @@ def _model_names(model: Path) -> list[str]:
     from app.inference import Engine, ModelLoadError
 
     if not model.is_file():
-        raise CliError(f"{model}: model file not found (pass --model or --names)")
+        raise UserError(f"{model}: model file not found (pass --model or --names)")
     try:
         return list(Engine(model).metadata.names)
     except ModelLoadError as exc:
-        raise CliError(f"{model}: {exc}") from None
+        raise UserError(f"{model}: {exc}") from None
 
 
 def _cmd_export_reviewed(args: argparse.Namespace) -> int:
     from app.db.session import Database
-    from app.settings import SettingsError, load_settings
+    from app.settings import load_settings
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc)) from None
+    settings = load_settings()  # SettingsError: a UserError naming the variable
     if args.names:
         names = [n.strip() for n in args.names.split(",") if n.strip()]
     else:

@@ -12,13 +12,16 @@ from sqlalchemy.orm import Session
 
 from app.db.models import Defect, DefectReview
 from app.db.queries import iso
+from app.errors import InvalidInput
 from app.webhooks import defect_payload, enqueue_event
 
 ACTIONS: dict[str, str] = {"confirm": "confirmed", "reject": "rejected", "reclassify": "reclassified"}
 
 
-class ReviewError(ValueError):
-    """A review request that cannot be applied (-> HTTP 422 problem)."""
+class ReviewError(InvalidInput):
+    """A review request that cannot be applied."""
+
+    reason = "invalid_review"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.errors import ConfigError
+
 ENV_PREFIX = "INSPECT_"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding `app/` and `models/`
 DEFAULT_MODEL_PATH = PACKAGE_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
@@ -18,7 +20,7 @@ DEFAULT_MODEL_PATH = PACKAGE_ROOT / "models" / "weights" / "defect-yolov5s-cbam-
 ImagePolicy = Literal["always", "ng", "never"]
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError):
     """One or more INSPECT_ variables hold bad values; the message names each of them."""
 
 

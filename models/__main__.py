@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 
-from app.cli import CliError
+from app.errors import UserError
 from models.cli import register_anchors, register_evaluate, register_export, register_train
 
 
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except CliError as exc:
+    except UserError as exc:
         print(f"python -m models {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

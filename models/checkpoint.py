@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from app.errors import InvalidInput, NotFound
 from models.yolo import DetectionModel
 
 
@@ -19,14 +20,10 @@ def build_from_checkpoint(ckpt: dict[str, Any]) -> DetectionModel:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        from app.cli import CliError
-
-        raise CliError(f"{path}: checkpoint not found")
+        raise NotFound(f"{path}: checkpoint not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ckpt, dict) or "model_cfg" not in ckpt:
-        from app.cli import CliError
-
-        raise CliError(f"{path}: not a defect-inspect training checkpoint")
+        raise InvalidInput(f"{path}: not a defect-inspect training checkpoint")
     return ckpt
 
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import yaml
 
-from app.cli import CliError
+from app.errors import UserError
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise CliError(f"--set {item!r}: expected KEY=VALUE")
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
         key, value = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(value)
     return out
@@ -83,7 +83,7 @@ def run_train(args: argparse.Namespace) -> int:
         try:
             resolve_config(args.cfg)
         except FileNotFoundError as exc:
-            raise CliError(str(exc)) from exc
+            raise UserError(str(exc)) from exc
         nc = 80
         if args.data:
             from models.data.formats import load_data_yaml
@@ -93,7 +93,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps({"cfg": args.cfg, "nc": nc, **info}))
         return 0
     if not args.data and not args.resume:
-        raise CliError("--data is required (or --resume)")
+        raise UserError("--data is required (or --resume)")
     opts = TrainOptions(
         data=args.data or "",
         cfg=args.cfg,
@@ -117,7 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
         time_limit_min=args.time,
     )
     if args.time is not None and args.time <= 0:
-        raise CliError(f"--time {args.time}: must be a positive number of minutes")
+        raise UserError(f"--time {args.time}: must be a positive number of minutes")
     run_dir = train(opts)
     print(f"run folder: {run_dir}")
     return 0
@@ -141,7 +141,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from models.evaluate import evaluate, load_detector, split_paths
 
     if not Path(args.model).is_file():
-        raise CliError(f"{args.model}: model file not found")
+        raise UserError(f"{args.model}: model file not found")
     spec = load_data_yaml(args.data)
     paths = split_paths(spec, args.split)
     providers = args.providers.split(",") if args.providers else None
@@ -189,13 +189,13 @@ def run_export(args: argparse.Namespace) -> int:
 
     weights = Path(args.weights)
     if not weights.is_file():
-        raise CliError(f"{weights}: checkpoint not found")
+        raise UserError(f"{weights}: checkpoint not found")
     out = Path(args.out) if args.out else weights.with_suffix(".onnx")
     fp32 = export_onnx(weights, out, args.imgsz, args.dynamic, version=args.model_version)
     print(f"FP32: {fp32}")
     if args.int8:
         if not args.calib:
-            raise CliError("--int8 needs --calib DATA.yaml (training images calibrate the activations)")
+            raise UserError("--int8 needs --calib DATA.yaml (training images calibrate the activations)")
         from app.inference import Engine
 
         imgsz = Engine(fp32, warmup=False).imgsz[0]

@@ -283,7 +283,7 @@ def fitness(metrics: dict[str, Any]) -> float:
 def split_paths(spec: DataSpec, split: str) -> list[Path]:
     paths = getattr(spec, split, None)
     if not paths:
-        from app.cli import CliError
+        from app.errors import UserError
 
-        raise CliError(f"{spec.yaml_path}: split {split!r} is not defined or empty")
+        raise UserError(f"{spec.yaml_path}: split {split!r} is not defined or empty")
     return list(paths)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.errors import InvalidInput
 from models.export import letterboxed_images
 from models.layers import Conv
 from models.yolo import DetectionModel, load_config
@@ -28,9 +29,7 @@ log = logging.getLogger("models.onnx_weights")
 
 
 def _fail(message: str) -> NoReturn:
-    from app.cli import CliError
-
-    raise CliError(message)
+    raise InvalidInput(message)
 
 
 def read_onnx(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:

@@ -106,9 +106,9 @@ def load_hyp(path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
         hyp = yaml.safe_load(fh)
     for key, value in overrides.items():
         if key not in hyp:
-            from app.cli import CliError
+            from app.errors import UserError
 
-            raise CliError(f"{path}: unknown hyperparameter {key!r} in override")
+            raise UserError(f"{path}: unknown hyperparameter {key!r} in override")
         hyp[key] = value
     return hyp
 
@@ -164,9 +164,9 @@ def make_optimizer(model: nn.Module, hyp: dict[str, Any], weight_decay: float) -
         return torch.optim.SGD(groups, lr=hyp["lr0"], momentum=hyp["momentum"], nesterov=True)
     if name == "AdamW":
         return torch.optim.AdamW(groups, lr=hyp["lr0"], betas=(hyp["momentum"], 0.999))
-    from app.cli import CliError
+    from app.errors import UserError
 
-    raise CliError(f"hyperparameter optimizer: {name!r} is not SGD or AdamW")
+    raise UserError(f"hyperparameter optimizer: {name!r} is not SGD or AdamW")
 
 
 def lr_lambda(hyp: dict[str, Any], epochs: int):

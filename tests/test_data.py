@@ -12,7 +12,8 @@ import pytest
 import torch
 import yaml
 
-from app.cli import CliError, main
+from app.cli import main
+from app.errors import UserError
 from models.data.dataset import YoloDataset, create_dataloader
 from models.data.formats import label_path_for, load_data_yaml
 from models.data.importers import import_coco, import_voc
@@ -51,7 +52,7 @@ def test_bad_label_line_names_file_and_line(tmp_path: Path, line: str, reason: s
     with pytest.raises(LabelError) as exc:
         read_labels(f, nc=6)
     assert str(exc.value) == f"{f}:3: {reason}"
-    assert isinstance(exc.value, CliError)
+    assert isinstance(exc.value, UserError)
 
 
 def test_read_labels_ok_missing_and_edge_clip(tmp_path: Path) -> None:
@@ -135,7 +136,7 @@ def test_data_yaml_errors_name_file_and_key(tmp_path: Path, text: str, fragment:
     _make_yolo_tree(tmp_path)
     y = tmp_path / "data.yaml"
     y.write_text(text)
-    with pytest.raises(CliError) as exc:
+    with pytest.raises(UserError) as exc:
         load_data_yaml(y)
     assert str(exc.value).startswith(str(y)) and fragment in str(exc.value)
 
@@ -145,7 +146,7 @@ def test_list_entry_missing_image_names_line(tmp_path: Path) -> None:
     (tmp_path / "train.txt").write_text("images/train/train0.png\nimages/train/gone.png\n")
     y = tmp_path / "data.yaml"
     y.write_text("train: train.txt\nval: images/val\nnames: [a, b]\n")
-    with pytest.raises(CliError, match=r"train\.txt:2: image not found"):
+    with pytest.raises(UserError, match=r"train\.txt:2: image not found"):
         load_data_yaml(y)
 
 
@@ -222,12 +223,12 @@ def test_voc_import_errors_name_file_and_element(tmp_path: Path) -> None:
     ann.mkdir()
     text = (NEU / "annotations" / "crazing_63.xml").read_text().replace("<xmax>171</xmax>", "<xmax>x</xmax>")
     (ann / "crazing_63.xml").write_text(text)
-    with pytest.raises(CliError) as exc:
+    with pytest.raises(UserError) as exc:
         import_voc(ann, NEU / "images", tmp_path / "out")
     xml = ann / "crazing_63.xml"
     assert str(exc.value) == f"{xml}: <object> #2 (crazing) <bndbox>: <xmax> is not a number: 'x'"
     (ann / "crazing_63.xml").write_text((NEU / "annotations" / "crazing_63.xml").read_text())
-    with pytest.raises(CliError, match=r"<object> #1 \(crazing\): <name> 'crazing' is not one of"):
+    with pytest.raises(UserError, match=r"<object> #1 \(crazing\): <name> 'crazing' is not one of"):
         import_voc(ann, NEU / "images", tmp_path / "out", names=["dent"])
 
 
@@ -273,13 +274,13 @@ def test_coco_import_errors_name_annotation(tmp_path: Path) -> None:
     doc = json.loads(jp.read_text())
     doc["annotations"][2]["category_id"] = 99
     jp.write_text(json.dumps(doc))
-    with pytest.raises(CliError) as exc:
+    with pytest.raises(UserError) as exc:
         import_coco(jp, imgs, tmp_path / "out")
     assert str(exc.value) == f"{jp}: annotation id 12: unknown category_id 99"
     doc["annotations"][2]["category_id"] = 3
     doc["annotations"][0]["bbox"] = [90, 5, 20, 10]
     jp.write_text(json.dumps(doc))
-    with pytest.raises(CliError, match=r"annotation id 10: bbox \[90, 5, 20, 10\] outside the 100x50 image"):
+    with pytest.raises(UserError, match=r"annotation id 10: bbox \[90, 5, 20, 10\] outside the 100x50 image"):
         import_coco(jp, imgs, tmp_path / "out")
 
 

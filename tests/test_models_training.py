@@ -230,17 +230,17 @@ def test_onnx_import_rebuilds_the_exported_function(overfit_run: Path, tmp_path:
 
 
 def test_onnx_import_refuses_int8_and_foreign_files(overfit_run: Path, tmp_path: Path) -> None:
-    from app.cli import CliError
+    from app.errors import UserError
     from models.export import quantize_int8
     from models.onnx_weights import model_from_onnx
 
     fp32 = _onnx_export(overfit_run, tmp_path)
     int8 = quantize_int8(fp32, tmp_path / "q.onnx", [NEU_DET / "images" / n for n in IMAGES], 128)
-    with pytest.raises(CliError, match="quantized"):
+    with pytest.raises(UserError, match="quantized"):
         model_from_onnx(int8)
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
-    with pytest.raises(CliError, match="junk.onnx"):
+    with pytest.raises(UserError, match="junk.onnx"):
         model_from_onnx(junk)
 
 

@@ -13,11 +13,41 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
+from app.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    UnsupportedMedia,
+    UserError,
+)
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://defect-inspect.local/problems/"
+
+# The HTTP status of each kind of user error (the first kind in an error's MRO wins).
+STATUS_OF_KIND: dict[type[UserError], int] = {
+    NotFound: 404, Conflict: 409, TooLarge: 413, UnsupportedMedia: 415, InvalidInput: 422,
+    Unavailable: 503, UserError: 400,
+}
+# RFC 9110 names where Python's http module still carries the RFC 7231 ones.
+RFC9110_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def status_of(error: UserError) -> int:
+    return next(STATUS_OF_KIND[kind] for kind in type(error).__mro__ if kind in STATUS_OF_KIND)
+
+
+def title_of(status: int) -> str:
+    if status in RFC9110_TITLES:
+        return RFC9110_TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 class Problem(Exception):
@@ -32,7 +62,7 @@ class Problem(Exception):
         self.status = int(status)
         self.detail = detail
         self.reason = reason or _slug(self.status)
-        self.title = title or HTTPStatus(self.status).phrase
+        self.title = title or title_of(self.status)
         self.headers = headers
         self.extra = extra
 
@@ -70,10 +100,15 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     reason = _slug(exc.status_code)
     _count(reason)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-    known = exc.status_code in HTTPStatus._value2member_map_
-    title = HTTPStatus(exc.status_code).phrase if known else "Error"
-    return problem_response(exc.status_code, title, detail, reason,
+    return problem_response(exc.status_code, title_of(exc.status_code), detail, reason,
                             headers=getattr(exc, "headers", None), instance=request.url.path)
+
+
+async def _user_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UserError)
+    _count(exc.reason)
+    status = status_of(exc)
+    return problem_response(status, title_of(status), str(exc), exc.reason, instance=request.url.path)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -83,7 +118,7 @@ async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
     detail = detail or "invalid request"
     _count("validation")
-    return problem_response(422, "Unprocessable Content", detail, "validation", instance=request.url.path,
+    return problem_response(422, title_of(422), detail, "validation", instance=request.url.path,
                             errors=errors)
 
 
@@ -96,6 +131,7 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
 
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem_handler)
+    app.add_exception_handler(UserError, _user_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

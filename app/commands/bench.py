@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.cli import CliError
+from app.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -115,14 +115,14 @@ def _load_engine(model: str, intra: int, providers: str | None):
     try:
         return Engine(model, providers=_providers(providers), intra_op_threads=intra)
     except ModelLoadError as exc:
-        raise CliError(f"--model: {exc}") from None
+        raise UserError(f"--model: {exc}") from None
 
 
 def _check_imgsz(engine, imgsz: int | None) -> None:
     try:
         engine.fit_size(imgsz)
     except ValueError as exc:
-        raise CliError(f"--imgsz: {exc}") from None
+        raise UserError(f"--imgsz: {exc}") from None
 
 
 def sample_frames(source: str, count: int = 32) -> list[np.ndarray]:
@@ -142,11 +142,11 @@ def sample_frames(source: str, count: int = 32) -> list[np.ndarray]:
                 break
             frames.append(frame.image)
     except SourceError as exc:
-        raise CliError(f"--source: {exc}") from None
+        raise UserError(f"--source: {exc}") from None
     finally:
         src.close()
     if not frames:
-        raise CliError(f"--source {source}: no frames")
+        raise UserError(f"--source {source}: no frames")
     return frames
 
 
@@ -185,9 +185,9 @@ def run_engine(args: argparse.Namespace) -> int:
     try:
         sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
     except ValueError:
-        raise CliError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers") from None
+        raise UserError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers") from None
     if not sizes or min(sizes) < 1 or args.workers < 1 or args.seconds <= 0:
-        raise CliError("--batch-sizes, --workers and --seconds must be positive")
+        raise UserError("--batch-sizes, --workers and --seconds must be positive")
     engine = _load_engine(args.model, args.intra_op_threads, args.providers)
     _check_imgsz(engine, args.imgsz)
     frames = sample_frames(args.source, max(32, max(sizes)))
@@ -221,7 +221,7 @@ def pipeline_result(args: argparse.Namespace) -> dict:
     from app.ingest.pipeline import Pipeline
 
     if args.cameras < 1 or args.seconds <= 0 or args.workers < 1 or args.max_batch < 1:
-        raise CliError("--cameras, --seconds, --workers and --max-batch must be positive")
+        raise UserError("--cameras, --seconds, --workers and --max-batch must be positive")
     cams = []
     for k in range(args.cameras):
         source = args.source

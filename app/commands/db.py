@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-from app.cli import CliError
-from app.settings import SettingsError, load_settings
+from app.errors import UserError
+from app.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _url(args: argparse.Namespace) -> str:
     if args.url:
         return args.url
-    try:
-        return load_settings().database_url
-    except SettingsError as exc:
-        raise CliError(str(exc)) from None
+    return load_settings().database_url  # SettingsError: a UserError naming the variable
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.db_command == "revision":
             command.revision(cfg, message=args.message, autogenerate=args.autogenerate)
     except CommandError as exc:
-        raise CliError(str(exc)) from None
+        raise UserError(str(exc)) from None
     except OperationalError as exc:
-        raise CliError(f"cannot reach the database: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot reach the database: {str(exc).splitlines()[0]}") from None
     return 0

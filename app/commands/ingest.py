@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from app.cli import CliError
+from app.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _prepare(args: argparse.Namespace):
     from app.ingest.config import load_cameras
     from app.ingest.service import cameras_path, check_start
-    from app.settings import SettingsError, load_settings
+    from app.settings import load_settings
 
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        raise CliError(str(exc)) from None
+    settings = load_settings()  # SettingsError: a UserError naming the variable
     path = cameras_path(settings, args.cameras)
     if path is None:
-        raise CliError("no cameras file: give --cameras FILE or set INSPECT_CAMERAS_FILE")
+        raise UserError("no cameras file: give --cameras FILE or set INSPECT_CAMERAS_FILE")
     if args.check:  # the file only (the service may be running on this data folder)
-        load_cameras(path)  # CamerasConfigError (a CliError) names the file, line and key
+        load_cameras(path)  # CamerasConfigError (a UserError) names the file, line and key
     else:  # also refuses a data folder whose journal another process holds
         check_start(settings, Path(path))
     if not settings.model_path.is_file():
-        raise CliError(f"model file not found: {settings.model_path} (set INSPECT_MODEL_PATH)")
+        raise UserError(f"model file not found: {settings.model_path} (set INSPECT_MODEL_PATH)")
     return settings, Path(path)
 
 
@@ -130,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     if not 0 < args.port < 65536:
-        raise CliError(f"--port {args.port}: must be 1-65535")
+        raise UserError(f"--port {args.port}: must be 1-65535")
     uvicorn.run(create_ingest_app(settings, path), host=args.host, port=args.port,
                 log_level=settings.log_level.lower())
     return 0

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from app.cli import CliError
 from app.db.models import ROLES
+from app.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,21 +38,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 @contextmanager
 def _session(args: argparse.Namespace) -> Iterator[Session]:
     from app.db.session import Database
-    from app.settings import SettingsError, load_settings
+    from app.settings import load_settings
 
     url = args.database_url
     if not url:
-        try:
-            url = load_settings().database_url
-        except SettingsError as exc:
-            raise CliError(str(exc)) from None
+        url = load_settings().database_url  # SettingsError: a UserError naming the variable
     db = Database(url)
     try:
         with db.session() as session:
             yield session
     except SQLAlchemyError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CliError(f"database {db.url.render_as_string(hide_password=True)}: {first} "
+        raise UserError(f"database {db.url.render_as_string(hide_password=True)}: {first} "
                        "(run `defect-inspect db upgrade` first?)") from None
     finally:
         db.dispose()
@@ -65,7 +62,7 @@ def _create(args: argparse.Namespace) -> int:
         try:
             row, key = create_key(session, args.name, args.role)
         except ValueError as exc:
-            raise CliError(str(exc)) from None
+            raise UserError(str(exc)) from None
         session.commit()
         print(f"created key id={row.id} name={row.name!r} role={row.role} prefix={row.prefix}; "
               "it is shown once, store it now:", file=sys.stderr)
@@ -96,11 +93,11 @@ def _revoke(args: argparse.Namespace) -> int:
     with _session(args) as session:
         rows = find_keys(session, args.ref)
         if not rows:
-            raise CliError(f"no key matches {args.ref!r} (give an id, a prefix, a name or the key)")
+            raise UserError(f"no key matches {args.ref!r} (give an id, a prefix, a name or the key)")
         active = [r for r in rows if r.revoked_at is None]
         if len(active) > 1:
             ids = ", ".join(f"{r.id} ({r.prefix})" for r in active)
-            raise CliError(f"{args.ref!r} matches several keys: {ids}; revoke by id")
+            raise UserError(f"{args.ref!r} matches several keys: {ids}; revoke by id")
         if not active:
             print(f"key {rows[0].id} ({rows[0].prefix}) was already revoked")
             return 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from app.cli import CliError
-from app.settings import SettingsError, load_settings
+from app.errors import UserError
+from app.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,12 +26,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"demo": True} if args.demo else {}
     if args.log_level:
         overrides["log_level"] = args.log_level.upper()
-    try:
-        settings = load_settings(**overrides)
-    except SettingsError as exc:
-        raise CliError(str(exc)) from None
+    settings = load_settings(**overrides)  # SettingsError: a UserError naming the variable
     if not 0 < args.port < 65536:
-        raise CliError(f"--port {args.port}: must be 1-65535")
+        raise UserError(f"--port {args.port}: must be 1-65535")
     if settings.cameras_file is not None:  # a bad cameras file or a busy data folder: one line, exit 2
         from app.ingest.service import cameras_path, check_start
 

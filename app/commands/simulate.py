@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-from app.cli import CliError
+from app.errors import UserError
 
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -44,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from app.ingest.simulator import StripSimulator
 
     if args.fps <= 0 or args.seconds <= 0:
-        raise CliError("--fps and --seconds must be > 0")
+        raise UserError("--fps and --seconds must be > 0")
     if args.width < 32 or args.height < 32:
-        raise CliError("--width and --height must be >= 32")
+        raise UserError("--width and --height must be >= 32")
     try:
         sim = StripSimulator(args.images, args.width, args.height, args.fps, args.speed, args.seed)
     except (FileNotFoundError, ValueError) as exc:
-        raise CliError(f"--images: {exc}") from None
+        raise UserError(f"--images: {exc}") from None
     out = Path(args.out)
     is_video = out.suffix.lower() in VIDEO_CODECS
     truth_file = Path(args.truth) if args.truth else truth_path_for(out)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[out.suffix.lower()])
         writer = cv2.VideoWriter(str(out), fourcc, args.fps, (args.width, args.height))
         if not writer.isOpened():
-            raise CliError(f"{out}: cannot open a video writer for this format")
+            raise UserError(f"{out}: cannot open a video writer for this format")
     else:
         out.mkdir(parents=True, exist_ok=True)
     truth_file.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 name = f"frame_{i:06d}.jpg"
                 if not cv2.imwrite(str(out / name), image):
-                    raise CliError(f"{out / name}: cannot write the frame")
+                    raise UserError(f"{out / name}: cannot write the frame")
                 rec["file"] = name
             rec["boxes"] = [b.to_dict() for b in truth]
             boxes += len(truth)

@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db.models import Defect, Inspection
+from app.errors import UserError
 
 Kind = Literal["inspections", "defects"]
 SORT_FIELDS = ("captured_at", "id")
@@ -26,8 +27,10 @@ ORDERS = ("asc", "desc")
 MAX_LIMIT = 1000
 
 
-class QueryError(ValueError):
-    """A bad filter, sort or cursor (-> HTTP 400/422 problem)."""
+class QueryError(UserError):
+    """A bad filter, sort, range or cursor."""
+
+    reason = "bad_query"
 
 
 def to_utc(value: datetime) -> datetime:

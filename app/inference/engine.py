@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from app.detections import Detections
+from app.errors import UserError
 from app.inference.metadata import ModelMetadata, parse_metadata
 from app.inference.postprocess import MAX_CANDIDATES, detect_layout, num_classes_of, postprocess
 from app.inference.preprocess import Letterbox, fitted_size, make_batch
@@ -19,7 +20,7 @@ from app.inference.providers import choose_providers
 log = logging.getLogger(__name__)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """The model file is missing or ONNX Runtime cannot load it."""
 
 

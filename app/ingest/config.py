@@ -12,13 +12,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.cli import CliError
+from app.errors import ConfigError
 
 BufferPolicy = Literal["block", "drop-oldest"]
 ImagePolicy = Literal["always", "ng", "never"]
 
 
-class CamerasConfigError(CliError):
+class CamerasConfigError(ConfigError):
     """The cameras file cannot be used; the message names the file, line and key."""
 
 

@@ -15,12 +15,12 @@ import logging
 import os
 from pathlib import Path
 
-from app.cli import CliError
+from app.errors import Conflict, Unavailable
 
 log = logging.getLogger(__name__)
 
 
-class JournalInUse(CliError):
+class JournalInUse(Conflict):
     """Another process (or another open Journal) holds the journal folder."""
 
 
@@ -60,7 +60,7 @@ def ensure_journal_free(directory: str | Path) -> None:
         _lock(directory).close()
 
 
-class JournalFull(Exception):
+class JournalFull(Unavailable):
     """Appending would exceed the journal's byte limit."""
 
 

@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from app.cli import CliError
+from app.errors import UserError
 from app.reviewed_export import register_export_reviewed
 
 
@@ -22,7 +22,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
                                val_fraction=args.val_fraction, seed=args.seed, link=args.link)
     else:
         if names is not None:
-            raise CliError("--names applies to --format voc only (COCO files carry their categories)")
+            raise UserError("--names applies to --format voc only (COCO files carry their categories)")
         yaml_path = import_coco(args.annotations, args.images, args.out, val_fraction=args.val_fraction,
                                 seed=args.seed, link=args.link)
     print(f"wrote {yaml_path}")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from app.cli import CliError
+from app.errors import UserError
 from models.data import augment as A
 from models.data.formats import label_path_for
 from models.data.labels import read_all_labels
@@ -42,10 +42,10 @@ class YoloDataset(Dataset):
                  augment: bool, cache: bool = False, rect: bool = False) -> None:
         self.image_paths = [Path(p) for p in image_paths]
         if not self.image_paths:
-            raise CliError("dataset holds no images")
+            raise UserError("dataset holds no images")
         missing = [p for p in self.image_paths if not p.is_file()]
         if missing:
-            raise CliError(f"{missing[0]}: image not found" +
+            raise UserError(f"{missing[0]}: image not found" +
                            (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
         self.nc = nc
         self.imgsz = int(imgsz)
@@ -79,7 +79,7 @@ class YoloDataset(Dataset):
         path = self.image_paths[i]
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if img is None:
-            raise CliError(f"{path}: cannot read image")
+            raise UserError(f"{path}: cannot read image")
         h0, w0 = img.shape[:2]
         r = self.imgsz / max(h0, w0)
         if r != 1:

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from app.cli import CliError
+from app.errors import UserError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
 
@@ -60,7 +60,7 @@ def read_image_list(list_file: Path, root: Path) -> list[Path]:
     try:
         text = list_file.read_text(encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"{list_file}: cannot read image list: {exc.strerror or exc}") from exc
+        raise UserError(f"{list_file}: cannot read image list: {exc.strerror or exc}") from exc
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -69,9 +69,9 @@ def read_image_list(list_file: Path, root: Path) -> list[Path]:
         if not p.is_absolute():
             p = root / p
         if not is_image(p):
-            raise CliError(f"{list_file}:{lineno}: not an image file name (jpg/jpeg/png/bmp): {line!r}")
+            raise UserError(f"{list_file}:{lineno}: not an image file name (jpg/jpeg/png/bmp): {line!r}")
         if not p.is_file():
-            raise CliError(f"{list_file}:{lineno}: image not found: {p}")
+            raise UserError(f"{list_file}:{lineno}: image not found: {p}")
         out.append(p)
     return out
 
@@ -82,23 +82,23 @@ def resolve_split(value: Any, root: Path, yaml_path: Path, key: str) -> list[Pat
     paths: list[Path] = []
     for entry in entries:
         if not isinstance(entry, str) or not entry.strip():
-            raise CliError(f"{yaml_path}: key '{key}': expected a folder or a .txt list path, got {entry!r}")
+            raise UserError(f"{yaml_path}: key '{key}': expected a folder or a .txt list path, got {entry!r}")
         p = Path(entry)
         if not p.is_absolute():
             p = root / p
         if p.is_dir():
             found = list_images(p)
             if not found:
-                raise CliError(f"{yaml_path}: key '{key}': no images (jpg/jpeg/png/bmp) under {p}")
+                raise UserError(f"{yaml_path}: key '{key}': no images (jpg/jpeg/png/bmp) under {p}")
             paths.extend(found)
         elif p.is_file() and p.suffix.lower() == ".txt":
             paths.extend(read_image_list(p, root))
         elif p.is_file() and is_image(p):
             paths.append(p)
         else:
-            raise CliError(f"{yaml_path}: key '{key}': {p} is neither a folder nor a .txt image list")
+            raise UserError(f"{yaml_path}: key '{key}': {p} is neither a folder nor a .txt image list")
     if not paths:
-        raise CliError(f"{yaml_path}: key '{key}': the split holds no images")
+        raise UserError(f"{yaml_path}: key '{key}': the split holds no images")
     return paths
 
 
@@ -109,22 +109,22 @@ def parse_names(value: Any, yaml_path: Path) -> list[str]:
         try:
             ids = sorted(int(k) for k in value)
         except (TypeError, ValueError) as exc:
-            raise CliError(f"{yaml_path}: key 'names': dict keys must be integer class ids") from exc
+            raise UserError(f"{yaml_path}: key 'names': dict keys must be integer class ids") from exc
         if ids != list(range(len(ids))):
-            raise CliError(f"{yaml_path}: key 'names': class ids must be 0..{len(ids) - 1} without gaps")
+            raise UserError(f"{yaml_path}: key 'names': class ids must be 0..{len(ids) - 1} without gaps")
         by_id = {int(k): v for k, v in value.items()}
         names = [by_id[i] for i in ids]
     else:
-        raise CliError(f"{yaml_path}: key 'names': expected a list or an {{id: name}} mapping")
+        raise UserError(f"{yaml_path}: key 'names': expected a list or an {{id: name}} mapping")
     if not names:
-        raise CliError(f"{yaml_path}: key 'names': no classes")
+        raise UserError(f"{yaml_path}: key 'names': no classes")
     out = []
     for n in names:
         if not isinstance(n, str | int) or not str(n).strip():
-            raise CliError(f"{yaml_path}: key 'names': invalid class name {n!r}")
+            raise UserError(f"{yaml_path}: key 'names': invalid class name {n!r}")
         out.append(str(n))
     if len(set(out)) != len(out):
-        raise CliError(f"{yaml_path}: key 'names': duplicate class names")
+        raise UserError(f"{yaml_path}: key 'names': duplicate class names")
     return out
 
 
@@ -134,13 +134,13 @@ def load_data_yaml(path: str | os.PathLike[str]) -> DataSpec:
     try:
         raw = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CliError(f"{yaml_path}: cannot read data file: {exc.strerror or exc}") from exc
+        raise UserError(f"{yaml_path}: cannot read data file: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise CliError(f"{yaml_path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise UserError(f"{yaml_path}{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from exc
     if not isinstance(raw, dict):
-        raise CliError(f"{yaml_path}: expected a mapping with keys path, train, val, names")
+        raise UserError(f"{yaml_path}: expected a mapping with keys path, train, val, names")
 
     root_value = raw.get("path")
     if root_value is None:
@@ -150,28 +150,28 @@ def load_data_yaml(path: str | os.PathLike[str]) -> DataSpec:
         if not root.is_absolute():
             root = (yaml_path.parent / root).resolve()
         if not root.is_dir():
-            raise CliError(f"{yaml_path}: key 'path': dataset root {root} is not a folder")
+            raise UserError(f"{yaml_path}: key 'path': dataset root {root} is not a folder")
     else:
-        raise CliError(f"{yaml_path}: key 'path': expected a folder path, got {root_value!r}")
+        raise UserError(f"{yaml_path}: key 'path': expected a folder path, got {root_value!r}")
 
     if "names" not in raw:
-        raise CliError(f"{yaml_path}: key 'names' is missing")
+        raise UserError(f"{yaml_path}: key 'names' is missing")
     names = parse_names(raw["names"], yaml_path)
     nc = len(names)
     if raw.get("nc") is not None:
         try:
             declared = int(raw["nc"])
         except (TypeError, ValueError) as exc:
-            raise CliError(f"{yaml_path}: key 'nc': not an integer: {raw['nc']!r}") from exc
+            raise UserError(f"{yaml_path}: key 'nc': not an integer: {raw['nc']!r}") from exc
         if declared != nc:
-            raise CliError(f"{yaml_path}: key 'nc': nc={declared} but 'names' lists {nc} classes")
+            raise UserError(f"{yaml_path}: key 'nc': nc={declared} but 'names' lists {nc} classes")
 
     splits: dict[str, list[Path] | None] = {}
     for key in ("train", "val", "test"):
         value = raw.get(key)
         if value is None or value == "":
             if key != "test":
-                raise CliError(f"{yaml_path}: key '{key}' is missing")
+                raise UserError(f"{yaml_path}: key '{key}' is missing")
             splits[key] = None
             continue
         splits[key] = resolve_split(value, root, yaml_path, key)

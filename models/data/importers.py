@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from app.cli import CliError
+from app.errors import UserError
 from models.data.formats import IMAGE_SUFFIXES, write_data_yaml
 from models.data.labels import image_hw
 
@@ -54,11 +54,11 @@ def _place_image(src: Path, dst: Path, link: str) -> None:
 def _write_dataset(items: list[_Item], out_dir: Path, names: list[str], val_fraction: float, seed: int,
                    link: str) -> Path:
     if link not in LINK_MODES:
-        raise CliError(f"unknown link mode {link!r} (use one of {', '.join(LINK_MODES)})")
+        raise UserError(f"unknown link mode {link!r} (use one of {', '.join(LINK_MODES)})")
     if not 0.0 <= val_fraction < 1.0:
-        raise CliError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        raise UserError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if not items:
-        raise CliError("nothing to import: no annotated images found")
+        raise UserError("nothing to import: no annotated images found")
     out_dir.mkdir(parents=True, exist_ok=True)
     rels: list[str] = []
     for item in items:
@@ -89,7 +89,7 @@ def _yolo_box(x1: float, y1: float, x2: float, y2: float, w: int, h: int
 def _text(el: ET.Element, tag: str, where: str) -> str:
     child = el.find(tag)
     if child is None or child.text is None or not child.text.strip():
-        raise CliError(f"{where}: missing <{tag}>")
+        raise UserError(f"{where}: missing <{tag}>")
     return child.text.strip()
 
 
@@ -98,7 +98,7 @@ def _number(el: ET.Element, tag: str, where: str) -> float:
     try:
         return float(value)
     except ValueError as exc:
-        raise CliError(f"{where}: <{tag}> is not a number: {value!r}") from exc
+        raise UserError(f"{where}: <{tag}> is not a number: {value!r}") from exc
 
 
 def _find_image(images_dir: Path, filename: str | None, stem: str) -> Path | None:
@@ -119,9 +119,9 @@ def _parse_voc(xml_path: Path) -> tuple[str | None, int | None, int | None, list
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as exc:
         line = exc.position[0] if getattr(exc, "position", None) else 0
-        raise CliError(f"{xml_path}:{line}: invalid XML: {exc}") from exc
+        raise UserError(f"{xml_path}:{line}: invalid XML: {exc}") from exc
     except OSError as exc:
-        raise CliError(f"{xml_path}: cannot read: {exc.strerror or exc}") from exc
+        raise UserError(f"{xml_path}: cannot read: {exc.strerror or exc}") from exc
     fn = root.findtext("filename")
     size = root.find("size")
     w = h = None
@@ -130,7 +130,7 @@ def _parse_voc(xml_path: Path) -> tuple[str | None, int | None, int | None, list
             w = int(float(size.findtext("width") or 0)) or None
             h = int(float(size.findtext("height") or 0)) or None
         except ValueError as exc:
-            raise CliError(f"{xml_path}: <size>: width/height are not numbers") from exc
+            raise UserError(f"{xml_path}: <size>: width/height are not numbers") from exc
     objects = []
     for k, obj in enumerate(root.findall("object"), 1):
         where = f"{xml_path}: <object> #{k}"
@@ -138,7 +138,7 @@ def _parse_voc(xml_path: Path) -> tuple[str | None, int | None, int | None, list
         where = f"{xml_path}: <object> #{k} ({name})"
         bnd = obj.find("bndbox")
         if bnd is None:
-            raise CliError(f"{where}: missing <bndbox>")
+            raise UserError(f"{where}: missing <bndbox>")
         where += " <bndbox>"
         coords = tuple(_number(bnd, t, where) for t in ("xmin", "ymin", "xmax", "ymax"))
         objects.append((name, *coords))
@@ -155,17 +155,17 @@ def import_voc(annotations_dir: str | os.PathLike[str], images_dir: str | os.Pat
     """
     ann_dir, img_dir, out = Path(annotations_dir), Path(images_dir), Path(out_dir)
     if not ann_dir.is_dir():
-        raise CliError(f"{ann_dir}: annotations folder not found")
+        raise UserError(f"{ann_dir}: annotations folder not found")
     if not img_dir.is_dir():
-        raise CliError(f"{img_dir}: images folder not found")
+        raise UserError(f"{img_dir}: images folder not found")
     xmls = sorted(ann_dir.rglob("*.xml"))
     if not xmls:
-        raise CliError(f"{ann_dir}: no .xml annotation files")
+        raise UserError(f"{ann_dir}: no .xml annotation files")
     parsed = [(x, *_parse_voc(x)) for x in xmls]
     if names is None:
         class_names = sorted({o[0] for *_, objs in parsed for o in objs})
         if not class_names:
-            raise CliError(f"{ann_dir}: no <object> elements in any annotation")
+            raise UserError(f"{ann_dir}: no <object> elements in any annotation")
     else:
         class_names = [n.strip() for n in names]
     index = {n: i for i, n in enumerate(class_names)}
@@ -173,20 +173,20 @@ def import_voc(annotations_dir: str | os.PathLike[str], images_dir: str | os.Pat
     for xml_path, fn, w, h, objs in parsed:
         img = _find_image(img_dir, fn, xml_path.stem)
         if img is None:
-            raise CliError(f"{xml_path}: <filename>: image {fn or xml_path.stem} not found in {img_dir}")
+            raise UserError(f"{xml_path}: <filename>: image {fn or xml_path.stem} not found in {img_dir}")
         if w is None or h is None:
             h, w = image_hw(img)
         boxes = []
         for k, (name, xmin, ymin, xmax, ymax) in enumerate(objs, 1):
             where = f"{xml_path}: <object> #{k} ({name})"
             if name not in index:
-                raise CliError(f"{where}: <name> {name!r} is not one of the classes {class_names}")
+                raise UserError(f"{where}: <name> {name!r} is not one of the classes {class_names}")
             x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax  # 1-based inclusive -> 0-based edges
             if x2 <= x1 or y2 <= y1:
-                raise CliError(f"{where} <bndbox>: empty box (xmin={xmin:g} xmax={xmax:g} "
+                raise UserError(f"{where} <bndbox>: empty box (xmin={xmin:g} xmax={xmax:g} "
                                f"ymin={ymin:g} ymax={ymax:g})")
             if x1 < -1 or y1 < -1 or x2 > w + 1 or y2 > h + 1:
-                raise CliError(f"{where} <bndbox>: box ({xmin:g},{ymin:g},{xmax:g},{ymax:g}) outside the "
+                raise UserError(f"{where} <bndbox>: box ({xmin:g},{ymin:g},{xmax:g},{ymax:g}) outside the "
                                f"{w}x{h} image")
             x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
             boxes.append((index[name], *_yolo_box(x1, y1, x2, y2, w, h)))
@@ -197,7 +197,7 @@ def import_voc(annotations_dir: str | os.PathLike[str], images_dir: str | os.Pat
 # -- COCO --------------------------------------------------------------------------------------------
 def _require(d: Any, key: str, where: str) -> Any:
     if not isinstance(d, dict) or key not in d:
-        raise CliError(f"{where}: missing '{key}'")
+        raise UserError(f"{where}: missing '{key}'")
     return d[key]
 
 
@@ -213,23 +213,23 @@ def import_coco(json_path: str | os.PathLike[str], images_dir: str | os.PathLike
     try:
         doc = json.loads(jp.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise CliError(f"{jp}: cannot read: {exc.strerror or exc}") from exc
+        raise UserError(f"{jp}: cannot read: {exc.strerror or exc}") from exc
     except json.JSONDecodeError as exc:
-        raise CliError(f"{jp}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        raise UserError(f"{jp}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     if not img_dir.is_dir():
-        raise CliError(f"{img_dir}: images folder not found")
+        raise UserError(f"{img_dir}: images folder not found")
     cats = _require(doc, "categories", str(jp))
     images = _require(doc, "images", str(jp))
     anns = _require(doc, "annotations", str(jp))
     if not isinstance(cats, list) or not cats:
-        raise CliError(f"{jp}: 'categories' must be a non-empty list")
+        raise UserError(f"{jp}: 'categories' must be a non-empty list")
     cat_list = []
     for c in cats:
         cid = _require(c, "id", f"{jp}: category")
         cat_list.append((int(cid), str(_require(c, "name", f"{jp}: category id {cid}"))))
     cat_list.sort()
     if len({c for c, _ in cat_list}) != len(cat_list):
-        raise CliError(f"{jp}: duplicate category ids")
+        raise UserError(f"{jp}: duplicate category ids")
     cat_index = {cid: i for i, (cid, _) in enumerate(cat_list)}
     names = [n for _, n in cat_list]
 
@@ -241,12 +241,12 @@ def import_coco(json_path: str | os.PathLike[str], images_dir: str | os.PathLike
         try:
             w, h = int(_require(im, "width", where)), int(_require(im, "height", where))
         except (TypeError, ValueError) as exc:
-            raise CliError(f"{where}: width/height are not integers") from exc
+            raise UserError(f"{where}: width/height are not integers") from exc
         if w <= 0 or h <= 0:
-            raise CliError(f"{where}: non-positive image size {w}x{h}")
+            raise UserError(f"{where}: non-positive image size {w}x{h}")
         src = img_dir / fn
         if not src.is_file():
-            raise CliError(f"{where}: image file {src} not found")
+            raise UserError(f"{where}: image file {src} not found")
         by_id[iid] = (src, w, h)
     boxes: dict[Any, list[tuple[int, float, float, float, float]]] = {iid: [] for iid in by_id}
     for ann in anns:
@@ -254,22 +254,22 @@ def import_coco(json_path: str | os.PathLike[str], images_dir: str | os.PathLike
         where = f"{jp}: annotation id {aid}"
         iid = _require(ann, "image_id", where)
         if iid not in by_id:
-            raise CliError(f"{where}: unknown image_id {iid}")
+            raise UserError(f"{where}: unknown image_id {iid}")
         cid = _require(ann, "category_id", where)
         if cid not in cat_index:
-            raise CliError(f"{where}: unknown category_id {cid}")
+            raise UserError(f"{where}: unknown category_id {cid}")
         if ann.get("iscrowd", 0):
             continue
         bbox = _require(ann, "bbox", where)
         try:
             x, y, bw, bh = (float(v) for v in bbox)
         except (TypeError, ValueError) as exc:
-            raise CliError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}") from exc
+            raise UserError(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}") from exc
         _, w, h = by_id[iid]
         if bw <= 0 or bh <= 0:
-            raise CliError(f"{where}: bbox has non-positive size {bw:g}x{bh:g}")
+            raise UserError(f"{where}: bbox has non-positive size {bw:g}x{bh:g}")
         if x < -1 or y < -1 or x + bw > w + 1 or y + bh > h + 1:
-            raise CliError(f"{where}: bbox {bbox} outside the {w}x{h} image")
+            raise UserError(f"{where}: bbox {bbox} outside the {w}x{h} image")
         x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + bw, w), min(y + bh, h)
         boxes[iid].append((cat_index[cid], *_yolo_box(x1, y1, x2, y2, w, h)))
     items = [_Item(rel=Path(src.relative_to(img_dir)), src=src, boxes=boxes[iid])

@@ -13,14 +13,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from app.cli import CliError
+from app.errors import ConfigError, UserError
 from models.data.formats import DataSpec, label_path_for
 
 # Box edges up to this far outside [0, 1] are clipped silently (annotation tools round); beyond is an error.
 EDGE_TOLERANCE = 0.01
 
 
-class LabelError(CliError):
+class LabelError(ConfigError):
     """A bad label line; the message reads ``FILE:LINE: reason``. ``errors`` holds every such message."""
 
     def __init__(self, message: str, errors: Sequence[str] | None = None) -> None:
@@ -123,10 +123,10 @@ def read_all_labels(image_paths: Iterable[Path], nc: int | None) -> list[np.ndar
 
 
 def image_hw(path: Path) -> tuple[int, int]:
-    """(height, width) of an image file; raises CliError when it cannot be decoded."""
+    """(height, width) of an image file; raises UserError when it cannot be decoded."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise CliError(f"{path}: cannot read image")
+        raise UserError(f"{path}: cannot read image")
     return int(img.shape[0]), int(img.shape[1])
 
 
@@ -272,7 +272,7 @@ def check_dataset(spec: DataSpec, check_images: bool = False) -> DatasetReport:
             if check_images and new_file:
                 try:
                     image_hw(img)
-                except CliError as exc:
+                except UserError as exc:
                     unreadable.append(str(exc))
         stats[split] = st
     overlap: dict[str, int] = {}

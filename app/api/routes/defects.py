@@ -100,9 +100,9 @@ def review(defect_id: DefectId, body: ReviewIn, request: Request, session: Sessi
     try:
         review_defect(session, defect, ReviewRequest(body.action, body.class_name, body.note),
                       actor=principal.name, class_names=names)
-    except ReviewError as exc:
+    except ReviewError:
         session.rollback()
-        raise Problem(422, str(exc), reason="invalid_review", title="Unprocessable Content") from None
+        raise
     session.commit()
     worker = getattr(request.app.state, "webhook_worker", None)
     if worker is not None:

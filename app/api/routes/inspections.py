@@ -172,10 +172,7 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
 
     def work() -> tuple[InspectionOut, bool]:
         t0 = time.perf_counter()
-        try:
-            frame, info = images.decode(data, settings.max_pixels)
-        except images.ImageError as exc:
-            raise Problem(exc.status, exc.detail, reason=exc.reason) from None
+        frame, info = images.decode(data, settings.max_pixels)  # ImageError: a 4xx problem
         t1 = time.perf_counter()
         [dets], inference_ms, post_ms = run_detector(
             engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det, meta.imgsz)
