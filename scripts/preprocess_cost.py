@@ -44,7 +44,7 @@ def cpu_ms(fn: Callable[[], object], repeat: int) -> float:
 
 
 def run_time(args: argparse.Namespace) -> None:
-    from app.commands.bench import sample_frames
+    from app.bench.measure import sample_frames
 
     frames = sample_frames(args.source, 8)
     frame = frames[0]

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.bench_ultralytics import INSTALL_HINT
+from app.bench.ultralytics import INSTALL_HINT
 from app.cli import main as cli_main
 from app.inference.postprocess import match_detections
 
@@ -106,12 +106,13 @@ def test_bench_command_does_not_import_ultralytics():
 
 
 def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, frames_dir):
-    from app.bench_ultralytics import pipeline_args
-    from app.commands.bench import pipeline_result
+    from app.bench.pipeline import run_pipeline_bench
+    from app.bench.ultralytics import UltralyticsBenchOptions, pipeline_part
 
-    args = pipeline_args(tiny_model_path, frames_dir, seconds=1.0, workers=1, engine_seconds=0.2)
+    args = pipeline_part(UltralyticsBenchOptions(onnx=tiny_model_path, frames=frames_dir, seconds=0.2,
+                                                 workers=1), seconds=1.0)
     assert args.source == str(frames_dir) and args.loop and args.tile_size is None
-    out = pipeline_result(args)  # the options the ultralytics comparison passes are all there
+    out = run_pipeline_bench(args)  # the options the ultralytics comparison passes are all there
     assert out["fps"] > 0 and out["engine_fps"] > 0 and out["decode_threads"] == 1
 
 

@@ -1,21 +1,23 @@
-"""`defect-inspect bench`: throughput of the detector alone (``bench engine``, by batch size) and of the
-whole camera pipeline (``bench pipeline``: capture -> queues -> workers -> batched commits), with the
-raw engine measured in the same run on the same frames so the two can be compared (``ratio``)."""
+"""`defect-inspect bench`: throughput of the detector alone (``bench engine``, by batch size), of the
+whole camera pipeline (``bench pipeline``: capture -> queues -> workers -> batched commits, with the raw
+engine measured in the same run on the same frames so the two can be compared: ``ratio``), and the
+optional comparison with ultralytics (``bench ultralytics``). The measurements live in ``app.bench``;
+this module only turns options into their typed form and prints one JSON object."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import tempfile
-import threading
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from app.errors import InvalidInput
 
-from app.errors import UserError
+if TYPE_CHECKING:
+    from app.bench.pipeline import PipelineBenchOptions
+
+NEU_DET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "neu-det"
+DEFAULT_FRAMES = NEU_DET / "images"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,129 +69,60 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     q.set_defaults(func=run_pipeline)
 
-    from app.bench_ultralytics import add_parser as add_ultralytics  # ultralytics itself is imported lazily
-
-    add_ultralytics(sub)
+    add_ultralytics_parser(sub)
 
 
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores}
-
-
-THREAD_ROLES = (("capture-", "capture"), ("ingest-worker-", "workers"), ("ingest-db-writer", "writer"))
-
-
-def cpu_snapshot() -> tuple[float, dict[str, float]]:
-    """Process CPU seconds, and CPU seconds by pipeline role (capture threads, inference workers,
-    database writer, the rest) from /proc/self/task (Linux; an empty split elsewhere)."""
-    total = time.process_time()
-    roles: dict[str, float] = {}
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for thread in threading.enumerate():
-        try:
-            stat = Path(f"/proc/self/task/{thread.native_id}/stat").read_text()
-        except (OSError, TypeError):
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        role = next((r for prefix, r in THREAD_ROLES if thread.name.startswith(prefix)), "other")
-        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return total, roles
+def add_ultralytics_parser(sub: argparse._SubParsersAction) -> None:
+    u = sub.add_parser("ultralytics", help="ultralytics' predict loop vs this engine and pipeline",
+                       description="Same ONNX file, same frames: ultralytics YOLO(onnx).predict, this "
+                                   "project's Engine and its pipeline. Needs the 'ultralytics' extra.")
+    u.add_argument("--onnx", required=True, help="ultralytics-layout ONNX model (written by --export)")
+    u.add_argument("--frames", default=str(DEFAULT_FRAMES),
+                   help="folder of images or a video file (default: the NEU-DET images)")
+    u.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
+    u.add_argument("--rounds", type=int, default=5,
+                   help="the measurements alternate in this many slices (default 5)")
+    u.add_argument("--count", type=int, default=32, help="distinct frames decoded once (default 32)")
+    u.add_argument("--batch-sizes", default="1,4", help="Engine batch sizes (default 1,4)")
+    u.add_argument("--ultralytics-batch", type=int, default=4,
+                   help="frames per batched predict call (0: skip; needs a dynamic-batch ONNX)")
+    u.add_argument("--rect", action="store_true",
+                   help="let ultralytics letterbox non-square frames to its minimal rectangle "
+                        "(its default; off here so both sides compute the same square input)")
+    u.add_argument("--pipeline-seconds", type=float, default=None,
+                   help="pipeline run length (default: --seconds + 2; 0 skips the pipeline)")
+    u.add_argument("--workers", type=int, default=2, help="pipeline workers (default 2)")
+    u.add_argument("--intra-op-threads", type=int, default=0,
+                   help="ONNX Runtime threads of the Engine runs (0 = auto, like ultralytics' session)")
+    u.add_argument("--conf", type=float, default=0.25)
+    u.add_argument("--iou", type=float, default=0.45)
+    u.add_argument("--export", metavar="CFG", default=None,
+                   help="first build CFG (e.g. yolo11n.yaml, random weights) and export it to --onnx")
+    u.add_argument("--imgsz", type=int, default=256, help="export input size (with --export; default 256)")
+    u.add_argument("--nc", type=int, default=6, help="classes of the exported model (with --export)")
+    u.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
+    u.set_defaults(func=run_ultralytics)
 
 
 def _providers(text: str | None) -> list[str] | None:
     return [p.strip() for p in text.split(",") if p.strip()] if text else None
 
 
-def _load_engine(model: str, intra: int, providers: str | None):
-    from app.inference import Engine, ModelLoadError
-
+def _batch_sizes(text: str) -> list[int]:
     try:
-        return Engine(model, providers=_providers(providers), intra_op_threads=intra)
-    except ModelLoadError as exc:
-        raise UserError(f"--model: {exc}") from None
-
-
-def _check_imgsz(engine, imgsz: int | None) -> None:
-    try:
-        engine.fit_size(imgsz)
-    except ValueError as exc:
-        raise UserError(f"--imgsz: {exc}") from None
-
-
-def sample_frames(source: str, count: int = 32) -> list[np.ndarray]:
-    """Up to ``count`` frames of a source (simulator sources render as fast as asked)."""
-    from app.ingest.config import CameraConfig
-    from app.ingest.sources import SourceError, make_source
-
-    if source.startswith("sim://") and "realtime=" not in source:
-        source += ("&" if "?" in source else "?") + "realtime=0"
-    src = make_source(CameraConfig(id="bench", source=source), where="--source ")
-    frames: list[np.ndarray] = []
-    try:
-        src.open()
-        while len(frames) < count:
-            frame = src.read()
-            if frame is None:
-                break
-            frames.append(frame.image)
-    except SourceError as exc:
-        raise UserError(f"--source: {exc}") from None
-    finally:
-        src.close()
-    if not frames:
-        raise UserError(f"--source {source}: no frames")
-    return frames
-
-
-def engine_throughput(engine, frames: list[np.ndarray], batch: int, seconds: float, workers: int,
-                      conf: float = 0.25, iou: float = 0.45, imgsz: int | None = None) -> dict:
-    """Images per second of ``workers`` threads each running detect() on batches of ``batch``."""
-    done = [0] * workers
-    batches = [0] * workers
-    stop = threading.Event()
-
-    def loop(k: int) -> None:
-        i = k * batch
-        while not stop.is_set():
-            chunk = [frames[(i + j) % len(frames)] for j in range(batch)]
-            engine.detect(chunk, conf, iou, imgsz=imgsz)
-            i += batch
-            done[k] += batch
-            batches[k] += 1
-
-    engine.detect(frames[:batch], conf, iou, imgsz=imgsz)  # warm this batch shape
-    threads = [threading.Thread(target=loop, args=(k,), daemon=True) for k in range(workers)]
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    return {"batch": batch, "workers": workers, "fps": round(sum(done) / elapsed, 2),
-            "ms_per_batch": round(1000 * elapsed * workers / max(sum(batches), 1), 2),
-            "cpu_ms_per_frame": round(1000 * cpu / max(sum(done), 1), 3)}
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InvalidInput(f"--batch-sizes {text!r}: expected a comma list of integers") from None
 
 
 def run_engine(args: argparse.Namespace) -> int:
-    try:
-        sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers") from None
+    from app.bench.measure import check_imgsz, engine_throughput, load_engine, machine, sample_frames
+
+    sizes = _batch_sizes(args.batch_sizes)
     if not sizes or min(sizes) < 1 or args.workers < 1 or args.seconds <= 0:
-        raise UserError("--batch-sizes, --workers and --seconds must be positive")
-    engine = _load_engine(args.model, args.intra_op_threads, args.providers)
-    _check_imgsz(engine, args.imgsz)
+        raise InvalidInput("--batch-sizes, --workers and --seconds must be positive")
+    engine = load_engine(args.model, args.intra_op_threads, _providers(args.providers))
+    check_imgsz(engine, args.imgsz)
     frames = sample_frames(args.source, max(32, max(sizes)))
     results = [engine_throughput(engine, frames, b, args.seconds, args.workers, imgsz=args.imgsz)
                for b in sizes]
@@ -202,110 +135,43 @@ def run_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    return round(float(np.percentile(np.asarray(values), q)) * 1000, 2) if values else None
+def pipeline_options(args: argparse.Namespace) -> PipelineBenchOptions:
+    from app.bench.pipeline import PipelineBenchOptions
+
+    return PipelineBenchOptions(
+        model=args.model, source=args.source, seconds=args.seconds, cameras=args.cameras,
+        workers=args.workers, intra_op_threads=args.intra_op_threads, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, buffer=args.buffer, queue_size=args.queue_size, loop=args.loop,
+        tile_size=args.tile_size, tile_overlap=args.tile_overlap, imgsz=args.imgsz,
+        decode_threads=args.decode_threads, images=args.images, database=args.database,
+        providers=_providers(args.providers), engine_seconds=args.engine_seconds)
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    print(json.dumps(pipeline_result(args)))
+    from app.bench.pipeline import run_pipeline_bench
+
+    print(json.dumps(run_pipeline_bench(pipeline_options(args))))
     return 0
 
 
-def pipeline_result(args: argparse.Namespace) -> dict:
-    """One ``bench pipeline`` run (the options of that command in ``args``) as a dict."""
+def _neu_names() -> tuple[str, ...] | None:
+    data = NEU_DET / "data.yaml"
+    if not data.is_file():
+        return None
     import yaml
 
-    from app.db.migrate import upgrade
-    from app.db.session import Database
-    from app.ingest.config import parse_cameras
-    from app.ingest.pipeline import Pipeline
+    names = yaml.safe_load(data.read_text()).get("names")
+    return tuple(names) if isinstance(names, list) else None
 
-    if args.cameras < 1 or args.seconds <= 0 or args.workers < 1 or args.max_batch < 1:
-        raise UserError("--cameras, --seconds, --workers and --max-batch must be positive")
-    cams = []
-    for k in range(args.cameras):
-        source = args.source
-        if source.startswith("sim://") and args.cameras > 1 and "seed=" not in source:
-            source += ("&" if "?" in source else "?") + f"seed={k}"
-        cam: dict = {"id": f"bench-{k}", "source": source, "queue_size": args.queue_size,
-                     "images": args.images, "loop": args.loop, "stall_timeout_s": 30,
-                     "decode_threads": args.decode_threads}
-        if args.tile_size is not None:
-            cam |= {"tile_size": args.tile_size, "tile_overlap": args.tile_overlap}
-        if args.imgsz is not None:
-            cam["imgsz"] = args.imgsz
-        if args.buffer:
-            cam["buffer"] = args.buffer
-        cams.append(cam)
-    # the cameras file's own validation (and error messages naming the key) checks the options
-    config = parse_cameras(yaml.safe_dump({
-        "pipeline": {"workers": args.workers, "intra_op_threads": args.intra_op_threads,
-                     "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms},
-        "cameras": cams}, sort_keys=False), "bench pipeline options")
-    engine = _load_engine(args.model, args.intra_op_threads, args.providers)
-    _check_imgsz(engine, args.imgsz)
-    tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
-    db_url = args.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
-    upgrade(db_url)
-    # the engine alone, on the same frames with the same workers and batch, in two slices bracketing
-    # the pipeline run: the VM's speed drifts by up to +-20 % within minutes, and the mean of a slice
-    # before and one after tracks that drift better than one slice taken afterwards
-    frames = sample_frames(args.source, 32)
-    eng_s = (args.engine_seconds or min(args.seconds, 5.0)) / 2
-    before = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers, imgsz=args.imgsz)
-    db = Database(db_url)
-    pipeline = Pipeline(config, engine, db, Path(tmp.name) / "data", config_name="--source")
-    t0, cpu_start = time.perf_counter(), cpu_snapshot()
-    warm_cpu = cpu_start
-    pipeline.start()
-    end = t0 + args.seconds
-    # steady state: the rate is taken from the end of a short warm-up (queues and batches filling)
-    warm_at, warm_counts = t0 + min(1.0, 0.2 * args.seconds), None
-    while time.perf_counter() < end and not pipeline.finished():
-        if warm_counts is None and time.perf_counter() >= warm_at:
-            warm_at, warm_counts = time.perf_counter(), [c.state.committed for c in pipeline.cameras]
-            warm_cpu = cpu_snapshot()
-        time.sleep(0.02)
-    finished_early = pipeline.finished()
-    t_end, cpu_end = time.perf_counter(), cpu_snapshot()
-    states = [c.state.snapshot() for c in pipeline.cameras]
-    if warm_counts is None or finished_early:  # a short file: the whole run is the window
-        warm_at, warm_counts, warm_cpu = t0, [0] * len(states), cpu_start
-    elapsed = t_end - warm_at
-    committed = [s["committed"] - w for s, w in zip(states, warm_counts, strict=True)]
-    latencies = list(pipeline.latencies)
-    pipeline.stop()
-    db.dispose()
-    fps = sum(committed) / elapsed
-    per_frame = 1000 / max(sum(committed), 1)
-    cpu_ms = (cpu_end[0] - warm_cpu[0]) * per_frame
-    # a thread that ends inside the window (a finished file's capture thread) drops out of the split
-    by_role = {r: round((cpu_end[1][r] - warm_cpu[1].get(r, 0.0)) * per_frame, 3)
-               for r in ("capture", "workers", "writer") if r in cpu_end[1]}
-    after = engine_throughput(engine, frames, args.max_batch, eng_s, args.workers, imgsz=args.imgsz)
-    engine_fps = (before["fps"] + after["fps"]) / 2
-    engine_cpu_ms = (before["cpu_ms_per_frame"] + after["cpu_ms_per_frame"]) / 2
-    out = {
-        "bench": "pipeline", "model": str(args.model), "version": engine.version,
-        "quantization": engine.metadata.quantization, "provider": engine.provider, "source": args.source,
-        "cameras": args.cameras, "seconds": round(t_end - t0, 2), "window_s": round(elapsed, 2),
-        "frames": sum(committed),
-        "fps": round(fps, 2), "per_camera_fps": [round(c / elapsed, 2) for c in committed],
-        "captured": sum(s["captured"] for s in states), "dropped": sum(s["dropped"] for s in states),
-        "latency_ms_p50": _percentile(latencies, 50), "latency_ms_p99": _percentile(latencies, 99),
-        "engine_fps": round(engine_fps, 2), "ratio": round(fps / engine_fps, 3) if engine_fps else None,
-        "engine_fps_before": before["fps"], "engine_fps_after": after["fps"],
-        # CPU time of the whole process per frame: on saturated cores, engine / pipeline CPU per frame
-        # is the share of the pipeline's CPU that goes into inference (less noisy than the fps ratio)
-        "cpu_ms_per_frame": round(cpu_ms, 3), "engine_cpu_ms_per_frame": round(engine_cpu_ms, 3),
-        "cpu_ratio": round(engine_cpu_ms / cpu_ms, 3) if cpu_ms else None,
-        "cpu_ms_per_frame_by_role": by_role,
-        "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
-        "workers": args.workers, "intra_op_threads": args.intra_op_threads, "max_batch": args.max_batch,
-        "max_wait_ms": args.max_wait_ms, "buffer": pipeline.cameras[0].policy,
-        "decode_threads": args.decode_threads, "tile_size": args.tile_size, "camera_imgsz": args.imgsz,
-        "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
-        "imgsz": list(engine.imgsz), "machine": machine(),
-    }
-    tmp.cleanup()
-    return out
+
+def run_ultralytics(args: argparse.Namespace) -> int:
+    from app.bench.ultralytics import UltralyticsBenchOptions, run_ultralytics_bench
+
+    options = UltralyticsBenchOptions(
+        onnx=Path(args.onnx), frames=Path(args.frames), seconds=args.seconds, rounds=args.rounds,
+        count=args.count, batch_sizes=tuple(_batch_sizes(args.batch_sizes)),
+        ultralytics_batch=args.ultralytics_batch, rect=args.rect, pipeline_seconds=args.pipeline_seconds,
+        workers=args.workers, intra_op_threads=args.intra_op_threads, conf=args.conf, iou=args.iou,
+        export=args.export, imgsz=args.imgsz, nc=args.nc, names=_neu_names() if args.export else None)
+    print(json.dumps(run_ultralytics_bench(options)))
+    return 0

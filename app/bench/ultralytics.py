@@ -1,4 +1,4 @@
-"""`defect-inspect bench ultralytics`: the same ONNX file and the same decoded frames through
+"""`bench ultralytics`: the same ONNX file and the same decoded frames through
 
 - ultralytics' own loop, ``YOLO(onnx, task="detect").predict(frame, imgsz=...)``, one frame per call
   (what a user's loop does) and a batched call;
@@ -12,62 +12,54 @@ sanity check runs first: the file must have the ultralytics output layout ``[N, 
 detections on the first frames are matched against ultralytics' own.
 
 ultralytics is an optional extra (``pip install '.[ultralytics]'``; it pulls torch and torchvision),
-imported only inside this command. ``--export CFG`` builds an ultralytics model from its YAML (no
+imported only when this benchmark runs. ``--export CFG`` builds an ultralytics model from its YAML (no
 weights are downloaded: the weights are the random initialisation) and exports it to ``--onnx``.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
-import json
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from app.bench.measure import load_engine, loadavg, machine, ratio, sample_frames
+from app.bench.pipeline import PipelineBenchOptions, run_pipeline_bench
 from app.errors import UserError
 from app.inference.postprocess import match_detections
 
 INSTALL_HINT = "ultralytics is not installed: pip install '.[ultralytics]'"
-DEFAULT_FRAMES = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "neu-det" / "images"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    u = sub.add_parser("ultralytics", help="ultralytics' predict loop vs this engine and pipeline",
-                       description="Same ONNX file, same frames: ultralytics YOLO(onnx).predict, this "
-                                   "project's Engine and its pipeline. Needs the 'ultralytics' extra.")
-    u.add_argument("--onnx", required=True, help="ultralytics-layout ONNX model (written by --export)")
-    u.add_argument("--frames", default=str(DEFAULT_FRAMES),
-                   help="folder of images or a video file (default: the NEU-DET images)")
-    u.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
-    u.add_argument("--rounds", type=int, default=5,
-                   help="the measurements alternate in this many slices (default 5)")
-    u.add_argument("--count", type=int, default=32, help="distinct frames decoded once (default 32)")
-    u.add_argument("--batch-sizes", default="1,4", help="Engine batch sizes (default 1,4)")
-    u.add_argument("--ultralytics-batch", type=int, default=4,
-                   help="frames per batched predict call (0: skip; needs a dynamic-batch ONNX)")
-    u.add_argument("--rect", action="store_true",
-                   help="let ultralytics letterbox non-square frames to its minimal rectangle "
-                        "(its default; off here so both sides compute the same square input)")
-    u.add_argument("--pipeline-seconds", type=float, default=None,
-                   help="pipeline run length (default: --seconds + 2; 0 skips the pipeline)")
-    u.add_argument("--workers", type=int, default=2, help="pipeline workers (default 2)")
-    u.add_argument("--intra-op-threads", type=int, default=0,
-                   help="ONNX Runtime threads of the Engine runs (0 = auto, like ultralytics' session)")
-    u.add_argument("--conf", type=float, default=0.25)
-    u.add_argument("--iou", type=float, default=0.45)
-    u.add_argument("--export", metavar="CFG", default=None,
-                   help="first build CFG (e.g. yolo11n.yaml, random weights) and export it to --onnx")
-    u.add_argument("--imgsz", type=int, default=256, help="export input size (with --export; default 256)")
-    u.add_argument("--nc", type=int, default=6, help="classes of the exported model (with --export)")
-    u.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
-    u.set_defaults(func=run)
+@dataclass(frozen=True)
+class UltralyticsBenchOptions:
+    """The options of one comparison; the defaults are `bench ultralytics`'s."""
+
+    onnx: Path
+    frames: Path
+    seconds: float = 5.0
+    rounds: int = 5
+    count: int = 32
+    batch_sizes: tuple[int, ...] = (1, 4)
+    ultralytics_batch: int = 4
+    rect: bool = False
+    pipeline_seconds: float | None = None
+    workers: int = 2
+    intra_op_threads: int = 0
+    conf: float = 0.25
+    iou: float = 0.45
+    export: str | None = None
+    imgsz: int = 256
+    nc: int = 6
+    names: tuple[str, ...] | None = None  # class names written into an export (with ``export``)
 
 
 # -- ultralytics, imported lazily ---------------------------------------------------------------
@@ -110,17 +102,7 @@ def export_onnx(cfg: str, out: Path, imgsz: int, nc: int, names: Sequence[str] |
     return out
 
 
-def _neu_names() -> list[str] | None:
-    data = DEFAULT_FRAMES.parent / "data.yaml"
-    if not data.is_file():
-        return None
-    import yaml
 
-    names = yaml.safe_load(data.read_text()).get("names")
-    return list(names) if isinstance(names, list) else None
-
-
-# -- measurements ---------------------------------------------------------------------------------
 def timed_loop(step, frames: list[np.ndarray], per_call: int, seconds: float, start: int = 0
                ) -> tuple[int, int, float]:
     """``step(list_of_frames)`` called back to back for ``seconds``: (frames, calls, elapsed)."""
@@ -153,18 +135,6 @@ def interleaved(contenders: dict, frames: list[np.ndarray], seconds: float, roun
             for name, (done, calls, elapsed) in totals.items()}
 
 
-def pipeline_args(model: Path | str, frames: Path | str, seconds: float, workers: int,
-                  engine_seconds: float) -> argparse.Namespace:
-    """``bench pipeline``'s options for serving ``model`` on the frames folder, as its parser makes them."""
-    from app.commands.bench import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    return parser.parse_args(["bench", "pipeline", "--model", str(model), "--source", str(frames),
-                              "--seconds", str(seconds), "--workers", str(workers), "--loop",
-                              "--engine-seconds", str(engine_seconds)])
-
-
 def sanity(engine, model, frames: list[np.ndarray], imgsz: int, rect: bool, top: int = 10) -> dict:
     """Layout of the raw output and agreement of the top detections of both on the first frames.
 
@@ -195,102 +165,93 @@ def sanity(engine, model, frames: list[np.ndarray], imgsz: int, rect: bool, top:
             "agreement": round(hits / ref_total, 3) if ref_total else None}
 
 
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
+def pipeline_part(options: UltralyticsBenchOptions, seconds: float) -> PipelineBenchOptions:
+    """The pipeline run of a comparison: the same file serving the frames, looping, for ``seconds``."""
+    return PipelineBenchOptions(model=options.onnx, source=str(options.frames), seconds=seconds,
+                                workers=options.workers, loop=True, engine_seconds=min(options.seconds, 3.0))
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a and b else None
-
-
-def run(args: argparse.Namespace) -> int:
-    from app.commands.bench import _load_engine, machine, pipeline_result, sample_frames
-
-    onnx = Path(args.onnx)
-    if args.seconds <= 0 or args.count < 1 or args.workers < 1 or args.rounds < 1:
+def run_ultralytics_bench(options: UltralyticsBenchOptions) -> dict[str, Any]:
+    """One comparison as a dict (what `bench ultralytics` prints)."""
+    onnx = Path(options.onnx)
+    if options.seconds <= 0 or options.count < 1 or options.workers < 1 or options.rounds < 1:
         raise UserError("--seconds, --count, --rounds and --workers must be positive")
-    try:
-        sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
-    except ValueError:
-        raise UserError(f"--batch-sizes {args.batch_sizes!r}: expected a comma list of integers") from None
+    sizes = list(options.batch_sizes)
     if not sizes or min(sizes) < 1:
         raise UserError("--batch-sizes must be positive")
-    if args.export:
-        export_onnx(args.export, onnx, args.imgsz, args.nc, _neu_names() if args.nc == 6 else None)
+    if options.export:
+        export_onnx(options.export, onnx, options.imgsz, options.nc, options.names)
     if not onnx.is_file():
         raise UserError(f"--onnx {onnx}: file not found (write one with --export yolo11n.yaml)")
-    if not Path(args.frames).exists():
-        raise UserError(f"--frames {args.frames}: no such folder or video file")
-    load_start = _loadavg()
-    engine = _load_engine(str(onnx), args.intra_op_threads, None)
+    if not Path(options.frames).exists():
+        raise UserError(f"--frames {options.frames}: no such folder or video file")
+    load_start = loadavg()
+    engine = load_engine(onnx, options.intra_op_threads, None, option="--onnx")
     if engine.layout != "ultralytics":
         raise UserError(f"--onnx {onnx}: layout {engine.layout}, expected an ultralytics export [N, 4+nc, A]")
     yolo_cls = import_yolo()
     import ultralytics
 
-    frames = sample_frames(args.frames, args.count)
+    frames = sample_frames(str(options.frames), options.count, option="--frames")
     imgsz = engine.imgsz[0]
     model = yolo_cls(str(onnx), task="detect")
-    check = sanity(engine, model, frames, imgsz, args.rect)
+    check = sanity(engine, model, frames, imgsz, options.rect)
 
     def ul_step(chunk: list[np.ndarray]) -> None:
         src = chunk[0] if len(chunk) == 1 else chunk
-        model.predict(src, imgsz=imgsz, conf=args.conf, iou=args.iou, rect=args.rect, verbose=False)
+        model.predict(src, imgsz=imgsz, conf=options.conf, iou=options.iou, rect=options.rect, verbose=False)
 
     def our_step(chunk: list[np.ndarray]) -> None:
-        engine.detect(chunk, args.conf, args.iou)
+        engine.detect(chunk, options.conf, options.iou)
 
     contenders = {"ultralytics/per_frame": (ul_step, 1)}
     ul_batch_error = None
-    if args.ultralytics_batch > 1:
+    if options.ultralytics_batch > 1:
         try:
-            ul_step(frames[:args.ultralytics_batch])
-            contenders["ultralytics/batched"] = (ul_step, args.ultralytics_batch)
+            ul_step(frames[:options.ultralytics_batch])
+            contenders["ultralytics/batched"] = (ul_step, options.ultralytics_batch)
         except Exception as exc:  # e.g. a static-batch export: say so in the JSON
             ul_batch_error = f"{type(exc).__name__}: {exc}"[:300]
     contenders.update({f"engine/batch{b}": (our_step, b) for b in sizes})
     raw_input, _ = engine.preprocess(frames[:1])
     # the floor both sides sit on: ONNX Runtime alone on one prepared input (no letterbox, no NMS)
     contenders["onnxruntime/session_run"] = (lambda _chunk: engine.run(raw_input), 1)
-    fps = interleaved(contenders, frames, args.seconds, args.rounds)
+    fps = interleaved(contenders, frames, options.seconds, options.rounds)
     ul = {k.split("/")[1]: v for k, v in fps.items() if k.startswith("ultralytics/")}
     if ul_batch_error:
-        ul["batched"] = {"batch": args.ultralytics_batch, "error": ul_batch_error}
+        ul["batched"] = {"batch": options.ultralytics_batch, "error": ul_batch_error}
     ours = {k.split("/")[1]: v for k, v in fps.items() if k.startswith("engine/")}
     floor = fps["onnxruntime/session_run"]
     overhead = {"ultralytics_per_frame_ms": round(ul["per_frame"]["ms_per_call"] - floor["ms_per_call"], 2)}
     if "batch1" in ours:
         overhead["engine_batch1_ms"] = round(ours["batch1"]["ms_per_call"] - floor["ms_per_call"], 2)
 
-    pipe_s = args.seconds + 2 if args.pipeline_seconds is None else args.pipeline_seconds
+    pipe_s = options.seconds + 2 if options.pipeline_seconds is None else options.pipeline_seconds
     pipe = None
     if pipe_s > 0:
-        full = pipeline_result(pipeline_args(onnx, args.frames, pipe_s, args.workers, min(args.seconds, 3.0)))
+        full = run_pipeline_bench(pipeline_part(options, pipe_s))
         pipe = {k: full[k] for k in ("fps", "frames", "dropped", "window_s", "latency_ms_p50",
                                      "latency_ms_p99", "mean_batch", "workers", "intra_op_threads",
                                      "max_batch", "engine_fps", "ratio")}
 
     ul_fps = ul["per_frame"]["fps"]
-    ratios = {f"engine_{k}_vs_ultralytics_per_frame": _ratio(v["fps"], ul_fps) for k, v in ours.items()}
+    ratios = {f"engine_{k}_vs_ultralytics_per_frame": ratio(v["fps"], ul_fps) for k, v in ours.items()}
     ul_batched = ul.get("batched", {}).get("fps")
     if ul_batched:
-        ratios.update({f"engine_{k}_vs_ultralytics_batched": _ratio(v["fps"], ul_batched)
+        ratios.update({f"engine_{k}_vs_ultralytics_batched": ratio(v["fps"], ul_batched)
                        for k, v in ours.items()})
     if pipe:
-        ratios["pipeline_vs_ultralytics_per_frame"] = _ratio(pipe["fps"], ul_fps)
+        ratios["pipeline_vs_ultralytics_per_frame"] = ratio(pipe["fps"], ul_fps)
     out = {
-        "bench": "ultralytics", "onnx": str(onnx), "frames_source": str(args.frames),
+        "bench": "ultralytics", "onnx": str(onnx), "frames_source": str(options.frames),
         "frame": list(frames[0].shape[:2]), "distinct_frames": len(frames), "imgsz": list(engine.imgsz),
-        "rect": args.rect, "conf": args.conf, "iou": args.iou, "seconds": args.seconds, "rounds": args.rounds,
+        "rect": options.rect, "conf": options.conf, "iou": options.iou, "seconds": options.seconds,
+        "rounds": options.rounds,
         "ultralytics_version": ultralytics.__version__, "sanity": check,
-        "ultralytics": ul, "engine": {**ours, "intra_op_threads": args.intra_op_threads,
+        "ultralytics": ul, "engine": {**ours, "intra_op_threads": options.intra_op_threads,
                                       "provider": engine.provider},
         "onnxruntime_session_run": floor, "overhead_over_session_run": overhead,
         "pipeline": pipe, "ratios": ratios,
-        "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": _loadavg()},
+        "machine": {**machine(), "loadavg_start": load_start, "loadavg_end": loadavg()},
     }
-    print(json.dumps(out))
-    return 0
+    return out

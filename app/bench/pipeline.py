@@ -1,0 +1,152 @@
+"""`bench pipeline`: one camera-pipeline run (capture -> queues -> workers -> batched commits) with the
+raw engine measured on the same frames, with the same workers and batch, in the same run."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.bench.measure import (
+    check_imgsz,
+    cpu_snapshot,
+    engine_throughput,
+    load_engine,
+    machine,
+    percentile_ms,
+    sample_frames,
+)
+from app.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class PipelineBenchOptions:
+    """The options of one run; the defaults are `bench pipeline`'s."""
+
+    model: str | Path
+    source: str
+    seconds: float = 10.0
+    cameras: int = 1
+    workers: int = 2
+    intra_op_threads: int = 1
+    max_batch: int = 4
+    max_wait_ms: float = 10.0
+    buffer: str | None = None  # block | drop-oldest; None: the cameras file's default for the source
+    queue_size: int = 8
+    loop: bool = False
+    tile_size: int | None = None
+    tile_overlap: int = 32
+    imgsz: int | None = None
+    decode_threads: int = 1
+    images: str = "never"
+    database: str | None = None
+    providers: list[str] | None = None
+    engine_seconds: float | None = None
+
+
+def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
+    """The cameras file entries of the run: ``cameras`` cameras reading the source."""
+    cams = []
+    for k in range(options.cameras):
+        source = options.source
+        if source.startswith("sim://") and options.cameras > 1 and "seed=" not in source:
+            source += ("&" if "?" in source else "?") + f"seed={k}"
+        cam: dict[str, Any] = {"id": f"bench-{k}", "source": source, "queue_size": options.queue_size,
+                               "images": options.images, "loop": options.loop, "stall_timeout_s": 30,
+                               "decode_threads": options.decode_threads}
+        if options.tile_size is not None:
+            cam |= {"tile_size": options.tile_size, "tile_overlap": options.tile_overlap}
+        if options.imgsz is not None:
+            cam["imgsz"] = options.imgsz
+        if options.buffer:
+            cam["buffer"] = options.buffer
+        cams.append(cam)
+    return cams
+
+
+def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
+    """One run as a dict (what `bench pipeline` prints)."""
+    from app.db.migrate import upgrade
+    from app.db.session import Database
+    from app.ingest.config import parse_cameras
+    from app.ingest.pipeline import Pipeline
+
+    o = options
+    if o.cameras < 1 or o.seconds <= 0 or o.workers < 1 or o.max_batch < 1:
+        raise InvalidInput("--cameras, --seconds, --workers and --max-batch must be positive")
+    # the cameras file's own validation (and error messages naming the key) checks the options
+    config = parse_cameras(yaml.safe_dump({
+        "pipeline": {"workers": o.workers, "intra_op_threads": o.intra_op_threads,
+                     "max_batch": o.max_batch, "max_wait_ms": o.max_wait_ms},
+        "cameras": camera_entries(o)}, sort_keys=False), "bench pipeline options")
+    engine = load_engine(o.model, o.intra_op_threads, o.providers)
+    check_imgsz(engine, o.imgsz)
+    tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
+    db_url = o.database or f"sqlite:///{Path(tmp.name) / 'bench.db'}"
+    upgrade(db_url)
+    # the engine alone, on the same frames with the same workers and batch, in two slices bracketing
+    # the pipeline run: the VM's speed drifts by up to +-20 % within minutes, and the mean of a slice
+    # before and one after tracks that drift better than one slice taken afterwards
+    frames = sample_frames(o.source, 32)
+    eng_s = (o.engine_seconds or min(o.seconds, 5.0)) / 2
+    before = engine_throughput(engine, frames, o.max_batch, eng_s, o.workers, imgsz=o.imgsz)
+    db = Database(db_url)
+    pipeline = Pipeline(config, engine, db, Path(tmp.name) / "data", config_name="--source")
+    t0, cpu_start = time.perf_counter(), cpu_snapshot()
+    warm_cpu = cpu_start
+    pipeline.start()
+    end = t0 + o.seconds
+    # steady state: the rate is taken from the end of a short warm-up (queues and batches filling)
+    warm_at, warm_counts = t0 + min(1.0, 0.2 * o.seconds), None
+    while time.perf_counter() < end and not pipeline.finished():
+        if warm_counts is None and time.perf_counter() >= warm_at:
+            warm_at, warm_counts = time.perf_counter(), [c.state.committed for c in pipeline.cameras]
+            warm_cpu = cpu_snapshot()
+        time.sleep(0.02)
+    finished_early = pipeline.finished()
+    t_end, cpu_end = time.perf_counter(), cpu_snapshot()
+    states = [c.state.snapshot() for c in pipeline.cameras]
+    if warm_counts is None or finished_early:  # a short file: the whole run is the window
+        warm_at, warm_counts, warm_cpu = t0, [0] * len(states), cpu_start
+    elapsed = t_end - warm_at
+    committed = [s["committed"] - w for s, w in zip(states, warm_counts, strict=True)]
+    latencies = list(pipeline.latencies)
+    pipeline.stop()
+    db.dispose()
+    fps = sum(committed) / elapsed
+    per_frame = 1000 / max(sum(committed), 1)
+    cpu_ms = (cpu_end[0] - warm_cpu[0]) * per_frame
+    # a thread that ends inside the window (a finished file's capture thread) drops out of the split
+    by_role = {r: round((cpu_end[1][r] - warm_cpu[1].get(r, 0.0)) * per_frame, 3)
+               for r in ("capture", "workers", "writer") if r in cpu_end[1]}
+    after = engine_throughput(engine, frames, o.max_batch, eng_s, o.workers, imgsz=o.imgsz)
+    engine_fps = (before["fps"] + after["fps"]) / 2
+    engine_cpu_ms = (before["cpu_ms_per_frame"] + after["cpu_ms_per_frame"]) / 2
+    out = {
+        "bench": "pipeline", "model": str(o.model), "version": engine.version,
+        "quantization": engine.metadata.quantization, "provider": engine.provider, "source": o.source,
+        "cameras": o.cameras, "seconds": round(t_end - t0, 2), "window_s": round(elapsed, 2),
+        "frames": sum(committed),
+        "fps": round(fps, 2), "per_camera_fps": [round(c / elapsed, 2) for c in committed],
+        "captured": sum(s["captured"] for s in states), "dropped": sum(s["dropped"] for s in states),
+        "latency_ms_p50": percentile_ms(latencies, 50), "latency_ms_p99": percentile_ms(latencies, 99),
+        "engine_fps": round(engine_fps, 2), "ratio": round(fps / engine_fps, 3) if engine_fps else None,
+        "engine_fps_before": before["fps"], "engine_fps_after": after["fps"],
+        # CPU time of the whole process per frame: on saturated cores, engine / pipeline CPU per frame
+        # is the share of the pipeline's CPU that goes into inference (less noisy than the fps ratio)
+        "cpu_ms_per_frame": round(cpu_ms, 3), "engine_cpu_ms_per_frame": round(engine_cpu_ms, 3),
+        "cpu_ratio": round(engine_cpu_ms / cpu_ms, 3) if cpu_ms else None,
+        "cpu_ms_per_frame_by_role": by_role,
+        "mean_batch": round(sum(s["inspected"] for s in states) / max(pipeline.batches, 1), 2),
+        "workers": o.workers, "intra_op_threads": o.intra_op_threads, "max_batch": o.max_batch,
+        "max_wait_ms": o.max_wait_ms, "buffer": pipeline.cameras[0].policy,
+        "decode_threads": o.decode_threads, "tile_size": o.tile_size, "camera_imgsz": o.imgsz,
+        "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
+        "imgsz": list(engine.imgsz), "machine": machine(),
+    }
+    tmp.cleanup()
+    return out
