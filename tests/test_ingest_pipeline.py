@@ -39,7 +39,8 @@ def counts(db: Database) -> dict:
 
 
 def frames_total(camera: str, stage: str) -> float:
-    return metrics.FRAMES_TOTAL.labels(camera=camera, stage=stage)._value.get()
+    value = metrics.REGISTRY.get_sample_value("inspect_frames_total", {"camera": camera, "stage": stage})
+    return value or 0.0
 
 
 def test_simulator_to_rows_exactly_once(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
@@ -84,7 +85,7 @@ cameras:
     crops = list((tmp_path / "data" / "images").rglob("*-crop0.jpg"))
     assert len(crops) == 30
     assert frames_total("e2e-a", "committed") - before == 30
-    assert metrics.BATCH_SIZE._sum.get() > 0
+    assert (metrics.REGISTRY.get_sample_value("inspect_batch_size_sum") or 0) > 0
     db.dispose()
 
 

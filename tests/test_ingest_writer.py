@@ -175,8 +175,8 @@ def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tm
     for k in range(6, 20):
         writer.submit(make_item(k, ng=k % 2 == 0))
     wait_until(lambda: len(journaled) == 14)
-    assert writer.db_up is False and metrics.DB_UP._value.get() == 0
-    assert writer.journal.pending == 14 and metrics.JOURNAL_PENDING._value.get() == 14
+    assert writer.db_up is False and metrics.REGISTRY.get_sample_value("inspect_db_up") == 0
+    assert writer.journal.pending == 14 and metrics.REGISTRY.get_sample_value("inspect_journal_pending") == 14
     assert list((tmp_path / "journal").glob("*.jsonl"))  # on disk, not in memory
 
     outage.up()
@@ -189,7 +189,7 @@ def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tm
     assert uids == [f"uid-{k:05d}" for k in range(25)]  # replayed in order, live results after
     assert defects == sum(1 for k in range(25) if k % 2 == 0 or k >= 20)
     assert writer.journal.pending == 0 and not list((tmp_path / "journal").glob("*.jsonl"))
-    assert writer.db_up and metrics.DB_UP._value.get() == 1
+    assert writer.db_up and metrics.REGISTRY.get_sample_value("inspect_db_up") == 1
     db.dispose()
 
 
