@@ -10,6 +10,14 @@ import pytest
 from app.ingest.queues import FrameHub, QueueClosed
 
 
+def wait_until(condition, limit_s: float = 60.0) -> None:
+    """Poll until ``condition()`` holds; the limit only guards against a hang."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.001)
+
+
 def test_drop_oldest_keeps_the_freshest_and_counts() -> None:
     hub = FrameHub()
     dropped: list[int] = []
@@ -30,7 +38,7 @@ def test_block_waits_for_room_and_loses_nothing() -> None:
     producer.start()
     while len(got) < 50:
         got.extend(hub.get_batch(3, 0, idle_timeout=1.0))
-    producer.join(2)
+    producer.join(60)
     assert got == list(range(50))  # every frame, in order
 
 
@@ -48,9 +56,9 @@ def test_close_wakes_a_blocked_producer_and_queued_frames_drain() -> None:
 
     t = threading.Thread(target=produce)
     t.start()
-    time.sleep(0.05)
+    wait_until(lambda: hub.waiting_producers == 1)  # the producer is inside the wait close() must end
     hub.close()
-    t.join(2)
+    t.join(60)
     assert not t.is_alive() and len(errors) == 1
     assert hub.get_batch(4, 0) == ["a"]  # what was queued is still inspected
     assert hub.get_batch(4, 0) == []
@@ -74,15 +82,16 @@ def test_micro_batch_waits_up_to_max_wait_for_more_frames() -> None:
     hub.add_camera("a", 10, "block")
     hub.add_camera("b", 10, "block")
     hub.put("a", 1)
-
-    def later() -> None:
-        time.sleep(0.05)
-        hub.put("b", 2)
-        hub.put("a", 3)
-
-    threading.Thread(target=later).start()
-    batch = hub.get_batch(3, max_wait_s=5.0)  # fills before the wait runs out
-    assert sorted(batch) == [1, 2, 3]
+    got: list[list[int]] = []
+    consumer = threading.Thread(target=lambda: got.append(hub.get_batch(3, max_wait_s=600.0)))
+    consumer.start()
+    # depth() takes the hub's lock, which the consumer holds until it waits: 0 means it took frame 1
+    # and now waits for the batch to fill
+    wait_until(lambda: hub.depth() == 0)
+    hub.put("b", 2)
+    hub.put("a", 3)
+    consumer.join(60)
+    assert not consumer.is_alive() and sorted(got[0]) == [1, 2, 3]  # filled before the wait ran out
     hub.put("a", 4)
     assert hub.get_batch(3, max_wait_s=0.01) == [4]  # a partial batch once the wait is over
 

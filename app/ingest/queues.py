@@ -39,6 +39,7 @@ class FrameHub:
         self._rr = 0
         self._closed = False
         self._count = 0
+        self._waiting = 0  # producers blocked for room
 
     def add_camera(self, camera_id: str, capacity: int, policy: str,
                    on_drop: Callable[[Any], None] | None = None,
@@ -67,7 +68,11 @@ class FrameHub:
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:
                             return False
-                        self._not_full.wait(remaining)
+                        self._waiting += 1
+                        try:
+                            self._not_full.wait(remaining)
+                        finally:
+                            self._waiting -= 1
                     if self._closed:
                         raise QueueClosed(camera_id)
             q.items.append(item)
@@ -144,3 +149,9 @@ class FrameHub:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def waiting_producers(self) -> int:
+        """Producers blocked for room right now (a ``block`` camera whose queue is full)."""
+        with self._lock:
+            return self._waiting
