@@ -1,5 +1,7 @@
 """`defect-inspect`: one command, subcommands discovered through the
-``defect_inspect.commands`` entry-point group (see pyproject.toml)."""
+``defect_inspect.commands`` entry-point group (see pyproject.toml); command groups such as
+``dataset`` discover theirs the same way, so the service and the training code each register their
+own without importing each other."""
 
 from __future__ import annotations
 
@@ -21,15 +23,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for ep in sorted(entry_points(group="defect_inspect.commands"), key=lambda e: e.name):
+    add_discovered(parser.add_subparsers(dest="command", metavar="COMMAND"), "defect_inspect.commands")
+    return parser
+
+
+def add_discovered(sub: argparse._SubParsersAction, group: str) -> None:
+    """Add the subcommands registered under the entry-point ``group`` (each a ``register(sub)``)."""
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
         try:
             register = ep.load()
         except ImportError as exc:  # e.g. a part whose optional extra is not installed
             sub.add_parser(ep.name, help=f"(unavailable: {exc})")
             continue
         register(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

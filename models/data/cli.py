@@ -1,16 +1,12 @@
-"""``defect-inspect dataset``: ``import`` (VOC/COCO -> YOLO) and ``check`` (label/duplicate report).
-
-Further ``dataset`` subcommands register themselves through :data:`SUBCOMMANDS` (see below).
-"""
+"""``defect-inspect dataset import`` (VOC/COCO -> YOLO) and ``dataset check`` (label/duplicate report),
+registered in the ``defect_inspect.dataset_commands`` entry-point group (see pyproject.toml)."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import UserError
-from app.reviewed_export import register_export_reviewed
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -38,7 +34,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 2
 
 
-def _register_import(sub: argparse._SubParsersAction) -> None:
+def register_import(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("import", help="convert Pascal VOC XML or COCO JSON annotations into a YOLO dataset")
     p.add_argument("--format", choices=("voc", "coco"), required=True)
     p.add_argument("--annotations", type=Path, required=True,
@@ -55,31 +51,8 @@ def _register_import(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_import)
 
 
-def _register_check(sub: argparse._SubParsersAction) -> None:
+def register_check(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="report counts per class, label errors (file:line), duplicates")
     p.add_argument("--data", type=Path, required=True, help="data.yaml")
     p.add_argument("--images", action="store_true", help="also decode every image (slower)")
     p.set_defaults(func=_cmd_check)
-
-
-# --- dataset subcommand registrations -------------------------------------------------------------
-# Each entry adds one subcommand to the `dataset` parser. Other parts of the project append their own
-# registration here (e.g. `export-reviewed`, exporting operator-reviewed defects as training data).
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _register_import,
-    _register_check,
-    register_export_reviewed,  # app/reviewed_export.py
-]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("dataset", help="import, check and export training datasets")
-    sub = parser.add_subparsers(dest="dataset_command", metavar="SUBCOMMAND")
-    for add in SUBCOMMANDS:
-        add(sub)
-
-    def _no_subcommand(_: argparse.Namespace) -> int:
-        parser.print_help()
-        return 2
-
-    parser.set_defaults(func=_no_subcommand)
