@@ -118,3 +118,10 @@ def test_relative_links_lead_somewhere(doc: Path) -> None:
         if not (doc.parent / target).exists():
             broken.append(target)
     assert broken == []
+
+
+@pytest.mark.parametrize("doc", ["benchmarks.md", "model-card.md"])
+def test_docs_describe_the_present(doc: str) -> None:
+    text = (ROOT / "docs" / doc).read_text(encoding="utf-8")
+    diary = re.findall(r"(?i)\bsession \d|\bthis session\b|\bprevious machine\b|\bearlier sessions?\b", text)
+    assert diary == []
