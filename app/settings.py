@@ -27,25 +27,45 @@ class SettingsError(ConfigError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
-    database_url: str = Field("sqlite:///./data/inspect.db", min_length=1,
-                              description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://...")
-    model_path: Path = Field(DEFAULT_MODEL_PATH, description="ONNX detector file")
+    database_url: str = Field(
+        "sqlite:///./data/inspect.db", min_length=1,
+        description="SQLAlchemy URL of the defect log: SQLite (`sqlite:///./data/inspect.db`, WAL mode) or "
+                    "PostgreSQL (`postgresql+psycopg://user:pw@host/db`)")
+    model_path: Path = Field(
+        DEFAULT_MODEL_PATH,
+        description="the ONNX detector; while the file is missing the service starts, `/readyz` and "
+                    "`POST /api/v1/inspections` answer 503")
     providers: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma list of ONNX Runtime providers; empty = automatic order")
-    intra_op_threads: int = Field(0, ge=0, le=1024, description="ONNX Runtime intra-op threads (0 = auto)")
-    inter_op_threads: int = Field(1, ge=0, le=1024, description="ONNX Runtime inter-op threads")
-    data_dir: Path = Field(Path("./data"), description="stored images and the TensorRT engine cache")
-    image_policy: ImagePolicy = Field("ng", description="which frames to store: always | ng | never")
-    max_upload_mb: float = Field(16.0, gt=0, le=1024, description="largest accepted upload in MiB")
-    max_pixels: int = Field(40_000_000, gt=0, description="largest accepted image (width*height)")
-    conf_threshold: float = Field(0.25, ge=0.0, le=1.0)
-    iou_threshold: float = Field(0.45, gt=0.0, le=1.0)
-    max_det: int = Field(300, ge=1, le=10_000)
-    cameras_file: Path | None = Field(None, description="camera ingest YAML (optional)")
-    auth_enabled: bool = Field(True, description="require API keys")
-    metrics_public: bool = Field(True, description="serve /metrics without an API key")
-    demo: bool = Field(False, description="start a simulator camera (serve --demo)")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+        default_factory=list,
+        description="comma list of ONNX Runtime providers, e.g. `cuda,cpu` or `TensorrtExecutionProvider`; "
+                    "empty: the automatic order TensorRT (FP16, engine cache in `<data dir>/trt-cache`), "
+                    "CUDA, DirectML, CPU, absent ones skipped with a warning")
+    intra_op_threads: int = Field(
+        0, ge=0, le=1024, description="ONNX Runtime threads inside one operator (0: ONNX Runtime decides)")
+    inter_op_threads: int = Field(1, ge=0, le=1024, description="ONNX Runtime threads across operators")
+    data_dir: Path = Field(
+        Path("./data"),
+        description="stored images (`images/YYYY/MM/DD/<frame_uid>.jpg`), the ingest journal (`journal/`) "
+                    "and the TensorRT engine cache (`trt-cache/`)")
+    image_policy: ImagePolicy = Field(
+        "ng", description="which uploaded frames to store: `always`, `ng` (only NG verdicts) or `never`")
+    max_upload_mb: float = Field(16.0, gt=0, le=1024, description="largest accepted upload in MiB (else 413)")
+    max_pixels: int = Field(
+        40_000_000, gt=0,
+        description="largest accepted image, width x height read from the header before decoding (else 413)")
+    conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="detection confidence threshold")
+    iou_threshold: float = Field(0.45, gt=0.0, le=1.0, description="NMS IoU threshold (class-aware)")
+    max_det: int = Field(300, ge=1, le=10_000, description="most detections kept per frame")
+    cameras_file: Path | None = Field(
+        None,
+        description="the cameras file (YAML, see docs/cameras.md); when set, camera ingest runs in the "
+                    "service")
+    auth_enabled: bool = Field(
+        True, description="require API keys; `false` makes every caller an admin (a local demo only)")
+    metrics_public: bool = Field(True, description="serve `/metrics` without an API key")
+    demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -29,22 +29,30 @@ class _Strict(BaseModel):
 class SimulatorConfig(_Strict):
     """A production-line simulator: a steel strip tiled from dataset images scrolling past the camera."""
 
-    images: str | None = Field(None, description="folder of dataset images (YOLO labels in ../labels)")
-    fps: Annotated[float, Field(gt=0, le=1000)] = 30.0
-    width: Annotated[int, Field(ge=32, le=8192)] = 640
-    height: Annotated[int, Field(ge=32, le=8192)] = 480
-    speed: Annotated[float, Field(ge=0)] = 120.0  # strip speed, pixels per second
-    seed: int = 0
-    seconds: Annotated[float | None, Field(gt=0)] = None  # end of stream after this much line time
-    realtime: bool = True  # pace frames at fps (a live camera) or as fast as read (a file)
-    dropout_every: Annotated[int | None, Field(ge=1)] = None  # simulated cable pull every N frames
-    dropout_s: Annotated[float, Field(ge=0)] = 1.0  # how long the camera stays away
+    images: str | None = Field(
+        None, description="folder of dataset images (YOLO labels in ../labels); empty: `INSPECT_SIM_IMAGES`, "
+                    "else the NEU-DET images of the shared datasets folder")
+    fps: Annotated[float, Field(gt=0, le=1000, description="frames per second")] = 30.0
+    width: Annotated[int, Field(ge=32, le=8192, description="frame width in pixels")] = 640
+    height: Annotated[int, Field(ge=32, le=8192, description="frame height in pixels")] = 480
+    speed: Annotated[float, Field(ge=0, description="strip speed, pixels per second")] = 120.0
+    seed: int = Field(0, description="seed of the order in which dataset images tile the strip")
+    seconds: Annotated[float | None, Field(gt=0, description="end of stream after this much line time; "
+                                                             "empty: endless")] = None
+    realtime: bool = Field(True, description="pace frames at `fps` (a live camera) or as fast as they are "
+                                             "read (a file)")
+    dropout_every: Annotated[int | None, Field(ge=1, description="a simulated cable pull every N "
+                                                                "frames")] = None
+    dropout_s: Annotated[float, Field(ge=0, description="how long the camera stays away after a pull")] = 1.0
 
 
 class ReconnectConfig(_Strict):
-    initial_s: Annotated[float, Field(gt=0)] = 0.5
-    max_s: Annotated[float, Field(gt=0)] = 30.0
-    multiplier: Annotated[float, Field(ge=1)] = 2.0
+    """Back-off between reconnect attempts of a lost or stalled source."""
+
+    initial_s: Annotated[float, Field(gt=0, description="first wait before reconnecting, seconds")] = 0.5
+    max_s: Annotated[float, Field(gt=0, description="longest wait, seconds (>= initial_s)")] = 30.0
+    multiplier: Annotated[float, Field(ge=1, description="each further wait is the last one times "
+                                                          "this")] = 2.0
 
     @model_validator(mode="after")
     def _order(self) -> ReconnectConfig:
@@ -54,33 +62,60 @@ class ReconnectConfig(_Strict):
 
 
 class CameraConfig(_Strict):
-    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")]
-    name: str | None = None
-    line: Annotated[str | None, Field(max_length=64)] = None
-    station: Annotated[str | None, Field(max_length=64)] = None
-    source: str | int | None = None  # rtsp://, http(s)://, USB index, video file, folder, sim://
-    simulator: SimulatorConfig | None = None
-    fps_cap: Annotated[float | None, Field(gt=0)] = None  # frames per second taken from the source
-    roi: tuple[int, int, int, int] | None = None  # x1, y1, x2, y2 in frame pixels
-    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
-    buffer: BufferPolicy | None = None  # default: block for files/folders, drop-oldest for live
-    queue_size: Annotated[int, Field(ge=1, le=10_000)] = 8
-    images: ImagePolicy = "ng"  # which frames are stored on disk: always | ng | never
-    crops: bool = True  # also store one crop per defect of stored NG frames
-    loop: bool = False  # files and folders: start again at the end instead of finishing
-    stall_timeout_s: Annotated[float, Field(gt=0)] = 10.0
-    # FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the inference
-    # workers need on a small edge PC); 0 lets OpenCV use one per core (large frames, many cores)
-    decode_threads: Annotated[int, Field(ge=0, le=64)] = 1
-    # tiled detection for frames much larger than the model input: overlapping tile_size-px windows,
-    # each seen by the model at its own scale (costs one inference per window); None: whole frame
-    tile_size: Annotated[int | None, Field(ge=32, le=8192)] = None
-    tile_overlap: Annotated[int, Field(ge=0, le=4096)] = 32
-    # or the whole frame at a larger model input: its longer side in pixels (a multiple of 32; models
-    # exported with --dynamic); None: the model's own size (256 for the shipped files)
-    imgsz: Annotated[int | None, Field(ge=32, le=4096)] = None
-    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
-    enabled: bool = True
+    """One camera: where its frames come from and the rules for them."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+                             description="unique camera id, stored with every inspection")]
+    name: str | None = Field(None, description="display name")
+    line: Annotated[str | None, Field(max_length=64, description="production line, stored with every "
+                                                                 "inspection")] = None
+    station: Annotated[str | None, Field(max_length=64, description="station on the line, stored with "
+                                                                    "every inspection")] = None
+    source: str | int | None = Field(
+        None, description="`rtsp://...`, `http(s)://...` (MJPEG), a USB index (`0`), a video file, an image "
+                          "folder (`folder:path` or a directory) or `sim://neu-det?fps=30&width=640`; "
+                          "relative paths are read from the cameras file's folder; give this or `simulator`")
+    simulator: SimulatorConfig | None = Field(
+        None, description="a production-line simulator instead of `source`")
+    fps_cap: Annotated[float | None, Field(gt=0, description="frames per second taken from the source; "
+                                                             "empty: all")] = None
+    roi: tuple[int, int, int, int] | None = Field(
+        None, description="x1, y1, x2, y2 in frame pixels: boxes count when their centre lies inside")
+    thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict,
+        description="minimum confidence per class name, `default` for the others (else "
+                    "`pipeline.conf_threshold`); class names the model does not know are refused")
+    buffer: BufferPolicy | None = Field(
+        None, description="full queue: `block` keeps every frame, `drop-oldest` keeps the freshest and "
+                          "counts the drops; empty: block for files and folders, drop-oldest for live "
+                          "sources")
+    queue_size: Annotated[int, Field(ge=1, le=10_000, description="frames waiting for inference")] = 8
+    images: ImagePolicy = Field("ng", description="which frames are stored on disk: `always`, `ng` or "
+                                                   "`never`")
+    crops: bool = Field(True, description="also store one crop per defect of stored NG frames")
+    loop: bool = Field(False, description="files and folders: start again at the end instead of finishing")
+    stall_timeout_s: Annotated[float, Field(gt=0, description="watchdog: no frame for this long, seconds: "
+                                                              "reconnect")] = 10.0
+    decode_threads: Annotated[int, Field(
+        ge=0, le=64,
+        description="FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the "
+                    "inference workers need on a small edge PC); 0 lets OpenCV use one per core (large "
+                    "frames, many cores)")] = 1
+    tile_size: Annotated[int | None, Field(
+        ge=32, le=8192,
+        description="tiled detection for frames much larger than the model input: overlapping "
+                    "`tile_size`-px windows, each seen by the model at its own scale (one inference per "
+                    "window); empty: the whole frame")] = None
+    tile_overlap: Annotated[int, Field(ge=0, le=4096, description="overlap of neighbouring tiles in pixels "
+                                                                  "(< tile_size)")] = 32
+    imgsz: Annotated[int | None, Field(
+        ge=32, le=4096,
+        description="or the whole frame at a larger model input: its longer side in pixels (a multiple of "
+                    "32; models exported with `--dynamic`); empty: the model's own size (256 for the "
+                    "shipped files); not together with `tile_size`")] = None
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig,
+                                       description="back-off between reconnect attempts")
+    enabled: bool = Field(True, description="`false` keeps the camera in the file but does not start it")
 
     @model_validator(mode="after")
     def _one_source(self) -> CameraConfig:
@@ -121,27 +156,43 @@ class CameraConfig(_Strict):
 
 
 class WriterConfig(_Strict):
-    batch_rows: Annotated[int, Field(ge=1, le=10_000)] = 64  # commit after this many results ...
-    batch_ms: Annotated[float, Field(ge=0)] = 200.0  # ... or this long after the first one
-    queue_size: Annotated[int, Field(ge=1)] = 1024  # results waiting for the writer
-    journal_max_mb: Annotated[float, Field(gt=0)] = 512.0  # on-disk journal bound
-    journal_segment_mb: Annotated[float, Field(gt=0)] = 8.0
-    retry_s: Annotated[float, Field(gt=0)] = 1.0  # how often a lost database is tried again
+    """The database writer and its on-disk journal (under `INSPECT_DATA_DIR/journal`)."""
+
+    batch_rows: Annotated[int, Field(ge=1, le=10_000, description="commit after this many results ...")] = 64
+    batch_ms: Annotated[float, Field(ge=0, description="... or this many ms after the first one")] = 200.0
+    queue_size: Annotated[int, Field(ge=1, description="results waiting for the writer")] = 1024
+    journal_max_mb: Annotated[float, Field(gt=0, description="bound of the on-disk journal that holds "
+                                                             "results while the database is away, MiB; "
+                                                             "full: the writer holds results")] = 512.0
+    journal_segment_mb: Annotated[float, Field(gt=0, description="size of one journal segment file, "
+                                                                 "MiB")] = 8.0
+    retry_s: Annotated[float, Field(gt=0, description="how often a lost database is tried again, "
+                                                      "seconds")] = 1.0
 
 
 class PipelineConfig(_Strict):
-    workers: Annotated[int, Field(ge=1, le=64)] = 2
-    intra_op_threads: Annotated[int, Field(ge=0, le=256)] = 1
-    max_batch: Annotated[int, Field(ge=1, le=256)] = 4
-    max_wait_ms: Annotated[float, Field(ge=0)] = 10.0
-    conf_threshold: Annotated[float, Field(ge=0, le=1)] = 0.25  # default per-class threshold
-    iou_threshold: Annotated[float, Field(gt=0, le=1)] = 0.45
-    writer: WriterConfig = Field(default_factory=WriterConfig)
+    """Inference workers shared by all cameras, and the writer."""
+
+    workers: Annotated[int, Field(ge=1, le=64, description="inference workers (micro-batches across "
+                                                           "cameras)")] = 2
+    intra_op_threads: Annotated[int, Field(ge=0, le=256, description="ONNX Runtime threads per worker "
+                                                                     "(0: ONNX Runtime decides)")] = 1
+    max_batch: Annotated[int, Field(ge=1, le=256, description="most frames in one micro-batch")] = 4
+    max_wait_ms: Annotated[float, Field(ge=0, description="how long a worker waits to fill a batch, "
+                                                          "ms")] = 10.0
+    conf_threshold: Annotated[float, Field(ge=0, le=1, description="default per-class confidence "
+                                                                   "threshold")] = 0.25
+    iou_threshold: Annotated[float, Field(gt=0, le=1, description="NMS IoU threshold (class-aware)")] = 0.45
+    writer: WriterConfig = Field(default_factory=WriterConfig, description="the database writer")
 
 
 class CamerasFile(_Strict):
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    cameras: Annotated[list[CameraConfig], Field(min_length=1)]
+    """The cameras file: pipeline tuning and the cameras."""
+
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig,
+                                     description="inference workers and the writer, shared by all cameras")
+    cameras: Annotated[list[CameraConfig], Field(min_length=1, description="the cameras, at least one; "
+                                                                           "ids unique")]
 
     @model_validator(mode="after")
     def _unique_ids(self) -> CamerasFile:
