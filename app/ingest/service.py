@@ -9,8 +9,9 @@ from pathlib import Path
 from app.db.session import Database
 from app.inference import Engine, ModelLoadError
 from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
+from app.ingest.detection import check_against_model
 from app.ingest.journal import JournalInUse, ensure_journal_free
-from app.ingest.pipeline import Pipeline, check_against_model
+from app.ingest.pipeline import Pipeline
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
