@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class Pipeline:
+    """One cameras file's capture, detection and writer, started and stopped together. Raises
+    CamerasConfigError (file and key named) for what only the model can judge or a bad source."""
+
     def __init__(self, config: CamerasFile, engine: Engine, db: Database, data_dir: str | Path, *,
                  base_dir: Path | None = None, source_factory: Callable[[CameraConfig], Source] | None = None,
                  config_name: str = "cameras file", max_det: int = 300) -> None:
