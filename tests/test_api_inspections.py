@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.deps import service_of
 from app.db import repository
 from app.db.models import Camera, Defect, Inspection
 from app.main import create_app
@@ -29,7 +30,7 @@ def png(h: int = 50, w: int = 50, value: int = 0) -> bytes:
 
 
 def counts(client: TestClient) -> dict[str, int]:
-    with client.app.state.db.session() as s:
+    with service_of(client.app).db.session() as s:
         return {m.__tablename__: repository.count_rows(s, m) for m in (Inspection, Defect, Camera)}
 
 
@@ -59,7 +60,7 @@ def test_multipart_frame_is_stored_and_matches_the_answer(client, app_settings):
     # the 'patches' box (cx 32, cy 32, 20x10 in the 64x64 input) mapped back into the 300x100 frame
     assert det["class_name"] == "patches" and det["box"] == pytest.approx([103.12, 28.57, 196.88, 76.19])
 
-    with client.app.state.db.session() as s:
+    with service_of(client.app).db.session() as s:
         row = repository.get_inspection(s, body["id"])
         assert row.frame_uid == body["frame_uid"] and row.verdict == "NG" and row.defect_count == 1
         assert (row.camera_id, row.line, row.station, row.source) == ("cam-7", "L1", "S2", "api")

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app import metrics
+from app.api.deps import service_of
 from app.cli import main as cli_main
 from app.db.models import Camera, Defect, Inspection
 from app.db.session import Database
@@ -147,9 +148,32 @@ def test_service_runs_cameras_and_reports_them(app_settings, neu_det_dir: Path, 
         for name in ("inspect_pipeline_latency_seconds_bucket", "inspect_queue_depth", "inspect_batch_size",
                      "inspect_db_write_seconds", "inspect_journal_pending", "inspect_frames_dropped_total"):
             assert name in text
-        pipeline = client.app.state.ingest
+        pipeline = service_of(client.app).pipeline
     st = pipeline.cameras[0].state
     assert st.committed == st.inspected == st.captured - st.dropped  # shutdown drained everything
+
+
+def test_ingest_app_serves_health_and_cameras_of_its_pipeline(app_settings, neu_det_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """`defect-inspect ingest` over HTTP: the same service assembly in the ingest role; its detector is
+    the pipeline's, and there is no upload door."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_ingest_app
+
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f'cameras:\n  - id: ing-cam\n    source: "{sim(neu_det_dir, seconds=0.2)}"\n')
+    with TestClient(create_ingest_app(app_settings, cams)) as client:
+        service = service_of(client.app)
+        assert service.pipeline is not None and service.engine is service.pipeline.engine
+        assert service.webhooks is None
+        assert service.pipeline.wait_finished(60)
+        ready = client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["model_version"] == service.engine.version
+        body = client.get("/api/v1/cameras").json()
+        assert body["running"] and body["cameras"][0]["id"] == "ing-cam"
+        assert body["cameras"][0]["committed"] == 6
+        assert client.post("/api/v1/inspections", content=b"x").status_code == 404
 
 
 def test_bad_cameras_file_stops_service_start(app_settings, tmp_path: Path) -> None:

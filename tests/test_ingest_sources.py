@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from app.cli import main as cli_main
+from app.ingest.capture import CameraRunner
 from app.ingest.config import CameraConfig, SimulatorConfig
-from app.ingest.pipeline import CameraRunner
 from app.ingest.queues import FrameHub
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import FolderSource, Frame, OpenCVSource, SimulatorSource, Source, SourceError

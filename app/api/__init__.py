@@ -33,6 +33,13 @@ def include_routers(app: FastAPI) -> None:
     include_mes_routers(app)
 
 
+def include_ingest_routers(app: FastAPI) -> None:
+    """``defect-inspect ingest``: health, metrics and the camera state only."""
+    app.include_router(health.router)
+    app.include_router(health.metrics_router, dependencies=METRICS_DEPENDENCIES)
+    app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
+
+
 def include_mes_routers(app: FastAPI) -> None:
     """MES queries, reviews, keys, webhooks (app/api/routes/) and the dashboard at /."""
     from app.api.dashboard import mount_dashboard

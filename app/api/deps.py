@@ -1,5 +1,7 @@
-"""Request dependencies as ``Annotated`` aliases: ``SettingsDep``, ``DatabaseDep``, ``SessionDep``,
-``EngineDep``. Everything comes from ``app.state`` (set by the lifespan in app.main)."""
+"""Request dependencies as ``Annotated`` aliases: ``ServiceDep`` (the running service, app.service),
+and its parts ``SettingsDep``, ``DatabaseDep``, ``SessionDep`` and ``EngineDep`` (503 without a model).
+The lifespan (app.main) attaches the service with ``attach_service``; nothing else reads or writes
+``app.state``."""
 
 from __future__ import annotations
 
@@ -8,33 +10,58 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.applications import Starlette
 
 from app.api.problems import Problem
 from app.db.session import Database
 from app.inference import Engine
+from app.service import Service
 from app.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def attach_service(app: Starlette, service: Service) -> None:
+    app.state.service = service
 
 
-def get_database(request: Request) -> Database:
-    return request.app.state.db
+def service_of(app: Starlette) -> Service:
+    """The service the lifespan attached to ``app``."""
+    service = app.state.service
+    if not isinstance(service, Service):
+        raise TypeError(f"app.state.service is a {type(service).__name__}, not a Service")
+    return service
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with request.app.state.db.session() as session:
+def get_service(request: Request) -> Service:
+    return service_of(request.app)
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def get_settings(service: ServiceDep) -> Settings:
+    return service.settings
+
+
+def get_database(service: ServiceDep) -> Database:
+    return service.db
+
+
+def get_session(service: ServiceDep) -> Iterator[Session]:
+    with service.db.session() as session:
         yield session
 
 
-def get_engine(request: Request) -> Engine:
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        reason = getattr(request.app.state, "engine_error", None) or "no model loaded"
-        raise Problem(503, f"the detector is not available: {reason}", reason="model_unavailable",
-                      title="Model Unavailable", headers={"Retry-After": "30"})
-    return engine
+def get_engine(service: ServiceDep) -> Engine:
+    return require_engine(service, "the detector is not available")
+
+
+def require_engine(service: Service, what: str) -> Engine:
+    """The service's detector, or a 503 problem ``{what}: {why}`` (missing or broken model)."""
+    if service.engine is None:
+        reason = service.engine_error or "no model loaded"
+        raise Problem(503, f"{what}: {reason}", reason="model_unavailable", title="Model Unavailable",
+                      headers={"Retry-After": "30"})
+    return service.engine
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

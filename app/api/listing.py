@@ -21,6 +21,7 @@ from app.db.queries import (
     iter_csv,
     page_view,
 )
+from app.db.session import Database
 
 DEFAULT_LIMIT = 50
 
@@ -54,7 +55,7 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
     return "text/csv" in accept and "application/json" not in accept
 
 
-def list_response(request: Request, kind: Kind, filters: Filters, sort_field: str, order: str,
+def list_response(request: Request, db: Database, kind: Kind, filters: Filters, sort_field: str, order: str,
                   limit: int | None, cursor: str | None, fmt: str | None) -> Any:
     try:
         sort = Sort(sort_field, order)
@@ -62,13 +63,13 @@ def list_response(request: Request, kind: Kind, filters: Filters, sort_field: st
             # Validate the cursor now: once streaming has started an error can no longer be answered.
             if cursor:
                 decode_cursor(kind, sort, cursor)
-            sessionmaker = request.app.state.db.sessionmaker
+            sessionmaker = db.sessionmaker
             return StreamingResponse(
                 iter_csv(sessionmaker, kind, filters, sort, cursor=cursor, max_rows=limit),
                 media_type="text/csv; charset=utf-8",
                 headers={"Content-Disposition": f'attachment; filename="{kind}.csv"'},
             )
-        with request.app.state.db.session() as session:
+        with db.session() as session:
             page = fetch_page(session, kind, filters, sort, limit or DEFAULT_LIMIT, cursor)
             items = page_view(kind, page)
     except QueryError as exc:

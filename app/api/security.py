@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from app.api.deps import ServiceDep
 from app.api.problems import Problem
 from app.auth import ANONYMOUS_ADMIN, Permission, Principal, authenticate
 
@@ -35,6 +36,7 @@ PERMISSION_TEXT = {
 
 def current_principal(
     request: Request,
+    service: ServiceDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
@@ -42,7 +44,7 @@ def current_principal(
     cached = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    if not request.app.state.settings.auth_enabled:
+    if not service.settings.auth_enabled:
         principal = ANONYMOUS_ADMIN
     else:
         presented = (api_key or "").strip() or (bearer.credentials.strip() if bearer else "")
@@ -50,7 +52,7 @@ def current_principal(
             raise Problem(401, "an API key is required: send 'Authorization: Bearer <key>' or "
                                "'X-API-Key: <key>'", reason="unauthorized", title="Unauthorized",
                           headers=_WWW_AUTH)
-        with request.app.state.db.session() as session:
+        with service.db.session() as session:
             found = authenticate(session, presented)
         if found is None:
             raise Problem(401, "the API key is unknown or revoked", reason="unauthorized",
@@ -75,13 +77,14 @@ def require(permission: Permission) -> Callable[..., Principal]:
 
 def metrics_guard(
     request: Request,
+    service: ServiceDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     api_key: Annotated[str | None, Depends(_api_key)],
 ) -> None:
     """/metrics: public when INSPECT_METRICS_PUBLIC=true, otherwise a read key is needed."""
-    if request.app.state.settings.metrics_public:
+    if service.settings.metrics_public:
         return
-    require(Permission.READ)(current_principal(request, bearer, api_key))
+    require(Permission.READ)(current_principal(request, service, bearer, api_key))
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]

@@ -58,9 +58,14 @@ def cpu_snapshot() -> tuple[float, dict[str, float]]:
 
 def load_engine(model: str | Path, intra_op_threads: int, providers: list[str] | None,
                 option: str = "--model") -> Engine:
-    """The engine under test; a model that cannot load is a user error naming ``option``."""
+    """The engine under test, built as the service builds its own (the settings' inter-op threads,
+    providers unless given, TensorRT cache); a model that cannot load is a user error naming ``option``."""
+    from app.engine_factory import build_engine
+    from app.settings import load_settings
+
     try:
-        return Engine(model, providers=providers, intra_op_threads=intra_op_threads)
+        return build_engine(load_settings(), model_path=model, providers=providers,
+                            intra_op_threads=intra_op_threads)
     except ModelLoadError as exc:
         raise UserError(f"{option}: {exc}") from None
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.errors import UserError
 from app.reviewed_export import export_reviewed
 from app.vocabulary import to_utc
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 
 def _parse_time(value: str) -> datetime:
@@ -18,13 +22,14 @@ def _parse_time(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
 
 
-def _model_names(model: Path) -> list[str]:
-    from app.inference import Engine, ModelLoadError
+def _model_names(settings: Settings, model: Path) -> list[str]:
+    from app.engine_factory import build_engine
+    from app.inference import ModelLoadError
 
     if not model.is_file():
         raise UserError(f"{model}: model file not found (pass --model or --names)")
     try:
-        return list(Engine(model).metadata.names)
+        return list(build_engine(settings, model_path=model, warmup=False).metadata.names)
     except ModelLoadError as exc:
         raise UserError(f"{model}: {exc}") from None
 
@@ -37,7 +42,7 @@ def _cmd_export_reviewed(args: argparse.Namespace) -> int:
     if args.names:
         names = [n.strip() for n in args.names.split(",") if n.strip()]
     else:
-        names = _model_names(args.model or settings.model_path)
+        names = _model_names(settings, args.model or settings.model_path)
     db = Database(args.database_url or settings.database_url)
     try:
         with db.session() as session:

@@ -11,11 +11,13 @@ import os
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from app.errors import UserError
+from app.errors import NotFound, UserError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _prepare(args: argparse.Namespace):
+def _prepare(args: argparse.Namespace) -> tuple[Settings, Path]:
+    from app.engine_factory import missing_model
     from app.ingest.config import load_cameras
     from app.ingest.service import cameras_path, check_start
     from app.settings import load_settings
@@ -49,52 +52,17 @@ def _prepare(args: argparse.Namespace):
         load_cameras(path)  # CamerasConfigError (a UserError) names the file, line and key
     else:  # also refuses a data folder whose journal another process holds
         check_start(settings, Path(path))
-    if not settings.model_path.is_file():
-        raise UserError(f"model file not found: {settings.model_path} (set INSPECT_MODEL_PATH)")
+    reason = missing_model(settings)
+    if reason is not None:
+        raise NotFound(reason)
     return settings, Path(path)
 
 
-def create_ingest_app(settings, path: Path):
-    """A small FastAPI app: health, metrics and camera state; its lifespan runs the pipeline."""
-    from fastapi import FastAPI
+def run_foreground(settings: Settings, path: Path, seconds: float | None) -> dict:
+    """The pipeline without HTTP until every finite source is done, ``seconds`` pass or a signal comes;
+    returns its final snapshot."""
+    from app.service import Role, running_service
 
-    from app import __version__, metrics
-    from app.api import API_PREFIX, METRICS_DEPENDENCIES, READ_DEPENDENCIES
-    from app.api.problems import install_problem_handlers
-    from app.api.routes import cameras, health
-    from app.db.session import Database
-    from app.ingest.service import build_pipeline
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        db = Database(settings.database_url)
-        pipeline = build_pipeline(settings, path, db)
-        app.state.db, app.state.engine, app.state.engine_error = db, pipeline.engine, None
-        app.state.ingest, app.state.ingest_error = pipeline.start(), None
-        metrics.set_model_info(pipeline.engine.version, pipeline.engine.provider)
-        try:
-            yield
-        finally:
-            pipeline.stop()
-            db.dispose()
-
-    app = FastAPI(title="Defect inspection: camera ingest", version=__version__, lifespan=lifespan)
-    app.state.settings = settings
-    install_problem_handlers(app)
-    app.include_router(health.router)
-    app.include_router(health.metrics_router, dependencies=METRICS_DEPENDENCIES)
-    app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
-    return app
-
-
-def run_foreground(settings, path: Path, seconds: float | None) -> dict:
-    from app.db.session import Database
-    from app.ingest.service import build_pipeline
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.database_url)
-    pipeline = build_pipeline(settings, path, db)
     stop = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():
@@ -102,15 +70,15 @@ def run_foreground(settings, path: Path, seconds: float | None) -> dict:
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     t0 = time.monotonic()
     try:
-        pipeline.start()
-        while not stop.wait(0.2):
-            if seconds is not None and time.monotonic() - t0 >= seconds:
-                break
-            if pipeline.finished():
-                break
+        with running_service(settings, Role.INGEST, path) as service:
+            pipeline = service.pipeline
+            assert pipeline is not None  # the ingest role runs its cameras file or raises
+            while not stop.wait(0.2):
+                if seconds is not None and time.monotonic() - t0 >= seconds:
+                    break
+                if pipeline.finished():
+                    break
     finally:
-        pipeline.stop()
-        db.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return pipeline.snapshot() | {"seconds": round(time.monotonic() - t0, 2)}
@@ -125,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(run_foreground(settings, path, args.seconds), default=str))
         return 0
     import uvicorn
+
+    from app.main import create_ingest_app
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be 1-65535")

@@ -1,5 +1,5 @@
-"""Building the ingest pipeline from the service settings: the cameras file (or the demo line),
-an engine with the pipeline's thread settings, the database, and the data directory."""
+"""The camera-ingest part of the service's assembly (app.service): which cameras file runs (or the
+demo line), the start-up checks, and the pipeline built from the settings with an engine of its own."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import logging
 from pathlib import Path
 
 from app.db.session import Database
+from app.engine_factory import build_engine
 from app.inference import Engine, ModelLoadError
 from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
+from app.ingest.detection import check_against_model
 from app.ingest.journal import JournalInUse, ensure_journal_free
-from app.ingest.pipeline import Pipeline, check_against_model
+from app.ingest.pipeline import Pipeline
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,7 @@ def cameras_path(settings: Settings, override: str | Path | None = None) -> Path
 def pipeline_engine(settings: Settings, config: CamerasFile) -> Engine:
     """An engine of its own for the workers: ``intra_op_threads`` from the cameras file (default 1,
     so each worker runs one model in its own thread)."""
-    return Engine(settings.model_path, providers=settings.providers or None,
-                  intra_op_threads=config.pipeline.intra_op_threads,
-                  inter_op_threads=settings.inter_op_threads, trt_cache_dir=settings.trt_cache_dir)
+    return build_engine(settings, intra_op_threads=config.pipeline.intra_op_threads)
 
 
 def build_pipeline(settings: Settings, path: Path, db: Database, engine: Engine | None = None) -> Pipeline:
@@ -43,8 +43,6 @@ def build_pipeline(settings: Settings, path: Path, db: Database, engine: Engine 
     journals into this data folder)."""
     config = load_cameras(path)
     if engine is None:
-        if not settings.model_path.is_file():
-            raise ModelLoadError(f"model file not found: {settings.model_path} (INSPECT_MODEL_PATH)")
         engine = pipeline_engine(settings, config)
     return Pipeline(config, engine, db, settings.data_dir, base_dir=path.parent, config_name=str(path),
                     max_det=settings.max_det)
@@ -62,13 +60,12 @@ def check_start(settings: Settings, path: Path) -> None:
     does not load is left to the service, which starts without cameras and says why."""
     config = load_cameras(path)
     ensure_journal_free(settings.data_dir / "journal")
-    if settings.model_path.is_file():
-        try:  # on the CPU provider: names, strides and the free input size are the same on every
-            # provider, and a GPU provider (a TensorRT engine build) is not started twice for a check
-            engine = Engine(settings.model_path, providers=["cpu"], intra_op_threads=1)
-        except ModelLoadError:
-            return
-        check_against_model(config, engine, str(path))
+    try:  # on the CPU provider: names, strides and the free input size are the same on every
+        # provider, and a GPU provider (a TensorRT engine build) is not started twice for a check
+        engine = build_engine(settings, providers=["cpu"], intra_op_threads=1)
+    except ModelLoadError:  # missing or broken: the service starts without it and says why
+        return
+    check_against_model(config, engine, str(path))
 
 
 def start_ingest(settings: Settings, db: Database) -> tuple[Pipeline | None, str | None]:

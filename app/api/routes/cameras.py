@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+
+from app.api.deps import ServiceDep
 
 router = APIRouter(tags=["cameras"])
 
 
 @router.get("/cameras", summary="Camera ingest state, one entry per camera")
-def list_cameras(request: Request) -> dict[str, Any]:
-    pipeline = getattr(request.app.state, "ingest", None)
-    if pipeline is None:
-        return {"running": False, "reason": getattr(request.app.state, "ingest_error", None),
-                "cameras": []}
-    return {"running": True, "reason": None} | pipeline.snapshot()
+def list_cameras(service: ServiceDep) -> dict[str, Any]:
+    if service.pipeline is None:
+        return {"running": False, "reason": service.ingest_error, "cameras": []}
+    return {"running": True, "reason": None} | service.pipeline.snapshot()

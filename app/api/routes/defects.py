@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from app.api.deps import SessionDep
+from app.api.deps import DatabaseDep, ServiceDep, SessionDep, require_engine
 from app.api.listing import (
     CursorParam,
     FormatParam,
@@ -66,6 +66,7 @@ def defect_detail(defect: Defect) -> dict[str, Any]:
                  responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
 def list_defects(
     request: Request,
+    db: DatabaseDep,
     filters: Annotated[Filters, Depends(filters_params)],
     sort: SortParam = "captured_at",
     order: OrderParam = "desc",
@@ -73,7 +74,7 @@ def list_defects(
     cursor: CursorParam = None,
     fmt: FormatParam = None,
 ) -> Any:
-    return list_response(request, "defects", filters, sort, order, limit, cursor, fmt)
+    return list_response(request, db, "defects", filters, sort, order, limit, cursor, fmt)
 
 
 @read_router.get("/defects/{defect_id}", summary="One defect, its inspection and its review history")
@@ -81,21 +82,16 @@ def read_defect(defect_id: DefectId, session: SessionDep) -> dict[str, Any]:
     return defect_detail(_load(session, defect_id))
 
 
-def _class_names(request: Request) -> list[str]:
-    engine = getattr(request.app.state, "engine", None)
-    if engine is None:
-        reason = getattr(request.app.state, "engine_error", None) or "no model loaded"
-        raise Problem(503, f"cannot check the class against the model: {reason}", reason="model_unavailable",
-                      title="Model Unavailable", headers={"Retry-After": "30"})
-    return list(engine.names)
+def _class_names(service: ServiceDep) -> list[str]:
+    return list(require_engine(service, "cannot check the class against the model").names)
 
 
 @review_router.post("/defects/{defect_id}/review", summary="Confirm, reject or reclassify a defect",
                     responses={404: {"description": "no such defect"},
                                422: {"description": "bad action or class_name not a model class"}})
-def review(defect_id: DefectId, body: ReviewIn, request: Request, session: SessionDep,
+def review(defect_id: DefectId, body: ReviewIn, service: ServiceDep, session: SessionDep,
            principal: PrincipalDep) -> dict[str, Any]:
-    names = _class_names(request) if body.action == "reclassify" else []
+    names = _class_names(service) if body.action == "reclassify" else []
     defect = _load(session, defect_id, for_update=True)
     try:
         review_defect(session, defect, ReviewRequest(body.action, body.class_name, body.note),
@@ -104,7 +100,6 @@ def review(defect_id: DefectId, body: ReviewIn, request: Request, session: Sessi
         session.rollback()
         raise
     session.commit()
-    worker = getattr(request.app.state, "webhook_worker", None)
-    if worker is not None:
-        worker.wake()
+    if service.webhooks is not None:
+        service.webhooks.wake()
     return defect_detail(_load(session, defect_id))

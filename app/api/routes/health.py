@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
 from app import metrics
-from app.api.deps import DatabaseDep
+from app.api.deps import ServiceDep
 from app.api.problems import problem_response
 
 router = APIRouter(tags=["health"])
@@ -20,11 +20,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Ready to inspect: model loaded and database reachable",
             responses={503: {"description": "not ready; `reasons` says why"}})
-def readyz(request: Request, db: DatabaseDep) -> Response:
+def readyz(service: ServiceDep) -> Response:
     reasons = []
-    engine = getattr(request.app.state, "engine", None)
+    engine, db = service.engine, service.db
     if engine is None:
-        reasons.append(getattr(request.app.state, "engine_error", None) or "no model loaded")
+        reasons.append(service.engine_error or "no model loaded")
     db_error = db.ping()
     if db_error:
         reasons.append(db_error)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from app.api.deps import DatabaseDep
 from app.api.listing import (
     CursorParam,
     FormatParam,
@@ -24,6 +25,7 @@ router = APIRouter(tags=["mes"])
             responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
 def list_inspections(
     request: Request,
+    db: DatabaseDep,
     filters: Annotated[Filters, Depends(filters_params)],
     sort: SortParam = "captured_at",
     order: OrderParam = "desc",
@@ -33,4 +35,4 @@ def list_inspections(
 ) -> Any:
     """Defect filters (class_name, min_confidence, review_status) keep inspections having at least one
     matching defect."""
-    return list_response(request, "inspections", filters, sort, order, limit, cursor, fmt)
+    return list_response(request, db, "inspections", filters, sort, order, limit, cursor, fmt)

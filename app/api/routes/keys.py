@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import make_url
 
@@ -33,9 +33,8 @@ def key_view(row: ApiKey) -> dict[str, Any]:
 
 
 @whoami_router.get("/whoami", summary="The calling key's name and role")
-def whoami(principal: PrincipalDep, request: Request) -> dict[str, Any]:
-    return {"name": principal.name, "role": principal.role,
-            "auth_enabled": bool(request.app.state.settings.auth_enabled)}
+def whoami(principal: PrincipalDep, settings: SettingsDep) -> dict[str, Any]:
+    return {"name": principal.name, "role": principal.role, "auth_enabled": bool(settings.auth_enabled)}
 
 
 @admin_router.get("/keys", summary="API keys (never the keys themselves)")
