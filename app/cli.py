@@ -32,7 +32,7 @@ def add_discovered(sub: argparse._SubParsersAction, group: str) -> None:
     for ep in sorted(entry_points(group=group), key=lambda e: e.name):
         try:
             register = ep.load()
-        except ImportError as exc:  # e.g. a part whose optional extra is not installed
+        except (ImportError, AttributeError) as exc:  # a part whose extra is not installed, a stale install
             sub.add_parser(ep.name, help=f"(unavailable: {exc})")
             continue
         register(sub)
