@@ -30,6 +30,7 @@ from app.ingest.sources import Frame, Source, SourceError, make_source
 from app.ingest.state import CameraState
 from app.ingest.writer import DbWriter, Item
 from app.inspection import CameraContext, InspectionResult, Stored, Timings, inspect_frame, run_detector
+from app.inspection.store import apply_image_policy
 
 log = logging.getLogger(__name__)
 
@@ -348,22 +349,11 @@ class Pipeline:
 
     @staticmethod
     def _prepare_images(result: InspectionResult, cfg: CameraConfig) -> list[bytes]:
-        """Encode what the camera's image policy keeps (JPEG bytes are small to queue); drop the rest."""
+        """Apply the camera's image policy now (JPEG bytes are small to queue); the defect crops."""
         frame = result.image
-        result.image = None
-        if frame is None or not images.should_store(cfg.images, result.verdict):
-            return []
-        result.image_bytes = images.encode_jpeg(frame)
-        result.image_ext = ".jpg"
-        crops: list[bytes] = []
-        if cfg.crops and result.verdict == "NG":
-            h, w = frame.shape[:2]
-            for box in np.asarray(result.detections.xyxy):
-                x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
-                x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
-                if x2 > x1 and y2 > y1:
-                    crops.append(images.encode_jpeg(frame[y1:y2, x1:x2]))
-        return crops
+        apply_image_policy(result, cfg.images)
+        keep_crops = cfg.crops and frame is not None and result.image_bytes is not None
+        return images.crop_jpegs(frame, result.detections.xyxy) if keep_crops else []
 
     # -- writer callbacks (writer thread) ----------------------------------------------------
     def _on_committed(self, items: list[Item], stored: list[Stored]) -> None:

@@ -1,31 +1,18 @@
-"""The inspection step both doors share (REST upload and camera stream): detections of one frame +
-camera rules (ROI, per-class thresholds) -> verdict -> ``InspectionResult`` -> stored rows."""
+"""The rules of one inspection, without storage or timing: camera rules (ROI, per-class thresholds)
+on a frame's detections -> verdict -> the ``InspectionResult`` every consumer takes."""
 
 from __future__ import annotations
 
-import logging
-import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 import cv2
 import numpy as np
-from sqlalchemy.orm import Session
 
-from app import images, metrics
-from app.db import repository
-from app.db.models import Inspection
 from app.detections import Detections
-from app.inference import Engine
-from app.webhooks import enqueue_inspection, subscribers
-
-log = logging.getLogger(__name__)
-
-OK, NG = "OK", "NG"
+from app.vocabulary import NG, OK, Verdict, round_ms, utcnow
 
 
 @dataclass(frozen=True)
@@ -49,12 +36,17 @@ class Timings:
     total_ms: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
-        return {"decode": round(self.decode_ms, 3), "inference": round(self.inference_ms, 3),
-                "postprocess": round(self.postprocess_ms, 3), "total": round(self.total_ms, 3)}
+        return {"decode": round_ms(self.decode_ms), "inference": round_ms(self.inference_ms),
+                "postprocess": round_ms(self.postprocess_ms), "total": round_ms(self.total_ms)}
 
 
 @dataclass
 class InspectionResult:
+    """One inspected frame. Its image travels in one of three forms: ``image`` (the BGR frame, until
+    the image policy decided), ``image_bytes`` + ``image_ext`` (what will be stored: the original
+    upload as-is or the frame as JPEG) and ``image_path`` (once the file is written, relative to the
+    data dir); see ``app.inspection.store``."""
+
     frame_uid: str
     camera_id: str | None
     line: str | None
@@ -63,16 +55,16 @@ class InspectionResult:
     captured_at: datetime
     received_at: datetime
     detections: Detections
-    verdict: str
+    verdict: Verdict
     timings: Timings
     width: int
     height: int
     model_version: str
     source: str = "api"
-    image: np.ndarray | None = None  # the BGR frame (encoded as JPEG when stored)
-    image_bytes: bytes | None = None  # the original upload, stored as-is when present
+    image: np.ndarray | None = None
+    image_bytes: bytes | None = None
     image_ext: str = ".jpg"
-    image_path: str | None = None  # set once the image is stored (relative to the data dir)
+    image_path: str | None = None
 
 
 def new_frame_uid() -> str:
@@ -110,24 +102,8 @@ def apply_camera_rules(detections: Detections, context: CameraContext | None) ->
     return detections.filter(keep)
 
 
-def decide_verdict(detections: Detections) -> str:
+def decide_verdict(detections: Detections) -> Verdict:
     return NG if len(detections) else OK
-
-
-def run_detector(engine: Engine, frames: Sequence[np.ndarray], conf_threshold: float,
-                 iou_threshold: float, max_det: int, imgsz: int | None = None
-                 ) -> tuple[list[Detections], float, float]:
-    """Detect on a batch; returns (detections, inference ms, postprocess ms) for the whole batch.
-    Inference covers letterbox + the ONNX Runtime run; postprocess covers decoding and NMS.
-    ``imgsz``: the longer side the model sees the frames at (None: the model's own)."""
-    t0 = time.perf_counter()
-    batch, params = engine.preprocess(frames, imgsz)
-    raw = engine.run(batch)
-    t1 = time.perf_counter()
-    dets = engine.postprocess(raw, params, conf_threshold, iou_threshold, max_det)
-    t2 = time.perf_counter()
-    metrics.INFERENCE_SECONDS.labels(provider=engine.provider).observe(t1 - t0)
-    return dets, (t1 - t0) * 1000, (t2 - t1) * 1000
 
 
 def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: str,
@@ -136,7 +112,7 @@ def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: s
                   timings: Timings | None = None, frame_uid: str | None = None, source: str = "api",
                   image_bytes: bytes | None = None, image_ext: str = ".jpg") -> InspectionResult:
     """Camera rules + verdict for one frame, as the one result object every consumer takes."""
-    now = datetime.now(UTC)
+    now = utcnow()
     kept = apply_camera_rules(detections, context)
     ctx = context or CameraContext()
     return InspectionResult(
@@ -147,130 +123,3 @@ def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: s
         model_version=model_version, source=source, image=frame, image_bytes=image_bytes,
         image_ext=image_ext,
     )
-
-
-def _row_fields(r: InspectionResult) -> dict:
-    return {
-        "frame_uid": r.frame_uid, "camera_id": r.camera_id, "line": r.line, "station": r.station,
-        "part_id": r.part_id, "source": r.source, "captured_at": r.captured_at,
-        "received_at": r.received_at, "verdict": r.verdict, "model_version": r.model_version,
-        "image_path": r.image_path, "width": r.width, "height": r.height,
-        "decode_ms": r.timings.decode_ms, "inference_ms": r.timings.inference_ms,
-        "postprocess_ms": r.timings.postprocess_ms, "total_ms": r.timings.total_ms,
-    }
-
-
-def _defect_rows(dets: Detections) -> list[dict]:
-    # tolist() gives the same Python floats/ints as iterating Detection objects, without building them
-    return [{"class_id": c, "class_name": dets.class_name(c), "confidence": conf,
-             "x1": x1, "y1": y1, "x2": x2, "y2": y2}
-            for (x1, y1, x2, y2), conf, c in zip(dets.xyxy.tolist(), dets.confidence.tolist(),
-                                                 dets.class_id.tolist(), strict=True)]
-
-
-def _image_rel(r: InspectionResult) -> str:
-    return images.relative_path(r.frame_uid, r.captured_at, r.image_ext if r.image_bytes else ".jpg")
-
-
-def _write_image(r: InspectionResult, rel: str, data_dir: Path) -> Path:
-    path = images.resolve(data_dir, rel)
-    data = r.image_bytes if r.image_bytes is not None else images.encode_jpeg(r.image)
-    images.write_atomic(path, data)
-    return path
-
-
-@dataclass
-class Stored:
-    """One stored result: its inspection ``id``, ``created`` (False: the frame_uid was already stored,
-    an idempotent replay) and, unless ``persist_results(..., load_rows=False)``, the ``row`` itself
-    (with its defects)."""
-
-    id: int
-    created: bool
-    loaded: Inspection | None = field(default=None, repr=False)
-
-    @property
-    def row(self) -> Inspection:
-        if self.loaded is None:
-            raise LookupError(f"inspection {self.id} was stored without loading its row (load_rows=False)")
-        return self.loaded
-
-
-def persist_results(session: Session, results: Sequence[InspectionResult], *, data_dir: Path,
-                    image_policy: str, load_rows: bool = True) -> list[Stored]:
-    """Store a batch in one transaction: camera rows on first use, images by policy, inspections and
-    defects. Frames whose ``frame_uid`` is already stored are not written again (their existing rows
-    come back with ``created=False``), also when a concurrent writer (another service instance) stores
-    the same frame or creates the same camera at the same moment: both inserts are
-    ``INSERT ... ON CONFLICT DO NOTHING``, so such a race ends in a replay, never in an error. Image
-    files of a failed transaction are removed. Returns one ``Stored`` per result, in input order,
-    after the commit; with ``load_rows=False`` (callers that need only ids, e.g. the ingest writer)
-    the ORM rows are not loaded back (``Stored.row`` raises then)."""
-    written: list[Path] = []
-    try:
-        stored = _persist_once(session, results, data_dir, image_policy, written, load_rows)
-        session.commit()
-    except BaseException:
-        # remove the files while this transaction still holds its rows: a concurrent writer of the
-        # same frame_uid waits on them, and writes its own file only after our rollback
-        for path in written:
-            images.remove_quietly(path)
-        for r in results:
-            r.image_path = None
-        session.rollback()
-        raise
-    for s, r in zip(stored, results, strict=True):
-        if s.created:
-            metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=r.camera_id or "").inc()
-            per_class = Counter(map(r.detections.class_name, r.detections.class_id.tolist()))
-            for class_name, n in per_class.items():
-                metrics.DEFECTS_TOTAL.labels(class_name=class_name).inc(n)
-    return stored
-
-
-def _persist_once(session: Session, results: Sequence[InspectionResult], data_dir: Path,
-                  image_policy: str, written: list[Path], load_rows: bool) -> list[Stored]:
-    existing = repository.inspection_ids_by_uid(session, (r.frame_uid for r in results))
-    first: dict[str, InspectionResult] = {}  # frame_uid -> its first result in this batch
-    for r in results:
-        first.setdefault(r.frame_uid, r)
-    new = [first[uid] for uid in sorted(first) if uid not in existing]
-    # rows are inserted in a fixed order (cameras by id, then frames by frame_uid), so two batches
-    # that overlap wait on each other instead of deadlocking
-    cameras: dict[str, tuple[str | None, str | None]] = {}
-    for r in new:
-        if r.camera_id:
-            cameras.setdefault(r.camera_id, (r.line, r.station))
-    for camera_id in sorted(cameras):
-        repository.ensure_camera(session, camera_id, *cameras[camera_id])
-    for r in new:
-        store = images.should_store(image_policy, r.verdict) and (r.image is not None or r.image_bytes)
-        r.image_path = _image_rel(r) if store else None
-    created = repository.insert_inspections(
-        session, [(_row_fields(r), _defect_rows(r.detections)) for r in new])
-    for r in new:
-        if r.frame_uid not in created:
-            r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
-        elif r.image_path is not None:  # our own row is in: now its file
-            written.append(_write_image(r, r.image_path, data_dir))
-    # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
-    # payloads built only when someone listens)
-    new_ng = [uid for uid in created if first[uid].verdict == NG]
-    hooks = subscribers(session, "inspection.ng") if new_ng else []
-    if load_rows:
-        rows = repository.get_inspections_by_uid(session, first)
-        ids = {uid: row.id for uid, row in rows.items()}
-    else:
-        rows = repository.get_inspections_by_uid(session, new_ng) if hooks else {}
-        ids = {**existing, **created}
-        raced = [uid for uid in first if uid not in ids]  # stored meanwhile by a concurrent writer
-        ids.update(repository.inspection_ids_by_uid(session, raced))
-    out: list[Stored] = []
-    for r in results:
-        if r.frame_uid not in ids:
-            raise RuntimeError(f"inspection {r.frame_uid!r} is missing right after it was stored")
-        is_new = r.frame_uid in created and first[r.frame_uid] is r
-        out.append(Stored(ids[r.frame_uid], is_new, rows.get(r.frame_uid) if load_rows else None))
-        if is_new and hooks and r.verdict == NG:
-            enqueue_inspection(session, rows[r.frame_uid], hooks)
-    return out
