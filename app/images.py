@@ -1,5 +1,6 @@
-"""Image bytes in and out: sniff and size-check uploads before decoding, decode to BGR, and store
-frames under the data dir by policy (always | ng | never)."""
+"""Image bytes in and out: sniff and size-check uploads before decoding, decode to BGR, encode frames
+and defect crops as JPEG, and the file primitives of the image store under the data dir (which image
+of an inspection is stored, and where, is ``app.inspection.store``'s)."""
 
 from __future__ import annotations
 
@@ -115,16 +116,6 @@ def decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
 
 
 # -- storage ------------------------------------------------------------------------------------
-def should_store(policy: str, verdict: str) -> bool:
-    if policy == "always":
-        return True
-    if policy == "ng":
-        return verdict == "NG"
-    if policy == "never":
-        return False
-    raise ValueError(f"unknown image policy {policy!r}")
-
-
 def relative_path(frame_uid: str, when: datetime, ext: str) -> str:
     """``images/2026/11/27/<frame_uid>.jpg`` (POSIX separators, stored in inspections.image_path)."""
     if not frame_uid or not all(c.isalnum() or c in "-_" for c in frame_uid):
@@ -146,6 +137,18 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     if not ok:
         raise ValueError("cannot encode the frame as JPEG")
     return buf.tobytes()
+
+
+def crop_jpegs(frame: np.ndarray, xyxy: np.ndarray) -> list[bytes]:
+    """One JPEG per box (x1, y1, x2, y2 in frame pixels, clipped to the frame; empty boxes skipped)."""
+    h, w = frame.shape[:2]
+    crops: list[bytes] = []
+    for box in np.asarray(xyxy):
+        x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
+        x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
+        if x2 > x1 and y2 > y1:
+            crops.append(encode_jpeg(frame[y1:y2, x1:x2]))
+    return crops
 
 
 def write_atomic(path: Path, data: bytes) -> None:

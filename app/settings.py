@@ -12,12 +12,11 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
+from app.image_policy import ImagePolicy
 
 ENV_PREFIX = "INSPECT_"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding `app/` and `models/`
 DEFAULT_MODEL_PATH = PACKAGE_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
-
-ImagePolicy = Literal["always", "ng", "never"]
 
 
 class SettingsError(ConfigError):

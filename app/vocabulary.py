@@ -1,5 +1,5 @@
 """One vocabulary, decided once: verdicts, how numbers are rounded and how times are written in
-every public view (API bodies, webhook payloads, CSV cells, the journal)."""
+every public view (API bodies, webhook payloads, CSV cells); the journal stores values unrounded."""
 
 from __future__ import annotations
 

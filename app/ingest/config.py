@@ -13,9 +13,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.errors import ConfigError
+from app.image_policy import ImagePolicy
 
 BufferPolicy = Literal["block", "drop-oldest"]
-ImagePolicy = Literal["always", "ng", "never"]
 
 
 class CamerasConfigError(ConfigError):

@@ -15,17 +15,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from app import images
 from app import metrics as m
 from app.db.session import Database
-from app.detections import Detections
 from app.ingest.journal import Journal, JournalFull
-from app.inspection import InspectionResult, Stored, Timings, persist_results
+from app.inspection import InspectionResult, Stored, persist_results
+from app.inspection.codec import from_record, to_record
+from app.inspection.store import write_crops, write_image_now
 
 log = logging.getLogger(__name__)
 
@@ -40,54 +39,18 @@ class Item:
 
 
 def to_journal(item: Item) -> dict:
-    r = item.result
-    d = r.detections
-    return {
-        "frame_uid": r.frame_uid, "camera_id": r.camera_id, "line": r.line, "station": r.station,
-        "part_id": r.part_id, "captured_at": r.captured_at.isoformat(),
-        "received_at": r.received_at.isoformat(), "verdict": r.verdict,
-        "timings": [r.timings.decode_ms, r.timings.inference_ms, r.timings.postprocess_ms,
-                    r.timings.total_ms],
-        "width": r.width, "height": r.height, "model_version": r.model_version, "source": r.source,
-        "image_path": r.image_path, "names": list(d.names), "xyxy": d.xyxy.round(2).tolist(),
-        "confidence": d.confidence.round(5).tolist(), "class_id": d.class_id.tolist(),
-    }
+    """The journal record of an item (its frame and crops are written to their files first)."""
+    return to_record(item.result)
 
 
 def from_journal(rec: dict) -> Item:
-    dets = Detections(rec["xyxy"], rec["confidence"], rec["class_id"], tuple(rec["names"]))
-    result = InspectionResult(
-        frame_uid=rec["frame_uid"], camera_id=rec["camera_id"], line=rec["line"], station=rec["station"],
-        part_id=rec["part_id"], captured_at=datetime.fromisoformat(rec["captured_at"]),
-        received_at=datetime.fromisoformat(rec["received_at"]), detections=dets, verdict=rec["verdict"],
-        timings=Timings(*rec["timings"]), width=rec["width"], height=rec["height"],
-        model_version=rec["model_version"], source=rec["source"], image=None,
-        image_path=rec["image_path"])
-    return Item(result)
-
-
-def store_frame_image(result: InspectionResult, data_dir: Path) -> None:
-    """Write the frame now (the database is away) so the journaled row can name its image."""
-    if result.image_path is not None or (result.image is None and result.image_bytes is None):
-        return
-    data = result.image_bytes if result.image_bytes is not None else images.encode_jpeg(result.image)
-    rel = images.relative_path(result.frame_uid, result.captured_at, result.image_ext)
-    images.write_atomic(images.resolve(data_dir, rel), data)
-    result.image_path = rel
-    result.image = None
-    result.image_bytes = None
+    return Item(from_record(rec))
 
 
 def store_crops(item: Item, data_dir: Path) -> None:
-    """One JPEG per defect next to the frame: ``images/Y/M/D/<frame_uid>-crop<k>.jpg``."""
-    r = item.result
-    for k, data in enumerate(item.crops):
-        rel = images.relative_path(f"{r.frame_uid}-crop{k}", r.captured_at, ".jpg")
-        try:
-            images.write_atomic(images.resolve(data_dir, rel), data)
-        except OSError as exc:
-            log.warning("cannot store crop %s: %s", rel, exc)
-    item.crops = []
+    """Write the item's defect crops next to its frame, once."""
+    crops, item.crops = item.crops, []
+    write_crops(item.result, crops, data_dir)
 
 
 class BatchBuffer:
@@ -182,10 +145,14 @@ class DbWriter:
 
     def submit(self, item: Item, timeout: float | None = None) -> None:
         """Queue one result; blocks while the writer is full (back-pressure, nothing dropped)."""
-        self._buffer.put([item], timeout)
+        self.submit_many([item], timeout)
 
     def submit_many(self, items: list[Item], timeout: float | None = None) -> None:
-        """Queue the results of one inference batch at once (one hand-off instead of one per item)."""
+        """Queue the results of one inference batch at once (one hand-off instead of one per item).
+        Their image policy is applied already (``apply_image_policy``: no BGR frame is queued)."""
+        undecided = [i.result.frame_uid for i in items if i.result.image is not None]
+        if undecided:
+            raise ValueError(f"no image policy was applied to {undecided[:3]} (apply_image_policy first)")
         self._buffer.put(items, timeout)
 
     def pending(self) -> int:
@@ -253,7 +220,7 @@ class DbWriter:
     def _persist(self, items: list[Item]) -> list[Stored]:
         with self.db.session() as session:
             return persist_results(session, [i.result for i in items], data_dir=self.data_dir,
-                                   image_policy="always", load_rows=False)
+                                   load_rows=False)
 
     def _commit(self, items: list[Item]) -> list[Stored | None]:
         """One transaction; a row the database refuses for good (IntegrityError that is no duplicate)
@@ -306,7 +273,7 @@ class DbWriter:
                 return True
         try:
             for item in batch:
-                store_frame_image(item.result, self.data_dir)
+                write_image_now(item.result, self.data_dir)
                 store_crops(item, self.data_dir)
             self.journal.append([to_journal(i) for i in batch])
         except JournalFull as exc:

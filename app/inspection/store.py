@@ -1,0 +1,207 @@
+"""Storing inspections: which image of a result is stored and where, and one transaction per batch
+for the camera rows, the inspection and defect rows, their image files and the ``inspection.ng``
+webhook events.
+
+The image policy is applied once, at the door a frame comes in by (``apply_image_policy``: the REST
+upload through ``persist_results(..., image_policy=...)``, a camera frame in the ingest worker); from
+then on a result carries the one image that is stored, and every file is written here."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from app import images, metrics
+from app.db import repository
+from app.db.models import Inspection
+from app.detections import Detections
+from app.image_policy import ImagePolicy, should_store
+from app.inspection.rules import InspectionResult, Timings
+from app.vocabulary import NG
+from app.webhooks import enqueue_inspection, subscribers
+
+log = logging.getLogger(__name__)
+
+
+# -- the image of a result --------------------------------------------------------------------------
+def apply_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
+    """Decide which image of ``result`` is stored: none when ``policy`` skips its verdict; else the
+    original upload as-is (``image_bytes`` with its ``image_ext``), or the frame encoded as JPEG.
+    The BGR frame is dropped either way (JPEG bytes are small to queue)."""
+    frame, result.image = result.image, None
+    if not should_store(policy, result.verdict):
+        result.image_bytes = None
+    elif result.image_bytes is None and frame is not None:
+        result.image_bytes = images.encode_jpeg(frame)
+        result.image_ext = ".jpg"
+
+
+def image_file(result: InspectionResult) -> str:
+    """Where the image a result carries is stored: ``images/Y/M/D/<frame_uid><image_ext>``."""
+    return images.relative_path(result.frame_uid, result.captured_at, result.image_ext)
+
+
+def crop_file(result: InspectionResult, k: int) -> str:
+    """Where the crop of its defect ``k`` is stored: ``images/Y/M/D/<frame_uid>-crop<k>.jpg``."""
+    return images.relative_path(f"{result.frame_uid}-crop{k}", result.captured_at, ".jpg")
+
+
+def _write_image(result: InspectionResult, data_dir: Path) -> Path:
+    if result.image_path is None or result.image_bytes is None:
+        raise ValueError(f"inspection {result.frame_uid!r} carries no image to write")
+    path = images.resolve(data_dir, result.image_path)
+    images.write_atomic(path, result.image_bytes)
+    return path
+
+
+def write_image_now(result: InspectionResult, data_dir: Path) -> None:
+    """Write the image a result carries before its row exists (the database is away): the result
+    then names its file in ``image_path`` and no longer holds the bytes, so a journaled result keeps
+    its image through the replay."""
+    if result.image_bytes is None:
+        return
+    result.image_path = image_file(result)
+    _write_image(result, data_dir)
+    result.image_bytes = None
+
+
+def write_crops(result: InspectionResult, crops: Sequence[bytes], data_dir: Path) -> None:
+    """The defect crops of a stored frame, next to it (a crop that cannot be written is logged)."""
+    for k, data in enumerate(crops):
+        rel = crop_file(result, k)
+        try:
+            images.write_atomic(images.resolve(data_dir, rel), data)
+        except OSError as exc:
+            log.warning("cannot store crop %s: %s", rel, exc)
+
+
+# -- rows -------------------------------------------------------------------------------------------
+_INSPECTION_COLUMNS = frozenset(Inspection.__table__.columns.keys())
+_RESULT_COLUMNS = tuple(f.name for f in fields(InspectionResult) if f.name in _INSPECTION_COLUMNS)
+_TIMING_COLUMNS = tuple(f.name for f in fields(Timings))
+
+
+def _row_fields(r: InspectionResult) -> dict:
+    """The inspection row: every field of the result that is a column, and its stage timings."""
+    row = {name: getattr(r, name) for name in _RESULT_COLUMNS}
+    row.update((name, getattr(r.timings, name)) for name in _TIMING_COLUMNS)
+    return row
+
+
+def _defect_rows(dets: Detections) -> list[dict]:
+    # tolist() gives the same Python floats/ints as iterating Detection objects, without building them
+    return [{"class_id": c, "class_name": dets.class_name(c), "confidence": conf,
+             "x1": x1, "y1": y1, "x2": x2, "y2": y2}
+            for (x1, y1, x2, y2), conf, c in zip(dets.xyxy.tolist(), dets.confidence.tolist(),
+                                                 dets.class_id.tolist(), strict=True)]
+
+
+@dataclass
+class Stored:
+    """One stored result: its inspection ``id``, ``created`` (False: the frame_uid was already stored,
+    an idempotent replay) and, unless ``persist_results(..., load_rows=False)``, the ``row`` itself
+    (with its defects)."""
+
+    id: int
+    created: bool
+    loaded: Inspection | None = field(default=None, repr=False)
+
+    @property
+    def row(self) -> Inspection:
+        if self.loaded is None:
+            raise LookupError(f"inspection {self.id} was stored without loading its row (load_rows=False)")
+        return self.loaded
+
+
+def persist_results(session: Session, results: Sequence[InspectionResult], *, data_dir: Path,
+                    image_policy: ImagePolicy | None = None, load_rows: bool = True) -> list[Stored]:
+    """Store a batch in one transaction: camera rows on first use, images, inspections and defects.
+    ``image_policy``: applied to the results first (the REST door); None when their door applied it
+    already (the ingest writer): each result's image is then the one it carries (``image_bytes``,
+    or a file written before, named in ``image_path``). Frames whose ``frame_uid`` is already stored
+    are not written again (their existing rows come back with ``created=False``), also when a
+    concurrent writer (another service instance) stores the same frame or creates the same camera at
+    the same moment: both inserts are ``INSERT ... ON CONFLICT DO NOTHING``, so such a race ends in a
+    replay, never in an error. Image files of a failed transaction are removed. Returns one
+    ``Stored`` per result, in input order, after the commit; with ``load_rows=False`` (callers that
+    need only ids, e.g. the ingest writer) the ORM rows are not loaded back (``Stored.row`` raises)."""
+    if image_policy is not None:
+        for r in results:
+            apply_image_policy(r, image_policy)
+    undecided = [r.frame_uid for r in results if r.image is not None]
+    if undecided:
+        raise ValueError(f"no image policy was applied to {undecided[:3]} (apply_image_policy first)")
+    written: list[Path] = []
+    try:
+        stored = _persist_once(session, results, data_dir, written, load_rows)
+        session.commit()
+    except BaseException:
+        # remove the files while this transaction still holds its rows: a concurrent writer of the
+        # same frame_uid waits on them, and writes its own file only after our rollback
+        for path in written:
+            images.remove_quietly(path)
+        for r in results:
+            if r.image_bytes is not None:  # a path this attempt gave (a file written earlier stays)
+                r.image_path = None
+        session.rollback()
+        raise
+    for s, r in zip(stored, results, strict=True):
+        if s.created:
+            metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=r.camera_id or "").inc()
+            per_class = Counter(map(r.detections.class_name, r.detections.class_id.tolist()))
+            for class_name, n in per_class.items():
+                metrics.DEFECTS_TOTAL.labels(class_name=class_name).inc(n)
+    return stored
+
+
+def _persist_once(session: Session, results: Sequence[InspectionResult], data_dir: Path,
+                  written: list[Path], load_rows: bool) -> list[Stored]:
+    existing = repository.inspection_ids_by_uid(session, (r.frame_uid for r in results))
+    first: dict[str, InspectionResult] = {}  # frame_uid -> its first result in this batch
+    for r in results:
+        first.setdefault(r.frame_uid, r)
+    new = [first[uid] for uid in sorted(first) if uid not in existing]
+    # rows are inserted in a fixed order (cameras by id, then frames by frame_uid), so two batches
+    # that overlap wait on each other instead of deadlocking
+    cameras: dict[str, tuple[str | None, str | None]] = {}
+    for r in new:
+        if r.camera_id:
+            cameras.setdefault(r.camera_id, (r.line, r.station))
+    for camera_id in sorted(cameras):
+        repository.ensure_camera(session, camera_id, *cameras[camera_id])
+    for r in new:
+        if r.image_bytes is not None:
+            r.image_path = image_file(r)
+    created = repository.insert_inspections(
+        session, [(_row_fields(r), _defect_rows(r.detections)) for r in new])
+    for r in new:
+        if r.frame_uid not in created:
+            r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
+        elif r.image_bytes is not None:  # our own row is in: now its file
+            written.append(_write_image(r, data_dir))
+    # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
+    # payloads built only when someone listens)
+    new_ng = [uid for uid in created if first[uid].verdict == NG]
+    hooks = subscribers(session, "inspection.ng") if new_ng else []
+    if load_rows:
+        rows = repository.get_inspections_by_uid(session, first)
+        ids = {uid: row.id for uid, row in rows.items()}
+    else:
+        rows = repository.get_inspections_by_uid(session, new_ng) if hooks else {}
+        ids = {**existing, **created}
+        raced = [uid for uid in first if uid not in ids]  # stored meanwhile by a concurrent writer
+        ids.update(repository.inspection_ids_by_uid(session, raced))
+    out: list[Stored] = []
+    for r in results:
+        if r.frame_uid not in ids:
+            raise RuntimeError(f"inspection {r.frame_uid!r} is missing right after it was stored")
+        is_new = r.frame_uid in created and first[r.frame_uid] is r
+        out.append(Stored(ids[r.frame_uid], is_new, rows.get(r.frame_uid) if load_rows else None))
+        if is_new and hooks and r.verdict == NG:
+            enqueue_inspection(session, rows[r.frame_uid], hooks)
+    return out
