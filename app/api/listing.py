@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
-from app.db.models import REVIEW_STATUSES, VERDICTS
+from app.db.models import REVIEW_STATUSES
 from app.db.queries import (
     Filters,
     Kind,
@@ -21,8 +22,21 @@ from app.db.queries import (
     iter_csv,
     page_view,
 )
+from app.schemas import DefectPage, InspectionPage, PageBase, PublicModel, csv_columns
+from app.vocabulary import VERDICTS, Verdict
 
 DEFAULT_LIMIT = 50
+PAGE_MODELS: dict[Kind, type[PageBase]] = {"inspections": InspectionPage, "defects": DefectPage}
+
+
+def list_responses(kind: Kind, item: type[PublicModel]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a list route: a JSON page or CSV (whose header is ``item``'s flat fields), and
+    the problems a query can answer."""
+    header = ",".join(csv_columns(item))
+    return {200: {"description": f"A page of {kind} (JSON), or all of them as CSV (format=csv or "
+                                 "Accept: text/csv)",
+                  "content": {"text/csv": {"schema": {"type": "string"}, "example": header + "\r\n"}}},
+            **problem_responses(400, 422, s400="a bad cursor, sort or range")}
 
 
 def filters_params(
@@ -31,7 +45,7 @@ def filters_params(
     line: Annotated[str | None, Query(max_length=64)] = None,
     station: Annotated[str | None, Query(max_length=64)] = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
-    verdict: Annotated[Literal["OK", "NG"] | None, Query()] = None,
+    verdict: Annotated[Verdict | None, Query()] = None,
     class_name: Annotated[str | None, Query(max_length=64, description="class after review")] = None,
     min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     review_status: Annotated[Literal["pending", "confirmed", "rejected", "reclassified"] | None,
@@ -70,15 +84,15 @@ def list_response(request: Request, kind: Kind, filters: Filters, sort_field: st
             )
         with request.app.state.db.session() as session:
             page = fetch_page(session, kind, filters, sort, limit or DEFAULT_LIMIT, cursor)
-            items = page_view(kind, page)
+            body = PAGE_MODELS[kind](items=page_view(kind, page), next_cursor=page.next_cursor,
+                                     limit=limit or DEFAULT_LIMIT, sort=sort.field, order=sort.order)
     except QueryError as exc:
         raise Problem(400, str(exc), reason="bad_query") from None
     headers = {}
     if page.next_cursor:
         next_url = request.url.include_query_params(cursor=page.next_cursor)
         headers["Link"] = f'<{next_url}>; rel="next"'
-    return JSONResponse({"items": items, "next_cursor": page.next_cursor, "limit": limit or DEFAULT_LIMIT,
-                         "sort": sort.field, "order": sort.order}, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 SortParam = Annotated[Literal["captured_at", "id"], Query(description="sort key")]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
+
+from app.schemas import IngestStatusPublic
 
 router = APIRouter(tags=["cameras"])
 
 
-@router.get("/cameras", summary="Camera ingest state, one entry per camera")
-def list_cameras(request: Request) -> dict[str, Any]:
+@router.get("/cameras", response_model=IngestStatusPublic,
+            summary="Camera ingest state, one entry per camera")
+def list_cameras(request: Request) -> IngestStatusPublic:
     pipeline = getattr(request.app.state, "ingest", None)
     if pipeline is None:
-        return {"running": False, "reason": getattr(request.app.state, "ingest_error", None),
-                "cameras": []}
-    return {"running": True, "reason": None} | pipeline.snapshot()
+        return IngestStatusPublic(running=False, reason=getattr(request.app.state, "ingest_error", None),
+                                  cameras=[])
+    return IngestStatusPublic.model_validate({"running": True, "reason": None} | pipeline.snapshot())
