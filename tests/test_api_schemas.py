@@ -139,6 +139,7 @@ def test_one_inspection_reads_the_same_in_every_view(client, app_settings):
     assert list(row) == list(csv_columns(InspectionPublic))
     assert row["captured_at"] == view["captured_at"] and row["verdict"] == view["verdict"] == "NG"
     assert float(row["total_ms"]) == view["timings_ms"]["total"]
+    assert row["has_image"] == "true" and row["image_url"] == view["image_url"]  # JSON's words, not Python's
     [drow] = csv.DictReader(io.StringIO(client.get("/api/v1/defects?part_id=PV1&format=csv").text))
     assert [float(drow[c]) for c in ("x1", "y1", "x2", "y2")] == body["defects"][0]["box"]
 

@@ -80,6 +80,10 @@ def csv_columns(model: type[PublicModel]) -> tuple[str, ...]:
     return tuple(columns)
 
 
+def _cell(value: Any) -> Any:
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
 def csv_values(item: PublicModel) -> list[Any]:
     """One row of the flat view, matching :func:`csv_columns`; values as in the JSON body."""
     data = item.model_dump(mode="json")
@@ -90,5 +94,5 @@ def csv_values(item: PublicModel) -> list[Any]:
             parts = list(value.values()) if isinstance(value, dict) else list(value or ())
             row.extend(parts or [None] * len(item.CSV_SPLIT[name]))
         elif _is_scalar(field.annotation):
-            row.append(value)
+            row.append(_cell(value))
     return row
