@@ -43,7 +43,7 @@ def review_defect(session: Session, defect: Defect, request: ReviewRequest, acto
         raise ReviewError(f"action must be one of {', '.join(ACTIONS)}, got {request.action!r}")
     if request.action == "reclassify":
         if not request.class_name:
-            raise ReviewError("reclassify needs class_name")
+            raise ReviewError("reclassify needs a class_name")
         if request.class_name not in class_names:
             raise ReviewError(
                 f"class_name {request.class_name!r} is not a model class; expected one of "

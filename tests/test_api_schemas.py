@@ -176,3 +176,16 @@ def test_times_and_numbers_follow_the_vocabulary(client, app_settings):
     cameras = client.get("/api/v1/cameras").json()
     assert cameras == {"running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": [],
                        "database": None, "journal": None, "workers": None, "batches": None}
+
+
+def test_problem_titles_are_rfc_9110_phrases(client, app_settings):
+    from fastapi.testclient import TestClient
+
+    resp = client.post("/api/v1/inspections?imgsz=640", content=jpeg_bytes(255),
+                       headers={"content-type": "image/jpeg"})
+    assert (resp.status_code, resp.json()["title"]) == (422, "Unprocessable Content")
+    assert client.get("/api/v1/inspections?limit=0").json()["title"] == "Unprocessable Content"
+    small = app_settings.model_copy(update={"max_upload_mb": 0.001})
+    with TestClient(create_app(small)) as c:
+        resp = c.post("/api/v1/inspections", content=jpeg_bytes(255), headers={"content-type": "image/jpeg"})
+    assert (resp.status_code, resp.json()["title"]) == (413, "Content Too Large")

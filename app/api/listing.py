@@ -23,6 +23,7 @@ from app.db.queries import (
     page_view,
 )
 from app.schemas import DefectPage, InspectionPage, PageBase, PublicModel, csv_columns
+from app.schemas.inspections import ReviewStatus
 from app.vocabulary import VERDICTS, Verdict
 
 DEFAULT_LIMIT = 50
@@ -48,8 +49,7 @@ def filters_params(
     verdict: Annotated[Verdict | None, Query()] = None,
     class_name: Annotated[str | None, Query(max_length=64, description="class after review")] = None,
     min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-    review_status: Annotated[Literal["pending", "confirmed", "rejected", "reclassified"] | None,
-                             Query()] = None,
+    review_status: Annotated[ReviewStatus | None, Query()] = None,
     part_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Filters:
     assert verdict is None or verdict in VERDICTS

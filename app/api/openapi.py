@@ -13,8 +13,8 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_SCHEMA = "Problem"
 COMPONENT_REF = "#/components/schemas/{model}"
 
-# RFC 9110 section 15 reason phrases (Python 3.11's http.HTTPStatus still says "Unprocessable Entity" and
-# "Request Entity Too Large").
+# RFC 9110 section 15 reason phrases, the titles of problem bodies (Python 3.11's http.HTTPStatus still
+# says "Unprocessable Entity" and "Request Entity Too Large").
 STATUS_TITLES: dict[int, str] = {
     400: "Bad Request",
     401: "Unauthorized",

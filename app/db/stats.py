@@ -45,7 +45,7 @@ class StatsRange:
         end_ = to_utc(end) if end else utcnow()
         start_ = to_utc(start) if start else end_ - DEFAULT_SPAN[bucket]
         if start_ >= end_:
-            raise QueryError("from must be before to")
+            raise QueryError("'from' must be before 'to'")
         rng = cls(start_, end_, bucket)  # type: ignore[arg-type]
         if len(rng.buckets()) > MAX_BUCKETS:
             raise QueryError(f"the range holds more than {MAX_BUCKETS} {bucket} buckets; narrow it")

@@ -20,7 +20,7 @@ from app.api.listing import (
     list_response,
     list_responses,
 )
-from app.api.openapi import problem_responses
+from app.api.openapi import STATUS_TITLES, problem_responses
 from app.api.problems import Problem
 from app.api.security import PrincipalDep
 from app.db.models import Defect, Inspection
@@ -93,7 +93,7 @@ def review(defect_id: DefectId, body: ReviewCreate, request: Request, session: S
                       actor=principal.name, class_names=names)
     except ReviewError as exc:
         session.rollback()
-        raise Problem(422, str(exc), reason="invalid_review", title="Unprocessable Content") from None
+        raise Problem(422, str(exc), reason="invalid_review", title=STATUS_TITLES[422]) from None
     session.commit()
     worker = getattr(request.app.state, "webhook_worker", None)
     if worker is not None:

@@ -17,7 +17,7 @@ from starlette.formparsers import MultiPartException
 
 from app import images
 from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
-from app.api.openapi import problem_responses
+from app.api.openapi import STATUS_TITLES, problem_responses
 from app.api.problems import Problem
 from app.db import repository
 from app.db.models import Inspection
@@ -39,7 +39,7 @@ def _media_type(request: Request) -> str:
 
 def _too_large(limit: int) -> Problem:
     return Problem(413, f"the upload is larger than INSPECT_MAX_UPLOAD_MB ({limit / 1048576:g} MiB)",
-                   reason="too_large")
+                   reason="too_large", title=STATUS_TITLES[413])
 
 
 async def _read_limited(request: Request, limit: int, shown_limit: int) -> bytes:
@@ -142,14 +142,15 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
     try:
         engine.fit_size(meta.imgsz)
     except ValueError as exc:
-        raise Problem(422, str(exc), reason="unsupported_imgsz") from None
+        raise Problem(422, str(exc), reason="unsupported_imgsz", title=STATUS_TITLES[422]) from None
 
     def work() -> tuple[InspectionDetail, bool]:
         t0 = time.perf_counter()
         try:
             frame, info = images.decode(data, settings.max_pixels)
         except images.ImageError as exc:
-            raise Problem(exc.status, exc.detail, reason=exc.reason) from None
+            raise Problem(exc.status, exc.detail, reason=exc.reason,
+                          title=STATUS_TITLES.get(exc.status)) from None
         t1 = time.perf_counter()
         [dets], inference_ms, post_ms = run_detector(
             engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det, meta.imgsz)

@@ -46,6 +46,6 @@ def read_part(part_id: Annotated[str, Path(min_length=1, max_length=128)],
         select(Inspection).where(Inspection.part_id == part_id).options(selectinload(Inspection.defects))
     ))
     if not rows:
-        raise Problem(404, f"no inspections of part {part_id!r}", reason="not_found")
+        raise Problem(404, f"part {part_id!r} has no inspections", reason="not_found")
     verdict, stations = part_verdict(rows)
     return PartPublic(part_id=part_id, verdict=verdict, inspections=len(rows), stations=stations)
