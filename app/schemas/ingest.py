@@ -54,6 +54,8 @@ class JournalState(PublicModel):
 
 
 class IngestStatusPublic(PublicModel):
+    """The camera ingest; ``database``, ``journal``, ``workers`` and ``batches`` only while it runs."""
+
     running: bool
     reason: str | None = Field(description="why the ingest is not running")
     cameras: list[CameraStatePublic]

@@ -9,7 +9,7 @@ from app.schemas import IngestStatusPublic
 router = APIRouter(tags=["cameras"])
 
 
-@router.get("/cameras", response_model=IngestStatusPublic,
+@router.get("/cameras", response_model=IngestStatusPublic, response_model_exclude_unset=True,
             summary="Camera ingest state, one entry per camera")
 def list_cameras(request: Request) -> IngestStatusPublic:
     pipeline = getattr(request.app.state, "ingest", None)
