@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
 from app.db.models import Defect, DefectReview
-from app.db.queries import iso
 from app.errors import InvalidInput
-from app.webhooks import defect_payload, enqueue_event
+from app.schemas import DefectPublic, DefectReviewedEvent
+from app.vocabulary import utcnow
+from app.webhooks import enqueue_event
 
 ACTIONS: dict[str, str] = {"confirm": "confirmed", "reject": "rejected", "reclassify": "reclassified"}
 
@@ -46,7 +46,7 @@ def review_defect(session: Session, defect: Defect, request: ReviewRequest, acto
         raise ReviewError(f"action must be one of {', '.join(ACTIONS)}, got {request.action!r}")
     if request.action == "reclassify":
         if not request.class_name:
-            raise ReviewError("reclassify needs class_name")
+            raise ReviewError("reclassify needs a class_name")
         if request.class_name not in class_names:
             raise ReviewError(
                 f"class_name {request.class_name!r} is not a model class; expected one of "
@@ -62,7 +62,7 @@ def review_defect(session: Session, defect: Defect, request: ReviewRequest, acto
         new_class_id, new_class_name = None, None
 
     note = request.note.strip() if request.note else None
-    now = datetime.now(UTC)
+    now = utcnow()
     before_status = defect.review_status or "pending"
     before_class = effective_class_name(defect)
 
@@ -86,20 +86,6 @@ def review_defect(session: Session, defect: Defect, request: ReviewRequest, acto
     )
     session.add(audit)
     session.flush()
-    enqueue_event(session, "defect.reviewed", {**defect_payload(defect), "review_id": audit.id,
-                                               "action": request.action})
+    event = DefectReviewedEvent(**DefectPublic.fields_of(defect), review_id=audit.id, action=request.action)
+    enqueue_event(session, "defect.reviewed", event.model_dump(mode="json"))
     return audit
-
-
-def review_view(review: DefectReview) -> dict:
-    return {
-        "id": review.id,
-        "actor": review.actor,
-        "action": review.action,
-        "before_status": review.before_status,
-        "after_status": review.after_status,
-        "before_class_name": review.before_class_name,
-        "after_class_name": review.after_class_name,
-        "note": review.note,
-        "created_at": iso(review.created_at),
-    }

@@ -5,7 +5,8 @@ receiver therefore never slows the inspection path.
 
 Every delivery is a POST of a JSON body ``{"id", "event", "created_at", "data"}`` with headers
 ``X-Inspect-Event``, ``X-Inspect-Delivery`` (the delivery id) and
-``X-Inspect-Signature: sha256=<hex HMAC-SHA256 of the raw body with the hook's secret>``.
+``X-Inspect-Signature: sha256=<hex HMAC-SHA256 of the raw body with the hook's secret>``. The shapes
+(body, payloads, delivery log) are the models of :mod:`app.schemas.webhooks`.
 """
 
 from __future__ import annotations
@@ -18,20 +19,20 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
-from app.db.queries import defect_view, iso
+from app.schemas import InspectionPublic
+from app.schemas.webhooks import EVENTS, WebhookBody
+from app.vocabulary import NG, utcnow
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("inspection.ng", "defect.reviewed")
 SIGNATURE_HEADER = "X-Inspect-Signature"
 EVENT_HEADER = "X-Inspect-Event"
 DELIVERY_HEADER = "X-Inspect-Delivery"
@@ -39,25 +40,6 @@ DELIVERY_HEADER = "X-Inspect-Delivery"
 
 def new_secret() -> str:
     return secrets.token_hex(32)
-
-
-def validate_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"webhook url must be an absolute http(s) URL, got {url!r}")
-    return url
-
-
-def validate_events(events: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for event in events:
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
-        if event not in out:
-            out.append(event)
-    if not out:
-        raise ValueError("a webhook needs at least one event")
-    return out
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -72,40 +54,14 @@ def verify(secret: str, body: bytes, header: str) -> bool:
 
 def encode_body(delivery: WebhookDelivery) -> bytes:
     """The exact bytes sent (and signed); stable across retries of one delivery."""
-    doc = {
-        "id": delivery.id,
-        "event": delivery.event,
-        "created_at": iso(delivery.created_at),
-        "data": delivery.payload,
-    }
+    doc = WebhookBody(id=delivery.id, event=delivery.event, created_at=delivery.created_at,
+                      data=delivery.payload).model_dump(mode="json")
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
 
 
-def defect_payload(defect: Defect) -> dict[str, Any]:
-    """A defect as webhook receivers get it: the same view the REST API answers with."""
-    return defect_view(defect)
-
-
 def inspection_payload(inspection: Inspection, defects: Iterable[Defect] | None = None) -> dict[str, Any]:
-    """The ``inspection.ng`` payload of a persisted (flushed) inspection."""
-    items = list(inspection.defects if defects is None else defects)
-    return {
-        "id": inspection.id,
-        "frame_uid": inspection.frame_uid,
-        "camera_id": inspection.camera_id,
-        "line": inspection.line,
-        "station": inspection.station,
-        "part_id": inspection.part_id,
-        "captured_at": iso(inspection.captured_at),
-        "verdict": inspection.verdict,
-        "defect_count": inspection.defect_count,
-        "model_version": inspection.model_version,
-        "defects": [
-            {"id": d.id, "class_name": d.class_name, "confidence": d.confidence,
-             "box": [d.x1, d.y1, d.x2, d.y2]}
-            for d in items
-        ],
-    }
+    """The ``inspection.ng`` payload of a persisted (flushed) inspection: its public model."""
+    return InspectionPublic.from_row(inspection, defects).model_dump(mode="json")
 
 
 def subscribers(session: Session, event: str) -> list[Webhook]:
@@ -119,7 +75,7 @@ def subscribers(session: Session, event: str) -> list[Webhook]:
 def queue_deliveries(session: Session, hooks: Iterable[Webhook], event: str,
                      payload: dict[str, Any]) -> list[WebhookDelivery]:
     """Queue ``event`` for each of ``hooks`` (from :func:`subscribers`) in the caller's transaction."""
-    now = datetime.now(UTC)
+    now = utcnow()
     rows = [
         WebhookDelivery(webhook_id=h.id, event=event, payload=payload, status="pending", attempts=0,
                         created_at=now, next_attempt_at=now)
@@ -140,7 +96,7 @@ def enqueue_inspection(session: Session, inspection: Inspection,
     """Queue ``inspection.ng`` for an NG inspection (no-op for OK). The inspection must be flushed.
     ``hooks``: the subscribers of ``inspection.ng`` when the caller already has them (a batch asks
     once); the payload is only built when someone listens."""
-    if inspection.verdict != "NG":
+    if inspection.verdict != NG:
         return []
     listeners = list(subscribers(session, "inspection.ng") if hooks is None else hooks)
     if not listeners:
@@ -216,7 +172,7 @@ class DeliveryWorker:
     # -- one pass ---------------------------------------------------------------------------------
     def run_once(self) -> int:
         """Try every due delivery once; returns how many were attempted."""
-        now = datetime.now(UTC)
+        now = utcnow()
         with self.session_factory() as session:
             stmt = (
                 select(WebhookDelivery, Webhook)
@@ -249,7 +205,7 @@ class DeliveryWorker:
             SIGNATURE_HEADER: sign(hook.secret, body),
         }
         delivery.attempts = (delivery.attempts or 0) + 1
-        now = datetime.now(UTC)
+        now = utcnow()
         try:
             response = self._client.post(hook.url, content=body, headers=headers,
                                          timeout=self.policy.timeout_s)
@@ -269,19 +225,3 @@ class DeliveryWorker:
             delivery.next_attempt_at = now + timedelta(seconds=self.policy.backoff(delivery.attempts))
         log.debug("webhook delivery %s to %s: %s (attempt %d)", delivery.id, hook.url, delivery.status,
                   delivery.attempts)
-
-
-def delivery_view(delivery: WebhookDelivery) -> dict[str, Any]:
-    return {
-        "id": delivery.id,
-        "webhook_id": delivery.webhook_id,
-        "event": delivery.event,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "last_status_code": delivery.last_status_code,
-        "last_error": delivery.last_error,
-        "created_at": iso(delivery.created_at),
-        "next_attempt_at": iso(delivery.next_attempt_at),
-        "delivered_at": iso(delivery.delivered_at),
-        "payload": delivery.payload,
-    }

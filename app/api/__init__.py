@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
+from app.api.openapi import install_problem_schema, problem_responses
 from app.api.routes import cameras, health, inspections, model
 from app.api.security import metrics_guard, require
 from app.auth import Permission
@@ -22,15 +23,24 @@ METRICS_DEPENDENCIES: list[Any] = [Depends(metrics_guard)]  # GET /metrics (see 
 REVIEW_DEPENDENCIES: list[Any] = [Depends(require(Permission.REVIEW))]  # POST /api/v1/defects/{id}/review
 ADMIN_DEPENDENCIES: list[Any] = [Depends(require(Permission.ADMIN))]  # keys, webhooks, settings
 
+# The problems those rules answer, documented on every route they guard.
+KEY_PROBLEMS = problem_responses(401)  # any valid key
+ROLE_PROBLEMS = problem_responses(401, 403)  # a key with the right role
+
 
 def include_routers(app: FastAPI) -> None:
     app.include_router(health.router)
-    app.include_router(health.metrics_router, dependencies=METRICS_DEPENDENCIES)
-    app.include_router(inspections.upload_router, prefix=API_PREFIX, dependencies=UPLOAD_DEPENDENCIES)
-    app.include_router(inspections.read_router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
-    app.include_router(model.router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES)
-    app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
+    app.include_router(health.metrics_router, dependencies=METRICS_DEPENDENCIES, responses=ROLE_PROBLEMS)
+    app.include_router(inspections.upload_router, prefix=API_PREFIX, dependencies=UPLOAD_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
+    app.include_router(inspections.read_router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
+    app.include_router(model.router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES,
+                       responses=KEY_PROBLEMS)
+    app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
     include_mes_routers(app)
+    install_problem_schema(app)
 
 
 def include_ingest_routers(app: FastAPI) -> None:
@@ -46,9 +56,13 @@ def include_mes_routers(app: FastAPI) -> None:
     from app.api.routes import defects, images, inspection_list, keys, parts, stats, webhooks
 
     for router in (inspection_list.router, images.router, defects.read_router, parts.router, stats.router):
-        app.include_router(router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
-    app.include_router(defects.review_router, prefix=API_PREFIX, dependencies=REVIEW_DEPENDENCIES)
-    app.include_router(keys.whoami_router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES)
-    app.include_router(keys.admin_router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES)
-    app.include_router(webhooks.router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES)
+        app.include_router(router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES, responses=ROLE_PROBLEMS)
+    app.include_router(defects.review_router, prefix=API_PREFIX, dependencies=REVIEW_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
+    app.include_router(keys.whoami_router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES,
+                       responses=KEY_PROBLEMS)
+    app.include_router(keys.admin_router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
+    app.include_router(webhooks.router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
     mount_dashboard(app)

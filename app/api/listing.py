@@ -9,12 +9,12 @@ from typing import Annotated, Any, Literal
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
-from app.db.models import REVIEW_STATUSES, VERDICTS
+from app.db.models import REVIEW_STATUSES
 from app.db.queries import (
     Filters,
     Kind,
-    QueryError,
     Sort,
     decode_cursor,
     fetch_page,
@@ -22,8 +22,22 @@ from app.db.queries import (
     page_view,
 )
 from app.db.session import Database
+from app.schemas import DefectPage, InspectionPage, PageBase, PublicModel, csv_columns
+from app.schemas.inspections import ReviewStatus
+from app.vocabulary import VERDICTS, Verdict
 
 DEFAULT_LIMIT = 50
+PAGE_MODELS: dict[Kind, type[PageBase]] = {"inspections": InspectionPage, "defects": DefectPage}
+
+
+def list_responses(kind: Kind, item: type[PublicModel]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a list route: a JSON page or CSV (whose header is ``item``'s flat fields), and
+    the problems a query can answer."""
+    header = ",".join(csv_columns(item))
+    return {200: {"description": f"A page of {kind} (JSON), or all of them as CSV (format=csv or "
+                                 "Accept: text/csv)",
+                  "content": {"text/csv": {"schema": {"type": "string"}, "example": header + "\r\n"}}},
+            **problem_responses(400, 422, s400="a bad cursor, sort or range")}
 
 
 def filters_params(
@@ -32,11 +46,10 @@ def filters_params(
     line: Annotated[str | None, Query(max_length=64)] = None,
     station: Annotated[str | None, Query(max_length=64)] = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
-    verdict: Annotated[Literal["OK", "NG"] | None, Query()] = None,
+    verdict: Annotated[Verdict | None, Query()] = None,
     class_name: Annotated[str | None, Query(max_length=64, description="class after review")] = None,
     min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
-    review_status: Annotated[Literal["pending", "confirmed", "rejected", "reclassified"] | None,
-                             Query()] = None,
+    review_status: Annotated[ReviewStatus | None, Query()] = None,
     part_id: Annotated[str | None, Query(max_length=128)] = None,
 ) -> Filters:
     assert verdict is None or verdict in VERDICTS
@@ -57,29 +70,25 @@ def wants_csv(request: Request, fmt: str | None) -> bool:
 
 def list_response(request: Request, db: Database, kind: Kind, filters: Filters, sort_field: str, order: str,
                   limit: int | None, cursor: str | None, fmt: str | None) -> Any:
-    try:
-        sort = Sort(sort_field, order)
-        if wants_csv(request, fmt):
-            # Validate the cursor now: once streaming has started an error can no longer be answered.
-            if cursor:
-                decode_cursor(kind, sort, cursor)
-            sessionmaker = db.sessionmaker
-            return StreamingResponse(
-                iter_csv(sessionmaker, kind, filters, sort, cursor=cursor, max_rows=limit),
-                media_type="text/csv; charset=utf-8",
-                headers={"Content-Disposition": f'attachment; filename="{kind}.csv"'},
-            )
-        with db.session() as session:
-            page = fetch_page(session, kind, filters, sort, limit or DEFAULT_LIMIT, cursor)
-            items = page_view(kind, page)
-    except QueryError as exc:
-        raise Problem(400, str(exc), reason="bad_query") from None
+    sort = Sort(sort_field, order)  # QueryError (a bad sort, cursor or limit): a 400 problem
+    if wants_csv(request, fmt):
+        # Validate the cursor now: once streaming has started an error can no longer be answered.
+        if cursor:
+            decode_cursor(kind, sort, cursor)
+        return StreamingResponse(
+            iter_csv(db.sessionmaker, kind, filters, sort, cursor=cursor, max_rows=limit),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{kind}.csv"'},
+        )
+    with db.session() as session:
+        page = fetch_page(session, kind, filters, sort, limit or DEFAULT_LIMIT, cursor)
+        body = PAGE_MODELS[kind](items=page_view(kind, page), next_cursor=page.next_cursor,
+                                 limit=limit or DEFAULT_LIMIT, sort=sort.field, order=sort.order)
     headers = {}
     if page.next_cursor:
         next_url = request.url.include_query_params(cursor=page.next_cursor)
         headers["Link"] = f'<{next_url}>; rel="next"'
-    return JSONResponse({"items": items, "next_cursor": page.next_cursor, "limit": limit or DEFAULT_LIMIT,
-                         "sort": sort.field, "order": sort.order}, headers=headers)
+    return JSONResponse(body.model_dump(mode="json"), headers=headers)
 
 
 SortParam = Annotated[Literal["captured_at", "id"], Query(description="sort key")]

@@ -33,8 +33,20 @@ STATUS_OF_KIND: dict[type[UserError], int] = {
     NotFound: 404, Conflict: 409, TooLarge: 413, UnsupportedMedia: 415, InvalidInput: 422,
     Unavailable: 503, UserError: 400,
 }
-# RFC 9110 names where Python's http module still carries the RFC 7231 ones.
-RFC9110_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+# RFC 9110 section 15 reason phrases, the titles of problem bodies (Python 3.11's http.HTTPStatus still
+# says "Unprocessable Entity" and "Request Entity Too Large").
+STATUS_TITLES: dict[int, str] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def status_of(error: UserError) -> int:
@@ -42,8 +54,8 @@ def status_of(error: UserError) -> int:
 
 
 def title_of(status: int) -> str:
-    if status in RFC9110_TITLES:
-        return RFC9110_TITLES[status]
+    if status in STATUS_TITLES:
+        return STATUS_TITLES[status]
     try:
         return HTTPStatus(status).phrase
     except ValueError:

@@ -1,7 +1,8 @@
 """MES queries over inspections and defects: filters, keyset pagination with opaque cursors, and CSV.
 
 Times are stored in UTC (SQLite keeps them naive, PostgreSQL as timestamptz); every datetime that enters
-a query goes through :func:`to_utc` first and every one that leaves through :func:`iso`.
+a query goes through :func:`app.vocabulary.to_utc` first. Rows leave as the public models of
+:mod:`app.schemas` (JSON pages and CSV rows alike).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from app.db.models import Defect, Inspection
 from app.errors import UserError
+from app.schemas import DefectInContext, InspectionPublic, PublicModel, csv_columns, csv_values
+from app.vocabulary import iso, to_utc
 
 Kind = Literal["inspections", "defects"]
 SORT_FIELDS = ("captured_at", "id")
@@ -31,19 +34,6 @@ class QueryError(UserError):
     """A bad filter, sort, range or cursor."""
 
     reason = "bad_query"
-
-
-def to_utc(value: datetime) -> datetime:
-    """Aware UTC datetime; naive input is taken as UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return to_utc(value).isoformat().replace("+00:00", "Z")
 
 
 def _bind_time(value: datetime) -> datetime:
@@ -207,87 +197,25 @@ def fetch_page(session: Session, kind: Kind, f: Filters, sort: Sort, limit: int,
 
 # -- views ----------------------------------------------------------------------------------------
 
-def defect_view(defect: Defect, inspection: Inspection | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": defect.id,
-        "inspection_id": defect.inspection_id,
-        "class_id": defect.class_id,
-        "class_name": defect.class_name,
-        "confidence": defect.confidence,
-        "box": [defect.x1, defect.y1, defect.x2, defect.y2],
-        "review_status": defect.review_status,
-        "reviewed_class_id": defect.reviewed_class_id,
-        "reviewed_class_name": defect.reviewed_class_name,
-        "reviewed_by": defect.reviewed_by,
-        "reviewed_at": iso(defect.reviewed_at),
-        "review_note": defect.review_note,
-    }
-    if inspection is not None:
-        out.update({
-            "captured_at": iso(inspection.captured_at),
-            "camera_id": inspection.camera_id,
-            "line": inspection.line,
-            "station": inspection.station,
-            "part_id": inspection.part_id,
-            "verdict": inspection.verdict,
-        })
-    return out
+ITEM_MODELS: dict[Kind, type[PublicModel]] = {"inspections": InspectionPublic, "defects": DefectInContext}
+"""The public model of one item of each kind: a JSON page item and a CSV row."""
 
 
-def inspection_view(inspection: Inspection, with_defects: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": inspection.id,
-        "frame_uid": inspection.frame_uid,
-        "camera_id": inspection.camera_id,
-        "line": inspection.line,
-        "station": inspection.station,
-        "part_id": inspection.part_id,
-        "source": inspection.source,
-        "captured_at": iso(inspection.captured_at),
-        "received_at": iso(inspection.received_at),
-        "verdict": inspection.verdict,
-        "defect_count": inspection.defect_count,
-        "model_version": inspection.model_version,
-        "width": inspection.width,
-        "height": inspection.height,
-        "has_image": bool(inspection.image_path),
-        "timings_ms": {
-            "decode": inspection.decode_ms,
-            "inference": inspection.inference_ms,
-            "postprocess": inspection.postprocess_ms,
-            "total": inspection.total_ms,
-        },
-    }
-    if with_defects:
-        out["defects"] = [defect_view(d) for d in inspection.defects]
-    return out
-
-
-def page_view(kind: Kind, page: Page) -> list[dict[str, Any]]:
+def page_view(kind: Kind, page: Page) -> list[PublicModel]:
     if kind == "inspections":
-        return [inspection_view(i) for i in page.items]
-    return [defect_view(d, i) for d, i in page.items]
-
-
-# -- CSV ------------------------------------------------------------------------------------------
-
-INSPECTION_COLUMNS = ("id", "frame_uid", "captured_at", "line", "station", "camera_id", "part_id", "verdict",
-                      "defect_count", "model_version", "source", "width", "height", "total_ms")
-DEFECT_COLUMNS = ("id", "inspection_id", "captured_at", "line", "station", "camera_id", "part_id",
-                  "verdict", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2", "review_status",
-                  "reviewed_class_name", "reviewed_by", "reviewed_at")
+        return [InspectionPublic.from_row(i) for i in page.items]
+    return [DefectInContext.from_rows(d, i) for d, i in page.items]
 
 
 def _csv_row(kind: Kind, item: Any) -> list[Any]:
     if kind == "inspections":
-        i: Inspection = item
-        return [i.id, i.frame_uid, iso(i.captured_at), i.line, i.station, i.camera_id, i.part_id, i.verdict,
-                i.defect_count, i.model_version, i.source, i.width, i.height, round(i.total_ms or 0.0, 3)]
-    d, i = item
-    return [d.id, d.inspection_id, iso(i.captured_at), i.line, i.station, i.camera_id, i.part_id, i.verdict,
-            d.class_id, d.class_name, round(d.confidence, 5), round(d.x1, 2), round(d.y1, 2), round(d.x2, 2),
-            round(d.y2, 2), d.review_status, d.reviewed_class_name, d.reviewed_by, iso(d.reviewed_at)]
+        view: PublicModel = InspectionPublic.from_row(item, defects=())  # the CSV has defect_count only
+    else:
+        view = DefectInContext.from_rows(*item)
+    return csv_values(view)
 
+
+# -- CSV ------------------------------------------------------------------------------------------
 
 def iter_csv(session_factory: Callable[[], Session], kind: Kind, f: Filters, sort: Sort,
              chunk: int = 500, cursor: str | None = None, max_rows: int | None = None) -> Iterator[str]:
@@ -295,7 +223,7 @@ def iter_csv(session_factory: Callable[[], Session], kind: Kind, f: Filters, sor
     by page with its own session, so it can be streamed after the request's session is gone."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(INSPECTION_COLUMNS if kind == "inspections" else DEFECT_COLUMNS)
+    writer.writerow(csv_columns(ITEM_MODELS[kind]))
     left = max_rows
     with session_factory() as session:
         while left is None or left > 0:

@@ -13,7 +13,18 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.db.models import Defect, Inspection
-from app.db.queries import Filters, QueryError, effective_class, inspection_conditions, iso, to_utc
+from app.db.queries import Filters, QueryError, effective_class, inspection_conditions
+from app.schemas.stats import (
+    ClassCount,
+    ClassTimelineCount,
+    Counts,
+    LineCounts,
+    ReviewCounts,
+    StationCounts,
+    StatsPublic,
+    TimelineCounts,
+)
+from app.vocabulary import NG, round_rate, to_utc, utcnow
 
 Bucket = Literal["hour", "day"]
 BUCKET_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
@@ -31,10 +42,10 @@ class StatsRange:
     def build(cls, start: datetime | None, end: datetime | None, bucket: str) -> StatsRange:
         if bucket not in BUCKET_STEP:
             raise QueryError(f"bucket must be hour or day, got {bucket!r}")
-        end_ = to_utc(end) if end else datetime.now(UTC)
+        end_ = to_utc(end) if end else utcnow()
         start_ = to_utc(start) if start else end_ - DEFAULT_SPAN[bucket]
         if start_ >= end_:
-            raise QueryError("from must be before to")
+            raise QueryError("'from' must be before 'to'")
         rng = cls(start_, end_, bucket)  # type: ignore[arg-type]
         if len(rng.buckets()) > MAX_BUCKETS:
             raise QueryError(f"the range holds more than {MAX_BUCKETS} {bucket} buckets; narrow it")
@@ -64,48 +75,41 @@ def _bucket_expr(session: Session, bucket: Bucket, col: Any) -> Any:
     return func.strftime(fmt, col)
 
 
-def _parse_bucket(value: str) -> str | None:
-    return iso(datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC))
+def _parse_bucket(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
 
 
-def _yield(ok: int, total: int) -> float | None:
-    return round(ok / total, 6) if total else None
-
-
-def _counts(total: int, ng: int) -> dict[str, Any]:
-    return {"inspections": total, "ok": total - ng, "ng": ng, "yield": _yield(total - ng, total)}
-
-
-def compute_stats(session: Session, rng: StatsRange, f: Filters) -> dict[str, Any]:
+def compute_stats(session: Session, rng: StatsRange, f: Filters) -> StatsPublic:
     """Stats over inspections captured in ``rng`` that match the inspection filters of ``f`` (line,
     station, camera_id, part_id)."""
     f = Filters(start=rng.start, end=rng.end, line=f.line, station=f.station, camera_id=f.camera_id,
                 part_id=f.part_id)
     conds = inspection_conditions(f)
-    ng = func.sum(case((Inspection.verdict == "NG", 1), else_=0))
+    ng = func.sum(case((Inspection.verdict == NG, 1), else_=0))
     b = _bucket_expr(session, rng.bucket, Inspection.captured_at)
 
     # Per bucket and line; line and grand totals are sums of these.
     by_bucket_line = session.execute(
         select(b, Inspection.line, func.count(), ng).where(*conds).group_by(b, Inspection.line)
     ).all()
-    timeline: list[dict[str, Any]] = []
+    timeline: list[TimelineCounts] = []
     lines: dict[str | None, list[int]] = defaultdict(lambda: [0, 0])
     for bucket, line, total, ngs in by_bucket_line:
         total, ngs = int(total), int(ngs or 0)
-        timeline.append({"bucket": _parse_bucket(bucket), "line": line, **_counts(total, ngs)})
+        timeline.append(TimelineCounts(bucket=_parse_bucket(bucket), line=line,
+                                       **dict(Counts.of(total, ngs))))
         lines[line][0] += total
         lines[line][1] += ngs
-    timeline.sort(key=lambda r: (r["bucket"], r["line"] or ""))
+    timeline.sort(key=lambda r: (r.bucket, r.line or ""))
 
     by_station = session.execute(
         select(Inspection.line, Inspection.station, func.count(), ng).where(*conds)
         .group_by(Inspection.line, Inspection.station)
     ).all()
     stations = sorted(
-        ({"line": line, "station": station, **_counts(int(t), int(n or 0))}
+        (StationCounts(line=line, station=station, **dict(Counts.of(int(t), int(n or 0))))
          for line, station, t, n in by_station),
-        key=lambda r: (r["line"] or "", r["station"] or ""),
+        key=lambda r: (r.line or "", r.station or ""),
     )
 
     cls = effective_class()
@@ -119,8 +123,9 @@ def compute_stats(session: Session, rng: StatsRange, f: Filters) -> dict[str, An
     class_timeline = []
     for bucket, name, count in by_bucket_class:
         classes[name] += int(count)
-        class_timeline.append({"bucket": _parse_bucket(bucket), "class_name": name, "defects": int(count)})
-    class_timeline.sort(key=lambda r: (r["bucket"], r["class_name"]))
+        class_timeline.append(ClassTimelineCount(bucket=_parse_bucket(bucket), class_name=name,
+                                                 defects=int(count)))
+    class_timeline.sort(key=lambda r: (r.bucket, r.class_name))
 
     statuses = dict(session.execute(
         select(Defect.review_status, func.count()).join(Inspection, Inspection.id == Defect.inspection_id)
@@ -133,25 +138,20 @@ def compute_stats(session: Session, rng: StatsRange, f: Filters) -> dict[str, An
 
     total = sum(v[0] for v in lines.values())
     total_ng = sum(v[1] for v in lines.values())
-    return {
-        "from": iso(rng.start),
-        "to": iso(rng.end),
-        "bucket": rng.bucket,
-        "buckets": [iso(t) for t in rng.buckets()],
-        "totals": _counts(total, total_ng),
-        "lines": sorted(({"line": k, **_counts(*v)} for k, v in lines.items()),
-                        key=lambda r: r["line"] or ""),
-        "stations": stations,
-        "classes": sorted(({"class_name": k, "defects": v} for k, v in classes.items()),
-                          key=lambda r: (-r["defects"], r["class_name"])),
-        "timeline": timeline,
-        "class_timeline": class_timeline,
-        "reviews": {
-            "pending": int(statuses.get("pending", 0)),
-            "confirmed": confirmed,
-            "rejected": rejected,
-            "reclassified": reclassified,
-            "reviewed": reviewed,
-            "false_positive_rate": round(rejected / reviewed, 6) if reviewed else None,
-        },
-    }
+    return StatsPublic(
+        start=rng.start,
+        end=rng.end,
+        bucket=rng.bucket,
+        buckets=rng.buckets(),
+        totals=Counts.of(total, total_ng),
+        lines=sorted((LineCounts(line=k, **dict(Counts.of(*v))) for k, v in lines.items()),
+                     key=lambda r: r.line or ""),
+        stations=stations,
+        classes=sorted((ClassCount(class_name=k, defects=v) for k, v in classes.items()),
+                       key=lambda r: (-r.defects, r.class_name)),
+        timeline=timeline,
+        class_timeline=class_timeline,
+        reviews=ReviewCounts(pending=int(statuses.get("pending", 0)), confirmed=confirmed, rejected=rejected,
+                             reclassified=reclassified, reviewed=reviewed,
+                             false_positive_rate=round_rate(rejected, reviewed)),
+    )

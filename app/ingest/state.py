@@ -8,6 +8,7 @@ from collections import deque
 from datetime import UTC, datetime
 
 from app import metrics as m
+from app.schemas.ingest import CameraCounters
 
 
 class RateMeter:
@@ -124,15 +125,15 @@ class CameraState:
         m.QUEUE_DEPTH.labels(camera=self.camera_id).set(depth)
 
     def snapshot(self) -> dict:
+        """This camera's entry of GET /cameras (:class:`app.schemas.CameraCounters`), as JSON values."""
         with self._lock:
-            return {
-                "id": self.camera_id, "line": self.line, "station": self.station, "source": self.source,
-                "connected": self.connected, "finished": self.finished,
-                "fps_in": round(self.fps_in.rate(), 2), "fps_out": round(self.fps_out.rate(), 2),
-                "captured": self.captured, "inspected": self.inspected, "committed": self.committed,
-                "journaled": self.journaled, "dropped": self.dropped, "reconnects": self.reconnects,
-                "queue_depth": self.queue_depth, "last_error": self.last_error,
-                "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
-                "last_frame_at": self.last_frame_at.isoformat() if self.last_frame_at else None,
-                "last_ng_inspection_id": self.last_ng_inspection_id,
-            }
+            view = CameraCounters(
+                id=self.camera_id, line=self.line, station=self.station, source=self.source,
+                connected=self.connected, finished=self.finished,
+                fps_in=round(self.fps_in.rate(), 2), fps_out=round(self.fps_out.rate(), 2),
+                captured=self.captured, inspected=self.inspected, committed=self.committed,
+                journaled=self.journaled, dropped=self.dropped, reconnects=self.reconnects,
+                queue_depth=self.queue_depth, last_error=self.last_error, last_error_at=self.last_error_at,
+                last_frame_at=self.last_frame_at, last_ng_inspection_id=self.last_ng_inspection_id,
+            )
+        return view.model_dump(mode="json")

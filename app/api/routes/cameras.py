@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep
+from app.schemas import IngestStatusPublic
 
 router = APIRouter(tags=["cameras"])
 
 
-@router.get("/cameras", summary="Camera ingest state, one entry per camera")
-def list_cameras(service: ServiceDep) -> dict[str, Any]:
+@router.get("/cameras", response_model=IngestStatusPublic, response_model_exclude_unset=True,
+            summary="Camera ingest state, one entry per camera")
+def list_cameras(service: ServiceDep) -> IngestStatusPublic:
     if service.pipeline is None:
-        return {"running": False, "reason": service.ingest_error, "cameras": []}
-    return {"running": True, "reason": None} | service.pipeline.snapshot()
+        return IngestStatusPublic(running=False, reason=service.ingest_error, cameras=[])
+    return IngestStatusPublic.model_validate({"running": True, "reason": None} | service.pipeline.snapshot())

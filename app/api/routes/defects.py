@@ -3,10 +3,9 @@ history) and POST /defects/{id}/review."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -19,26 +18,20 @@ from app.api.listing import (
     SortParam,
     filters_params,
     list_response,
+    list_responses,
 )
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
 from app.api.security import PrincipalDep
 from app.db.models import Defect, Inspection
-from app.db.queries import Filters, defect_view, inspection_view
-from app.reviews import ReviewError, ReviewRequest, review_defect, review_view
+from app.db.queries import Filters
+from app.reviews import ReviewError, ReviewRequest, review_defect
+from app.schemas import DefectDetail, DefectInContext, DefectPage, ReviewCreate
 
 read_router = APIRouter(tags=["mes"])
 review_router = APIRouter(tags=["review"])
 
 DefectId = Annotated[int, Path(ge=1)]
-
-
-class ReviewIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    action: Literal["confirm", "reject", "reclassify"]
-    class_name: str | None = Field(None, min_length=1, max_length=64,
-                                   description="the new class (reclassify only); must be a model class")
-    note: str | None = Field(None, max_length=2000)
 
 
 def _load(session: Session, defect_id: int, for_update: bool = False) -> Defect:
@@ -54,16 +47,9 @@ def _load(session: Session, defect_id: int, for_update: bool = False) -> Defect:
     return defect
 
 
-def defect_detail(defect: Defect) -> dict[str, Any]:
-    return {
-        **defect_view(defect, defect.inspection),
-        "inspection": inspection_view(defect.inspection),
-        "history": [review_view(r) for r in defect.reviews],
-    }
-
-
-@read_router.get("/defects", summary="Defects matching the filters, newest first by default",
-                 responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+@read_router.get("/defects", response_model=DefectPage,
+                 summary="Defects matching the filters, newest first by default",
+                 responses=list_responses("defects", DefectInContext))
 def list_defects(
     request: Request,
     db: DatabaseDep,
@@ -77,20 +63,25 @@ def list_defects(
     return list_response(request, db, "defects", filters, sort, order, limit, cursor, fmt)
 
 
-@read_router.get("/defects/{defect_id}", summary="One defect, its inspection and its review history")
-def read_defect(defect_id: DefectId, session: SessionDep) -> dict[str, Any]:
-    return defect_detail(_load(session, defect_id))
+@read_router.get("/defects/{defect_id}", response_model=DefectDetail,
+                 summary="One defect, its inspection and its review history",
+                 responses=problem_responses(404, 422))
+def read_defect(defect_id: DefectId, session: SessionDep) -> DefectDetail:
+    return DefectDetail.from_row(_load(session, defect_id))
 
 
 def _class_names(service: ServiceDep) -> list[str]:
     return list(require_engine(service, "cannot check the class against the model").names)
 
 
-@review_router.post("/defects/{defect_id}/review", summary="Confirm, reject or reclassify a defect",
-                    responses={404: {"description": "no such defect"},
-                               422: {"description": "bad action or class_name not a model class"}})
-def review(defect_id: DefectId, body: ReviewIn, service: ServiceDep, session: SessionDep,
-           principal: PrincipalDep) -> dict[str, Any]:
+@review_router.post("/defects/{defect_id}/review", response_model=DefectDetail,
+                    summary="Confirm, reject or reclassify a defect",
+                    responses=problem_responses(
+                        404, 422, 503, s404="no such defect",
+                        s422="a bad action, or a class_name that is not a model class",
+                        s503="reclassify: no model loaded to check the class against"))
+def review(defect_id: DefectId, body: ReviewCreate, service: ServiceDep, session: SessionDep,
+           principal: PrincipalDep) -> DefectDetail:
     names = _class_names(service) if body.action == "reclassify" else []
     defect = _load(session, defect_id, for_update=True)
     try:
@@ -102,4 +93,4 @@ def review(defect_id: DefectId, body: ReviewIn, service: ServiceDep, session: Se
     session.commit()
     if service.webhooks is not None:
         service.webhooks.wake()
-    return defect_detail(_load(session, defect_id))
+    return DefectDetail.from_row(_load(session, defect_id))

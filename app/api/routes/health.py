@@ -7,19 +7,22 @@ from fastapi.responses import JSONResponse
 
 from app import metrics
 from app.api.deps import ServiceDep
+from app.api.openapi import problem_responses
 from app.api.problems import problem_response
+from app.schemas import HealthPublic, ReadyPublic
 
 router = APIRouter(tags=["health"])
 metrics_router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="The process is up")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@router.get("/healthz", response_model=HealthPublic, summary="The process is up")
+def healthz() -> HealthPublic:
+    return HealthPublic(status="ok")
 
 
-@router.get("/readyz", summary="Ready to inspect: model loaded and database reachable",
-            responses={503: {"description": "not ready; `reasons` says why"}})
+@router.get("/readyz", response_model=ReadyPublic,
+            summary="Ready to inspect: model loaded and database reachable",
+            responses=problem_responses(503, s503="not ready; `reasons` says why"))
 def readyz(service: ServiceDep) -> Response:
     reasons = []
     engine, db = service.engine, service.db
@@ -31,11 +34,14 @@ def readyz(service: ServiceDep) -> Response:
     if reasons:
         return problem_response(503, "Not Ready", "; ".join(reasons), "not_ready", reasons=reasons,
                                 headers={"Retry-After": "10"})
-    return JSONResponse({"status": "ready", "model_version": engine.version, "provider": engine.provider,
-                         "database": db.backend})
+    ready = ReadyPublic(status="ready", model_version=engine.version, provider=engine.provider,
+                        database=db.backend)
+    return JSONResponse(ready.model_dump(mode="json"))
 
 
-@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+                    responses={200: {"description": "The Prometheus text exposition format",
+                                     "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def prometheus_metrics() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

@@ -11,15 +11,18 @@ from fastapi import APIRouter, Path, Response
 from app import images
 from app.annotate import draw_defects
 from app.api.deps import SessionDep, SettingsDep
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
-from app.api.routes.inspections import stored_image
+from app.api.routes.inspections import IMAGE_BODY, stored_image
 
 router = APIRouter(tags=["inspections"])
 
 
 @router.get("/inspections/{inspection_id}/image/annotated", response_class=Response,
             summary="The stored frame with its defects drawn",
-            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no stored image"}})
+            responses={200: {"description": "JPEG of the frame with its boxes drawn",
+                             "content": {"image/jpeg": IMAGE_BODY}},
+                       **problem_responses(404, 422, s404="no such inspection, or no stored image")})
 def read_annotated_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
                          settings: SettingsDep) -> Response:
     # A sync route: FastAPI runs it in the threadpool, so decoding and drawing do not block the loop.

@@ -15,14 +15,17 @@ from app.api.listing import (
     SortParam,
     filters_params,
     list_response,
+    list_responses,
 )
 from app.db.queries import Filters
+from app.schemas import InspectionPage, InspectionPublic
 
 router = APIRouter(tags=["mes"])
 
 
-@router.get("/inspections", summary="Inspections matching the filters, newest first by default",
-            responses={200: {"content": {"application/json": {}, "text/csv": {}}}})
+@router.get("/inspections", response_model=InspectionPage,
+            summary="Inspections matching the filters, newest first by default",
+            responses=list_responses("inspections", InspectionPublic))
 def list_inspections(
     request: Request,
     db: DatabaseDep,

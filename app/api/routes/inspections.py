@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import UTC, datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -19,46 +17,20 @@ from starlette.formparsers import MultiPartException
 
 from app import images
 from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
-from app.api.schemas import InspectionOut
 from app.db import repository
 from app.db.models import Inspection
 from app.inspection import CameraContext, Timings, inspect_frame, persist_results, run_detector
+from app.schemas import InspectionCreate, InspectionDetail
+from app.vocabulary import utcnow
 
 upload_router = APIRouter(tags=["inspections"])
 read_router = APIRouter(tags=["inspections"])
 
 RAW_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png"}
 MULTIPART_SLACK = 64 * 1024  # boundaries and form fields around the file
-FIELDS = ("camera_id", "line", "station", "part_id", "captured_at", "frame_uid", "imgsz")
-SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-class UploadMeta(BaseModel):
-    """Context of an uploaded frame: form fields (multipart) or query parameters (raw body)."""
-
-    camera_id: str | None = Field(None, min_length=1, max_length=64)
-    line: str | None = Field(None, min_length=1, max_length=64)
-    station: str | None = Field(None, min_length=1, max_length=64)
-    part_id: str | None = Field(None, min_length=1, max_length=128)
-    captured_at: datetime | None = None
-    frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
-    imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
-                              "frame is seen at (free-size models; default the model's own)")
-
-    @field_validator("captured_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-    @field_validator("frame_uid")
-    @classmethod
-    def _safe_uid(cls, value: str | None) -> str | None:
-        if value is not None and not SAFE_ID.match(value):
-            raise ValueError("frame_uid must be 1-64 characters of A-Z a-z 0-9 _ -")
-        return value
+FIELDS = tuple(InspectionCreate.model_fields)  # form fields (multipart) or query parameters (raw body)
 
 
 def _media_type(request: Request) -> str:
@@ -89,16 +61,16 @@ async def _read_limited(request: Request, limit: int, shown_limit: int) -> bytes
     return b"".join(chunks)
 
 
-def _validate_meta(raw: dict[str, Any], where: str) -> UploadMeta:
+def _validate_meta(raw: dict[str, Any], where: str) -> InspectionCreate:
     try:
-        return UploadMeta(**{k: v for k, v in raw.items() if v not in (None, "")})
+        return InspectionCreate(**{k: v for k, v in raw.items() if v not in (None, "")})
     except ValidationError as exc:
         errors = [{**e, "loc": (where, *e["loc"])}
                   for e in exc.errors(include_url=False, include_context=False)]
         raise RequestValidationError(errors) from None
 
 
-async def _read_upload(request: Request, limit: int) -> tuple[bytes, UploadMeta]:
+async def _read_upload(request: Request, limit: int) -> tuple[bytes, InspectionCreate]:
     media = _media_type(request)
     if media == "multipart/form-data":
         body = await _read_limited(request, limit + MULTIPART_SLACK, limit)
@@ -153,15 +125,17 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 
 
 @upload_router.post(
-    "/inspections", status_code=201, response_model=InspectionOut, openapi_extra=UPLOAD_OPENAPI,
+    "/inspections", status_code=201, response_model=InspectionDetail, openapi_extra=UPLOAD_OPENAPI,
     summary="Inspect one frame",
-    responses={200: {"description": "replay: this frame_uid is already stored"},
-               400: {"description": "not an image, corrupt or empty"}, 413: {"description": "too large"},
-               415: {"description": "wrong content type"}, 503: {"description": "no model loaded"}},
+    responses={200: {"description": "Replay: this frame_uid is already stored; the stored inspection",
+                     "model": InspectionDetail},
+               **problem_responses(400, 413, 415, 422, 503, s400="not an image, corrupt, empty, or a "
+                                   "malformed multipart body", s422="a bad field, or an imgsz the model "
+                                   "cannot take", s503="no model loaded")},
 )
 async def create_inspection(request: Request, settings: SettingsDep, engine: EngineDep,
                             db: DatabaseDep) -> Any:
-    received_at = datetime.now(UTC)
+    received_at = utcnow()
     started = time.perf_counter()
     data, meta = await _read_upload(request, settings.max_upload_bytes)
 
@@ -170,7 +144,7 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
     except ValueError as exc:
         raise Problem(422, str(exc), reason="unsupported_imgsz") from None
 
-    def work() -> tuple[InspectionOut, bool]:
+    def work() -> tuple[InspectionDetail, bool]:
         t0 = time.perf_counter()
         frame, info = images.decode(data, settings.max_pixels)  # ImageError: a 4xx problem
         t1 = time.perf_counter()
@@ -187,18 +161,19 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
         with db.session() as session:
             [stored] = persist_results(session, [result], data_dir=settings.data_dir,
                                        image_policy=settings.image_policy)
-            return InspectionOut.from_row(stored.row), stored.created
+            return InspectionDetail.from_row(stored.row), stored.created
 
     body, created = await run_in_threadpool(work)
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
 
 
-@read_router.get("/inspections/{inspection_id}", response_model=InspectionOut, summary="One inspection")
-def read_inspection(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep) -> InspectionOut:
+@read_router.get("/inspections/{inspection_id}", response_model=InspectionDetail, summary="One inspection",
+                 responses=problem_responses(404, 422))
+def read_inspection(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep) -> InspectionDetail:
     row = repository.get_inspection(session, inspection_id)
     if row is None:
         raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
-    return InspectionOut.from_row(row)
+    return InspectionDetail.from_row(row)
 
 
 def stored_image(session: Session, data_dir: FsPath, inspection_id: int) -> tuple[Inspection, FsPath]:
@@ -216,8 +191,14 @@ def stored_image(session: Session, data_dir: FsPath, inspection_id: int) -> tupl
     return row, path
 
 
+IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
+
+
 @read_router.get("/inspections/{inspection_id}/image", summary="The stored frame of an inspection",
-                 response_class=FileResponse)
+                 response_class=FileResponse,
+                 responses={200: {"description": "The frame as it was uploaded or captured",
+                                  "content": {"image/jpeg": IMAGE_BODY, "image/png": IMAGE_BODY}},
+                            **problem_responses(404, 422, s404="no such inspection, or no stored image")})
 def read_inspection_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
                           settings: SettingsDep) -> FileResponse:
     _, path = stored_image(session, settings.data_dir, inspection_id)

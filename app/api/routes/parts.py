@@ -3,21 +3,23 @@ NG) with the latest result per station."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import SessionDep
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
 from app.db.models import Inspection
-from app.db.queries import inspection_view, to_utc
+from app.schemas import InspectionPublic, PartPublic, PartStation
+from app.vocabulary import NG, OK, Verdict, to_utc
 
 router = APIRouter(tags=["mes"])
 
 
-def part_verdict(inspections: list[Inspection]) -> tuple[str, list[dict[str, Any]]]:
+def part_verdict(inspections: list[Inspection]) -> tuple[Verdict, list[PartStation]]:
     """Latest inspection per (line, station) -- camera id where no station is set -- and the verdict."""
     latest: dict[tuple[str | None, str | None], Inspection] = {}
     counts: dict[tuple[str | None, str | None], int] = {}
@@ -28,21 +30,22 @@ def part_verdict(inspections: list[Inspection]) -> tuple[str, list[dict[str, Any
         if best is None or (to_utc(row.captured_at), row.id) > (to_utc(best.captured_at), best.id):
             latest[key] = row
     stations = [
-        {"line": key[0], "station": row.station, "camera_id": row.camera_id, "verdict": row.verdict,
-         "inspections": counts[key], "latest": inspection_view(row)}
+        PartStation(line=key[0], station=row.station, camera_id=row.camera_id, verdict=row.verdict,
+                    inspections=counts[key], latest=InspectionPublic.from_row(row))
         for key, row in sorted(latest.items(), key=lambda kv: (to_utc(kv[1].captured_at), kv[1].id))
     ]
-    verdict = "NG" if any(s["verdict"] == "NG" for s in stations) else "OK"
+    verdict: Verdict = NG if any(s.verdict == NG for s in stations) else OK
     return verdict, stations
 
 
-@router.get("/parts/{part_id}", summary="A part's verdict across all stations")
+@router.get("/parts/{part_id}", response_model=PartPublic, summary="A part's verdict across all stations",
+            responses=problem_responses(404, 422, s404="no inspection of this part"))
 def read_part(part_id: Annotated[str, Path(min_length=1, max_length=128)],
-              session: SessionDep) -> dict[str, Any]:
+              session: SessionDep) -> PartPublic:
     rows = list(session.scalars(
         select(Inspection).where(Inspection.part_id == part_id).options(selectinload(Inspection.defects))
     ))
     if not rows:
-        raise Problem(404, f"no inspections of part {part_id!r}", reason="not_found")
+        raise Problem(404, f"part {part_id!r} has no inspections", reason="not_found")
     verdict, stations = part_verdict(rows)
-    return {"part_id": part_id, "verdict": verdict, "inspections": len(rows), "stations": stations}
+    return PartPublic(part_id=part_id, verdict=verdict, inspections=len(rows), stations=stations)

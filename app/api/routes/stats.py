@@ -4,18 +4,22 @@ false-positive rate from reviews."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep
+from app.api.openapi import problem_responses
 from app.db.queries import Filters
 from app.db.stats import StatsRange, compute_stats
+from app.schemas import StatsPublic
 
 router = APIRouter(tags=["mes"])
 
 
-@router.get("/stats", summary="Counts, yield and false-positive rate over a time range")
+@router.get("/stats", response_model=StatsPublic,
+            summary="Counts, yield and false-positive rate over a time range",
+            responses=problem_responses(400, 422, s400="a bad range or bucket"))
 def read_stats(
     session: SessionDep,
     start: Annotated[datetime | None, Query(alias="from", description="default: 24 h (hour) / 30 d (day) "
@@ -25,7 +29,7 @@ def read_stats(
     line: Annotated[str | None, Query(max_length=64)] = None,
     station: Annotated[str | None, Query(max_length=64)] = None,
     camera_id: Annotated[str | None, Query(max_length=64)] = None,
-) -> dict[str, Any]:
+) -> StatsPublic:
     """``yield`` = OK / inspections; ``reviews.false_positive_rate`` = rejected / reviewed (confirmed +
     rejected + reclassified). Class counts use the class after review and leave rejected boxes out."""
     rng = StatsRange.build(start, end, bucket)  # QueryError: a 400 problem

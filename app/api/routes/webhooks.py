@@ -5,45 +5,28 @@ deactivates the hook and fails its pending deliveries, keeping the delivery log 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select, update
 
 from app.api.deps import SessionDep
+from app.api.openapi import problem_responses
 from app.api.problems import Problem
 from app.db.models import Webhook, WebhookDelivery
-from app.db.queries import iso
-from app.webhooks import EVENTS, delivery_view, new_secret, validate_events, validate_url
+from app.schemas import (
+    DeliveryPage,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookDeliveryPublic,
+    WebhookList,
+    WebhookPublic,
+)
+from app.vocabulary import utcnow
+from app.webhooks import new_secret
 
 router = APIRouter(tags=["webhooks"])
 HookId = Annotated[int, Path(ge=1)]
-
-
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(min_length=8, max_length=1024, description="http(s) URL receiving POSTs")
-    events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}")
-    secret: str | None = Field(None, min_length=16, max_length=128,
-                               description="HMAC key; generated when left out")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return validate_url(value)
-
-    @field_validator("events")
-    @classmethod
-    def _events(cls, value: list[str]) -> list[str]:
-        return validate_events(value)
-
-
-def hook_view(hook: Webhook) -> dict[str, Any]:
-    return {"id": hook.id, "url": hook.url, "events": list(hook.events or []), "active": hook.active,
-            "created_at": iso(hook.created_at)}
 
 
 def _get(session: Any, hook_id: int) -> Webhook:
@@ -53,29 +36,33 @@ def _get(session: Any, hook_id: int) -> Webhook:
     return hook
 
 
-@router.post("/webhooks", status_code=201, summary="Register a webhook; the secret is shown only here")
-def create_webhook(body: WebhookIn, session: SessionDep) -> dict[str, Any]:
+@router.post("/webhooks", status_code=201, response_model=WebhookCreated,
+             summary="Register a webhook; the secret is shown only here", responses=problem_responses(422))
+def create_webhook(body: WebhookCreate, session: SessionDep) -> WebhookCreated:
     hook = Webhook(url=body.url, events=body.events, secret=body.secret or new_secret(), active=True,
-                   created_at=datetime.now(UTC))
+                   created_at=utcnow())
     session.add(hook)
     session.commit()
-    return {**hook_view(hook), "secret": hook.secret}
+    return WebhookCreated.from_row(hook)
 
 
-@router.get("/webhooks", summary="Registered webhooks (without secrets)")
-def list_webhooks(session: SessionDep, include_inactive: bool = False) -> dict[str, Any]:
+@router.get("/webhooks", response_model=WebhookList, summary="Registered webhooks (without secrets)",
+            responses=problem_responses(422))
+def list_webhooks(session: SessionDep, include_inactive: bool = False) -> WebhookList:
     stmt = select(Webhook).order_by(Webhook.id)
     if not include_inactive:
         stmt = stmt.where(Webhook.active.is_(True))
-    return {"items": [hook_view(h) for h in session.scalars(stmt)]}
+    return WebhookList(items=[WebhookPublic.from_row(h) for h in session.scalars(stmt)])
 
 
-@router.get("/webhooks/{hook_id}", summary="One webhook")
-def read_webhook(hook_id: HookId, session: SessionDep) -> dict[str, Any]:
-    return hook_view(_get(session, hook_id))
+@router.get("/webhooks/{hook_id}", response_model=WebhookPublic, summary="One webhook",
+            responses=problem_responses(404, 422))
+def read_webhook(hook_id: HookId, session: SessionDep) -> WebhookPublic:
+    return WebhookPublic.from_row(_get(session, hook_id))
 
 
-@router.delete("/webhooks/{hook_id}", status_code=204, summary="Deactivate a webhook")
+@router.delete("/webhooks/{hook_id}", status_code=204, summary="Deactivate a webhook",
+               responses=problem_responses(404, 422))
 def delete_webhook(hook_id: HookId, session: SessionDep) -> None:
     hook = _get(session, hook_id)
     hook.active = False
@@ -87,13 +74,14 @@ def delete_webhook(hook_id: HookId, session: SessionDep) -> None:
     session.commit()
 
 
-@router.get("/webhooks/{hook_id}/deliveries", summary="The delivery log of a webhook, newest first")
+@router.get("/webhooks/{hook_id}/deliveries", response_model=DeliveryPage,
+            summary="The delivery log of a webhook, newest first", responses=problem_responses(404, 422))
 def list_deliveries(
     hook_id: HookId, session: SessionDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before_id: Annotated[int | None, Query(ge=1, description="page: deliveries older than this id")] = None,
-) -> dict[str, Any]:
+) -> DeliveryPage:
     _get(session, hook_id)
     stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook_id)
     if status is not None:
@@ -102,5 +90,5 @@ def list_deliveries(
         stmt = stmt.where(WebhookDelivery.id < before_id)
     rows = list(session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(limit + 1)))
     items = rows[:limit]
-    return {"items": [delivery_view(d) for d in items],
-            "next_before_id": items[-1].id if len(rows) > limit else None}
+    return DeliveryPage(items=[WebhookDeliveryPublic.from_row(d) for d in items],
+                        next_before_id=items[-1].id if len(rows) > limit else None)

@@ -1,0 +1,104 @@
+"""API keys, the caller, the loaded model, the effective settings and the health probes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ConfigDict, Field, create_model
+
+from app.schemas.common import PublicModel, UtcDatetime
+from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.db.models import ApiKey
+
+Role = Literal["camera", "mes", "operator", "admin"]
+
+
+class ApiKeyBase(PublicModel):
+    name: str
+    role: Role
+
+
+class ApiKeyCreate(ApiKeyBase):
+    """POST /keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+
+
+class ApiKeyPublic(ApiKeyBase):
+    """An API key's record; never the key itself."""
+
+    id: int
+    prefix: str = Field(description="the dik_<prefix>_ part that identifies the key in logs")
+    created_at: UtcDatetime
+    last_used_at: UtcDatetime | None
+    revoked_at: UtcDatetime | None
+
+    @classmethod
+    def fields_of(cls, row: ApiKey) -> dict[str, Any]:
+        return dict(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
+                    last_used_at=row.last_used_at, revoked_at=row.revoked_at)
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> ApiKeyPublic:
+        return cls(**cls.fields_of(row))
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    """The answer of POST /keys: the only time the key is shown."""
+
+    key: str
+
+    @classmethod
+    def from_row(cls, row: ApiKey, key: str) -> ApiKeyCreated:  # type: ignore[override]
+        return cls(**cls.fields_of(row), key=key)
+
+
+class ApiKeyList(PublicModel):
+    items: list[ApiKeyPublic]
+
+
+class WhoamiPublic(PublicModel):
+    name: str
+    role: str
+    auth_enabled: bool
+
+
+class ModelInfoPublic(PublicModel):
+    """The loaded detector."""
+
+    path: str
+    version: str
+    names: list[str] = Field(description="class names, by class id")
+    imgsz: list[int]
+    layout: str | None
+    provider: str
+    providers: list[str]
+    available_providers: list[str]
+    input_shape: list[int | str]
+    quantization: str | None
+    stride: list[int]
+    rect: bool | None = Field(None, description="free-size input: batches are padded to a rectangle")
+
+
+class HealthPublic(PublicModel):
+    status: Literal["ok"]
+
+
+class ReadyPublic(PublicModel):
+    status: Literal["ready"]
+    model_version: str
+    provider: str
+    database: str = Field(description="the database backend (sqlite or postgresql)")
+
+
+SettingsPublic = create_model(
+    "SettingsPublic",
+    __base__=PublicModel,
+    __doc__="The effective service settings (INSPECT_* variables); the database password is hidden.",
+    **{name: (field.annotation, Field(description=field.description))
+       for name, field in Settings.model_fields.items()},
+)

@@ -1,0 +1,98 @@
+"""Shapes shared by every public model: the UTC time type, the problem body and the flat CSV view."""
+
+from __future__ import annotations
+
+import types
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+
+from app.vocabulary import iso, to_utc
+
+UtcDatetime = Annotated[
+    datetime,
+    AfterValidator(to_utc),
+    PlainSerializer(iso, return_type=str, when_used="json"),
+    Field(json_schema_extra={"format": "date-time"}),
+]
+"""A UTC time: naive input is taken as UTC; JSON, webhook payloads and CSV cells write it with ``Z``."""
+
+
+class PublicModel(BaseModel):
+    """Base of every public model. ``CSV_SPLIT`` names the columns a list or nested field spreads over
+    in the flat (CSV) view; other non-scalar fields stay out of it."""
+
+    CSV_SPLIT: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ProblemPublic(BaseModel):
+    """RFC 9457 problem details, the body of every error (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description="URI naming the kind of problem; it ends with a short reason slug")
+    title: str = Field(description="the HTTP status phrase (RFC 9110) or a short summary")
+    status: int
+    detail: str = Field(description="what went wrong, in a sentence a person can act on")
+    instance: str | None = Field(None, description="the request path")
+    errors: list[ValidationIssue] | None = Field(None, description="422: one entry per invalid input")
+    reasons: list[str] | None = Field(None, description="GET /readyz: why the service is not ready")
+
+
+# -- the flat view (CSV) --------------------------------------------------------------------------
+
+_SCALARS = (str, int, float, bool, datetime)
+
+
+def _is_scalar(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_scalar(get_args(annotation)[0])
+    if origin is Literal:
+        return True
+    if origin in (Union, types.UnionType):
+        return all(a is type(None) or _is_scalar(a) for a in get_args(annotation))
+    return annotation in _SCALARS
+
+
+def _flat_fields(model: type[PublicModel]) -> list[tuple[str, Any]]:
+    """The fields of the flat view: ``id`` first, then the rest in model order."""
+    return sorted(model.model_fields.items(), key=lambda kv: kv[0] != "id")
+
+
+def csv_columns(model: type[PublicModel]) -> tuple[str, ...]:
+    """The header of ``model``'s flat view: its scalar fields, split fields spread out."""
+    columns: list[str] = []
+    for name, field in _flat_fields(model):
+        if name in model.CSV_SPLIT:
+            columns.extend(model.CSV_SPLIT[name])
+        elif _is_scalar(field.annotation):
+            columns.append(field.alias or name)
+    return tuple(columns)
+
+
+def _cell(value: Any) -> Any:
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+def csv_values(item: PublicModel) -> list[Any]:
+    """One row of the flat view, matching :func:`csv_columns`; values as in the JSON body."""
+    data = item.model_dump(mode="json")
+    row: list[Any] = []
+    for name, field in _flat_fields(type(item)):
+        value = data[name]
+        if name in item.CSV_SPLIT:
+            parts = list(value.values()) if isinstance(value, dict) else list(value or ())
+            row.extend(parts or [None] * len(item.CSV_SPLIT[name]))
+        elif _is_scalar(field.annotation):
+            row.append(_cell(value))
+    return row

@@ -1,0 +1,65 @@
+"""GET /cameras: the state of the camera ingest, one entry per camera."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from app.schemas.common import PublicModel, UtcDatetime
+
+
+class CameraCounters(PublicModel):
+    """What a camera's ingest counts and last saw (``CameraState.snapshot``)."""
+
+    id: str
+    line: str | None
+    station: str | None
+    source: str = Field(description="the frame source, described")
+    connected: bool
+    finished: bool = Field(description="a finite source (a folder, a file) has run out")
+    fps_in: float = Field(description="frames captured per second, over the last seconds")
+    fps_out: float = Field(description="frames inspected per second, over the last seconds")
+    captured: int
+    inspected: int
+    committed: int
+    journaled: int
+    dropped: int
+    reconnects: int
+    queue_depth: int
+    last_error: str | None
+    last_error_at: UtcDatetime | None
+    last_frame_at: UtcDatetime | None
+    last_ng_inspection_id: int | None
+
+
+class TilesPublic(PublicModel):
+    size: int
+    overlap: int
+
+
+class CameraStatePublic(CameraCounters):
+    buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
+    imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
+    tiles: TilesPublic | None = None
+
+
+class DatabaseState(PublicModel):
+    up: bool
+    last_error: str | None
+
+
+class JournalState(PublicModel):
+    pending: int = Field(description="results waiting in the journal for the database")
+    bytes: int
+    replayed: int
+
+
+class IngestStatusPublic(PublicModel):
+    """The camera ingest; ``database``, ``journal``, ``workers`` and ``batches`` only while it runs."""
+
+    running: bool
+    reason: str | None = Field(description="why the ingest is not running")
+    cameras: list[CameraStatePublic]
+    database: DatabaseState | None = None
+    journal: JournalState | None = None
+    workers: int | None = None
+    batches: int | None = None

@@ -1,0 +1,277 @@
+"""Inspections, their defects (the boxes; ``defects`` in every view) and the operator reviews of those.
+
+Each model is built from ORM rows in one place, its ``from_row``; REST bodies, webhook payloads and CSV
+rows all come from these."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+
+from app.schemas.common import PublicModel, UtcDatetime
+from app.vocabulary import Verdict, round_box, round_confidence, round_ms, to_utc
+
+if TYPE_CHECKING:
+    from app.db.models import Defect, DefectReview, Inspection
+
+API_PREFIX = "/api/v1"
+ReviewStatus = Literal["pending", "confirmed", "rejected", "reclassified"]
+ReviewAction = Literal["confirm", "reject", "reclassify"]
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+# -- reviews --------------------------------------------------------------------------------------
+
+class ReviewBase(PublicModel):
+    action: ReviewAction
+    note: str | None = None
+
+
+class ReviewCreate(ReviewBase):
+    """POST /defects/{id}/review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_name: str | None = Field(None, min_length=1, max_length=64,
+                                   description="the new class (reclassify only); must be a model class")
+    note: str | None = Field(None, max_length=2000)
+
+
+class ReviewPublic(ReviewBase):
+    """One entry of a defect's review history (the audit trail)."""
+
+    id: int
+    actor: str = Field(description="name of the API key that reviewed")
+    before_status: str
+    after_status: str
+    before_class_name: str | None
+    after_class_name: str | None
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_row(cls, row: DefectReview) -> ReviewPublic:
+        return cls(id=row.id, actor=row.actor, action=row.action, before_status=row.before_status,
+                   after_status=row.after_status, before_class_name=row.before_class_name,
+                   after_class_name=row.after_class_name, note=row.note, created_at=row.created_at)
+
+
+# -- defects --------------------------------------------------------------------------------------
+
+class DefectBase(PublicModel):
+    class_id: int
+    class_name: str = Field(description="the class the detector gave")
+    confidence: float
+    box: list[float] = Field(min_length=4, max_length=4,
+                             description="x1, y1, x2, y2 in original-image pixels")
+
+
+class DefectPublic(DefectBase):
+    """A detected defect and its review state."""
+
+    CSV_SPLIT: ClassVar[dict[str, tuple[str, ...]]] = {"box": ("x1", "y1", "x2", "y2")}
+
+    id: int
+    inspection_id: int
+    review_status: ReviewStatus | None = None
+    reviewed_class_id: int | None = None
+    reviewed_class_name: str | None = Field(None, description="the class after review (reclassify or "
+                                                                "confirm)")
+    reviewed_by: str | None = None
+    reviewed_at: UtcDatetime | None = None
+    review_note: str | None = None
+
+    @classmethod
+    def fields_of(cls, row: Defect) -> dict[str, Any]:
+        return dict(
+            id=row.id, inspection_id=row.inspection_id, class_id=row.class_id, class_name=row.class_name,
+            confidence=round_confidence(row.confidence), box=round_box((row.x1, row.y1, row.x2, row.y2)),
+            review_status=row.review_status, reviewed_class_id=row.reviewed_class_id,
+            reviewed_class_name=row.reviewed_class_name, reviewed_by=row.reviewed_by,
+            reviewed_at=row.reviewed_at, review_note=row.review_note,
+        )
+
+    @classmethod
+    def from_row(cls, row: Defect) -> DefectPublic:
+        return cls(**cls.fields_of(row))
+
+
+class DefectInContext(DefectPublic):
+    """A defect with where and when it was seen: the items of GET /defects and its CSV rows."""
+
+    captured_at: UtcDatetime
+    camera_id: str | None
+    line: str | None
+    station: str | None
+    part_id: str | None
+    verdict: Verdict
+
+    @classmethod
+    def context_of(cls, inspection: Inspection) -> dict[str, Any]:
+        return dict(captured_at=inspection.captured_at, camera_id=inspection.camera_id, line=inspection.line,
+                    station=inspection.station, part_id=inspection.part_id, verdict=inspection.verdict)
+
+    @classmethod
+    def from_rows(cls, row: Defect, inspection: Inspection) -> DefectInContext:
+        return cls(**cls.fields_of(row), **cls.context_of(inspection))
+
+
+# -- inspections ----------------------------------------------------------------------------------
+
+class TimingsPublic(BaseModel):
+    """Stage times of one inspection in milliseconds."""
+
+    decode: float
+    inference: float
+    postprocess: float
+    total: float
+
+    @classmethod
+    def from_row(cls, row: Inspection) -> TimingsPublic:
+        return cls(decode=round_ms(row.decode_ms), inference=round_ms(row.inference_ms),
+                   postprocess=round_ms(row.postprocess_ms), total=round_ms(row.total_ms))
+
+
+class InspectionBase(PublicModel):
+    """Where a frame comes from: set by the camera's configuration or by the uploader."""
+
+    camera_id: str | None = None
+    line: str | None = None
+    station: str | None = None
+    part_id: str | None = None
+
+
+class InspectionCreate(InspectionBase):
+    """POST /inspections: form fields (multipart) or query parameters (raw image body)."""
+
+    camera_id: str | None = Field(None, min_length=1, max_length=64)
+    line: str | None = Field(None, min_length=1, max_length=64)
+    station: str | None = Field(None, min_length=1, max_length=64)
+    part_id: str | None = Field(None, min_length=1, max_length=128)
+    captured_at: datetime | None = None
+    frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
+    imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
+                              "frame is seen at (free-size models; default the model's own)")
+
+    @field_validator("captured_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    @field_validator("frame_uid")
+    @classmethod
+    def _safe_uid(cls, value: str | None) -> str | None:
+        if value is not None and not SAFE_ID.match(value):
+            raise ValueError("frame_uid must be 1-64 characters of A-Z a-z 0-9 _ -")
+        return value
+
+
+class InspectionPublic(InspectionBase):
+    """One inspected frame: its verdict, its defects and how long each stage took."""
+
+    CSV_SPLIT: ClassVar[dict[str, tuple[str, ...]]] = {
+        "timings_ms": ("decode_ms", "inference_ms", "postprocess_ms", "total_ms")}
+
+    id: int
+    frame_uid: str
+    verdict: Verdict
+    defect_count: int
+    source: str = Field(description="api (uploaded) or stream (a camera)")
+    captured_at: UtcDatetime
+    received_at: UtcDatetime
+    model_version: str
+    width: int
+    height: int
+    has_image: bool
+    image_url: str | None = Field(None, description="the stored frame, where one is kept")
+    timings_ms: TimingsPublic
+    defects: list[DefectPublic]
+
+    @classmethod
+    def fields_of(cls, row: Inspection, defects: Iterable[Defect] | None = None,
+                  prefix: str = API_PREFIX) -> dict[str, Any]:
+        boxes = row.defects if defects is None else defects
+        return dict(
+            id=row.id, frame_uid=row.frame_uid, verdict=row.verdict, defect_count=row.defect_count,
+            camera_id=row.camera_id, line=row.line, station=row.station, part_id=row.part_id,
+            source=row.source, captured_at=row.captured_at, received_at=row.received_at,
+            model_version=row.model_version, width=row.width, height=row.height,
+            has_image=bool(row.image_path),
+            image_url=f"{prefix}/inspections/{row.id}/image" if row.image_path else None,
+            timings_ms=TimingsPublic.from_row(row), defects=[DefectPublic.from_row(d) for d in boxes],
+        )
+
+    @classmethod
+    def from_row(cls, row: Inspection, defects: Iterable[Defect] | None = None,
+                 prefix: str = API_PREFIX) -> InspectionPublic:
+        """``defects``: the boxes to show, when not ``row.defects`` (the CSV view passes none)."""
+        return cls(**cls.fields_of(row, defects, prefix))
+
+
+class InspectionDetail(InspectionPublic):
+    """An inspection as POST /inspections and GET /inspections/{id} answer it: with the deprecated
+    ``detections``, the former name of ``defects`` (removed in the next release)."""
+
+    @computed_field(description="Deprecated: the same list as defects; removed in the next release",
+                    json_schema_extra={"deprecated": True})  # type: ignore[prop-decorator]
+    @property
+    def detections(self) -> list[DefectPublic]:
+        return self.defects
+
+    @classmethod
+    def from_row(cls, row: Inspection, defects: Iterable[Defect] | None = None,
+                 prefix: str = API_PREFIX) -> InspectionDetail:
+        return cls(**cls.fields_of(row, defects, prefix))
+
+
+class DefectDetail(DefectInContext):
+    """GET /defects/{id} and the answer of a review: the defect, its inspection and its history."""
+
+    inspection: InspectionPublic
+    history: list[ReviewPublic]
+
+    @classmethod
+    def from_row(cls, row: Defect) -> DefectDetail:  # type: ignore[override]
+        return cls(**cls.fields_of(row), **cls.context_of(row.inspection),
+                   inspection=InspectionPublic.from_row(row.inspection),
+                   history=[ReviewPublic.from_row(r) for r in row.reviews])
+
+
+# -- lists ----------------------------------------------------------------------------------------
+
+class PageBase(PublicModel):
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")
+    limit: int
+    sort: Literal["captured_at", "id"]
+    order: Literal["asc", "desc"]
+
+
+class InspectionPage(PageBase):
+    items: list[InspectionPublic]
+
+
+class DefectPage(PageBase):
+    items: list[DefectInContext]
+
+
+class PartStation(PublicModel):
+    """The latest inspection of a part at one station (camera where no station is set)."""
+
+    line: str | None
+    station: str | None
+    camera_id: str | None
+    verdict: Verdict
+    inspections: int = Field(description="how often the part was inspected here")
+    latest: InspectionPublic
+
+
+class PartPublic(PublicModel):
+    """A part across all stations: NG if any station's latest inspection is NG."""
+
+    part_id: str
+    verdict: Verdict
+    inspections: int
+    stations: list[PartStation]
