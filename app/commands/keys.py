@@ -37,15 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @contextmanager
 def _session(args: argparse.Namespace) -> Iterator[Session]:
-    from app.db.session import Database
+    from app.db.session import Database, require_existing_database
+    from app.errors import UserError
     from app.settings import SettingsError, load_settings
 
     url = args.database_url
-    if not url:
-        try:
+    try:
+        if not url:
             url = load_settings().database_url
-        except SettingsError as exc:
-            raise CliError(str(exc)) from None
+        require_existing_database(url)
+    except (SettingsError, UserError) as exc:
+        raise CliError(str(exc)) from None
     db = Database(url)
     try:
         with db.session() as session:
