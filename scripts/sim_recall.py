@@ -3,13 +3,16 @@ whole-frame letterboxing (at the model's size or a camera's larger ``imgsz``) an
 (app.inference.tiling), at several frame sizes.
 
     .venv/bin/python scripts/sim_recall.py --model models/weights/defect-yolov5s-cbam-int8.onnx \
+        --images ../shared/datasets/neu-det/images \
         --sizes 640x480,320x240,256x192 --tiles 256:32 --imgsz 384,512,640,800
 
 A detection is right when a truth box of the same class that is at least 90 % inside the frame has
 IoU >= 0.5 with it, each box on either side matched once (app.inference.postprocess.match_detections).
-Most strip images are NEU-DET training images: read the figures as a comparison of the ways of
-looking at a frame, not as the model's accuracy (that is docs/model-card.md). A measurement tool,
-not part of the product.
+On the full data set (the figures in docs/benchmarks.md) most strip images are NEU-DET training
+images: read the figures as a comparison of the ways of looking at a frame, not as the model's
+accuracy (that is docs/model-card.md). Without --images the strip is the simulator's default
+(INSPECT_SIM_IMAGES, else the 90 validation images shipped in app/sample/neu-det). A measurement
+tool, not part of the product.
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ def main() -> None:
     parser.add_argument("--tiles", default="256:32", help="comma list of SIZE:OVERLAP tilings")
     parser.add_argument("--imgsz", default="", help="comma list of larger model inputs (longer side) for "
                                                     "whole frames, as a camera's imgsz (free-size models)")
+    parser.add_argument("--images", default=None, help="strip images folder (default: the simulator's)")
     parser.add_argument("--frames", type=int, default=200, help="frames per size (every 6th of the strip)")
     parser.add_argument("--conf", type=float, default=0.25)
     args = parser.parse_args()
     engine = Engine(args.model, intra_op_threads=1)
     for size in args.sizes.split(","):
         w, h = (int(v) for v in size.lower().split("x"))
-        sim = StripSimulator(None, w, h, 30.0, 120.0, 0)
+        sim = StripSimulator(args.images, w, h, 30.0, 120.0, 0)
         frames = [sim.frame(6 * i) for i in range(args.frames)]
         whole = score(frames, lambda im: engine.detect([im], args.conf, 0.45)[0])
         print(json.dumps({"frame": [w, h], "mode": "whole frame", **whole}))

@@ -215,12 +215,12 @@ def test_missing_model_starts_but_is_not_ready(app_settings, tmp_path):
         assert counts(client)["inspections"] == 0
 
 
-def test_neu_det_frames_pass_through_the_api(client, neu_det_dir):
-    names = (neu_det_dir / "val.txt").read_text().split()[:4]
+def test_neu_det_frames_pass_through_the_api(client, neu_sample):
+    names = (neu_sample / "val.txt").read_text().split()[:4]
     for name in names:
-        path = Path(name) if Path(name).is_absolute() else neu_det_dir / name
+        path = Path(name) if Path(name).is_absolute() else neu_sample / name
         if not path.is_file():
-            path = neu_det_dir / "images" / Path(name).name
+            path = neu_sample / "images" / Path(name).name
         resp = client.post("/api/v1/inspections",
                            files={"file": (path.name, path.read_bytes(), "image/jpeg")},
                            data={"camera_id": "neu", "part_id": path.stem})
@@ -231,7 +231,7 @@ def test_neu_det_frames_pass_through_the_api(client, neu_det_dir):
     assert counts(client)["inspections"] == len(names)
 
 
-def test_imgsz_shows_a_large_frame_to_the_model_at_its_own_scale(app_settings, neu_det_dir):
+def test_imgsz_shows_a_large_frame_to_the_model_at_its_own_scale(app_settings, neu_sample):
     """A 640x480 strip frame: letterboxed to the model's 256 px the defects shrink 2.5x and few are
     found; with imgsz=640 (free-size model) the frame goes in as it is."""
     import cv2
@@ -240,7 +240,7 @@ def test_imgsz_shows_a_large_frame_to_the_model_at_its_own_scale(app_settings, n
     from app.ingest.simulator import StripSimulator
 
     shipped = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
-    sim = StripSimulator(neu_det_dir / "images", 640, 480, 30.0, 120.0, 0)
+    sim = StripSimulator(neu_sample / "images", 640, 480, 30.0, 120.0, 0)
     found = {None: 0, 640: 0}
     with TestClient(create_app(app_settings.model_copy(update={"model_path": shipped}))) as client:
         for i in (0, 37, 74, 111):

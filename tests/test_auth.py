@@ -87,6 +87,24 @@ def test_keys_cli_rejects_bad_role_and_unmigrated_database(tmp_path, capsys):
     assert "db upgrade" in capsys.readouterr().err
 
 
+def test_keys_cli_in_another_directory_names_the_missing_database(database_url, tmp_path, monkeypatch,
+                                                                 capsys):
+    """The default SQLite URL is relative: from a directory without the database, `keys` says where it
+    looked in one line and leaves no ./data behind; pointed at the database, it works from anywhere."""
+    from app.cli import main
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("INSPECT_DATABASE_URL", raising=False)
+    assert main(["keys", "create", "--role", "mes", "--name", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"no database file at {elsewhere / 'data' / 'inspect.db'}" in err
+    assert "db upgrade" in err and list(elsewhere.iterdir()) == []
+    monkeypatch.setenv("INSPECT_DATABASE_URL", database_url)
+    assert main(["keys", "create", "--role", "mes", "--name", "x"]) == 0
+
+
 # -- 401 ------------------------------------------------------------------------------------------
 
 def _concrete(path: str) -> str:

@@ -163,7 +163,7 @@ def test_review_a_defect_with_the_keyboard(server, page):
     assert page.js_errors == []  # type: ignore[attr-defined]
 
 
-def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_det_dir: Path, tmp_path: Path,
+def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_sample: Path, tmp_path: Path,
                                                                page) -> None:
     """A real service with two simulator cameras (one whole frame at imgsz 640, one tiled): the Live
     view shows a tile per camera with its state and the model input it gets."""
@@ -174,7 +174,7 @@ def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_det_dir: Path
     from app.main import create_app
     from app.settings import Settings
 
-    images = neu_det_dir / "images"
+    images = neu_sample / "images"
     cams = tmp_path / "cameras.yaml"
     cams.write_text(f"""
 pipeline: {{workers: 1, max_batch: 2}}

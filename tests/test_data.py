@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import NEU_DET, NEU_SAMPLE, needs_neu_det
 
 from app.cli import main
 from app.errors import UserError
@@ -19,13 +20,12 @@ from models.data.formats import label_path_for, load_data_yaml
 from models.data.importers import import_coco, import_voc
 from models.data.labels import LabelError, all_boxes_wh, check_dataset, read_labels
 
-NEU = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "neu-det"
 HYP = yaml.safe_load((Path(__file__).resolve().parents[1] / "models" / "configs" / "hyp.yaml").read_text())
-needs_neu = pytest.mark.skipif(not NEU.is_dir(), reason="NEU-DET not present")
 
 
-def _neu_images(names: list[str]) -> list[Path]:
-    return [NEU / "images" / f"{n}.jpg" for n in names]
+def _neu_images(names: list[str], root: Path = NEU_SAMPLE) -> list[Path]:
+    """Images of the shipped NEU-DET sample (or of the full data set at ``root``)."""
+    return [root / "images" / f"{n}.jpg" for n in names]
 
 
 # -- labels -----------------------------------------------------------------------------------------
@@ -151,20 +151,21 @@ def test_list_entry_missing_image_names_line(tmp_path: Path) -> None:
 
 
 # -- check_dataset ----------------------------------------------------------------------------------
-@needs_neu
+@needs_neu_det  # the one duplicate pair of the data set
 def test_check_dataset_finds_neu_duplicates(tmp_path: Path) -> None:
     names = ["patches_101", "patches_105", "crazing_1", "inclusion_10"]
     (tmp_path / "t.txt").write_text("".join(f"images/{n}.jpg\n" for n in names[:3]))
     (tmp_path / "v.txt").write_text(f"images/{names[3]}.jpg\n")
     y = tmp_path / "data.yaml"
-    y.write_text(f"path: {NEU}\ntrain: {tmp_path}/t.txt\nval: {tmp_path}/v.txt\n"
+    y.write_text(f"path: {NEU_DET}\ntrain: {tmp_path}/t.txt\nval: {tmp_path}/v.txt\n"
                  "names: [crazing, inclusion, patches, pitted_surface, rolled-in_scale, scratches]\n")
     report = check_dataset(load_data_yaml(y))
-    assert report.duplicate_images == [[NEU / "images/patches_101.jpg", NEU / "images/patches_105.jpg"]]
+    assert report.duplicate_images == [[NEU_DET / "images/patches_101.jpg",
+                                         NEU_DET / "images/patches_105.jpg"]]
     assert report.ok and not report.label_errors and not report.unlabelled
     assert report.splits["train"].images == 3 and report.splits["val"].images == 1
     assert report.splits["train"].boxes == sum(len(read_labels(label_path_for(p), 6))
-                                               for p in _neu_images(names[:3]))
+                                               for p in _neu_images(names[:3], NEU_DET))
     assert report.splits["train"].per_class[2] == 6  # patches_101 and _105 hold 3 patches each
     assert "patches_101.jpg = " in report.format()
 
@@ -198,38 +199,39 @@ def test_all_boxes_wh_scales_long_side(tmp_path: Path) -> None:
 
 
 # -- importers --------------------------------------------------------------------------------------
-@needs_neu
+@needs_neu_det  # the data set's Pascal VOC annotations
 def test_voc_import_matches_shipped_yolo_labels(tmp_path: Path) -> None:
     names = ["crazing_63", "crazing_1", "patches_101", "scratches_10", "inclusion_10", "rolled-in_scale_100"]
     ann = tmp_path / "ann"
     ann.mkdir()
     for n in names:
-        shutil.copy(NEU / "annotations" / f"{n}.xml", ann)
+        shutil.copy(NEU_DET / "annotations" / f"{n}.xml", ann)
     classes = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
-    y = import_voc(ann, NEU / "images", tmp_path / "out", names=classes, val_fraction=0.34)
+    y = import_voc(ann, NEU_DET / "images", tmp_path / "out", names=classes, val_fraction=0.34)
     spec = load_data_yaml(y)
     assert spec.names == classes and len(spec.val) == 2 and len(spec.train) == 4
     for img in spec.train + spec.val:
         ours = read_labels(label_path_for(img), 6)
-        shipped = read_labels(NEU / "labels" / f"{img.stem}.txt", 6)
+        shipped = read_labels(NEU_DET / "labels" / f"{img.stem}.txt", 6)
         assert ours.shape == shipped.shape and len(ours) > 0
         np.testing.assert_allclose(ours, shipped, atol=1e-3)
-        assert img.is_symlink() and img.resolve() == (NEU / "images" / img.name).resolve()
+        assert img.is_symlink() and img.resolve() == (NEU_DET / "images" / img.name).resolve()
 
 
-@needs_neu
+@needs_neu_det  # the data set's Pascal VOC annotations
 def test_voc_import_errors_name_file_and_element(tmp_path: Path) -> None:
     ann = tmp_path / "ann"
     ann.mkdir()
-    text = (NEU / "annotations" / "crazing_63.xml").read_text().replace("<xmax>171</xmax>", "<xmax>x</xmax>")
+    xml_text = (NEU_DET / "annotations" / "crazing_63.xml").read_text()
+    text = xml_text.replace("<xmax>171</xmax>", "<xmax>x</xmax>")
     (ann / "crazing_63.xml").write_text(text)
     with pytest.raises(UserError) as exc:
-        import_voc(ann, NEU / "images", tmp_path / "out")
+        import_voc(ann, NEU_DET / "images", tmp_path / "out")
     xml = ann / "crazing_63.xml"
     assert str(exc.value) == f"{xml}: <object> #2 (crazing) <bndbox>: <xmax> is not a number: 'x'"
-    (ann / "crazing_63.xml").write_text((NEU / "annotations" / "crazing_63.xml").read_text())
+    (ann / "crazing_63.xml").write_text(xml_text)
     with pytest.raises(UserError, match=r"<object> #1 \(crazing\): <name> 'crazing' is not one of"):
-        import_voc(ann, NEU / "images", tmp_path / "out", names=["dent"])
+        import_voc(ann, NEU_DET / "images", tmp_path / "out", names=["dent"])
 
 
 def _coco_fixture(tmp_path: Path) -> tuple[Path, Path]:
@@ -284,15 +286,14 @@ def test_coco_import_errors_name_annotation(tmp_path: Path) -> None:
         import_coco(jp, imgs, tmp_path / "out")
 
 
+@needs_neu_det  # the data set's Pascal VOC annotations
 def test_cli_import_voc(tmp_path: Path) -> None:
-    if not NEU.is_dir():
-        pytest.skip("NEU-DET not present")
     ann = tmp_path / "ann"
     ann.mkdir()
     for n in ("crazing_1", "scratches_10"):
-        shutil.copy(NEU / "annotations" / f"{n}.xml", ann)
+        shutil.copy(NEU_DET / "annotations" / f"{n}.xml", ann)
     rc = main(["dataset", "import", "--format", "voc", "--annotations", str(ann), "--images",
-               str(NEU / "images"), "--out", str(tmp_path / "o"), "--names", "crazing,scratches",
+               str(NEU_DET / "images"), "--out", str(tmp_path / "o"), "--names", "crazing,scratches",
                "--val-fraction", "0.5"])
     assert rc == 0
     spec = load_data_yaml(tmp_path / "o" / "data.yaml")
@@ -300,11 +301,10 @@ def test_cli_import_voc(tmp_path: Path) -> None:
 
 
 # -- dataset and loader -------------------------------------------------------------------------------
-NEU8 = ["crazing_1", "crazing_63", "inclusion_10", "patches_101", "pitted_surface_10", "rolled-in_scale_100",
-        "scratches_10", "scratches_100"]
+NEU8 = ["crazing_103", "crazing_109", "inclusion_103", "patches_103", "pitted_surface_103",  # shipped sample
+        "rolled-in_scale_103", "scratches_103", "scratches_109"]
 
 
-@needs_neu
 @pytest.mark.parametrize("augment", [False, True])
 def test_dataset_shapes_and_labels(augment: bool) -> None:
     ds = YoloDataset(_neu_images(NEU8), nc=6, imgsz=256, hyp=HYP, augment=augment, cache=augment)
@@ -325,11 +325,10 @@ def test_dataset_shapes_and_labels(augment: bool) -> None:
             np.testing.assert_array_equal(img.permute(1, 2, 0).numpy(), rgb)
 
 
-@needs_neu
 def test_dataset_rejects_bad_labels(tmp_path: Path) -> None:
     img = tmp_path / "images" / "x.jpg"
     img.parent.mkdir()
-    shutil.copy(NEU / "images" / "crazing_1.jpg", img)
+    shutil.copy(NEU_SAMPLE / "images" / "crazing_103.jpg", img)
     lab = label_path_for(img)
     lab.parent.mkdir()
     lab.write_text("0 0.5 0.5 0.2 0.2\n6 0.5 0.5 0.2 0.2\n")
@@ -337,7 +336,6 @@ def test_dataset_rejects_bad_labels(tmp_path: Path) -> None:
         YoloDataset([img], nc=6, imgsz=256, hyp=HYP, augment=True)
 
 
-@needs_neu
 def test_collate_and_reproducible_loader() -> None:
     def first_batch() -> tuple[torch.Tensor, torch.Tensor]:
         loader, ds = create_dataloader(_neu_images(NEU8), 6, 128, batch_size=4, hyp=HYP, augment=True,
@@ -356,7 +354,6 @@ def test_collate_and_reproducible_loader() -> None:
     assert labels[:, 0].long().tolist() == [k for k in range(3) for _ in range(counts[k])]
 
 
-@needs_neu
 def test_close_mosaic_and_two_worker_loader() -> None:
     loader, ds = create_dataloader(_neu_images(NEU8), 6, 128, batch_size=3, hyp=HYP, augment=True,
                                    workers=2, shuffle=True, seed=0)

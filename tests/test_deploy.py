@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import NEU_SAMPLE
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -654,7 +655,7 @@ def test_servicemonitor_matches_services() -> None:
 
 # ------------------------------------------------------------- two services, one PostgreSQL database
 
-NEU_IMAGES = ROOT.parent / "shared" / "datasets" / "neu-det" / "images"
+NEU_IMAGES = NEU_SAMPLE / "images"  # the sample shipped in the package
 
 
 @pytest.fixture()

@@ -289,7 +289,7 @@ def test_inference_package_imports_no_web_stack():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_free_size_model_takes_4_3_frames_without_padding(neu_det_dir):
+def test_free_size_model_takes_4_3_frames_without_padding(neu_sample):
     """The shipped export has free height and width: a 640x480 frame goes in as 256x192 (a quarter
     less work than 256x256), and finds what the padded square input finds."""
     from conftest import REPO_ROOT
@@ -299,7 +299,7 @@ def test_free_size_model_takes_4_3_frames_without_padding(neu_det_dir):
 
     engine = Engine(REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx", intra_op_threads=1)
     assert engine.rect and engine.imgsz == (256, 256) and engine.info()["rect"]
-    sim = StripSimulator(neu_det_dir / "images", 320, 240, 30.0, 120.0, 0)
+    sim = StripSimulator(neu_sample / "images", 320, 240, 30.0, 120.0, 0)
     frames = [sim.frame(i)[0] for i in (0, 37, 74, 111, 148, 185)]
     assert engine.input_size(frames) == (192, 256)
     assert engine.input_size([frames[0], np.zeros((300, 200, 3), np.uint8)]) == (256, 256)  # mixed batch

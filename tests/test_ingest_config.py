@@ -77,7 +77,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_cameras(tmp_path / "nope.yaml")
 
 
-def test_sources_from_config(tmp_path: Path, neu_det_dir: Path) -> None:
+def test_sources_from_config(tmp_path: Path, neu_sample: Path) -> None:
     (tmp_path / "frames").mkdir()
     video = tmp_path / "v.mp4"
     video.write_bytes(b"")
@@ -88,7 +88,7 @@ def test_sources_from_config(tmp_path: Path, neu_det_dir: Path) -> None:
         "  - {id: c, source: frames}\n"
         "  - {id: d, source: v.mp4, decode_threads: 0}\n"
         "  - {id: e, source: 'sim://neu-det?fps=12&width=320&height=240"
-        f"&images={neu_det_dir / 'images'}'}}\n"
+        f"&images={neu_sample / 'images'}'}}\n"
         "  - {id: f, source: missing.mp4}\n"
         "  - {id: g, source: 'sim://neu-det?fps=abc'}\n")
     a, b, c, d, e, f, g = cfg.cameras

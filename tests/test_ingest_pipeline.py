@@ -21,8 +21,8 @@ from app.ingest.config import CamerasConfigError, parse_cameras
 from app.ingest.pipeline import Pipeline
 
 
-def sim(neu_det_dir: Path, **kw) -> str:
-    params = {"images": str(neu_det_dir / "images"), "fps": 30, "width": 160, "height": 120,
+def sim(neu_sample: Path, **kw) -> str:
+    params = {"images": str(neu_sample / "images"), "fps": 30, "width": 160, "height": 120,
               "realtime": "false"} | kw
     return "sim://neu-det?" + "&".join(f"{k}={v}" for k, v in params.items())
 
@@ -44,7 +44,7 @@ def frames_total(camera: str, stage: str) -> float:
     return value or 0.0
 
 
-def test_simulator_to_rows_exactly_once(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
+def test_simulator_to_rows_exactly_once(database_url: str, tiny_model_path: Path, neu_sample: Path,
                                         tmp_path: Path) -> None:
     cfg = parse_cameras(f"""
 pipeline: {{workers: 2, max_batch: 4, max_wait_ms: 5, writer: {{batch_rows: 16, batch_ms: 50}}}}
@@ -52,12 +52,12 @@ cameras:
   - id: e2e-a
     line: line-1
     station: top
-    source: "{sim(neu_det_dir, seconds=1)}"
+    source: "{sim(neu_sample, seconds=1)}"
     images: ng
   - id: e2e-b
     line: line-1
     station: bottom
-    source: "{sim(neu_det_dir, seconds=0.5, seed=2)}"
+    source: "{sim(neu_sample, seconds=0.5, seed=2)}"
     thresholds: {{patches: 0.99}}
     images: never
 """)
@@ -90,19 +90,19 @@ cameras:
     db.dispose()
 
 
-def test_unknown_threshold_class_is_refused(tiny_model_path: Path, neu_det_dir: Path, tmp_path: Path) -> None:
+def test_unknown_threshold_class_is_refused(tiny_model_path: Path, neu_sample: Path, tmp_path: Path) -> None:
     cfg = parse_cameras(
-        f'cameras:\n  - id: x\n    source: "{sim(neu_det_dir)}"\n    thresholds: {{rust: 0.5}}\n')
+        f'cameras:\n  - id: x\n    source: "{sim(neu_sample)}"\n    thresholds: {{rust: 0.5}}\n')
     with pytest.raises(CamerasConfigError, match=r"cameras\[0\]\.thresholds: unknown class 'rust'"):
         Pipeline(cfg, Engine(tiny_model_path), Database(f"sqlite:///{tmp_path / 'x.db'}"), tmp_path)
 
 
-def test_pipeline_survives_camera_dropouts(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
+def test_pipeline_survives_camera_dropouts(database_url: str, tiny_model_path: Path, neu_sample: Path,
                                            tmp_path: Path) -> None:
     cfg = parse_cameras(f"""
 cameras:
   - id: flaky
-    source: "{sim(neu_det_dir, fps=100, realtime='true', dropout_every=8, dropout_s=0.1)}"
+    source: "{sim(neu_sample, fps=100, realtime='true', dropout_every=8, dropout_s=0.1)}"
     buffer: block
     reconnect: {{initial_s: 0.05, max_s: 0.1}}
 """)
@@ -120,13 +120,13 @@ cameras:
     db.dispose()
 
 
-def test_service_runs_cameras_and_reports_them(app_settings, neu_det_dir: Path, tmp_path: Path) -> None:
+def test_service_runs_cameras_and_reports_them(app_settings, neu_sample: Path, tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     cams = tmp_path / "cameras.yaml"
-    source = sim(neu_det_dir, realtime="true")
+    source = sim(neu_sample, realtime="true")
     cams.write_text(f'cameras:\n  - id: svc-cam\n    line: l9\n    source: "{source}"\n')
     settings = app_settings.model_copy(update={"cameras_file": cams})
     with TestClient(create_app(settings)) as client:
@@ -188,13 +188,13 @@ def test_bad_cameras_file_stops_service_start(app_settings, tmp_path: Path) -> N
         pass
 
 
-def test_demo_starts_one_simulator_camera(app_settings, neu_det_dir: Path, monkeypatch) -> None:
+def test_demo_starts_one_simulator_camera(app_settings, monkeypatch) -> None:
     from conftest import REPO_ROOT
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
-    monkeypatch.setenv("INSPECT_SIM_IMAGES", str(neu_det_dir / "images"))
+    monkeypatch.delenv("INSPECT_SIM_IMAGES", raising=False)  # the shipped sample, as on a fresh clone
     shipped = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"  # the default model
     demo = app_settings.model_copy(update={"demo": True, "model_path": shipped})
     with TestClient(create_app(demo)) as client:
@@ -209,11 +209,11 @@ def test_demo_starts_one_simulator_camera(app_settings, neu_det_dir: Path, monke
             "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": []}
 
 
-def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu_det_dir: Path,
+def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu_sample: Path,
                                    tmp_path: Path, monkeypatch, capsys) -> None:
     frames = tmp_path / "frames"
     assert cli_main(["simulate", "--out", str(frames), "--seconds", "0.4", "--width", "96", "--height", "96",
-                     "--images", str(neu_det_dir / "images")]) == 0
+                     "--images", str(neu_sample / "images")]) == 0
     cams = tmp_path / "cameras.yaml"
     cams.write_text("cameras:\n  - id: cli-cam\n    source: frames\n")  # relative to the cameras file
     monkeypatch.setenv("INSPECT_DATABASE_URL", database_url)
@@ -253,19 +253,19 @@ def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu
 
 
 def test_tiled_camera_detects_per_window_and_stores_frame_coordinates(
-        database_url: str, tiny_model_path: Path, neu_det_dir: Path, tmp_path: Path) -> None:
+        database_url: str, tiny_model_path: Path, neu_sample: Path, tmp_path: Path) -> None:
     # the tiny model puts one 'patches' box in the middle of every bright input: whole frames give one
     # box each, a tiled camera one per window (64 px windows of a 160x120 frame: 3 x 2, no overlap)
     cfg = parse_cameras(f"""
 pipeline: {{workers: 1, max_batch: 4, max_wait_ms: 5, writer: {{batch_rows: 16, batch_ms: 50}}}}
 cameras:
   - id: tiled
-    source: "{sim(neu_det_dir, seconds=0.2)}"
+    source: "{sim(neu_sample, seconds=0.2)}"
     tile_size: 64
     tile_overlap: 0
     images: never
   - id: whole
-    source: "{sim(neu_det_dir, seconds=0.2)}"
+    source: "{sim(neu_sample, seconds=0.2)}"
     images: never
 """)
     engine = Engine(tiny_model_path, intra_op_threads=1)

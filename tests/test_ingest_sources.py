@@ -28,19 +28,19 @@ def wait_until(cond, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def test_simulator_frames_move_and_truth_comes_from_the_labels(neu_det_dir: Path) -> None:
-    sim = StripSimulator(neu_det_dir / "images", width=320, height=240, fps=10, speed=50, seed=3)
+def test_simulator_frames_move_and_truth_comes_from_the_labels(neu_sample: Path) -> None:
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, fps=10, speed=50, seed=3)
     a, truth_a = sim.frame(0)
     b, _ = sim.frame(1)
     assert a.shape == (240, 320, 3) and a.dtype == np.uint8
     assert np.array_equal(a[:, 5:], b[:, :-5])  # 50 px/s at 10 FPS: the strip moved 5 px
-    again, truth_again = StripSimulator(neu_det_dir / "images", 320, 240, 10, 50, seed=3).frame(0)
+    again, truth_again = StripSimulator(neu_sample / "images", 320, 240, 10, 50, seed=3).frame(0)
     assert np.array_equal(a, again) and truth_a == truth_again  # deterministic per seed
     # the top-left tile is a dataset image, and its YOLO labels are boxes of this frame
     idx = sim.image_index(0, 0)
     tile = cv2.imread(str(sim.paths[idx]))
     assert np.array_equal(a[:200, :200], tile)
-    label = (neu_det_dir / "labels" / (sim.paths[idx].stem + ".txt")).read_text().split()
+    label = (neu_sample / "labels" / (sim.paths[idx].stem + ".txt")).read_text().split()
     c, x, y, w, h = int(label[0]), *map(float, label[1:5])
     expected = [(x - w / 2) * 200, (y - h / 2) * 200, (x + w / 2) * 200, (y + h / 2) * 200]
     mine = [t for t in truth_a if t.tile == sim.paths[idx].name]
@@ -50,10 +50,34 @@ def test_simulator_frames_move_and_truth_comes_from_the_labels(neu_det_dir: Path
         assert 0 <= t.x1 < t.x2 <= 320 and 0 <= t.y1 < t.y2 <= 240 and 0.25 <= t.visible <= 1
 
 
-def test_simulate_command_writes_frames_and_truth(tmp_path: Path, neu_det_dir: Path, capsys) -> None:
+def test_shipped_sample_is_the_default_strip(tmp_path: Path, monkeypatch, capsys) -> None:
+    """Without INSPECT_SIM_IMAGES or --images the simulator tiles the NEU-DET sample in the package:
+    15 labelled images of each class, with the class names, from any working directory."""
+    from conftest import NEU_NAMES
+
+    from app.ingest.simulator import SAMPLE_DIR, default_images_dir
+
+    monkeypatch.delenv("INSPECT_SIM_IMAGES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert default_images_dir() == SAMPLE_DIR / "images"
+    sim = StripSimulator(width=320, height=240)
+    assert sim.names == list(NEU_NAMES) and len(sim.paths) == 90
+    for name in NEU_NAMES:
+        assert len([p for p in sim.paths if p.stem.rsplit("_", 1)[0] == name]) == 15, name
+    assert all((SAMPLE_DIR / "labels" / f"{p.stem}.txt").read_text().strip() for p in sim.paths)
+    credit = " ".join((SAMPLE_DIR / "README.md").read_text().split())
+    assert "K. Song and Y. Yan, Northeastern University" in credit and "NEU surface defect database" in credit
+    assert cli_main(["simulate", "--out", "frames", "--seconds", "0.2", "--width", "96", "--height", "96"
+                     ]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == str(SAMPLE_DIR / "images") and summary["frames"] == 6
+    assert len(list((tmp_path / "frames").glob("frame_*.jpg"))) == 6
+
+
+def test_simulate_command_writes_frames_and_truth(tmp_path: Path, neu_sample: Path, capsys) -> None:
     out = tmp_path / "frames"
     rc = cli_main(["simulate", "--out", str(out), "--fps", "10", "--seconds", "0.5", "--width", "160",
-                   "--height", "120", "--images", str(neu_det_dir / "images")])
+                   "--height", "120", "--images", str(neu_sample / "images")])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     lines = [json.loads(x) for x in (out / "truth.jsonl").read_text().splitlines()]
@@ -63,7 +87,7 @@ def test_simulate_command_writes_frames_and_truth(tmp_path: Path, neu_det_dir: P
 
     video = tmp_path / "line.mp4"
     assert cli_main(["simulate", "--out", str(video), "--fps", "10", "--seconds", "1", "--width", "160",
-                     "--height", "120", "--images", str(neu_det_dir / "images")]) == 0
+                     "--height", "120", "--images", str(neu_sample / "images")]) == 0
     assert len((tmp_path / "line.truth.jsonl").read_text().splitlines()) == 10
     src = OpenCVSource(str(video))
     src.open()
@@ -108,8 +132,8 @@ def _runner(source: Source, **cfg) -> tuple[CameraRunner, FrameHub]:
     return CameraRunner(cam, source, hub, CameraContext(camera_id="c")), hub
 
 
-def test_capture_reconnects_after_the_camera_dies(neu_det_dir: Path) -> None:
-    sim = SimulatorSource(SimulatorConfig(images=str(neu_det_dir / "images"), fps=200, width=64, height=64,
+def test_capture_reconnects_after_the_camera_dies(neu_sample: Path) -> None:
+    sim = SimulatorSource(SimulatorConfig(images=str(neu_sample / "images"), fps=200, width=64, height=64,
                                           realtime=True, dropout_every=10, dropout_s=0.2))
     runner, hub = _runner(sim, buffer="block", reconnect={"initial_s": 0.05, "max_s": 0.2})
     runner.start()

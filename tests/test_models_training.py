@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import NEU_DET, NEU_NAMES
+from conftest import NEU_NAMES, NEU_SAMPLE
 
-IMAGES = ["inclusion_1.jpg", "patches_10.jpg", "scratches_100.jpg", "pitted_surface_1.jpg"]
+IMAGES = ["inclusion_182.jpg", "patches_137.jpg", "scratches_103.jpg", "pitted_surface_103.jpg"]  # sample
 NO_AUGMENT = {k: 0.0 for k in ["hsv_h", "hsv_s", "hsv_v", "contrast", "degrees", "translate", "scale",
                                 "flipud", "fliplr", "mosaic", "cutmix"]}
 
 
 def _handful_dataset(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "list.txt").write_text("".join(f"{NEU_DET / 'images' / name}\n" for name in IMAGES))
+    (root / "list.txt").write_text("".join(f"{NEU_SAMPLE / 'images' / name}\n" for name in IMAGES))
     data = root / "data.yaml"
     data.write_text(yaml.safe_dump({"path": str(root), "train": "list.txt", "val": "list.txt",
                                     "names": list(NEU_NAMES)}))
@@ -146,7 +146,7 @@ def test_export_matches_torch_and_carries_metadata(overfit_run: Path, tmp_path: 
     assert json.loads(props["imgsz"]) == [128, 128] and json.loads(props["stride"]) == [8, 16, 32]
     assert props["layout"] == "yolov5" and len(json.loads(props["anchors"])) == 3
 
-    images = [cv2.imread(str(NEU_DET / "images" / name)) for name in IMAGES[:1]]
+    images = [cv2.imread(str(NEU_SAMPLE / "images" / name)) for name in IMAGES[:1]]
     batch, _ = make_batch(images, (128, 128))
     model, _ = load_model(overfit_run / "weights" / "best.pt")
     with torch.no_grad():
@@ -162,7 +162,7 @@ def test_evaluation_of_checkpoint_and_onnx_agree(overfit_run: Path, tmp_path: Pa
     from models.checkpoint import load_model
     from models.evaluate import TorchDetector, evaluate
 
-    paths = [NEU_DET / "images" / name for name in IMAGES]
+    paths = [NEU_SAMPLE / "images" / name for name in IMAGES]
     model, ckpt = load_model(overfit_run / "weights" / "best.pt")
     as_torch = evaluate(TorchDetector(model, ckpt["names"], ckpt["imgsz"]), paths, len(NEU_NAMES))
     as_onnx = evaluate(Engine(_onnx_export(overfit_run, tmp_path)), paths, len(NEU_NAMES))
@@ -179,7 +179,7 @@ def test_int8_quantization_keeps_decoding_tail_in_float(overfit_run: Path, tmp_p
     from models.export import detect_tail_nodes, quantize_int8
 
     fp32 = _onnx_export(overfit_run, tmp_path)
-    int8 = quantize_int8(fp32, tmp_path / "tiny-int8.onnx", [NEU_DET / "images" / n for n in IMAGES], 128)
+    int8 = quantize_int8(fp32, tmp_path / "tiny-int8.onnx", [NEU_SAMPLE / "images" / n for n in IMAGES], 128)
     proto = onnx.load(str(int8))
     ops = [n.op_type for n in proto.graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
@@ -190,7 +190,7 @@ def test_int8_quantization_keeps_decoding_tail_in_float(overfit_run: Path, tmp_p
     assert not any(n.op_type == "QuantizeLinear" and n.input[0] in tail_outputs for n in proto.graph.node)
     engine = Engine(int8)
     assert engine.metadata.quantization.startswith("int8")
-    image = cv2.imread(str(NEU_DET / "images" / IMAGES[0]))
+    image = cv2.imread(str(NEU_SAMPLE / "images" / IMAGES[0]))
     batch, _ = engine.preprocess([image])
     ref = Engine(fp32).run(batch)
     got = engine.run(batch)
@@ -209,7 +209,7 @@ def test_onnx_import_rebuilds_the_exported_function(overfit_run: Path, tmp_path:
     model, info = model_from_onnx(path)
     assert info["names"] == list(NEU_NAMES) and info["imgsz"] == 128
     assert info["model_cfg"]["width_multiple"] == 0.25  # the nano YAML travelled in the metadata
-    paths = [NEU_DET / "images" / name for name in IMAGES]
+    paths = [NEU_SAMPLE / "images" / name for name in IMAGES]
     assert rebuild_batchnorm(model, (torch.from_numpy(b) for b in letterboxed_images(paths, 128))) == 4
     bn = model.model[0].bn
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))  # real statistics
@@ -235,7 +235,7 @@ def test_onnx_import_refuses_int8_and_foreign_files(overfit_run: Path, tmp_path:
     from models.onnx_weights import model_from_onnx
 
     fp32 = _onnx_export(overfit_run, tmp_path)
-    int8 = quantize_int8(fp32, tmp_path / "q.onnx", [NEU_DET / "images" / n for n in IMAGES], 128)
+    int8 = quantize_int8(fp32, tmp_path / "q.onnx", [NEU_SAMPLE / "images" / n for n in IMAGES], 128)
     with pytest.raises(UserError, match="quantized"):
         model_from_onnx(int8)
     junk = tmp_path / "junk.onnx"
@@ -268,7 +268,7 @@ def test_training_can_start_from_an_onnx_export(overfit_run: Path, tmp_path: Pat
     run = train(opts)
     model, ckpt = load_model(run / "weights" / "last.pt")
     assert ckpt["names"] == list(NEU_NAMES)
-    paths = [NEU_DET / "images" / name for name in IMAGES]
+    paths = [NEU_SAMPLE / "images" / name for name in IMAGES]
     before, _ = load_model(overfit_run / "weights" / "best.pt")
     ref = evaluate(TorchDetector(before, list(NEU_NAMES), 128), paths, len(NEU_NAMES))
     got = evaluate(TorchDetector(model, list(NEU_NAMES), 128), paths, len(NEU_NAMES))

@@ -16,7 +16,7 @@ from app.errors import InvalidInput
 if TYPE_CHECKING:
     from app.bench.pipeline import PipelineBenchOptions
 
-NEU_DET = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "neu-det"
+NEU_DET = Path(__file__).resolve().parents[1] / "sample" / "neu-det"  # the shipped sample (credits there)
 DEFAULT_FRAMES = NEU_DET / "images"
 
 
@@ -78,7 +78,7 @@ def add_ultralytics_parser(sub: argparse._SubParsersAction) -> None:
                                    "project's Engine and its pipeline. Needs the 'ultralytics' extra.")
     u.add_argument("--onnx", required=True, help="ultralytics-layout ONNX model (written by --export)")
     u.add_argument("--frames", default=str(DEFAULT_FRAMES),
-                   help="folder of images or a video file (default: the NEU-DET images)")
+                   help="folder of images or a video file (default: the shipped NEU-DET sample)")
     u.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
     u.add_argument("--rounds", type=int, default=5,
                    help="the measurements alternate in this many slices (default 5)")

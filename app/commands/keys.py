@@ -37,12 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 @contextmanager
 def _session(args: argparse.Namespace) -> Iterator[Session]:
-    from app.db.session import Database
+    from app.db.session import Database, require_existing_database
     from app.settings import load_settings
 
-    url = args.database_url
-    if not url:
-        url = load_settings().database_url  # SettingsError: a UserError naming the variable
+    url = args.database_url or load_settings().database_url  # SettingsError: a UserError
+    require_existing_database(url)  # NotFound: names the missing SQLite file
     db = Database(url)
     try:
         with db.session() as session:

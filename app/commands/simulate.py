@@ -16,13 +16,14 @@ VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "simulate", help="render a moving steel strip (dataset images) to a video or folder + truth JSONL",
-        description="Tile dataset images (200x200 NEU-DET by default) into a strip that scrolls past a "
-                    "camera; write the frames and, per frame, the YOLO-label boxes that are visible.")
+        description="Tile dataset images (by default the shipped sample of 200x200 NEU-DET images) into a "
+                    "strip that scrolls past a camera; write the frames and, per frame, the YOLO-label "
+                    "boxes that are visible.")
     p.add_argument("--out", required=True,
                    help="video file (.mp4 .avi .mkv .mov) or a folder for JPEG frames")
     p.add_argument("--images", default=None,
-                   help="dataset images folder, labels in ../labels (default: INSPECT_SIM_IMAGES or "
-                        "../shared/datasets/neu-det/images)")
+                   help="dataset images folder, labels in ../labels (default: INSPECT_SIM_IMAGES, else the "
+                        "NEU-DET sample shipped in app/sample/neu-det)")
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--width", type=int, default=640)

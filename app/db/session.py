@@ -13,6 +13,8 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.errors import NotFound
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
@@ -35,15 +37,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.close()
 
 
+def sqlite_file(url: str | URL) -> Path | None:
+    """The file of a SQLite URL (a relative path is from the working directory); None for an
+    in-memory or ``file:`` SQLite database and for other backends."""
+    u = normalise_url(url)
+    database = u.database or ""
+    if u.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database).expanduser()
+
+
+def require_existing_database(url: str | URL) -> None:
+    """For commands that use a database but do not create one: a missing SQLite file is a
+    ``NotFound`` naming the absolute path, not a new empty file (and folder) where the command ran."""
+    path = sqlite_file(url)
+    if path is not None and not path.is_file():
+        raise NotFound(f"no database file at {path.absolute()} ({normalise_url(url)}; a relative path is "
+                       "from the working directory): run `defect-inspect db upgrade` there first, or set "
+                       "INSPECT_DATABASE_URL to the service's database")
+
+
 def create_db_engine(url: str | URL, **kwargs: Any) -> Engine:
     """A SQLAlchemy engine with our connection settings; a SQLite file's folder is created."""
     u = normalise_url(url)
     if u.get_backend_name() == "sqlite":
-        database = u.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
+        path = sqlite_file(u)
+        if path is not None:
             # best effort: an unwritable folder shows up as "database unreachable" in /readyz
             with contextlib.suppress(OSError):
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
         engine = create_engine(u, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)

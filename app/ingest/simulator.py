@@ -20,6 +20,7 @@ import yaml
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 MIN_VISIBLE = 0.25  # boxes less visible than this are left out of the truth
+SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample" / "neu-det"  # 90 NEU-DET images (README there)
 
 
 @dataclass(frozen=True)
@@ -40,19 +41,9 @@ class TruthBox:
 
 
 def default_images_dir() -> Path:
-    """INSPECT_SIM_IMAGES, else NEU-DET in the shared folder next to the repository."""
+    """INSPECT_SIM_IMAGES, else the NEU-DET sample shipped with the package."""
     env = os.environ.get("INSPECT_SIM_IMAGES")
-    if env:
-        return Path(env)
-    candidates = [
-        Path(__file__).resolve().parents[3] / "shared" / "datasets" / "neu-det" / "images",
-        Path.cwd().parent / "shared" / "datasets" / "neu-det" / "images",
-        Path.cwd() / "shared" / "datasets" / "neu-det" / "images",
-    ]
-    for c in candidates:
-        if c.is_dir():
-            return c
-    return candidates[0]
+    return Path(env) if env else SAMPLE_DIR / "images"
 
 
 def _class_names(images_dir: Path) -> list[str]:
