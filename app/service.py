@@ -17,7 +17,7 @@ from app.engine_factory import load_engine
 from app.inference import Engine
 from app.ingest.journal import Journal
 from app.ingest.pipeline import Pipeline
-from app.ingest.service import build_pipeline, start_ingest
+from app.ingest.startup import build_pipeline, start_ingest
 from app.settings import Settings
 from app.webhooks import DeliveryWorker
 

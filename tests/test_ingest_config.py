@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from app.ingest.config import CamerasConfigError, load_cameras, parse_cameras
-from app.ingest.service import DEMO_CAMERAS
 from app.ingest.sources import FolderSource, OpenCVSource, SimulatorSource, make_source
+from app.ingest.startup import DEMO_CAMERAS
 
 GOOD = """\
 pipeline:

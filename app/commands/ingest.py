@@ -41,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _prepare(args: argparse.Namespace) -> tuple[Settings, Path]:
     from app.engine_factory import missing_model
     from app.ingest.config import load_cameras
-    from app.ingest.service import cameras_path, check_start
+    from app.ingest.startup import cameras_path, check_start
     from app.settings import load_settings
 
     settings = load_settings()  # SettingsError: a UserError naming the variable

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be 1-65535")
     if settings.cameras_file is not None:  # a bad cameras file or a busy data folder: one line, exit 2
-        from app.ingest.service import cameras_path, check_start
+        from app.ingest.startup import cameras_path, check_start
 
         check_start(settings, cameras_path(settings))
     app = create_app(settings)
