@@ -65,6 +65,7 @@ class BatchBuffer:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # writer: something to do
         self._room = threading.Condition(self._lock)  # producers: space again
+        self.wakeups = 0  # times a producer woke the writer (a batch can start, or one is full)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -86,6 +87,7 @@ class BatchBuffer:
                 self._items.extend(items[at:at + n])
                 at += n
                 if was_empty or len(self._items) >= self.batch_rows:
+                    self.wakeups += 1
                     self._ready.notify()
 
     def take_batch(self, window_s: float, idle_s: float, draining: Callable[[], bool]) -> list[Item]:
