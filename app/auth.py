@@ -16,7 +16,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from enum import StrEnum
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db.models import ROLES, ApiKey
+from app.vocabulary import utcnow
 
 KEY_SCHEME = "dik"
 _KEY_RE = re.compile(r"^dik_([0-9a-f]{8})_([A-Za-z0-9_-]{20,})$")
@@ -84,7 +85,7 @@ def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     key, prefix = generate_key()
-    row = ApiKey(name=name, role=role, prefix=prefix, key_hash=hash_key(key), created_at=datetime.now(UTC))
+    row = ApiKey(name=name, role=role, prefix=prefix, key_hash=hash_key(key), created_at=utcnow())
     session.add(row)
     session.flush()
     return row, key
@@ -106,7 +107,7 @@ def authenticate(session: Session, presented: str) -> Principal | None:
     row = lookup_key(session, presented)
     if row is None:
         return None
-    now = datetime.now(UTC)
+    now = utcnow()
     last = row.last_used_at
     if last is not None and last.tzinfo is None:
         last = last.replace(tzinfo=UTC)
@@ -143,7 +144,7 @@ def revoke_key(session: Session, row: ApiKey) -> bool:
     """Revoke ``row``; False if it was already revoked."""
     if row.revoked_at is not None:
         return False
-    row.revoked_at = datetime.now(UTC)
+    row.revoked_at = utcnow()
     session.flush()
     return True
 

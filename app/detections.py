@@ -60,9 +60,3 @@ class Detections:
         """A subset by boolean mask or index array, keeping the names."""
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.names)
 
-    def to_dicts(self) -> list[dict]:
-        return [
-            {"class_id": d.class_id, "class_name": d.class_name, "confidence": round(d.confidence, 5),
-             "box": [round(d.x1, 2), round(d.y1, 2), round(d.x2, 2), round(d.y2, 2)]}
-            for d in self
-        ]

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from app.ingest.config import CameraConfig, CamerasConfigError, SimulatorConfig
 from app.ingest.simulator import IMAGE_SUFFIXES, StripSimulator, TruthBox
+from app.vocabulary import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Frame:
 
 
 def _now() -> tuple[datetime, float]:
-    return datetime.now(UTC), time.perf_counter()
+    return utcnow(), time.perf_counter()
 
 
 def redact(url: str) -> str:

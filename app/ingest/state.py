@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
+from datetime import datetime
 
 from app import metrics as m
 from app.schemas.ingest import CameraCounters
+from app.vocabulary import utcnow
 
 
 class RateMeter:
@@ -78,7 +79,7 @@ class CameraState:
     def set_error(self, message: str) -> None:
         with self._lock:
             self.last_error = message
-            self.last_error_at = datetime.now(UTC)
+            self.last_error_at = utcnow()
 
     def on_reconnect(self) -> None:
         with self._lock:
@@ -88,7 +89,7 @@ class CameraState:
         now = time.monotonic()
         with self._lock:
             self.captured += 1
-            self.last_frame_at = datetime.now(UTC)
+            self.last_frame_at = utcnow()
             self.last_frame_mono = now
         self.fps_in.add(now=now)
         m.FRAMES_TOTAL.labels(camera=self.camera_id, stage="captured").inc()
