@@ -10,6 +10,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.openapi import problem_responses
+from app.api.params import ClassNameQuery, NameQuery, PartIdQuery
 from app.api.problems import Problem
 from app.db.models import REVIEW_STATUSES
 from app.db.queries import (
@@ -43,14 +44,14 @@ def list_responses(kind: Kind, item: type[PublicModel]) -> dict[int | str, dict[
 def filters_params(
     start: Annotated[datetime | None, Query(alias="from", description="captured at or after")] = None,
     end: Annotated[datetime | None, Query(alias="to", description="captured before (ISO 8601)")] = None,
-    line: Annotated[str | None, Query(max_length=64)] = None,
-    station: Annotated[str | None, Query(max_length=64)] = None,
-    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    line: NameQuery = None,
+    station: NameQuery = None,
+    camera_id: NameQuery = None,
     verdict: Annotated[Verdict | None, Query()] = None,
-    class_name: Annotated[str | None, Query(max_length=64, description="class after review")] = None,
+    class_name: ClassNameQuery = None,
     min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     review_status: Annotated[ReviewStatus | None, Query()] = None,
-    part_id: Annotated[str | None, Query(max_length=128)] = None,
+    part_id: PartIdQuery = None,
 ) -> Filters:
     assert verdict is None or verdict in VERDICTS
     assert review_status is None or review_status in REVIEW_STATUSES

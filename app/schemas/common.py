@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import types
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
 from app.vocabulary import iso, to_utc
 
@@ -17,6 +18,33 @@ UtcDatetime = Annotated[
     Field(json_schema_extra={"format": "date-time"}),
 ]
 """A UTC time: naive input is taken as UTC; JSON, webhook payloads and CSV cells write it with ``Z``."""
+
+
+MAX_ROW_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER PRIMARY KEY on SQLite
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")  # NUL, line breaks, escapes: never in a name
+
+
+def no_control_characters(value: str | None) -> str | None:
+    if value is not None and CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters (NUL, line breaks, tabs, escapes)")
+    return value
+
+
+# Caller-chosen names (camera, line, station, class; part ids): 1 to 64 (128) characters, none of them
+# a control character (a NUL breaks PostgreSQL text, a line break a log line or a CSV row).
+PLAIN = AfterValidator(no_control_characters)
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64), PLAIN]
+LongName = Annotated[str, StringConstraints(min_length=1, max_length=128), PLAIN]
+
+
+# CSV cells that a spreadsheet would run as a formula (OWASP "CSV injection") get a leading apostrophe.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_formula(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 class PublicModel(BaseModel):
@@ -81,7 +109,7 @@ def csv_columns(model: type[PublicModel]) -> tuple[str, ...]:
 
 
 def _cell(value: Any) -> Any:
-    return ("true" if value else "false") if isinstance(value, bool) else value
+    return ("true" if value else "false") if isinstance(value, bool) else neutralise_formula(value)
 
 
 def csv_values(item: PublicModel) -> list[Any]:

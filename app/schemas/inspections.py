@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.common import LongName, Name, PublicModel, UtcDatetime
 from app.vocabulary import Verdict, round_box, round_confidence, round_ms, to_utc
 
 if TYPE_CHECKING:
@@ -147,10 +147,10 @@ class InspectionBase(PublicModel):
 class InspectionCreate(InspectionBase):
     """POST /inspections: form fields (multipart) or query parameters (raw image body)."""
 
-    camera_id: str | None = Field(None, min_length=1, max_length=64)
-    line: str | None = Field(None, min_length=1, max_length=64)
-    station: str | None = Field(None, min_length=1, max_length=64)
-    part_id: str | None = Field(None, min_length=1, max_length=128)
+    camera_id: Name | None = None
+    line: Name | None = None
+    station: Name | None = None
+    part_id: LongName | None = None
     captured_at: datetime | None = None
     frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
     imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "

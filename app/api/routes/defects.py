@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
@@ -21,6 +21,7 @@ from app.api.listing import (
     list_responses,
 )
 from app.api.openapi import problem_responses
+from app.api.params import RowId
 from app.api.problems import Problem
 from app.api.security import PrincipalDep
 from app.db.models import Defect, Inspection
@@ -30,8 +31,6 @@ from app.schemas import DefectDetail, DefectInContext, DefectPage, ReviewCreate
 
 read_router = APIRouter(tags=["mes"])
 review_router = APIRouter(tags=["review"])
-
-DefectId = Annotated[int, Path(ge=1)]
 
 
 def _load(session: Session, defect_id: int, for_update: bool = False) -> Defect:
@@ -66,7 +65,7 @@ def list_defects(
 @read_router.get("/defects/{defect_id}", response_model=DefectDetail,
                  summary="One defect, its inspection and its review history",
                  responses=problem_responses(404, 422))
-def read_defect(defect_id: DefectId, session: SessionDep) -> DefectDetail:
+def read_defect(defect_id: RowId, session: SessionDep) -> DefectDetail:
     return DefectDetail.from_row(_load(session, defect_id))
 
 
@@ -80,7 +79,7 @@ def _class_names(service: ServiceDep) -> list[str]:
                         404, 422, 503, s404="no such defect",
                         s422="a bad action, or a class_name that is not a model class",
                         s503="reclassify: no model loaded to check the class against"))
-def review(defect_id: DefectId, body: ReviewCreate, service: ServiceDep, session: SessionDep,
+def review(defect_id: RowId, body: ReviewCreate, service: ServiceDep, session: SessionDep,
            principal: PrincipalDep) -> DefectDetail:
     names = _class_names(service) if body.action == "reclassify" else []
     defect = _load(session, defect_id, for_update=True)

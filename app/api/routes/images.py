@@ -3,15 +3,14 @@ drawn (OpenCV), as JPEG. The original frame is GET /inspections/{id}/image (rout
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import cv2
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 
 from app import images
 from app.annotate import draw_defects
 from app.api.deps import SessionDep, SettingsDep
 from app.api.openapi import problem_responses
+from app.api.params import RowId
 from app.api.problems import Problem
 from app.api.routes.inspections import IMAGE_BODY, stored_image
 
@@ -23,7 +22,7 @@ router = APIRouter(tags=["inspections"])
             responses={200: {"description": "JPEG of the frame with its boxes drawn",
                              "content": {"image/jpeg": IMAGE_BODY}},
                        **problem_responses(404, 422, s404="no such inspection, or no stored image")})
-def read_annotated_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
+def read_annotated_image(inspection_id: RowId, session: SessionDep,
                          settings: SettingsDep) -> Response:
     # A sync route: FastAPI runs it in the threadpool, so decoding and drawing do not block the loop.
     row, path = stored_image(session, settings.data_dir, inspection_id)

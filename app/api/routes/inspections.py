@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
@@ -18,6 +18,7 @@ from starlette.formparsers import MultiPartException
 from app import images
 from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
 from app.api.openapi import problem_responses
+from app.api.params import RowId
 from app.api.problems import Problem
 from app.db import repository
 from app.db.models import Inspection
@@ -169,7 +170,7 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
 
 @read_router.get("/inspections/{inspection_id}", response_model=InspectionDetail, summary="One inspection",
                  responses=problem_responses(404, 422))
-def read_inspection(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep) -> InspectionDetail:
+def read_inspection(inspection_id: RowId, session: SessionDep) -> InspectionDetail:
     row = repository.get_inspection(session, inspection_id)
     if row is None:
         raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
@@ -199,7 +200,7 @@ IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
                  responses={200: {"description": "The frame as it was uploaded or captured",
                                   "content": {"image/jpeg": IMAGE_BODY, "image/png": IMAGE_BODY}},
                             **problem_responses(404, 422, s404="no such inspection, or no stored image")})
-def read_inspection_image(inspection_id: Annotated[int, Path(ge=1)], session: SessionDep,
+def read_inspection_image(inspection_id: RowId, session: SessionDep,
                           settings: SettingsDep) -> FileResponse:
     _, path = stored_image(session, settings.data_dir, inspection_id)
     media = "image/png" if path.suffix == ".png" else "image/jpeg"

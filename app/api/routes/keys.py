@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from sqlalchemy.engine import make_url
 
 from app.api.deps import SessionDep, SettingsDep
 from app.api.openapi import problem_responses
+from app.api.params import RowId
 from app.api.problems import Problem
 from app.api.security import PrincipalDep
 from app.auth import create_key, list_keys, revoke_key
@@ -41,7 +40,7 @@ def post_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
 
 @admin_router.delete("/keys/{key_id}", response_model=ApiKeyPublic, summary="Revoke a key",
                      responses=problem_responses(404, 422))
-def delete_key(key_id: Annotated[int, Path(ge=1)], session: SessionDep) -> ApiKeyPublic:
+def delete_key(key_id: RowId, session: SessionDep) -> ApiKeyPublic:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise Problem(404, f"key {key_id} does not exist", reason="not_found")

@@ -3,14 +3,13 @@ NG) with the latest result per station."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from app.api.deps import SessionDep
 from app.api.openapi import problem_responses
+from app.api.params import PartIdPath
 from app.api.problems import Problem
 from app.db.models import Inspection
 from app.schemas import InspectionPublic, PartPublic, PartStation
@@ -40,7 +39,7 @@ def part_verdict(inspections: list[Inspection]) -> tuple[Verdict, list[PartStati
 
 @router.get("/parts/{part_id}", response_model=PartPublic, summary="A part's verdict across all stations",
             responses=problem_responses(404, 422, s404="no inspection of this part"))
-def read_part(part_id: Annotated[str, Path(min_length=1, max_length=128)],
+def read_part(part_id: PartIdPath,
               session: SessionDep) -> PartPublic:
     rows = list(session.scalars(
         select(Inspection).where(Inspection.part_id == part_id).options(selectinload(Inspection.defects))

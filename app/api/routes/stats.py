@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep
 from app.api.openapi import problem_responses
+from app.api.params import NameQuery
 from app.db.queries import Filters
 from app.db.stats import StatsRange, compute_stats
 from app.schemas import StatsPublic
@@ -26,9 +27,9 @@ def read_stats(
                                                                       "before 'to'")] = None,
     end: Annotated[datetime | None, Query(alias="to", description="default: now")] = None,
     bucket: Literal["hour", "day"] = "hour",
-    line: Annotated[str | None, Query(max_length=64)] = None,
-    station: Annotated[str | None, Query(max_length=64)] = None,
-    camera_id: Annotated[str | None, Query(max_length=64)] = None,
+    line: NameQuery = None,
+    station: NameQuery = None,
+    camera_id: NameQuery = None,
 ) -> StatsPublic:
     """``yield`` = OK / inspections; ``reviews.false_positive_rate`` = rejected / reviewed (confirmed +
     rejected + reclassified). Class counts use the class after review and leave rejected boxes out."""

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from sqlalchemy import select, update
 
 from app.api.deps import SessionDep
 from app.api.openapi import problem_responses
+from app.api.params import RowId
 from app.api.problems import Problem
 from app.db.models import Webhook, WebhookDelivery
 from app.schemas import (
@@ -26,7 +27,6 @@ from app.vocabulary import utcnow
 from app.webhooks import new_secret
 
 router = APIRouter(tags=["webhooks"])
-HookId = Annotated[int, Path(ge=1)]
 
 
 def _get(session: Any, hook_id: int) -> Webhook:
@@ -57,13 +57,13 @@ def list_webhooks(session: SessionDep, include_inactive: bool = False) -> Webhoo
 
 @router.get("/webhooks/{hook_id}", response_model=WebhookPublic, summary="One webhook",
             responses=problem_responses(404, 422))
-def read_webhook(hook_id: HookId, session: SessionDep) -> WebhookPublic:
+def read_webhook(hook_id: RowId, session: SessionDep) -> WebhookPublic:
     return WebhookPublic.from_row(_get(session, hook_id))
 
 
 @router.delete("/webhooks/{hook_id}", status_code=204, summary="Deactivate a webhook",
                responses=problem_responses(404, 422))
-def delete_webhook(hook_id: HookId, session: SessionDep) -> None:
+def delete_webhook(hook_id: RowId, session: SessionDep) -> None:
     hook = _get(session, hook_id)
     hook.active = False
     session.execute(
@@ -77,7 +77,7 @@ def delete_webhook(hook_id: HookId, session: SessionDep) -> None:
 @router.get("/webhooks/{hook_id}/deliveries", response_model=DeliveryPage,
             summary="The delivery log of a webhook, newest first", responses=problem_responses(404, 422))
 def list_deliveries(
-    hook_id: HookId, session: SessionDep,
+    hook_id: RowId, session: SessionDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     before_id: Annotated[int | None, Query(ge=1, description="page: deliveries older than this id")] = None,
