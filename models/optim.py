@@ -15,7 +15,7 @@ from torch import nn
 class ModelEMA:
     """Exponential moving average of the weights, decay ramping up as ``d * (1 - exp(-updates / 2000))``."""
 
-    def __init__(self, model: nn.Module, decay: float = 0.9999, updates: int = 0):
+    def __init__(self, model: nn.Module, decay: float = 0.9999, updates: int = 0) -> None:
         self.ema = copy.deepcopy(model).eval()
         self.updates = updates
         self.decay = decay

@@ -45,7 +45,9 @@ def public_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 class RunFiles:
-    def __init__(self, run_dir: Path):
+    """Writes the files of one run folder (see the module's description)."""
+
+    def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.weights = run_dir / "weights"
         self.weights.mkdir(parents=True, exist_ok=True)

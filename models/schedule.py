@@ -64,7 +64,7 @@ class ScheduleBudget:
     for the final validation. The schedule only ever shrinks; the cosine LR and the close-mosaic
     point follow the new length."""
 
-    def __init__(self, limit_min: float, started: float):
+    def __init__(self, limit_min: float, started: float) -> None:
         self.limit_min = limit_min
         self.limit_s = limit_min * 60.0
         self.started = started

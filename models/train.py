@@ -62,6 +62,8 @@ class TrainOptions:
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` leaves: the run folder, the schedule it went by, how far it got."""
+
     run_dir: Path
     schedule: Schedule  # the schedule the run went by (shortened by --time, if it was)
     epochs_done: int
@@ -120,7 +122,7 @@ class Trainer:
     compute_loss: YoloLoss
     scaler: torch.amp.GradScaler
 
-    def __init__(self, opts: TrainOptions):
+    def __init__(self, opts: TrainOptions) -> None:
         self.opts, resumed, run_dir = resolve_run(opts)
         self.files = RunFiles(run_dir)
         started = time.perf_counter()

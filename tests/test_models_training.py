@@ -115,10 +115,12 @@ def test_schedule_shortening_moves_the_lr_curve_and_the_close_mosaic_point() -> 
     from models.schedule import Schedule
 
     schedule = Schedule.from_hyp({"lrf": 0.01, "close_mosaic": 2}, epochs=10, time_limit_min=1.0)
-    assert schedule.close_at == 8 and schedule.lr_factor(0) == 1.0 and schedule.lr_factor(10) == 0.01
+    assert schedule.close_at == 8 and schedule.lr_factor(0) == 1.0
+    assert schedule.lr_factor(10) == pytest.approx(0.01) and schedule.lr_factor(5) == pytest.approx(0.505)
     schedule.shorten(5, after_epoch=2)
     assert schedule.epochs == 5 and schedule.planned_epochs == 10 and schedule.shortened_after_epoch == 3
     assert schedule.close_at == 3 and schedule.lr_factor(5) == pytest.approx(0.01)
+    assert schedule.lr_factor(2.5) == pytest.approx(0.505)  # the cosine now spans the five epochs
     assert schedule.as_dict()["close_mosaic_from_epoch"] == 4
 
 
