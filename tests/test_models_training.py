@@ -126,11 +126,13 @@ def test_schedule_shortening_moves_the_lr_curve_and_the_close_mosaic_point() -> 
 
 @pytest.fixture(scope="module")
 def timed_run(tmp_path_factory: pytest.TempPathFactory):
-    """A run with ``--time`` (6 s for 10,000 epochs): its options, a copy taken before, the result."""
+    """A run with ``--time`` (30 s for 10,000 epochs): its options, a copy taken before, the result. The
+    budget leaves room for anchor fitting and a slow first epoch on a busy machine: the run must get
+    past its first epoch for the refitted LR to show."""
     from models.train import Trainer
 
     root = tmp_path_factory.mktemp("timed")
-    opts = _options(root, _handful_dataset(root), epochs=10_000, name="timed", time_limit_min=0.1)
+    opts = _options(root, _handful_dataset(root), epochs=10_000, name="timed", time_limit_min=0.5)
     before = copy.deepcopy(opts)
     return opts, before, Trainer(opts).fit()
 
@@ -161,9 +163,9 @@ def test_the_schedule_a_run_used_is_reported(timed_run) -> None:
         rows = list(csv.DictReader(fh))
     reported = json.loads((result.run_dir / "schedule.json").read_text())
     assert reported["planned_epochs"] == 10_000 and reported["epochs"] == len(rows) == result.epochs_done
-    assert reported["time_limit_min"] == 0.1 and 1 <= reported["shortened_after_epoch"] <= len(rows)
+    assert reported["time_limit_min"] == 0.5 and 1 <= reported["shortened_after_epoch"] <= len(rows)
     assert reported["close_mosaic_from_epoch"] == len(rows) + 1  # close_mosaic 0: never
-    assert reported["budget"]["limit_s"] == 6.0 and len(reported["budget"]["epoch_seconds"]) == len(rows)
+    assert reported["budget"]["limit_s"] == 30.0 and len(reported["budget"]["epoch_seconds"]) == len(rows)
     assert reported == {**result.schedule.as_dict(), "budget": reported["budget"]}
     ckpt = torch.load(result.run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["schedule"] == reported
