@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import csv
+import dataclasses
 import json
 import subprocess
 import sys
@@ -109,11 +111,34 @@ def test_schedule_budget_predicts_from_timed_epochs() -> None:
     assert budget.fitted_epochs(3, 300, now=70.0, train_pass_s=5.0) == 4  # over time: this epoch is last
 
 
-def test_time_budget_shortens_the_schedule_and_validates_the_last_epoch(tmp_path: Path) -> None:
-    from models.train import train
+def test_schedule_shortening_moves_the_lr_curve_and_the_close_mosaic_point() -> None:
+    from models.schedule import Schedule
 
-    data = _handful_dataset(tmp_path)
-    run = train(_options(tmp_path, data, epochs=10_000, name="timed", time_limit_min=0.1))
+    schedule = Schedule.from_hyp({"lrf": 0.01, "close_mosaic": 2}, epochs=10, time_limit_min=1.0)
+    assert schedule.close_at == 8 and schedule.lr_factor(0) == 1.0
+    assert schedule.lr_factor(10) == pytest.approx(0.01) and schedule.lr_factor(5) == pytest.approx(0.505)
+    schedule.shorten(5, after_epoch=2)
+    assert schedule.epochs == 5 and schedule.planned_epochs == 10 and schedule.shortened_after_epoch == 3
+    assert schedule.close_at == 3 and schedule.lr_factor(5) == pytest.approx(0.01)
+    assert schedule.lr_factor(2.5) == pytest.approx(0.505)  # the cosine now spans the five epochs
+    assert schedule.as_dict()["close_mosaic_from_epoch"] == 4
+
+
+@pytest.fixture(scope="module")
+def timed_run(tmp_path_factory: pytest.TempPathFactory):
+    """A run with ``--time`` (30 s for 10,000 epochs): its options, a copy taken before, the result. The
+    budget leaves room for anchor fitting and a slow first epoch on a busy machine: the run must get
+    past its first epoch for the refitted LR to show."""
+    from models.train import Trainer
+
+    root = tmp_path_factory.mktemp("timed")
+    opts = _options(root, _handful_dataset(root), epochs=10_000, name="timed", time_limit_min=0.5)
+    before = copy.deepcopy(opts)
+    return opts, before, Trainer(opts).fit()
+
+
+def test_time_budget_shortens_the_schedule_and_validates_the_last_epoch(timed_run) -> None:
+    run = timed_run[2].run_dir
     with (run / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert 1 <= len(rows) < 10_000
@@ -121,6 +146,29 @@ def test_time_budget_shortens_the_schedule_and_validates_the_last_epoch(tmp_path
     ckpt = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["train_args"]["epochs"] == len(rows) == ckpt["epoch"] + 1  # a resume sees it as finished
     assert float(rows[-1]["lr"]) < float(rows[0]["lr"])  # the cosine LR was refitted to the shorter run
+
+
+def test_training_leaves_the_callers_options_unchanged(timed_run) -> None:
+    opts, before, result = timed_run
+    assert result.schedule.epochs < 10_000  # the run was shortened ...
+    assert opts == before and dataclasses.asdict(opts) == dataclasses.asdict(before)  # ... its options not
+    assert yaml.safe_load((result.run_dir / "args.yaml").read_text())["epochs"] == 10_000
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.epochs = 1  # type: ignore[misc]
+
+
+def test_the_schedule_a_run_used_is_reported(timed_run) -> None:
+    result = timed_run[2]
+    with (result.run_dir / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    reported = json.loads((result.run_dir / "schedule.json").read_text())
+    assert reported["planned_epochs"] == 10_000 and reported["epochs"] == len(rows) == result.epochs_done
+    assert reported["time_limit_min"] == 0.5 and 1 <= reported["shortened_after_epoch"] <= len(rows)
+    assert reported["close_mosaic_from_epoch"] == len(rows) + 1  # close_mosaic 0: never
+    assert reported["budget"]["limit_s"] == 30.0 and len(reported["budget"]["epoch_seconds"]) == len(rows)
+    assert reported == {**result.schedule.as_dict(), "budget": reported["budget"]}
+    ckpt = torch.load(result.run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["schedule"] == reported
 
 
 def _onnx_export(overfit_run: Path, tmp_path: Path) -> Path:
@@ -246,11 +294,11 @@ def test_onnx_import_refuses_int8_and_foreign_files(overfit_run: Path, tmp_path:
 
 def test_onnx_weights_move_to_a_new_class_list(overfit_run: Path, tmp_path: Path) -> None:
     from models.onnx_weights import model_from_onnx
-    from models.train import _transfer
+    from models.start_model import transfer
     from models.yolo import DetectionModel
 
     model, info = model_from_onnx(_onnx_export(overfit_run, tmp_path))
-    target = _transfer(model, DetectionModel(info["model_cfg"], nc=2, anchors=info["anchors"]), "x.onnx")
+    target = transfer(model, DetectionModel(info["model_cfg"], nc=2, anchors=info["anchors"]), "x.onnx")
     assert target.detect.m[0].weight.shape[0] == 3 * (5 + 2)
     assert torch.equal(target.model[0].conv.weight, model.model[0].conv.weight)  # backbone kept
     assert torch.equal(target.model[0].bn.bias, model.model[0].bn.bias)
