@@ -19,6 +19,7 @@ from app.ingest.journal import Journal
 from app.ingest.pipeline import Pipeline
 from app.ingest.startup import build_pipeline, start_ingest
 from app.settings import Settings
+from app.webhook_targets import TargetPolicy
 from app.webhooks import DeliveryWorker
 
 
@@ -77,7 +78,8 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             service.engine, service.engine_error = load_engine(settings)
             service.pipeline, service.ingest_error = start_ingest(settings, service.db)
             # webhook deliveries: queued in the database, sent by this background thread (app/webhooks.py)
-            service.webhooks = DeliveryWorker(service.db.sessionmaker)
+            service.webhooks = DeliveryWorker(service.db.sessionmaker,
+                                              targets=TargetPolicy.from_settings(settings))
             service.webhooks.start()
     except BaseException:
         service.stop()

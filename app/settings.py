@@ -4,6 +4,7 @@ A bad value stops start-up with a message naming the variable (``SettingsError``
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
 from app.image_policy import ImagePolicy
+from app.webhook_targets import ALL_NETWORKS, REFUSED_BY_DEFAULT
 
 ENV_PREFIX = "INSPECT_"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding `app/` and `models/`
@@ -46,6 +48,15 @@ class Settings(BaseSettings):
         Path("./data"),
         description="stored images (`images/YYYY/MM/DD/<frame_uid>.jpg`), the ingest journal (`journal/`) "
                     "and the TensorRT engine cache (`trt-cache/`)")
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(ALL_NETWORKS),
+        description="comma list of networks (CIDR) webhooks may send to; every address a target resolves "
+                    "to must lie in one (narrow it to the plant LAN, e.g. `10.0.0.0/8`)")
+    webhook_refused_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(REFUSED_BY_DEFAULT),
+        description="comma list of networks (CIDR) webhooks never send to, checked at registration and "
+                    "before every send; default: loopback, unspecified, link-local (cloud metadata), "
+                    "other metadata addresses and multicast")
     image_policy: ImagePolicy = Field(
         "ng", description="which uploaded frames to store: `always`, `ng` (only NG verdicts) or `never`")
     max_upload_mb: float = Field(16.0, gt=0, le=1024, description="largest accepted upload in MiB (else 413)")
@@ -66,11 +77,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")
 
-    @field_validator("providers", mode="before")
+    @field_validator("providers", "webhook_allowed_networks", "webhook_refused_networks", mode="before")
     @classmethod
-    def _split_providers(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("webhook_allowed_networks", "webhook_refused_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            ipaddress.ip_network(network, strict=False)  # ValueError: not a network; the variable is named
         return value
 
     @field_validator("image_policy", "log_level", mode="before")

@@ -30,6 +30,7 @@ from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
 from app.schemas import InspectionPublic
 from app.schemas.webhooks import EVENTS, WebhookBody
 from app.vocabulary import NG, utcnow
+from app.webhook_targets import RefusedTarget, TargetPolicy
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +128,11 @@ class DeliveryWorker:
         policy: DeliveryPolicy | None = None,
         poll_interval_s: float = 0.5,
         client: httpx.Client | None = None,
+        targets: TargetPolicy | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.policy = policy or DeliveryPolicy()
+        self.targets = targets or TargetPolicy.of()  # where sending is allowed, checked before each send
         self.poll_interval_s = poll_interval_s
         self._client = client or httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False)
         self._own_client = client is None
@@ -206,6 +209,12 @@ class DeliveryWorker:
         }
         delivery.attempts = (delivery.attempts or 0) + 1
         now = utcnow()
+        try:
+            self.targets.check(hook.url, resolve_required=True)
+        except RefusedTarget as exc:  # the name now resolves somewhere the service does not send to
+            delivery.status, delivery.last_status_code, delivery.last_error = "failed", None, str(exc)[:1000]
+            log.warning("webhook delivery %s not sent: %s", delivery.id, exc)
+            return
         try:
             response = self._client.post(hook.url, content=body, headers=headers,
                                          timeout=self.policy.timeout_s)

@@ -20,6 +20,12 @@ RFC9110_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404
                   422: "Unprocessable Content", 503: "Service Unavailable"}
 
 
+@pytest.fixture
+def app_settings(app_settings):
+    """A lab set-up that lets webhooks target loopback (refused by default), where nobody listens."""
+    return app_settings.model_copy(update={"webhook_refused_networks": []})
+
+
 @pytest.fixture(scope="module")
 def document() -> dict:
     from app.settings import Settings

@@ -19,9 +19,17 @@ from sqlalchemy import select
 
 from app.db.models import Webhook, WebhookDelivery
 from app.db.session import Database
+from app.webhook_targets import TargetPolicy
 from app.webhooks import DeliveryPolicy, DeliveryWorker, enqueue_event, sign, verify
 
 SECRET = "s3cret-for-tests-0123456789"
+# The receivers here listen on loopback, which the service refuses by default: a lab set-up allows it.
+LAB = TargetPolicy.of(refused=())
+
+
+@pytest.fixture
+def app_settings(app_settings):
+    return app_settings.model_copy(update={"webhook_refused_networks": []})
 
 
 class Receiver:
@@ -227,7 +235,7 @@ def test_retries_on_500_until_delivered(database_url):
     db = Database(database_url)
     try:
         _queue(db, receiver.url)
-        worker = DeliveryWorker(db.sessionmaker, DeliveryPolicy(backoff_base_s=0.0))
+        worker = DeliveryWorker(db.sessionmaker, DeliveryPolicy(backoff_base_s=0.0), targets=LAB)
         try:
             assert worker.run_once() == 1
             [d] = _deliveries(db)
@@ -252,7 +260,7 @@ def test_failed_attempt_is_scheduled_later_and_gives_up(database_url):
     try:
         _queue(db, dead_url())
         worker = DeliveryWorker(db.sessionmaker, DeliveryPolicy(timeout_s=1.0, backoff_base_s=60.0,
-                                                                max_attempts=2))
+                                                                max_attempts=2), targets=LAB)
         try:
             before = datetime.now(UTC)
             worker.run_once()
@@ -278,7 +286,7 @@ def test_worker_thread_delivers_in_the_background(database_url, receiver):
     db = Database(database_url)
     try:
         _queue(db, receiver.url, n=3)
-        worker = DeliveryWorker(db.sessionmaker, poll_interval_s=0.05)
+        worker = DeliveryWorker(db.sessionmaker, targets=LAB, poll_interval_s=0.05)
         worker.start()
         try:
             wait_for(lambda: all(d.status == "delivered" for d in _deliveries(db)), what="3 deliveries")

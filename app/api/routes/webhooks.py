@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from sqlalchemy import select, update
 
-from app.api.deps import SessionDep
+from app.api.deps import SessionDep, SettingsDep
 from app.api.openapi import problem_responses
 from app.api.params import RowId
 from app.api.problems import Problem
@@ -24,6 +24,7 @@ from app.schemas import (
     WebhookPublic,
 )
 from app.vocabulary import utcnow
+from app.webhook_targets import TargetPolicy
 from app.webhooks import new_secret
 
 router = APIRouter(tags=["webhooks"])
@@ -37,8 +38,11 @@ def _get(session: Any, hook_id: int) -> Webhook:
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookCreated,
-             summary="Register a webhook; the secret is shown only here", responses=problem_responses(422))
-def create_webhook(body: WebhookCreate, session: SessionDep) -> WebhookCreated:
+             summary="Register a webhook; the secret is shown only here",
+             responses=problem_responses(422, s422="a bad URL or event, or a target the service does not "
+                                                   "send to (loopback, link-local, metadata, unspecified)"))
+def create_webhook(body: WebhookCreate, session: SessionDep, settings: SettingsDep) -> WebhookCreated:
+    TargetPolicy.from_settings(settings).check(body.url, resolve_required=False)  # RefusedTarget: 422
     hook = Webhook(url=body.url, events=body.events, secret=body.secret or new_secret(), active=True,
                    created_at=utcnow())
     session.add(hook)
