@@ -78,8 +78,8 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             service.engine, service.engine_error = load_engine(settings)
             service.pipeline, service.ingest_error = start_ingest(settings, service.db)
             # webhook deliveries: queued in the database, sent by this background thread (app/webhooks.py)
-            service.webhooks = DeliveryWorker(service.db.sessionmaker,
-                                              targets=TargetPolicy.from_settings(settings))
+            targets = TargetPolicy.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)
+            service.webhooks = DeliveryWorker(service.db.sessionmaker, targets=targets)
             service.webhooks.start()
     except BaseException:
         service.stop()

@@ -11,13 +11,9 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from app.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from app.settings import Settings
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,10 +50,6 @@ class TargetPolicy:
     def of(cls, allowed: Sequence[str] = ALL_NETWORKS, refused: Sequence[str] = REFUSED_BY_DEFAULT
            ) -> TargetPolicy:
         return cls(parse_networks(allowed, "allowed networks"), parse_networks(refused, "refused networks"))
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> TargetPolicy:
-        return cls.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)
 
     def permits(self, address: Address) -> bool:
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

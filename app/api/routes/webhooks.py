@@ -42,7 +42,8 @@ def _get(session: Any, hook_id: int) -> Webhook:
              responses=problem_responses(422, s422="a bad URL or event, or a target the service does not "
                                                    "send to (loopback, link-local, metadata, unspecified)"))
 def create_webhook(body: WebhookCreate, session: SessionDep, settings: SettingsDep) -> WebhookCreated:
-    TargetPolicy.from_settings(settings).check(body.url, resolve_required=False)  # RefusedTarget: 422
+    targets = TargetPolicy.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)
+    targets.check(body.url, resolve_required=False)  # RefusedTarget: a 422 problem
     hook = Webhook(url=body.url, events=body.events, secret=body.secret or new_secret(), active=True,
                    created_at=utcnow())
     session.add(hook)
