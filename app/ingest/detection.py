@@ -19,6 +19,7 @@ from app.ingest.capture import Job
 from app.ingest.config import CameraConfig, CamerasConfigError, CamerasFile, PipelineConfig
 from app.ingest.frame_images import prepare_images
 from app.ingest.queues import FrameHub
+from app.ingest.sources import derive_frame_uid
 from app.ingest.writer import DbWriter, Item
 from app.inspection import CameraContext, Timings, inspect_frame, run_detector
 
@@ -146,8 +147,10 @@ class DetectionWorkers:
         for job, (dets, (inf_ms, post_ms)) in zip(batch, found, strict=True):
             cam, frame = job.camera, job.frame
             timings = Timings(inference_ms=float(inf_ms), postprocess_ms=float(post_ms))
+            uid = derive_frame_uid(cam.cfg.id, frame.origin) if frame.origin else None  # None: random
             result = inspect_frame(frame.image, dets, model_version=self.engine.version, context=cam.context,
-                                   captured_at=frame.captured_at, timings=timings, source="stream")
+                                   captured_at=frame.captured_at, timings=timings, source="stream",
+                                   frame_uid=uid)
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()

@@ -8,10 +8,12 @@ are never finished: their end of stream is a failure too.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +45,25 @@ class Frame:
     truth: list[TruthBox] | None = None  # simulator ground truth
     name: str | None = None  # file name for folder sources
     meta: dict = field(default_factory=dict)
+    origin: str = ""  # where exactly the frame came from; the same frame read again has the same origin
+
+
+def file_identity(path: Path) -> str:
+    """A file as it is now: its path, size and modification time (a changed file is another file)."""
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def live_origin(session: str, index: int, captured_at: datetime) -> str:
+    """A live frame: the capture session (new at every connect, so positions that restart after a
+    reconnect never collide), its position in the session and its capture time in nanoseconds."""
+    return f"live:{session}:{index}:{int(captured_at.timestamp() * 1e9)}"
+
+
+def derive_frame_uid(camera_id: str, origin: str) -> str:
+    """The frame's uid: the same camera reading the same frame again (a restart, a replay) gets the same
+    uid, so it is stored once. 32 hex characters, within the uid rules (1-64 of A-Z a-z 0-9 _ -)."""
+    return hashlib.sha256(f"{camera_id}\n{origin}".encode()).hexdigest()[:32]
 
 
 def _now() -> tuple[datetime, float]:
@@ -82,6 +103,7 @@ class OpenCVSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
         self._index = 0
+        self._identity = ""  # the file, or this connection's capture session
 
     def describe(self) -> str:
         return f"usb:{self.target}" if isinstance(self.target, int) else redact(str(self.target))
@@ -102,6 +124,7 @@ class OpenCVSource(Source):
         with self._lock:
             self._cap = cap
         self._index = 0
+        self._identity = uuid.uuid4().hex if self.live else "file:" + file_identity(Path(str(self.target)))
 
     def read(self) -> Frame | None:
         cap = self._cap
@@ -115,7 +138,9 @@ class OpenCVSource(Source):
             if self.live:
                 raise SourceError(f"no frame from {self.describe()}")
             return None
-        frame = Frame(image, self._index, captured_at, t)
+        origin = (live_origin(self._identity, self._index, captured_at) if self.live
+                  else f"{self._identity}:{self._index}")
+        frame = Frame(image, self._index, captured_at, t, origin=origin)
         self._index += 1
         return frame
 
@@ -155,7 +180,7 @@ class FolderSource(Source):
                 log.warning("skipping unreadable image %s", path)
                 continue
             captured_at, t = _now()
-            return Frame(image, index, captured_at, t, name=path.name)
+            return Frame(image, index, captured_at, t, name=path.name, origin="file:" + file_identity(path))
         return None
 
 
@@ -174,6 +199,7 @@ class SimulatorSource(Source):
         self._since_open = 0
         self._away_until = 0.0
         self._last_frames = int(cfg.seconds * cfg.fps) if cfg.seconds else None
+        self._session = ""
 
     def describe(self) -> str:
         c = self.cfg
@@ -184,6 +210,7 @@ class SimulatorSource(Source):
             raise SourceError("simulated camera is unplugged")
         self._opened = True
         self._since_open = 0
+        self._session = uuid.uuid4().hex
         if self._t0 is None:
             self._t0 = time.monotonic()
 
@@ -210,7 +237,10 @@ class SimulatorSource(Source):
         captured_at, t = _now()
         self._next = index + 1
         self._since_open += 1
-        return Frame(image, index, captured_at, t, truth=truth)
+        # a paced, endless line is live; otherwise the same parameters draw the same frames
+        origin = (live_origin(self._session, index, captured_at) if self.live
+                  else f"sim:{self.sim.images_dir}:{self.cfg.model_dump_json()}:{index}")
+        return Frame(image, index, captured_at, t, truth=truth, origin=origin)
 
     def close(self) -> None:
         self._opened = False
