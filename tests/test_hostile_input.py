@@ -80,3 +80,21 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised(client, formula: str)
     rows = list(csv.DictReader(io.StringIO(client.get("/api/v1/inspections?format=csv").text)))
     assert [r["part_id"] for r in rows] == ["'" + formula]
     assert rows[0]["camera_id"] == "cam-1"  # ordinary cells stay as they are
+
+
+def test_readyz_says_the_database_is_down_without_naming_its_host(app_settings) -> None:
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    secret_host = "db-internal.plant.example"
+    with TestClient(create_app(app_settings)) as client:
+        # point the running service at a database that cannot answer (port 1 refuses at once)
+        from app.api.deps import service_of
+        from app.db.session import Database
+
+        service = service_of(client.app)
+        service.db = Database(f"postgresql+psycopg://inspect:pw@{secret_host}:1/inspect?connect_timeout=2")
+        body = assert_problem(client.get("/readyz"), 503)
+    assert body["reasons"] == ["database unreachable"]
+    assert secret_host not in str(body) and ":1" not in body["detail"]
