@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
@@ -174,25 +174,47 @@ class DeliveryWorker:
 
     # -- one pass ---------------------------------------------------------------------------------
     def run_once(self) -> int:
-        """Try every due delivery once; returns how many were attempted."""
+        """Try every due delivery once; returns how many this worker attempted. Each delivery is claimed
+        before it is sent (see ``claim``), so two processes on one database never send the same one."""
         now = utcnow()
         with self.session_factory() as session:
-            stmt = (
-                select(WebhookDelivery, Webhook)
-                .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+            due = session.scalars(
+                select(WebhookDelivery.id)
                 .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
                 .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
                 .limit(self.policy.batch_size)
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True, of=WebhookDelivery)
-            due = session.execute(stmt).all()
-            for delivery, hook in due:
+            ).all()
+            sent = 0
+            for delivery_id in due:
                 if self._stop.is_set():
                     break
+                if not self.claim(session, delivery_id):
+                    continue  # another worker took it
+                delivery = session.get(WebhookDelivery, delivery_id, populate_existing=True)
+                hook = session.get(Webhook, delivery.webhook_id) if delivery is not None else None
+                if delivery is None or hook is None:
+                    continue
                 self._attempt(delivery, hook)
                 session.commit()
-            return len(due)
+                sent += 1
+            return sent
+
+    def claim(self, session: Session, delivery_id: int) -> bool:
+        """Take a due delivery for this worker: one atomic UPDATE moves its ``next_attempt_at`` past the
+        send timeout, on condition that it is still pending and due. Of two workers, exactly one sees
+        the row change (SQLite and PostgreSQL alike); if this one dies mid-send, the delivery is due
+        again once the lease ends (at-least-once delivery)."""
+        now = utcnow()
+        lease = now + timedelta(seconds=self.policy.timeout_s * 2 + 30)
+        claimed = session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == "pending",
+                   WebhookDelivery.next_attempt_at <= now)
+            .values(next_attempt_at=lease)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        session.commit()
+        return claimed == 1
 
     def _attempt(self, delivery: WebhookDelivery, hook: Webhook) -> None:
         if not hook.active:

@@ -295,3 +295,34 @@ def test_worker_thread_delivers_in_the_background(database_url, receiver):
         assert sorted(json.loads(b)["data"]["id"] for _, b in receiver.requests) == [1, 2, 3]
     finally:
         db.dispose()
+
+
+def test_two_workers_on_one_database_never_send_the_same_delivery(database_url, receiver):
+    """Two service processes share one database and one webhook: each delivery is claimed before it
+    is sent, so the receiver sees every delivery exactly once (SQLite and PostgreSQL)."""
+    db = Database(database_url)
+    try:
+        _queue(db, receiver.url, n=40)
+        workers = [DeliveryWorker(db.sessionmaker, DeliveryPolicy(batch_size=40), targets=LAB)
+                   for _ in range(2)]
+        start = threading.Barrier(2)
+        sent: list[int] = [0, 0]
+
+        def run(k: int) -> None:
+            start.wait()
+            while (done := workers[k].run_once()) > 0:
+                sent[k] += done
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        ids = [headers["x-inspect-delivery"] for headers, _ in receiver.requests]
+        assert len(ids) == 40 and len(set(ids)) == 40, sorted(ids)  # every delivery, none twice
+        assert sum(sent) == 40
+        assert all(d.status == "delivered" and d.attempts == 1 for d in _deliveries(db))
+        for w in workers:
+            w.stop()
+    finally:
+        db.dispose()
