@@ -319,3 +319,20 @@ def test_start_up_problems_are_one_line_before_anything_starts(command: str, tin
         assert "\n" not in err and "is in use by another process" in err and "INSPECT_DATA_DIR" in err
     finally:
         held.close()
+
+
+def test_a_second_demo_service_on_the_same_data_folder_stops_with_one_line(tmp_path, tiny_model_path,
+                                                                          monkeypatch, capsys) -> None:
+    monkeypatch.delenv("INSPECT_CAMERAS_FILE", raising=False)
+    monkeypatch.setenv("INSPECT_MODEL_PATH", str(tiny_model_path))
+    monkeypatch.setenv("INSPECT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("INSPECT_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    from app.ingest.journal import Journal
+
+    held = Journal(tmp_path / "data" / "journal")  # the first `serve --demo` on this data folder
+    try:
+        assert cli_main(["serve", "--demo", "--port", "8126"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "is in use by another process" in err, err
+    finally:
+        held.close()
