@@ -414,6 +414,113 @@ async function loadImage(inspectionId) {
 
 function classColor(id) { return PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length]; }
 
+/* Box drawing ----------------------------------------------------------------------------------- */
+const REJECTED_COLOR = "#9aa3ad";
+const SELECTED_RING = "#ffffff";            // the selected box: a white ring around its class-coloured outline
+const SELECTED_HALO = "rgba(0, 0, 0, 0.6)"; // a dark band under the ring, so it shows on bright steel too
+const LABEL_FONT_PX = 14;                   // CSS pixels as the operator sees them
+
+/* Where a box's label goes, in canvas pixels (inclusive, like app/annotate.py place_label): above the box
+   where it fits, else below it, else inside its top edge (a box as tall as the frame); shifted left at the
+   right edge, so the whole label stays inside the frame. Returns the filled rectangle (x1, y1)-(x2, y2) and
+   the text origin (alphabetic baseline). */
+function placeLabel(box, textW, textH, baseline, frameW, frameH) {
+  const [bx1, by1, , by2] = box;
+  const height = textH + baseline + 4;
+  const width = Math.min(textW + 4, frameW);
+  let top;
+  if (by1 - height >= 0) top = by1 - height;
+  else if (by2 + height <= frameH - 1) top = by2 + 1;
+  else top = Math.max(0, Math.min(by1, frameH - height));
+  const left = Math.max(0, Math.min(bx1, frameW - 1 - width));
+  const bottom = Math.min(frameH - 1, top + height);
+  return { x1: left, y1: top, x2: Math.min(frameW - 1, left + width), y2: bottom,
+    textX: left + 2, textY: bottom - baseline - 1 };
+}
+
+/* Black or white, whichever contrasts more with the background "#rrggbb" (WCAG relative luminance). */
+function labelTextColor(background) {
+  const channel = (i) => {
+    const c = parseInt(background.slice(1 + 2 * i, 3 + 2 * i), 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  };
+  const lum = 0.2126 * channel(0) + 0.7152 * channel(1) + 0.0722 * channel(2);
+  return (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) ? "#000000" : "#ffffff";
+}
+
+/* The defect's box and label as drawn on a canvas of frameW x frameH at the given scale. */
+function boxLook(o, scale, frameW, frameH) {
+  const rejected = o.review_status === "rejected";
+  const reclassified = o.review_status === "reclassified";
+  const name = reclassified && o.reviewed_class_name ? o.reviewed_class_name : o.class_name;
+  const cid = reclassified && o.reviewed_class_id != null ? o.reviewed_class_id : o.class_id;
+  const [x1, y1, x2, y2] = o.box.map((v) => v * scale);
+  const box = [Math.round(Math.max(0, x1)), Math.round(Math.max(0, y1)),
+    Math.round(Math.min(frameW - 1, x2)), Math.round(Math.min(frameH - 1, y2))];
+  return { rejected, name, box, color: rejected ? REJECTED_COLOR : classColor(cid),
+    text: `${name} ${o.confidence.toFixed(2)}` };
+}
+
+function strokeBox(ctx, [x1, y1, x2, y2]) { ctx.strokeRect(x1, y1, x2 - x1, y2 - y1); }
+
+/* Draws the boxes, then the labels on top (the selected one last), and returns what was drawn:
+   one record per label with its text, rectangle, colours and, for the selected box, its ring. */
+function drawDefects(ctx, defects, selectedId, scale, fontPx) {
+  const W = ctx.canvas.width;
+  const H = ctx.canvas.height;
+  const ordered = defects.filter((o) => o.id !== selectedId).concat(defects.filter((o) => o.id === selectedId));
+  const looks = ordered.map((o) => ({ id: o.id, selected: o.id === selectedId, ...boxLook(o, scale, W, H) }));
+  const drawn = [];
+  for (const look of looks) {
+    ctx.save();
+    if (look.rejected) ctx.setLineDash([6, 4]);
+    let ring = null;
+    if (look.selected) {
+      const [x1, y1, x2, y2] = look.box;
+      ring = [Math.max(1, x1 - 5), Math.max(1, y1 - 5), Math.min(W - 1, x2 + 5), Math.min(H - 1, y2 + 5)];
+      ctx.strokeStyle = SELECTED_HALO;
+      ctx.lineWidth = 10;
+      strokeBox(ctx, ring);
+      ctx.strokeStyle = look.color;
+      ctx.lineWidth = 3;
+      strokeBox(ctx, look.box);
+      ctx.setLineDash([]);
+      ctx.strokeStyle = SELECTED_RING;
+      ctx.lineWidth = 2;
+      strokeBox(ctx, ring);
+    } else {
+      ctx.globalAlpha = 0.55;
+      ctx.strokeStyle = look.color;
+      ctx.lineWidth = 1.5;
+      strokeBox(ctx, look.box);
+    }
+    ctx.restore();
+    look.ring = ring;
+  }
+  ctx.font = `600 ${fontPx}px ui-monospace, monospace`;
+  ctx.textBaseline = "alphabetic";
+  for (const look of looks) {
+    const m = ctx.measureText(look.text);
+    const textW = Math.ceil(m.width);
+    const ascent = Math.ceil(m.fontBoundingBoxAscent ?? m.actualBoundingBoxAscent);
+    const descent = Math.ceil(m.fontBoundingBoxDescent ?? m.actualBoundingBoxDescent);
+    const at = placeLabel(look.box, textW, ascent, descent, W, H);
+    const textColor = labelTextColor(look.color);
+    ctx.fillStyle = look.color;
+    ctx.fillRect(at.x1, at.y1, at.x2 - at.x1 + 1, at.y2 - at.y1 + 1);
+    ctx.fillStyle = textColor;
+    ctx.fillText(look.text, at.textX, at.textY);
+    drawn.push({
+      defectId: look.id, text: look.text, className: look.name, selected: look.selected,
+      rejected: look.rejected, box: look.box, background: look.color, textColor,
+      x: at.x1, y: at.y1, width: at.x2 - at.x1 + 1, height: at.y2 - at.y1 + 1,
+      textX: at.textX, textY: at.textY, textWidth: textW,
+      ring: look.ring && { color: SELECTED_RING, lineWidth: 2, box: look.ring },
+    });
+  }
+  return drawn;
+}
+
 function drawImage() {
   const canvas = $("#image-canvas");
   const ctx = canvas.getContext("2d");
@@ -425,6 +532,8 @@ function drawImage() {
     ctx.fillStyle = "#0c0f12";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
     note.textContent = !d ? "Nothing selected" : img && img.error ? `No image: ${img.error}` : "Loading…";
+    canvas.drawnLabels = [];
+    canvas.dataset.drawn = "";
     return;
   }
   note.textContent = "";
@@ -435,36 +544,12 @@ function drawImage() {
   canvas.height = bitmap.height * scale;
   ctx.imageSmoothingEnabled = scale === 1;
   ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-  const all = d.inspection.defects || [];
-  const ordered = all.filter((o) => o.id !== d.id).concat(all.filter((o) => o.id === d.id));
-  for (const o of ordered) {
-    const selected = o.id === d.id;
-    const rejected = o.review_status === "rejected";
-    const name = o.review_status === "reclassified" && o.reviewed_class_name ? o.reviewed_class_name : o.class_name;
-    const cid = o.review_status === "reclassified" && o.reviewed_class_id !== null ? o.reviewed_class_id : o.class_id;
-    const [x1, y1, x2, y2] = o.box.map((v) => v * scale);
-    ctx.save();
-    ctx.globalAlpha = selected ? 1 : 0.55;
-    ctx.strokeStyle = rejected ? "#9aa3ad" : classColor(cid);
-    ctx.lineWidth = selected ? 3 : 1.5;
-    if (rejected) ctx.setLineDash([6, 4]);
-    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    if (selected) {
-      ctx.setLineDash([]);
-      ctx.strokeStyle = "#ffffff";
-      ctx.lineWidth = 1;
-      ctx.strokeRect(x1 - 3, y1 - 3, x2 - x1 + 6, y2 - y1 + 6);
-    }
-    const label = `${name} ${o.confidence.toFixed(2)}`;
-    ctx.font = "600 13px ui-monospace, monospace";
-    const tw = ctx.measureText(label).width + 8;
-    const ty = y1 >= 18 ? y1 - 18 : y2;
-    ctx.fillStyle = rejected ? "#9aa3ad" : classColor(cid);
-    ctx.fillRect(x1, ty, tw, 18);
-    ctx.fillStyle = "#111";
-    ctx.fillText(label, x1 + 4, ty + 13);
-    ctx.restore();
-  }
+  // the label text keeps its size on screen where the page shows the canvas shrunk
+  const shown = canvas.getBoundingClientRect().width;
+  const fontPx = Math.round(LABEL_FONT_PX * Math.max(1, shown > 0 ? canvas.width / shown : 1));
+  // What was drawn, for tests and for anyone inspecting the page; the operator sees only the pixels.
+  canvas.drawnLabels = drawDefects(ctx, d.inspection.defects || [], d.id, scale, fontPx);
+  canvas.dataset.drawn = `${d.inspection.id}:${d.id}`;
 }
 
 async function review(action, className) {
@@ -642,6 +727,7 @@ function init() {
   initKeyDialog();
   window.addEventListener("hashchange", () => showView(location.hash.slice(1)));
   document.addEventListener("keydown", onKey);
+  window.addEventListener("resize", () => { if (state.view === "review") drawImage(); });
   $("#review-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadQueue(true); });
   $("#stats-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadStats(); });
   $("#queue-more").addEventListener("click", () => loadQueue(false));
