@@ -5,44 +5,24 @@ page that exactly fills the limit, and cursors that belong to another query."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import numpy as np
 import pytest
+from db_helpers import NAMES, Frame, store_frames
 from sqlalchemy import select
 
 from app.db.models import Defect, Inspection
 from app.db.queries import MAX_LIMIT, Filters, QueryError, Sort, fetch_page
 from app.db.session import Database
-from app.detections import Detections
-from app.inspection import inspect_frame, persist_results
 
-NAMES = ("crazing", "patches", "scratches")
 T0 = datetime(2026, 5, 4, 8, 0, tzinfo=UTC)
 # minutes after T0 per frame, stored in frame_uid order (so ids follow it): ties spread over the ids
 OFFSETS = [5, 0, 5, 0, 3, 5, 0, 3, 5, 0]
-NO_IMAGES = Path("/nonexistent")  # image_policy="never": nothing is written
-
-
-def _defects(n: int) -> Detections:
-    boxes = np.tile(np.array([[1, 1, 5, 5]], np.float32), (n, 1))
-    return Detections(boxes, np.full(n, 0.9, np.float32), np.arange(n) % len(NAMES), NAMES)
 
 
 def store(db: Database, offsets: list[int], defects_per_frame: int = 0) -> None:
-    """One frame per offset (no image stored), in frame_uid order."""
-    frame = np.zeros((8, 8, 3), np.uint8)
-    results = [inspect_frame(frame, _defects(defects_per_frame), model_version="v", frame_uid=f"f{i:05d}",
-                             captured_at=T0 + timedelta(minutes=m)) for i, m in enumerate(offsets)]
-    with db.session() as s:
-        persist_results(s, results, data_dir=NO_IMAGES, image_policy="never", load_rows=False)
-
-
-@pytest.fixture
-def db(database_url):
-    database = Database(database_url)
-    yield database
-    database.dispose()
+    """One frame per offset, in frame_uid order (so ids follow the list)."""
+    boxes = [(NAMES[k % len(NAMES)], 0.9, (1.0, 1.0, 5.0, 5.0)) for k in range(defects_per_frame)]
+    store_frames(db, [Frame(f"f{i:05d}", T0 + timedelta(minutes=m), boxes) for i, m in enumerate(offsets)])
 
 
 def key(item, kind: str) -> tuple[datetime, int]:
