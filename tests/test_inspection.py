@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from db_helpers import allow, refuse
 from sqlalchemy import select
 
 from app.db import repository
@@ -78,52 +79,10 @@ def test_persist_batch_idempotent_and_images_by_policy(database_url, tmp_path):
     db.dispose()
 
 
-# Two real ways a batch fails after its image file is written (persist_results writes a frame's file
-# once its inspection row is inserted, and commits at the end), each set up on both backends:
-# - "delivery": a trigger refuses the inspection.ng webhook delivery, which the session flushes at commit;
-# - "deferred-fk": every inspection row inserts a reference that a deferred foreign key refuses only
-#   when the transaction commits.
-_REFUSE_AFTER_THE_WRITE = {
-    ("delivery", "sqlite"): [
-        "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries "
-        "BEGIN SELECT RAISE(ABORT, 'deliveries refused'); END",
-    ],
-    ("delivery", "postgresql"): [
-        "CREATE FUNCTION refuse_delivery() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "RAISE EXCEPTION 'deliveries refused' USING ERRCODE = 'integrity_constraint_violation'; END $$",
-        "CREATE TRIGGER refuse_deliveries BEFORE INSERT ON webhook_deliveries "
-        "FOR EACH ROW EXECUTE FUNCTION refuse_delivery()",
-    ],
-    ("deferred-fk", "sqlite"): [
-        "CREATE TABLE audit_parents (id INTEGER PRIMARY KEY)",
-        "CREATE TABLE audit_refs (inspection_id INTEGER "
-        "REFERENCES audit_parents (id) DEFERRABLE INITIALLY DEFERRED)",
-        "CREATE TRIGGER audit_inspections AFTER INSERT ON inspections "
-        "BEGIN INSERT INTO audit_refs VALUES (NEW.id); END",
-    ],
-    ("deferred-fk", "postgresql"): [
-        "CREATE TABLE audit_parents (id BIGINT PRIMARY KEY)",
-        "CREATE TABLE audit_refs (inspection_id BIGINT "
-        "REFERENCES audit_parents (id) DEFERRABLE INITIALLY DEFERRED)",
-        "CREATE FUNCTION audit_inspection() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "INSERT INTO audit_refs VALUES (NEW.id); RETURN NEW; END $$",
-        "CREATE TRIGGER audit_inspections AFTER INSERT ON inspections "
-        "FOR EACH ROW EXECUTE FUNCTION audit_inspection()",
-    ],
-}
-_UNDO_REFUSAL = {
-    ("delivery", "sqlite"): "DROP TRIGGER refuse_deliveries",
-    ("delivery", "postgresql"): "DROP TRIGGER refuse_deliveries ON webhook_deliveries",
-    ("deferred-fk", "sqlite"): "DROP TRIGGER audit_inspections",
-    ("deferred-fk", "postgresql"): "DROP TRIGGER audit_inspections ON inspections",
-}
-
-
 @pytest.mark.parametrize("refusal", ["delivery", "deferred-fk"])
 def test_failed_commit_removes_the_images_it_wrote(database_url, tmp_path, refusal):
     """The batch fails at commit, after its image file was written: the file is removed again, no row
     stays, and the same results can be stored once the database takes them."""
-    from sqlalchemy import text
     from sqlalchemy.exc import IntegrityError
 
     from app.db.models import Webhook
@@ -132,9 +91,8 @@ def test_failed_commit_removes_the_images_it_wrote(database_url, tmp_path, refus
     data_dir = tmp_path / "data"
     with db.session() as s:
         s.add(Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32))
-        for sql in _REFUSE_AFTER_THE_WRITE[refusal, db.backend]:
-            s.execute(text(sql))
         s.commit()
+    refuse(db, refusal)
     frame = np.full((40, 60, 3), 200, np.uint8)
     when = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     results = [inspect_frame(frame, dets(), model_version="v", captured_at=when, frame_uid=f"uid-{i}")
@@ -145,8 +103,7 @@ def test_failed_commit_removes_the_images_it_wrote(database_url, tmp_path, refus
     assert [r.image_path for r in results] == [None, None]
     with db.session() as s:
         assert repository.count_rows(s, Inspection) == 0 and repository.count_rows(s, Defect) == 0
-        s.execute(text(_UNDO_REFUSAL[refusal, db.backend]))
-        s.commit()
+    allow(db, refusal)
     with db.session() as s:
         stored = persist_results(s, results, data_dir=data_dir)
     paths = ["images/2026/11/27/uid-0.jpg", "images/2026/11/27/uid-1.jpg"]
