@@ -195,6 +195,16 @@ def database_url(empty_database_url: str) -> str:
     return empty_database_url
 
 
+@pytest.fixture
+def db(database_url: str) -> Iterator[Any]:
+    """A ``Database`` on the migrated database (SQLite, and PostgreSQL when configured)."""
+    from app.db.session import Database
+
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
 # -- the app ----------------------------------------------------------------------------------------
 @pytest.fixture
 def app_settings(database_url: str, tiny_model_path: Path, tmp_path: Path):

@@ -261,3 +261,37 @@ def test_a_journal_held_by_another_process_is_refused_until_that_process_dies(tm
         holder.kill()  # a crash: the OS drops the lock with the process
         holder.wait()
     Journal(tmp_path / "j").close()
+
+
+def test_a_row_the_database_refuses_leaves_no_image_or_crop_files(database_url: str, tmp_path: Path) -> None:
+    """An NG row whose commit the database refuses for good (a trigger refuses its webhook delivery) is
+    set aside in rejected.jsonl; its frame file, written before the commit, is removed and its crops are
+    never written. The OK row of the same batch is stored with its image."""
+    from db_helpers import refuse
+
+    from app.db.models import Webhook
+    from app.inspection import apply_image_policy
+
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32))
+        s.commit()
+    refuse(db, "delivery")
+    data_dir = tmp_path / "data"
+    ng, ok = make_item(1, ng=True), make_item(2, ng=False)
+    for item in (ng, ok):
+        item.result.image = np.full((48, 64, 3), 100, np.uint8)
+        apply_image_policy(item.result, "always")
+    ng.crops = [b"crop-0"]
+    writer = DbWriter(db, Journal(tmp_path / "journal"), data_dir, batch_rows=2, batch_ms=10)
+    writer.submit_many([ng, ok])
+    writer.start()
+    writer.stop()
+    assert (writer.rejected, writer.committed) == (1, 1)
+    assert stored(db)[2] == ["uid-00002"]
+    files = sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file())
+    assert files == [ok.result.image_path] and ok.result.image_path.endswith("/uid-00002.jpg")
+    lines = (tmp_path / "journal" / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
+    rejected = [json.loads(line) for line in lines]
+    assert [r["frame_uid"] for r in rejected] == ["uid-00001"]
+    db.dispose()

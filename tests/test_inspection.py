@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from db_helpers import allow, refuse
 from sqlalchemy import select
 
 from app.db import repository
@@ -78,19 +79,36 @@ def test_persist_batch_idempotent_and_images_by_policy(database_url, tmp_path):
     db.dispose()
 
 
-def test_failed_transaction_removes_written_images(database_url, tmp_path):
+@pytest.mark.parametrize("refusal", ["delivery", "deferred-fk"])
+def test_failed_commit_removes_the_images_it_wrote(database_url, tmp_path, refusal):
+    """The batch fails at commit, after its image file was written: the file is removed again, no row
+    stays, and the same results can be stored once the database takes them."""
+    from sqlalchemy.exc import IntegrityError
+
+    from app.db.models import Webhook
+
     db = Database(database_url)
+    data_dir = tmp_path / "data"
+    with db.session() as s:
+        s.add(Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32))
+        s.commit()
+    refuse(db, refusal)
     frame = np.full((40, 60, 3), 200, np.uint8)
-    bad = inspect_frame(frame, dets(), model_version="v" * 200, frame_uid="too-long-version")  # > String(128)
-    bad.detections = dets()
+    when = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    results = [inspect_frame(frame, dets(), model_version="v", captured_at=when, frame_uid=f"uid-{i}")
+               for i in range(2)]
+    with db.session() as s, pytest.raises(IntegrityError):
+        persist_results(s, results, data_dir=data_dir, image_policy="always")
+    assert [p for p in data_dir.rglob("*") if p.is_file()] == []
+    assert [r.image_path for r in results] == [None, None]
     with db.session() as s:
-        if db.backend == "sqlite":  # SQLite does not enforce VARCHAR lengths: force a failure instead
-            bad.verdict = None  # NOT NULL
-        with pytest.raises(Exception):  # noqa: B017 - the driver's own integrity/data error
-            persist_results(s, [bad], data_dir=tmp_path, image_policy="always")
-    assert [p for p in tmp_path.rglob("*.jpg")] == []
+        assert repository.count_rows(s, Inspection) == 0 and repository.count_rows(s, Defect) == 0
+    allow(db, refusal)
     with db.session() as s:
-        assert repository.count_rows(s, Inspection) == 0
+        stored = persist_results(s, results, data_dir=data_dir)
+    paths = ["images/2026/11/27/uid-0.jpg", "images/2026/11/27/uid-1.jpg"]
+    assert [x.row.image_path for x in stored] == paths
+    assert sorted(p.relative_to(data_dir).as_posix() for p in data_dir.rglob("*") if p.is_file()) == paths
     db.dispose()
 
 
