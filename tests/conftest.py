@@ -237,3 +237,15 @@ def neu_det_dir() -> Path:
 def neu_sample() -> Path:
     """The NEU-DET sample shipped in the package: images/, labels/, data.yaml, val.txt."""
     return NEU_SAMPLE
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Four small PNG frames of different brightness, named 000.png ... 003.png."""
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((48, 80, 3), 40 * i, np.uint8))
+    return folder

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -27,19 +26,10 @@ def ultra_preds() -> np.ndarray:
     return rows.T.copy()
 
 
-@pytest.fixture
-def frames_dir(tmp_path: Path) -> Path:
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(folder / f"{i}.png"), np.full((48, 80, 3), 40 * i, np.uint8))
-    return folder
-
-
-def test_missing_ultralytics_is_a_clear_cli_error(make_detector_model, frames_dir, monkeypatch, capsys):
+def test_missing_ultralytics_is_a_clear_cli_error(make_detector_model, image_folder, monkeypatch, capsys):
     model = make_detector_model(ultra_preds(), layout="ultralytics", raw_metadata=ULTRA_META)
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # import ultralytics -> ImportError
-    code = cli_main(["bench", "ultralytics", "--onnx", str(model), "--frames", str(frames_dir),
+    code = cli_main(["bench", "ultralytics", "--onnx", str(model), "--frames", str(image_folder),
                      "--seconds", "0.1"])
     assert code == 2
     err = capsys.readouterr().err
@@ -47,24 +37,24 @@ def test_missing_ultralytics_is_a_clear_cli_error(make_detector_model, frames_di
     assert "pip install '.[ultralytics]'" in err
 
 
-def test_export_without_ultralytics_names_the_install(tmp_path, frames_dir, monkeypatch, capsys):
+def test_export_without_ultralytics_names_the_install(tmp_path, image_folder, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ultralytics", None)
     code = cli_main(["bench", "ultralytics", "--export", "yolo11n.yaml", "--onnx", str(tmp_path / "m.onnx"),
-                     "--frames", str(frames_dir)])
+                     "--frames", str(image_folder)])
     assert code == 2
     assert INSTALL_HINT in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
 
 
-def test_yolov5_layout_and_missing_files_are_refused(make_detector_model, frames_dir, tmp_path, capsys):
+def test_yolov5_layout_and_missing_files_are_refused(make_detector_model, image_folder, tmp_path, capsys):
     yolov5 = make_detector_model(np.concatenate([np.array([[32, 32, 16, 16, 0.9, 0.9, 0.1, 0.1]], np.float32),
                                                  np.zeros((13, 8), np.float32)]), layout="yolov5")
-    assert cli_main(["bench", "ultralytics", "--onnx", str(yolov5), "--frames", str(frames_dir)]) == 2
+    assert cli_main(["bench", "ultralytics", "--onnx", str(yolov5), "--frames", str(image_folder)]) == 2
     err = capsys.readouterr().err
     assert str(yolov5) in err and "layout yolov5" in err and "[N, 4+nc, A]" in err
 
     missing = tmp_path / "nope.onnx"
-    assert cli_main(["bench", "ultralytics", "--onnx", str(missing), "--frames", str(frames_dir)]) == 2
+    assert cli_main(["bench", "ultralytics", "--onnx", str(missing), "--frames", str(image_folder)]) == 2
     err = capsys.readouterr().err
     assert f"--onnx {missing}: file not found" in err and "--export" in err
 
@@ -105,13 +95,13 @@ def test_bench_command_does_not_import_ultralytics():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
-def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, frames_dir):
+def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, image_folder):
     from app.bench.pipeline import run_pipeline_bench
     from app.bench.ultralytics import UltralyticsBenchOptions, pipeline_part
 
-    args = pipeline_part(UltralyticsBenchOptions(onnx=tiny_model_path, frames=frames_dir, seconds=0.2,
+    args = pipeline_part(UltralyticsBenchOptions(onnx=tiny_model_path, frames=image_folder, seconds=0.2,
                                                  workers=1), seconds=1.0)
-    assert args.source == str(frames_dir) and args.loop and args.tile_size is None
+    assert args.source == str(image_folder) and args.loop and args.tile_size is None
     out = run_pipeline_bench(args)  # the options the ultralytics comparison passes are all there
     assert out["fps"] > 0 and out["engine_fps"] > 0 and out["decode_threads"] == 1
 
@@ -119,9 +109,9 @@ def test_pipeline_part_gets_every_bench_pipeline_option(tiny_model_path, frames_
 @pytest.mark.parametrize(("options", "key"), [(["--tile-size", "64", "--tile-overlap", "64"], "tile_overlap"),
                                                (["--tile-size", "0"], "tile_size"),
                                                (["--decode-threads", "-1"], "decode_threads")])
-def test_bench_pipeline_refuses_bad_camera_options_naming_the_key(tiny_model_path, frames_dir, capsys,
+def test_bench_pipeline_refuses_bad_camera_options_naming_the_key(tiny_model_path, image_folder, capsys,
                                                                    options, key):
-    assert cli_main(["bench", "pipeline", "--model", str(tiny_model_path), "--source", str(frames_dir),
+    assert cli_main(["bench", "pipeline", "--model", str(tiny_model_path), "--source", str(image_folder),
                      "--seconds", "1", *options]) == 2
     err = capsys.readouterr().err
     assert "bench pipeline options" in err and "cameras[0]" in err and key in err, err

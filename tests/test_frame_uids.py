@@ -36,32 +36,23 @@ def frames_of(source) -> list:
         source.close()
 
 
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    d = tmp_path / "frames"
-    d.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(d / f"{i:03d}.png"), np.full((32, 48, 3), 30 * i, np.uint8))
-    return d
-
-
 def uids(camera: str, source) -> list[str]:
     return [derive_frame_uid(camera, f.origin) for f in frames_of(source)]
 
 
-def test_reading_a_folder_again_gives_the_same_uids(folder: Path) -> None:
-    cam = CameraConfig(id="cam-a", source=str(folder))
+def test_reading_a_folder_again_gives_the_same_uids(image_folder: Path) -> None:
+    cam = CameraConfig(id="cam-a", source=str(image_folder))
     first, again = uids("cam-a", make_source(cam)), uids("cam-a", make_source(cam))
     assert first == again and len(set(first)) == 4
     assert all(len(u) == 32 and u.isalnum() for u in first)
     assert set(uids("cam-b", make_source(cam))).isdisjoint(first)  # another camera, other frames
 
 
-def test_a_changed_file_is_another_frame(folder: Path) -> None:
-    cam = CameraConfig(id="cam-a", source=str(folder))
+def test_a_changed_file_is_another_frame(image_folder: Path) -> None:
+    cam = CameraConfig(id="cam-a", source=str(image_folder))
     before = uids("cam-a", make_source(cam))
-    cv2.imwrite(str(folder / "001.png"), np.full((32, 48, 3), 200, np.uint8))
-    os.utime(folder / "001.png", ns=(1, 1))  # a different modification time, whatever the clock
+    cv2.imwrite(str(image_folder / "001.png"), np.full((32, 48, 3), 200, np.uint8))
+    os.utime(image_folder / "001.png", ns=(1, 1))  # a different modification time, whatever the clock
     after = uids("cam-a", make_source(cam))
     assert after[0] == before[0] and after[2:] == before[2:] and after[1] != before[1]
 

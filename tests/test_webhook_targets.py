@@ -60,6 +60,16 @@ def test_a_bad_network_in_the_settings_names_the_variable(monkeypatch) -> None:
         load_settings()
 
 
+def hook_and_event(db: Database, url: str, event_id: int) -> None:
+    """A webhook stored as it is (registration's check bypassed: stored before the policy changed) and
+    one queued event for every subscribed hook."""
+    with db.session() as session:
+        session.add(Webhook(url=url, events=["inspection.ng"], secret="s" * 20, active=True))
+        session.commit()
+        enqueue_event(session, "inspection.ng", {"id": event_id})
+        session.commit()
+
+
 def test_a_target_refused_at_send_time_fails_without_a_connection(database_url: str) -> None:
     """A webhook stored before the policy forbade its target (or whose name now resolves to loopback)
     is not sent: the delivery fails with the reason, and no connection reaches the listener."""
@@ -68,12 +78,7 @@ def test_a_target_refused_at_send_time_fails_without_a_connection(database_url: 
     port = listener.getsockname()[1]
     db = Database(database_url)
     try:
-        with db.session() as session:
-            session.add(Webhook(url=f"http://localhost:{port}/hook", events=["inspection.ng"],
-                                secret="x" * 20, active=True))
-            session.commit()
-            enqueue_event(session, "inspection.ng", {"id": 1})
-            session.commit()
+        hook_and_event(db, f"http://localhost:{port}/hook", 1)
         worker = DeliveryWorker(db.sessionmaker)  # the default policy: loopback refused
         assert worker.run_once() == 1
         with db.session() as session:
@@ -84,12 +89,7 @@ def test_a_target_refused_at_send_time_fails_without_a_connection(database_url: 
         # the listener never answers: the permitted attempt times out after connecting
         lab = DeliveryWorker(db.sessionmaker, DeliveryPolicy(timeout_s=0.5),
                              targets=TargetPolicy.of(refused=[]))
-        with db.session() as session:
-            session.add(Webhook(url=f"http://127.0.0.1:{port}/hook", events=["inspection.ng"],
-                                secret="y" * 20, active=True))
-            session.commit()
-            enqueue_event(session, "inspection.ng", {"id": 2})
-            session.commit()
+        hook_and_event(db, f"http://127.0.0.1:{port}/hook", 2)
         lab.run_once()
         listener.setblocking(True)
         listener.settimeout(5)
