@@ -1,0 +1,171 @@
+"""Mutation testing of the core record path, one module at a time against its own tests.
+
+    python scripts/mutation.py                    # every module below
+    python scripts/mutation.py postprocess codec  # chosen modules
+    python scripts/mutation.py --list             # the modules and their test selections
+
+Each module runs mutmut 3 in its own work folder (.mutation/<module>/, git-ignored) with a generated
+[tool.mutmut] table: only that module is mutated and only its selected test files run. mutmut copies the
+tree into .mutation/<module>/mutants and keeps results there, so a second run re-tests only changed
+mutants. The score printed per module is killed / (all mutants - equivalent); the mutants judged
+equivalent, and why, are listed in EQUIVALENT below and in docs/testing.md. PostgreSQL variants of the
+DB tests skip unless INSPECT_TEST_POSTGRES_URL is set; the recorded scores are SQLite-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".mutation"
+NEU_DET_ENV = "INSPECT_TEST_NEU_DET"
+
+
+@dataclass(frozen=True)
+class Target:
+    source: str
+    tests: tuple[str, ...]
+
+
+TARGETS: dict[str, Target] = {
+    "postprocess": Target(
+        "app/inference/postprocess.py",
+        ("tests/test_postprocess_boundaries.py", "tests/test_mut_postprocess.py"),
+    ),
+    "codec": Target(
+        "app/inspection/codec.py",
+        (
+            "tests/test_journal_roundtrip.py::test_a_journal_record_gives_back_every_field_of_its_result",
+            "tests/test_journal_roundtrip.py::test_a_record_from_before_image_ext_existed_reads_back_with_its_default",
+            "tests/test_mut_codec.py",
+        ),
+    ),
+    "rules": Target(
+        "app/inspection/rules.py",
+        ("tests/test_inspection.py", "tests/test_mut_rules.py"),
+    ),
+    "auth": Target("app/auth.py", ("tests/test_auth.py", "tests/test_mut_auth.py")),
+    "queries": Target(
+        "app/db/queries.py",
+        ("tests/test_api_mes.py", "tests/test_service.py", "tests/test_mut_queries.py"),
+    ),
+    "journal": Target(
+        "app/ingest/journal.py",
+        ("tests/test_journal_roundtrip.py", "tests/test_ingest_writer.py", "tests/test_mut_journal.py"),
+    ),
+    "writer": Target(
+        "app/ingest/writer.py",
+        ("tests/test_ingest_writer.py", "tests/test_mut_writer.py"),
+    ),
+    "store": Target(
+        "app/inspection/store.py",
+        ("tests/test_inspection.py", "tests/test_service.py", "tests/test_mut_store.py"),
+    ),
+}
+
+# mutant name -> why no test can tell it from the original. Names are mutmut's and stay stable while the
+# function's source is unchanged; a changed function is re-mutated and this table is re-checked.
+EQUIVALENT: dict[str, str] = {}
+
+KILLED = {1, 3, 36, -24, 24, 152, 255}  # mutmut's "killed" and "timeout" exit codes
+SURVIVED = {0}
+TIMEOUT = {36, -24, 24, 152, 255}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+
+
+def prepare(name: str, target: Target) -> Path:
+    """The module's work folder: links to the tree and a pyproject.toml holding only [tool.mutmut]."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in ("app", "models", "tests"):
+        link = work / entry
+        if not link.exists():
+            link.symlink_to(REPO / entry)
+    tests = [t for t in target.tests if (REPO / t.partition("::")[0]).exists()]
+    (work / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        f"source_paths = {_toml_list(['app'])}\n"
+        f"only_mutate = {_toml_list([target.source])}\n"
+        f"also_copy = {_toml_list(['models', 'tests'])}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-q'])}\n",
+        encoding="utf-8",
+    )
+    return work
+
+
+def tally(work: Path, target: Target) -> dict[str, object]:
+    meta = json.loads((work / "mutants" / (target.source + ".meta")).read_text(encoding="utf-8"))
+    codes: dict[str, int | None] = meta["exit_code_by_key"]
+    equivalent = sorted(m for m in codes if m in EQUIVALENT)
+    killed = sorted(m for m, c in codes.items() if c in KILLED and m not in EQUIVALENT)
+    survived = sorted(m for m, c in codes.items() if c not in KILLED and m not in EQUIVALENT)
+    countable = len(codes) - len(equivalent)
+    return {
+        "mutants": len(codes),
+        "killed": len(killed),
+        "timed_out": sum(1 for c in codes.values() if c in TIMEOUT),
+        "survived": len(survived),
+        "equivalent": len(equivalent),
+        "score": round(100 * len(killed) / countable, 1) if countable else 100.0,
+        "surviving": [f"{m} ({codes[m]})" for m in survived],
+        "stale_equivalent": [m for m in EQUIVALENT if m.startswith(_prefix(target)) and m not in codes],
+    }
+
+
+def _prefix(target: Target) -> str:
+    return target.source.removesuffix(".py").replace("/", ".") + "."
+
+
+def run(name: str, target: Target, fresh: bool) -> dict[str, object]:
+    work = prepare(name, target)
+    if fresh:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    env = dict(os.environ)
+    env.setdefault(NEU_DET_ENV, str(REPO.parent / "shared" / "datasets" / "neu-det"))
+    mutmut = Path(sys.executable).with_name("mutmut")
+    subprocess.run([str(mutmut), "run"], cwd=work, env=env, check=True)
+    return tally(work, target)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(TARGETS)}")
+    parser.add_argument("--fresh", action="store_true", help="discard earlier results of these modules")
+    parser.add_argument("--list", action="store_true", help="print the modules and their tests")
+    args = parser.parse_args()
+    names = args.modules or list(TARGETS)
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    if args.list:
+        for name in names:
+            print(f"{name}: {TARGETS[name].source} <- {' '.join(TARGETS[name].tests)}")
+        return 0
+    failed = 0
+    for name in names:
+        result = run(name, TARGETS[name], args.fresh)
+        print(f"== {name} ({TARGETS[name].source})")
+        for key in ("mutants", "killed", "timed_out", "survived", "equivalent", "score"):
+            print(f"   {key}: {result[key]}")
+        for mutant in result["surviving"]:
+            print(f"   survived: {mutant}")
+        for mutant in result["stale_equivalent"]:
+            print(f"   equivalent entry no longer generated: {mutant}")
+        failed += result["score"] < 90
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
