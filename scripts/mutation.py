@@ -58,7 +58,12 @@ TARGETS: dict[str, Target] = {
     ),
     "journal": Target(
         "app/ingest/journal.py",
-        ("tests/test_journal_roundtrip.py", "tests/test_ingest_writer.py", "tests/test_mut_journal.py"),
+        (
+            "tests/test_ingest_writer.py::test_journal_is_bounded",
+            "tests/test_ingest_writer.py::test_journal_folder_is_held_by_one_journal_at_a_time",
+            "tests/test_ingest_writer.py::test_replay_of_an_earlier_run_skips_rows_already_committed",
+            "tests/test_mut_journal.py",
+        ),
     ),
     "writer": Target(
         "app/ingest/writer.py",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,7 @@ def test_a_generated_key_has_the_documented_form_and_prefix() -> None:
     scheme, key_prefix, secret = key.split("_", 2)
     assert (scheme, key_prefix) == ("dik", prefix)
     assert len(prefix) == 8 and int(prefix, 16) >= 0
-    assert len(secret) >= 40
+    assert len(secret) == 43  # 32 random bytes, URL-safe base64 without padding
     assert auth.looks_like_key(key)
     assert auth.generate_key()[0] != key
     assert auth.hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
@@ -73,13 +74,14 @@ def test_create_key_stores_the_hash_and_a_clean_name(session: Session) -> None:
     assert (row.name, row.role, row.key_hash) == ("line 3 camera", "camera", auth.hash_key(key))
     assert key.startswith(f"dik_{row.prefix}_")
     assert row.id is not None and row.revoked_at is None and row.last_used_at is None
-    assert abs(row.created_at.replace(tzinfo=UTC) - datetime.now(UTC)) < timedelta(minutes=1)
+    assert abs(row.created_at - datetime.now(UTC)) < timedelta(minutes=1)  # aware: a naive one raises
 
 
 def test_create_key_refuses_a_blank_name_or_an_unknown_role(session: Session) -> None:
-    with pytest.raises(ValueError, match="a key needs a non-empty name"):
+    with pytest.raises(ValueError, match="^a key needs a non-empty name$"):
         auth.create_key(session, "   ", "camera")
-    with pytest.raises(ValueError, match=r"unknown role 'root'; expected one of camera, mes, operator, adm"):
+    unknown = r"^unknown role 'root'; expected one of camera, mes, operator, admin$"
+    with pytest.raises(ValueError, match=unknown):
         auth.create_key(session, "x", "root")
 
 
@@ -90,6 +92,7 @@ def test_lookup_finds_active_keys_only(session: Session) -> None:
     assert auth.lookup_key(session, key[:-1] + ("B" if key[-1] != "B" else "C")) is None
     assert auth.lookup_key(session, "not a key") is None
     assert auth.revoke_key(session, row) is True
+    assert abs(row.revoked_at - datetime.now(UTC)) < timedelta(minutes=1)  # aware: a naive one raises
     assert auth.lookup_key(session, key) is None
     assert auth.revoke_key(session, row) is False
 
@@ -107,11 +110,30 @@ def test_authenticate_writes_last_use_at_most_once_a_minute(session: Session) ->
     session.commit()
     auth.authenticate(session, key)
     assert row.last_used_at.replace(tzinfo=UTC) < datetime.now(UTC) - timedelta(seconds=58)
+    row.last_used_at = datetime.now(UTC) - timedelta(seconds=60.5)  # over a minute: written
+    session.commit()
+    auth.authenticate(session, key)
+    assert row.last_used_at.replace(tzinfo=UTC) > datetime.now(UTC) - timedelta(seconds=5)
     row.last_used_at = (datetime.now(UTC) - timedelta(seconds=62)).replace(tzinfo=None)  # naive = UTC
     session.commit()
     auth.authenticate(session, key)
     assert row.last_used_at.replace(tzinfo=UTC) > datetime.now(UTC) - timedelta(seconds=5)
     assert auth.authenticate(session, "dik_0123abcd_" + "A" * 20) is None
+
+
+def test_a_recent_naive_last_use_read_back_from_the_database_is_not_rewritten(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        with db.session() as s:
+            row, key = auth.create_key(s, "op", "operator")
+            row.last_used_at = (datetime.now(UTC) - timedelta(seconds=10)).replace(tzinfo=None)
+            s.commit()
+        with db.session() as s:
+            stored = auth.lookup_key(s, key).last_used_at
+            auth.authenticate(s, key)
+            assert auth.lookup_key(s, key).last_used_at == stored
+    finally:
+        db.dispose()
 
 
 def test_list_keys_hides_revoked_keys_unless_asked(session: Session) -> None:
@@ -156,7 +178,7 @@ def test_key_from_headers(authorization: str | None, x_api_key: str | None, key:
 
 def test_demo_key_is_saved_private_and_replaced_when_not_an_active_operator_key(session: Session, tmp_path
                                                                                ) -> None:
-    path = tmp_path / "sub" / "demo.key"
+    path = tmp_path / "sub" / "deeper" / "demo.key"
     key = auth.ensure_demo_key(session, path)
     assert path.read_text(encoding="utf-8") == key + "\n"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -171,7 +193,8 @@ def test_demo_key_is_saved_private_and_replaced_when_not_an_active_operator_key(
 def test_announce_demo_key_explains_an_unmigrated_database(empty_database_url: str, tmp_path, capsys) -> None:
     assert auth.announce_demo_key(empty_database_url, tmp_path, "http://x/") is None
     err = capsys.readouterr().err
-    assert err.startswith("demo key: cannot create one (")
+    reason = re.match(r"demo key: cannot create one \((.*)\); run", err)
+    assert reason and ("no such table" in reason[1] or "does not exist" in reason[1]), err
     assert ("run `defect-inspect db upgrade` or `defect-inspect keys create --role operator --name demo`"
             in err)
 

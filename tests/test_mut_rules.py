@@ -45,8 +45,8 @@ def test_no_roi_or_no_boxes_keeps_everything() -> None:
 @pytest.mark.parametrize(
     ("roi", "message"),
     [
-        ((0, 0, 1), r"a rectangle ROI needs 4 numbers \(x1, y1, x2, y2\), got 3"),
-        ([(0, 0), (1, 1)], r"a polygon ROI needs at least 3 \(x, y\) points"),
+        ((0, 0, 1), r"^a rectangle ROI needs 4 numbers \(x1, y1, x2, y2\), got 3"),
+        ([(0, 0), (1, 1)], r"^a polygon ROI needs at least 3 \(x, y\) points$"),
         ([(0, 0, 0), (1, 1, 1), (2, 2, 2)], "a polygon ROI needs at least 3"),
         ([[[0, 0]], [[1, 1]], [[2, 2]]], "a polygon ROI needs at least 3"),
     ],
@@ -132,3 +132,19 @@ def test_captured_at_falls_back_to_received_at() -> None:
     captured = datetime(2026, 1, 1, tzinfo=UTC)
     r = inspect_frame(FRAME, Detections.empty(), model_version="m1", captured_at=captured)
     assert r.captured_at == captured and r.received_at > captured
+
+
+def test_a_single_box_outside_the_roi_is_dropped() -> None:
+    assert roi_mask(BOXES[:1], (20, 20, 30, 30)).tolist() == [False]
+    assert roi_mask(BOXES[:1], [(20, 20), (30, 20), (30, 30)]).tolist() == [False]
+
+
+def test_a_polygon_roi_with_fractional_corners() -> None:
+    assert roi_mask(BOXES, [(0.5, 0.5), (12.5, 0.5), (12.5, 12.5), (0.5, 12.5)]).tolist() == [
+        True, True, False, False]
+
+
+def test_a_confidence_equal_to_its_class_threshold_stays_whatever_the_float_rounding() -> None:
+    # float32(0.7) < 0.7: the comparison has to happen in the confidences' own precision
+    kept = apply_camera_rules(dets([0.7], [0]), CameraContext(class_thresholds={"crazing": 0.7}))
+    assert len(kept) == 1
