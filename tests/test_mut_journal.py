@@ -73,7 +73,9 @@ def test_a_reopened_journal_counts_what_an_earlier_run_left(tmp_path: Path, capl
     with caplog.at_level(logging.WARNING, logger="app.ingest.journal"):
         again = Journal(tmp_path)
     assert (again.pending, again.bytes) == (3, size)
-    assert "holds 3 results from an earlier run" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [
+        f"journal {tmp_path / '000000000002.jsonl'}: skipping a half-written last line",
+        f"journal {tmp_path} holds 3 results from an earlier run; they will be replayed"]
     assert [s.name for s in again.segments()] == ["000000000001.jsonl", "000000000002.jsonl"]
     assert again.read(again.segments()[1]) == [{"n": 3}]
     again.append([{"n": 5}])
@@ -95,7 +97,7 @@ def test_an_unreadable_line_is_skipped_and_named(tmp_path: Path, caplog) -> None
     assert j.pending == 3
     with caplog.at_level(logging.ERROR, logger="app.ingest.journal"):
         assert j.read(seg) == [{"n": 1}, {"n": 3}]
-    assert f"journal {seg}:2: unreadable record skipped" in caplog.text
+    assert caplog.records[-1].getMessage() == f"journal {seg}:2: unreadable record skipped"
     j.append([{"n": 4}])
     assert j.segments()[-1].name == "000000000008.jsonl"
     j.close()
@@ -121,8 +123,9 @@ def test_the_lock_names_its_process_and_is_released_on_close(tmp_path: Path) -> 
     ensure_journal_free(tmp_path)  # no lock file yet: free
     j = Journal(tmp_path)
     assert (tmp_path / ".lock").read_text() == str(os.getpid())
-    with pytest.raises(JournalInUse, match=rf"journal folder {tmp_path} is in use by another process "
-                                           rf"\(pid {os.getpid()}\); give each service"):
+    message = (rf"^journal folder {tmp_path} is in use by another process \(pid {os.getpid()}\); give each "
+               r"service or `defect-inspect ingest` process its own INSPECT_DATA_DIR$")
+    with pytest.raises(JournalInUse, match=message):
         ensure_journal_free(tmp_path)
     with pytest.raises(JournalInUse):
         Journal(tmp_path)
@@ -147,3 +150,22 @@ def test_records_survive_as_written(tmp_path: Path) -> None:
     j.close()
     lines = (tmp_path / "000000000001.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == records
+
+
+def test_a_failed_fsync_leaves_no_partial_batch_and_no_count(tmp_path: Path, monkeypatch) -> None:
+    j = Journal(tmp_path)
+    j.append([{"n": 1}])
+    seg = j.segments()[0]
+    before = (seg.read_bytes(), j.pending, j.bytes)
+
+    def disk_error(fd: int) -> None:
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", disk_error)  # the disk fails; the journal code runs unchanged
+    with pytest.raises(OSError, match="I/O error"):
+        j.append([{"n": 2}, {"n": 3}])
+    assert (seg.read_bytes(), j.pending, j.bytes) == before
+    monkeypatch.undo()
+    j.append([{"n": 4}])
+    assert j.read(seg) == [{"n": 1}, {"n": 4}]
+    j.close()
