@@ -4,9 +4,11 @@ and headers (cases found by mutation testing of app/auth.py)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import stat
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -205,3 +207,11 @@ def test_announce_demo_key_prints_the_dashboard_and_the_key(database_url: str, t
     assert out == ("\n  Dashboard: http://x/\n"
                    f"  Demo operator API key (paste it into the dashboard): {key}\n\n")
     assert (tmp_path / "demo-operator.key").read_text(encoding="utf-8") == f"{key}\n"
+
+
+def test_the_announced_key_is_flushed_at_once(database_url: str, tmp_path, monkeypatch) -> None:
+    # a server's log is a pipe: the key must reach it now, not when the buffer fills
+    sink = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(sink, encoding="utf-8"))
+    key = auth.announce_demo_key(database_url, tmp_path, "http://x/")
+    assert key is not None and key.encode() in sink.getvalue()
