@@ -355,3 +355,24 @@ def test_the_candidate_cap_keeps_exactly_the_best_in_their_order() -> None:
     tied = yolov5([[20 * i + 10, 10, 10, 10, 1.0, 0.5, 0.0] for i in range(40)])
     dets = postprocess_one(tied, IDENTITY, "yolov5", NAMES, 0.1, 0.5, 100, max_candidates=40)
     assert dets.xyxy[:, 0].tolist() == [20 * i + 5 for i in range(40)]
+
+
+def test_the_candidate_cap_keeps_the_best_of_many() -> None:
+    from app.inference.postprocess import postprocess_one
+
+    n, cap = 400, 200
+    scores = (np.random.default_rng(133).permutation(n).astype(np.float32) + 1) / (n + 1)
+    rows = [[20 * (i % 40) + 10, 20 * (i // 40) + 10, 10, 10, 1.0, s, 0.0] for i, s in enumerate(scores)]
+    dets = postprocess_one(yolov5(rows), IDENTITY, "yolov5", NAMES, 0.0, 0.5, n, max_candidates=cap)
+    assert dets.confidence.tolist() == sorted(scores.tolist(), reverse=True)[:cap]
+
+
+def test_equal_scores_at_the_cap_keep_their_order() -> None:
+    from app.inference.postprocess import postprocess_one
+
+    levels = "1121011120011101221222021102122112"  # 34 candidates on three score levels
+    scores = [(0.5, 0.6, 0.7)[int(k)] for k in levels]
+    rows = [[20 * i + 10, 10, 10, 10, 1.0, s, 0.0] for i, s in enumerate(scores)]
+    dets = postprocess_one(yolov5(rows), IDENTITY, "yolov5", NAMES, 0.1, 0.5, 100, max_candidates=len(rows))
+    expected = sorted(range(len(rows)), key=lambda i: (-scores[i], i))
+    assert dets.xyxy[:, 0].tolist() == [20 * i + 5 for i in expected]
