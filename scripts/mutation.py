@@ -82,6 +82,8 @@ TARGETS: dict[str, Target] = {
 
 # mutant name -> why no test can tell it from the original. Names are mutmut's and stay stable while the
 # function's source is unchanged; a changed function is re-mutated and this table is re-checked.
+_P = "app.inference.postprocess."
+_Q = "app.db.queries."
 _R = "app.inspection.rules.x_roi_mask__mutmut_"
 _J = "app.ingest.journal.xǁJournalǁ"
 EQUIVALENT: dict[str, str] = {
@@ -99,6 +101,39 @@ EQUIVALENT: dict[str, str] = {
     _J + "__init____mutmut_16": "_current '' instead of None: only read after a segment was opened",
     _J + "seal__mutmut_3": "the same in seal(): _fh is None right after, so _current is not read",
     _J + "_iter_lines__mutmut_16": "return instead of break as the last statement of a generator",
+    # postprocess
+    _P + "x_candidates__mutmut_14": "ultralytics pre-filter best >= t: the strict score > t filter follows",
+    _P + "x_candidates__mutmut_21": "objectness pre-filter obj >= t: score = obj * cls <= obj, and the "
+                                    "strict score > t filter follows",
+    _P + "x_detect_layout__mutmut_21": "d2 != 6 + nc: every shape it sends elsewhere ends as 'ultralytics' "
+                                       "by the anchors-outnumber-channels rule",
+    _P + "x_match_detections__mutmut_14": "one side without dtype=float: the other side is float64 and numpy "
+                                          "promotes the IoU to float64 anyway",
+    _P + "x_match_detections__mutmut_16": "the same, dtype left out",
+    _P + "x_match_detections__mutmut_18": "the same for the other side",
+    _P + "x_match_detections__mutmut_20": "the same for the other side, dtype left out",
+    _P + "x_nms__mutmut_8": "kind='STABLE': numpy reads the sort kind case-insensitively",
+    _P + "x_nms__mutmut_19": "first window 4 / max_det (so 1024): any window gives the same keeps, "
+                             "only the time changes",
+    _P + "x_nms__mutmut_20": "first window 5 * max_det: the same",
+    _P + "x_nms__mutmut_21": "first window at least 1025: the same",
+    _P + "x_nms__mutmut_31": "len(kept) > max_det never holds: the window grows to all boxes, same keeps",
+    _P + "x_nms__mutmut_39": "window growth 5x instead of 4x: the same keeps",
+    _P + "x_xywh_to_xyxy__mutmut_6": "slice 2:5 of a 4-column array is 2:4",
+    _P + "x_xywh_to_xyxy__mutmut_16": "slice 2:5 of a 4-column array is 2:4",
+    # queries
+    _Q + "x_decode_cursor__mutmut_20": "'Z' not replaced: Python 3.11's fromisoformat reads 'Z' itself",
+    _Q + "x_decode_cursor__mutmut_21": "the same ('z' replaced instead)",
+    _Q + "x_defects_select__mutmut_3": "join without ON: SQLAlchemy infers it from the one foreign key",
+    _Q + "x_defects_select__mutmut_5": "the same, the ON argument left out",
+    _Q + "x_fetch_page__mutmut_20": "limit(None): all rows read, the page and its cursor are the same",
+    _Q + "x_fetch_page__mutmut_28": "limit + 2: one more row read, the page and its cursor are the same",
+    _Q + "x_fetch_page__mutmut_31": "limit(None) for defects: the same",
+    _Q + "x_fetch_page__mutmut_39": "limit + 2 for defects: the same",
+    _Q + "x__csv_row__mutmut_6": "defects loaded for the CSV row, which has defect_count only: same text",
+    _Q + "x__csv_row__mutmut_8": "the same, defects argument left out",
+    _Q + "x_iter_csv__mutmut_7": "lineterminator left out: the csv module's default is '\\r\\n'",
+    _Q + "x_iter_csv__mutmut_38": "None written as itself: the csv module writes None as an empty field",
     # auth
     "app.auth.x_hash_key__mutmut_4": "'UTF-8' for 'utf-8': the same codec",
     "app.auth.x_ensure_demo_key__mutmut_6": "'UTF-8' for 'utf-8': the same codec",

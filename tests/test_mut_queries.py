@@ -37,6 +37,7 @@ ROWS = [
     (2, "L1", "S1", "c1", "P2", [("inclusion", 0.7, "reclassified", "patches")]),
     (2, "L2", "S2", None, "P3", []),
     (3, "L1", "S1", "c1", "P3", [("scratches", 0.49, "rejected", None)]),
+    (-1, "L1", "S2", None, "P9", []),  # stored last, captured first: id order and time order differ
 ]
 
 
@@ -76,7 +77,7 @@ def defect_classes(session: Session, f: Filters, sort: Sort | None = None) -> li
 def test_time_range_is_start_inclusive_and_end_exclusive(db: Database) -> None:
     with db.session() as s:
         assert uids(s, Filters(start=T0 + timedelta(minutes=1))) == ["u2", "u3", "u4", "u5"]
-        assert uids(s, Filters(end=T0 + timedelta(minutes=1))) == ["u0", "u1"]
+        assert uids(s, Filters(end=T0 + timedelta(minutes=1))) == ["u0", "u1", "u6"]
         # an offset time is converted to UTC before it is compared
         local = timezone(timedelta(hours=2))
         assert uids(s, Filters(start=(T0 + timedelta(minutes=2)).astimezone(local))) == ["u3", "u4", "u5"]
@@ -87,9 +88,9 @@ def test_time_range_is_start_inclusive_and_end_exclusive(db: Database) -> None:
     ("filters", "expected"),
     [
         (Filters(line="L2"), ["u2", "u4"]),
-        (Filters(station="S2"), ["u1", "u4"]),
+        (Filters(station="S2"), ["u1", "u4", "u6"]),
         (Filters(camera_id="c1"), ["u0", "u3", "u5"]),
-        (Filters(verdict="OK"), ["u1", "u4"]),
+        (Filters(verdict="OK"), ["u1", "u4", "u6"]),
         (Filters(part_id="P2"), ["u2", "u3"]),
         (Filters(line="L1", station="S1"), ["u0", "u3", "u5"]),
         (Filters(class_name="patches"), ["u2", "u3"]),  # u3 by its reviewed class
@@ -98,7 +99,7 @@ def test_time_range_is_start_inclusive_and_end_exclusive(db: Database) -> None:
         (Filters(min_confidence=0.9), ["u2"]),
         (Filters(review_status="pending"), ["u0", "u2"]),
         (Filters(class_name="crazing", min_confidence=0.4), ["u0"]),
-        (Filters(), ["u0", "u1", "u2", "u3", "u4", "u5"]),
+        (Filters(), ["u0", "u1", "u2", "u3", "u4", "u5", "u6"]),
     ],
 )
 def test_inspection_filters(db: Database, filters: Filters, expected: list[str]) -> None:
@@ -148,7 +149,8 @@ def test_pages_walk_the_whole_order_once(db: Database, field: str, order: str) -
         minute = {i.id: i.captured_at for i in fetch_page(s, "inspections", Filters(), Sort(), 100).items}
         key = (lambda i: i) if field == "id" else (lambda i: (minute[i], i))
         assert full == sorted(full, key=key, reverse=order == "desc")
-        for limit in (1, 2, 4, 6):
+        assert (full == sorted(full, reverse=order == "desc")) is (field == "id")
+        for limit in (1, 2, 4, 7):
             pages = walk(s, "inspections", Sort(field, order), limit)
             assert [i for p in pages for i in p] == full
             assert all(len(p) == limit for p in pages[:-1])
@@ -160,14 +162,14 @@ def test_pages_walk_the_whole_order_once(db: Database, field: str, order: str) -
 
 def test_the_last_page_has_no_cursor(db: Database) -> None:
     with db.session() as s:
-        assert fetch_page(s, "inspections", Filters(), Sort(), 6).next_cursor is None
-        assert fetch_page(s, "inspections", Filters(), Sort(), 5).next_cursor is not None
+        assert fetch_page(s, "inspections", Filters(), Sort(), 7).next_cursor is None
+        assert fetch_page(s, "inspections", Filters(), Sort(), 6).next_cursor is not None
         assert fetch_page(s, "inspections", Filters(line="nope"), Sort(), 5).next_cursor is None
 
 
 def test_limits(db: Database) -> None:
     with db.session() as s:
-        assert len(fetch_page(s, "inspections", Filters(), Sort(), MAX_LIMIT).items) == 6
+        assert len(fetch_page(s, "inspections", Filters(), Sort(), MAX_LIMIT).items) == 7
         assert len(fetch_page(s, "inspections", Filters(), Sort(), 1).items) == 1
         for bad in (0, MAX_LIMIT + 1):
             with pytest.raises(QueryError, match=rf"^limit must be between 1 and 1000, got {bad}$"):
@@ -181,6 +183,12 @@ def test_a_cursor_is_unpadded_url_safe_json() -> None:
     doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     assert doc == {"k": "defects", "s": "id", "o": "asc", "t": "2026-05-01T08:00:00Z", "i": 42}
     assert decode_cursor("defects", Sort("id", "asc"), cursor) == (T0, 42)
+    assert base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)) == (
+        b'{"k":"defects","s":"id","o":"asc","t":"2026-05-01T08:00:00Z","i":42}')
+    for i in range(300):  # every length modulo 4 and every last character before the padding
+        for kind in ("defects", "inspections"):
+            c = encode_cursor(kind, Sort("captured_at", "desc"), T0 + timedelta(seconds=i), i)
+            assert decode_cursor(kind, Sort("captured_at", "desc"), c) == (T0 + timedelta(seconds=i), i)
     # a naive time is taken as UTC and a "Z" time reads back aware
     t, i = decode_cursor("defects", Sort("id", "asc"), encode_cursor("defects", Sort("id", "asc"),
                                                                     T0.replace(tzinfo=None), 7))
@@ -240,10 +248,11 @@ def csv_rows(db: Database, kind: str, **kw) -> tuple[list[str], list[list[str]]]
 def test_csv_chunks_one_page_each_with_the_header_first(db: Database) -> None:
     chunks = list(iter_csv(db.session, "inspections", Filters(), Sort("id", "asc"), chunk=4))
     assert len(chunks) == 2
-    assert chunks[0].count("\r\n") == 5 and chunks[1].count("\r\n") == 2
+    assert chunks[0].count("\r\n") == 5 and chunks[1].count("\r\n") == 3
+    assert "".join(chunks) == "".join(iter_csv(db.session, "inspections", Filters(), Sort("id", "asc")))
     header = next(csv.reader(io.StringIO(chunks[0])))
     body = list(csv.reader(io.StringIO("".join(chunks))))[1:]
-    assert [r[header.index("frame_uid")] for r in body] == ["u0", "u1", "u2", "u3", "u4", "u5"]
+    assert [r[header.index("frame_uid")] for r in body] == ["u0", "u1", "u2", "u3", "u4", "u5", "u6"]
     assert "defect_count" in header and "defects" not in header
 
 
@@ -264,3 +273,16 @@ def test_csv_of_defects_writes_none_as_an_empty_cell(db: Database) -> None:
     assert [r[header.index("class_name")] for r in rows] == ["crazing", "patches", "crazing", "inclusion",
                                                               "scratches"]
     assert "None" not in {c for r in rows for c in r}
+
+
+def test_csv_pages_500_rows_at_a_time_by_default(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        with database.session() as s:
+            s.add_all([Inspection(frame_uid=f"bulk{n}", captured_at=T0, verdict="OK", model_version="m",
+                                  width=1, height=1) for n in range(501)])
+            s.commit()
+        chunks = list(iter_csv(database.session, "inspections", Filters(), Sort("id", "asc")))
+        assert [c.count("\r\n") for c in chunks] == [501, 1]  # header + 500 rows, then the last row
+    finally:
+        database.dispose()
