@@ -85,6 +85,7 @@ TARGETS: dict[str, Target] = {
 _P = "app.inference.postprocess."
 _Q = "app.db.queries."
 _R = "app.inspection.rules.x_roi_mask__mutmut_"
+_S = "app.inspection.store."
 _J = "app.ingest.journal.xǁJournalǁ"
 EQUIVALENT: dict[str, str] = {
     # rules.roi_mask
@@ -134,6 +135,16 @@ EQUIVALENT: dict[str, str] = {
     _Q + "x__csv_row__mutmut_8": "the same, defects argument left out",
     _Q + "x_iter_csv__mutmut_7": "lineterminator left out: the csv module's default is '\\r\\n'",
     _Q + "x_iter_csv__mutmut_38": "None written as itself: the csv module writes None as an empty field",
+    # store
+    _S + "x__defect_rows__mutmut_19": "zip(strict=None): Detections refuses arrays of unequal length",
+    _S + "x__defect_rows__mutmut_23": "zip without strict: the same",
+    _S + "x__defect_rows__mutmut_24": "zip(strict=False): the same",
+    _S + "x_persist_results__mutmut_28": "zip(strict=None): _persist_once returns one Stored per result",
+    _S + "x_persist_results__mutmut_31": "zip without strict: the same",
+    _S + "x_persist_results__mutmut_32": "zip(strict=False): the same",
+    _S + "x__persist_once__mutmut_47": "webhook subscribers asked also without a new NG frame: no event "
+                                       "follows from them (only new NG frames enqueue)",
+    _S + "x__persist_once__mutmut_62": "rows of the new NG frames loaded also without subscribers: unused",
     # auth
     "app.auth.x_hash_key__mutmut_4": "'UTF-8' for 'utf-8': the same codec",
     "app.auth.x_ensure_demo_key__mutmut_6": "'UTF-8' for 'utf-8': the same codec",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.detections import Detections
-from app.inspection import inspect_frame
+from app.inspection import CameraContext, inspect_frame
 from app.inspection.store import (
     Stored,
     apply_image_policy,
@@ -84,8 +84,9 @@ def test_crops_are_written_in_order_and_a_failing_one_is_logged(tmp_path: Path, 
         write_crops(r, [b"c0", b"c1"], blocked)
     messages = [rec.getMessage() for rec in caplog.records]
     assert len(messages) == 2
-    assert messages[0].startswith(f"cannot store crop {crop_file(r, 0)}: ")
-    assert messages[1].startswith(f"cannot store crop {crop_file(r, 1)}: ")
+    for k, message in enumerate(messages):
+        prefix = f"cannot store crop {crop_file(r, k)}: "
+        assert message.startswith(prefix) and message.removeprefix(prefix) not in ("", "None")
 
 
 def test_a_row_stored_without_loading_says_so() -> None:
@@ -102,3 +103,41 @@ def test_persist_refuses_results_whose_image_policy_was_not_applied(tmp_path: Pa
     with pytest.raises(ValueError, match=r"^no image policy was applied to \['f0', 'f1', 'f2'\] "
                                          r"\(apply_image_policy first\)$"):
         persist_results(None, results, data_dir=tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_result_without_a_path_or_bytes_is_not_written(tmp_path: Path) -> None:
+    from app.inspection.store import _write_image
+
+    r = result(ng=True, image_bytes=b"raw")
+    message = r"^inspection 'f1' carries no image to write$"
+    with pytest.raises(ValueError, match=message):
+        _write_image(r, tmp_path)  # bytes but no path
+    r.image_path, r.image_bytes = "images/x.jpg", None
+    with pytest.raises(ValueError, match=message):
+        _write_image(r, tmp_path)  # a path but no bytes
+
+
+def test_stored_results_are_counted_by_verdict_camera_and_class(database_url: str, tmp_path: Path) -> None:
+    from app import metrics
+    from app.db.session import Database
+
+    def sample(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+    ng = inspect_frame(FRAME, Detections(np.array([[1, 1, 4, 4], [2, 2, 5, 5]], np.float32), [0.9, 0.8],
+                                         [0, 0], ("mut-class",)), model_version="m", frame_uid="mut-ng")
+    ok = inspect_frame(FRAME, Detections.empty(("mut-class",)), model_version="m", frame_uid="mut-ok",
+                       context=CameraContext(camera_id="mut-cam"))
+    before = (sample("inspect_inspections_total", verdict="NG", camera=""),
+              sample("inspect_inspections_total", verdict="OK", camera="mut-cam"),
+              sample("inspect_defects_total", class_name="mut-class"))
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            persist_results(session, [ng, ok], data_dir=tmp_path, image_policy="never")
+    finally:
+        db.dispose()
+    after = (sample("inspect_inspections_total", verdict="NG", camera=""),
+             sample("inspect_inspections_total", verdict="OK", camera="mut-cam"),
+             sample("inspect_defects_total", class_name="mut-class"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2]
