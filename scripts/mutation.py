@@ -123,6 +123,9 @@ EQUIVALENT: dict[str, str] = {
     _P + "x_xywh_to_xyxy__mutmut_6": "slice 2:5 of a 4-column array is 2:4",
     _P + "x_xywh_to_xyxy__mutmut_16": "slice 2:5 of a 4-column array is 2:4",
     # queries
+    _Q + "x_encode_cursor__mutmut_23": "rstrip also of 'X': a cursor is JSON ending in '}', so its last "
+                                       "base64 character is '9', 'Q' or '0', never 'X'",
+    _Q + "x_decode_cursor__mutmut_7": "(+len % 4) padding: base64 decoding ignores the surplus '='",
     _Q + "x_decode_cursor__mutmut_20": "'Z' not replaced: Python 3.11's fromisoformat reads 'Z' itself",
     _Q + "x_decode_cursor__mutmut_21": "the same ('z' replaced instead)",
     _Q + "x_defects_select__mutmut_3": "join without ON: SQLAlchemy infers it from the one foreign key",
