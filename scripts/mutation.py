@@ -1,0 +1,266 @@
+"""Mutation testing of the core record path, one module at a time against its own tests.
+
+    python scripts/mutation.py                    # every module below
+    python scripts/mutation.py postprocess codec  # chosen modules
+    python scripts/mutation.py --list             # the modules and their test selections
+    python scripts/mutation.py --report           # the scores of the last run, recounted
+
+Each module runs mutmut 3 in its own work folder (.mutation/<module>/, git-ignored) with a generated
+[tool.mutmut] table: only that module is mutated and only its selected test files run. mutmut copies the
+tree into .mutation/<module>/mutants; each run starts from a fresh copy (--keep reuses the verdicts, but
+mutmut then does not re-test a survivor against tests added since). The score printed per module is
+killed / (all mutants - equivalent); the mutants judged equivalent, and why, are listed in EQUIVALENT
+below and in docs/testing.md. PostgreSQL variants of the DB tests skip unless INSPECT_TEST_POSTGRES_URL
+is set; the recorded scores are SQLite-only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / ".mutation"
+NEU_DET_ENV = "INSPECT_TEST_NEU_DET"
+
+
+@dataclass(frozen=True)
+class Target:
+    source: str
+    tests: tuple[str, ...]
+
+
+TARGETS: dict[str, Target] = {
+    "postprocess": Target(
+        "app/inference/postprocess.py",
+        ("tests/test_postprocess_boundaries.py", "tests/test_mut_postprocess.py"),
+    ),
+    "codec": Target(
+        "app/inspection/codec.py",
+        (
+            "tests/test_journal_roundtrip.py::test_a_journal_record_gives_back_every_field_of_its_result",
+            "tests/test_journal_roundtrip.py::test_a_record_from_before_image_ext_existed_reads_back_with_its_default",
+            "tests/test_mut_codec.py",
+        ),
+    ),
+    "rules": Target(
+        "app/inspection/rules.py",
+        ("tests/test_inspection.py", "tests/test_mut_rules.py"),
+    ),
+    "auth": Target("app/auth.py", ("tests/test_auth.py", "tests/test_mut_auth.py")),
+    "queries": Target(
+        "app/db/queries.py",
+        # test_api_mes.py reaches the same functions through HTTP, at several seconds a mutant: too slow
+        ("tests/test_mut_queries.py",),
+    ),
+    "journal": Target(
+        "app/ingest/journal.py",
+        (
+            "tests/test_ingest_writer.py::test_journal_is_bounded",
+            "tests/test_ingest_writer.py::test_journal_folder_is_held_by_one_journal_at_a_time",
+            "tests/test_ingest_writer.py::test_replay_of_an_earlier_run_skips_rows_already_committed",
+            "tests/test_mut_journal.py",
+        ),
+    ),
+    "writer": Target(
+        "app/ingest/writer.py",
+        ("tests/test_ingest_writer.py", "tests/test_ingest_batch_buffer.py", "tests/test_mut_writer.py"),
+    ),
+    "store": Target(
+        "app/inspection/store.py",
+        # test_journal_roundtrip.py (Hypothesis, both databases) takes ~15 s a mutant: too slow
+        ("tests/test_inspection.py", "tests/test_mut_store.py"),
+    ),
+}
+
+# mutant name -> why no test can tell it from the original. Names are mutmut's and stay stable while the
+# function's source is unchanged; a changed function is re-mutated and this table is re-checked.
+_P = "app.inference.postprocess."
+_Q = "app.db.queries."
+_R = "app.inspection.rules.x_roi_mask__mutmut_"
+_S = "app.inspection.store."
+_J = "app.ingest.journal.xǁJournalǁ"
+EQUIVALENT: dict[str, str] = {
+    # rules.roi_mask
+    _R + "59": "contour reshape(-1, 2) instead of (-1, 1, 2): cv2.pointPolygonTest reads both layouts",
+    _R + "62": "reshape(-2, 1, 2): numpy takes any negative size as 'infer'",
+    _R + "66": "np.array of Python bools without dtype=bool is a bool array (the list is never empty)",
+    _R + "68": "the same, dtype dropped",
+    _R + "71": "pointPolygonTest measureDist None instead of False: both mean 'no distance'",
+    _R + "77": "measureDist True: a signed distance, whose sign (>= 0 inside or on the edge) is the same",
+    _R + "82": "zip(strict=None) over cx, cy: both come from the same boxes, always equally long",
+    _R + "85": "zip without strict: the same",
+    _R + "86": "zip(strict=False): the same",
+    # journal
+    _J + "__init____mutmut_16": "_current '' instead of None: only read after a segment was opened",
+    _J + "seal__mutmut_3": "the same in seal(): _fh is None right after, so _current is not read",
+    _J + "_iter_lines__mutmut_16": "return instead of break as the last statement of a generator",
+    # postprocess
+    _P + "x_candidates__mutmut_14": "ultralytics pre-filter best >= t: the strict score > t filter follows",
+    _P + "x_candidates__mutmut_21": "objectness pre-filter obj >= t: score = obj * cls <= obj, and the "
+                                    "strict score > t filter follows",
+    _P + "x_detect_layout__mutmut_21": "d2 != 6 + nc: every shape it sends elsewhere ends as 'ultralytics' "
+                                       "by the anchors-outnumber-channels rule",
+    _P + "x_match_detections__mutmut_14": "one side without dtype=float: the other side is float64 and numpy "
+                                          "promotes the IoU to float64 anyway",
+    _P + "x_match_detections__mutmut_16": "the same, dtype left out",
+    _P + "x_match_detections__mutmut_18": "the same for the other side",
+    _P + "x_match_detections__mutmut_20": "the same for the other side, dtype left out",
+    _P + "x_nms__mutmut_8": "kind='STABLE': numpy reads the sort kind case-insensitively",
+    _P + "x_nms__mutmut_19": "first window 4 / max_det (so 1024): any window gives the same keeps, "
+                             "only the time changes",
+    _P + "x_nms__mutmut_20": "first window 5 * max_det: the same",
+    _P + "x_nms__mutmut_21": "first window at least 1025: the same",
+    _P + "x_nms__mutmut_31": "len(kept) > max_det never holds: the window grows to all boxes, same keeps",
+    _P + "x_nms__mutmut_39": "window growth 5x instead of 4x: the same keeps",
+    _P + "x_xywh_to_xyxy__mutmut_6": "slice 2:5 of a 4-column array is 2:4",
+    _P + "x_xywh_to_xyxy__mutmut_16": "slice 2:5 of a 4-column array is 2:4",
+    # queries
+    _Q + "x_encode_cursor__mutmut_23": "rstrip also of 'X': a cursor is JSON ending in '}', so its last "
+                                       "base64 character is '9', 'Q' or '0', never 'X'",
+    _Q + "x_decode_cursor__mutmut_7": "(+len % 4) padding: base64 decoding ignores the surplus '='",
+    _Q + "x_decode_cursor__mutmut_20": "'Z' not replaced: Python 3.11's fromisoformat reads 'Z' itself",
+    _Q + "x_decode_cursor__mutmut_21": "the same ('z' replaced instead)",
+    _Q + "x_defects_select__mutmut_3": "join without ON: SQLAlchemy infers it from the one foreign key",
+    _Q + "x_defects_select__mutmut_5": "the same, the ON argument left out",
+    _Q + "x_fetch_page__mutmut_20": "limit(None): all rows read, the page and its cursor are the same",
+    _Q + "x_fetch_page__mutmut_28": "limit + 2: one more row read, the page and its cursor are the same",
+    _Q + "x_fetch_page__mutmut_31": "limit(None) for defects: the same",
+    _Q + "x_fetch_page__mutmut_39": "limit + 2 for defects: the same",
+    _Q + "x__csv_row__mutmut_6": "defects loaded for the CSV row, which has defect_count only: same text",
+    _Q + "x__csv_row__mutmut_8": "the same, defects argument left out",
+    _Q + "x_iter_csv__mutmut_7": "lineterminator left out: the csv module's default is '\\r\\n'",
+    _Q + "x_iter_csv__mutmut_38": "None written as itself: the csv module writes None as an empty field",
+    # store
+    _S + "x__defect_rows__mutmut_19": "zip(strict=None): Detections refuses arrays of unequal length",
+    _S + "x__defect_rows__mutmut_23": "zip without strict: the same",
+    _S + "x__defect_rows__mutmut_24": "zip(strict=False): the same",
+    _S + "x_persist_results__mutmut_28": "zip(strict=None): _persist_once returns one Stored per result",
+    _S + "x_persist_results__mutmut_31": "zip without strict: the same",
+    _S + "x_persist_results__mutmut_32": "zip(strict=False): the same",
+    _S + "x__persist_once__mutmut_47": "webhook subscribers asked also without a new NG frame: no event "
+                                       "follows from them (only new NG frames enqueue)",
+    _S + "x__persist_once__mutmut_62": "rows of the new NG frames loaded also without subscribers: unused",
+    # auth
+    "app.auth.x_hash_key__mutmut_4": "'UTF-8' for 'utf-8': the same codec",
+    "app.auth.x_ensure_demo_key__mutmut_6": "'UTF-8' for 'utf-8': the same codec",
+    "app.auth.x_ensure_demo_key__mutmut_39": "'UTF-8' for 'utf-8': the same codec",
+    "app.auth.x_ensure_demo_key__mutmut_4": "the locale's encoding for a key that is ASCII by construction",
+    "app.auth.x_ensure_demo_key__mutmut_33": "the locale's encoding for a key that is ASCII by construction",
+    "app.auth.x_ensure_demo_key__mutmut_35": "the locale's encoding for a key that is ASCII by construction",
+    "app.auth.x_generate_key__mutmut_5": "token_urlsafe(None) draws the default 32 bytes",
+    "app.auth.x_create_key__mutmut_16": "created_at=None: the column default (utcnow) fills the same value",
+    "app.auth.x_create_key__mutmut_21": "created_at left out: the column default (utcnow) fills it",
+}
+
+KILLED = {1, 3, 36, -24, 24, 152, 255}  # mutmut's "killed" and "timeout" exit codes
+SURVIVED = {0}
+TIMEOUT = {36, -24, 24, 152, 255}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(item) for item in items) + "]"
+
+
+def prepare(name: str, target: Target) -> Path:
+    """The module's work folder: links to the tree and a pyproject.toml holding only [tool.mutmut]."""
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in ("app", "models", "tests"):
+        link = work / entry
+        if not link.exists():
+            link.symlink_to(REPO / entry)
+    tests = [t for t in target.tests if (REPO / t.partition("::")[0]).exists()]
+    (work / "pyproject.toml").write_text(
+        "[tool.mutmut]\n"
+        f"source_paths = {_toml_list(['app'])}\n"
+        f"only_mutate = {_toml_list([target.source])}\n"
+        f"also_copy = {_toml_list(['models', 'tests'])}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-q'])}\n"
+        # a mutant that hangs (an endless CSV loop) is cut at 3x its tests' CPU time, not mutmut's 15x
+        "timeout_multiplier = 3.0\n",
+        encoding="utf-8",
+    )
+    return work
+
+
+def tally(work: Path, target: Target) -> dict[str, object]:
+    meta = json.loads((work / "mutants" / (target.source + ".meta")).read_text(encoding="utf-8"))
+    codes: dict[str, int | None] = meta["exit_code_by_key"]
+    equivalent = sorted(m for m in codes if m in EQUIVALENT)
+    killed = sorted(m for m, c in codes.items() if c in KILLED and m not in EQUIVALENT)
+    survived = sorted(m for m, c in codes.items() if c not in KILLED and m not in EQUIVALENT)
+    countable = len(codes) - len(equivalent)
+    return {
+        "mutants": len(codes),
+        "killed": len(killed),
+        "timed_out": sum(1 for c in codes.values() if c in TIMEOUT),
+        "survived": len(survived),
+        "equivalent": len(equivalent),
+        "score": round(100 * len(killed) / countable, 1) if countable else 100.0,
+        "surviving": [f"{m} ({codes[m]})" for m in survived],
+        "stale_equivalent": [m for m in EQUIVALENT if m.startswith(_prefix(target)) and m not in codes],
+    }
+
+
+def _prefix(target: Target) -> str:
+    return target.source.removesuffix(".py").replace("/", ".") + "."
+
+
+def run(name: str, target: Target, keep: bool) -> dict[str, object]:
+    work = prepare(name, target)
+    if not keep:  # mutmut keeps a survivor's verdict when tests are added; a fresh copy re-tests it
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    env = dict(os.environ)
+    env.setdefault(NEU_DET_ENV, str(REPO.parent / "shared" / "datasets" / "neu-det"))
+    mutmut = Path(sys.executable).with_name("mutmut")
+    started = time.monotonic()
+    subprocess.run([str(mutmut), "run"], cwd=work, env=env, check=True)
+    return {**tally(work, target), "wall_s": round(time.monotonic() - started)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(TARGETS)}")
+    parser.add_argument("--keep", action="store_true",
+                        help="reuse earlier verdicts (faster; a survivor is not re-tested against new tests)")
+    parser.add_argument("--list", action="store_true", help="print the modules and their tests")
+    parser.add_argument("--report", action="store_true",
+                        help="print the scores of the last run again (after editing EQUIVALENT), run nothing")
+    args = parser.parse_args()
+    names = args.modules or list(TARGETS)
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    if args.list:
+        for name in names:
+            print(f"{name}: {TARGETS[name].source} <- {' '.join(TARGETS[name].tests)}")
+        return 0
+    failed = 0
+    for name in names:
+        if args.report:
+            result = {**tally(WORK / name, TARGETS[name]), "wall_s": "-"}
+        else:
+            result = run(name, TARGETS[name], args.keep)
+        print(f"== {name} ({TARGETS[name].source})")
+        for key in ("mutants", "killed", "timed_out", "survived", "equivalent", "score", "wall_s"):
+            print(f"   {key}: {result[key]}")
+        for mutant in result["surviving"]:
+            print(f"   survived: {mutant}")
+        for mutant in result["stale_equivalent"]:
+            print(f"   equivalent entry no longer generated: {mutant}")
+        failed += float(result["score"]) < 90
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

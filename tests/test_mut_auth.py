@@ -1,0 +1,217 @@
+"""API keys and roles at the function level: key format, lookup, last-use throttling, search, revocation
+and headers (cases found by mutation testing of app/auth.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from app import auth
+from app.auth import Permission, Principal
+from app.db.session import Database
+
+
+@pytest.fixture
+def session(database_url: str) -> Iterator[Session]:
+    db = Database(database_url)
+    try:
+        with db.session() as s:
+            yield s
+    finally:
+        db.dispose()
+
+
+def test_roles_grant_exactly_their_permissions() -> None:
+    granted = {role: {p for p in Permission if Principal("k", role).can(p)}
+               for role in ("camera", "mes", "operator", "admin", "nobody")}
+    assert granted == {
+        "camera": {Permission.ANY, Permission.INGEST},
+        "mes": {Permission.ANY, Permission.READ},
+        "operator": {Permission.ANY, Permission.READ, Permission.REVIEW},
+        "admin": set(Permission),
+        "nobody": set(),
+    }
+    assert (auth.ANONYMOUS_ADMIN.name, auth.ANONYMOUS_ADMIN.role) == ("anonymous", "admin")
+
+
+def test_a_generated_key_has_the_documented_form_and_prefix() -> None:
+    key, prefix = auth.generate_key()
+    scheme, key_prefix, secret = key.split("_", 2)
+    assert (scheme, key_prefix) == ("dik", prefix)
+    assert len(prefix) == 8 and int(prefix, 16) >= 0
+    assert len(secret) == 43  # 32 random bytes, URL-safe base64 without padding
+    assert auth.looks_like_key(key)
+    assert auth.generate_key()[0] != key
+    assert auth.hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("key", "ok"),
+    [
+        ("dik_0123abcd_" + "A" * 20, True),
+        ("dik_0123abcd_" + "a-_9" * 5, True),
+        ("dik_0123abcd_" + "A" * 19, False),
+        ("dik_0123ABCD_" + "A" * 20, False),
+        ("dik_0123abc_" + "A" * 20, False),
+        ("dix_0123abcd_" + "A" * 20, False),
+        ("xdik_0123abcd_" + "A" * 20, False),
+        ("dik_0123abcd_" + "A" * 20 + "!", False),
+    ],
+)
+def test_looks_like_key(key: str, ok: bool) -> None:
+    assert auth.looks_like_key(key) is ok
+
+
+def test_create_key_stores_the_hash_and_a_clean_name(session: Session) -> None:
+    row, key = auth.create_key(session, "  line 3 camera ", "camera")
+    assert (row.name, row.role, row.key_hash) == ("line 3 camera", "camera", auth.hash_key(key))
+    assert key.startswith(f"dik_{row.prefix}_")
+    assert row.id is not None and row.revoked_at is None and row.last_used_at is None
+    assert abs(row.created_at - datetime.now(UTC)) < timedelta(minutes=1)  # aware: a naive one raises
+
+
+def test_create_key_refuses_a_blank_name_or_an_unknown_role(session: Session) -> None:
+    with pytest.raises(ValueError, match="^a key needs a non-empty name$"):
+        auth.create_key(session, "   ", "camera")
+    unknown = r"^unknown role 'root'; expected one of camera, mes, operator, admin$"
+    with pytest.raises(ValueError, match=unknown):
+        auth.create_key(session, "x", "root")
+
+
+def test_lookup_finds_active_keys_only(session: Session) -> None:
+    row, key = auth.create_key(session, "a", "mes")
+    assert auth.lookup_key(session, key) is row
+    assert auth.lookup_key(session, key + "x") is None
+    assert auth.lookup_key(session, key[:-1] + ("B" if key[-1] != "B" else "C")) is None
+    assert auth.lookup_key(session, "not a key") is None
+    assert auth.revoke_key(session, row) is True
+    assert abs(row.revoked_at - datetime.now(UTC)) < timedelta(minutes=1)  # aware: a naive one raises
+    assert auth.lookup_key(session, key) is None
+    assert auth.revoke_key(session, row) is False
+
+
+def test_authenticate_writes_last_use_at_most_once_a_minute(session: Session) -> None:
+    row, key = auth.create_key(session, "op", "operator")
+    session.commit()
+    principal = auth.authenticate(session, key)
+    assert principal == Principal(name="op", role="operator", key_id=row.id)
+    first = row.last_used_at
+    assert first is not None
+    assert auth.authenticate(session, key) is not None
+    assert row.last_used_at == first  # within the minute: not written again
+    row.last_used_at = datetime.now(UTC) - timedelta(seconds=59)
+    session.commit()
+    auth.authenticate(session, key)
+    assert row.last_used_at.replace(tzinfo=UTC) < datetime.now(UTC) - timedelta(seconds=58)
+    row.last_used_at = datetime.now(UTC) - timedelta(seconds=60.5)  # over a minute: written
+    session.commit()
+    auth.authenticate(session, key)
+    assert row.last_used_at.replace(tzinfo=UTC) > datetime.now(UTC) - timedelta(seconds=5)
+    row.last_used_at = (datetime.now(UTC) - timedelta(seconds=62)).replace(tzinfo=None)  # naive = UTC
+    session.commit()
+    auth.authenticate(session, key)
+    assert row.last_used_at.replace(tzinfo=UTC) > datetime.now(UTC) - timedelta(seconds=5)
+    assert auth.authenticate(session, "dik_0123abcd_" + "A" * 20) is None
+
+
+def test_a_recent_naive_last_use_read_back_from_the_database_is_not_rewritten(database_url: str) -> None:
+    db = Database(database_url)
+    try:
+        with db.session() as s:
+            row, key = auth.create_key(s, "op", "operator")
+            row.last_used_at = (datetime.now(UTC) - timedelta(seconds=10)).replace(tzinfo=None)
+            s.commit()
+        with db.session() as s:
+            stored = auth.lookup_key(s, key).last_used_at
+            auth.authenticate(s, key)
+            assert auth.lookup_key(s, key).last_used_at == stored
+    finally:
+        db.dispose()
+
+
+def test_list_keys_hides_revoked_keys_unless_asked(session: Session) -> None:
+    a, _ = auth.create_key(session, "a", "mes")
+    b, _ = auth.create_key(session, "b", "mes")
+    auth.revoke_key(session, a)
+    assert [r.name for r in auth.list_keys(session)] == ["b"]
+    assert [r.name for r in auth.list_keys(session, include_revoked=True)] == ["a", "b"]
+
+
+def test_find_keys_by_full_key_id_prefix_or_name(session: Session) -> None:
+    a, key_a = auth.create_key(session, "alpha", "mes")
+    b, _ = auth.create_key(session, "beta", "mes")
+    named_like_id, _ = auth.create_key(session, "99", "mes")
+    assert auth.find_keys(session, f" {key_a} ") == [a]
+    assert auth.find_keys(session, str(b.id)) == [b]
+    assert auth.find_keys(session, b.prefix) == [b]
+    assert auth.find_keys(session, " beta ") == [b]
+    assert auth.find_keys(session, "99") == [named_like_id]  # no id 99: falls through to the name
+    assert auth.find_keys(session, "dik_0123abcd_" + "A" * 20) == []
+    assert auth.find_keys(session, "gamma") == []
+
+
+@pytest.mark.parametrize(
+    ("authorization", "x_api_key", "key"),
+    [
+        (None, " k1 ", "k1"),
+        ("Bearer k2", "k1", "k1"),
+        ("Bearer  k2 ", None, "k2"),
+        ("bEaReR k2", "", "k2"),
+        ("Basic k2", None, None),
+        ("Bearer ", None, None),
+        ("Bearer", None, None),
+        ("Bearerk2", None, None),
+        (None, None, None),
+        ("", "", None),
+    ],
+)
+def test_key_from_headers(authorization: str | None, x_api_key: str | None, key: str | None) -> None:
+    assert auth.key_from_headers(authorization, x_api_key) == key
+
+
+def test_demo_key_is_saved_private_and_replaced_when_not_an_active_operator_key(session: Session, tmp_path
+                                                                               ) -> None:
+    path = tmp_path / "sub" / "deeper" / "demo.key"
+    key = auth.ensure_demo_key(session, path)
+    assert path.read_text(encoding="utf-8") == key + "\n"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert auth.lookup_key(session, key).name == "demo-operator"
+    assert auth.ensure_demo_key(session, str(path)) == key
+    _, mes_key = auth.create_key(session, "m", "mes")
+    path.write_text(mes_key, encoding="utf-8")
+    replaced = auth.ensure_demo_key(session, path)
+    assert replaced != mes_key and auth.lookup_key(session, replaced).role == "operator"
+
+
+def test_announce_demo_key_explains_an_unmigrated_database(empty_database_url: str, tmp_path, capsys) -> None:
+    assert auth.announce_demo_key(empty_database_url, tmp_path, "http://x/") is None
+    err = capsys.readouterr().err
+    reason = re.match(r"demo key: cannot create one \((.*)\); run", err)
+    assert reason and ("no such table" in reason[1] or "does not exist" in reason[1]), err
+    assert ("run `defect-inspect db upgrade` or `defect-inspect keys create --role operator --name demo`"
+            in err)
+
+
+def test_announce_demo_key_prints_the_dashboard_and_the_key(database_url: str, tmp_path, capsys) -> None:
+    key = auth.announce_demo_key(database_url, tmp_path, "http://x/")
+    out = capsys.readouterr().out
+    assert out == ("\n  Dashboard: http://x/\n"
+                   f"  Demo operator API key (paste it into the dashboard): {key}\n\n")
+    assert (tmp_path / "demo-operator.key").read_text(encoding="utf-8") == f"{key}\n"
+
+
+def test_the_announced_key_is_flushed_at_once(database_url: str, tmp_path, monkeypatch) -> None:
+    # a server's log is a pipe: the key must reach it now, not when the buffer fills
+    sink = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(sink, encoding="utf-8"))
+    key = auth.announce_demo_key(database_url, tmp_path, "http://x/")
+    assert key is not None and key.encode() in sink.getvalue()
