@@ -200,6 +200,7 @@ class SimulatorSource(Source):
         self._away_until = 0.0
         self._last_frames = int(cfg.seconds * cfg.fps) if cfg.seconds else None
         self._session = ""
+        self._drawing = f"sim:{self.sim.images_dir}:{cfg.model_dump_json()}"  # same parameters, same frames
 
     def describe(self) -> str:
         c = self.cfg
@@ -239,7 +240,7 @@ class SimulatorSource(Source):
         self._since_open += 1
         # a paced, endless line is live; otherwise the same parameters draw the same frames
         origin = (live_origin(self._session, index, captured_at) if self.live
-                  else f"sim:{self.sim.images_dir}:{self.cfg.model_dump_json()}:{index}")
+                  else f"{self._drawing}:{index}")
         return Frame(image, index, captured_at, t, truth=truth, origin=origin)
 
     def close(self) -> None:
