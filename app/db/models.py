@@ -66,6 +66,10 @@ class Inspection(Base):
     defect_count: Mapped[int] = mapped_column(Integer, default=0)
     model_version: Mapped[str] = mapped_column(String(128))
     image_path: Mapped[str | None] = mapped_column(String(512))
+    # SHA-256 (hex) of the image as it came in: the uploaded file's bytes, or a camera frame's pixels
+    # (``app.inspection.rules.image_digest``); a repeated frame_uid with another digest is a conflict.
+    # NULL for rows stored before the column existed.
+    image_sha256: Mapped[str | None] = mapped_column(String(64))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     decode_ms: Mapped[float] = mapped_column(Float, default=0.0)

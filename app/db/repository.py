@@ -58,13 +58,15 @@ def get_inspection_by_uid(session: Session, frame_uid: str) -> Inspection | None
     return session.scalars(stmt).first()
 
 
-def inspection_ids_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[str, int]:
-    """frame_uid -> inspection id for those of ``frame_uids`` that are stored (no ORM objects)."""
+def stored_frames_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+    """frame_uid -> (inspection id, image_sha256) for those of ``frame_uids`` that are stored (no ORM
+    objects; the digest is None for rows stored before it was kept)."""
     uids = list(frame_uids)
     if not uids:
         return {}
-    stmt = select(Inspection.frame_uid, Inspection.id).where(Inspection.frame_uid.in_(uids))
-    return {uid: int(inspection_id) for uid, inspection_id in session.execute(stmt)}
+    stmt = (select(Inspection.frame_uid, Inspection.id, Inspection.image_sha256)
+            .where(Inspection.frame_uid.in_(uids)))
+    return {uid: (int(inspection_id), digest) for uid, inspection_id, digest in session.execute(stmt)}
 
 
 def get_inspections_by_uid(session: Session, frame_uids: Iterable[str]) -> dict[str, Inspection]:

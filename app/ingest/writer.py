@@ -22,7 +22,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from app import metrics as m
 from app.db.session import Database
 from app.ingest.journal import Journal, JournalFull
-from app.inspection import InspectionResult, Stored, persist_results
+from app.ingest.sources import derive_frame_uid
+from app.inspection import FrameUidConflict, InspectionResult, Stored, persist_results
 from app.inspection.codec import from_record, to_record
 from app.inspection.store import write_crops, write_image_now
 
@@ -45,6 +46,13 @@ def to_journal(item: Item) -> dict:
 
 def from_journal(rec: dict) -> Item:
     return Item(from_record(rec))
+
+
+def other_image_uid(result: InspectionResult) -> str:
+    """The uid of a camera frame whose derived uid is stored with another image (a file changed in
+    place without changing its size or modification time, say): derived from that uid and the frame's
+    own image digest, so this frame is kept, and kept once however often it is read again."""
+    return derive_frame_uid(result.camera_id or "", f"{result.frame_uid}:image:{result.image_sha256}")
 
 
 def store_crops(item: Item, data_dir: Path) -> None:
@@ -136,6 +144,7 @@ class DbWriter:
         self.journaled = 0
         self.replayed = 0
         self.rejected = 0
+        self.rekeyed = 0  # frames stored under other_image_uid
         self.last_error: str | None = None
         m.DB_UP.set(1)
         m.JOURNAL_PENDING.set(journal.pending)
@@ -220,9 +229,23 @@ class DbWriter:
         m.DB_UP.set(1 if up else 0)
 
     def _persist(self, items: list[Item]) -> list[Stored]:
-        with self.db.session() as session:
-            return persist_results(session, [i.result for i in items], data_dir=self.data_dir,
-                                   load_rows=False)
+        """One transaction; a frame whose derived uid is stored with another image is stored under
+        ``other_image_uid`` instead (see there)."""
+        for attempt in range(3):
+            try:
+                with self.db.session() as session:
+                    return persist_results(session, [i.result for i in items], data_dir=self.data_dir,
+                                           load_rows=False)
+            except FrameUidConflict as exc:
+                if attempt == 2:
+                    raise
+                for result in exc.results:
+                    new_uid = other_image_uid(result)
+                    log.warning("frame_uid %s of camera %s is stored with another image; this frame is "
+                                "stored as %s", result.frame_uid, result.camera_id, new_uid)
+                    result.frame_uid = new_uid
+                    self.rekeyed += 1
+        raise AssertionError("unreachable")
 
     def _commit(self, items: list[Item]) -> list[Stored | None]:
         """One transaction; a row the database refuses for good (IntegrityError that is no duplicate)

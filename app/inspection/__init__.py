@@ -11,20 +11,23 @@ from app.inspection.rules import (
     Timings,
     apply_camera_rules,
     decide_verdict,
+    image_digest,
     inspect_frame,
     new_frame_uid,
     roi_mask,
 )
-from app.inspection.store import Stored, apply_image_policy, persist_results
+from app.inspection.store import FrameUidConflict, Stored, apply_image_policy, persist_results
 
 __all__ = [
     "CameraContext",
+    "FrameUidConflict",
     "InspectionResult",
     "Stored",
     "Timings",
     "apply_camera_rules",
     "apply_image_policy",
     "decide_verdict",
+    "image_digest",
     "inspect_frame",
     "new_frame_uid",
     "persist_results",

@@ -3,6 +3,7 @@ on a frame's detections -> verdict -> the ``InspectionResult`` every consumer ta
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -65,10 +66,21 @@ class InspectionResult:
     image_bytes: bytes | None = None
     image_ext: str = ".jpg"
     image_path: str | None = None
+    image_sha256: str | None = None  # image_digest(): tells a replay of this frame from another image
 
 
 def new_frame_uid() -> str:
     return uuid.uuid4().hex
+
+
+def image_digest(frame: np.ndarray, image_bytes: bytes | None = None) -> str:
+    """SHA-256 (hex) of an image as it came in: the bytes of an uploaded file, or the pixels (and
+    their shape) of a captured frame. The same frame read or posted again has the same digest."""
+    if image_bytes is not None:
+        return hashlib.sha256(image_bytes).hexdigest()
+    h = hashlib.sha256(f"{frame.shape}:{frame.dtype}:".encode())
+    h.update(memoryview(np.ascontiguousarray(frame)).cast("B"))
+    return h.hexdigest()
 
 
 def roi_mask(xyxy: np.ndarray, roi: Sequence[Sequence[float]] | Sequence[float] | None) -> np.ndarray:
@@ -121,5 +133,5 @@ def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: s
         received_at=received_at or now, detections=kept, verdict=decide_verdict(kept),
         timings=timings or Timings(), width=int(frame.shape[1]), height=int(frame.shape[0]),
         model_version=model_version, source=source, image=frame, image_bytes=image_bytes,
-        image_ext=image_ext,
+        image_ext=image_ext, image_sha256=image_digest(frame, image_bytes),
     )

@@ -20,6 +20,7 @@ from app import images, metrics
 from app.db import repository
 from app.db.models import Inspection
 from app.detections import Detections
+from app.errors import Conflict
 from app.image_policy import ImagePolicy, should_store
 from app.inspection.rules import InspectionResult, Timings
 from app.vocabulary import NG
@@ -101,6 +102,40 @@ def _defect_rows(dets: Detections) -> list[dict]:
                                                  dets.class_id.tolist(), strict=True)]
 
 
+class FrameUidConflict(Conflict):
+    """Results whose ``frame_uid`` is stored already (or comes earlier in the same batch) with a
+    different image: another frame under a used uid, not a replay. Nothing of the batch is written.
+    ``results``: the clashing results; ``stored``: frame_uid -> the stored inspection id, where known."""
+
+    reason = "frame-uid-conflict"
+
+    def __init__(self, results: Sequence[InspectionResult], stored: dict[str, int]) -> None:
+        named = ", ".join(repr(r.frame_uid) + (f" (inspection {stored[r.frame_uid]})"
+                                               if r.frame_uid in stored else "") for r in results[:3])
+        more = f" and {len(results) - 3} more" if len(results) > 3 else ""
+        super().__init__(f"frame_uid {named}{more} is already stored with a different image; "
+                         "a replay must carry the same image, a new frame needs a new frame_uid")
+        self.results = list(results)
+        self.stored = stored
+
+
+def _other_image(a: str | None, b: str | None) -> bool:
+    """Two digests of one frame_uid that tell two images apart (a row stored before digests were
+    kept, or a result without one, cannot be told apart: it counts as a replay)."""
+    return a is not None and b is not None and a != b
+
+
+def _refuse_other_images(results: Sequence[InspectionResult], first: dict[str, InspectionResult],
+                         stored: dict[str, tuple[int, str | None]]) -> None:
+    """Raise FrameUidConflict for results whose uid is stored with another image, or, when it is not
+    stored yet, comes first in the batch with another image."""
+    clashing = [r for r in results
+                if _other_image(stored[r.frame_uid][1] if r.frame_uid in stored
+                                else first[r.frame_uid].image_sha256, r.image_sha256)]
+    if clashing:
+        raise FrameUidConflict(clashing, {uid: v[0] for uid, v in stored.items()})
+
+
 @dataclass
 class Stored:
     """One stored result: its inspection ``id``, ``created`` (False: the frame_uid was already stored,
@@ -161,10 +196,11 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
 
 def _persist_once(session: Session, results: Sequence[InspectionResult], data_dir: Path,
                   written: list[Path], load_rows: bool) -> list[Stored]:
-    existing = repository.inspection_ids_by_uid(session, (r.frame_uid for r in results))
+    existing = repository.stored_frames_by_uid(session, (r.frame_uid for r in results))
     first: dict[str, InspectionResult] = {}  # frame_uid -> its first result in this batch
     for r in results:
         first.setdefault(r.frame_uid, r)
+    _refuse_other_images(results, first, existing)
     new = [first[uid] for uid in sorted(first) if uid not in existing]
     # rows are inserted in a fixed order (cameras by id, then frames by frame_uid), so two batches
     # that overlap wait on each other instead of deadlocking
@@ -184,6 +220,10 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
             r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
         elif r.image_bytes is not None:  # our own row is in: now its file
             written.append(_write_image(r, data_dir))
+    raced = [uid for uid in first if uid not in existing and uid not in created]
+    if raced:  # stored meanwhile by a concurrent writer: a replay, unless its image is another
+        existing = {**existing, **repository.stored_frames_by_uid(session, raced)}
+        _refuse_other_images(results, first, existing)
     # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
     # payloads built only when someone listens)
     new_ng = [uid for uid in created if first[uid].verdict == NG]
@@ -193,9 +233,7 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
         ids = {uid: row.id for uid, row in rows.items()}
     else:
         rows = repository.get_inspections_by_uid(session, new_ng) if hooks else {}
-        ids = {**existing, **created}
-        raced = [uid for uid in first if uid not in ids]  # stored meanwhile by a concurrent writer
-        ids.update(repository.inspection_ids_by_uid(session, raced))
+        ids = {**{uid: v[0] for uid, v in existing.items()}, **created}
     out: list[Stored] = []
     for r in results:
         if r.frame_uid not in ids:

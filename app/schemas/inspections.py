@@ -152,7 +152,8 @@ class InspectionCreate(InspectionBase):
     station: Name | None = None
     part_id: LongName | None = None
     captured_at: datetime | None = None
-    frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
+    frame_uid: str | None = Field(None, description="idempotency key: a replay with the same image returns "
+                                  "the stored row; another image under a stored uid is a 409 problem")
     imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
                               "frame is seen at (free-size models; default the model's own)")
 

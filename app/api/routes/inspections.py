@@ -130,8 +130,9 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     summary="Inspect one frame",
     responses={200: {"description": "Replay: this frame_uid is already stored; the stored inspection",
                      "model": InspectionDetail},
-               **problem_responses(400, 413, 415, 422, 503, s400="not an image, corrupt, empty, or a "
-                                   "malformed multipart body", s422="a bad field, or an imgsz the model "
+               **problem_responses(400, 409, 413, 415, 422, 503, s400="not an image, corrupt, empty, or "
+                                   "a malformed multipart body", s409="this frame_uid is stored with a "
+                                   "different image", s422="a bad field, or an imgsz the model "
                                    "cannot take", s503="no model loaded")},
 )
 async def create_inspection(request: Request, settings: SettingsDep, engine: EngineDep,
