@@ -51,7 +51,7 @@ def test_a_new_camera_is_zero_everywhere(camera):
                     "connected": False, "finished": False, "fps_in": 0.0, "fps_out": 0.0, "captured": 0,
                     "inspected": 0, "committed": 0, "journaled": 0, "dropped": 0, "reconnects": 0,
                     "queue_depth": 0, "last_error": None, "last_error_at": None, "last_frame_at": None,
-                    "last_ng_inspection_id": None}
+                    "last_ng_inspection_id": None, "checkpoint": None, "resumed_from": None}
     # every series of the camera exists from the start, at 0
     for stage in FRAME_STAGES:
         assert series("inspect_frames_total", camera.camera_id, stage=stage) == 0.0

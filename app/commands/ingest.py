@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="no HTTP endpoint: run in the foreground, stop when all finite sources end")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (with --no-http)")
     p.add_argument("--check", action="store_true", help="validate the cameras file and exit")
+    p.add_argument("--from-start", action="store_true",
+                   help="read files and folders from their start: forget the cameras' checkpoints "
+                        "(frames already stored are replays, not stored twice)")
     p.set_defaults(func=run)
 
 
@@ -52,10 +55,23 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path]:
         load_cameras(path)  # CamerasConfigError (a UserError) names the file, line and key
     else:  # also refuses a data folder whose journal another process holds
         check_start(settings, Path(path))
+        if args.from_start:
+            forget_checkpoints(settings, Path(path))
     reason = missing_model(settings)
     if reason is not None:
         raise NotFound(reason)
     return settings, Path(path)
+
+
+def forget_checkpoints(settings: Settings, path: Path) -> None:
+    """``--from-start``: remove the checkpoints of the file's cameras, so their sources are read again."""
+    from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
+    from app.ingest.config import load_cameras
+
+    cameras = [cam.id for cam in load_cameras(path).cameras]
+    removed = CheckpointStore(checkpoints_dir(settings.data_dir)).forget(cameras)
+    if removed:
+        log.warning("--from-start: checkpoints removed, reading from the start: %s", ", ".join(removed))
 
 
 def run_foreground(settings: Settings, path: Path, seconds: float | None) -> dict:

@@ -154,5 +154,5 @@ class DetectionWorkers:
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()
-            items.append(Item(result, frame.t_capture, crops))
+            items.append(Item(result, frame.t_capture, crops, position=frame.index))
         self.writer.submit_many(items)  # one hand-off per batch: the writer wakes per batch, not per frame

@@ -19,6 +19,7 @@ from app import metrics as m
 from app.db.session import Database
 from app.inference import Engine
 from app.ingest.capture import CameraRunner, Capture
+from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
 from app.ingest.config import CameraConfig, CamerasFile
 from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
 from app.ingest.journal import Journal
@@ -46,11 +47,12 @@ class Pipeline:
         check_against_model(config, engine, config_name)
         self.hub = FrameHub()
         self.cameras: list[CameraRunner] = []
+        checkpoints = CheckpointStore(checkpoints_dir(self.data_dir))
         for cam in config.enabled_cameras:
             where = f"{config_name}: cameras[{config.cameras.index(cam)}]."
             source = source_factory(cam) if source_factory else make_source(cam, base_dir, where)
             context = camera_context(cam, engine.names, p.conf_threshold)
-            self.cameras.append(CameraRunner(cam, source, self.hub, context))
+            self.cameras.append(CameraRunner(cam, source, self.hub, context, checkpoints))
         self._by_id = {c.cfg.id: c for c in self.cameras}
         self.capture = Capture(self.cameras)
         w = p.writer
@@ -96,6 +98,8 @@ class Pipeline:
         self.hub.close()
         self.detection.join(deadline)
         self.writer.stop(max(1.0, deadline - time.monotonic()))
+        for cam in self.cameras:  # what settled since the last commit (frames dropped by policy)
+            cam.save_checkpoint()
         log.info("ingest stopped: %d committed, %d journal pending", self.writer.committed,
                  self.journal.pending)
 
@@ -136,12 +140,23 @@ class Pipeline:
                 cam.state.on_committed(1, ng_inspection_id=s.id)
             else:
                 cam.state.on_committed(1)
+            cam.settled(item.position)
+        self._save_checkpoints(items)
 
     def _on_journaled(self, items: list[Item]) -> None:
         for item in items:
             cam = self._by_id.get(item.result.camera_id or "")
             if cam is not None:
                 cam.state.on_journaled(1)
+                cam.settled(item.position)
+        self._save_checkpoints(items)
+
+    def _save_checkpoints(self, items: list[Item]) -> None:
+        """Once per batch: the checkpoints of its cameras, now that its frames are durable."""
+        for camera_id in {i.result.camera_id for i in items if i.position is not None}:
+            cam = self._by_id.get(camera_id or "")
+            if cam is not None:
+                cam.save_checkpoint()
 
     # -- state -------------------------------------------------------------------------------
     def snapshot(self) -> dict:

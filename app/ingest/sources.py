@@ -90,6 +90,21 @@ class Source:
     def describe(self) -> str:
         return type(self).__name__
 
+    # -- checkpoints (app.ingest.checkpoints): finite sources that can go on where they stood --------
+    @property
+    def position(self) -> int:
+        """Where the next ``read()`` reads (frames, files) since the start of the source."""
+        return 0
+
+    def resume_key(self, position: int) -> str | None:
+        """What the source is, as read up to ``position``, for its checkpoint; a source whose key
+        changed since is read from the start. None: this source does not resume (a live stream)."""
+        return None
+
+    def seek(self, position: int) -> None:
+        """After ``open()``: go on at ``position`` (a checkpoint's), without reading what lies before."""
+        raise NotImplementedError
+
 
 class OpenCVSource(Source):
     """cv2.VideoCapture on an URL (RTSP, HTTP MJPEG, ...), a USB device index or a video file."""
@@ -150,6 +165,30 @@ class OpenCVSource(Source):
         if cap is not None:
             cap.release()
 
+    @property
+    def position(self) -> int:
+        return self._index
+
+    def resume_key(self, position: int) -> str | None:
+        return None if self.live else self._identity  # the file's path, size and modification time
+
+    def seek(self, position: int) -> None:
+        """The container's seek (frame-accurate in OpenCV's FFmpeg backend: it decodes from the key
+        frame before, without handing those frames out); where it fails, the frames before are
+        grabbed (decoded, not converted) and thrown away. Beyond the end, the next read ends."""
+        cap = self._cap
+        if cap is None or self.live or position <= 0:
+            return
+        moved = cap.set(cv2.CAP_PROP_POS_FRAMES, position)
+        if not (moved and int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == position):
+            log.warning("%s: cannot seek to frame %d; decoding up to it", self.describe(), position)
+            self.open()
+            cap = self._cap
+            assert cap is not None
+            while self._index < position and cap.grab():
+                self._index += 1
+        self._index = position
+
 
 class FolderSource(Source):
     """The images of a folder in name order; unreadable files are skipped with a warning."""
@@ -158,6 +197,8 @@ class FolderSource(Source):
         self.folder = Path(folder)
         self._files: list[Path] = []
         self._pos = 0
+        self._chain: list[str] = [""]  # resume key of each position up to the one read (resume_key)
+        self._chain_lock = threading.Lock()
         self.skipped = 0
 
     def describe(self) -> str:
@@ -168,12 +209,41 @@ class FolderSource(Source):
             raise SourceError(f"folder not found: {self.folder}")
         self._files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         self._pos = 0
+        with self._chain_lock:
+            self._chain = [""]
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    def _extend_chain(self, position: int) -> None:
+        """Key of position k+1: a digest of the key of k and the identity (path, size, modification
+        time) of file k: a file changed, added or removed before ``position`` changes the key."""
+        with self._chain_lock:
+            chain, files = self._chain, self._files
+            while len(chain) <= min(position, len(files)):
+                path = files[len(chain) - 1]
+                try:
+                    identity = file_identity(path)
+                except OSError:
+                    identity = f"missing:{path}"
+                chain.append(hashlib.sha256(f"{chain[-1]}\n{identity}".encode()).hexdigest())
+
+    def resume_key(self, position: int) -> str | None:
+        self._extend_chain(position)
+        with self._chain_lock:
+            return f"folder:{self._chain[position]}" if position < len(self._chain) else None
+
+    def seek(self, position: int) -> None:
+        self._extend_chain(position)
+        self._pos = min(position, len(self._files))
 
     def read(self) -> Frame | None:
         while self._pos < len(self._files):
             path = self._files[self._pos]
             index = self._pos
             self._pos += 1
+            self._extend_chain(self._pos)
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 self.skipped += 1

@@ -63,6 +63,8 @@ class CameraState:
         self.last_frame_mono: float | None = None
         self.last_ng_inspection_id: int | None = None
         self.last_ng_frame_uid: str | None = None
+        self.checkpoint: int | None = None
+        self.resumed_from: int | None = None
         self.fps_in = RateMeter()
         self.fps_out = RateMeter()
         m.CAMERA_UP.labels(camera=camera_id).set(0)
@@ -121,6 +123,14 @@ class CameraState:
                 self.last_ng_frame_uid = ng_frame_uid
         m.FRAMES_TOTAL.labels(camera=self.camera_id, stage="committed").inc(n)
 
+    def set_checkpoint(self, position: int, resumed_from: int | None = None) -> None:
+        """A finite source's checkpoint (app.ingest.checkpoints): every frame before ``position`` is
+        settled; ``resumed_from``: where this run started reading."""
+        with self._lock:
+            self.checkpoint = position
+            if resumed_from is not None:
+                self.resumed_from = resumed_from
+
     def set_queue_depth(self, depth: int) -> None:
         self.queue_depth = depth
         m.QUEUE_DEPTH.labels(camera=self.camera_id).set(depth)
@@ -136,5 +146,6 @@ class CameraState:
                 journaled=self.journaled, dropped=self.dropped, reconnects=self.reconnects,
                 queue_depth=self.queue_depth, last_error=self.last_error, last_error_at=self.last_error_at,
                 last_frame_at=self.last_frame_at, last_ng_inspection_id=self.last_ng_inspection_id,
+                checkpoint=self.checkpoint, resumed_from=self.resumed_from,
             )
         return view.model_dump(mode="json")

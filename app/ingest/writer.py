@@ -37,6 +37,7 @@ class Item:
     result: InspectionResult
     t_capture: float | None = None  # time.perf_counter() at capture (latency); None after a restart
     crops: list[bytes] = field(default_factory=list)  # JPEG crops of the defects, stored with the row
+    position: int | None = None  # the frame's index in its source, for its checkpoint; None after a restart
 
 
 def to_journal(item: Item) -> dict:

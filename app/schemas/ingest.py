@@ -29,6 +29,12 @@ class CameraCounters(PublicModel):
     last_error_at: UtcDatetime | None
     last_frame_at: UtcDatetime | None
     last_ng_inspection_id: int | None
+    checkpoint: int | None = Field(None, description="a file or folder: the frame (file) position before "
+                                   "which every frame is stored or journaled, kept for a restart; null for "
+                                   "a live source")
+    resumed_from: int | None = Field(None, description="a file or folder: the position this run started "
+                                     "reading at (0: from the start; more: after the frames a previous run "
+                                     "stored); null for a live source")
 
 
 class TilesPublic(PublicModel):
