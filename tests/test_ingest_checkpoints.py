@@ -147,3 +147,29 @@ def test_from_start_forgets_the_checkpoints(database_url: str, tiny_model_path: 
     db = Database(database_url)
     assert stored(db) == (4, 4)  # the frames read again were replays
     db.dispose()
+
+
+def test_journaled_frames_advance_the_checkpoint_and_are_replayed_after_a_restart(
+        database_url: str, engine: Engine, image_folder: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    cams = f"{PIPELINE}\ncameras:\n  - id: shelf\n    source: \"{image_folder}\"\n    images: never\n"
+    away = Database("postgresql+psycopg://postgres@127.0.0.1:1/nothing-listens-here")
+    try:
+        outage = run_to_end(cams, engine, away, data)
+    finally:
+        away.dispose()
+    assert (outage["journaled"], outage["committed"], outage["checkpoint"]) == (4, 0, 4)
+
+    db = Database(database_url)
+    try:
+        with Pipeline(parse_cameras(cams), engine, db, data) as pipeline:
+            assert pipeline.wait_finished(60)
+            deadline = time.monotonic() + 60
+            while pipeline.journal.pending:  # the journal is replayed; the folder is not read again
+                assert time.monotonic() < deadline, "journal not replayed"
+                time.sleep(0.05)
+        [camera] = pipeline.snapshot()["cameras"]
+        assert (camera["captured"], camera["resumed_from"]) == (0, 4)
+        assert stored(db) == (4, 4)
+    finally:
+        db.dispose()
