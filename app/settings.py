@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=0, le=1024, description="ONNX Runtime threads across operators")
     data_dir: Path = Field(
         Path("./data"),
-        description="stored images (`images/YYYY/MM/DD/<frame_uid>.jpg`), the ingest journal (`journal/`) "
-                    "and the TensorRT engine cache (`trt-cache/`)")
+        description="stored images (`images/YYYY/MM/DD/<frame_uid>.jpg`), the ingest journal (`journal/`), "
+                    "the cameras' checkpoints (`checkpoints/`) and the TensorRT engine cache (`trt-cache/`)")
     webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(ALL_NETWORKS),
         description="comma list of networks (CIDR) webhooks may send to; every address a target resolves "
