@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from app.ingest.checkpoints import Checkpoint, CheckpointStore, Progress
+from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
 from app.ingest.queues import FrameHub, QueueClosed
 from app.ingest.sources import Frame, Source, SourceError
@@ -41,10 +41,8 @@ class CameraRunner:
         self.policy = cfg.buffer or ("drop-oldest" if source.live else "block")
         self.state = CameraState(cfg.id, cfg.line, cfg.station, source.describe())
         # a finite source read once (not looped) goes on from its checkpoint after a restart
-        self.checkpoints = checkpoints if not (source.live or cfg.loop) else None
-        self.progress: Progress | None = None  # set at the first open, when the source resumes
-        self._checkpoint_lock = threading.Lock()
-        self._saved: tuple[int, bool] | None = None
+        self.checkpoint = (CameraCheckpoint(cfg.id, source, checkpoints, self.state.set_checkpoint)
+                           if checkpoints is not None and not (source.live or cfg.loop) else None)
         self._stop = threading.Event()
         self._reconnect = threading.Event()
         self._reading_since: float | None = None
@@ -52,61 +50,10 @@ class CameraRunner:
         hub.add_camera(cfg.id, cfg.queue_size, self.policy, on_drop=self._dropped,
                        on_depth=self.state.set_queue_depth)
 
-    # -- checkpoint --------------------------------------------------------------------------
-    def _resume(self) -> None:
-        """Right after an open: at the first, go on from the checkpoint if the source is still the one
-        it names; after a reconnect, from the first frame not yet settled."""
-        if self.checkpoints is None:
-            return
-        if self.progress is None:
-            if self.source.resume_key(0) is None:  # this kind of source does not resume
-                self.checkpoints = None
-                return
-            saved = self.checkpoints.load(self.cfg.id)
-            start = 0
-            if saved is not None and self.source.resume_key(saved.position) == saved.key:
-                start = saved.position
-            elif saved is not None:
-                log.info("camera %s: the source changed since its checkpoint; reading it from the start",
-                         self.cfg.id)
-            self.progress = Progress(start)
-            self.state.set_checkpoint(start, resumed_from=start)
-            if start:
-                log.info("camera %s: going on from its checkpoint at frame %d", self.cfg.id, start)
-        else:
-            self.progress.restart()
-        if self.progress.position:
-            self.source.seek(self.progress.position)
-
-    def settled(self, index: int | None) -> None:
-        """Frame ``index`` of this run is stored, journaled or dropped (call ``save_checkpoint`` after)."""
-        if self.progress is not None and index is not None:
-            self.progress.settle(index)
-
-    def save_checkpoint(self) -> None:
-        """Write the checkpoint if it moved (the writer thread, after a commit or journal append)."""
-        progress = self.progress
-        if self.checkpoints is None or progress is None:
-            return
-        with self._checkpoint_lock:
-            position, finished = progress.position, progress.finished
-            if self._saved == (position, finished):
-                return
-            key = self.source.resume_key(position)
-            if key is None:
-                return
-            try:
-                self.checkpoints.save(self.cfg.id, Checkpoint(key, position, finished),
-                                      self.source.describe())
-            except OSError as exc:  # behind is safe: a restart reads a little more again
-                log.warning("camera %s: cannot write its checkpoint: %s", self.cfg.id, exc)
-                return
-            self._saved = (position, finished)
-        self.state.set_checkpoint(position)
-
     def _dropped(self, job: Job) -> None:
         self.state.on_dropped()
-        self.settled(job.frame.index)
+        if self.checkpoint is not None:
+            self.checkpoint.settle(job.frame.index)
 
     # -- control -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,7 +86,8 @@ class CameraRunner:
                 self._reconnect.clear()
                 try:
                     self.source.open()
-                    self._resume()
+                    if self.checkpoint is not None:
+                        self.checkpoint.opened()
                 except SourceError as exc:
                     self._failed(str(exc))
                     self._stop.wait(backoff)
@@ -161,9 +109,8 @@ class CameraRunner:
                 if self._stop.is_set():
                     break
                 if not self.cfg.loop:  # a file or folder came to its end
-                    if self.progress is not None:
-                        self.progress.ended(self.source.position)
-                        self.save_checkpoint()
+                    if self.checkpoint is not None:
+                        self.checkpoint.ended()
                     self.state.finished = True
                     log.info("camera %s: end of stream after %d frames", self.cfg.id, self.state.captured)
                     break
@@ -212,8 +159,8 @@ class CameraRunner:
                     now = time.monotonic()
                 next_due = (next_due if next_due > now - interval else now) + interval
             self.state.on_captured()
-            if self.progress is not None:
-                self.progress.read(frame.index, self.source.position)
+            if self.checkpoint is not None:
+                self.checkpoint.read(frame.index)
             self.hub.put(self.cfg.id, Job(self, frame))
             delivered += 1
         return delivered

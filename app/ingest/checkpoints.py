@@ -21,11 +21,12 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from app import images
+from app.ingest.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +127,78 @@ class Progress:
             self.position = after
         if self._end is not None and not self._in_flight:
             self.position = max(self.position, self._end)
+
+
+class CameraCheckpoint:
+    """One camera's checkpoint: loaded at the first open of its source (the capture thread), advanced
+    as its frames settle and saved by the writer thread after each commit or journal append.
+    ``on_saved(position, resumed_from)`` reports it to the camera's state."""
+
+    def __init__(self, camera_id: str, source: Source, store: CheckpointStore,
+                 on_saved: Callable[[int, int | None], None]) -> None:
+        self.camera_id, self.source, self.store, self.on_saved = camera_id, source, store, on_saved
+        self.progress: Progress | None = None
+        self.disabled = False
+        self._lock = threading.Lock()
+        self._saved: tuple[int, bool] | None = None
+
+    def opened(self) -> None:
+        """Right after the source opened: the first time, go on from the checkpoint if the source is
+        still the one it names; after a reconnect, from the first frame not yet settled."""
+        if self.disabled:
+            return
+        if self.progress is None:
+            if self.source.resume_key(0) is None:  # this kind of source does not resume
+                self.disabled = True
+                return
+            saved = self.store.load(self.camera_id)
+            start = 0
+            if saved is not None and self.source.resume_key(saved.position) == saved.key:
+                start = saved.position
+            elif saved is not None:
+                log.info("camera %s: the source changed since its checkpoint; reading it from the start",
+                         self.camera_id)
+            self.progress = Progress(start)
+            self.on_saved(start, start)
+            if start:
+                log.info("camera %s: going on from its checkpoint at frame %d", self.camera_id, start)
+        else:
+            self.progress.restart()
+        if self.progress.position:
+            self.source.seek(self.progress.position)
+
+    def read(self, index: int) -> None:
+        """Frame ``index`` was read (before it is queued)."""
+        if self.progress is not None:
+            self.progress.read(index, self.source.position)
+
+    def ended(self) -> None:
+        """The source ran out."""
+        if self.progress is not None:
+            self.progress.ended(self.source.position)
+            self.save()
+
+    def settle(self, index: int | None) -> None:
+        """Frame ``index`` of this run is stored, journaled or dropped (``save`` after)."""
+        if self.progress is not None and index is not None:
+            self.progress.settle(index)
+
+    def save(self) -> None:
+        """Write the checkpoint if it moved."""
+        progress = self.progress
+        if progress is None:
+            return
+        with self._lock:
+            position, finished = progress.position, progress.finished
+            if self._saved == (position, finished):
+                return
+            key = self.source.resume_key(position)
+            if key is None:
+                return
+            try:
+                self.store.save(self.camera_id, Checkpoint(key, position, finished), self.source.describe())
+            except OSError as exc:  # behind is safe: a restart reads a little more again
+                log.warning("camera %s: cannot write its checkpoint: %s", self.camera_id, exc)
+                return
+            self._saved = (position, finished)
+        self.on_saved(position, None)

@@ -99,7 +99,8 @@ class Pipeline:
         self.detection.join(deadline)
         self.writer.stop(max(1.0, deadline - time.monotonic()))
         for cam in self.cameras:  # what settled since the last commit (frames dropped by policy)
-            cam.save_checkpoint()
+            if cam.checkpoint is not None:
+                cam.checkpoint.save()
         log.info("ingest stopped: %d committed, %d journal pending", self.writer.committed,
                  self.journal.pending)
 
@@ -140,7 +141,8 @@ class Pipeline:
                 cam.state.on_committed(1, ng_inspection_id=s.id)
             else:
                 cam.state.on_committed(1)
-            cam.settled(item.position)
+            if cam.checkpoint is not None:
+                cam.checkpoint.settle(item.position)
         self._save_checkpoints(items)
 
     def _on_journaled(self, items: list[Item]) -> None:
@@ -148,15 +150,16 @@ class Pipeline:
             cam = self._by_id.get(item.result.camera_id or "")
             if cam is not None:
                 cam.state.on_journaled(1)
-                cam.settled(item.position)
+                if cam.checkpoint is not None:
+                    cam.checkpoint.settle(item.position)
         self._save_checkpoints(items)
 
     def _save_checkpoints(self, items: list[Item]) -> None:
         """Once per batch: the checkpoints of its cameras, now that its frames are durable."""
         for camera_id in {i.result.camera_id for i in items if i.position is not None}:
             cam = self._by_id.get(camera_id or "")
-            if cam is not None:
-                cam.save_checkpoint()
+            if cam is not None and cam.checkpoint is not None:
+                cam.checkpoint.save()
 
     # -- state -------------------------------------------------------------------------------
     def snapshot(self) -> dict:
