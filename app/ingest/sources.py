@@ -1,5 +1,7 @@
 """Frame sources: OpenCV VideoCapture (RTSP, HTTP/MJPEG, USB index, video file), an image folder and
-the production-line simulator. One interface: ``open()``, ``read() -> Frame | None``, ``close()``.
+the production-line simulator. One interface: ``open()``, ``read() -> Frame | None``, ``close()``;
+finite sources that can go on where they stood (video files, folders) also ``position``,
+``resume_key()`` and ``seek()`` for their checkpoint (app.ingest.checkpoints).
 
 ``read()`` returns None at the end of a finite stream (file, folder, simulator with ``seconds``) and
 raises :class:`SourceError` when a stream breaks; the capture thread then reconnects. ``live`` sources
