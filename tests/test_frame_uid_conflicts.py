@@ -5,6 +5,7 @@ stored with another image is kept under a uid of its own. SQLite and PostgreSQL.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from app.db.session import Database
 from app.detections import Detections
 from app.ingest.journal import Journal
 from app.ingest.writer import DbWriter, Item, other_image_uid
-from app.inspection import CameraContext, image_digest, inspect_frame
+from app.inspection import CameraContext, FrameUidConflict, image_digest, inspect_frame, persist_results
 
 PROBLEM = "application/problem+json"
 RAW = {"content-type": "image/jpeg"}
@@ -161,3 +162,33 @@ def test_two_images_under_one_uid_in_one_batch_are_both_kept(db, tmp_path):
     assert len(frames) == 2 and "same-batch" in frames
     assert {digest for digest, _ in frames.values()} == {image_digest(np.full((48, 64, 3), v, np.uint8))
                                                           for v in (100, 180)}
+
+
+def test_two_writers_racing_with_two_images_under_one_uid_store_one_and_refuse_the_other(
+        db: Database, tmp_path: Path) -> None:
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def post(value: int) -> None:
+        frame = np.full((48, 64, 3), value, np.uint8)
+        result = inspect_frame(frame, Detections.empty(NEU_NAMES), model_version="m", frame_uid="raced",
+                               image_bytes=cv2.imencode(".png", frame)[1].tobytes(), image_ext=".png")
+        result.image = None
+        start.wait()
+        try:
+            with db.session() as session:
+                persist_results(session, [result], data_dir=tmp_path / "data")
+            outcomes.append("stored")
+        except FrameUidConflict as exc:
+            assert "'raced'" in str(exc)
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=post, args=(v,)) for v in (60, 200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["conflict", "stored"]
+    [(digest, path)] = stored_frames(db).values()
+    assert (tmp_path / "data" / path).is_file()
+    assert hashlib.sha256((tmp_path / "data" / path).read_bytes()).hexdigest() == digest
