@@ -34,6 +34,13 @@ DEFECTS_TOTAL = Counter(
 REQUEST_ERRORS_TOTAL = Counter(
     "inspect_request_errors_total", "Rejected requests, by reason", ["reason"], registry=REGISTRY,
 )
+UPLOADS_IN_FLIGHT = Gauge("inspect_upload_in_flight", "Uploads being decoded and inspected now",
+                          registry=REGISTRY)
+UPLOADS_QUEUED = Gauge("inspect_upload_queued", "Uploads waiting for an inspection slot", registry=REGISTRY)
+UPLOADS_REFUSED_TOTAL = Counter(
+    "inspect_upload_refused_total", "Uploads answered 503 by admission control (queue_full|queue_timeout)",
+    ["reason"], registry=REGISTRY,
+)
 MODEL_INFO = Gauge(
     "inspect_model_info", "The loaded model (value 1)", ["version", "provider"], registry=REGISTRY,
 )
