@@ -76,6 +76,7 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     if (cameras is not None) != (role is Role.INGEST):
         raise ValueError("a cameras file is given for the ingest role, and only for it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics.CAMERA_LABELS.configure(settings.metrics_max_cameras)  # the cameras of the pipeline register
     service = Service(settings, Database(settings.database_url))
     try:
         if cameras is not None:

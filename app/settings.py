@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(
         True, description="require API keys; `false` makes every caller an admin (a local demo only)")
     metrics_public: bool = Field(True, description="serve `/metrics` without an API key")
+    metrics_max_cameras: int = Field(
+        100, ge=0, le=10_000,
+        description="camera ids outside the cameras file (uploads name their own) that get their own "
+                    "`camera` label in `/metrics`, first come first served; later ones count under "
+                    "`camera=\"other\"`")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")
