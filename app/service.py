@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from app import metrics
+from app import memory, metrics
 from app.admission import AdmissionGate, AdmissionLimits
 from app.db.session import Database
 from app.engine_factory import load_engine
@@ -76,6 +76,7 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     if (cameras is not None) != (role is Role.INGEST):
         raise ValueError("a cameras file is given for the ingest role, and only for it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    memory.return_large_buffers_to_the_os()  # decoded frames: RSS stays flat under concurrent uploads
     metrics.CAMERA_LABELS.configure(settings.metrics_max_cameras)  # the cameras of the pipeline register
     service = Service(settings, Database(settings.database_url))
     try:
