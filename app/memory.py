@@ -21,8 +21,11 @@ LARGE_BUFFER_BYTES = 4 << 20  # a 1280x1024 BGR frame and up
 def return_large_buffers_to_the_os() -> bool:
     """Fix glibc's mmap threshold at ``LARGE_BUFFER_BYTES``; False where the C library has no such
     setting (the call then changes nothing)."""
+    name = ctypes.util.find_library("c")
+    if name is None:  # Windows: no C library of that name, and no such allocator
+        return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc = ctypes.CDLL(name)
     except OSError:
         return False
     mallopt = getattr(libc, "mallopt", None)
