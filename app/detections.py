@@ -56,6 +56,12 @@ class Detections:
             yield Detection(float(x1), float(y1), float(x2), float(y2), float(conf), int(cid),
                             self.class_name(int(cid)))
 
+    def scaled(self, fx: float, fy: float) -> Detections:
+        """The same boxes with x multiplied by ``fx`` and y by ``fy``: boxes found on a frame decoded
+        smaller than its image, in the image's pixels."""
+        return Detections(self.xyxy * np.array([fx, fy, fx, fy], np.float32), self.confidence,
+                          self.class_id, self.names)
+
     def filter(self, mask: np.ndarray) -> Detections:
         """A subset by boolean mask or index array, keeping the names."""
         return Detections(self.xyxy[mask], self.confidence[mask], self.class_id[mask], self.names)

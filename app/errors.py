@@ -63,6 +63,11 @@ class UnsupportedMedia(UserError):
 
 
 class Unavailable(UserError):
-    """A dependency is away or a bound is reached; trying again later can succeed."""
+    """A dependency is away or a bound is reached; trying again later can succeed, after about
+    ``retry_after_s`` seconds when that is known (HTTP: the ``Retry-After`` header)."""
 
     reason = "unavailable"
+
+    def __init__(self, message: str, *, reason: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retry_after_s = retry_after_s

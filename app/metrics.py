@@ -4,6 +4,8 @@ Other parts add their metrics here, e.g. ``Counter(..., registry=REGISTRY)``."""
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -33,6 +35,13 @@ DEFECTS_TOTAL = Counter(
 )
 REQUEST_ERRORS_TOTAL = Counter(
     "inspect_request_errors_total", "Rejected requests, by reason", ["reason"], registry=REGISTRY,
+)
+UPLOADS_IN_FLIGHT = Gauge("inspect_upload_in_flight", "Uploads being decoded and inspected now",
+                          registry=REGISTRY)
+UPLOADS_QUEUED = Gauge("inspect_upload_queued", "Uploads waiting for an inspection slot", registry=REGISTRY)
+UPLOADS_REFUSED_TOTAL = Counter(
+    "inspect_upload_refused_total", "Uploads answered 503 by admission control (queue_full|queue_timeout)",
+    ["reason"], registry=REGISTRY,
 )
 MODEL_INFO = Gauge(
     "inspect_model_info", "The loaded model (value 1)", ["version", "provider"], registry=REGISTRY,
@@ -64,6 +73,50 @@ DB_WRITE_SECONDS = Histogram(
 JOURNAL_PENDING = Gauge("inspect_journal_pending", "Results in the on-disk journal awaiting the database",
                         registry=REGISTRY)
 DB_UP = Gauge("inspect_db_up", "1 while the ingest writer can reach the database", registry=REGISTRY)
+
+
+class CameraLabels:
+    """Values of the ``camera`` label, so that no caller can grow the series without bound: a camera of
+    the cameras file (``register``) has its own value; another camera id (an upload's, chosen by the
+    caller) gets its own value while fewer than ``cap`` such ids have one, and ``other`` after that; a
+    frame without a camera id gets ``""``. ``configure`` at service start sets the cap and starts over."""
+
+    OTHER = "other"
+
+    def __init__(self, cap: int) -> None:
+        self._lock = threading.Lock()
+        self.cap = cap
+        self._registered: set[str] = set()
+        self._unregistered: set[str] = set()
+
+    def configure(self, cap: int) -> None:
+        with self._lock:
+            self.cap = cap
+            self._registered.clear()
+            self._unregistered.clear()
+
+    def register(self, camera_id: str) -> None:
+        with self._lock:
+            self._registered.add(camera_id)
+
+    def of(self, camera_id: str | None) -> str:
+        if not camera_id:
+            return ""
+        with self._lock:
+            if camera_id in self._registered or camera_id in self._unregistered:
+                return camera_id
+            if len(self._unregistered) < self.cap:
+                self._unregistered.add(camera_id)
+                return camera_id
+        return self.OTHER
+
+
+CAMERA_LABELS = CameraLabels(cap=100)
+
+
+def camera_label(camera_id: str | None) -> str:
+    """The ``camera`` label value of ``camera_id`` (``CameraLabels.of``)."""
+    return CAMERA_LABELS.of(camera_id)
 
 
 def set_model_info(version: str | None, provider: str | None) -> None:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from app import metrics
+from app import memory, metrics
+from app.admission import AdmissionGate, AdmissionLimits
 from app.db.session import Database
 from app.engine_factory import load_engine
 from app.inference import Engine
@@ -36,7 +37,7 @@ class Role(StrEnum):
 class Service:
     """The running parts. ``engine`` None: ``engine_error`` says why (the service is up, not ready);
     ``pipeline`` None: ``ingest_error`` says why; ``webhooks`` None: deliveries wait in the database
-    for a ``serve`` process to send them."""
+    for a ``serve`` process to send them. ``uploads``: admission control of POST /inspections."""
 
     settings: Settings
     db: Database
@@ -45,6 +46,12 @@ class Service:
     pipeline: Pipeline | None = None
     ingest_error: str | None = None
     webhooks: DeliveryWorker | None = None
+    uploads: AdmissionGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.uploads = AdmissionGate(AdmissionLimits(s.upload_max_in_flight, s.upload_max_queued,
+                                                     s.upload_max_wait_s))
 
     @property
     def journal(self) -> Journal | None:
@@ -69,6 +76,8 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     if (cameras is not None) != (role is Role.INGEST):
         raise ValueError("a cameras file is given for the ingest role, and only for it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    memory.return_large_buffers_to_the_os()  # decoded frames: RSS stays flat under concurrent uploads
+    metrics.CAMERA_LABELS.configure(settings.metrics_max_cameras)  # the cameras of the pipeline register
     service = Service(settings, Database(settings.database_url))
     try:
         if cameras is not None:

@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     max_pixels: int = Field(
         40_000_000, gt=0,
         description="largest accepted image, width x height read from the header before decoding (else 413)")
+    upload_max_in_flight: int = Field(
+        2, ge=1, le=256,
+        description="uploads decoded and inspected at once; each holds its decoded frame (a 6000x6000 "
+                    "PNG about 110 MB while it decodes), so this also bounds the memory uploads take")
+    upload_max_queued: int = Field(
+        8, ge=0, le=10_000,
+        description="uploads waiting for a slot beyond those in flight; one more is answered 503 with "
+                    "`Retry-After` at once")
+    upload_max_wait_s: float = Field(
+        10.0, gt=0, le=600,
+        description="longest wait of a queued upload for a slot, in seconds; then 503 with `Retry-After`")
     conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="detection confidence threshold")
     iou_threshold: float = Field(0.45, gt=0.0, le=1.0, description="NMS IoU threshold (class-aware)")
     max_det: int = Field(300, ge=1, le=10_000, description="most detections kept per frame")
@@ -73,6 +84,11 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(
         True, description="require API keys; `false` makes every caller an admin (a local demo only)")
     metrics_public: bool = Field(True, description="serve `/metrics` without an API key")
+    metrics_max_cameras: int = Field(
+        100, ge=0, le=10_000,
+        description="camera ids outside the cameras file (uploads name their own) that get their own "
+                    "`camera` label in `/metrics`, first come first served; later ones count under "
+                    "`camera=\"other\"`")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")

@@ -1,5 +1,6 @@
 """Request dependencies as ``Annotated`` aliases: ``ServiceDep`` (the running service, app.service),
-and its parts ``SettingsDep``, ``DatabaseDep``, ``SessionDep`` and ``EngineDep`` (503 without a model).
+and its parts ``SettingsDep``, ``DatabaseDep``, ``SessionDep``, ``EngineDep`` (503 without a model) and
+``UploadGateDep`` (admission control of uploads).
 The lifespan (app.main) attaches the service with ``attach_service``; nothing else reads or writes
 ``app.state``."""
 
@@ -12,6 +13,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
+from app.admission import AdmissionGate
 from app.api.problems import Problem
 from app.db.session import Database
 from app.inference import Engine
@@ -51,6 +53,10 @@ def get_session(service: ServiceDep) -> Iterator[Session]:
         yield session
 
 
+def get_upload_gate(service: ServiceDep) -> AdmissionGate:
+    return service.uploads
+
+
 def get_engine(service: ServiceDep) -> Engine:
     return require_engine(service, "the detector is not available")
 
@@ -68,3 +74,4 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 SessionDep = Annotated[Session, Depends(get_session)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
+UploadGateDep = Annotated[AdmissionGate, Depends(get_upload_gate)]

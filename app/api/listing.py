@@ -10,7 +10,7 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from app.api.openapi import problem_responses
-from app.api.params import ClassNameQuery, NameQuery, PartIdQuery
+from app.api.params import QUERY_TIME, ClassNameQuery, NameQuery, PartIdQuery
 from app.api.problems import Problem
 from app.db.models import REVIEW_STATUSES
 from app.db.queries import (
@@ -42,8 +42,10 @@ def list_responses(kind: Kind, item: type[PublicModel]) -> dict[int | str, dict[
 
 
 def filters_params(
-    start: Annotated[datetime | None, Query(alias="from", description="captured at or after")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="captured before (ISO 8601)")] = None,
+    start: Annotated[datetime | None, Query(alias="from", description="captured at or after"),
+                     QUERY_TIME] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="captured before (ISO 8601)"),
+                   QUERY_TIME] = None,
     line: NameQuery = None,
     station: NameQuery = None,
     camera_id: NameQuery = None,

@@ -1,5 +1,5 @@
 """Path and query parameters shared by the routes, each bounded: row ids within the column type, names
-without control characters and within the columns' lengths."""
+without control characters and within the columns' lengths, times within [1970, 2100)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import Path, Query
 
-from app.schemas.common import MAX_ROW_ID, PLAIN
+from app.schemas.common import MAX_ROW_ID, PLAIN, QUERY_TIME
+
+__all__ = ["QUERY_TIME", "ClassNameQuery", "NameQuery", "PartIdPath", "PartIdQuery", "RowId"]
 
 RowId = Annotated[int, Path(ge=1, le=MAX_ROW_ID, description="row id (1 to 2^63-1)")]
 PartIdPath = Annotated[str, Path(min_length=1, max_length=128), PLAIN]

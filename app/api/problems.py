@@ -120,7 +120,10 @@ async def _user_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UserError)
     _count(exc.reason)
     status = status_of(exc)
-    return problem_response(status, title_of(status), str(exc), exc.reason, instance=request.url.path)
+    retry_after = exc.retry_after_s if isinstance(exc, Unavailable) else None
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return problem_response(status, title_of(status), str(exc), exc.reason, headers=headers,
+                            instance=request.url.path)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -67,6 +67,7 @@ class CameraState:
         self.resumed_from: int | None = None
         self.fps_in = RateMeter()
         self.fps_out = RateMeter()
+        m.CAMERA_LABELS.register(camera_id)  # a configured camera: its own label in every series
         m.CAMERA_UP.labels(camera=camera_id).set(0)
         for stage in m.FRAME_STAGES:
             m.FRAMES_TOTAL.labels(camera=camera_id, stage=stage)

@@ -122,8 +122,11 @@ def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: s
                   context: CameraContext | None = None, part_id: str | None = None,
                   captured_at: datetime | None = None, received_at: datetime | None = None,
                   timings: Timings | None = None, frame_uid: str | None = None, source: str = "api",
-                  image_bytes: bytes | None = None, image_ext: str = ".jpg") -> InspectionResult:
-    """Camera rules + verdict for one frame, as the one result object every consumer takes."""
+                  image_bytes: bytes | None = None, image_ext: str = ".jpg",
+                  size: tuple[int, int] | None = None) -> InspectionResult:
+    """Camera rules + verdict for one frame, as the one result object every consumer takes. ``size``:
+    (width, height) of the image when ``frame`` is a reduced decode of it (``detections`` in the
+    image's pixels); default the frame's."""
     now = utcnow()
     kept = apply_camera_rules(detections, context)
     ctx = context or CameraContext()
@@ -131,7 +134,8 @@ def inspect_frame(frame: np.ndarray, detections: Detections, *, model_version: s
         frame_uid=frame_uid or new_frame_uid(), camera_id=ctx.camera_id, line=ctx.line,
         station=ctx.station, part_id=part_id, captured_at=captured_at or received_at or now,
         received_at=received_at or now, detections=kept, verdict=decide_verdict(kept),
-        timings=timings or Timings(), width=int(frame.shape[1]), height=int(frame.shape[0]),
+        timings=timings or Timings(), width=int(size[0] if size else frame.shape[1]),
+        height=int(size[1] if size else frame.shape[0]),
         model_version=model_version, source=source, image=frame, image_bytes=image_bytes,
         image_ext=image_ext, image_sha256=image_digest(frame, image_bytes),
     )

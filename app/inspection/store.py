@@ -187,7 +187,8 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
         raise
     for s, r in zip(stored, results, strict=True):
         if s.created:
-            metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=r.camera_id or "").inc()
+            camera = metrics.camera_label(r.camera_id)  # bounded: caller-chosen ids beyond a cap are "other"
+            metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=camera).inc()
             per_class = Counter(map(r.detections.class_name, r.detections.class_id.tolist()))
             for class_name, n in per_class.items():
                 metrics.DEFECTS_TOTAL.labels(class_name=class_name).inc(n)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import types
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
 
-from app.vocabulary import iso, to_utc
+from app.vocabulary import iso, to_utc, utcnow
 
 UtcDatetime = Annotated[
     datetime,
@@ -35,6 +35,48 @@ def no_control_characters(value: str | None) -> str | None:
 PLAIN = AfterValidator(no_control_characters)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64), PLAIN]
 LongName = Annotated[str, StringConstraints(min_length=1, max_length=128), PLAIN]
+
+
+# Free text (a review note): line breaks and tabs are text there; other control characters are not.
+TEXT_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def no_control_characters_in_text(value: str | None) -> str | None:
+    if value is not None and TEXT_CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters other than tabs and line breaks")
+    return value
+
+
+TEXT = AfterValidator(no_control_characters_in_text)
+
+
+# Times the API takes. A time in a query (a filter) lies in [1970-01-01, 2100-01-01); a capture time,
+# a claim about a frame, in [2000-01-01, now + 1 day]: an unset camera clock (1970) or a wrong year is
+# refused instead of sorting a frame before or after every other forever.
+QUERY_TIMES = (datetime(1970, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+EARLIEST_CAPTURE = datetime(2000, 1, 1, tzinfo=UTC)
+CAPTURE_CLOCK_SKEW = timedelta(days=1)
+
+
+def _in_range(value: datetime, earliest: datetime, latest: datetime) -> datetime:
+    """``value`` as UTC when ``earliest <= value < latest`` (compared before any conversion, which can
+    overflow at the ends of the calendar), else ValueError naming the range."""
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not earliest <= aware < latest:
+        raise ValueError(f"must lie between {iso(earliest)} and {iso(latest)}")
+    return to_utc(aware)
+
+
+def query_time(value: datetime | None) -> datetime | None:
+    return None if value is None else _in_range(value, *QUERY_TIMES)
+
+
+def capture_time(value: datetime | None) -> datetime | None:
+    """A frame's capture time: not before 2000, not more than a day ahead of this server's clock."""
+    return None if value is None else _in_range(value, EARLIEST_CAPTURE, utcnow() + CAPTURE_CLOCK_SKEW)
+
+
+QUERY_TIME = AfterValidator(query_time)
 
 
 # CSV cells that a spreadsheet would run as a formula (OWASP "CSV injection") get a leading apostrophe.

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from app.schemas.common import LongName, Name, PublicModel, UtcDatetime
-from app.vocabulary import Verdict, round_box, round_confidence, round_ms, to_utc
+from app.schemas.common import TEXT, LongName, Name, PublicModel, UtcDatetime, capture_time
+from app.vocabulary import Verdict, round_box, round_confidence, round_ms
 
 if TYPE_CHECKING:
     from app.db.models import Defect, DefectReview, Inspection
@@ -36,9 +36,10 @@ class ReviewCreate(ReviewBase):
 
     model_config = ConfigDict(extra="forbid")
 
-    class_name: str | None = Field(None, min_length=1, max_length=64,
-                                   description="the new class (reclassify only); must be a model class")
-    note: str | None = Field(None, max_length=2000)
+    class_name: Name | None = Field(None,
+                                    description="the new class (reclassify only); must be a model class")
+    note: Annotated[str, TEXT] | None = Field(None, max_length=2000,
+                                              description="free text; tabs and line breaks allowed")
 
 
 class ReviewPublic(ReviewBase):
@@ -151,7 +152,8 @@ class InspectionCreate(InspectionBase):
     line: Name | None = None
     station: Name | None = None
     part_id: LongName | None = None
-    captured_at: datetime | None = None
+    captured_at: datetime | None = Field(None, description="not before 2000-01-01, not more than a day "
+                                                           "ahead of the server's clock (default: now)")
     frame_uid: str | None = Field(None, description="idempotency key: a replay with the same image returns "
                                   "the stored row; another image under a stored uid is a 409 problem")
     imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
@@ -160,7 +162,7 @@ class InspectionCreate(InspectionBase):
     @field_validator("captured_at")
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else to_utc(value)
+        return capture_time(value)
 
     @field_validator("frame_uid")
     @classmethod

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator
 
-from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.common import PLAIN, PublicModel, UtcDatetime
 from app.schemas.inspections import DefectPublic, ReviewAction
 
 if TYPE_CHECKING:
@@ -47,10 +47,11 @@ class WebhookCreate(WebhookBase):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=8, max_length=1024, description="http(s) URL receiving POSTs")
-    events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}")
-    secret: str | None = Field(None, min_length=16, max_length=128,
-                               description="HMAC key; generated when left out")
+    url: Annotated[str, PLAIN] = Field(min_length=8, max_length=1024,
+                                       description="http(s) URL receiving POSTs")
+    events: list[str] = Field(min_length=1, max_length=16, description=f"any of {', '.join(EVENTS)}")
+    secret: Annotated[str, PLAIN] | None = Field(None, min_length=16, max_length=128,
+                                                 description="HMAC key; generated when left out")
 
     @field_validator("url")
     @classmethod

@@ -16,13 +16,20 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from app import images
-from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep
+from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep, UploadGateDep
 from app.api.openapi import problem_responses
 from app.api.params import RowId
 from app.api.problems import Problem
 from app.db import repository
 from app.db.models import Inspection
-from app.inspection import CameraContext, Timings, inspect_frame, persist_results, run_detector
+from app.inspection import (
+    CameraContext,
+    InspectionResult,
+    Timings,
+    inspect_frame,
+    persist_results,
+    run_detector,
+)
 from app.schemas import InspectionCreate, InspectionDetail
 from app.vocabulary import utcnow
 
@@ -133,25 +140,28 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                **problem_responses(400, 409, 413, 415, 422, 503, s400="not an image, corrupt, empty, or "
                                    "a malformed multipart body", s409="this frame_uid is stored with a "
                                    "different image", s422="a bad field, or an imgsz the model "
-                                   "cannot take", s503="no model loaded")},
+                                   "cannot take", s503="no model loaded, or too many uploads in flight "
+                                   "and waiting (with Retry-After)")},
 )
 async def create_inspection(request: Request, settings: SettingsDep, engine: EngineDep,
-                            db: DatabaseDep) -> Any:
+                            db: DatabaseDep, gate: UploadGateDep) -> Any:
     received_at = utcnow()
     started = time.perf_counter()
     data, meta = await _read_upload(request, settings.max_upload_bytes)
 
     try:
-        engine.fit_size(meta.imgsz)
+        fit = engine.fit_size(meta.imgsz)
     except ValueError as exc:
         raise Problem(422, str(exc), reason="unsupported_imgsz") from None
 
-    def work() -> tuple[InspectionDetail, bool]:
+    def inspect() -> InspectionResult:
         t0 = time.perf_counter()
-        frame, info = images.decode(data, settings.max_pixels)  # ImageError: a 4xx problem
+        # ImageError: a 4xx problem; a large image is decoded reduced, its boxes mapped back to its pixels
+        frame, info = images.decode(data, settings.max_pixels, fit)
         t1 = time.perf_counter()
         [dets], inference_ms, post_ms = run_detector(
             engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det, meta.imgsz)
+        dets = dets.scaled(info.width / frame.shape[1], info.height / frame.shape[0])
         timings = Timings(decode_ms=(t1 - t0) * 1000, inference_ms=inference_ms, postprocess_ms=post_ms,
                           total_ms=(time.perf_counter() - started) * 1000)
         result = inspect_frame(
@@ -159,13 +169,19 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
             context=CameraContext(camera_id=meta.camera_id, line=meta.line, station=meta.station),
             part_id=meta.part_id, captured_at=meta.captured_at, received_at=received_at, timings=timings,
             frame_uid=meta.frame_uid, source="api", image_bytes=data,
-            image_ext=images.EXTENSIONS[info.format])
+            image_ext=images.EXTENSIONS[info.format], size=(info.width, info.height))
+        result.image = None  # the upload's own bytes are stored, never the frame: freed with the slot
+        return result
+
+    def work(result: InspectionResult) -> tuple[InspectionDetail, bool]:
         with db.session() as session:
             [stored] = persist_results(session, [result], data_dir=settings.data_dir,
                                        image_policy=settings.image_policy)
             return InspectionDetail.from_row(stored.row), stored.created
 
-    body, created = await run_in_threadpool(work)
+    async with gate.admitted():  # a bounded number decode and infer at once; beyond its queue a 503
+        result = await run_in_threadpool(inspect)
+    body, created = await run_in_threadpool(work, result)
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from app.api.deps import SessionDep
 from app.api.openapi import problem_responses
-from app.api.params import NameQuery
+from app.api.params import QUERY_TIME, NameQuery
 from app.db.queries import Filters
 from app.db.stats import StatsRange, compute_stats
 from app.schemas import StatsPublic
@@ -24,8 +24,8 @@ router = APIRouter(tags=["mes"])
 def read_stats(
     session: SessionDep,
     start: Annotated[datetime | None, Query(alias="from", description="default: 24 h (hour) / 30 d (day) "
-                                                                      "before 'to'")] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="default: now")] = None,
+                                                                      "before 'to'"), QUERY_TIME] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="default: now"), QUERY_TIME] = None,
     bucket: Literal["hour", "day"] = "hour",
     line: NameQuery = None,
     station: NameQuery = None,
