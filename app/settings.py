@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     auth_enabled: bool = Field(
         True, description="require API keys; `false` makes every caller an admin (a local demo only)")
     metrics_public: bool = Field(True, description="serve `/metrics` without an API key")
+    key_cache_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="seconds an API key verified against the database is honoured from memory without "
+                    "asking it again (also while the database is away); a revocation or expiry made by "
+                    "another process reaches this one within this time (0: ask the database every request)")
+    db_probe_s: float = Field(
+        1.0, gt=0, le=300,
+        description="while the database is away (circuit open) it is probed once this often, seconds; "
+                    "requests in between are answered at once (uploads journaled, others 503)")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")

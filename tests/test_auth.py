@@ -144,10 +144,12 @@ def test_unknown_malformed_and_revoked_keys_are_401(auth_client, auth_settings, 
     assert_problem(auth_client.get("/api/v1/inspections", headers={"X-API-Key": keys["mes"]}), 401)
 
 
-def test_metrics_need_a_key_unless_public(auth_settings, keys):
+def test_metrics_need_a_key_unless_public(auth_settings, keys, tmp_path):
     from app.main import create_app
 
-    with TestClient(create_app(auth_settings.model_copy(update={"metrics_public": False}))) as c:
+    # a second service beside auth_client: a data folder (journal) of its own
+    other = auth_settings.model_copy(update={"metrics_public": False, "data_dir": tmp_path / "data-2"})
+    with TestClient(create_app(other)) as c:
         assert_problem(c.get("/metrics"), 401)
         assert_problem(c.get("/metrics", headers={"X-API-Key": keys["camera"]}), 403)
         assert c.get("/metrics", headers={"X-API-Key": keys["mes"]}).status_code == 200

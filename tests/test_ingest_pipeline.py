@@ -206,7 +206,9 @@ def test_demo_starts_one_simulator_camera(app_settings, monkeypatch) -> None:
         assert not body["running"] and "imgsz 640: this model's input is fixed" in body["reason"]
     with TestClient(create_app(app_settings)) as client:
         assert client.get("/api/v1/cameras").json() == {
-            "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": []}
+            "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": [],
+            "database": {"up": True, "last_error": None, "down_for_s": None},
+            "journal": {"pending": 0, "bytes": 0, "replayed": 0}}
 
 
 def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu_sample: Path,

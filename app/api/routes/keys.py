@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.engine import make_url
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ServiceDep, SessionDep, SettingsDep
 from app.api.openapi import problem_responses
 from app.api.params import RowId
 from app.api.problems import Problem
@@ -40,12 +40,13 @@ def post_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
 
 @admin_router.delete("/keys/{key_id}", response_model=ApiKeyPublic, summary="Revoke a key",
                      responses=problem_responses(404, 422))
-def delete_key(key_id: RowId, session: SessionDep) -> ApiKeyPublic:
+def delete_key(key_id: RowId, session: SessionDep, service: ServiceDep) -> ApiKeyPublic:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise Problem(404, f"key {key_id} does not exist", reason="not_found")
     revoke_key(session, row)
     session.commit()
+    service.keys.forget(row.id)  # this process at once; others within INSPECT_KEY_CACHE_S
     return ApiKeyPublic.from_row(row)
 
 
