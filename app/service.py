@@ -94,7 +94,8 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             service.engine, service.engine_error = load_engine(settings)
             service.pipeline, service.ingest_error = start_ingest(settings, service.db)
             if service.pipeline is None:  # HTTP uploads still need a journal while the database is away
-                service.own_writer = open_writer(service.db, settings.data_dir, WriterConfig())
+                service.own_writer = open_writer(service.db, settings.data_dir,
+                                                 WriterConfig(journal_max_mb=settings.journal_max_mb))
                 service.own_writer.start()
             # webhook deliveries: queued in the database, sent by this background thread (app/webhooks.py)
             targets = TargetPolicy.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)

@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         description="seconds an API key verified against the database is honoured from memory without "
                     "asking it again (also while the database is away); a revocation or expiry made by "
                     "another process reaches this one within this time (0: ask the database every request)")
+    journal_max_mb: float = Field(
+        512.0, gt=0, le=1_048_576,
+        description="bound of the on-disk journal (`<data dir>/journal`) that keeps uploaded frames while "
+                    "the database is away, MiB; full: uploads are answered 503 with Retry-After (with "
+                    "cameras running, the cameras file's `pipeline.writer.journal_max_mb` applies instead)")
     db_probe_s: float = Field(
         1.0, gt=0, le=300,
         description="while the database is away (circuit open) it is probed once this often, seconds; "

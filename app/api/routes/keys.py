@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 from sqlalchemy.engine import make_url
 
@@ -20,7 +22,8 @@ admin_router = APIRouter(tags=["admin"])
 
 @whoami_router.get("/whoami", response_model=WhoamiPublic, summary="The calling key's name and role")
 def whoami(principal: PrincipalDep, settings: SettingsDep) -> WhoamiPublic:
-    return WhoamiPublic(name=principal.name, role=principal.role, auth_enabled=bool(settings.auth_enabled))
+    return WhoamiPublic(name=principal.name, role=principal.role, auth_enabled=bool(settings.auth_enabled),
+                        expires_at=principal.expires_at)
 
 
 @admin_router.get("/keys", response_model=ApiKeyList, summary="API keys (never the keys themselves)",
@@ -33,7 +36,8 @@ def get_keys(session: SessionDep, include_revoked: bool = False) -> ApiKeyList:
 @admin_router.post("/keys", status_code=201, response_model=ApiKeyCreated,
                    summary="Create a key (shown only in this response)", responses=problem_responses(422))
 def post_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
-    row, key = create_key(session, body.name, body.role)
+    lifetime = None if body.expires_in_days is None else timedelta(days=body.expires_in_days)
+    row, key = create_key(session, body.name, body.role, lifetime)
     session.commit()
     return ApiKeyCreated.from_row(row, key)
 
