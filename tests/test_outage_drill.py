@@ -33,7 +33,7 @@ from app.settings import Settings
 
 pytestmark = [pytest.mark.drill, pytest.mark.postgres]
 
-CLIENTS = 6
+CLIENTS = int(os.environ.get("INSPECT_DRILL_CLIENTS", "6"))  # client threads posting frames
 PER_CLIENT = 12  # answers each client gets at least while the database is stopped
 OUTAGE_S = float(os.environ.get("INSPECT_DRILL_OUTAGE_S", "5"))  # how long the database stays stopped
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
