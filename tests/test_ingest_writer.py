@@ -125,6 +125,8 @@ def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tm
         writer.submit(make_item(k, ng=k % 2 == 0))
     wait_until(lambda: len(journaled) == 14)
     assert writer.db_up is False and metrics.REGISTRY.get_sample_value("inspect_db_up") == 0
+    # what GET /api/v1/cameras shows: down, in words without the database's address
+    assert db.breaker.view()["up"] is False and db.breaker.view()["last_error"] == "database unreachable"
     assert writer.journal.pending == 14 and metrics.REGISTRY.get_sample_value("inspect_journal_pending") == 14
     assert list((tmp_path / "journal").glob("*.jsonl"))  # on disk, not in memory
 
@@ -139,6 +141,7 @@ def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tm
     assert defects == sum(1 for k in range(25) if k % 2 == 0 or k >= 20)
     assert writer.journal.pending == 0 and not list((tmp_path / "journal").glob("*.jsonl"))
     assert writer.db_up and metrics.REGISTRY.get_sample_value("inspect_db_up") == 1
+    assert db.breaker.view() == {"up": True, "last_error": None, "down_for_s": None}  # no stale error
     db.dispose()
 
 
