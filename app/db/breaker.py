@@ -22,6 +22,9 @@ from app import metrics
 log = logging.getLogger(__name__)
 
 DOWN_REASON = "database unreachable"
+# SQLite raises OperationalError for these too: a lock wait or a statement the schema cannot run, answered
+# by the database itself, so no outage
+_NOT_OUTAGES = ("database is locked", "no such table", "no such column", "near ")
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -31,7 +34,8 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, InterfaceError):
         return True
     if isinstance(exc, OperationalError):
-        return "database is locked" not in str(exc.orig)  # SQLite busy: a wait, not an outage
+        text = str(exc.orig)
+        return not any(text.startswith(m) for m in _NOT_OUTAGES)
     return False
 
 

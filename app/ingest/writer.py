@@ -337,8 +337,13 @@ class DbWriter:
         for item in items:
             write_image_now(item.result, self.data_dir)
             store_crops(item, self.data_dir)
-        self.journal.append([to_journal(i) for i in items])
-        self._pending_uploads.update(i.result.frame_uid for i in items if i.result.source == API_SOURCE)
+        uploads = {i.result.frame_uid for i in items if i.result.source == API_SOURCE} - self._pending_uploads
+        self._pending_uploads.update(uploads)  # before the append: a replay may take them right after it
+        try:
+            self.journal.append([to_journal(i) for i in items])
+        except BaseException:
+            self._pending_uploads.difference_update(uploads)
+            raise
         self.journaled += len(items)
         m.JOURNAL_PENDING.set(self.journal.pending)
 
