@@ -288,3 +288,31 @@ def test_a_full_journal_answers_503_with_retry_after_and_acknowledges_nothing_it
         finally:
             db.dispose()
         assert uids == sorted(frame_of(0, n)[0] for n in range(refused + 1))
+
+
+def test_frames_journaled_before_a_restart_are_stored_after_it(tiny_model_path: Path, tmp_path: Path) -> None:
+    server = postgres_server()
+    with scratch_database(server) as url:
+        settings = Settings(database_url=url, model_path=tiny_model_path, data_dir=tmp_path / "data",
+                            image_policy="always", auth_enabled=False, providers=["cpu"], intra_op_threads=1,
+                            db_probe_s=0.25)
+        uids = []
+        with serving(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
+            server.stop()
+            for n in range(5):
+                uid, query, body = frame_of(1, n)
+                resp = http.post("/api/v1/inspections", params=query, content=body,
+                                 headers={"Content-Type": "image/jpeg"})
+                assert resp.status_code == 202, resp.text
+                assert resp.headers["Location"] == resp.json()["result_url"]
+                uids.append(uid)
+        # the service stopped with the database still away: the frames wait on disk
+        with serving(settings) as base, httpx.Client(base_url=base, timeout=30) as http:
+            for uid in uids:  # known as pending from the journal read at start
+                assert http.get(f"/api/v1/inspections/by-frame/{uid}").status_code == 202
+            server.start()
+            wait_until(lambda: http.get("/api/v1/cameras").json()["journal"]["pending"] == 0)
+            for uid in uids:
+                found = http.get(f"/api/v1/inspections/by-frame/{uid}")
+                assert found.status_code == 200 and found.json()["frame_uid"] == uid
+                assert http.get(found.json()["image_url"]).status_code == 200
