@@ -230,3 +230,20 @@ def test_breaker_opens_once_probes_in_the_background_and_closes_on_recovery():
     breaker.available()
     wait_until(lambda: not breaker.is_open)
     assert breaker.available() and breaker.view()["up"]
+
+
+def test_an_admin_creates_an_expiring_key_over_the_api(database_url, app_with):
+    from mes_helpers import make_key
+
+    admin = {"X-API-Key": make_key(database_url, "admin", "admin-1")}
+    with app_with() as client:
+        created = client.post("/api/v1/keys", json={"name": "cam-7", "role": "camera", "expires_in_days": 7},
+                              headers=admin)
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["expires_at"] and KEY_RE.match(body["key"])
+        assert lifetime(rows(database_url)[-1]) == timedelta(days=7)
+        listed = client.get("/api/v1/keys", headers=admin).json()["items"]
+        assert [k["expires_at"] for k in listed if k["name"] == "cam-7"] == [body["expires_at"]]
+        assert_problem(client.post("/api/v1/keys", json={"name": "x", "role": "camera", "expires_in_days": 0},
+                                   headers=admin), 422)
