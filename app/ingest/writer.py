@@ -187,7 +187,9 @@ class DbWriter:
     def store_now(self, result: InspectionResult, image_policy: ImagePolicy) -> Stored | None:
         """Store one result in the caller's thread (the HTTP door): its ``Stored`` (row loaded) while
         the database answers; None once it is journaled because the database is away (replayed by
-        this writer's thread, exactly once); JournalUnwritable when neither can take it."""
+        this writer's thread, exactly once); JournalUnwritable when neither can take it. Uploads go
+        straight in while the database answers, also while the journal still drains: uploads from
+        different clients have no order to keep, and a frame_uid in both is stored once."""
         apply_image_policy(result, image_policy)
         if self.db.breaker.available():
             try:
