@@ -336,5 +336,9 @@ def test_a_second_demo_service_on_the_same_data_folder_stops_with_one_line(tmp_p
         assert cli_main(["serve", "--demo", "--port", "8126"]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "is in use by another process" in err, err
+        # without cameras too: uploads journal there while the database is away
+        assert cli_main(["serve", "--port", "8126"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "is in use by another process" in err, err
     finally:
         held.close()
