@@ -2,7 +2,9 @@
 
 A key looks like ``dik_<prefix>_<secret>``; it is shown once when created and only its SHA-256 hash is
 stored (``api_keys.key_hash``). The prefix is stored too so that ``keys list`` can name a key without
-revealing it.
+revealing it. A key may expire (``expires_at``, checked on every request); ``rotate_key`` replaces a key
+by a new one of the same name and role. A key verified against the database is honoured from the
+service's ``KeyCache`` for ``INSPECT_KEY_CACHE_S`` seconds (also while the database is away).
 
 Roles: ``camera`` may post inspections (and read the model), ``mes`` reads, ``operator`` reads and
 reviews, ``admin`` may do everything. Routers are given the permission they need where they are mounted
@@ -15,8 +17,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -54,9 +60,13 @@ class Principal:
     name: str
     role: str
     key_id: int | None = None
+    expires_at: datetime | None = None
 
     def can(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS.get(self.role, frozenset())
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and (now or utcnow()) >= self.expires_at
 
 
 # When INSPECT_AUTH_ENABLED=false (local demo only) every caller acts as this principal.
@@ -77,22 +87,60 @@ def looks_like_key(key: str) -> bool:
     return _KEY_RE.match(key) is not None
 
 
-def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
-    """Store a new key (hash only) and return the row and the plaintext key, which is never stored."""
+_LIFETIME_RE = re.compile(r"^\s*(\d{1,6})\s*([mhdw])\s*$")
+_LIFETIME_UNITS = {"m": timedelta(minutes=1), "h": timedelta(hours=1), "d": timedelta(days=1),
+                   "w": timedelta(weeks=1)}
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """``90d``, ``12h``, ``30m`` or ``2w`` as a timedelta (ValueError otherwise)."""
+    match = _LIFETIME_RE.match(text)
+    if match is None or int(match[1]) == 0:
+        raise ValueError(f"a key lifetime like 90d, 12h, 30m or 2w, not {text!r}")
+    return int(match[1]) * _LIFETIME_UNITS[match[2]]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """An aware datetime (SQLite hands back naive UTC values)."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def create_key(session: Session, name: str, role: str,
+               lifetime: timedelta | None = None) -> tuple[ApiKey, str]:
+    """Store a new key (hash only) and return the row and the plaintext key, which is never stored.
+    ``lifetime``: the key expires that long after now (None: never)."""
     name = name.strip()
     if not name:
         raise ValueError("a key needs a non-empty name")
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    if lifetime is not None and lifetime <= timedelta(0):
+        raise ValueError("a key lifetime must be positive")
     key, prefix = generate_key()
-    row = ApiKey(name=name, role=role, prefix=prefix, key_hash=hash_key(key), created_at=utcnow())
+    now = utcnow()
+    row = ApiKey(name=name, role=role, prefix=prefix, key_hash=hash_key(key), created_at=now,
+                 expires_at=None if lifetime is None else now + lifetime)
     session.add(row)
     session.flush()
     return row, key
 
 
+def rotate_key(session: Session, old: ApiKey, lifetime: timedelta | None = None) -> tuple[ApiKey, str]:
+    """Replace ``old`` by a new key of the same name and role and revoke ``old``; the caller commits.
+    ``lifetime`` None: the new key lives as long as the old one was given (or never expires, like it)."""
+    if old.revoked_at is not None:
+        raise ValueError(f"key {old.id} ({old.prefix}) is revoked; create a new one instead")
+    expires, created = as_utc(old.expires_at), as_utc(old.created_at)
+    if lifetime is None and expires is not None and created is not None:
+        lifetime = expires - created
+    row, key = create_key(session, old.name, old.role, lifetime)
+    revoke_key(session, old)
+    return row, key
+
+
 def lookup_key(session: Session, presented: str) -> ApiKey | None:
-    """The active key row matching ``presented``, or None (unknown, malformed or revoked)."""
+    """The key row matching ``presented`` (expired ones too: ``Principal.expired`` says so), or None
+    (unknown, malformed or revoked)."""
     if not looks_like_key(presented):
         return None
     digest = hash_key(presented)
@@ -104,18 +152,56 @@ def lookup_key(session: Session, presented: str) -> ApiKey | None:
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:
+    """The principal of an active key (it may have expired: check ``expired()``), or None."""
     row = lookup_key(session, presented)
     if row is None:
         return None
     now = utcnow()
-    last = row.last_used_at
-    if last is not None and last.tzinfo is None:
-        last = last.replace(tzinfo=UTC)
+    last = as_utc(row.last_used_at)
     # Write last_used_at at most once a minute, so reads do not turn every request into a write.
     if last is None or (now - last).total_seconds() > 60:
         row.last_used_at = now
         session.commit()
-    return Principal(name=row.name, role=row.role, key_id=row.id)
+    return Principal(name=row.name, role=row.role, key_id=row.id, expires_at=as_utc(row.expires_at))
+
+
+class KeyCache:
+    """Keys verified against the database, by hash, honoured for ``ttl_s`` seconds without asking it
+    again (so requests go on while the database is away, and a revocation made elsewhere is seen
+    within ``ttl_s``). Expiry is checked by the caller on every request; ``forget`` drops a key
+    revoked by this process at once. Bounded: the oldest entries leave beyond ``max_entries``."""
+
+    def __init__(self, ttl_s: float, max_entries: int = 4096,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, digest: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self._clock() - entry[0] >= self.ttl_s:
+                del self._entries[digest]
+                return None
+            return entry[1]
+
+    def put(self, digest: str, principal: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._entries[digest] = (self._clock(), principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, key_id: int) -> None:
+        with self._lock:
+            for digest in [d for d, (_, p) in self._entries.items() if p.key_id == key_id]:
+                del self._entries[digest]
 
 
 def list_keys(session: Session, include_revoked: bool = False) -> list[ApiKey]:

@@ -72,7 +72,9 @@ DB_WRITE_SECONDS = Histogram(
 )
 JOURNAL_PENDING = Gauge("inspect_journal_pending", "Results in the on-disk journal awaiting the database",
                         registry=REGISTRY)
-DB_UP = Gauge("inspect_db_up", "1 while the ingest writer can reach the database", registry=REGISTRY)
+DB_UP = Gauge("inspect_db_up", "1 while the database answers (its circuit breaker is closed)",
+              registry=REGISTRY)
+DB_UP.set(1)
 
 
 class CameraLabels:

@@ -1,6 +1,8 @@
 """The service, assembled in one place for ``defect-inspect serve`` and ``defect-inspect ingest``: the
-settings, the database, the detector, the camera pipeline (with its journal) and the webhook sender, as
-one typed ``Service`` that ``running_service`` builds, starts and tears down. The FastAPI lifespan
+settings, the database (with its circuit breaker), the detector, the database writer with its journal
+(one per process: the camera pipeline's when cameras run, else the service's own, for frames posted
+over HTTP while the database is away), the API key cache, the camera pipeline and the webhook sender,
+as one typed ``Service`` that ``running_service`` builds, starts and tears down. The FastAPI lifespan
 (app.main) attaches it to the app, where routes reach its parts through app.api.deps."""
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from pathlib import Path
 
 from app import memory, metrics
 from app.admission import AdmissionGate, AdmissionLimits
+from app.auth import KeyCache
 from app.db.session import Database
 from app.engine_factory import load_engine
 from app.inference import Engine
+from app.ingest.config import WriterConfig
 from app.ingest.journal import Journal
 from app.ingest.pipeline import Pipeline
 from app.ingest.startup import build_pipeline, start_ingest
+from app.ingest.writer import DbWriter, open_writer
 from app.settings import Settings
 from app.webhook_targets import TargetPolicy
 from app.webhooks import DeliveryWorker
@@ -46,6 +51,8 @@ class Service:
     pipeline: Pipeline | None = None
     ingest_error: str | None = None
     webhooks: DeliveryWorker | None = None
+    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
+    own_writer: DbWriter | None = None  # without a pipeline: the writer of HTTP uploads
     uploads: AdmissionGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,15 +61,23 @@ class Service:
                                                      s.upload_max_wait_s))
 
     @property
+    def writer(self) -> DbWriter | None:
+        """The process's one database writer and journal: the pipeline's, else the service's own."""
+        return self.pipeline.writer if self.pipeline is not None else self.own_writer
+
+    @property
     def journal(self) -> Journal | None:
-        """Where camera results wait while the database is away (the pipeline's)."""
-        return None if self.pipeline is None else self.pipeline.journal
+        """Where results (camera frames and HTTP uploads) wait while the database is away."""
+        writer = self.writer
+        return None if writer is None else writer.journal
 
     def stop(self) -> None:
-        """Drain the pipeline (every result committed or journaled), stop the webhook sender, close the
-        database."""
+        """Drain the pipeline and the writer (every result committed or journaled), stop the webhook
+        sender, close the database."""
         if self.pipeline is not None:
             self.pipeline.stop()
+        if self.own_writer is not None:
+            self.own_writer.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
         self.db.dispose()
@@ -78,7 +93,8 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     memory.return_large_buffers_to_the_os()  # decoded frames: RSS stays flat under concurrent uploads
     metrics.CAMERA_LABELS.configure(settings.metrics_max_cameras)  # the cameras of the pipeline register
-    service = Service(settings, Database(settings.database_url))
+    service = Service(settings, Database(settings.database_url, probe_s=settings.db_probe_s),
+                      keys=KeyCache(settings.key_cache_s))
     try:
         if cameras is not None:
             service.pipeline = build_pipeline(settings, cameras, service.db).start()
@@ -86,6 +102,10 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
         else:
             service.engine, service.engine_error = load_engine(settings)
             service.pipeline, service.ingest_error = start_ingest(settings, service.db)
+            if service.pipeline is None:  # HTTP uploads still need a journal while the database is away
+                service.own_writer = open_writer(service.db, settings.data_dir,
+                                                 WriterConfig(journal_max_mb=settings.journal_max_mb))
+                service.own_writer.start()
             # webhook deliveries: queued in the database, sent by this background thread (app/webhooks.py)
             targets = TargetPolicy.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)
             service.webhooks = DeliveryWorker(service.db.sessionmaker, targets=targets)

@@ -89,6 +89,20 @@ class Settings(BaseSettings):
         description="camera ids outside the cameras file (uploads name their own) that get their own "
                     "`camera` label in `/metrics`, first come first served; later ones count under "
                     "`camera=\"other\"`")
+    key_cache_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="seconds an API key verified against the database is honoured from memory without "
+                    "asking it again (also while the database is away); a revocation or expiry made by "
+                    "another process reaches this one within this time (0: ask the database every request)")
+    journal_max_mb: float = Field(
+        512.0, gt=0, le=1_048_576,
+        description="bound of the on-disk journal (`<data dir>/journal`) that keeps uploaded frames while "
+                    "the database is away, MiB; full: uploads are answered 503 with Retry-After (with "
+                    "cameras running, the cameras file's `pipeline.writer.journal_max_mb` applies instead)")
+    db_probe_s: float = Field(
+        1.0, gt=0, le=300,
+        description="while the database is away (circuit open) it is probed once this often, seconds; "
+                    "requests in between are answered at once (uploads journaled, others 503)")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")

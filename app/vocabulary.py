@@ -12,6 +12,8 @@ OK: Final = "OK"
 NG: Final = "NG"
 VERDICTS: Final = (OK, NG)
 
+API_SOURCE: Final = "api"  # the ``source`` of a frame posted over HTTP (camera frames: "stream")
+
 BOX_DECIMALS: Final = 2  # box corners, original-image pixels
 CONFIDENCE_DECIMALS: Final = 5
 MS_DECIMALS: Final = 3  # stage timings, milliseconds

@@ -35,7 +35,7 @@ def counts(client: TestClient) -> dict[str, int]:
 
 
 def stored_files(settings: Settings) -> list[Path]:
-    return [p for p in settings.data_dir.rglob("*") if p.is_file()] if settings.data_dir.exists() else []
+    return [p for p in settings.images_dir.rglob("*") if p.is_file()] if settings.images_dir.exists() else []
 
 
 def assert_problem(resp, status: int) -> dict:

@@ -271,7 +271,9 @@ def operator_client(app_settings, seeded):
     from app.main import create_app
 
     key = make_key(app_settings.database_url, "operator", "op-anna")
-    settings = app_settings.model_copy(update={"auth_enabled": True})
+    # beside `client`: a data folder (journal) of its own
+    settings = app_settings.model_copy(update={"auth_enabled": True,
+                                               "data_dir": app_settings.data_dir.with_name("data-op")})
     with TestClient(create_app(settings), headers={"Authorization": f"Bearer {key}"}) as c:
         yield c
 

@@ -180,7 +180,9 @@ def test_times_and_numbers_follow_the_vocabulary(client, app_settings):
                                                             [f"{day}T00:00:00Z"])
     assert stats["totals"]["yield"] == round(stats["totals"]["ok"] / stats["totals"]["inspections"], 6)
     cameras = client.get("/api/v1/cameras").json()
-    assert cameras == {"running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": []}
+    assert cameras == {"running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": [],
+                       "database": {"up": True, "last_error": None, "down_for_s": None},
+                       "journal": {"pending": 0, "bytes": 0, "replayed": 0}}
 
 
 def test_problem_titles_are_rfc_9110_phrases(client, app_settings):
@@ -190,7 +192,9 @@ def test_problem_titles_are_rfc_9110_phrases(client, app_settings):
                        headers={"content-type": "image/jpeg"})
     assert (resp.status_code, resp.json()["title"]) == (422, "Unprocessable Content")
     assert client.get("/api/v1/inspections?limit=0").json()["title"] == "Unprocessable Content"
-    small = app_settings.model_copy(update={"max_upload_mb": 0.001})
+    # beside `client`: a data folder (journal) of its own
+    small = app_settings.model_copy(update={"max_upload_mb": 0.001,
+                                            "data_dir": app_settings.data_dir.with_name("data-small")})
     with TestClient(create_app(small)) as c:
         resp = c.post("/api/v1/inspections", content=jpeg_bytes(255), headers={"content-type": "image/jpeg"})
     assert (resp.status_code, resp.json()["title"]) == (413, "Content Too Large")

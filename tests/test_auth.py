@@ -144,10 +144,12 @@ def test_unknown_malformed_and_revoked_keys_are_401(auth_client, auth_settings, 
     assert_problem(auth_client.get("/api/v1/inspections", headers={"X-API-Key": keys["mes"]}), 401)
 
 
-def test_metrics_need_a_key_unless_public(auth_settings, keys):
+def test_metrics_need_a_key_unless_public(auth_settings, keys, tmp_path):
     from app.main import create_app
 
-    with TestClient(create_app(auth_settings.model_copy(update={"metrics_public": False}))) as c:
+    # a second service beside auth_client: a data folder (journal) of its own
+    other = auth_settings.model_copy(update={"metrics_public": False, "data_dir": tmp_path / "data-2"})
+    with TestClient(create_app(other)) as c:
         assert_problem(c.get("/metrics"), 401)
         assert_problem(c.get("/metrics", headers={"X-API-Key": keys["camera"]}), 403)
         assert c.get("/metrics", headers={"X-API-Key": keys["mes"]}).status_code == 200
@@ -156,7 +158,8 @@ def test_metrics_need_a_key_unless_public(auth_settings, keys):
 def test_auth_can_be_switched_off_for_a_demo(client):
     # the shared `client` fixture runs with INSPECT_AUTH_ENABLED=false
     me = client.get("/api/v1/whoami").json()
-    assert me == {"name": "anonymous", "role": "admin", "auth_enabled": False}
+    assert me == {"name": "anonymous", "role": "admin", "auth_enabled": False,
+                  "expires_at": None}
     assert client.get("/api/v1/inspections").status_code == 200
 
 
@@ -221,7 +224,7 @@ def test_reviews_record_the_key_name_and_whoami(auth_client, auth_settings, keys
     seed_database(auth_settings.database_url, auth_settings.data_dir)
     h = {"Authorization": f"Bearer {keys['operator']}"}
     assert auth_client.get("/api/v1/whoami", headers=h).json() == \
-        {"name": "operator-1", "role": "operator", "auth_enabled": True}
+        {"name": "operator-1", "role": "operator", "auth_enabled": True, "expires_at": None}
     did = auth_client.get("/api/v1/defects?limit=1", headers=h).json()["items"][0]["id"]
     body = auth_client.post(f"/api/v1/defects/{did}/review", json={"action": "reject"}, headers=h).json()
     assert body["reviewed_by"] == "operator-1" and body["history"][0]["actor"] == "operator-1"

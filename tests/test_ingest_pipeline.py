@@ -206,7 +206,9 @@ def test_demo_starts_one_simulator_camera(app_settings, monkeypatch) -> None:
         assert not body["running"] and "imgsz 640: this model's input is fixed" in body["reason"]
     with TestClient(create_app(app_settings)) as client:
         assert client.get("/api/v1/cameras").json() == {
-            "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": []}
+            "running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": [],
+            "database": {"up": True, "last_error": None, "down_for_s": None},
+            "journal": {"pending": 0, "bytes": 0, "replayed": 0}}
 
 
 def test_ingest_and_bench_commands(database_url: str, tiny_model_path: Path, neu_sample: Path,
@@ -332,6 +334,10 @@ def test_a_second_demo_service_on_the_same_data_folder_stops_with_one_line(tmp_p
     held = Journal(tmp_path / "data" / "journal")  # the first `serve --demo` on this data folder
     try:
         assert cli_main(["serve", "--demo", "--port", "8126"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "is in use by another process" in err, err
+        # without cameras too: uploads journal there while the database is away
+        assert cli_main(["serve", "--port", "8126"]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and "is in use by another process" in err, err
     finally:

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEU_NAMES, PG_ENV
+from conftest import NEU_NAMES
+from drill_helpers import postgres_server, scratch_database
 from sqlalchemy import func, select
 from sqlalchemy.pool import NullPool
 
@@ -63,32 +62,6 @@ class Outage:
     up: Callable[[], None]
 
 
-def _scratch_postgres_db(base_url: str) -> tuple[str, Callable[[], None]]:
-    """A fresh database; every admin statement gets a new connection (the server restarts in between)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    base = make_url(base_url)
-    name = f"inspect_outage_{uuid.uuid4().hex[:10]}"
-
-    def admin(sql: str) -> None:
-        engine = create_engine(base, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        try:
-            with engine.connect() as conn:
-                conn.execute(text(sql))
-        finally:
-            engine.dispose()
-
-    admin(f'CREATE DATABASE "{name}"')
-    return (base.set(database=name).render_as_string(hide_password=False),
-            lambda: admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _as_postgres_user(cmd: str) -> None:
-    argv = ["su", "postgres", "-c", cmd] if os.geteuid() == 0 else ["sh", "-c", cmd]
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
     if request.param == "sqlite":
@@ -98,33 +71,9 @@ def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
         away = tmp_path / "db-away"
         yield Outage(url, lambda: folder.rename(away), lambda: away.rename(folder))
         return
-    base, pg_bin, pg_data = (os.environ.get(k)
-                             for k in (PG_ENV, "INSPECT_TEST_PG_BIN", "INSPECT_TEST_PG_DATA"))
-    if not (base and pg_bin and pg_data):
-        pytest.skip(f"{PG_ENV}, INSPECT_TEST_PG_BIN and INSPECT_TEST_PG_DATA are needed (see .ci/run)")
-    # restart with the options the server was started with (postmaster.opts: binary, then arguments)
-    argv = shlex.split(Path(pg_data, "postmaster.opts").read_text())[1:]
-    opts = [a for i, a in enumerate(argv) if a != "-D" and (i == 0 or argv[i - 1] != "-D")]
-    ctl = f"{pg_bin}/pg_ctl -D {shlex.quote(pg_data)}"
-    start = f"{ctl} -o {shlex.quote(shlex.join(opts))} -l {shlex.quote(pg_data)}/log -w start"
-    state = {"down": False}
-
-    def down() -> None:
-        _as_postgres_user(f"{ctl} -m fast -w stop")
-        state["down"] = True
-
-    def up() -> None:
-        _as_postgres_user(start)
-        state["down"] = False
-
-    url, drop = _scratch_postgres_db(base)
-    upgrade(url)
-    try:
-        yield Outage(url, down, up)
-    finally:
-        if state["down"]:
-            up()
-        drop()
+    server = postgres_server()
+    with scratch_database(server) as url:
+        yield Outage(url, server.stop, server.start)
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -176,6 +125,8 @@ def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tm
         writer.submit(make_item(k, ng=k % 2 == 0))
     wait_until(lambda: len(journaled) == 14)
     assert writer.db_up is False and metrics.REGISTRY.get_sample_value("inspect_db_up") == 0
+    # what GET /api/v1/cameras shows: down, in words without the database's address
+    assert db.breaker.view()["up"] is False and db.breaker.view()["last_error"] == "database unreachable"
     assert writer.journal.pending == 14 and metrics.REGISTRY.get_sample_value("inspect_journal_pending") == 14
     assert list((tmp_path / "journal").glob("*.jsonl"))  # on disk, not in memory
 
@@ -190,6 +141,7 @@ def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tm
     assert defects == sum(1 for k in range(25) if k % 2 == 0 or k >= 20)
     assert writer.journal.pending == 0 and not list((tmp_path / "journal").glob("*.jsonl"))
     assert writer.db_up and metrics.REGISTRY.get_sample_value("inspect_db_up") == 1
+    assert db.breaker.view() == {"up": True, "last_error": None, "down_for_s": None}  # no stale error
     db.dispose()
 
 

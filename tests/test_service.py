@@ -37,7 +37,10 @@ def test_a_missing_model_names_the_setting(app_settings, tmp_path: Path) -> None
 def test_serve_assembly_without_cameras(app_settings) -> None:
     with running_service(app_settings) as service:
         assert service.engine is not None and service.engine_error is None
-        assert service.pipeline is None and service.journal is None
+        assert service.pipeline is None
+        # uploads still have a journal (the service's own writer) for a database outage
+        assert service.writer is service.own_writer and service.journal is not None
+        assert service.journal.dir == app_settings.data_dir / "journal"
         assert service.ingest_error == "no cameras file (INSPECT_CAMERAS_FILE)"
         assert service.webhooks is not None
     with pytest.raises(ValueError, match="ingest role"):

@@ -18,6 +18,8 @@ API_PREFIX = "/api/v1"
 # Access rules per group of routes (FastAPI ``Depends(...)`` objects), applied in include_routers.
 UPLOAD_DEPENDENCIES: list[Any] = [Depends(require(Permission.INGEST))]  # POST /api/v1/inspections
 READ_DEPENDENCIES: list[Any] = [Depends(require(Permission.READ))]  # GET /api/v1/inspections/...
+# GET /api/v1/inspections/by-frame/{uid}: the camera that posted a frame, and readers
+RESULT_DEPENDENCIES: list[Any] = [Depends(require(Permission.INGEST, Permission.READ))]
 MODEL_DEPENDENCIES: list[Any] = [Depends(require(Permission.ANY))]  # GET /api/v1/model
 METRICS_DEPENDENCIES: list[Any] = [Depends(metrics_guard)]  # GET /metrics (see INSPECT_METRICS_PUBLIC)
 REVIEW_DEPENDENCIES: list[Any] = [Depends(require(Permission.REVIEW))]  # POST /api/v1/defects/{id}/review
@@ -32,6 +34,8 @@ def include_routers(app: FastAPI) -> None:
     app.include_router(health.router)
     app.include_router(health.metrics_router, dependencies=METRICS_DEPENDENCIES, responses=ROLE_PROBLEMS)
     app.include_router(inspections.upload_router, prefix=API_PREFIX, dependencies=UPLOAD_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
+    app.include_router(inspections.result_router, prefix=API_PREFIX, dependencies=RESULT_DEPENDENCIES,
                        responses=ROLE_PROBLEMS)
     app.include_router(inspections.read_router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES,
                        responses=ROLE_PROBLEMS)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
 from app.admission import AdmissionGate
-from app.api.problems import Problem
+from app.api.problems import Problem, database_unavailable
 from app.db.session import Database
 from app.inference import Engine
 from app.service import Service
@@ -49,6 +49,9 @@ def get_database(service: ServiceDep) -> Database:
 
 
 def get_session(service: ServiceDep) -> Iterator[Session]:
+    """A session; a 503 problem at once while the database is away (its circuit breaker is open)."""
+    if not service.db.breaker.available():
+        raise database_unavailable(service.settings.db_probe_s)
     with service.db.session() as session:
         yield session
 

@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
+from app.db.breaker import is_outage
 from app.errors import (
     Conflict,
     InvalidInput,
@@ -77,6 +79,12 @@ class Problem(Exception):
         self.title = title or title_of(self.status)
         self.headers = headers
         self.extra = extra
+
+
+def database_unavailable(retry_after_s: float) -> Problem:
+    """503: the database is away (circuit open, or a request lost its connection); no driver text."""
+    return Problem(503, "the database is unavailable; try again shortly", reason="database_unavailable",
+                   headers={"Retry-After": str(max(1, round(retry_after_s)))})
 
 
 def _slug(status: int) -> str:
@@ -144,9 +152,18 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
                             "internal", instance=request.url.path)
 
 
+async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A request that lost the database midway: 503 (its session opened the circuit breaker)."""
+    if not is_outage(exc):
+        return await _unexpected_handler(request, exc)
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    return await _problem_handler(request, database_unavailable(5))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _problem_handler)
     app.add_exception_handler(UserError, _user_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(DBAPIError, _database_handler)
     app.add_exception_handler(Exception, _unexpected_handler)

@@ -4,6 +4,11 @@
 principal they establish is stored on ``request.state.principal`` and read by routes through
 ``PrincipalDep`` (e.g. to write the reviewer's key name into the audit trail). 401 and 403 answers are
 problem+json bodies. With ``INSPECT_AUTH_ENABLED=false`` (local demo only) every request acts as admin.
+
+A key verified against the database is honoured from the service's key cache for
+``INSPECT_KEY_CACHE_S`` seconds; a key not in the cache while the database is away (circuit open) is
+answered 503 with Retry-After, since it can be neither accepted nor refused. Expiry is checked on every
+request, cached or not (401 saying the key expired).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ServiceDep
-from app.api.problems import Problem
-from app.auth import ANONYMOUS_ADMIN, Permission, Principal, authenticate
+from app.api.problems import Problem, database_unavailable
+from app.auth import ANONYMOUS_ADMIN, Permission, Principal, authenticate, hash_key, looks_like_key
+from app.service import Service
+from app.vocabulary import iso
 
 # Declared as security schemes so /docs offers an "Authorize" button; auto_error=False because a missing
 # key is answered below with a problem body.
@@ -52,26 +59,50 @@ def current_principal(
             raise Problem(401, "an API key is required: send 'Authorization: Bearer <key>' or "
                                "'X-API-Key: <key>'", reason="unauthorized", title="Unauthorized",
                           headers=_WWW_AUTH)
-        with service.db.session() as session:
-            found = authenticate(session, presented)
-        if found is None:
-            raise Problem(401, "the API key is unknown or revoked", reason="unauthorized",
+        principal = _verified(service, presented)
+        if principal.expired():
+            expired_at = iso(principal.expires_at)
+            raise Problem(401, f"the API key '{principal.name}' expired at {expired_at}; ask an admin for "
+                               "a new one (`defect-inspect keys rotate`)", reason="key_expired",
                           title="Unauthorized", headers=_WWW_AUTH)
-        principal = found
     request.state.principal = principal
     return principal
 
 
-def require(permission: Permission) -> Callable[..., Principal]:
-    """A dependency that lets the request through only with ``permission`` (403 problem otherwise)."""
+def _unknown_key() -> Problem:
+    return Problem(401, "the API key is unknown or revoked", reason="unauthorized", title="Unauthorized",
+                   headers=_WWW_AUTH)
+
+
+def _verified(service: Service, presented: str) -> Principal:
+    """The principal of ``presented``: from the key cache, else from the database (then cached)."""
+    if not looks_like_key(presented):
+        raise _unknown_key()
+    digest = hash_key(presented)
+    principal = service.keys.get(digest)
+    if principal is not None:
+        return principal
+    if not service.db.breaker.available():
+        raise database_unavailable(service.settings.db_probe_s)
+    with service.db.session() as session:
+        found = authenticate(session, presented)
+    if found is None:
+        raise _unknown_key()
+    service.keys.put(digest, found)
+    return found
+
+
+def require(*permissions: Permission) -> Callable[..., Principal]:
+    """A dependency that lets the request through only with one of ``permissions`` (403 otherwise)."""
+    needed = " or ".join(PERMISSION_TEXT[p] for p in permissions)
 
     def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not principal.can(permission):
+        if not any(principal.can(p) for p in permissions):
             raise Problem(403, f"the key '{principal.name}' has role {principal.role}; this needs "
-                               f"{PERMISSION_TEXT[permission]}", reason="forbidden", title="Forbidden")
+                               f"{needed}", reason="forbidden", title="Forbidden")
         return principal
 
-    dependency.__name__ = f"require_{permission.value}"
+    dependency.__name__ = "require_" + "_or_".join(p.value for p in permissions)
     return dependency
 
 

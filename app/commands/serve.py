@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     # a bad cameras file or a data folder another process holds: one line, exit 2, before the server starts
     if settings.cameras_file is not None:
         check_start(settings, cameras_path(settings))
-    elif settings.demo:  # the demo line itself never stops start-up; a second service on its data does
+    else:  # the demo line never stops start-up; a second service on the same data folder (journal) does
         ensure_journal_free(settings.data_dir / "journal")
     app = create_app(settings)
     if settings.demo and settings.auth_enabled:  # a ready operator key for the dashboard (app/auth.py)

@@ -713,7 +713,9 @@ async function boot() {
   try {
     const me = await api("whoami");
     state.whoami = me;
-    $("#who").textContent = me.auth_enabled ? `${me.name} · ${me.role}` : "auth off";
+    // the key's name (the one on every audit row) and, for a key that expires, until when
+    const until = me.expires_at ? ` · until ${me.expires_at.slice(0, 10)}` : "";
+    $("#who").textContent = me.auth_enabled ? `${me.name} · ${me.role}${until}` : "auth off";
   } catch (err) {
     if (err.status !== 401) setConn("bad", err.status ? `error ${err.status}` : "offline");
     return;

@@ -13,9 +13,11 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db.breaker import CircuitBreaker, is_outage
 from app.errors import NotFound
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -71,16 +73,20 @@ def create_db_engine(url: str | URL, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # a database host that does not answer is given up after this, not after the OS's minutes
+    kwargs.setdefault("connect_args", {}).setdefault("connect_timeout", POSTGRES_CONNECT_TIMEOUT_S)
     return create_engine(u, **kwargs)
 
 
 class Database:
-    """One engine plus its session factory: ``with db.session() as s: ...``."""
+    """One engine plus its session factory: ``with db.session() as s: ...``, and the circuit breaker
+    (app.db.breaker) that a session ending in an outage error opens."""
 
-    def __init__(self, url: str | URL, **engine_kwargs: Any) -> None:
+    def __init__(self, url: str | URL, probe_s: float = 1.0, **engine_kwargs: Any) -> None:
         self.url = normalise_url(url)
         self.engine = create_db_engine(self.url, **engine_kwargs)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.breaker = CircuitBreaker(self.ping, probe_s)
 
     @property
     def backend(self) -> str:
@@ -92,8 +98,11 @@ class Database:
         session = self.sessionmaker()
         try:
             yield session
-        except BaseException:
-            session.rollback()
+        except BaseException as exc:
+            if is_outage(exc):
+                self.breaker.trip(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            with contextlib.suppress(Exception):  # a lost connection cannot roll back; closing is enough
+                session.rollback()
             raise
         finally:
             session.close()

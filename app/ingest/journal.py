@@ -4,7 +4,9 @@ fsynced per append, replayed oldest first and deleted once committed.
 Files: ``<dir>/<12-digit sequence>.jsonl``. A crash can leave a half-written last line; reading skips
 it (it was never acknowledged, the frame was not yet counted as journaled). ``<dir>/.lock`` is held
 (an OS file lock, released by the OS if the process dies) while a Journal is open: two processes
-journaling into one folder would replay and delete each other's segments.
+journaling into one folder would replay and delete each other's segments. Within a process one
+Journal is shared by every thread that appends (the camera writer, HTTP uploads): appends, sealing
+and removal take its lock, and a replay reads only the segments ``sealed_segments`` hands it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 
 from app.errors import Conflict, Unavailable
@@ -84,6 +87,7 @@ class Journal:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.dir)
+        self._mutex = threading.Lock()  # appends from several threads; replay's sealed snapshot
         self.max_bytes = int(max_bytes)
         self.segment_bytes = int(segment_bytes)
         self._fh = None
@@ -110,10 +114,16 @@ class Journal:
         if not records:
             return
         data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records).encode()
+        with self._mutex:
+            self._append(data, len(records))
+
+    def _append(self, data: bytes, count: int) -> None:
+        if self._lock is None:
+            raise OSError(f"journal {self.dir} is closed")
         if self.bytes + len(data) > self.max_bytes:
             raise JournalFull(f"journal {self.dir} would exceed {self.max_bytes} bytes")
         if self._fh is None or (self._current is not None and self._fh.tell() >= self.segment_bytes):
-            self.seal()
+            self._seal()
             self._current = self._next_segment()
             self._fh = open(self._current, "ab")  # noqa: SIM115 - kept open across appends
             _fsync_dir(self.dir)
@@ -127,10 +137,21 @@ class Journal:
                 self._fh.truncate(start)
             raise
         self.bytes += len(data)
-        self.pending += len(records)
+        self.pending += count
 
     def seal(self) -> None:
         """Close the segment being written, so every segment on disk is complete."""
+        with self._mutex:
+            self._seal()
+
+    def sealed_segments(self) -> list[Path]:
+        """Seal the segment being written and list the segments on disk, oldest first: complete, and
+        never appended to again (a later append opens a new segment), so a replay may remove them."""
+        with self._mutex:
+            self._seal()
+            return self.segments()
+
+    def _seal(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -156,15 +177,17 @@ class Journal:
 
     def remove(self, segment: Path, count: int) -> None:
         """Forget a fully replayed segment."""
-        size = segment.stat().st_size
-        segment.unlink()
-        _fsync_dir(self.dir)
-        self.bytes = max(0, self.bytes - size)
-        self.pending = max(0, self.pending - count)
+        with self._mutex:
+            size = segment.stat().st_size
+            segment.unlink()
+            _fsync_dir(self.dir)
+            self.bytes = max(0, self.bytes - size)
+            self.pending = max(0, self.pending - count)
 
     def close(self) -> None:
         """Seal the open segment and release the folder (a closed journal cannot append)."""
-        self.seal()
-        if self._lock is not None:
-            self._lock.close()  # closing the file releases the OS lock
-            self._lock = None
+        with self._mutex:
+            self._seal()
+            if self._lock is not None:
+                self._lock.close()  # closing the file releases the OS lock
+                self._lock = None

@@ -22,12 +22,11 @@ from app.ingest.capture import CameraRunner, Capture
 from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
 from app.ingest.config import CameraConfig, CamerasFile
 from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
-from app.ingest.journal import Journal
 from app.ingest.queues import FrameHub
 from app.ingest.sources import Source, make_source
-from app.ingest.writer import DbWriter, Item
+from app.ingest.writer import Item, open_writer
 from app.inspection import Stored
-from app.vocabulary import NG
+from app.vocabulary import API_SOURCE, NG
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +54,9 @@ class Pipeline:
             self.cameras.append(CameraRunner(cam, source, self.hub, context, checkpoints))
         self._by_id = {c.cfg.id: c for c in self.cameras}
         self.capture = Capture(self.cameras)
-        w = p.writer
-        self.journal = Journal(self.data_dir / "journal", int(w.journal_max_mb * 2**20),
-                               int(w.journal_segment_mb * 2**20))
-        self.writer = DbWriter(db, self.journal, self.data_dir, batch_rows=w.batch_rows, batch_ms=w.batch_ms,
-                               queue_size=w.queue_size, retry_s=w.retry_s, on_committed=self._on_committed,
-                               on_journaled=self._on_journaled)
+        self.writer = open_writer(db, self.data_dir, p.writer, on_committed=self._on_committed,
+                                  on_journaled=self._on_journaled)
+        self.journal = self.writer.journal
         # the model call keeps every box that some camera's threshold for its class could keep
         detect_threshold = min([p.conf_threshold] + [t for c in self.cameras
                                                      for t in c.context.class_thresholds.values()])
@@ -126,10 +122,16 @@ class Pipeline:
         return True
 
     # -- writer callbacks (writer thread) ----------------------------------------------------
+    def _camera_of(self, item: Item) -> CameraRunner | None:
+        """The camera a result came from; None for a frame posted over HTTP (the writer stores both)."""
+        if item.result.source == API_SOURCE:
+            return None
+        return self._by_id.get(item.result.camera_id or "")
+
     def _on_committed(self, items: list[Item], stored: list[Stored]) -> None:
         now = time.perf_counter()
         for item, s in zip(items, stored, strict=True):
-            cam = self._by_id.get(item.result.camera_id or "")
+            cam = self._camera_of(item)
             if item.t_capture is not None:
                 latency = now - item.t_capture
                 m.PIPELINE_LATENCY_SECONDS.observe(latency)
@@ -147,7 +149,7 @@ class Pipeline:
 
     def _on_journaled(self, items: list[Item]) -> None:
         for item in items:
-            cam = self._by_id.get(item.result.camera_id or "")
+            cam = self._camera_of(item)
             if cam is not None:
                 cam.state.on_journaled(1)
                 if cam.checkpoint is not None:
@@ -166,7 +168,7 @@ class Pipeline:
         return {
             "cameras": [c.state.snapshot() | {"buffer": c.policy} | model_view(c.cfg, self.engine)
                         for c in self.cameras],
-            "database": {"up": self.writer.db_up, "last_error": self.writer.last_error},
+            "database": self.db.breaker.view(),
             "journal": {"pending": self.journal.pending, "bytes": self.journal.bytes,
                         "replayed": self.writer.replayed},
             "workers": len(self.detection.threads), "batches": self.batches,

@@ -4,6 +4,11 @@ the shared ``app.inspection.persist_results``, and the on-disk journal while the
 Order is kept: while the journal holds anything, new results are journaled behind it; when the
 database answers again the journal is replayed oldest first, then live results go straight in.
 Replays are idempotent: ``persist_results`` skips frame_uids already stored.
+
+The writer is the process's one way into the database and the journal: the HTTP door stores its
+frames through ``store_now`` (in the request's thread: committed while the database answers,
+journaled while it is away), and this thread replays them with the camera results. Whether the
+database is away is the database's circuit breaker (app.db.breaker), shared with every request.
 """
 
 from __future__ import annotations
@@ -20,12 +25,17 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app import metrics as m
+from app.db.breaker import is_outage
 from app.db.session import Database
+from app.errors import Unavailable
+from app.image_policy import ImagePolicy
+from app.ingest.config import WriterConfig
 from app.ingest.journal import Journal, JournalFull
 from app.ingest.sources import derive_frame_uid
-from app.inspection import FrameUidConflict, InspectionResult, Stored, persist_results
+from app.inspection import FrameUidConflict, InspectionResult, Stored, apply_image_policy, persist_results
 from app.inspection.codec import from_record, to_record
 from app.inspection.store import write_crops, write_image_now
+from app.vocabulary import API_SOURCE
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,10 @@ class Item:
     t_capture: float | None = None  # time.perf_counter() at capture (latency); None after a restart
     crops: list[bytes] = field(default_factory=list)  # JPEG crops of the defects, stored with the row
     position: int | None = None  # the frame's index in its source, for its checkpoint; None after a restart
+
+
+class JournalUnwritable(Unavailable):
+    """The database is away and the journal cannot take the result (full, or its disk fails)."""
 
 
 def to_journal(item: Item) -> dict:
@@ -140,15 +154,21 @@ class DbWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_retry = 0.0
-        self.db_up = True
         self.committed = 0
         self.journaled = 0
         self.replayed = 0
         self.rejected = 0
         self.rekeyed = 0  # frames stored under other_image_uid
-        self.last_error: str | None = None
-        m.DB_UP.set(1)
+        self.last_error: str | None = None  # for the log: may name hosts and ports
+        # frame_uids of HTTP uploads waiting in the journal (GET .../by-frame/{uid} answers 202 for them)
+        self._pending_uploads: set[str] = {
+            rec["frame_uid"] for seg in journal.segments() for rec in journal.read(seg)
+            if rec.get("source") == API_SOURCE and isinstance(rec.get("frame_uid"), str)}
         m.JOURNAL_PENDING.set(journal.pending)
+
+    @property
+    def db_up(self) -> bool:
+        return not self.db.breaker.is_open
 
     # -- API ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -169,6 +189,35 @@ class DbWriter:
 
     def pending(self) -> int:
         return len(self._buffer)
+
+    def is_pending(self, frame_uid: str) -> bool:
+        """An HTTP upload with this frame_uid waits in the journal (not stored yet)."""
+        return frame_uid in self._pending_uploads
+
+    def store_now(self, result: InspectionResult, image_policy: ImagePolicy) -> Stored | None:
+        """Store one result in the caller's thread (the HTTP door): its ``Stored`` (row loaded) while
+        the database answers; None once it is journaled because the database is away (replayed by
+        this writer's thread, exactly once); JournalUnwritable when neither can take it. Uploads go
+        straight in while the database answers, also while the journal still drains: uploads from
+        different clients have no order to keep, and a frame_uid in both is stored once."""
+        apply_image_policy(result, image_policy)
+        if self.db.breaker.available():
+            try:
+                with self.db.session() as session:
+                    [stored] = persist_results(session, [result], data_dir=self.data_dir)
+                return stored
+            except SQLAlchemyError as exc:
+                if not is_outage(exc):
+                    raise
+                self._db_error(exc)  # the session opened the breaker; journal it below
+        item = Item(result)
+        try:
+            self._journal_items([item])
+        except (JournalFull, OSError) as exc:
+            log.error("database away and the journal cannot take %s: %s", result.frame_uid, exc)
+            raise JournalUnwritable("the database is unavailable and the journal cannot take the frame "
+                                    "(full or not writable); send it again later") from None
+        return None
 
     def stop(self, timeout: float | None = 60.0) -> None:
         """Drain: commit (or journal) everything submitted so far, then end the thread."""
@@ -219,15 +268,12 @@ class DbWriter:
         return self._stop_at
 
     def _set_db(self, up: bool, error: str | None = None) -> None:
-        if up != self.db_up:
-            if up:
-                log.info("database is back")
-            else:
-                log.warning("database unreachable, journaling results: %s", error)
-        self.db_up = up
-        if error:
+        if up:
+            self.db.breaker.close()
+            self.last_error = None
+        else:
+            self.db.breaker.trip(error or "")
             self.last_error = error
-        m.DB_UP.set(1 if up else 0)
 
     def _persist(self, items: list[Item]) -> list[Stored]:
         """One transaction; a frame whose derived uid is stored with another image is stored under
@@ -298,10 +344,7 @@ class DbWriter:
                 self._report(batch, stored)
                 return True
         try:
-            for item in batch:
-                write_image_now(item.result, self.data_dir)
-                store_crops(item, self.data_dir)
-            self.journal.append([to_journal(i) for i in batch])
+            self._journal_items(batch)
         except JournalFull as exc:
             self.last_error = str(exc)
             log.error("%s; holding results until the database returns", exc)
@@ -310,21 +353,32 @@ class DbWriter:
             self.last_error = f"journal write failed: {exc}"
             log.error("journal write failed: %s", exc)
             return False
-        self.journaled += len(batch)
-        m.JOURNAL_PENDING.set(self.journal.pending)
         if self.on_journaled:
             self.on_journaled(batch)
         return True
 
+    def _journal_items(self, items: list[Item]) -> None:
+        """Write the items' images (and crops) to their files, then their records to the journal;
+        raises JournalFull or OSError."""
+        for item in items:
+            write_image_now(item.result, self.data_dir)
+            store_crops(item, self.data_dir)
+        uploads = {i.result.frame_uid for i in items if i.result.source == API_SOURCE} - self._pending_uploads
+        self._pending_uploads.update(uploads)  # before the append: a replay may take them right after it
+        try:
+            self.journal.append([to_journal(i) for i in items])
+        except BaseException:
+            self._pending_uploads.difference_update(uploads)
+            raise
+        self.journaled += len(items)
+        m.JOURNAL_PENDING.set(self.journal.pending)
+
     def _replay(self) -> None:
         """Replay sealed segments oldest first; stop at the first database failure."""
-        problem = self.db.ping()
-        if problem is not None:
-            self._set_db(False, problem)
+        if not self.db.breaker.check_now():
             self._next_retry = time.monotonic() + self.retry_s
             return
-        self.journal.seal()
-        for segment in self.journal.segments():
+        for segment in self.journal.sealed_segments():
             records = self.journal.read(segment)
             items = [from_journal(r) for r in records]
             done: list[Stored | None] = []
@@ -337,8 +391,21 @@ class DbWriter:
                 return
             self._set_db(True)
             self.journal.remove(segment, len(records))
+            self._pending_uploads.difference_update(i.result.frame_uid for i in items)
             before = self.committed
             self._report(items, done)
             self.replayed += self.committed - before
             m.JOURNAL_PENDING.set(self.journal.pending)
             log.info("replayed %d journaled results from %s", len(records), segment.name)
+
+
+def open_writer(db: Database, data_dir: Path, config: WriterConfig,
+                on_committed: Callable[[list[Item], list[Stored]], None] | None = None,
+                on_journaled: Callable[[list[Item]], None] | None = None) -> DbWriter:
+    """The writer and its journal (``data_dir/journal``, held by this process) as ``config`` says;
+    not started. Raises JournalInUse when another process journals into that folder."""
+    journal = Journal(Path(data_dir) / "journal", int(config.journal_max_mb * 2**20),
+                      int(config.journal_segment_mb * 2**20))
+    return DbWriter(db, journal, data_dir, batch_rows=config.batch_rows, batch_ms=config.batch_ms,
+                    queue_size=config.queue_size, retry_s=config.retry_s, on_committed=on_committed,
+                    on_journaled=on_journaled)

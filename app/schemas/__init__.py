@@ -23,6 +23,7 @@ from app.schemas.inspections import (
     DefectInContext,
     DefectPage,
     DefectPublic,
+    InspectionAccepted,
     InspectionCreate,
     InspectionDetail,
     InspectionPage,
@@ -48,7 +49,8 @@ from app.schemas.webhooks import (
 __all__ = [
     "ApiKeyCreate", "ApiKeyCreated", "ApiKeyList", "ApiKeyPublic", "CameraCounters", "CameraStatePublic",
     "Counts", "DefectDetail", "DefectInContext", "DefectPage", "DefectPublic", "DefectReviewedEvent",
-    "DeliveryPage", "HealthPublic", "IngestStatusPublic", "InspectionCreate", "InspectionDetail",
+    "DeliveryPage", "HealthPublic", "IngestStatusPublic", "InspectionAccepted", "InspectionCreate",
+    "InspectionDetail",
     "InspectionPage", "InspectionPublic", "ModelInfoPublic", "PageBase", "PartPublic", "PartStation",
     "ProblemPublic", "PublicModel", "ReadyPublic", "ReviewCreate", "ReviewPublic", "SettingsPublic",
     "StatsPublic", "TimingsPublic", "UtcDatetime", "WebhookCreate", "WebhookCreated",

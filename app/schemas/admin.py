@@ -26,6 +26,8 @@ class ApiKeyCreate(ApiKeyBase):
     model_config = ConfigDict(extra="forbid")
 
     name: LongName
+    expires_in_days: int | None = Field(None, ge=1, le=3650,
+                                        description="the key expires this many days from now (null: never)")
 
 
 class ApiKeyPublic(ApiKeyBase):
@@ -36,11 +38,12 @@ class ApiKeyPublic(ApiKeyBase):
     created_at: UtcDatetime
     last_used_at: UtcDatetime | None
     revoked_at: UtcDatetime | None
+    expires_at: UtcDatetime | None = Field(description="after this the key is refused (null: never)")
 
     @classmethod
     def fields_of(cls, row: ApiKey) -> dict[str, Any]:
         return dict(id=row.id, name=row.name, role=row.role, prefix=row.prefix, created_at=row.created_at,
-                    last_used_at=row.last_used_at, revoked_at=row.revoked_at)
+                    last_used_at=row.last_used_at, revoked_at=row.revoked_at, expires_at=row.expires_at)
 
     @classmethod
     def from_row(cls, row: ApiKey) -> ApiKeyPublic:
@@ -62,9 +65,10 @@ class ApiKeyList(PublicModel):
 
 
 class WhoamiPublic(PublicModel):
-    name: str
+    name: str = Field(description="the key's name: the one written into audit rows")
     role: str
     auth_enabled: bool
+    expires_at: UtcDatetime | None = Field(None, description="when the calling key expires (null: never)")
 
 
 class ModelInfoPublic(PublicModel):

@@ -49,8 +49,11 @@ class CameraStatePublic(CameraCounters):
 
 
 class DatabaseState(PublicModel):
+    """The database as the service's circuit breaker sees it (app.db.breaker)."""
+
     up: bool
-    last_error: str | None
+    last_error: str | None = Field(description="why it is down, without hosts or ports; null while up")
+    down_for_s: float | None = Field(None, description="seconds since the database was found away")
 
 
 class JournalState(PublicModel):
@@ -60,7 +63,8 @@ class JournalState(PublicModel):
 
 
 class IngestStatusPublic(PublicModel):
-    """The camera ingest; ``database``, ``journal``, ``workers`` and ``batches`` only while it runs."""
+    """The camera ingest; ``database`` and ``journal`` always in ``serve`` (uploads use them too),
+    ``workers`` and ``batches`` only while the ingest runs."""
 
     running: bool
     reason: str | None = Field(description="why the ingest is not running")

@@ -172,6 +172,20 @@ class InspectionCreate(InspectionBase):
         return value
 
 
+class InspectionAccepted(PublicModel):
+    """202: the frame is inspected and kept in the on-disk journal while the database is away; it is
+    stored once the database answers again. GET ``result_url`` gives the inspection then (200), 202
+    with this body until then."""
+
+    frame_uid: str
+    status: Literal["pending"] = "pending"
+    result_url: str = Field(description="GET it for the stored inspection once the database is back")
+
+    @classmethod
+    def of(cls, frame_uid: str, prefix: str = API_PREFIX) -> InspectionAccepted:
+        return cls(frame_uid=frame_uid, result_url=f"{prefix}/inspections/by-frame/{frame_uid}")
+
+
 class InspectionPublic(InspectionBase):
     """One inspected frame: its verdict, its defects and how long each stage took."""
 

@@ -1,4 +1,5 @@
-"""GET /cameras: the state of every ingest camera (connected, FPS in/out, drops, last error, last NG)."""
+"""GET /cameras: the state of every ingest camera (connected, FPS in/out, drops, last error, last NG), the
+database as the circuit breaker sees it and the journal; answers while the database is away."""
 
 from __future__ import annotations
 
@@ -14,5 +15,10 @@ router = APIRouter(tags=["cameras"])
             summary="Camera ingest state, one entry per camera")
 def list_cameras(service: ServiceDep) -> IngestStatusPublic:
     if service.pipeline is None:
-        return IngestStatusPublic(running=False, reason=service.ingest_error, cameras=[])
+        writer = service.writer
+        journal = None if writer is None else {"pending": writer.journal.pending,
+                                               "bytes": writer.journal.bytes, "replayed": writer.replayed}
+        return IngestStatusPublic.model_validate({"running": False, "reason": service.ingest_error,
+                                                  "cameras": [], "database": service.db.breaker.view(),
+                                                  "journal": journal})
     return IngestStatusPublic.model_validate({"running": True, "reason": None} | service.pipeline.snapshot())

@@ -1,4 +1,5 @@
-"""Liveness (/healthz), readiness (/readyz: model loaded and database reachable) and /metrics."""
+"""Liveness (/healthz), readiness (/readyz: model loaded and database reachable) and /metrics; all three
+answer while the database is away (no request here waits for it)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from app import metrics
 from app.api.deps import ServiceDep
 from app.api.openapi import problem_responses
 from app.api.problems import problem_response
+from app.db.breaker import DOWN_REASON
 from app.schemas import HealthPublic, ReadyPublic
 
 log = logging.getLogger(__name__)
@@ -31,13 +33,14 @@ def readyz(service: ServiceDep) -> Response:
     engine, db = service.engine, service.db
     if engine is None:
         reasons.append(service.engine_error or "no model loaded")
-    db_error = db.ping()
-    if db_error:  # the driver's text names hosts and ports: the log gets it, this public route does not
-        log.warning("not ready: %s", db_error)
-        reasons.append("database unreachable")
+    # while the circuit is open the breaker's own probe decides (no connect attempt here); closed: a
+    # real check, which opens it when the database is gone. The driver's text (hosts, ports) only
+    # reaches the log.
+    if not (db.breaker.available() and db.breaker.check_now()):
+        reasons.append(DOWN_REASON)
     if reasons:
         return problem_response(503, "Not Ready", "; ".join(reasons), "not_ready", reasons=reasons,
-                                headers={"Retry-After": "10"})
+                                database=db.breaker.view(), headers={"Retry-After": "10"})
     ready = ReadyPublic(status="ready", model_version=engine.version, provider=engine.provider,
                         database=db.backend)
     return JSONResponse(ready.model_dump(mode="json"))

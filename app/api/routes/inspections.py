@@ -1,4 +1,6 @@
-"""POST /inspections (a frame in, a stored verdict out) and GET /inspections/{id}[/image]."""
+"""POST /inspections (a frame in, a stored verdict out; 202 and journaled while the database is away),
+GET /inspections/by-frame/{frame_uid} (the result of a posted frame, also once a journaled one is
+stored) and GET /inspections/{id}[/image]."""
 
 from __future__ import annotations
 
@@ -16,25 +18,23 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 
 from app import images
-from app.api.deps import DatabaseDep, EngineDep, SessionDep, SettingsDep, UploadGateDep
+from app.api.deps import EngineDep, ServiceDep, SessionDep, SettingsDep, UploadGateDep
 from app.api.openapi import problem_responses
-from app.api.params import RowId
-from app.api.problems import Problem
+from app.api.params import FrameUidPath, RowId
+from app.api.problems import Problem, database_unavailable
 from app.db import repository
 from app.db.models import Inspection
-from app.inspection import (
-    CameraContext,
-    InspectionResult,
-    Timings,
-    inspect_frame,
-    persist_results,
-    run_detector,
-)
-from app.schemas import InspectionCreate, InspectionDetail
+from app.ingest.writer import JournalUnwritable
+from app.inspection import CameraContext, InspectionResult, Timings, inspect_frame, run_detector
+from app.schemas import InspectionAccepted, InspectionCreate, InspectionDetail
+from app.service import Service
 from app.vocabulary import utcnow
 
 upload_router = APIRouter(tags=["inspections"])
 read_router = APIRouter(tags=["inspections"])
+result_router = APIRouter(tags=["inspections"])  # the poster (camera role) and readers alike
+JOURNAL_RETRY_AFTER_S = 10  # a full or failing journal: when to send the frame again
+PENDING_RETRY_AFTER_S = 2  # a journaled frame: when to ask for its result again
 
 RAW_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png"}
 MULTIPART_SLACK = 64 * 1024  # boundaries and form fields around the file
@@ -137,14 +137,18 @@ UPLOAD_OPENAPI: dict[str, Any] = {
     summary="Inspect one frame",
     responses={200: {"description": "Replay: this frame_uid is already stored; the stored inspection",
                      "model": InspectionDetail},
+               202: {"description": "The database is away: the frame is inspected and journaled on disk, "
+                                    "stored once the database is back; GET `result_url` (also in the "
+                                    "Location header) for the inspection", "model": InspectionAccepted},
                **problem_responses(400, 409, 413, 415, 422, 503, s400="not an image, corrupt, empty, or "
                                    "a malformed multipart body", s409="this frame_uid is stored with a "
-                                   "different image", s422="a bad field, or an imgsz the model "
-                                   "cannot take", s503="no model loaded, or too many uploads in flight "
-                                   "and waiting (with Retry-After)")},
+                                   "different image", s422="a bad field, or an imgsz the model cannot "
+                                   "take", s503="no model loaded; too many uploads in flight and waiting; "
+                                   "or the database is away and the journal is full or cannot be written "
+                                   "(with Retry-After)")},
 )
-async def create_inspection(request: Request, settings: SettingsDep, engine: EngineDep,
-                            db: DatabaseDep, gate: UploadGateDep) -> Any:
+async def create_inspection(request: Request, service: ServiceDep, settings: SettingsDep,
+                            engine: EngineDep, gate: UploadGateDep) -> Any:
     received_at = utcnow()
     started = time.perf_counter()
     data, meta = await _read_upload(request, settings.max_upload_bytes)
@@ -173,16 +177,55 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
         result.image = None  # the upload's own bytes are stored, never the frame: freed with the slot
         return result
 
-    def work(result: InspectionResult) -> tuple[InspectionDetail, bool]:
-        with db.session() as session:
-            [stored] = persist_results(session, [result], data_dir=settings.data_dir,
-                                       image_policy=settings.image_policy)
-            return InspectionDetail.from_row(stored.row), stored.created
-
     async with gate.admitted():  # a bounded number decode and infer at once; beyond its queue a 503
         result = await run_in_threadpool(inspect)
-    body, created = await run_in_threadpool(work, result)
-    return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
+    return await run_in_threadpool(store_upload, service, result)
+
+
+def _accepted(frame_uid: str) -> JSONResponse:
+    body = InspectionAccepted.of(frame_uid)
+    return JSONResponse(body.model_dump(mode="json"), status_code=202,
+                        headers={"Location": body.result_url, "Retry-After": str(PENDING_RETRY_AFTER_S)})
+
+
+def store_upload(service: Service, result: InspectionResult) -> JSONResponse:
+    """201 with the stored inspection (200: its frame_uid was stored before), or 202 when the database
+    is away and the frame went to the journal; a 503 problem when the journal cannot take it either."""
+    writer = service.writer
+    if writer is None:  # only the ingest role runs without one, and it has no upload route
+        raise Problem(503, "this process stores no uploads", reason="no_writer")
+    try:
+        stored = writer.store_now(result, service.settings.image_policy)
+    except JournalUnwritable as exc:
+        raise Problem(503, str(exc), reason="journal_unavailable",
+                      headers={"Retry-After": str(JOURNAL_RETRY_AFTER_S)}) from None
+    if stored is None:
+        return _accepted(result.frame_uid)
+    body = InspectionDetail.from_row(stored.row)
+    return JSONResponse(body.model_dump(mode="json"), status_code=201 if stored.created else 200)
+
+
+@result_router.get(
+    "/inspections/by-frame/{frame_uid}", response_model=InspectionDetail,
+    summary="The inspection of a posted frame, by its frame_uid (also once a journaled frame is stored)",
+    responses={202: {"description": "The frame waits in the journal for the database (Retry-After)",
+                     "model": InspectionAccepted},
+               **problem_responses(404, 422, 503, s404="no frame with this frame_uid was stored or is "
+                                   "waiting", s503="the database is away and the frame is not waiting "
+                                   "in this process's journal")})
+def read_inspection_by_frame(frame_uid: FrameUidPath, service: ServiceDep) -> Any:
+    writer = service.writer
+    pending = writer is not None and writer.is_pending(frame_uid)
+    if service.db.breaker.available():
+        with service.db.session() as session:
+            row = repository.get_inspections_by_uid(session, [frame_uid]).get(frame_uid)
+            if row is not None:
+                return JSONResponse(InspectionDetail.from_row(row).model_dump(mode="json"))
+    elif not pending:
+        raise database_unavailable(service.settings.db_probe_s)
+    if pending:
+        return _accepted(frame_uid)
+    raise Problem(404, f"no inspection with frame_uid {frame_uid!r}", reason="not_found")
 
 
 @read_router.get("/inspections/{inspection_id}", response_model=InspectionDetail, summary="One inspection",

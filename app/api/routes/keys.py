@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 from sqlalchemy.engine import make_url
 
-from app.api.deps import SessionDep, SettingsDep
+from app.api.deps import ServiceDep, SessionDep, SettingsDep
 from app.api.openapi import problem_responses
 from app.api.params import RowId
 from app.api.problems import Problem
@@ -20,7 +22,8 @@ admin_router = APIRouter(tags=["admin"])
 
 @whoami_router.get("/whoami", response_model=WhoamiPublic, summary="The calling key's name and role")
 def whoami(principal: PrincipalDep, settings: SettingsDep) -> WhoamiPublic:
-    return WhoamiPublic(name=principal.name, role=principal.role, auth_enabled=bool(settings.auth_enabled))
+    return WhoamiPublic(name=principal.name, role=principal.role, auth_enabled=bool(settings.auth_enabled),
+                        expires_at=principal.expires_at)
 
 
 @admin_router.get("/keys", response_model=ApiKeyList, summary="API keys (never the keys themselves)",
@@ -33,19 +36,21 @@ def get_keys(session: SessionDep, include_revoked: bool = False) -> ApiKeyList:
 @admin_router.post("/keys", status_code=201, response_model=ApiKeyCreated,
                    summary="Create a key (shown only in this response)", responses=problem_responses(422))
 def post_key(body: ApiKeyCreate, session: SessionDep) -> ApiKeyCreated:
-    row, key = create_key(session, body.name, body.role)
+    lifetime = None if body.expires_in_days is None else timedelta(days=body.expires_in_days)
+    row, key = create_key(session, body.name, body.role, lifetime)
     session.commit()
     return ApiKeyCreated.from_row(row, key)
 
 
 @admin_router.delete("/keys/{key_id}", response_model=ApiKeyPublic, summary="Revoke a key",
                      responses=problem_responses(404, 422))
-def delete_key(key_id: RowId, session: SessionDep) -> ApiKeyPublic:
+def delete_key(key_id: RowId, session: SessionDep, service: ServiceDep) -> ApiKeyPublic:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise Problem(404, f"key {key_id} does not exist", reason="not_found")
     revoke_key(session, row)
     session.commit()
+    service.keys.forget(row.id)  # this process at once; others within INSPECT_KEY_CACHE_S
     return ApiKeyPublic.from_row(row)
 
 
