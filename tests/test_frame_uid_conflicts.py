@@ -37,7 +37,8 @@ def rows(client) -> list[Inspection]:
 
 
 def files(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*") if p.is_file()) if data_dir.exists() else []
+    images = data_dir / "images"  # beside it: journal/ (its lock file), checkpoints/
+    return sorted(p for p in images.rglob("*") if p.is_file()) if images.exists() else []
 
 
 def test_same_uid_and_same_image_is_a_replay(client):
