@@ -50,7 +50,8 @@ class ReconnectConfig(_Strict):
     """Back-off between reconnect attempts of a lost or stalled source."""
 
     initial_s: Annotated[float, Field(gt=0, description="first wait before reconnecting, seconds")] = 0.5
-    max_s: Annotated[float, Field(gt=0, description="longest wait, seconds (>= initial_s)")] = 30.0
+    max_s: Annotated[float, Field(gt=0, description="longest wait, seconds (>= initial_s); the wait starts "
+                                                    "again at initial_s once frames flow")] = 2.0
     multiplier: Annotated[float, Field(ge=1, description="each further wait is the last one times "
                                                           "this")] = 2.0
 
@@ -59,6 +60,33 @@ class ReconnectConfig(_Strict):
         if self.max_s < self.initial_s:
             raise ValueError("max_s must be >= initial_s")
         return self
+
+
+HwAccel = Literal["none", "vaapi", "qsv", "nvdec", "jetson"]
+
+
+class DecoderConfig(_Strict):
+    """The FFmpeg decoder process of a network stream or capture device (files are read in-process)."""
+
+    transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport: `tcp` (interleaved, survives packet loss and NAT) or `udp` "
+                           "(lower latency on a clean LAN; lost packets are lost picture)")
+    open_timeout_s: Annotated[float | None, Field(
+        gt=0, description="connecting until the first frame may take this long, seconds, before the "
+                          "decoder is restarted; empty: `stall_timeout_s`")] = None
+    hwaccel: HwAccel = Field(
+        "none", description="hardware decoding: `none` (CPU, works everywhere), `vaapi` (Intel/AMD), `qsv` "
+                            "(Intel Quick Sync), `nvdec` (NVIDIA CUDA), `jetson` (NVIDIA Jetson `nvmpi` "
+                            "decoders, needs an FFmpeg built with them)")
+    hwaccel_device: str | None = Field(
+        None, description="the device for `vaapi`/`qsv` (e.g. `/dev/dri/renderD128`) or the GPU index for "
+                          "`nvdec`; empty: FFmpeg's default")
+    codec: Literal["h264", "hevc"] = Field(
+        "h264", description="the stream's codec, for `qsv` and `jetson`, whose decoders are chosen by "
+                            "codec")
+    input_args: list[str] = Field(
+        default_factory=list, description="further FFmpeg input options, placed before `-i` (e.g. "
+                                          "`[\"-fflags\", \"nobuffer\"]`)")
 
 
 class CameraConfig(_Strict):
@@ -95,7 +123,9 @@ class CameraConfig(_Strict):
     crops: bool = Field(True, description="also store one crop per defect of stored NG frames")
     loop: bool = Field(False, description="files and folders: start again at the end instead of finishing")
     stall_timeout_s: Annotated[float, Field(gt=0, description="watchdog: no frame for this long, seconds: "
-                                                              "reconnect")] = 10.0
+                                                              "the decoder is restarted")] = 10.0
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig,
+                                   description="decoder process of network streams and capture devices")
     decode_threads: Annotated[int, Field(
         ge=0, le=64,
         description="FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the "
