@@ -74,6 +74,10 @@ class DecoderConfig(_Strict):
     open_timeout_s: Annotated[float | None, Field(
         gt=0, description="connecting until the first frame may take this long, seconds, before the "
                           "decoder is restarted; empty: `stall_timeout_s`")] = None
+    analyze_s: Annotated[float, Field(
+        ge=0, le=10, description="how long FFmpeg studies a new stream before decoding, seconds: shorter "
+                                 "is a faster (re)connect; 0 suits cameras that announce their stream "
+                                 "(RTSP SDP with parameter sets)")] = 0.5
     hwaccel: HwAccel = Field(
         "none", description="hardware decoding: `none` (CPU, works everywhere), `vaapi` (Intel/AMD), `qsv` "
                             "(Intel Quick Sync), `nvdec` (NVIDIA CUDA), `jetson` (NVIDIA Jetson `nvmpi` "

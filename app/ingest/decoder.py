@@ -82,7 +82,8 @@ def _hwaccel_args(cfg: DecoderConfig) -> list[str]:
 def ffmpeg_args(source: str | int, cfg: DecoderConfig, threads: int, io_timeout_s: float,
                 exe: str = "ffmpeg") -> list[str]:
     """The decoder's command line for a stream URL or capture device: input options (transport, socket
-    timeouts as a backstop behind the watchdog, hardware acceleration, the camera's own), then the first
+    timeouts as a backstop behind the watchdog, stream analysis time, decoder threads, hardware
+    acceleration, the camera's own), then the first
     video stream as YUV4MPEG I420 on stdout. Frames are never re-timed or dropped by FFmpeg."""
     args = [exe, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
     device = device_path(source)
@@ -97,6 +98,7 @@ def ffmpeg_args(source: str | int, cfg: DecoderConfig, threads: int, io_timeout_
             args += ["-rtsp_transport", cfg.transport, "-timeout", io_us]
         elif scheme in ("http", "https", "tcp"):
             args += ["-rw_timeout", io_us]
+    args += ["-analyzeduration", str(int(cfg.analyze_s * 1_000_000))]
     if threads > 0:
         args += ["-threads", str(threads)]
     args += _hwaccel_args(cfg)
@@ -143,7 +145,7 @@ class DecoderProcess:
         header = proc.stdout.readline(_HEADER_MAX)
         match = _Y4M_SIZE.search(header)
         if not header.startswith(b"YUV4MPEG2") or match is None:
-            raise self._failure("no video from the stream")
+            raise self._failure("")
         self.width, self.height = int(match.group(1)), int(match.group(2))
         if self.width % 2 or self.height % 2:
             raise DecoderFailed(f"odd frame size {self.width}x{self.height} is not supported",
@@ -216,7 +218,7 @@ class DecoderProcess:
         detail = said[-1] if said else f"exit code {rc}"
         if kind is None:
             kind = FailureKind.ENDED if rc == 0 else FailureKind.ERROR
-        return DecoderFailed(f"{what}: {detail}", kind)
+        return DecoderFailed(f"{what}: {detail}" if what else detail, kind)
 
 
 def device_missing(source: str | int) -> str | None:
