@@ -4,8 +4,11 @@ classes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from app.cli import main as cli_main
 from app.ingest.config import CamerasConfigError, DecoderConfig, parse_cameras
 from app.ingest.decoder import device_path, ffmpeg_args
 from app.ingest.failures import FailureKind, classify_decoder_output
@@ -83,3 +86,19 @@ def test_decoder_keys_are_checked_with_file_line_and_key() -> None:
 ])
 def test_decoder_words_name_the_failure_class(line: str, kind: FailureKind | None) -> None:
     assert classify_decoder_output(["a first line", line]) == kind
+
+
+def test_ingest_check_warns_about_capture_devices_this_machine_lacks(tmp_path: Path, tiny_model_path: Path,
+                                                                     monkeypatch, capsys) -> None:
+    missing = next(n for n in range(40, 100) if not Path(f"/dev/video{n}").exists())
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f"cameras:\n  - id: net\n    source: rtsp://cam/s\n"
+                    f"  - id: usb\n    line: l1\n    source: {missing}\n"
+                    f"  - id: spare\n    enabled: false\n    source: /dev/video{missing}\n")
+    monkeypatch.setenv("INSPECT_MODEL_PATH", str(tiny_model_path))
+    assert cli_main(["ingest", "--cameras", str(cams), "--check"]) == 0  # valid: the camera retries
+    out = capsys.readouterr()
+    assert out.out.strip() == f"{cams}: ok"
+    assert out.err.strip().splitlines() == [
+        f"warning: {cams}:6: cameras[1].source: no device /dev/video{missing} on this machine (camera 'usb' "
+        "retries until it appears)"]

@@ -42,7 +42,7 @@ class CameraRunner:
         self.context = context
         self.policy = cfg.buffer or ("drop-oldest" if source.live else "block")
         self.state = CameraState(cfg.id, cfg.line, cfg.station, source.describe())
-        self.open_timeout_s = cfg.decoder.open_timeout_s or cfg.stall_timeout_s
+        self.open_timeout_s = cfg.open_timeout()
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...
         self._abort_reason = SourceError("aborted", FailureKind.ERROR)  # ... for this reason

@@ -73,7 +73,7 @@ class DecoderConfig(_Strict):
                            "(lower latency on a clean LAN; lost packets are lost picture)")
     open_timeout_s: Annotated[float | None, Field(
         gt=0, description="connecting until the first frame may take this long, seconds, before the "
-                          "decoder is restarted; empty: `stall_timeout_s`")] = None
+                          "decoder is restarted; empty: `stall_timeout_s` + `analyze_s`")] = None
     analyze_s: Annotated[float, Field(
         ge=0, le=10, description="how long FFmpeg studies a new stream before decoding, seconds: shorter "
                                  "is a faster (re)connect; 0 suits cameras that announce their stream "
@@ -132,9 +132,9 @@ class CameraConfig(_Strict):
                                    description="decoder process of network streams and capture devices")
     decode_threads: Annotated[int, Field(
         ge=0, le=64,
-        description="FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the "
-                    "inference workers need on a small edge PC); 0 lets OpenCV use one per core (large "
-                    "frames, many cores)")] = 1
+        description="FFmpeg decoder threads for video files, streams and devices: 1 spends the least CPU "
+                    "(what the inference workers need on a small edge PC); 0 lets FFmpeg use one per core "
+                    "(large frames, many cores)")] = 1
     tile_size: Annotated[int | None, Field(
         ge=32, le=8192,
         description="tiled detection for frames much larger than the model input: overlapping "
@@ -184,6 +184,10 @@ class CameraConfig(_Strict):
         if isinstance(v, int) and v < 0:
             raise ValueError("a USB device index must be >= 0")
         return v
+
+    def open_timeout(self) -> float:
+        """Seconds from connecting to the first frame before the watchdog restarts the source."""
+        return self.decoder.open_timeout_s or self.stall_timeout_s + self.decoder.analyze_s
 
     def threshold_for(self, class_name: str, default: float) -> float:
         return self.thresholds.get(class_name, self.thresholds.get("default", default))
@@ -302,6 +306,12 @@ def parse_cameras(text: str, path: str | Path = "<cameras>") -> CamerasFile:
                 msg = "unknown key"
             lines.append(f"{path}{line}: {_format_loc(loc)}: {msg}")
         raise CamerasConfigError("; ".join(lines)) from exc
+
+
+def key_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line (1-based) of a key of a valid cameras document, e.g. ``("cameras", 2, "source")``."""
+    node = _node_at(yaml.compose(text), loc)
+    return node.start_mark.line + 1 if node is not None else None
 
 
 def load_cameras(path: str | Path) -> CamerasFile:

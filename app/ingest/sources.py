@@ -358,7 +358,8 @@ def make_source(cam: CameraConfig, base_dir: Path | None = None, where: str = ""
             return SimulatorSource(cfg)
         src = cam.source
         assert src is not None
-        io_timeout_s = max(cam.stall_timeout_s, cam.decoder.open_timeout_s or 0.0) + 2.0
+        # FFmpeg's own socket timeout is only a backstop: the watchdog restarts the decoder first
+        io_timeout_s = max(cam.stall_timeout_s, cam.open_timeout()) + 2.0
         if device_path(src) is not None or (isinstance(src, str) and _is_url(src)):
             return FFmpegSource(src, cam.decoder, cam.decode_threads, io_timeout_s)
         assert isinstance(src, str)
