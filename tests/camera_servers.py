@@ -1,7 +1,7 @@
 """Real cameras on loopback for the drills (tests/test_camera_drills.py, scripts/camera_drill.py): an
 RTSP server (Debian's gst-rtsp-server through the system Python's GObject bindings) and an MJPEG-over-
 HTTP server, each its own process that a drill can kill and bring back on the same port, or freeze with
-its sockets open (SIGSTOP)."""
+its sockets open (SIGSTOP); and :class:`Rig`, cameras captured the way the pipeline captures them."""
 
 from __future__ import annotations
 
@@ -11,8 +11,16 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from app.ingest.capture import CameraRunner, Capture
+from app.ingest.config import CameraConfig
+from app.ingest.queues import FrameHub
+from app.ingest.sources import FFmpegSource, Frame, derive_frame_uid, make_source
+from app.inspection import CameraContext
 
 SERVERS = Path(__file__).resolve().parent / "servers"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -104,3 +112,52 @@ def ffmpeg_available() -> bool:
         return Path(imageio_ffmpeg.get_ffmpeg_exe()).exists()
     except (ImportError, RuntimeError):
         return shutil.which("ffmpeg") is not None
+
+
+class Rig:
+    """Cameras captured the way the pipeline captures them (a runner and its thread per camera, the
+    watchdog), with their frames drained from the hub as the inference workers would."""
+
+    def __init__(self, cameras: list[dict], on_frame: Callable[[str, Frame], None] | None = None) -> None:
+        self.hub = FrameHub()
+        self.on_frame = on_frame
+        self.runners: dict[str, CameraRunner] = {}
+        for keys in cameras:
+            cfg = CameraConfig.model_validate(keys)
+            self.runners[cfg.id] = CameraRunner(cfg, make_source(cfg), self.hub,
+                                                CameraContext(camera_id=cfg.id))
+        self.capture = Capture(list(self.runners.values()))
+        self.uids: dict[str, set[str]] = {cid: set() for cid in self.runners}
+        self.shapes: set[tuple[int, ...]] = set()
+        self._stop = threading.Event()
+        self._drain = threading.Thread(target=self._drain_hub, daemon=True)
+
+    def _drain_hub(self) -> None:
+        while not self._stop.is_set():
+            for job in self.hub.get_batch(64, 0.0, idle_timeout=0.05):
+                self.uids[job.camera.cfg.id].add(derive_frame_uid(job.camera.cfg.id, job.frame.origin))
+                self.shapes.add(job.frame.image.shape)
+                if self.on_frame is not None:
+                    self.on_frame(job.camera.cfg.id, job.frame)
+
+    def state(self, cid: str) -> dict:
+        return self.runners[cid].state.snapshot()
+
+    def captured(self, cid: str) -> int:
+        return self.runners[cid].state.captured
+
+    def decoder_pid(self, cid: str) -> int | None:
+        source = self.runners[cid].source
+        assert isinstance(source, FFmpegSource)
+        return source.decoder_pid
+
+    def __enter__(self) -> Rig:
+        self.capture.start()
+        self._drain.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.capture.stop(time.monotonic() + 10)
+        self._stop.set()
+        self._drain.join(5)
+        assert not self.capture.running(), "a capture thread did not stop"

@@ -9,19 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from camera_servers import CameraServer, ffmpeg_available, rtsp_unavailable
+from camera_servers import CameraServer, Rig, ffmpeg_available, rtsp_unavailable
 
-from app.ingest.capture import CameraRunner, Capture
-from app.ingest.config import CameraConfig
-from app.ingest.queues import FrameHub
-from app.ingest.sources import FFmpegSource, derive_frame_uid, make_source
-from app.inspection import CameraContext
+from app.ingest.sources import FFmpegSource
+
+QUICK = {"reconnect": {"initial_s": 0.2, "max_s": 1.0}}
 
 pytestmark = [pytest.mark.drill,
               pytest.mark.skipif(not ffmpeg_available(), reason="no FFmpeg (imageio-ffmpeg or Debian's)")]
@@ -32,52 +30,6 @@ def wait_until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "con
     while not cond():
         assert time.monotonic() < end, f"{what}: not met within {timeout:g} s"
         time.sleep(0.05)
-
-
-class Rig:
-    """Cameras captured the way the pipeline captures them (a runner and its thread per camera, the
-    watchdog), with their frames drained from the hub as the inference workers would."""
-
-    def __init__(self, cameras: list[dict]) -> None:
-        self.hub = FrameHub()
-        self.runners: dict[str, CameraRunner] = {}
-        for keys in cameras:
-            cfg = CameraConfig.model_validate({"reconnect": {"initial_s": 0.2, "max_s": 1.0}, **keys})
-            self.runners[cfg.id] = CameraRunner(cfg, make_source(cfg), self.hub,
-                                                CameraContext(camera_id=cfg.id))
-        self.capture = Capture(list(self.runners.values()))
-        self.uids: dict[str, set[str]] = {cid: set() for cid in self.runners}
-        self.shapes: set[tuple[int, ...]] = set()
-        self._stop = threading.Event()
-        self._drain = threading.Thread(target=self._drain_hub, daemon=True)
-
-    def _drain_hub(self) -> None:
-        while not self._stop.is_set():
-            for job in self.hub.get_batch(64, 0.0, idle_timeout=0.05):
-                self.uids[job.camera.cfg.id].add(derive_frame_uid(job.camera.cfg.id, job.frame.origin))
-                self.shapes.add(job.frame.image.shape)
-
-    def state(self, cid: str) -> dict:
-        return self.runners[cid].state.snapshot()
-
-    def captured(self, cid: str) -> int:
-        return self.runners[cid].state.captured
-
-    def decoder_pid(self, cid: str) -> int | None:
-        source = self.runners[cid].source
-        assert isinstance(source, FFmpegSource)
-        return source.decoder_pid
-
-    def __enter__(self) -> Rig:
-        self.capture.start()
-        self._drain.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.capture.stop(time.monotonic() + 10)
-        self._stop.set()
-        self._drain.join(5)
-        assert not self.capture.running(), "a capture thread did not stop"
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +51,10 @@ def mjpeg() -> Iterator[CameraServer]:
         yield server
 
 
+def two_cameras(rtsp: CameraServer, mjpeg: CameraServer) -> list[dict]:
+    return [{"id": "rtsp", "source": rtsp.url, **QUICK}, {"id": "mjpeg", "source": mjpeg.url, **QUICK}]
+
+
 def recovered(rig: Rig, cid: str, since_captured: int) -> Callable[[], bool]:
     def check() -> bool:
         st = rig.state(cid)
@@ -108,7 +64,7 @@ def recovered(rig: Rig, cid: str, since_captured: int) -> Callable[[], bool]:
 
 def test_steady_rtsp_and_mjpeg_streams_deliver_frames_with_unique_uids(rtsp: CameraServer,
                                                                        mjpeg: CameraServer) -> None:
-    with Rig([{"id": "rtsp", "source": rtsp.url}, {"id": "mjpeg", "source": mjpeg.url}]) as rig:
+    with Rig(two_cameras(rtsp, mjpeg)) as rig:
         wait_until(lambda: rig.captured("rtsp") >= 60 and rig.captured("mjpeg") >= 50, what="frames")
         for cid in ("rtsp", "mjpeg"):
             st = rig.state(cid)
@@ -118,7 +74,7 @@ def test_steady_rtsp_and_mjpeg_streams_deliver_frames_with_unique_uids(rtsp: Cam
 
 
 def test_rtsp_server_killed_and_back_three_times_recovers_every_time(rtsp: CameraServer) -> None:
-    with Rig([{"id": "cam", "source": rtsp.url, "stall_timeout_s": 3}]) as rig:
+    with Rig([{"id": "cam", "source": rtsp.url, "stall_timeout_s": 3, **QUICK}]) as rig:
         wait_until(lambda: rig.captured("cam") > 30, what="first frames")
         for outage in range(1, 4):
             rtsp.kill()
@@ -135,7 +91,7 @@ def test_rtsp_server_killed_and_back_three_times_recovers_every_time(rtsp: Camer
 
 
 def test_stream_frozen_with_its_socket_open_restarts_the_decoder(mjpeg: CameraServer) -> None:
-    with Rig([{"id": "cam", "source": mjpeg.url, "stall_timeout_s": 1.0}]) as rig:
+    with Rig([{"id": "cam", "source": mjpeg.url, "stall_timeout_s": 1.0, **QUICK}]) as rig:
         wait_until(lambda: rig.captured("cam") > 20, what="first frames")
         first_decoder = rig.decoder_pid("cam")
         mjpeg.freeze()
@@ -153,7 +109,7 @@ def test_stream_frozen_with_its_socket_open_restarts_the_decoder(mjpeg: CameraSe
 @pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL], ids=["SIGSEGV", "SIGKILL"])
 def test_a_crashed_decoder_takes_only_its_own_camera_down(rtsp: CameraServer, mjpeg: CameraServer,
                                                           sig: signal.Signals) -> None:
-    with Rig([{"id": "rtsp", "source": rtsp.url}, {"id": "mjpeg", "source": mjpeg.url}]) as rig:
+    with Rig(two_cameras(rtsp, mjpeg)) as rig:
         wait_until(lambda: rig.captured("rtsp") > 30 and rig.captured("mjpeg") > 20, what="first frames")
         pid = rig.decoder_pid("rtsp")
         assert pid is not None
@@ -186,7 +142,8 @@ def test_bad_urls_say_why(rtsp: CameraServer, mjpeg: CameraServer) -> None:
         "no_device": missing,
     }
     try:
-        with Rig([{"id": cid, "source": url, "stall_timeout_s": 1.0} for cid, url in cameras.items()]) as rig:
+        bad = [{"id": cid, "source": url, "stall_timeout_s": 1.0, **QUICK} for cid, url in cameras.items()]
+        with Rig(bad) as rig:
             wait_until(lambda: all(rig.state(cid)["attempts"] >= 2 for cid in cameras), what="retries")
             kinds = {cid: rig.state(cid)["error_kind"] for cid in cameras}
     finally:
@@ -200,8 +157,8 @@ def test_a_camera_that_demands_a_password() -> None:
         good = server.url
         wrong = good.replace("s3cret", "guess")
         bare = good.replace("operator:s3cret@", "")
-        cams = [{"id": "good", "source": good}, {"id": "wrong", "source": wrong},
-                {"id": "bare", "source": bare}]
+        cams = [{"id": "good", "source": good, **QUICK}, {"id": "wrong", "source": wrong, **QUICK},
+                {"id": "bare", "source": bare, **QUICK}]
         with Rig(cams) as rig:
             wait_until(lambda: rig.captured("good") > 10 and rig.state("wrong")["attempts"] >= 2
                        and rig.state("bare")["attempts"] >= 2, what="frames and retries")
@@ -222,7 +179,8 @@ def test_the_service_and_its_other_cameras_outlive_a_crashed_decoder(app_setting
     from app.main import create_ingest_app
 
     cams = tmp_path / "cameras.yaml"
-    cams.write_text(f"cameras:\n  - id: rtsp\n    source: {rtsp.url}\n    fps_cap: 10\n"
+    net = f"net-{uuid.uuid4().hex[:8]}"  # the metrics registry outlives a test: a camera id of its own
+    cams.write_text(f"cameras:\n  - id: {net}\n    source: {rtsp.url}\n    fps_cap: 10\n"
                     f"  - id: mjpeg\n    source: {mjpeg.url}\n    fps_cap: 10\n")
     with TestClient(create_ingest_app(app_settings, cams)) as client:
         pipeline = service_of(client.app).pipeline
@@ -236,13 +194,13 @@ def test_the_service_and_its_other_cameras_outlive_a_crashed_decoder(app_setting
         source = rtsp_cam.source
         assert isinstance(source, FFmpegSource) and source.decoder_pid is not None
         os.kill(source.decoder_pid, signal.SIGSEGV)
-        wait_until(lambda: cameras()["rtsp"]["failures"].get("decoder_crashed") == 1, what="crash shown")
+        wait_until(lambda: cameras()[net]["failures"].get("decoder_crashed") == 1, what="crash shown")
         committed = {cid: c["committed"] for cid, c in cameras().items()}
-        wait_until(lambda: cameras()["rtsp"]["last_error"] is None
+        wait_until(lambda: cameras()[net]["last_error"] is None
                    and all(c["committed"] > committed[cid] + 5 for cid, c in cameras().items()),
                    what="both cameras committing again")
         assert client.get("/healthz").status_code == 200
-        assert cameras()["rtsp"]["reconnects"] == 1 and cameras()["mjpeg"]["failures"] == {}
+        assert cameras()[net]["reconnects"] == 1 and cameras()["mjpeg"]["failures"] == {}
         metrics = client.get("/metrics").text
-        assert 'inspect_camera_failures_total{camera="rtsp",kind="decoder_crashed"} 1.0' in metrics
+        assert f'inspect_camera_failures_total{{camera="{net}",kind="decoder_crashed"}} 1.0' in metrics
         assert mjpeg_cam.state.attempts == 1
