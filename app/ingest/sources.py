@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -360,6 +361,8 @@ def make_source(cam: CameraConfig, base_dir: Path | None = None, where: str = ""
         assert src is not None
         # FFmpeg's own socket timeout is only a backstop: the watchdog restarts the decoder first
         io_timeout_s = max(cam.stall_timeout_s, cam.open_timeout()) + 2.0
+        if device_path(src) is not None and sys.platform != "linux":  # no V4L2: OpenCV's device backends
+            return OpenCVSource(int(src), live=True, decode_threads=cam.decode_threads)
         if device_path(src) is not None or (isinstance(src, str) and _is_url(src)):
             return FFmpegSource(src, cam.decoder, cam.decode_threads, io_timeout_s)
         assert isinstance(src, str)
