@@ -62,9 +62,9 @@ class CameraRunner:
 
     def check_stall(self, now: float) -> bool:
         """Watchdog: a source silent for longer than its limit is aborted (its decoder killed) and the
-        capture thread reconnects."""
+        capture thread reconnects; aborted again at every tick until the blocked call returns."""
         waiting = self._waiting
-        if waiting is None or self._aborted.is_set():
+        if waiting is None:
             return False
         since, limit, opening = waiting
         if now - since <= limit:
@@ -73,9 +73,10 @@ class CameraRunner:
             kind, message = FailureKind.TIMEOUT, f"no frame within {limit:g} s of connecting"
         else:
             kind, message = FailureKind.STALLED, f"stalled: no frame for {limit:g} s"
-        log.warning("camera %s: %s, restarting its source", self.cfg.id, message)
-        self._abort_reason = SourceError(message, kind)
-        self._aborted.set()
+        if not self._aborted.is_set():
+            log.warning("camera %s: %s, restarting its source", self.cfg.id, message)
+            self._abort_reason = SourceError(message, kind)
+            self._aborted.set()
         self.source.abort(kind, message)
         return True
 
