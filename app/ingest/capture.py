@@ -123,8 +123,8 @@ class CameraRunner:
 
     def _failed(self, message: str, kind: FailureKind) -> None:
         self._waiting = None
+        self.state.on_failure(message, kind)  # why first: a client that sees it down sees the reason
         self.state.set_connected(False)
-        self.state.on_failure(message, kind)
         self.source.close()
         log.warning("camera %s: %s [%s]", self.cfg.id, message, kind)
 
