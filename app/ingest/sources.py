@@ -105,7 +105,9 @@ class Source:
 
 
 class OpenCVSource(Source):
-    """cv2.VideoCapture on an URL (RTSP, HTTP MJPEG, ...), a USB device index or a video file."""
+    """cv2.VideoCapture in the service on a video file (and, where there is no V4L2, a USB device index).
+    Streams and Linux devices decode in FFmpegSource's process instead; on an URL this is the in-process
+    comparison of scripts/stream_decoder_cost.py."""
 
     def __init__(self, target: str | int, live: bool | None = None, timeout_ms: int = 5000,
                  decode_threads: int = 1) -> None:
