@@ -90,17 +90,20 @@ def test_rtsp_server_killed_and_back_three_times_recovers_every_time(rtsp: Camer
         assert st["last_error_at"] is not None and st["attempts"] > 3 + 1  # failed tries while away
 
 
-def test_stream_frozen_with_its_socket_open_restarts_the_decoder(mjpeg: CameraServer) -> None:
-    with Rig([{"id": "cam", "source": mjpeg.url, "stall_timeout_s": 1.0, **QUICK}]) as rig:
+@pytest.mark.parametrize("kind", ["rtsp", "mjpeg"])
+def test_stream_frozen_with_its_socket_open_restarts_the_decoder(kind: str,
+                                                                request: pytest.FixtureRequest) -> None:
+    server: CameraServer = request.getfixturevalue(kind)
+    with Rig([{"id": "cam", "source": server.url, "stall_timeout_s": 1.0, **QUICK}]) as rig:
         wait_until(lambda: rig.captured("cam") > 20, what="first frames")
         first_decoder = rig.decoder_pid("cam")
-        mjpeg.freeze()
+        server.freeze()
         try:
             wait_until(lambda: rig.state("cam")["failures"].get("stalled", 0) >= 1, what="stall detected")
             assert rig.state("cam")["last_error"].endswith("stalled: no frame for 1 s")
             wait_until(lambda: rig.state("cam")["attempts"] >= 2, what="decoder restarted")
         finally:
-            mjpeg.thaw()
+            server.thaw()
         before = rig.captured("cam")
         wait_until(recovered(rig, "cam", before), what="recovery after the thaw")
         assert rig.decoder_pid("cam") != first_decoder
