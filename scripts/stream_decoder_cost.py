@@ -4,14 +4,16 @@ and OpenCV's in-process FFmpeg capture it replaced (``OpenCVSource``). Servers o
 tests/camera_servers.py: RTSP H.264 at 30 FPS and MJPEG over HTTP at 30 FPS; the MJPEG frames carry their
 send time, so latency (send to BGR frame in the service) is measured there. CPU is the reading process
 (all its threads) plus the decoder process, in % of one core; the servers are not counted. The two ways
-alternate, so the machine's speed swings hit both alike. One JSON line per pass.
+alternate, so the machine's speed swings hit both alike. One JSON line per pass; then the cost of
+one failed connection attempt (a camera that is away: a decoder started against a closed port).
 
-    .venv/bin/python scripts/stream_decoder_cost.py --seconds 10 --passes 2
+    .venv/bin/python scripts/stream_decoder_cost.py --seconds 10 --passes 2 --failed-attempts 50
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from camera_servers import CameraServer  # noqa: E402
 from servers.mjpeg_server import now_ms, sent_ms  # noqa: E402
 
-from app.ingest.sources import FFmpegSource, OpenCVSource, Source  # noqa: E402
+from app.ingest.sources import FFmpegSource, OpenCVSource, Source, SourceError  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,10 +70,26 @@ def measure(source: Source, seconds: float, stamped: bool) -> dict:
     return out
 
 
+def failed_attempt_cost(attempts: int) -> dict:
+    source = FFmpegSource("rtsp://127.0.0.1:9/away")  # port 9 (discard): nothing listens on loopback
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0, d0, t0 = self_cpu(), children.ru_utime + children.ru_stime, time.monotonic()
+    for _ in range(attempts):
+        with contextlib.suppress(SourceError):
+            source.open()
+        source.close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    decoder = children.ru_utime + children.ru_stime - d0
+    return {"failed_attempts": attempts, "decoder_cpu_ms": round(1000 * decoder / attempts, 1),
+            "service_cpu_ms": round(1000 * (self_cpu() - c0) / attempts, 1),
+            "wall_ms": round(1000 * (time.monotonic() - t0) / attempts, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--passes", type=int, default=2)
+    p.add_argument("--failed-attempts", type=int, default=50)
     args = p.parse_args()
     os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")  # as the FFmpeg process
     with CameraServer.rtsp(fps=30) as rtsp, CameraServer.mjpeg(fps=30) as mjpeg:
@@ -81,6 +99,8 @@ def main() -> None:
                                   ("opencv-in-process", lambda u: OpenCVSource(u, live=True))):
                     result = measure(make(server.url), args.seconds, stamped=name == "mjpeg-http")
                     print(json.dumps({"pass": n, "stream": name, "decoder": way} | result), flush=True)
+    if args.failed_attempts:
+        print(json.dumps(failed_attempt_cost(args.failed_attempts)), flush=True)
 
 
 if __name__ == "__main__":
