@@ -45,7 +45,7 @@ class CameraRunner:
         self.open_timeout_s = cfg.open_timeout()
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...
-        self._abort_reason = SourceError("aborted", FailureKind.ERROR)  # ... for this reason
+        self._abort_reason: tuple[str, FailureKind] = ("aborted", FailureKind.ERROR)  # ... for this reason
         self._waiting: tuple[float, float, bool] | None = None  # since, limit, still opening
         self._session_frames = 0
         self.thread = threading.Thread(target=self._run, name=f"capture-{cfg.id}", daemon=True)
@@ -75,7 +75,7 @@ class CameraRunner:
             kind, message = FailureKind.STALLED, f"stalled: no frame for {limit:g} s"
         if not self._aborted.is_set():
             log.warning("camera %s: %s, restarting its source", self.cfg.id, message)
-            self._abort_reason = SourceError(message, kind)
+            self._abort_reason = (message, kind)
             self._aborted.set()
         self.source.abort(kind, message)
         return True
@@ -95,8 +95,7 @@ class CameraRunner:
                     if self._stop.is_set():  # closed because we are stopping: no error
                         break
                     # the watchdog's reason, whatever the aborted source said
-                    failure = self._abort_reason if self._aborted.is_set() else exc
-                    self._failed(str(failure), failure.kind)
+                    self._failed(*(self._abort_reason if self._aborted.is_set() else (str(exc), exc.kind)))
                     if self._session_frames:  # frames flowed since the last failure: start over
                         backoff = rc.initial_s
                     if self._stop.wait(backoff):
@@ -135,7 +134,7 @@ class CameraRunner:
         finally:
             self._waiting = None
         if self._aborted.is_set():  # the open came back just as the watchdog gave up on it
-            raise self._abort_reason
+            raise SourceError(*self._abort_reason)
         self.state.set_connected(True)
         self._capture()
 
@@ -153,7 +152,7 @@ class CameraRunner:
             finally:
                 self._waiting = None
             if self._aborted.is_set():  # a slow source that cannot be aborted came back late
-                raise self._abort_reason
+                raise SourceError(*self._abort_reason)
             if frame is None:
                 return
             if first:
