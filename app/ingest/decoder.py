@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import shutil
 import signal
@@ -175,7 +174,7 @@ class DecoderProcess:
             if self._killed_as is None:
                 self._killed_as = (kind, message)
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+                proc.kill()  # Popen reaps under its own lock: never a recycled pid
 
     def close(self) -> None:
         """Kill the process if it runs, reap it, close its pipes (the reading thread only)."""
