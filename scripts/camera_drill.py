@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from camera_servers import CameraServer, Rig  # noqa: E402
 
 
-def wait(cond, timeout: float = 60.0, step: float = 0.005) -> float:
+def wait(cond: Callable[[], bool], timeout: float = 60.0, step: float = 0.005) -> float:
     """Seconds until cond() holds (polled every 5 ms)."""
     t0 = time.monotonic()
     while not cond():

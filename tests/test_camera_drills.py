@@ -21,7 +21,7 @@ from app.ingest.sources import FFmpegSource
 
 QUICK = {"reconnect": {"initial_s": 0.2, "max_s": 1.0}}
 
-pytestmark = [pytest.mark.drill,
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(180),
               pytest.mark.skipif(not ffmpeg_available(), reason="no FFmpeg (imageio-ffmpeg or Debian's)")]
 
 
