@@ -52,6 +52,15 @@ MODEL_INFO = Gauge(
 FRAME_STAGES = ("captured", "inspected", "committed", "journaled", "dropped")
 CAMERA_UP = Gauge("inspect_camera_up", "1 while the camera's source delivers frames", ["camera"],
                   registry=REGISTRY)
+CAMERA_FAILURES_TOTAL = Counter(
+    "inspect_camera_failures_total",
+    "Source failures per camera and class (refused|timeout|auth|not_found|not_video|no_device|"
+    "decoder_crashed|stalled|ended|error)", ["camera", "kind"], registry=REGISTRY,
+)
+CAMERA_RECOVERIES_TOTAL = Counter(
+    "inspect_camera_recoveries_total", "Frames flowing again after a source failure", ["camera"],
+    registry=REGISTRY,
+)
 FRAMES_TOTAL = Counter(
     "inspect_frames_total", "Frames per camera and stage (captured|inspected|committed|journaled|dropped)",
     ["camera", "stage"], registry=REGISTRY,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.ingest.config import CamerasConfigError, load_cameras, parse_cameras
-from app.ingest.sources import FolderSource, OpenCVSource, SimulatorSource, make_source
+from app.ingest.sources import FFmpegSource, FolderSource, OpenCVSource, SimulatorSource, make_source
 from app.ingest.startup import DEMO_CAMERAS
 
 GOOD = """\
@@ -93,8 +93,8 @@ def test_sources_from_config(tmp_path: Path, neu_sample: Path) -> None:
         "  - {id: g, source: 'sim://neu-det?fps=abc'}\n")
     a, b, c, d, e, f, g = cfg.cameras
     src = make_source(a, tmp_path)
-    assert isinstance(src, OpenCVSource) and src.live and src.describe() == "rtsp://u:***@host/s"
-    assert isinstance(make_source(b, tmp_path), OpenCVSource)
+    assert isinstance(src, FFmpegSource) and src.live and src.describe() == "rtsp://u:***@host/s"
+    assert isinstance(make_source(b, tmp_path), FFmpegSource)
     assert isinstance(make_source(c, tmp_path), FolderSource)
     file_src = make_source(d, tmp_path)
     assert isinstance(file_src, OpenCVSource) and not file_src.live and file_src.decode_threads == 0

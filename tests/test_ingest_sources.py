@@ -141,7 +141,8 @@ def test_capture_reconnects_after_the_camera_dies(neu_sample: Path) -> None:
     runner.stop()
     runner.thread.join(5)
     snap = runner.state.snapshot()
-    assert "cable pull" in snap["last_error"] or "unplugged" in snap["last_error"]
+    assert snap["failures"]["error"] >= 2 and snap["last_error_at"] is not None  # each pull, then recovered
+    assert snap["attempts"] > snap["reconnects"]
     frames = hub.get_batch(10_000, 0)
     assert len(frames) == snap["captured"] >= 25  # frames keep coming after each reconnect
     indices = [j.frame.index for j in frames]
@@ -186,5 +187,5 @@ def test_stall_watchdog_reconnects_a_frozen_stream() -> None:
     runner.stop()
     cam.close()
     runner.thread.join(5)
-    assert runner.state.reconnects >= 2 and "stalled" in (runner.state.last_error or "")
+    assert runner.state.reconnects >= 2 and runner.state.failures["stalled"] >= 2
     assert hub.depth() == runner.state.captured >= 6

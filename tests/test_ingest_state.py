@@ -50,8 +50,9 @@ def test_a_new_camera_is_zero_everywhere(camera):
     assert snap == {"id": camera.camera_id, "line": "L1", "station": "S2", "source": "folder /frames",
                     "connected": False, "finished": False, "fps_in": 0.0, "fps_out": 0.0, "captured": 0,
                     "inspected": 0, "committed": 0, "journaled": 0, "dropped": 0, "reconnects": 0,
-                    "queue_depth": 0, "last_error": None, "last_error_at": None, "last_frame_at": None,
-                    "last_ng_inspection_id": None, "checkpoint": None, "resumed_from": None}
+                    "attempts": 0, "failures": {}, "error_kind": None, "queue_depth": 0, "last_error": None,
+                    "last_error_at": None, "last_frame_at": None, "last_ng_inspection_id": None,
+                    "checkpoint": None, "resumed_from": None}
     # every series of the camera exists from the start, at 0
     for stage in FRAME_STAGES:
         assert series("inspect_frames_total", camera.camera_id, stage=stage) == 0.0
@@ -70,7 +71,8 @@ def test_counters_and_their_series(camera):
     camera.on_journaled(1)
     camera.on_committed(1, ng_inspection_id=41, ng_frame_uid="u41")
     camera.on_committed(2)  # OK frames: the last NG stays
-    camera.on_reconnect()
+    camera.on_failure("stream ended", "ended")
+    camera.on_flowing()
     camera.set_queue_depth(7)
     after = datetime.now(UTC)
     snap = camera.snapshot()
@@ -92,15 +94,25 @@ def test_counters_and_their_series(camera):
     assert series("inspect_camera_up", camera.camera_id) == 0.0 and camera.snapshot()["connected"] is False
 
 
-def test_the_last_error_is_kept_with_its_time_until_a_newer_one(camera):
+def test_a_failure_shows_until_frames_flow_again_and_its_time_stays(camera):
     before = datetime.now(UTC)
-    camera.set_error("stalled: no frame for 5 s")
+    camera.on_attempt()
+    camera.on_failure("connection refused", "refused")
+    camera.on_attempt()
+    camera.on_failure("connection refused", "refused")
     first_at = camera.last_error_at
     assert first_at is not None and before <= first_at <= datetime.now(UTC)
-    camera.set_connected(True)  # a reconnect does not clear it: it is the last error seen
-    camera.on_captured()
     snap = camera.snapshot()
-    assert snap["last_error"] == "stalled: no frame for 5 s"
+    assert (snap["last_error"], snap["error_kind"], snap["failures"]) == ("connection refused", "refused",
+                                                                          {"refused": 2})
+    assert series("inspect_camera_failures_total", camera.camera_id, kind="refused") == 2.0
+    camera.on_attempt()
+    camera.on_flowing()  # frames again: one recovery after three attempts, the error is over
+    camera.on_flowing()  # a later connection without a failure before it is no recovery
+    snap = camera.snapshot()
+    assert (snap["last_error"], snap["error_kind"]) == (None, None)
+    assert (snap["reconnects"], snap["attempts"]) == (1, 3)
     assert snap["last_error_at"] == first_at.isoformat().replace("+00:00", "Z")
-    camera.set_error("source closed")
-    assert camera.snapshot()["last_error"] == "source closed" and camera.last_error_at >= first_at
+    assert series("inspect_camera_recoveries_total", camera.camera_id) == 1.0
+    camera.on_failure("stalled: no frame for 5 s", "stalled")
+    assert camera.snapshot()["failures"] == {"refused": 2, "stalled": 1} and camera.last_error_at >= first_at

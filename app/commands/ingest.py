@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-http", action="store_true",
                    help="no HTTP endpoint: run in the foreground, stop when all finite sources end")
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (with --no-http)")
-    p.add_argument("--check", action="store_true", help="validate the cameras file and exit")
+    p.add_argument("--check", action="store_true",
+                   help="validate the cameras file and exit; warns about capture devices this machine lacks")
     p.add_argument("--from-start", action="store_true",
                    help="read files and folders from their start: forget the cameras' checkpoints "
                         "(frames already stored are replays, not stored twice)")
@@ -103,6 +105,10 @@ def run_foreground(settings: Settings, path: Path, seconds: float | None) -> dic
 def run(args: argparse.Namespace) -> int:
     settings, path = _prepare(args)
     if args.check:
+        from app.ingest.startup import device_warnings
+
+        for warning in device_warnings(path):
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"{path}: ok")
         return 0
     if args.no_http or args.seconds is not None:

@@ -1,6 +1,7 @@
 """Capture: each camera's source read into frames by its own thread, with reconnect and exponential
-backoff, an fps cap, a stall watchdog, and the camera's state (GET /api/v1/cameras). Frames go into the
-camera's bounded queue of the ``FrameHub``; what happens to them there is app.ingest.detection's job."""
+backoff (reset once frames flow again), an fps cap, a watchdog that restarts a silent source, and the
+camera's state (GET /api/v1/cameras). Frames go into the camera's bounded queue of the ``FrameHub``;
+what happens to them there is app.ingest.detection's job."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
+from app.ingest.failures import FailureKind
 from app.ingest.queues import FrameHub, QueueClosed
 from app.ingest.sources import Frame, Source, SourceError
 from app.ingest.state import CameraState
@@ -30,7 +32,9 @@ class Job:
 
 
 class CameraRunner:
-    """One camera: its source, capture thread (reconnect with exponential backoff), state and rules."""
+    """One camera: its source, capture thread (reconnect with exponential backoff that starts over once
+    frames flow), state and rules. The watchdog gives up on a source that is silent too long: no first
+    frame within the open timeout, or no next frame within ``stall_timeout_s``."""
 
     def __init__(self, cfg: CameraConfig, source: Source, hub: FrameHub, context: CameraContext,
                  checkpoints: CheckpointStore | None = None) -> None:
@@ -43,9 +47,12 @@ class CameraRunner:
         # a finite source read once (not looped) goes on from its checkpoint after a restart
         self.checkpoint = (CameraCheckpoint(cfg.id, source, checkpoints, self.state.set_checkpoint)
                            if checkpoints is not None and not (source.live or cfg.loop) else None)
+        self.open_timeout_s = cfg.open_timeout()
         self._stop = threading.Event()
-        self._reconnect = threading.Event()
-        self._reading_since: float | None = None
+        self._aborted = threading.Event()  # the watchdog gave up on this session ...
+        self._abort_reason: tuple[str, FailureKind] = ("aborted", FailureKind.ERROR)  # ... for this reason
+        self._waiting: tuple[float, float, bool] | None = None  # since, limit, still opening
+        self._session_frames = 0
         self.thread = threading.Thread(target=self._run, name=f"capture-{cfg.id}", daemon=True)
         hub.add_camera(cfg.id, cfg.queue_size, self.policy, on_drop=self._dropped,
                        on_depth=self.state.set_queue_depth)
@@ -61,50 +68,51 @@ class CameraRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        self.source.abort(FailureKind.ENDED, "stopping")
 
     def check_stall(self, now: float) -> bool:
-        """Watchdog: a read that has waited longer than stall_timeout_s -> close and reconnect."""
-        since = self._reading_since
-        if since is not None and now - since > self.cfg.stall_timeout_s and not self._reconnect.is_set():
-            log.warning("camera %s: no frame for %.1f s, reconnecting", self.cfg.id, now - since)
-            self.state.set_error(f"stalled: no frame for {self.cfg.stall_timeout_s:g} s")
-            self._reconnect.set()
-            self.source.close()
-            return True
-        return False
+        """Watchdog: a source silent for longer than its limit is aborted (its decoder killed) and the
+        capture thread reconnects; aborted again at every tick until the blocked call returns."""
+        waiting = self._waiting
+        if waiting is None:
+            return False
+        since, limit, opening = waiting
+        if now - since <= limit:
+            return False
+        if opening:
+            kind, message = FailureKind.TIMEOUT, f"no frame within {limit:g} s of connecting"
+        else:
+            kind, message = FailureKind.STALLED, f"stalled: no frame for {limit:g} s"
+        if not self._aborted.is_set():
+            log.warning("camera %s: %s, restarting its source", self.cfg.id, message)
+            self._abort_reason = (message, kind)
+            self._aborted.set()
+        self.source.abort(kind, message)
+        return True
 
     # -- capture thread ----------------------------------------------------------------------
     def _run(self) -> None:
         rc = self.cfg.reconnect
         backoff = rc.initial_s
-        first = True
         try:
             while not self._stop.is_set():
-                if not first:
-                    self.state.on_reconnect()
-                first = False
-                self._reconnect.clear()
+                self._aborted.clear()
+                self._session_frames = 0
+                self.state.on_attempt()
                 try:
-                    self.source.open()
-                    if self.checkpoint is not None:
-                        self.checkpoint.opened()
-                except SourceError as exc:
-                    self._failed(str(exc))
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * rc.multiplier, rc.max_s)
-                    continue
-                self.state.set_connected(True)
-                try:
-                    delivered = self._capture()
+                    self._open_and_capture()
                 except SourceError as exc:
                     if self._stop.is_set():  # closed because we are stopping: no error
                         break
-                    self._failed(str(exc))
+                    # the watchdog's reason, whatever the aborted source said
+                    self._failed(*(self._abort_reason if self._aborted.is_set() else (str(exc), exc.kind)))
+                    if self._session_frames:  # frames flowed since the last failure: start over
+                        backoff = rc.initial_s
                     if self._stop.wait(backoff):
                         break
                     backoff = min(backoff * rc.multiplier, rc.max_s)
                     continue
-                if delivered:
+                if self._session_frames:
                     backoff = rc.initial_s
                 if self._stop.is_set():
                     break
@@ -118,38 +126,52 @@ class CameraRunner:
             pass
         except Exception as exc:  # never die silently: the state shows why the camera stopped
             log.exception("camera %s: capture thread failed", self.cfg.id)
-            self._failed(f"capture failed: {exc}")
+            self._failed(f"capture failed: {exc}", FailureKind.ERROR)
         finally:
-            self._reading_since = None
+            self._waiting = None
             self.source.close()
             self.state.set_connected(False)
 
-    def _failed(self, message: str) -> None:
-        self._reading_since = None
+    def _failed(self, message: str, kind: FailureKind) -> None:
+        self._waiting = None
+        self.state.on_failure(message, kind)  # why first: a client that sees it down sees the reason
         self.state.set_connected(False)
-        self.state.set_error(message)
         self.source.close()
-        log.warning("camera %s: %s", self.cfg.id, message)
+        log.warning("camera %s: %s [%s]", self.cfg.id, message, kind)
 
-    def _capture(self) -> int:
-        """Read until the end of stream or stop; returns how many frames were delivered."""
-        delivered = 0
+    def _open_and_capture(self) -> None:
+        self._waiting = (time.monotonic(), self.open_timeout_s, True)
+        try:
+            self.source.open()
+        finally:
+            self._waiting = None
+        if self._aborted.is_set():  # the open came back just as the watchdog gave up on it
+            raise SourceError(*self._abort_reason)
+        if self.checkpoint is not None:
+            self.checkpoint.opened()
+        self.state.set_connected(True)
+        self._capture()
+
+    def _capture(self) -> None:
+        """Read until the end of stream or stop (``_session_frames`` counts the frames delivered)."""
         interval = 1.0 / self.cfg.fps_cap if self.cfg.fps_cap else 0.0
         next_due = 0.0
+        opening_since = time.monotonic()
         while not self._stop.is_set():
-            self._reading_since = time.monotonic()
+            first = self._session_frames == 0
+            self._waiting = ((opening_since, self.open_timeout_s, True) if first
+                             else (time.monotonic(), self.cfg.stall_timeout_s, False))
             try:
                 frame = self.source.read()
-            except SourceError as exc:
-                if self._reconnect.is_set():  # the watchdog closed the source under the read
-                    raise SourceError(f"stalled: no frame for {self.cfg.stall_timeout_s:g} s") from exc
-                raise
             finally:
-                self._reading_since = None
-            if self._reconnect.is_set():
-                raise SourceError(f"stalled: no frame for {self.cfg.stall_timeout_s:g} s")
+                self._waiting = None
+            if self._aborted.is_set():  # a slow source that cannot be aborted came back late
+                raise SourceError(*self._abort_reason)
             if frame is None:
-                return delivered
+                return
+            if first:
+                self.state.on_flowing()
+            self._session_frames += 1
             if interval:
                 now = time.monotonic()
                 if now < next_due - (0.2 * interval if self.source.live else 0.0):
@@ -162,8 +184,6 @@ class CameraRunner:
             if self.checkpoint is not None:
                 self.checkpoint.read(frame.index)
             self.hub.put(self.cfg.id, Job(self, frame))
-            delivered += 1
-        return delivered
 
 
 class Capture:

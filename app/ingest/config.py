@@ -50,7 +50,8 @@ class ReconnectConfig(_Strict):
     """Back-off between reconnect attempts of a lost or stalled source."""
 
     initial_s: Annotated[float, Field(gt=0, description="first wait before reconnecting, seconds")] = 0.5
-    max_s: Annotated[float, Field(gt=0, description="longest wait, seconds (>= initial_s)")] = 30.0
+    max_s: Annotated[float, Field(gt=0, description="longest wait, seconds (>= initial_s); the wait starts "
+                                                    "again at initial_s once frames flow")] = 2.0
     multiplier: Annotated[float, Field(ge=1, description="each further wait is the last one times "
                                                           "this")] = 2.0
 
@@ -59,6 +60,37 @@ class ReconnectConfig(_Strict):
         if self.max_s < self.initial_s:
             raise ValueError("max_s must be >= initial_s")
         return self
+
+
+HwAccel = Literal["none", "vaapi", "qsv", "nvdec", "jetson"]
+
+
+class DecoderConfig(_Strict):
+    """The FFmpeg decoder process of a network stream or capture device (files are read in-process)."""
+
+    transport: Literal["tcp", "udp"] = Field(
+        "tcp", description="RTSP transport: `tcp` (interleaved, survives packet loss and NAT) or `udp` "
+                           "(lower latency on a clean LAN; lost packets are lost picture)")
+    open_timeout_s: Annotated[float | None, Field(
+        gt=0, description="connecting until the first frame may take this long, seconds, before the "
+                          "decoder is restarted; empty: `stall_timeout_s` + `analyze_s`")] = None
+    analyze_s: Annotated[float, Field(
+        ge=0, le=10, description="how long FFmpeg studies a new stream before decoding, seconds: shorter "
+                                 "is a faster (re)connect; 0 suits cameras that announce their stream "
+                                 "(RTSP SDP with parameter sets)")] = 0.5
+    hwaccel: HwAccel = Field(
+        "none", description="hardware decoding: `none` (CPU, works everywhere), `vaapi` (Intel/AMD), `qsv` "
+                            "(Intel Quick Sync), `nvdec` (NVIDIA CUDA), `jetson` (NVIDIA Jetson `nvmpi` "
+                            "decoders, needs an FFmpeg built with them)")
+    hwaccel_device: str | None = Field(
+        None, description="the device for `vaapi`/`qsv` (e.g. `/dev/dri/renderD128`) or the GPU index for "
+                          "`nvdec`; empty: FFmpeg's default")
+    codec: Literal["h264", "hevc"] = Field(
+        "h264", description="the stream's codec, for `qsv` and `jetson`, whose decoders are chosen by "
+                            "codec")
+    input_args: list[str] = Field(
+        default_factory=list, description="further FFmpeg input options, placed before `-i` (e.g. "
+                                          "`[\"-fflags\", \"nobuffer\"]`)")
 
 
 class CameraConfig(_Strict):
@@ -95,12 +127,14 @@ class CameraConfig(_Strict):
     crops: bool = Field(True, description="also store one crop per defect of stored NG frames")
     loop: bool = Field(False, description="files and folders: start again at the end instead of finishing")
     stall_timeout_s: Annotated[float, Field(gt=0, description="watchdog: no frame for this long, seconds: "
-                                                              "reconnect")] = 10.0
+                                                              "the decoder is restarted")] = 10.0
+    decoder: DecoderConfig = Field(default_factory=DecoderConfig,
+                                   description="decoder process of network streams and capture devices")
     decode_threads: Annotated[int, Field(
         ge=0, le=64,
-        description="FFmpeg decoder threads for video files and streams: 1 spends the least CPU (what the "
-                    "inference workers need on a small edge PC); 0 lets OpenCV use one per core (large "
-                    "frames, many cores)")] = 1
+        description="FFmpeg decoder threads for video files, streams and devices: 1 spends the least CPU "
+                    "(what the inference workers need on a small edge PC); 0 lets FFmpeg use one per core "
+                    "(large frames, many cores)")] = 1
     tile_size: Annotated[int | None, Field(
         ge=32, le=8192,
         description="tiled detection for frames much larger than the model input: overlapping "
@@ -150,6 +184,10 @@ class CameraConfig(_Strict):
         if isinstance(v, int) and v < 0:
             raise ValueError("a USB device index must be >= 0")
         return v
+
+    def open_timeout(self) -> float:
+        """Seconds from connecting to the first frame before the watchdog restarts the source."""
+        return self.decoder.open_timeout_s or self.stall_timeout_s + self.decoder.analyze_s
 
     def threshold_for(self, class_name: str, default: float) -> float:
         return self.thresholds.get(class_name, self.thresholds.get("default", default))
@@ -268,6 +306,12 @@ def parse_cameras(text: str, path: str | Path = "<cameras>") -> CamerasFile:
                 msg = "unknown key"
             lines.append(f"{path}{line}: {_format_loc(loc)}: {msg}")
         raise CamerasConfigError("; ".join(lines)) from exc
+
+
+def key_line(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The line (1-based) of a key of a valid cameras document, e.g. ``("cameras", 2, "source")``."""
+    node = _node_at(yaml.compose(text), loc)
+    return node.start_mark.line + 1 if node is not None else None
 
 
 def load_cameras(path: str | Path) -> CamerasFile:

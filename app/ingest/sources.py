@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -25,7 +26,9 @@ import cv2
 import numpy as np
 from pydantic import ValidationError
 
-from app.ingest.config import CameraConfig, CamerasConfigError, SimulatorConfig
+from app.ingest.config import CameraConfig, CamerasConfigError, DecoderConfig, SimulatorConfig
+from app.ingest.decoder import DecoderFailed, DecoderProcess, device_path, ffmpeg_args, ffmpeg_exe
+from app.ingest.failures import FailureKind
 from app.ingest.simulator import IMAGE_SUFFIXES, StripSimulator, TruthBox
 from app.vocabulary import utcnow
 
@@ -35,7 +38,12 @@ LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 
 
 class SourceError(Exception):
-    """The source failed (cannot open, stream broke); the capture thread reconnects."""
+    """The source failed (cannot open, stream broke); the capture thread reconnects. ``kind`` is the
+    failure class shown in the cameras API, the log and the metrics."""
+
+    def __init__(self, message: str, kind: FailureKind = FailureKind.ERROR) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass
@@ -89,6 +97,11 @@ class Source:
     def close(self) -> None:
         pass
 
+    def abort(self, kind: FailureKind, message: str) -> None:
+        """The watchdog (another thread) gives up on a blocked ``open()``/``read()``: make it raise
+        SourceError(message, kind) soon. Sources whose ``close()`` is safe under a read close."""
+        self.close()
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -109,7 +122,9 @@ class Source:
 
 
 class OpenCVSource(Source):
-    """cv2.VideoCapture on an URL (RTSP, HTTP MJPEG, ...), a USB device index or a video file."""
+    """cv2.VideoCapture in the service on a video file (and, where there is no V4L2, a USB device index).
+    Streams and Linux devices decode in FFmpegSource's process instead; on an URL this is the in-process
+    comparison of scripts/stream_decoder_cost.py."""
 
     def __init__(self, target: str | int, live: bool | None = None, timeout_ms: int = 5000,
                  decode_threads: int = 1) -> None:
@@ -190,6 +205,82 @@ class OpenCVSource(Source):
             while self._index < position and cap.grab():
                 self._index += 1
         self._index = position
+    def abort(self, kind: FailureKind, message: str) -> None:
+        """Never: releasing a capture while another thread is inside ``read()`` crashes the process.
+        Streams and devices decode in FFmpegSource, which can be killed; files end by themselves."""
+
+
+class FFmpegSource(Source):
+    """A network stream (RTSP, HTTP MJPEG, ...) or a capture device decoded by its own FFmpeg process
+    (app.ingest.decoder): a decoder that crashes or hangs is killed and restarted, the service stays."""
+
+    live = True
+
+    def __init__(self, target: str | int, decoder: DecoderConfig | None = None, decode_threads: int = 1,
+                 io_timeout_s: float = 10.0) -> None:
+        self.target = target
+        self.decoder_cfg = decoder or DecoderConfig()
+        self.decode_threads = decode_threads
+        self.io_timeout_s = io_timeout_s
+        self._proc: DecoderProcess | None = None
+        self._lock = threading.Lock()
+        self._index = 0
+        self._session = ""  # this connection's capture session
+
+    def describe(self) -> str:
+        device = device_path(self.target)
+        return f"usb:{device}" if device is not None else redact(str(self.target))
+
+    @property
+    def decoder_pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None else None
+
+    def open(self) -> None:
+        self.close()
+        device = device_path(self.target)
+        if device is not None and not Path(device).exists():
+            raise SourceError(f"no device {device}", FailureKind.NO_DEVICE)
+        try:
+            args = ffmpeg_args(self.target, self.decoder_cfg, self.decode_threads, self.io_timeout_s,
+                               exe=ffmpeg_exe())
+        except DecoderFailed as exc:
+            raise SourceError(str(exc), exc.kind) from exc
+        proc = DecoderProcess(args)
+        with self._lock:
+            self._proc = proc
+        try:
+            proc.start()
+        except DecoderFailed as exc:
+            raise SourceError(f"cannot open {self.describe()}: {exc}", exc.kind) from exc
+        self._index = 0
+        self._session = uuid.uuid4().hex
+
+    def read(self) -> Frame | None:
+        proc = self._proc
+        if proc is None:
+            raise SourceError("source is closed")
+        try:
+            image = proc.read()
+        except DecoderFailed as exc:
+            raise SourceError(f"{self.describe()}: {exc}", exc.kind) from exc
+        captured_at, t = _now()
+        frame = Frame(image, self._index, captured_at, t,
+                      origin=live_origin(self._session, self._index, captured_at))
+        self._index += 1
+        return frame
+
+    def abort(self, kind: FailureKind, message: str) -> None:
+        with self._lock:
+            proc = self._proc
+        if proc is not None:
+            proc.kill(kind, message)
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.close()
 
 
 class FolderSource(Source):
@@ -340,14 +431,17 @@ def make_source(cam: CameraConfig, base_dir: Path | None = None, where: str = ""
                 cfg = cfg.model_copy(update={"images": str(base_dir / cfg.images)})
             return SimulatorSource(cfg)
         src = cam.source
-        if isinstance(src, int) or (isinstance(src, str) and src.strip().isdigit()):
+        assert src is not None
+        # FFmpeg's own socket timeout is only a backstop: the watchdog restarts the decoder first
+        io_timeout_s = max(cam.stall_timeout_s, cam.open_timeout()) + 2.0
+        if device_path(src) is not None and sys.platform != "linux":  # no V4L2: OpenCV's device backends
             return OpenCVSource(int(src), live=True, decode_threads=cam.decode_threads)
+        if device_path(src) is not None or (isinstance(src, str) and _is_url(src)):
+            return FFmpegSource(src, cam.decoder, cam.decode_threads, io_timeout_s)
         assert isinstance(src, str)
         if src.startswith("sim://"):
             cfg = simulator_config_from_url(src)
             return SimulatorSource(cfg)
-        if _is_url(src):
-            return OpenCVSource(src, live=True, decode_threads=cam.decode_threads)
         path = Path(src.removeprefix("folder:").removeprefix("file:"))
         if base_dir is not None and not path.is_absolute():
             path = base_dir / path

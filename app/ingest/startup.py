@@ -9,7 +9,8 @@ from pathlib import Path
 from app.db.session import Database
 from app.engine_factory import build_engine
 from app.inference import Engine, ModelLoadError
-from app.ingest.config import CamerasConfigError, CamerasFile, load_cameras
+from app.ingest.config import CamerasConfigError, CamerasFile, key_line, load_cameras
+from app.ingest.decoder import device_missing
 from app.ingest.detection import check_against_model
 from app.ingest.journal import JournalInUse, ensure_journal_free
 from app.ingest.pipeline import Pipeline
@@ -48,8 +49,23 @@ def build_pipeline(settings: Settings, path: Path, db: Database, engine: Engine 
                     max_det=settings.max_det)
 
 
+def device_warnings(path: Path) -> list[str]:
+    """Enabled cameras whose capture device does not exist on this machine (a valid file: they start
+    and retry until the device appears), each as ``file:line: cameras[i].source: ...``."""
+    config = load_cameras(path)
+    text = path.read_text(encoding="utf-8")
+    out = []
+    for i, cam in enumerate(config.cameras):
+        missing = device_missing(cam.source) if cam.enabled and cam.source is not None else None
+        if missing is not None:
+            line = key_line(text, ("cameras", i, "source"))
+            out.append(f"{path}:{line}: cameras[{i}].source: no device {missing} on this machine (camera "
+                       f"{cam.id!r} retries until it appears)")
+    return out
+
+
 __all__ = ["CamerasConfigError", "DEMO_CAMERAS", "build_pipeline", "cameras_path", "check_start",
-           "pipeline_engine", "start_ingest"]
+           "device_warnings", "pipeline_engine", "start_ingest"]
 
 
 def check_start(settings: Settings, path: Path) -> None:

@@ -55,7 +55,10 @@ class CameraState:
         self.committed = 0
         self.journaled = 0
         self.dropped = 0
-        self.reconnects = 0
+        self.reconnects = 0  # recoveries: frames flowing again after a failure
+        self.attempts = 0  # every open of the source, the first one included
+        self.failures: dict[str, int] = {}  # failure class -> how many times
+        self.error_kind: str | None = None  # the class of last_error
         self.queue_depth = 0
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
@@ -72,6 +75,7 @@ class CameraState:
         for stage in m.FRAME_STAGES:
             m.FRAMES_TOTAL.labels(camera=camera_id, stage=stage)
         m.FRAMES_DROPPED_TOTAL.labels(camera=camera_id)
+        m.CAMERA_RECOVERIES_TOTAL.labels(camera=camera_id)
         m.QUEUE_DEPTH.labels(camera=camera_id).set(0)
 
     def set_connected(self, up: bool) -> None:
@@ -79,14 +83,35 @@ class CameraState:
             self.connected = up
         m.CAMERA_UP.labels(camera=self.camera_id).set(1 if up else 0)
 
+    def on_failure(self, message: str, kind: str) -> None:
+        """The source failed: why (message and class) until it delivers frames again."""
+        with self._lock:
+            self.last_error = message
+            self.error_kind = kind
+            self.last_error_at = utcnow()
+            self.failures[kind] = self.failures.get(kind, 0) + 1
+        m.CAMERA_FAILURES_TOTAL.labels(camera=self.camera_id, kind=kind).inc()
+
     def set_error(self, message: str) -> None:
+        """An error of this camera's frames that is no source failure (an inspection failed)."""
         with self._lock:
             self.last_error = message
             self.last_error_at = utcnow()
 
-    def on_reconnect(self) -> None:
+    def on_attempt(self) -> None:
         with self._lock:
+            self.attempts += 1
+
+    def on_flowing(self) -> None:
+        """The first frame of a connection: after a failure this is a recovery; the error is over (its
+        time stays in last_error_at)."""
+        with self._lock:
+            if self.last_error is None:
+                return
             self.reconnects += 1
+            self.last_error = None
+            self.error_kind = None
+        m.CAMERA_RECOVERIES_TOTAL.labels(camera=self.camera_id).inc()
 
     def on_captured(self) -> None:
         now = time.monotonic()
@@ -145,6 +170,7 @@ class CameraState:
                 fps_in=round(self.fps_in.rate(), 2), fps_out=round(self.fps_out.rate(), 2),
                 captured=self.captured, inspected=self.inspected, committed=self.committed,
                 journaled=self.journaled, dropped=self.dropped, reconnects=self.reconnects,
+                attempts=self.attempts, failures=dict(self.failures), error_kind=self.error_kind,
                 queue_depth=self.queue_depth, last_error=self.last_error, last_error_at=self.last_error_at,
                 last_frame_at=self.last_frame_at, last_ng_inspection_id=self.last_ng_inspection_id,
                 checkpoint=self.checkpoint, resumed_from=self.resumed_from,

@@ -23,10 +23,16 @@ class CameraCounters(PublicModel):
     committed: int
     journaled: int
     dropped: int
-    reconnects: int
+    reconnects: int = Field(description="recoveries: frames flowing again after a failure")
+    attempts: int = Field(0, description="connection attempts, the first one included")
+    failures: dict[str, int] = Field(
+        default_factory=dict, description="failures so far per class: refused, timeout, auth, not_found, "
+                                          "not_video, no_device, decoder_crashed, stalled, ended, error")
     queue_depth: int
-    last_error: str | None
-    last_error_at: UtcDatetime | None
+    last_error: str | None = Field(description="why the source is down now; null once frames flow again")
+    error_kind: str | None = Field(None, description="the class of last_error (see failures)")
+    last_error_at: UtcDatetime | None = Field(description="when the source last failed (kept after "
+                                                          "recovery)")
     last_frame_at: UtcDatetime | None
     last_ng_inspection_id: int | None
     checkpoint: int | None = Field(None, description="a file or folder: the frame (file) position before "
