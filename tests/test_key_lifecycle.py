@@ -118,15 +118,17 @@ def test_rotate_replaces_the_key_keeps_name_role_and_lifetime(database_url, caps
 
 def test_an_expired_key_is_401_saying_so_even_from_the_cache(database_url, capsys, app_with):
     key = new_key(database_url, capsys, "create", "--role", "mes", "--name", "mes-short")
-    db = Database(database_url)
-    try:
-        with db.session() as session:
-            session.execute(update(ApiKey).values(expires_at=utcnow() + timedelta(seconds=1)))
-            session.commit()
-    finally:
-        db.dispose()
     headers = {"X-API-Key": key}
     with app_with(key_cache_s=600) as client:
+        # the expiry is set once the app runs (its start-up can take seconds on a busy machine), a few
+        # seconds ahead so the first request sees the key still valid and caches it
+        db = Database(database_url)
+        try:
+            with db.session() as session:
+                session.execute(update(ApiKey).values(expires_at=utcnow() + timedelta(seconds=4)))
+                session.commit()
+        finally:
+            db.dispose()
         me = client.get("/api/v1/whoami", headers=headers)
         assert me.status_code == 200 and me.json()["expires_at"]  # verified once, now cached
         expires = rows(database_url)[0].expires_at.replace(tzinfo=None)
