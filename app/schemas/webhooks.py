@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, field_validator
 
 from app.schemas.common import PublicModel, UtcDatetime
-from app.schemas.inspections import DefectPublic, ReviewAction
+from app.schemas.inspections import AuditAction, DefectPublic
 
 if TYPE_CHECKING:
     from app.db.models import Webhook, WebhookDelivery
@@ -126,7 +126,7 @@ class DefectReviewedEvent(DefectPublic):
     """The data of a ``defect.reviewed`` event: the defect after review, and the review."""
 
     review_id: int
-    action: ReviewAction
+    action: AuditAction
 
 
 class WebhookBody(PublicModel):
