@@ -258,7 +258,9 @@ function renderKpis(target, stats) {
     kpi("NG", String(t.ng), t.ng ? "bad" : ""),
     kpi("Pending review", String(r.pending), r.pending ? "warn" : ""),
     kpi("False-positive rate", fmtPct(r.false_positive_rate)),
+    kpi("Miss rate", fmtPct(r.miss_rate)),
   );
+  target.lastChild.title = `Defects the model missed, over ${r.fully_reviewed_frames ?? 0} frame(s) marked fully reviewed`;
 }
 
 function refreshLive() {
