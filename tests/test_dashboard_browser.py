@@ -607,3 +607,37 @@ def test_box_labels_stay_whole_and_legible_and_the_selected_box_stands_out(edge_
                 assert not _near(outside, WHITE, 20), (name, outside)
         _shot(page, f"review-edges-{selected.replace(' ', '-')}-{viewport[0]}x{viewport[1]}")
     assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_live_shows_a_gallery_of_ng_frames_that_enlarge_and_yield_against_its_target(server, page, viewport):
+    """Without cameras the Live view says so in plain words; the latest NG frames are a gallery, a click
+    shows one large; each line's yield is coloured against INSPECT_YIELD_TARGET (0.95 by default)."""
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    _sign_in(page, server["base"] + "/#live", server["key"], "op-browser")
+    page.wait_for_selector("#ng-gallery figure img[src]")
+    ng = [s for s in build_seed(30) if s.defects]
+    assert page.locator("#ng-gallery figure").count() == len(ng)
+    newest = max(ng, key=lambda s: (s.captured_at, server["ids"][s.index]))
+    first = page.locator("#ng-gallery figure").first
+    assert int(first.get_attribute("data-inspection-id")) == server["ids"][newest.index]
+    first.click()
+    page.wait_for_selector("#frame-dialog[open]")
+    page.wait_for_function("document.querySelector('#frame-dialog-img').naturalWidth > 0")
+    shown = page.locator("#frame-dialog-img").bounding_box()
+    assert shown["width"] >= 0.5 * viewport[0] or shown["height"] >= 0.5 * viewport[1]  # large
+    _shot(page, f"live-enlarged-{_viewport_id(viewport)}")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#frame-dialog:not([open])", state="attached")
+
+    empty = page.inner_text("#cameras-empty")
+    assert empty.startswith("No camera is running on this station")
+    # seed yield per line: L1 and L2 both well under 95 %
+    for line in ("L1", "L2"):
+        row = page.locator(f"#yield-lines .yield-row[data-line='{line}']")
+        seeded = [s for s in build_seed(30) if s.line == line]
+        assert (sum(not s.defects for s in seeded) / len(seeded)) < 0.90
+        assert row.get_attribute("data-level") == "bad"
+        assert row.locator(".target").count() == 1
+    _shot(page, f"live-{_viewport_id(viewport)}")
+    assert page.js_errors == []  # type: ignore[attr-defined]

@@ -68,7 +68,11 @@ async function api(path, { method = "GET", body, blob = false } = {}) {
   if (!res.ok) {
     let problem = null;
     try { problem = await res.json(); } catch (_) { /* not JSON */ }
-    if (res.status === 401) askForKey(problem && problem.detail);
+    if (res.status === 401) {
+      askForKey(state.key
+        ? "This access key was not accepted: it may be mistyped, revoked or expired. Enter another one."
+        : "Enter the access key you were given to use this station.");
+    }
     throw new ApiError(res.status, problem);
   }
   setConn("ok", "online");
@@ -96,7 +100,7 @@ function toast(message) {
 function askForKey(reason) {
   const dlg = $("#key-dialog");
   if (dlg.open) return;
-  $("#key-reason").textContent = reason || "This service needs an API key (role operator to review, mes to read).";
+  $("#key-reason").textContent = reason || "Enter the access key you were given: an operator key to review, a reading key to watch.";
   $("#key-input").value = state.key;
   setConn("warn", "key needed");
   dlg.showModal();
@@ -173,15 +177,16 @@ async function refreshCameras() {
   } catch (err) {
     tiles.replaceChildren();
     empty.hidden = false;
-    empty.textContent = err.status === 404
-      ? "Camera ingest is not running in this service (no /api/v1/cameras). Inspections posted over the API still appear in Review and Stats."
-      : `Cameras unavailable: ${err.message}`;
+    plainMessage(empty, err.status === 404
+      ? "This service does not run cameras. Frames sent to it by other systems still appear in Review and Stats."
+      : "The camera status cannot be read right now; retrying.", err.message);
     return;
   }
   empty.hidden = cams.length > 0;
-  empty.textContent = data.running === false
-    ? `Camera ingest is not running${data.reason ? `: ${data.reason}` : ""}. Inspections posted over the API still appear in Review and Stats.`
-    : "No cameras configured.";
+  if (data.running === false) {
+    plainMessage(empty, "No camera is running on this station. Frames sent by other systems still appear in Review and Stats; "
+      + "an administrator can check the cameras file.", data.reason);
+  } else plainMessage(empty, "No cameras are set up yet.", null);
   $("#cameras-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   tiles.replaceChildren(...cams.map((cam) => {
     const id = String(pick(cam, "id", "camera_id", "name") ?? "?");
@@ -194,7 +199,7 @@ async function refreshCameras() {
     const fpsIn = pick(cam, "fps_in", "fps.in", "capture_fps", "input_fps");
     const fpsOut = pick(cam, "fps_out", "fps.out", "inference_fps", "output_fps");
     const drops = pick(cam, "drops", "dropped", "frames_dropped", "dropped_frames");
-    const thumb = el("div", { class: "thumb", text: "no NG yet" });
+    const thumb = el("div", { class: "thumb", text: "no NG frame yet" });
     const tile = el("div", { class: `tile ${status}`, "data-camera": id },
       el("div", { class: "tile-head" }, el("span", { class: "tile-name", text: id }),
         el("span", { class: "tile-state", text: status })),
@@ -212,10 +217,61 @@ async function refreshCameras() {
         if (ngId === undefined) ngId = await latestNgFor(id);
         if (ngId === null || ngId === undefined) return;
         const url = await thumbFor(ngId);
-        thumb.replaceChildren(el("img", { src: url, alt: `latest NG of ${id}`, title: `inspection ${ngId}` }));
+        thumb.replaceChildren(el("img", { src: url, alt: `latest NG of ${id}`, title: "Click to enlarge" }));
+        thumb.classList.add("clickable");
+        thumb.dataset.inspectionId = String(ngId);
+        thumb.onclick = () => enlargeFrame(ngId, `latest NG of camera ${id}`);
       } catch (_) { thumb.textContent = "NG image not stored"; }
     })();
     return tile;
+  }));
+}
+
+/* A sentence for the operator, the technical reason folded away under it for whoever fixes it. */
+function plainMessage(target, text, detail) {
+  target.replaceChildren(el("span", { text }),
+    detail ? el("details", { class: "tech" }, el("summary", { text: "technical detail" }), el("code", { text: detail })) : null);
+}
+
+/* The annotated frame large, over the page. */
+async function enlargeFrame(inspectionId, caption) {
+  const dlg = $("#frame-dialog");
+  $("#frame-dialog-title").textContent = `Frame #${inspectionId}`;
+  $("#frame-dialog-meta").textContent = caption || "";
+  const img = $("#frame-dialog-img");
+  img.removeAttribute("src");
+  img.dataset.inspectionId = String(inspectionId);
+  if (!dlg.open) dlg.showModal();
+  try {
+    img.src = await thumbFor(inspectionId);
+    img.alt = `frame ${inspectionId} with its defects`;
+  } catch (err) {
+    $("#frame-dialog-meta").textContent = `The image of this frame is not stored (${err.message}).`;
+  }
+}
+
+async function refreshGallery() {
+  const box = $("#ng-gallery");
+  let page;
+  try {
+    page = await api("inspections?verdict=NG&limit=12");
+  } catch (_) { return; }
+  const items = (page.items || []).filter((i) => i.has_image);
+  if (!items.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No NG frame with a stored image yet." }));
+    return;
+  }
+  const known = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.inspectionId, f]));
+  box.replaceChildren(...items.map((i) => {
+    const id = String(i.id);
+    if (known.has(id)) return known.get(id);
+    const caption = `${fmtTime(i.captured_at)} · ${i.camera_id ?? "upload"} · ${i.defects.map((d) => d.class_name).join(", ")}`;
+    const img = el("img", { alt: `NG frame ${i.id}` });
+    thumbFor(i.id).then((url) => { img.src = url; }).catch(() => { img.alt = "image not stored"; });
+    return el("figure", { class: "shot", "data-inspection-id": id, tabindex: "0", title: "Click to enlarge",
+      onclick: () => enlargeFrame(i.id, caption),
+      onkeydown: (ev) => { if (ev.key === "Enter") enlargeFrame(i.id, caption); } },
+    img, el("figcaption", { text: caption }));
   }));
 }
 
@@ -235,16 +291,26 @@ async function refreshYield() {
     $("#yield-lines").replaceChildren(el("p", { class: "empty", text: `Stats unavailable: ${err.message}` }));
     return;
   }
+  const target = stats.yield_target;
   const rows = stats.lines.map((l) => {
     const y = l.yield;
-    const cls = y === null ? "" : y < 0.9 ? "bad" : y < 0.97 ? "low" : "";
-    return el("div", { class: "yield-row" },
+    const cls = yieldClass(y, target);
+    return el("div", { class: "yield-row", "data-line": l.line ?? "", "data-level": cls || "none",
+      title: target == null ? "" : `target ${fmtPct(target)}` },
       el("span", { class: "name", text: l.line ?? "(none)" }),
-      el("div", { class: `bar ${cls}` }, el("span", { style: `width:${((y ?? 0) * 100).toFixed(1)}%` })),
+      el("div", { class: `bar ${cls}` }, el("span", { style: `width:${((y ?? 0) * 100).toFixed(1)}%` }),
+        target == null ? null : el("i", { class: "target", style: `left:${(target * 100).toFixed(1)}%` })),
       el("span", { class: "pct", text: fmtPct(y) }));
   });
   $("#yield-lines").replaceChildren(...(rows.length ? rows : [el("p", { class: "empty", text: "No inspections today." })]));
   renderKpis($("#today-kpis"), stats);
+}
+
+/* good at or above the target, low within 5 points below it, bad further below. */
+function yieldClass(y, target) {
+  if (y === null || y === undefined) return "";
+  const t = target ?? 0.95;
+  return y >= t ? "good" : y >= t - 0.05 ? "low" : "bad";
 }
 
 function renderKpis(target, stats) {
@@ -254,7 +320,7 @@ function renderKpis(target, stats) {
   const kpi = (k, v, cls = "") => el("div", { class: `kpi ${cls}` }, el("div", { class: "k", text: k }), el("div", { class: "v", text: v }));
   target.replaceChildren(
     kpi("Inspections", String(t.inspections)),
-    kpi("Yield", fmtPct(y), y === null ? "" : y < 0.9 ? "bad" : "good"),
+    kpi("Yield", fmtPct(y), { good: "good", low: "warn", bad: "bad" }[yieldClass(y, stats.yield_target)] || ""),
     kpi("NG", String(t.ng), t.ng ? "bad" : ""),
     kpi("Pending review", String(r.pending), r.pending ? "warn" : ""),
     kpi("False-positive rate", fmtPct(r.false_positive_rate)),
@@ -266,6 +332,7 @@ function renderKpis(target, stats) {
 function refreshLive() {
   refreshCameras();
   refreshYield();
+  refreshGallery();
 }
 
 /* Review ---------------------------------------------------------------------------------------- */
@@ -1214,12 +1281,18 @@ async function loadStats() {
     const data = new Array(labels.length).fill(null);
     for (const r of s.timeline) if ((r.line ?? "(none)") === name && index.has(r.bucket)) data[index.get(r.bucket)] = r.yield === null ? null : r.yield * 100;
     const color = ["#4aa8ff", "#3ecf8e", "#f0b429", "#c678dd", "#ff5d5d", "#56b6c2"][i % 6];
-    return { label: name, data, borderColor: color, backgroundColor: color, spanGaps: true, tension: 0.2, pointRadius: 2 };
+    const few = data.filter((v) => v !== null).length <= 2; // one or two points: large dots, not specks
+    return { label: name, data, borderColor: color, backgroundColor: color, spanGaps: true, tension: 0.2,
+      pointRadius: few ? 6 : 2, pointHoverRadius: few ? 8 : 4 };
   });
+  if (s.yield_target != null && lineSets.length) {
+    lineSets.push({ label: `target ${fmtPct(s.yield_target)}`, data: labels.map(() => s.yield_target * 100),
+      borderColor: "#8a97a6", borderDash: [6, 4], borderWidth: 1, pointRadius: 0, pointHoverRadius: 0 });
+  }
   drawChart("chart-yield", {
     type: "line",
     data: { labels, datasets: lineSets },
-    options: { maintainAspectRatio: false, scales: { x: { ticks: X_TICKS }, y: { min: 0, max: 100, ticks: { callback: (v) => `${v}%` } } },
+    options: { maintainAspectRatio: false, scales: { x: { ticks: X_TICKS, offset: true }, y: { min: 0, max: 100, ticks: { callback: (v) => `${v}%` } } },
       plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } },
         tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.y === null ? "-" : c.parsed.y.toFixed(1)}%` } } } },
   });

@@ -71,6 +71,8 @@ class StatsPublic(PublicModel):
     bucket: Literal["hour", "day"]
     buckets: list[UtcDatetime] = Field(description="the start of every bucket in the range")
     totals: Counts
+    yield_target: float | None = Field(None, description="INSPECT_YIELD_TARGET: the yield a line should "
+                                                          "reach (0-1)")
     lines: list[LineCounts]
     stations: list[StationCounts]
     classes: list[ClassCount] = Field(description="rejected boxes left out; most frequent first")
