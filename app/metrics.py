@@ -64,6 +64,10 @@ DB_WRITE_SECONDS = Histogram(
 JOURNAL_PENDING = Gauge("inspect_journal_pending", "Results in the on-disk journal awaiting the database",
                         registry=REGISTRY)
 DB_UP = Gauge("inspect_db_up", "1 while the ingest writer can reach the database", registry=REGISTRY)
+ALARMS_RAISED_TOTAL = Counter("inspect_alarms_raised_total", "Alarms raised by the cameras file's rules",
+                              ["rule", "condition"], registry=REGISTRY)
+ALARM_ACTIVE = Gauge("inspect_alarm_active", "1 while the rule's alarm is raised and not acknowledged",
+                     ["rule"], registry=REGISTRY)
 
 
 def set_model_info(version: str | None, provider: str | None) -> None:

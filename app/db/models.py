@@ -154,6 +154,27 @@ class FrameReview(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Alarm(Base):
+    """An alarm raised by a rule of the cameras file; it stays raised until an operator acknowledges it
+    (who and when are kept: the audit)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_rule_acknowledged", "rule_id", "acknowledged_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    condition: Mapped[str] = mapped_column(String(32))  # consecutive_ng | defects_per_minute | camera_down_s
+    line: Mapped[str | None] = mapped_column(String(64))
+    camera_id: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[float] = mapped_column(Float)  # what was measured when it fired
+    limit: Mapped[float] = mapped_column(Float)  # the rule's limit
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    acknowledge_note: Mapped[str | None] = mapped_column(Text)
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
 

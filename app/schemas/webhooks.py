@@ -14,7 +14,7 @@ from app.schemas.inspections import AuditAction, DefectPublic
 if TYPE_CHECKING:
     from app.db.models import Webhook, WebhookDelivery
 
-EVENTS = ("inspection.ng", "defect.reviewed")
+EVENTS = ("inspection.ng", "defect.reviewed", "alarm.raised")
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
 
@@ -131,7 +131,8 @@ class DefectReviewedEvent(DefectPublic):
 
 class WebhookBody(PublicModel):
     """What a receiver gets (signed in X-Inspect-Signature); ``data`` is an InspectionPublic for
-    ``inspection.ng`` and a DefectReviewedEvent for ``defect.reviewed``."""
+    ``inspection.ng``, a DefectReviewedEvent for ``defect.reviewed`` and an AlarmPublic for
+    ``alarm.raised``."""
 
     id: int
     event: str

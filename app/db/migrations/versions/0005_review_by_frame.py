@@ -1,6 +1,6 @@
 """Review by frame: a defect's source (model or operator, for a drawn missed defect), the box before and
 after a correction and the row an undo reverts in the review audit, a frame's "fully reviewed" state and
-its audit table frame_reviews.
+its audit table frame_reviews; alarms raised by the cameras file's rules, with their acknowledgement.
 
 Revision ID: 0005
 Revises: 0001
@@ -51,9 +51,28 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_frame_reviews_inspection_id", "frame_reviews", ["inspection_id"])
+    op.create_table(
+        "alarms",
+        sa.Column("id", big_id(), autoincrement=True, nullable=False),
+        sa.Column("rule_id", sa.String(64), nullable=False),
+        sa.Column("condition", sa.String(32), nullable=False),
+        sa.Column("line", sa.String(64), nullable=True),
+        sa.Column("camera_id", sa.String(64), nullable=True),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("value", sa.Float(), nullable=False),
+        sa.Column("limit", sa.Float(), nullable=False),
+        sa.Column("raised_at", tz(), nullable=False),
+        sa.Column("acknowledged_at", tz(), nullable=True),
+        sa.Column("acknowledged_by", sa.String(128), nullable=True),
+        sa.Column("acknowledge_note", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index("ix_alarms_rule_acknowledged", "alarms", ["rule_id", "acknowledged_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_alarms_rule_acknowledged", table_name="alarms")
+    op.drop_table("alarms")
     op.drop_index("ix_frame_reviews_inspection_id", table_name="frame_reviews")
     op.drop_table("frame_reviews")
     with op.batch_alter_table("inspections") as batch:
