@@ -18,14 +18,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, make_key, seed_database
 from sqlalchemy import select
 
 from app.annotate import place_label
-from app.db.models import Defect, DefectReview, Inspection
+from app.db.models import Alarm, Defect, DefectReview, Inspection
 from app.db.session import Database
+from app.detections import Detections
 
 pytestmark = pytest.mark.browser
 
@@ -640,4 +642,45 @@ def test_live_shows_a_gallery_of_ng_frames_that_enlarge_and_yield_against_its_ta
         assert row.get_attribute("data-level") == "bad"
         assert row.locator(".target").count() == 1
     _shot(page, f"live-{_viewport_id(viewport)}")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_an_alarm_shows_as_a_banner_until_an_operator_acknowledges_it(server, page, viewport):
+    """An alarm raised by a rule appears on Live as a banner; Acknowledge stores who did it and the
+    banner goes."""
+    from app.ingest.alarms import AlarmMonitor
+    from app.ingest.config import parse_cameras
+    from app.inspection import CameraContext, inspect_frame
+
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    _sign_in(page, server["base"] + "/#live", server["key"], "op-browser")
+    page.wait_for_selector("#today-kpis .kpi")
+    assert page.locator("#alarm-banner").is_hidden()
+    rules = parse_cameras("cameras:\n  - {id: cam-l1-s1, line: L1, source: 'folder:x'}\n"
+                          "alarms:\n  - {id: l1-ng, line: L1, consecutive_ng: 1}\n").alarms
+    db = Database(server["url"])
+    try:
+        frame = inspect_frame(np.full((80, 100, 3), 90, np.uint8),
+                              Detections(np.array([[5.0, 5.0, 20.0, 20.0]], np.float32),
+                                         np.array([0.9], np.float32), np.array([0]), NAMES),
+                              model_version="v", context=CameraContext(camera_id="cam-l1-s1", line="L1"),
+                              frame_uid="alarm-frame", captured_at=datetime.now(UTC), source="stream")
+        [alarm] = AlarmMonitor(rules, db).observe([frame])
+    finally:
+        db.dispose()
+    banner = page.locator(f"#alarm-banner [data-alarm-id='{alarm.id}']")
+    banner.wait_for(timeout=20_000)  # the Live view polls every 5 s
+    assert "1 NG frame in a row on line L1" in banner.inner_text()
+    assert _on_screen(page, f"#alarm-banner [data-alarm-id='{alarm.id}'] button")
+    _shot(page, f"live-alarm-{_viewport_id(viewport)}")
+    banner.locator("button").click()
+    page.wait_for_selector("#alarm-banner", state="hidden")
+    db = Database(server["url"])
+    try:
+        with db.session() as session:
+            stored = session.get(Alarm, alarm.id)
+            assert stored.acknowledged_by == "op-browser" and stored.acknowledged_at is not None
+    finally:
+        db.dispose()
     assert page.js_errors == []  # type: ignore[attr-defined]

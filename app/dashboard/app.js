@@ -329,7 +329,37 @@ function renderKpis(target, stats) {
   target.lastChild.title = `Defects the model missed, over ${r.fully_reviewed_frames ?? 0} frame(s) marked fully reviewed`;
 }
 
+/* Raised alarms, newest first, each until an operator acknowledges it. */
+async function refreshAlarms() {
+  const banner = $("#alarm-banner");
+  let page;
+  try {
+    page = await api("alarms?state=open");
+  } catch (_) { return; }
+  const items = page.items || [];
+  banner.hidden = items.length === 0;
+  banner.replaceChildren(...items.map((a) => el("div", { class: "alarm", "data-alarm-id": a.id },
+    el("span", { class: "alarm-mark", text: "ALARM" }),
+    el("span", { class: "alarm-text", text: a.message }),
+    el("span", { class: "muted", text: `${a.line ? `line ${a.line}` : ""}${a.line && a.camera_id ? " · " : ""}${a.camera_id ? `camera ${a.camera_id}` : ""} · since ${fmtTime(a.raised_at)}` }),
+    el("button", { class: "btn", type: "button", text: "Acknowledge", onclick: (ev) => acknowledgeAlarm(a.id, ev.currentTarget) }))));
+}
+
+async function acknowledgeAlarm(id, button) {
+  button.disabled = true;
+  try {
+    await api(`alarms/${id}/acknowledge`, { method: "POST", body: {} });
+    const row = $(`#alarm-banner [data-alarm-id="${id}"]`);
+    if (row) row.remove();
+    $("#alarm-banner").hidden = !$("#alarm-banner .alarm");
+  } catch (err) {
+    button.disabled = false;
+    toast(err.status === 403 ? "Acknowledging an alarm needs an operator key." : `Cannot acknowledge: ${err.message}`);
+  }
+}
+
 function refreshLive() {
+  refreshAlarms();
   refreshCameras();
   refreshYield();
   refreshGallery();

@@ -61,7 +61,7 @@ def describe(rule: AlarmRule, value: float, camera_id: str | None) -> str:
     if rule.message:
         return rule.message
     if rule.consecutive_ng is not None:
-        return f"{int(value)} NG frames in a row on {rule.scope}"
+        return f"{int(value)} NG frame{'s' if int(value) != 1 else ''} in a row on {rule.scope}"
     if rule.defects_per_minute is not None:
         return f"{int(value)} defects in the last minute on {rule.scope} (limit {rule.defects_per_minute:g})"
     return f"camera {camera_id} has delivered no frames for {int(value)} s"
