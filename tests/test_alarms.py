@@ -175,3 +175,35 @@ def test_the_api_lists_and_acknowledges_alarms(client, app_settings):
     assert [a["id"] for a in every] == [alarm.id]
     assert client.post(f"/api/v1/alarms/{alarm.id}/acknowledge", json={}).status_code == 409
     assert client.post("/api/v1/alarms/99999/acknowledge", json={}).status_code == 404
+
+
+def test_a_running_pipeline_raises_one_alarm_for_a_long_ng_run(database_url, tiny_model_path, neu_sample,
+                                                                tmp_path):
+    """The real ingest: 30 simulator frames, every one NG for the tiny model, and a rule of 5 NG in a
+    row on the line: one alarm, one alarm.raised delivery, however long the run goes on."""
+    from app.db.session import Database
+    from app.inference import Engine
+    from app.ingest.pipeline import Pipeline
+
+    images = neu_sample / "images"
+    cfg = parse_cameras(f"""
+cameras:
+  - id: run-cam
+    line: L7
+    source: "sim://neu-det?images={images}&fps=30&width=160&height=120&realtime=false&seconds=1"
+    images: never
+alarms:
+  - {{id: l7-run, line: L7, consecutive_ng: 5}}
+""")
+    db = Database(database_url)
+    try:
+        with db.session() as s:
+            s.add(Webhook(url="http://10.9.9.9/hook", events=["alarm.raised"], secret="s" * 32))
+            s.commit()
+        with Pipeline(cfg, Engine(tiny_model_path, intra_op_threads=1), db, tmp_path / "data") as pipeline:
+            assert pipeline.wait_finished(60)
+            assert pipeline.cameras[0].state.committed == 30
+        assert [row[:4] for row in alarms_in(db)] == [("l7-run", "consecutive_ng", "run-cam", "L7")]
+        assert len(deliveries(db)) == 1
+    finally:
+        db.dispose()

@@ -443,7 +443,7 @@ async function refreshQueue() {
   const kept = state.queue.filter((q) => !fetched.has(q.key)
     && (q.key === state.sel.key || (page.next_cursor && last && newerFirst(q, last) > 0)));
   state.queue = [...page.items, ...kept].sort(newerFirst);
-  if (!state.queueCursor || page.items.length === 0) state.queueCursor = state.queueCursor && page.next_cursor;
+  if (!state.queueCursor) state.queueCursor = page.next_cursor; // everything was loaded: more came since
   renderQueue();
   if (!selectedItem() && state.queue.length) selectBox(state.queue[0].key, firstBoxId(state.queue[0]));
   else { renderDetail(); drawImage(); }
