@@ -163,6 +163,16 @@ def _last_undoable(defect: Defect) -> DefectReview | None:
     return None
 
 
+def _restored_class_id(defect: Defect, name: str | None, class_names: Sequence[str]) -> int | None:
+    """The model index of ``name``: the detected class's own, else its place among ``class_names``
+    (None when no model is loaded to say)."""
+    if name is None:
+        return None
+    if name == defect.class_name:
+        return defect.class_id
+    return list(class_names).index(name) if name in class_names else None
+
+
 def undo_last_review(session: Session, defect: Defect, actor: str, class_names: Sequence[str],
                      note: str | None = None) -> DefectReview:
     """Put ``defect`` back as it was before its last action not yet undone, with an ``undo`` audit row
@@ -181,8 +191,7 @@ def undo_last_review(session: Session, defect: Defect, actor: str, class_names: 
     else:
         name = None if status == "rejected" else (target.before_class_name or defect.class_name)
         defect.reviewed_class_name = name
-        defect.reviewed_class_id = (None if name is None else defect.class_id if name == defect.class_name
-                                    else list(class_names).index(name) if name in class_names else None)
+        defect.reviewed_class_id = _restored_class_id(defect, name, class_names)
         defect.reviewed_by = actor
         defect.reviewed_at = utcnow()
     defect.review_note = None

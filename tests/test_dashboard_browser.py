@@ -211,8 +211,9 @@ def _idle(page) -> None:
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
 def test_review_by_frame_with_the_keyboard(server, page, viewport):
     """The queue holds one card per frame with all its boxes; A, R and a class digit decide the selected
-    box and move to the next one; Shift+A confirms what is left of a frame; the Reviewed row reads the
-    same way for every outcome; Confirm and Reject stay on screen."""
+    box and move to the next one; Shift+A confirms what is left of a frame, F marks it fully reviewed
+    and U undoes each in turn; the Reviewed row reads the same way for every outcome; Confirm and Reject
+    stay on screen."""
     page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
     _sign_in(page, server["base"] + "/#review", server["key"], "op-browser")
     page.wait_for_selector("#queue li.card")
@@ -259,6 +260,18 @@ def test_review_by_frame_with_the_keyboard(server, page, viewport):
     try:
         with db.session() as session:
             assert session.get(Inspection, other).fully_reviewed_by == "op-browser"
+    finally:
+        db.dispose()
+    # U undoes "fully reviewed", a second U the whole-frame confirmation (both boxes)
+    page.keyboard.press("u")
+    _idle(page)
+    page.keyboard.press("u")
+    _idle(page)
+    assert [d.review_status for d in _frame_defects(server["url"], other)] == ["pending", "pending"]
+    db = Database(server["url"])
+    try:
+        with db.session() as session:
+            assert session.get(Inspection, other).fully_reviewed_at is None
     finally:
         db.dispose()
 

@@ -719,8 +719,9 @@ function noteValue() {
 
 const DONE_WORDS = { confirm: "confirmed", reject: "rejected", reclassify: "reclassified" };
 
-/* Queue a decision on one box: shown at once (marked "sending"), the selection moves on. */
-function queueDecision(item, d, action, className, note) {
+/* Queue a decision on one box: shown at once (marked "sending"), the selection moves on. `group`: the
+   undo entry shared by the boxes of a whole-frame decision (one U undoes them all). */
+function queueDecision(item, d, action, className, note, group) {
   const body = { action };
   if (action === "reclassify") body.class_name = className;
   const edited = state.edited.get(d.id);
@@ -737,7 +738,11 @@ function queueDecision(item, d, action, className, note) {
     path: `defects/${d.id}/review`, body,
     done: (updated) => {
       storeDefect(updated);
-      state.undo.push({ kind: "defect", id: d.id, text: `#${d.id} ${action}` });
+      if (!group) state.undo.push({ kind: "defect", ids: [d.id], text: `#${d.id} ${action}` });
+      else {
+        if (!group.ids.length) state.undo.push(group);
+        group.ids.push(d.id);
+      }
       message(`#${d.id} ${updated.review_status}${action === "reclassify" ? ` as ${className}` : ""}`);
     },
     failed: () => { Object.assign(d, before, { queued: false }); recount(item); },
@@ -759,7 +764,8 @@ function decideFrame(action) {
   const note = noteValue();
   const todo = item.inspection.defects.filter((d) => isPending(d) && !d.queued);
   if (!todo.length) { message(`Frame #${item.inspection.id} has no box left to decide`); return; }
-  for (const d of todo) queueDecision(item, d, action, undefined, note);
+  const group = { kind: "defect", ids: [], text: `frame #${item.inspection.id} ${action}` };
+  for (const d of todo) queueDecision(item, d, action, undefined, note, group);
   renderQueue();
   advance();
 }
@@ -805,18 +811,20 @@ function undo() {
     });
     return;
   }
-  enqueue({
-    path: `defects/${last.id}/review`, body: { action: "undo" },
-    done: (updated) => {
-      storeDefect(updated);
-      const item = state.queue.find((q) => q.inspection.id === updated.inspection_id);
-      if (item) {
-        if (isPending(updated)) item.fully_reviewed = false;
-        selectBox(item.key, updated.id);
-      }
-      message(`Undone: ${last.text} (#${last.id} ${updated.review_status})`);
-    },
-  });
+  for (const id of last.ids) {
+    enqueue({
+      path: `defects/${id}/review`, body: { action: "undo" },
+      done: (updated) => {
+        storeDefect(updated);
+        const item = state.queue.find((q) => q.inspection.id === updated.inspection_id);
+        if (item) {
+          if (isPending(updated)) item.fully_reviewed = false;
+          selectBox(item.key, updated.id);
+        }
+        message(`Undone: ${last.text} (#${id} ${updated.review_status})`);
+      },
+    });
+  }
 }
 
 /* Drawing a missed defect ---------------------------------------------------------------------- */
@@ -854,7 +862,7 @@ function addDrawn(className) {
     done: (created) => {
       item.inspection.defects = item.inspection.defects.filter((x) => x !== placeholder);
       storeDefect(created);
-      state.undo.push({ kind: "defect", id: created.id, text: `drawn ${className} #${created.id}` });
+      state.undo.push({ kind: "defect", ids: [created.id], text: `drawn ${className} #${created.id}` });
       if (state.sel.key === item.key) selectBox(item.key, created.id);
       message(`#${created.id} drawn as ${className}`);
     },

@@ -19,6 +19,7 @@ from app.api.routes.defects import load_defect
 from app.api.security import PrincipalDep
 from app.db.models import Inspection
 from app.db.queries import Filters, Sort, fetch_page
+from app.errors import UserError
 from app.reviews import add_missed_defect, set_frame_state
 from app.schemas import DefectDetail, InspectionPublic
 from app.schemas.inspections import FrameReviewCreate, MissedDefectCreate
@@ -68,7 +69,7 @@ def add_defect(inspection_id: RowId, body: MissedDefectCreate, service: ServiceD
     try:
         defect = add_missed_defect(session, inspection, body.class_name, body.box, principal.name, names,
                                    body.note)
-    except Exception:
+    except UserError:
         session.rollback()
         raise
     session.commit()
@@ -86,7 +87,7 @@ def review_frame(inspection_id: RowId, body: FrameReviewCreate, session: Session
     inspection = _inspection(session, inspection_id)
     try:
         set_frame_state(session, inspection, body.action, principal.name, body.note)
-    except Exception:
+    except UserError:
         session.rollback()
         raise
     session.commit()
