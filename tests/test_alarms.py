@@ -79,6 +79,8 @@ def ack_all(db, actor: str = "op-ann") -> None:
     ("  - {id: r, camera: cam-x, consecutive_ng: 3}", "camera 'cam-x', which is not in cameras"),
     ("  - {id: r, line: L1, consecutive_ng: 3}\n  - {id: r, line: L2, consecutive_ng: 3}",
      "'r' appears twice"),
+    ("  - {id: r, line: L1, defects_per_metre: 2}", "line_speed_m_per_min goes with defects_per_metre"),
+    ("  - {id: r, line: L1, consecutive_ng: 2, line_speed_m_per_min: 30}", "goes with defects_per_metre"),
     ("  - {id: r, line: L1, consecutive_ng: 0}", r"cams.yaml:6: alarms\[0\]\.consecutive_ng"),
 ])
 def test_a_bad_rule_is_refused_with_its_place(text, message):
@@ -133,6 +135,19 @@ def test_defects_per_minute_on_a_camera_over_a_sliding_minute(db):
     [alarm] = monitor.observe([result("cam-a", "L1", 3, 3)])
     assert (alarm.condition, alarm.value, alarm.limit) == ("defects_per_minute", 6, 5)
     assert "6 defects in the last minute on camera cam-a" in alarm.message
+
+
+def test_defects_per_metre_of_material_from_the_line_speed(db):
+    """30 m/min: the last minute saw 30 m of strip; more than 0.2 defects per metre is more than 6."""
+    clock = Clock()
+    rule = "  - {id: strip, line: L1, defects_per_metre: 0.2, line_speed_m_per_min: 30}"
+    monitor = AlarmMonitor(rules(rule), db, clock=clock)
+    assert monitor.observe([result("cam-a", "L1", 3, 0), result("cam-b", "L1", 3, 1)]) == []  # 0.2 / m
+    clock.now += 30
+    [alarm] = monitor.observe([result("cam-a", "L1", 1, 2)])
+    assert (alarm.condition, alarm.limit) == ("defects_per_metre", 0.2)
+    assert alarm.value == pytest.approx(7 / 30, abs=1e-3)
+    assert "defects per metre over the last minute on line L1" in alarm.message
 
 
 def test_a_camera_down_longer_than_t_fires_once(db):

@@ -163,7 +163,7 @@ class Alarm(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     rule_id: Mapped[str] = mapped_column(String(64))
-    condition: Mapped[str] = mapped_column(String(32))  # consecutive_ng | defects_per_minute | camera_down_s
+    condition: Mapped[str] = mapped_column(String(32))  # one of app.ingest.config.ALARM_CONDITIONS
     line: Mapped[str | None] = mapped_column(String(64))
     camera_id: Mapped[str | None] = mapped_column(String(64))
     message: Mapped[str] = mapped_column(Text)

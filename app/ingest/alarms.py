@@ -1,6 +1,6 @@
 """Alarms from the cameras file's rules (``alarms:``), watched over the committed results of the camera
-ingest and the cameras' state: N NG frames in a row, more than a number of defects per minute, a camera
-down longer than T seconds, per line or per camera.
+ingest and the cameras' state: N NG frames in a row, more than a number of defects per minute or per
+metre of material, a camera down longer than T seconds, per line or per camera.
 
 An alarm fires once: it is stored (``alarms`` table), queued as an ``alarm.raised`` webhook event in the
 same transaction, counted in ``inspect_alarms_raised_total`` and shown by ``inspect_alarm_active`` = 1 and
@@ -34,7 +34,7 @@ from app.webhooks import enqueue_event
 
 log = logging.getLogger(__name__)
 
-WINDOW_S = 60.0  # defects_per_minute looks this far back
+WINDOW_S = 60.0  # defects_per_minute and defects_per_metre look this far back
 RECHECK_S = 5.0  # how often an open alarm is looked up again (acknowledged elsewhere?)
 CHECK_EVERY_S = 1.0  # camera_down_s: how often the cameras are looked at
 
@@ -64,6 +64,9 @@ def describe(rule: AlarmRule, value: float, camera_id: str | None) -> str:
         return f"{int(value)} NG frame{'s' if int(value) != 1 else ''} in a row on {rule.scope}"
     if rule.defects_per_minute is not None:
         return f"{int(value)} defects in the last minute on {rule.scope} (limit {rule.defects_per_minute:g})"
+    if rule.defects_per_metre is not None:
+        return (f"{value:g} defects per metre over the last minute on {rule.scope} "
+                f"(limit {rule.defects_per_metre:g})")
     return f"camera {camera_id} has delivered no frames for {int(value)} s"
 
 
@@ -114,6 +117,10 @@ class AlarmMonitor:
                         count = sum(n for _, n in watch.window)
                         if rule.defects_per_minute is not None and count > rule.defects_per_minute:
                             raised += self._fire(watch, count, rule.defects_per_minute, result)
+                        elif rule.defects_per_metre is not None and rule.line_speed_m_per_min:
+                            per_metre = round(count / (rule.line_speed_m_per_min * WINDOW_S / 60), 3)
+                            if per_metre > rule.defects_per_metre:
+                                raised += self._fire(watch, per_metre, rule.defects_per_metre, result)
         return raised
 
     def check_cameras(self, cameras: Iterable[CameraState]) -> list[AlarmPublic]:

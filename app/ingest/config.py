@@ -186,7 +186,7 @@ class PipelineConfig(_Strict):
     writer: WriterConfig = Field(default_factory=WriterConfig, description="the database writer")
 
 
-ALARM_CONDITIONS = ("consecutive_ng", "defects_per_minute", "camera_down_s")
+ALARM_CONDITIONS = ("consecutive_ng", "defects_per_minute", "defects_per_metre", "camera_down_s")
 
 
 class AlarmRule(_Strict):
@@ -204,6 +204,12 @@ class AlarmRule(_Strict):
     defects_per_minute: Annotated[float | None, Field(
         gt=0, description="condition: more defects than this within the last 60 s (continuous material, "
                           "where every frame may be NG)")] = None
+    defects_per_metre: Annotated[float | None, Field(
+        gt=0, description="condition: more defects per metre of material than this over the last 60 s "
+                          "(needs `line_speed_m_per_min`)")] = None
+    line_speed_m_per_min: Annotated[float | None, Field(
+        gt=0, description="the material's speed past the scope's cameras, metres per minute (for "
+                          "`defects_per_metre`)")] = None
     camera_down_s: Annotated[float | None, Field(gt=0, description="condition: a camera of the scope "
                                                                    "delivers no frames for longer than "
                                                                    "this, seconds")] = None
@@ -219,6 +225,8 @@ class AlarmRule(_Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one condition of {', '.join(ALARM_CONDITIONS)}"
                              + (f", not {', '.join(given)}" if given else ""))
+        if (self.defects_per_metre is None) != (self.line_speed_m_per_min is None):
+            raise ValueError("line_speed_m_per_min goes with defects_per_metre, and only with it")
         return self
 
     @property

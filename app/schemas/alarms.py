@@ -16,12 +16,12 @@ if TYPE_CHECKING:
 class AlarmPublic(PublicModel):
     id: int
     rule_id: str = Field(description="the rule's id in the cameras file")
-    condition: Literal["consecutive_ng", "defects_per_minute", "camera_down_s"]
+    condition: Literal["consecutive_ng", "defects_per_minute", "defects_per_metre", "camera_down_s"]
     line: str | None
     camera_id: str | None
     message: str = Field(description="what the operator reads")
-    value: float = Field(description="what was measured when it fired (NG run, defects in 60 s, seconds "
-                                     "down)")
+    value: float = Field(description="what was measured when it fired (NG run, defects in 60 s, defects "
+                                     "per metre over 60 s, seconds down)")
     limit: float = Field(description="the rule's limit")
     raised_at: UtcDatetime
     acknowledged_at: UtcDatetime | None = None
