@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     url = _url(args)
-    if args.db_command != "upgrade":  # only upgrade creates a database; the others name a missing file
+    if args.db_command in ("current", "downgrade"):  # they read a database: name a missing file, create none
         require_existing_database(url)
     cfg = migrate.alembic_config(url)
     try:
