@@ -84,6 +84,10 @@ JOURNAL_PENDING = Gauge("inspect_journal_pending", "Results in the on-disk journ
 DB_UP = Gauge("inspect_db_up", "1 while the database answers (its circuit breaker is closed)",
               registry=REGISTRY)
 DB_UP.set(1)
+ALARMS_RAISED_TOTAL = Counter("inspect_alarms_raised_total", "Alarms raised by the cameras file's rules",
+                              ["rule", "condition"], registry=REGISTRY)
+ALARM_ACTIVE = Gauge("inspect_alarm_active", "1 while the rule's alarm is raised and not acknowledged",
+                     ["rule"], registry=REGISTRY)
 
 
 class CameraLabels:

@@ -2,10 +2,12 @@
 ``defect-inspect dataset export-reviewed``, app/commands/export_reviewed.py).
 
 What goes in: inspections with a stored image whose defects have been reviewed. Confirmed and reclassified
-boxes are kept with their reviewed class, rejected boxes are dropped (an image whose boxes were all rejected
-becomes a background image, a useful false-positive example). An image that still has pending defects is
-left out entirely unless ``--include-pending`` (then its pending boxes keep the detected class): keeping the
-image without those boxes would teach the model that an unreviewed defect is background.
+boxes are kept with their reviewed class (a box an operator corrected with its new corners, a defect an
+operator drew where the model missed it like any confirmed box), rejected boxes are dropped (an image whose
+boxes were all rejected becomes a background image, a useful false-positive example). An image that still
+has pending defects is left out entirely unless ``--include-pending`` (then its pending boxes keep the
+detected class): keeping the image without those boxes would teach the model that an unreviewed defect is
+background.
 
 Layout: ``OUT/images/{train,val}/<frame_uid>.<ext>``, ``OUT/labels/{train,val}/<frame_uid>.txt``,
 ``OUT/train.txt``, ``OUT/val.txt`` and ``OUT/data.yaml`` (``names`` = the model's class names). The split

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
                     "other metadata addresses and multicast")
     image_policy: ImagePolicy = Field(
         "ng", description="which uploaded frames to store: `always`, `ng` (only NG verdicts) or `never`")
+    yield_target: float = Field(
+        0.95, ge=0.0, le=1.0,
+        description="the yield a line should reach (0-1): the dashboard colours yield green at or above it, "
+                    "amber within 5 points below, red further below; `GET /api/v1/stats` returns it")
     max_upload_mb: float = Field(16.0, gt=0, le=1024, description="largest accepted upload in MiB (else 413)")
     max_pixels: int = Field(
         40_000_000, gt=0,

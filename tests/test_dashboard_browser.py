@@ -1,7 +1,9 @@
 """The operator dashboard in Debian's chromium (driven by Playwright) against a real uvicorn server with a
-temporary SQLite database: enter the API key, review defects with the keyboard, check the rows; the box
-labels on the review canvas, read back from the canvas's drawnLabels record and from its pixels, stay
-whole inside the canvas and legible, and the selected box stands out.
+temporary SQLite database: enter the API key, review frames with the keyboard (one card per frame, queued
+keystrokes, undo, a frame marked fully reviewed), draw a missed defect and move a box's corner (both reach
+the reviewed export), zoom and pan, the queue refreshing by itself; check the rows. The box labels on the
+review canvas, read back from the canvas's drawnLabels record and from its pixels, stay whole inside the
+canvas and legible, and the selected box stands out.
 
 Set INSPECT_TEST_SCREENSHOTS=<dir> to keep screenshots of the views."""
 
@@ -16,14 +18,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, make_key, seed_database
 from sqlalchemy import select
 
 from app.annotate import place_label
-from app.db.models import Defect, DefectReview
+from app.db.models import Alarm, Defect, DefectReview, Inspection
 from app.db.session import Database
+from app.detections import Detections
 
 pytestmark = pytest.mark.browser
 
@@ -116,7 +120,8 @@ def edge_server(tiny_model_path: Path, tmp_path: Path) -> Iterator[dict]:
     defects = {name: by_class[NAMES[seed.class_id]] for name, seed in EDGE_DEFECTS.items()}
     key = make_key(url, "operator", "op-edges")
     with _serving(settings) as base:
-        yield {"base": base, "key": key, "inspection_id": inspection_id, "defects": defects}
+        yield {"base": base, "key": key, "inspection_id": inspection_id, "defects": defects, "url": url,
+               "data_dir": settings.data_dir}
 
 
 @pytest.fixture
@@ -172,59 +177,281 @@ def _wait_drawn(page, defect_id: int) -> None:
         "id => (document.querySelector('#image-canvas').drawnLabels || [])"
         ".some((l) => l.selected && l.defectId === id)", arg=defect_id)
 
-def test_review_a_defect_with_the_keyboard(server, page):
+VIEWPORTS = [(1440, 900), (1024, 768)]
+
+
+def _viewport_id(v: tuple[int, int]) -> str:
+    return f"{v[0]}x{v[1]}"
+
+
+def _frame_defects(url: str, inspection_id: int) -> list[Defect]:
+    db = Database(url)
+    try:
+        with db.session() as session:
+            rows = list(session.scalars(select(Defect).where(Defect.inspection_id == inspection_id)
+                                        .order_by(Defect.id)))
+            session.expunge_all()
+            return rows
+    finally:
+        db.dispose()
+
+
+def _on_screen(page, selector: str) -> bool:
+    box = page.locator(selector).bounding_box()
+    size = page.viewport_size
+    return box is not None and box["x"] >= 0 and box["x"] + box["width"] <= size["width"] \
+        and box["y"] >= 0 and box["y"] + box["height"] <= size["height"]
+
+
+def _idle(page) -> None:
+    """Until every queued action has been sent."""
+    page.wait_for_function("document.querySelector('#ops-pending').dataset.count === '0'")
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_review_by_frame_with_the_keyboard(server, page, viewport):
+    """The queue holds one card per frame with all its boxes; A, R and a class digit decide the selected
+    box and move to the next one; Shift+A confirms what is left of a frame, F marks it fully reviewed
+    and U undoes each in turn; the Reviewed row reads the same way for every outcome; Confirm and Reject
+    stay on screen."""
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
     _sign_in(page, server["base"] + "/#review", server["key"], "op-browser")
+    page.wait_for_selector("#queue li.card")
+    ng = [s for s in build_seed(30) if s.defects]
+    cards = page.locator("#queue li.card")
+    assert cards.count() == len(ng)  # 8 NG frames, 12 boxes
+    assert page.locator("#queue li.box-chip").count() == sum(len(s.defects) for s in ng)
+    assert _on_screen(page, "#btn-confirm") and _on_screen(page, "#btn-reject")
+    _shot(page, f"review-frames-{_viewport_id(viewport)}")
 
-    page.wait_for_selector("#queue li")
-    first_id = int(page.get_attribute("#queue li[data-index='0']", "data-defect-id"))
-    page.wait_for_selector(f"#detail-id:has-text('#{first_id}')")
-    _wait_drawn(page, first_id)
-    _shot(page, "review")
-
-    page.keyboard.press("a")
-    page.wait_for_selector(f"#review-message:has-text('#{first_id} confirmed')")
-    defect, audit = _defect(server["url"], first_id)
-    assert (defect.review_status, defect.reviewed_by) == ("confirmed", "op-browser")
-    assert [(a.actor, a.action, a.before_status, a.after_status) for a in audit] == \
-        [("op-browser", "confirm", "pending", "confirmed")]
-
-    # the confirmed defect left the pending queue; J moves down, K back up, 3 reclassifies to class 3
-    assert page.locator(f"#queue li[data-defect-id='{first_id}']").count() == 0
-    second_id = int(page.get_attribute("#queue li[data-index='0']", "data-defect-id"))
-    page.wait_for_selector(f"#detail-id:has-text('#{second_id}')")
-    page.keyboard.press("j")
-    third_id = int(page.get_attribute("#queue li[data-index='1']", "data-defect-id"))
-    page.wait_for_selector(f"#detail-id:has-text('#{third_id}')")
-    page.keyboard.press("k")
-    page.wait_for_selector(f"#detail-id:has-text('#{second_id}')")
-    page.keyboard.press("3")
-    page.wait_for_selector(f"#review-message:has-text('#{second_id} reclassified')")
-    defect, audit = _defect(server["url"], second_id)
-    assert (defect.review_status, defect.reviewed_class_name) == ("reclassified", NAMES[2])
-    assert [(a.action, a.after_class_name) for a in audit] == [("reclassify", NAMES[2])]
-
-    to_reject = int(page.get_attribute("#queue li[data-index='0']", "data-defect-id"))
-    _wait_drawn(page, to_reject)
+    # the newest NG frame with two boxes: the first box is selected
+    two = next(int(c.get_attribute("data-inspection-id")) for c in cards.all()
+               if c.locator("li.box-chip").count() == 2)
+    page.click(f"#queue li.card[data-inspection-id='{two}'] .card-head")
+    first, second = (d.id for d in _frame_defects(server["url"], two))
+    _wait_drawn(page, first)
     page.keyboard.press("r")
-    page.wait_for_selector(f"#review-message:has-text('#{to_reject} rejected')")
-    rejected_id = int(page.get_attribute("#queue li[data-index='0']", "data-defect-id"))
-    assert rejected_id != second_id
-    # the history of a reviewed defect shows its audit trail
-    page.select_option("#review-filters select[name=review_status]", "")
-    page.click("#review-filters button[type=submit]")
-    page.wait_for_selector(f"#queue li[data-defect-id='{second_id}']")
-    page.click(f"#queue li[data-defect-id='{second_id}']")
+    _wait_drawn(page, second)  # moved on to the frame's next box
+    page.keyboard.press("3")
+    _idle(page)
+    rows = _frame_defects(server["url"], two)
+    assert [(d.review_status, d.reviewed_class_name, d.reviewed_by) for d in rows] == [
+        ("rejected", None, "op-browser"), ("reclassified", NAMES[2], "op-browser")]
+    page.click(f"#queue li[data-defect-id='{first}']")
+    page.wait_for_selector("#detail-facts dd:text-is('rejected')")
+    page.click(f"#queue li[data-defect-id='{second}']")
+    page.wait_for_selector(f"#detail-facts dd:text-is('reclassified as {NAMES[2]}')")
     page.wait_for_selector("#history li:has-text('op-browser: reclassify')")
+
+    # a frame confirmed whole, then marked fully reviewed
+    other = next(int(c.get_attribute("data-inspection-id")) for c in cards.all()
+                 if c.locator("li.box-chip").count() == 2
+                 and int(c.get_attribute("data-inspection-id")) != two)
+    page.click(f"#queue li.card[data-inspection-id='{other}'] .card-head")
+    page.keyboard.press("Shift+A")
+    page.click(f"#queue li.card[data-inspection-id='{other}'] .card-head")
+    page.keyboard.press("f")
+    _idle(page)
+    rows = _frame_defects(server["url"], other)
+    assert [d.review_status for d in rows] == ["confirmed", "confirmed"]
+    page.click(f"#queue li[data-defect-id='{rows[0].id}']")
+    page.wait_for_selector(f"#detail-facts dd:text-is('confirmed as {rows[0].class_name}')")
+    db = Database(server["url"])
+    try:
+        with db.session() as session:
+            assert session.get(Inspection, other).fully_reviewed_by == "op-browser"
+    finally:
+        db.dispose()
+    # U undoes "fully reviewed", a second U the whole-frame confirmation (both boxes)
+    page.keyboard.press("u")
+    _idle(page)
+    page.keyboard.press("u")
+    _idle(page)
+    assert [d.review_status for d in _frame_defects(server["url"], other)] == ["pending", "pending"]
+    db = Database(server["url"])
+    try:
+        with db.session() as session:
+            assert session.get(Inspection, other).fully_reviewed_at is None
+    finally:
+        db.dispose()
 
     page.goto(server["base"] + "/#stats")
     page.wait_for_selector("#stats-kpis .kpi")
     page.wait_for_function("window.Chart && Object.keys(Chart.instances).length >= 2")
-    _shot(page, "stats")
+    _shot(page, f"stats-{_viewport_id(viewport)}")
     page.goto(server["base"] + "/#live")
     page.wait_for_selector("#yield-lines .yield-row")
     page.wait_for_selector("#today-kpis .kpi")
-    page.wait_for_selector("#cameras-empty:has-text('Camera ingest is not running')")
-    _shot(page, "live")
+    _shot(page, f"live-{_viewport_id(viewport)}")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_keystrokes_typed_while_busy_are_queued_and_u_undoes(edge_server, page, viewport):
+    """Three A presses as fast as the keyboard goes confirm the frame's three boxes (none dropped, the
+    pending count shows while they are sent); U undoes the last one (audited); F marks the frame fully
+    reviewed once it is decided again."""
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    # every review request waits until the test lets it through, so the keystrokes pile up
+    held: list = []
+    gate = {"open": False}
+    page.route("**/api/v1/defects/*/review",
+               lambda route: route.continue_() if gate["open"] else held.append(route))
+    _sign_in(page, edge_server["base"] + "/#review", edge_server["key"], "op-edges")
+    page.wait_for_selector("#queue li.box-chip")
+    ids = sorted(edge_server["defects"].values())
+    _wait_drawn(page, ids[0])
+    for _ in ids:
+        page.keyboard.press("a")
+    page.wait_for_function("document.querySelector('#ops-pending').dataset.count === '3'")
+    assert "sending 3 actions" in page.inner_text("#ops-pending")
+    assert page.locator("#queue li.box-chip.queued").count() == 3
+    assert len(held) == 1  # one request out, the two other keystrokes wait their turn in the page
+    gate["open"] = True
+    held[0].continue_()
+    _idle(page)
+    frame = _frame_defects(edge_server["url"], edge_server["inspection_id"])
+    assert [d.review_status for d in frame] == ["confirmed"] * 3
+
+    page.keyboard.press("u")
+    _idle(page)
+    page.wait_for_selector("#review-message:has-text('Undone')")
+    last = ids[-1]
+    defect, audit = _defect(edge_server["url"], last)
+    assert defect.review_status == "pending"
+    assert [(a.action, a.before_status, a.after_status, a.actor) for a in audit] == [
+        ("confirm", "pending", "confirmed", "op-edges"), ("undo", "confirmed", "pending", "op-edges")]
+    _wait_drawn(page, last)
+    page.keyboard.press("a")
+    page.keyboard.press("f")
+    _idle(page)
+    db = Database(edge_server["url"])
+    try:
+        with db.session() as session:
+            assert session.get(Inspection, edge_server["inspection_id"]).fully_reviewed_at is not None
+    finally:
+        db.dispose()
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def _to_page(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of the image pixel (x, y) on the review canvas at zoom 1 (the frame is 160 px
+    wide)."""
+    box = page.locator("#image-canvas").bounding_box()
+    k = box["width"] / 160
+    return box["x"] + x * k, box["y"] + y * k
+
+
+def _drag(page, a: tuple[float, float], b: tuple[float, float]) -> None:
+    page.mouse.move(*a)
+    page.mouse.down()
+    page.mouse.move(*b, steps=6)
+    page.mouse.up()
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_a_drawn_missed_defect_and_a_moved_corner_reach_the_export(edge_server, page, viewport, tmp_path):
+    """D and a drag draw a box, a digit gives its class: a confirmed defect of source operator; a corner
+    of a model box dragged, then A: the box is stored with its new corners; both are in the reviewed
+    export."""
+    from app.reviewed_export import export_reviewed
+
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    _sign_in(page, edge_server["base"] + "/#review", edge_server["key"], "op-edges")
+    page.wait_for_selector("#queue li.box-chip")
+    ids = edge_server["defects"]
+    _wait_drawn(page, min(ids.values()))
+
+    page.keyboard.press("d")
+    _drag(page, _to_page(page, 100, 60), _to_page(page, 130, 100))
+    page.wait_for_selector("#draw-classes:not([hidden])")
+    _shot(page, f"review-draw-{_viewport_id(viewport)}")
+    page.keyboard.press("4")
+    _idle(page)
+    frame = _frame_defects(edge_server["url"], edge_server["inspection_id"])
+    [drawn] = [d for d in frame if d.source == "operator"]
+    assert (drawn.class_name, drawn.review_status, drawn.reviewed_by) == (NAMES[3], "confirmed", "op-edges")
+    assert [drawn.x1, drawn.y1, drawn.x2, drawn.y2] == pytest.approx([100, 60, 130, 100], abs=1.5)
+    page.wait_for_function("id => (document.querySelector('#image-canvas').drawnLabels || [])"
+                           ".some((l) => l.defectId === id && l.text.endsWith('drawn'))", arg=drawn.id)
+
+    # the right-edge box (136, 40)-(160, 75): its top-left corner dragged to (120, 30)
+    right = ids["right edge"]
+    page.click(f"#queue li[data-defect-id='{right}']")
+    _wait_drawn(page, right)
+    _drag(page, _to_page(page, 136, 40), _to_page(page, 120, 30))
+    page.wait_for_selector("#detail-facts dd:has-text('moved, not saved')")
+    page.keyboard.press("a")
+    _idle(page)
+    moved, audit = _defect(edge_server["url"], right)
+    assert [moved.x1, moved.y1, moved.x2, moved.y2] == pytest.approx([120, 30, 160, 75], abs=1.5)
+    assert audit[-1].before_box == [136.0, 40.0, 160.0, 75.0]
+
+    db = Database(edge_server["url"])
+    try:
+        with db.session() as session:
+            names = list(NAMES)
+            out = tmp_path / "export"
+            export_reviewed(session, edge_server["data_dir"], out, names, include_pending=True)
+    finally:
+        db.dispose()
+    [labels] = [[[float(v) for v in line.split()] for line in p.read_text().splitlines()]
+                for p in out.glob("labels/*/*.txt")]
+    by_class = {int(row[0]): row[1:] for row in labels}
+    # the drawn one: (100, 60)-(130, 100) of the 160x120 frame; the moved one (120, 30)-(160, 75)
+    assert by_class[3] == pytest.approx([115 / 160, 80 / 120, 30 / 160, 40 / 120], abs=0.01)
+    assert by_class[5] == pytest.approx([140 / 160, 52.5 / 120, 40 / 160, 45 / 120], abs=0.01)
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewport", [(1920, 1080), (1024, 768)], ids=_viewport_id)
+def test_zoom_and_pan_keep_labels_inside_the_canvas(edge_server, page, viewport):
+    """+ and the wheel zoom in, a drag pans, 0 shows the whole frame again; the boxes follow the image
+    and every label drawn stays whole inside the canvas."""
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    _sign_in(page, edge_server["base"] + "/#review", edge_server["key"], "op-edges")
+    page.wait_for_selector("#queue li.box-chip")
+    top = edge_server["defects"]["top edge"]
+    page.click(f"#queue li[data-defect-id='{top}']")
+    _wait_drawn(page, top)
+    assert _on_screen(page, "#image-canvas") and _on_screen(page, "#btn-zoom-in")
+
+    def label_of(defect_id: int) -> dict | None:
+        drawn = page.evaluate(DRAWN)
+        return next((lab for lab in drawn["labels"] if lab["defectId"] == defect_id), None)
+
+    before = label_of(top)["box"]
+    page.keyboard.press("+")
+    page.wait_for_function("document.querySelector('#image-canvas').dataset.zoom === '1.5'")
+    zoomed = label_of(top)["box"]
+    assert zoomed[2] - zoomed[0] > before[2] - before[0]  # the box grew with the image
+    x, y = _to_page(page, 100, 12)
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("Number(document.querySelector('#image-canvas').dataset.zoom) > 1.5")
+    wheel_box = label_of(top)["box"]
+    _drag(page, _to_page(page, 60, 60), _to_page(page, 90, 80))  # pan right and down
+    panned = label_of(top)
+    assert panned is not None and panned["box"] != wheel_box
+    for lab in page.evaluate(DRAWN)["labels"]:
+        assert lab["x"] >= 0 and lab["x"] + lab["width"] <= CANVAS_W, lab
+        assert lab["y"] >= 0 and lab["y"] + lab["height"] <= CANVAS_H, lab
+    _shot(page, f"review-zoom-{_viewport_id(viewport)}")
+    page.keyboard.press("0")
+    page.wait_for_function("document.querySelector('#image-canvas').dataset.zoom === '1'")
+    assert label_of(top)["box"] == before
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_queue_refreshes_by_itself(edge_server, page):
+    """A frame stored after the page loaded appears in the queue without any click."""
+    _sign_in(page, edge_server["base"] + "/#review", edge_server["key"], "op-edges")
+    page.wait_for_selector("#queue li.card")
+    assert page.locator("#queue li.card").count() == 1
+    late = SeedInspection(8, "L9", "S9", "P-LATE", datetime.now(UTC), [SeedDefect(2, 0.5, (10, 10, 50, 50))])
+    new_id = seed_database(edge_server["url"], edge_server["data_dir"], [late])[8]
+    page.wait_for_selector(f"#queue li.card[data-inspection-id='{new_id}']", timeout=20_000)
+    assert page.locator("#queue li.card").count() == 2
     assert page.js_errors == []  # type: ignore[attr-defined]
 
 
@@ -394,4 +621,79 @@ def test_box_labels_stay_whole_and_legible_and_the_selected_box_stands_out(edge_
                 [outside] = page.evaluate(PIXELS, [[box[0] - 5, mid_y]])
                 assert not _near(outside, WHITE, 20), (name, outside)
         _shot(page, f"review-edges-{selected.replace(' ', '-')}-{viewport[0]}x{viewport[1]}")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_live_shows_a_gallery_of_ng_frames_that_enlarge_and_yield_against_its_target(server, page, viewport):
+    """Without cameras the Live view says so in plain words; the latest NG frames are a gallery, a click
+    shows one large; each line's yield is coloured against INSPECT_YIELD_TARGET (0.95 by default)."""
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    _sign_in(page, server["base"] + "/#live", server["key"], "op-browser")
+    page.wait_for_selector("#ng-gallery figure img[src]")
+    ng = [s for s in build_seed(30) if s.defects]
+    assert page.locator("#ng-gallery figure").count() == len(ng)
+    newest = max(ng, key=lambda s: (s.captured_at, server["ids"][s.index]))
+    first = page.locator("#ng-gallery figure").first
+    assert int(first.get_attribute("data-inspection-id")) == server["ids"][newest.index]
+    first.click()
+    page.wait_for_selector("#frame-dialog[open]")
+    page.wait_for_function("document.querySelector('#frame-dialog-img').naturalWidth > 0")
+    shown = page.locator("#frame-dialog-img").bounding_box()
+    assert shown["width"] >= 0.5 * viewport[0] or shown["height"] >= 0.5 * viewport[1]  # large
+    _shot(page, f"live-enlarged-{_viewport_id(viewport)}")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#frame-dialog:not([open])", state="attached")
+
+    empty = page.inner_text("#cameras-empty")
+    assert empty.startswith("No camera is running on this station")
+    # seed yield per line: L1 and L2 both well under 95 %
+    for line in ("L1", "L2"):
+        row = page.locator(f"#yield-lines .yield-row[data-line='{line}']")
+        seeded = [s for s in build_seed(30) if s.line == line]
+        assert (sum(not s.defects for s in seeded) / len(seeded)) < 0.90
+        assert row.get_attribute("data-level") == "bad"
+        assert row.locator(".target").count() == 1
+    _shot(page, f"live-{_viewport_id(viewport)}")
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=_viewport_id)
+def test_an_alarm_shows_as_a_banner_until_an_operator_acknowledges_it(server, page, viewport):
+    """An alarm raised by a rule appears on Live as a banner; Acknowledge stores who did it and the
+    banner goes."""
+    from app.ingest.alarms import AlarmMonitor
+    from app.ingest.config import parse_cameras
+    from app.inspection import CameraContext, inspect_frame
+
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    _sign_in(page, server["base"] + "/#live", server["key"], "op-browser")
+    page.wait_for_selector("#today-kpis .kpi")
+    assert page.locator("#alarm-banner").is_hidden()
+    rules = parse_cameras("cameras:\n  - {id: cam-l1-s1, line: L1, source: 'folder:x'}\n"
+                          "alarms:\n  - {id: l1-ng, line: L1, consecutive_ng: 1}\n").alarms
+    db = Database(server["url"])
+    try:
+        frame = inspect_frame(np.full((80, 100, 3), 90, np.uint8),
+                              Detections(np.array([[5.0, 5.0, 20.0, 20.0]], np.float32),
+                                         np.array([0.9], np.float32), np.array([0]), NAMES),
+                              model_version="v", context=CameraContext(camera_id="cam-l1-s1", line="L1"),
+                              frame_uid="alarm-frame", captured_at=datetime.now(UTC), source="stream")
+        [alarm] = AlarmMonitor(rules, db).observe([frame])
+    finally:
+        db.dispose()
+    banner = page.locator(f"#alarm-banner [data-alarm-id='{alarm.id}']")
+    banner.wait_for(timeout=20_000)  # the Live view polls every 5 s
+    assert "1 NG frame in a row on line L1" in banner.inner_text()
+    assert _on_screen(page, f"#alarm-banner [data-alarm-id='{alarm.id}'] button")
+    _shot(page, f"live-alarm-{_viewport_id(viewport)}")
+    banner.locator("button").click()
+    page.wait_for_selector("#alarm-banner", state="hidden")
+    db = Database(server["url"])
+    try:
+        with db.session() as session:
+            stored = session.get(Alarm, alarm.id)
+            assert stored.acknowledged_by == "op-browser" and stored.acknowledged_at is not None
+    finally:
+        db.dispose()
     assert page.js_errors == []  # type: ignore[attr-defined]

@@ -77,3 +77,19 @@ def test_sqlite_connection_pragmas(tmp_path):
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
     assert db.ping() is None
     db.dispose()
+
+
+def test_db_commands_other_than_upgrade_name_a_missing_database_file(tmp_path, monkeypatch, capsys):
+    """From a directory without the database: `db current` says where it looked in one line and leaves
+    no ./data; `db upgrade` creates it there and says where."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("INSPECT_DATABASE_URL", raising=False)
+    assert cli_main(["db", "current"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"no database file at {elsewhere / 'data' / 'inspect.db'}" in err
+    assert list(elsewhere.iterdir()) == []
+    assert cli_main(["db", "upgrade"]) == 0
+    assert str(elsewhere / "data" / "inspect.db") in capsys.readouterr().out
+    assert cli_main(["db", "current"]) == 0

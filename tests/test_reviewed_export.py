@@ -143,3 +143,17 @@ def test_refusals(db, seeded, tmp_path):
             export_reviewed(s, data_dir, tmp_path / "b", ())
         with pytest.raises(UserError, match="has class 'scratches', which is not a model class"):
             export_reviewed(s, data_dir, tmp_path / "c", ("crazing", "patches"))
+
+
+def test_export_reviewed_cli_in_another_directory_names_the_missing_database(tmp_path, monkeypatch, capsys):
+    """Run where there is no database: one line naming the file it looked for, and no ./data left."""
+    from app.cli import main
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("INSPECT_DATABASE_URL", raising=False)
+    assert main(["dataset", "export-reviewed", "--out", "out", "--names", "a,b"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"no database file at {elsewhere / 'data' / 'inspect.db'}" in err
+    assert list(elsewhere.iterdir()) == []

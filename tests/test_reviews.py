@@ -103,7 +103,7 @@ def test_every_re_review_appends_an_audit_row_and_an_event(db, defect_id):
 
 
 @pytest.mark.parametrize(("request_", "message"), [
-    (ReviewRequest("approve"), "action must be one of confirm, reject, reclassify, got 'approve'"),
+    (ReviewRequest("approve"), "action must be one of confirm, reject, reclassify, undo, got 'approve'"),
     (ReviewRequest("Confirm"), "got 'Confirm'"),
     (ReviewRequest("reclassify"), "reclassify needs a class_name"),
     (ReviewRequest("reclassify", class_name=""), "reclassify needs a class_name"),

@@ -69,7 +69,8 @@ def test_hourly_stats_over_a_range(db):
     assert [(r.bucket, r.class_name, r.defects) for r in stats.class_timeline] == [
         (hour(0), "crazing", 1), (hour(1), "crazing", 1), (hour(2), "patches", 2)]
     assert doc["reviews"] == {"pending": 1, "confirmed": 2, "rejected": 1, "reclassified": 1, "reviewed": 4,
-                              "false_positive_rate": 0.25}
+                              "false_positive_rate": 0.25, "fully_reviewed_frames": 0, "missed": 0,
+                              "found": 0, "miss_rate": None}
 
 
 def test_stats_filter_by_line_and_station(db):

@@ -57,12 +57,24 @@ def include_ingest_routers(app: FastAPI) -> None:
 def include_mes_routers(app: FastAPI) -> None:
     """MES queries, reviews, keys, webhooks (app/api/routes/) and the dashboard at /."""
     from app.api.dashboard import mount_dashboard
-    from app.api.routes import defects, images, inspection_list, keys, parts, stats, webhooks
+    from app.api.routes import (
+        alarms,
+        defects,
+        frame_review,
+        images,
+        inspection_list,
+        keys,
+        parts,
+        stats,
+        webhooks,
+    )
 
-    for router in (inspection_list.router, images.router, defects.read_router, parts.router, stats.router):
+    for router in (inspection_list.router, images.router, defects.read_router, parts.router, stats.router,
+                   frame_review.read_router, alarms.read_router):
         app.include_router(router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES, responses=ROLE_PROBLEMS)
-    app.include_router(defects.review_router, prefix=API_PREFIX, dependencies=REVIEW_DEPENDENCIES,
-                       responses=ROLE_PROBLEMS)
+    for router in (defects.review_router, frame_review.review_router, alarms.ack_router):
+        app.include_router(router, prefix=API_PREFIX, dependencies=REVIEW_DEPENDENCIES,
+                           responses=ROLE_PROBLEMS)
     app.include_router(keys.whoami_router, prefix=API_PREFIX, dependencies=MODEL_DEPENDENCIES,
                        responses=KEY_PROBLEMS)
     app.include_router(keys.admin_router, prefix=API_PREFIX, dependencies=ADMIN_DEPENDENCIES,

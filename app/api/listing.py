@@ -54,6 +54,8 @@ def filters_params(
     min_confidence: Annotated[float | None, Query(ge=0.0, le=1.0)] = None,
     review_status: Annotated[ReviewStatus | None, Query()] = None,
     part_id: PartIdQuery = None,
+    fully_reviewed: Annotated[bool | None, Query(
+        description="frames an operator marked fully reviewed (true) or not (false)")] = None,
 ) -> Filters:
     assert verdict is None or verdict in VERDICTS
     assert review_status is None or review_status in REVIEW_STATUSES
@@ -61,7 +63,7 @@ def filters_params(
         raise Problem(400, "'from' must be before 'to'", reason="bad_range")
     return Filters(start=start, end=end, line=line, station=station, camera_id=camera_id, verdict=verdict,
                    class_name=class_name, min_confidence=min_confidence, review_status=review_status,
-                   part_id=part_id)
+                   part_id=part_id, fully_reviewed=fully_reviewed)
 
 
 def wants_csv(request: Request, fmt: str | None) -> bool:

@@ -39,14 +39,19 @@ def run(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import OperationalError
 
     from app.db import migrate
+    from app.db.session import require_existing_database, sqlite_file
 
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     url = _url(args)
+    if args.db_command in ("current", "downgrade"):  # they read a database: name a missing file, create none
+        require_existing_database(url)
     cfg = migrate.alembic_config(url)
     try:
         if args.db_command == "upgrade":
             command.upgrade(cfg, args.revision)
-            print(f"database at {migrate.current_revision(url)}")
+            path = sqlite_file(url)
+            where = f" ({path.absolute()})" if path is not None else ""
+            print(f"database at {migrate.current_revision(url)}{where}")
         elif args.db_command == "downgrade":
             command.downgrade(cfg, args.revision)
             print(f"database at {migrate.current_revision(url) or 'base'}")

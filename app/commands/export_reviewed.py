@@ -35,7 +35,7 @@ def _model_names(settings: Settings, model: Path) -> list[str]:
 
 
 def _cmd_export_reviewed(args: argparse.Namespace) -> int:
-    from app.db.session import Database
+    from app.db.session import Database, require_existing_database
     from app.settings import load_settings
 
     settings = load_settings()  # SettingsError: a UserError naming the variable
@@ -43,7 +43,9 @@ def _cmd_export_reviewed(args: argparse.Namespace) -> int:
         names = [n.strip() for n in args.names.split(",") if n.strip()]
     else:
         names = _model_names(settings, args.model or settings.model_path)
-    db = Database(args.database_url or settings.database_url)
+    url = args.database_url or settings.database_url
+    require_existing_database(url)  # NotFound: names the missing SQLite file, creates no ./data
+    db = Database(url)
     try:
         with db.session() as session:
             report = export_reviewed(

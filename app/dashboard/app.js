@@ -37,12 +37,17 @@ const state = {
   whoami: null,
   classNames: [],
   view: "live",
-  queue: [],
+  queue: [],             // review queue items (GET /review/queue), newest first
   queueCursor: null,
-  selected: -1,
-  detail: null,
+  sel: { key: null, defectId: null }, // the selected item and box
+  ops: [],               // actions typed but not yet sent, in order
+  opBusy: false,         // an action is being sent
+  undo: [],              // actions sent, the last one first to undo
+  edited: new Map(),     // defect id -> box with corners moved, sent with its next confirm
+  draw: null,            // drawing a missed defect: { box } in image pixels
+  pointer: null,         // a drag on the canvas in progress
+  zoom: { z: 1, x: 0, y: 0 },
   image: null,           // { inspectionId, bitmap }
-  busy: false,
   charts: {},
   timers: [],
 };
@@ -63,7 +68,11 @@ async function api(path, { method = "GET", body, blob = false } = {}) {
   if (!res.ok) {
     let problem = null;
     try { problem = await res.json(); } catch (_) { /* not JSON */ }
-    if (res.status === 401) askForKey(problem && problem.detail);
+    if (res.status === 401) {
+      askForKey(state.key
+        ? "This access key was not accepted: it may be mistyped, revoked or expired. Enter another one."
+        : "Enter the access key you were given to use this station.");
+    }
     throw new ApiError(res.status, problem);
   }
   setConn("ok", "online");
@@ -91,7 +100,7 @@ function toast(message) {
 function askForKey(reason) {
   const dlg = $("#key-dialog");
   if (dlg.open) return;
-  $("#key-reason").textContent = reason || "This service needs an API key (role operator to review, mes to read).";
+  $("#key-reason").textContent = reason || "Enter the access key you were given: an operator key to review, a reading key to watch.";
   $("#key-input").value = state.key;
   setConn("warn", "key needed");
   dlg.showModal();
@@ -168,15 +177,16 @@ async function refreshCameras() {
   } catch (err) {
     tiles.replaceChildren();
     empty.hidden = false;
-    empty.textContent = err.status === 404
-      ? "Camera ingest is not running in this service (no /api/v1/cameras). Inspections posted over the API still appear in Review and Stats."
-      : `Cameras unavailable: ${err.message}`;
+    plainMessage(empty, err.status === 404
+      ? "This service does not run cameras. Frames sent to it by other systems still appear in Review and Stats."
+      : "The camera status cannot be read right now; retrying.", err.message);
     return;
   }
   empty.hidden = cams.length > 0;
-  empty.textContent = data.running === false
-    ? `Camera ingest is not running${data.reason ? `: ${data.reason}` : ""}. Inspections posted over the API still appear in Review and Stats.`
-    : "No cameras configured.";
+  if (data.running === false) {
+    plainMessage(empty, "No camera is running on this station. Frames sent by other systems still appear in Review and Stats; "
+      + "an administrator can check the cameras file.", data.reason);
+  } else plainMessage(empty, "No cameras are set up yet.", null);
   $("#cameras-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   tiles.replaceChildren(...cams.map((cam) => {
     const id = String(pick(cam, "id", "camera_id", "name") ?? "?");
@@ -189,7 +199,7 @@ async function refreshCameras() {
     const fpsIn = pick(cam, "fps_in", "fps.in", "capture_fps", "input_fps");
     const fpsOut = pick(cam, "fps_out", "fps.out", "inference_fps", "output_fps");
     const drops = pick(cam, "drops", "dropped", "frames_dropped", "dropped_frames");
-    const thumb = el("div", { class: "thumb", text: "no NG yet" });
+    const thumb = el("div", { class: "thumb", text: "no NG frame yet" });
     const tile = el("div", { class: `tile ${status}`, "data-camera": id },
       el("div", { class: "tile-head" }, el("span", { class: "tile-name", text: id }),
         el("span", { class: "tile-state", text: status })),
@@ -207,10 +217,61 @@ async function refreshCameras() {
         if (ngId === undefined) ngId = await latestNgFor(id);
         if (ngId === null || ngId === undefined) return;
         const url = await thumbFor(ngId);
-        thumb.replaceChildren(el("img", { src: url, alt: `latest NG of ${id}`, title: `inspection ${ngId}` }));
+        thumb.replaceChildren(el("img", { src: url, alt: `latest NG of ${id}`, title: "Click to enlarge" }));
+        thumb.classList.add("clickable");
+        thumb.dataset.inspectionId = String(ngId);
+        thumb.onclick = () => enlargeFrame(ngId, `latest NG of camera ${id}`);
       } catch (_) { thumb.textContent = "NG image not stored"; }
     })();
     return tile;
+  }));
+}
+
+/* A sentence for the operator, the technical reason folded away under it for whoever fixes it. */
+function plainMessage(target, text, detail) {
+  target.replaceChildren(el("span", { text }),
+    detail ? el("details", { class: "tech" }, el("summary", { text: "technical detail" }), el("code", { text: detail })) : null);
+}
+
+/* The annotated frame large, over the page. */
+async function enlargeFrame(inspectionId, caption) {
+  const dlg = $("#frame-dialog");
+  $("#frame-dialog-title").textContent = `Frame #${inspectionId}`;
+  $("#frame-dialog-meta").textContent = caption || "";
+  const img = $("#frame-dialog-img");
+  img.removeAttribute("src");
+  img.dataset.inspectionId = String(inspectionId);
+  if (!dlg.open) dlg.showModal();
+  try {
+    img.src = await thumbFor(inspectionId);
+    img.alt = `frame ${inspectionId} with its defects`;
+  } catch (err) {
+    $("#frame-dialog-meta").textContent = `The image of this frame is not stored (${err.message}).`;
+  }
+}
+
+async function refreshGallery() {
+  const box = $("#ng-gallery");
+  let page;
+  try {
+    page = await api("inspections?verdict=NG&limit=12");
+  } catch (_) { return; }
+  const items = (page.items || []).filter((i) => i.has_image);
+  if (!items.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No NG frame with a stored image yet." }));
+    return;
+  }
+  const known = new Map([...box.querySelectorAll("figure")].map((f) => [f.dataset.inspectionId, f]));
+  box.replaceChildren(...items.map((i) => {
+    const id = String(i.id);
+    if (known.has(id)) return known.get(id);
+    const caption = `${fmtTime(i.captured_at)} · ${i.camera_id ?? "upload"} · ${i.defects.map((d) => d.class_name).join(", ")}`;
+    const img = el("img", { alt: `NG frame ${i.id}` });
+    thumbFor(i.id).then((url) => { img.src = url; }).catch(() => { img.alt = "image not stored"; });
+    return el("figure", { class: "shot", "data-inspection-id": id, tabindex: "0", title: "Click to enlarge",
+      onclick: () => enlargeFrame(i.id, caption),
+      onkeydown: (ev) => { if (ev.key === "Enter") enlargeFrame(i.id, caption); } },
+    img, el("figcaption", { text: caption }));
   }));
 }
 
@@ -230,16 +291,26 @@ async function refreshYield() {
     $("#yield-lines").replaceChildren(el("p", { class: "empty", text: `Stats unavailable: ${err.message}` }));
     return;
   }
+  const target = stats.yield_target;
   const rows = stats.lines.map((l) => {
     const y = l.yield;
-    const cls = y === null ? "" : y < 0.9 ? "bad" : y < 0.97 ? "low" : "";
-    return el("div", { class: "yield-row" },
+    const cls = yieldClass(y, target);
+    return el("div", { class: "yield-row", "data-line": l.line ?? "", "data-level": cls || "none",
+      title: target == null ? "" : `target ${fmtPct(target)}` },
       el("span", { class: "name", text: l.line ?? "(none)" }),
-      el("div", { class: `bar ${cls}` }, el("span", { style: `width:${((y ?? 0) * 100).toFixed(1)}%` })),
+      el("div", { class: `bar ${cls}` }, el("span", { style: `width:${((y ?? 0) * 100).toFixed(1)}%` }),
+        target == null ? null : el("i", { class: "target", style: `left:${(target * 100).toFixed(1)}%` })),
       el("span", { class: "pct", text: fmtPct(y) }));
   });
   $("#yield-lines").replaceChildren(...(rows.length ? rows : [el("p", { class: "empty", text: "No inspections today." })]));
   renderKpis($("#today-kpis"), stats);
+}
+
+/* good at or above the target, low within 5 points below it, bad further below. */
+function yieldClass(y, target) {
+  if (y === null || y === undefined) return "";
+  const t = target ?? 0.95;
+  return y >= t ? "good" : y >= t - 0.05 ? "low" : "bad";
 }
 
 function renderKpis(target, stats) {
@@ -249,23 +320,66 @@ function renderKpis(target, stats) {
   const kpi = (k, v, cls = "") => el("div", { class: `kpi ${cls}` }, el("div", { class: "k", text: k }), el("div", { class: "v", text: v }));
   target.replaceChildren(
     kpi("Inspections", String(t.inspections)),
-    kpi("Yield", fmtPct(y), y === null ? "" : y < 0.9 ? "bad" : "good"),
+    kpi("Yield", fmtPct(y), { good: "good", low: "warn", bad: "bad" }[yieldClass(y, stats.yield_target)] || ""),
     kpi("NG", String(t.ng), t.ng ? "bad" : ""),
     kpi("Pending review", String(r.pending), r.pending ? "warn" : ""),
     kpi("False-positive rate", fmtPct(r.false_positive_rate)),
+    kpi("Miss rate", fmtPct(r.miss_rate)),
   );
+  target.lastChild.title = `Defects the model missed, over ${r.fully_reviewed_frames ?? 0} frame(s) marked fully reviewed`;
+}
+
+/* Raised alarms, newest first, each until an operator acknowledges it. */
+async function refreshAlarms() {
+  const banner = $("#alarm-banner");
+  let page;
+  try {
+    page = await api("alarms?state=open");
+  } catch (_) { return; }
+  const items = page.items || [];
+  banner.hidden = items.length === 0;
+  banner.replaceChildren(...items.map((a) => el("div", { class: "alarm", "data-alarm-id": a.id },
+    el("span", { class: "alarm-mark", text: "ALARM" }),
+    el("span", { class: "alarm-text", text: a.message }),
+    el("span", { class: "muted", text: `${a.line ? `line ${a.line}` : ""}${a.line && a.camera_id ? " · " : ""}${a.camera_id ? `camera ${a.camera_id}` : ""} · since ${fmtTime(a.raised_at)}` }),
+    el("button", { class: "btn", type: "button", text: "Acknowledge", onclick: (ev) => acknowledgeAlarm(a.id, ev.currentTarget) }))));
+}
+
+async function acknowledgeAlarm(id, button) {
+  button.disabled = true;
+  try {
+    await api(`alarms/${id}/acknowledge`, { method: "POST", body: {} });
+    const row = $(`#alarm-banner [data-alarm-id="${id}"]`);
+    if (row) row.remove();
+    $("#alarm-banner").hidden = !$("#alarm-banner .alarm");
+  } catch (err) {
+    button.disabled = false;
+    toast(err.status === 403 ? "Acknowledging an alarm needs an operator key." : `Cannot acknowledge: ${err.message}`);
+  }
 }
 
 function refreshLive() {
+  refreshAlarms();
   refreshCameras();
   refreshYield();
+  refreshGallery();
 }
 
 /* Review ---------------------------------------------------------------------------------------- */
+/* The queue is a list of items from GET /review/queue, one per frame with all its boxes (item.kind
+   "frame"; other kinds, such as a tracked defect, get their own card renderer beside renderFrameCard).
+   Decisions are applied on screen at once and sent in order by one worker (state.ops), so keystrokes
+   typed while a request is out are queued, never dropped. */
+const REFRESH_MS = 5000;
+const MAX_ZOOM = 8;
+
 function reviewQuery() {
   const form = $("#review-filters");
   const p = new URLSearchParams();
-  for (const name of ["review_status", "line", "camera_id", "class_name", "min_confidence"]) {
+  const status = form.elements.review_status.value;
+  if (status === "open") p.set("fully_reviewed", "false");
+  else if (status) p.set("review_status", status);
+  for (const name of ["line", "camera_id", "class_name", "min_confidence"]) {
     const v = form.elements[name].value.trim();
     if (v) p.set(name, v);
   }
@@ -273,10 +387,24 @@ function reviewQuery() {
     const v = form.elements[name].value;
     if (v) p.set(name, new Date(v).toISOString());
   }
-  p.set("sort", "captured_at");
-  p.set("order", "desc");
-  p.set("limit", "50");
+  p.set("limit", "20");
   return p;
+}
+
+const isPending = (d) => (d.review_status || "pending") === "pending";
+const itemOf = (key) => state.queue.find((q) => q.key === key);
+const selectedItem = () => (state.sel.key ? itemOf(state.sel.key) : null);
+function selectedDefect() {
+  const item = selectedItem();
+  return item && state.sel.defectId != null ? item.inspection.defects.find((d) => d.id === state.sel.defectId) : null;
+}
+function recount(item) {
+  item.pending = item.inspection.defects.filter(isPending).length;
+}
+function newerFirst(a, b) {
+  const ta = Date.parse(a.inspection.captured_at);
+  const tb = Date.parse(b.inspection.captured_at);
+  return tb - ta || b.inspection.id - a.inspection.id;
 }
 
 async function loadQueue(reset) {
@@ -284,19 +412,41 @@ async function loadQueue(reset) {
   if (!reset && state.queueCursor) params.set("cursor", state.queueCursor);
   let page;
   try {
-    page = await api(`defects?${params}`);
+    page = await api(`review/queue?${params}`);
   } catch (err) {
     toast(`Cannot load the review queue: ${err.message}`);
     return;
   }
-  if (reset) {
-    state.queue = [];
-    state.selected = -1;
-  }
-  state.queue.push(...page.items);
+  if (reset) state.queue = [];
+  const known = new Set(state.queue.map((q) => q.key));
+  state.queue.push(...page.items.filter((i) => !known.has(i.key)));
   state.queueCursor = page.next_cursor;
   renderQueue();
-  if (reset) select(state.queue.length ? 0 : -1);
+  if (reset || !selectedItem()) {
+    const first = state.queue[0];
+    selectBox(first ? first.key : null, first ? firstBoxId(first) : null);
+  }
+  refreshPendingBadge();
+}
+
+/* The first page again, merged in: new frames appear, known ones get their server state, frames that
+   left the filter go (the selected one stays). Skipped while actions are being sent. */
+async function refreshQueue() {
+  if (state.ops.length || state.opBusy || state.pointer) return;
+  let page;
+  try {
+    page = await api(`review/queue?${reviewQuery()}`);
+  } catch (_) { return; }
+  if (state.ops.length || state.opBusy) return;
+  const fetched = new Map(page.items.map((i) => [i.key, i]));
+  const last = page.items[page.items.length - 1];
+  const kept = state.queue.filter((q) => !fetched.has(q.key)
+    && (q.key === state.sel.key || (page.next_cursor && last && newerFirst(q, last) > 0)));
+  state.queue = [...page.items, ...kept].sort(newerFirst);
+  if (!state.queueCursor) state.queueCursor = page.next_cursor; // everything was loaded: more came since
+  renderQueue();
+  if (!selectedItem() && state.queue.length) selectBox(state.queue[0].key, firstBoxId(state.queue[0]));
+  else { renderDetail(); drawImage(); }
   refreshPendingBadge();
 }
 
@@ -307,92 +457,177 @@ async function refreshPendingBadge() {
   } catch (_) { /* badge is optional */ }
 }
 
+function reviewedText(d) {
+  const status = d.review_status || "pending";
+  if (status === "confirmed" || status === "reclassified") return `${status} as ${d.reviewed_class_name || d.class_name}`;
+  return status;
+}
+
+function boxChip(item, d) {
+  const name = d.review_status === "reclassified" && d.reviewed_class_name ? `${d.class_name} → ${d.reviewed_class_name}` : d.class_name;
+  const selected = item.key === state.sel.key && d.id === state.sel.defectId;
+  return el("li", {
+    class: `box-chip ${d.review_status || "pending"}${selected ? " selected" : ""}${d.queued ? " queued" : ""}`,
+    "data-defect-id": d.id, title: `${reviewedText(d)}${d.source === "operator" ? " (drawn by an operator)" : ""}`,
+    onclick: (ev) => { ev.stopPropagation(); selectBox(item.key, d.id); },
+  },
+  el("span", { class: "chip-dot", style: `background:${boxColor(d)}` }),
+  el("span", { class: "chip-name", text: name }),
+  el("span", { class: "chip-conf", text: d.source === "operator" ? "drawn" : fmtNum(d.confidence, 2) }),
+  el("span", { class: "chip-status", text: d.queued ? "sending" : (d.review_status || "pending") }));
+}
+
+function renderFrameCard(item, index) {
+  const ins = item.inspection;
+  const selected = item.key === state.sel.key;
+  return el("li", {
+    class: `card frame${selected ? " selected" : ""}${item.pending ? "" : " done"}`, "data-index": index,
+    "data-key": item.key, "data-inspection-id": ins.id, onclick: () => selectBox(item.key, firstBoxId(item)),
+  },
+  el("div", { class: "card-head" },
+    el("span", { class: `verdict ${ins.verdict === "NG" ? "ng-text" : "ok-text"}`, text: ins.verdict }),
+    el("span", { class: "card-title", text: `#${ins.id} · ${ins.camera_id ?? "upload"}` }),
+    el("span", { class: `card-state ${item.pending ? "warn-text" : "ok-text"}`,
+      text: item.fully_reviewed ? "fully reviewed" : item.pending ? `${item.pending} to decide` : "decided" })),
+  el("div", { class: "q-meta", text: `${fmtTime(ins.captured_at)} · ${ins.part_id ?? "no part"} · ${ins.defects.length} box(es)` }),
+  ins.defects.length ? el("ol", { class: "chips" }, ...ins.defects.map((d) => boxChip(item, d))) : null);
+}
+
+const CARD_RENDERERS = { frame: renderFrameCard };
+
 function renderQueue() {
   const list = $("#queue");
-  list.replaceChildren(...state.queue.map((d, i) => el("li", {
-    class: i === state.selected ? "selected" : "", "data-index": i, "data-defect-id": d.id,
-    onclick: () => select(i),
-  },
-  el("span", { class: "q-class", text: d.reviewed_class_name && d.review_status === "reclassified" ? `${d.class_name} → ${d.reviewed_class_name}` : d.class_name }),
-  el("span", { class: "q-conf", text: fmtNum(d.confidence, 2) }),
-  el("span", { class: "q-meta", text: `${fmtTime(d.captured_at)} · ${d.camera_id ?? "-"} · ${d.part_id ?? "no part"}` }),
-  el("span", { class: `q-status ${d.review_status === "pending" ? "warn-text" : "muted"}`, text: d.review_status }))));
+  list.replaceChildren(...state.queue.map((item, i) => (CARD_RENDERERS[item.kind] || renderFrameCard)(item, i)));
   $("#queue-empty").hidden = state.queue.length > 0;
   $("#queue-more").hidden = !state.queueCursor;
   $("#queue-count").textContent = `${state.queue.length}${state.queueCursor ? "+" : ""}`;
+  const sel = $("#queue li.card.selected");
+  if (sel) sel.scrollIntoView({ block: "nearest" });
 }
 
-async function select(index) {
-  state.selected = index;
-  document.querySelectorAll("#queue li").forEach((li) => li.classList.toggle("selected", Number(li.dataset.index) === index));
-  const li = $(`#queue li[data-index="${index}"]`);
-  if (li) li.scrollIntoView({ block: "nearest" });
-  $("#review-message").textContent = "";
-  if (index < 0 || index >= state.queue.length) {
-    state.detail = null;
-    renderDetail();
-    drawImage();
-    return;
+function firstBoxId(item) {
+  const ds = item.inspection.defects;
+  const pending = ds.find((d) => isPending(d) && !d.queued);
+  return pending ? pending.id : ds.length ? ds[0].id : null;
+}
+
+/* Every (item, box) in queue order: what J and K walk through. A frame without boxes is one stop. */
+function stops() {
+  const out = [];
+  for (const item of state.queue) {
+    if (item.inspection.defects.length === 0) out.push([item.key, null]);
+    for (const d of item.inspection.defects) out.push([item.key, d.id]);
   }
-  const id = state.queue[index].id;
+  return out;
+}
+
+function step(delta) {
+  const all = stops();
+  const at = all.findIndex(([k, id]) => k === state.sel.key && id === state.sel.defectId);
+  const next = all[Math.max(0, Math.min(all.length - 1, at + delta))];
+  if (next) selectBox(...next);
+  if (delta > 0 && at + delta >= all.length && state.queueCursor) loadQueue(false);
+}
+
+function stepFrame(delta) {
+  const at = state.queue.findIndex((q) => q.key === state.sel.key);
+  const item = state.queue[Math.max(0, Math.min(state.queue.length - 1, at + delta))];
+  if (item) selectBox(item.key, firstBoxId(item));
+  if (delta > 0 && at + delta >= state.queue.length && state.queueCursor) loadQueue(false);
+}
+
+/* After a decision: the next box of the frame still to decide, else the next frame's first. */
+function advance() {
+  const item = selectedItem();
+  if (!item) return;
+  const ds = item.inspection.defects;
+  const at = ds.findIndex((d) => d.id === state.sel.defectId);
+  const later = ds.slice(at + 1).concat(ds.slice(0, Math.max(0, at))).find((d) => isPending(d) && !d.queued);
+  if (later) { selectBox(item.key, later.id); return; }
+  const idx = state.queue.indexOf(item);
+  const next = state.queue.slice(idx + 1).find((q) => q.inspection.defects.some((d) => isPending(d) && !d.queued));
+  if (next) selectBox(next.key, firstBoxId(next));
+  else selectBox(item.key, state.sel.defectId);
+}
+
+function selectBox(key, defectId) {
+  const changedFrame = key !== state.sel.key;
+  state.sel = { key, defectId };
+  if (changedFrame) { state.zoom = { z: 1, x: 0, y: 0 }; cancelDraw(); }
+  renderQueue();
+  renderDetail();
+  const item = selectedItem();
+  if (item) loadImage(item.inspection.id).then(drawImage);
+  drawImage();
+  loadHistory(defectId);
+}
+
+async function loadHistory(defectId) {
+  if (defectId == null) { renderHistory(null); return; }
   try {
-    const detail = await api(`defects/${id}`);
-    if (state.selected !== index) return; // the user moved on meanwhile
-    state.detail = detail;
-    renderDetail();
-    await loadImage(detail.inspection.id);
-    drawImage();
-  } catch (err) {
-    toast(`Cannot load defect ${id}: ${err.message}`);
-  }
+    const detail = await api(`defects/${defectId}`);
+    if (state.sel.defectId === defectId) renderHistory(detail.history);
+  } catch (_) { /* the facts still show */ }
+}
+
+function renderHistory(hist) {
+  $("#history").replaceChildren(...(hist && hist.length ? hist.slice().reverse().map((h) => el("li", {},
+    el("div", {}, el("span", { class: "h-when", text: fmtTime(h.created_at) }), " "),
+    el("div", { text: `${h.actor}: ${h.action} (${h.before_status}${h.before_class_name ? ` ${h.before_class_name}` : ""} → ${h.after_status}${h.after_class_name ? ` ${h.after_class_name}` : ""})` }),
+    h.after_box && h.action !== "add" ? el("div", { class: "h-note", text: `box → ${h.after_box.map((v) => Math.round(v)).join(", ")}` }) : null,
+    h.note ? el("div", { class: "h-note", text: h.note }) : null)) : [el("li", { class: "muted", text: "not reviewed yet" })]));
 }
 
 function renderDetail() {
-  const d = state.detail;
+  const item = selectedItem();
+  const d = selectedDefect();
   const facts = $("#detail-facts");
   const status = $("#detail-status");
   $("#detail-id").textContent = d ? `#${d.id}` : "";
-  status.textContent = d ? d.review_status : "";
-  status.className = `status-pill ${d ? d.review_status : ""}`;
-  const buttons = document.querySelectorAll(".actions .btn, .reclass .btn");
-  buttons.forEach((b) => { b.disabled = !d || state.busy; });
-  if (!d) {
+  status.textContent = d ? (d.queued ? "sending" : d.review_status) : item ? (item.fully_reviewed ? "fully reviewed" : "") : "";
+  status.className = `status-pill ${d ? d.review_status : item && item.fully_reviewed ? "confirmed" : ""}`;
+  document.querySelectorAll("#btn-confirm, #btn-reject, .reclass .btn").forEach((b) => { b.disabled = !d; });
+  document.querySelectorAll("#btn-frame-confirm, #btn-frame-reject, #btn-complete, #btn-draw").forEach((b) => { b.disabled = !item; });
+  $("#btn-undo").disabled = !(state.undo.length || state.ops.length);
+  if (!item) {
     facts.replaceChildren();
-    $("#history").replaceChildren();
+    renderHistory(null);
     $("#image-title").textContent = "Image";
     $("#image-meta").textContent = "";
     return;
   }
-  const ins = d.inspection;
+  const ins = item.inspection;
   const row = (k, v) => [el("dt", { text: k }), el("dd", { text: v ?? "-" })];
+  const edited = d && state.edited.get(d.id);
   facts.replaceChildren(
-    ...row("Class", d.class_name),
-    ...row("Reviewed", d.reviewed_class_name && d.review_status !== "confirmed" ? d.reviewed_class_name : d.review_status === "confirmed" ? "confirmed" : null),
-    ...row("Confidence", fmtNum(d.confidence, 3)),
+    ...(d ? [
+      ...row("Class", d.class_name),
+      ...row("Reviewed", reviewedText(d)),
+      ...row("Source", d.source === "operator" ? "drawn by an operator" : "model"),
+      ...row("Confidence", d.source === "operator" ? "-" : fmtNum(d.confidence, 3)),
+      ...row("Box", (edited || d.box).map((v) => Math.round(v)).join(", ") + (edited ? " (moved, not saved)" : "")),
+    ] : []),
+    ...row("Frame", `#${ins.id} · ${ins.verdict} · ${ins.defects.length} box(es)${item.fully_reviewed ? " · fully reviewed" : ""}`),
     ...row("Camera", ins.camera_id),
     ...row("Line", [ins.line, ins.station].filter(Boolean).join(" / ") || null),
     ...row("Part", ins.part_id),
     ...row("Captured", fmtTime(ins.captured_at)),
-    ...row("Inspection", `#${ins.id} · ${ins.verdict} · ${ins.defect_count} defect(s)`),
-    ...row("Box", d.box.map((v) => Math.round(v)).join(", ")),
   );
   document.querySelectorAll(".reclass .btn").forEach((b) => {
-    b.classList.toggle("current", b.dataset.class === (d.reviewed_class_name || d.class_name));
+    b.classList.toggle("current", !!d && b.dataset.class === (d.reviewed_class_name || d.class_name));
   });
-  $("#image-title").textContent = `Inspection #${ins.id}`;
+  $("#image-title").textContent = `Frame #${ins.id}`;
   $("#image-meta").textContent = `${ins.width}×${ins.height} · ${ins.model_version}`;
-  const hist = d.history || [];
-  $("#history").replaceChildren(...(hist.length ? hist.slice().reverse().map((h) => el("li", {},
-    el("div", {}, el("span", { class: "h-when", text: fmtTime(h.created_at) }), " "),
-    el("div", { text: `${h.actor}: ${h.action} (${h.before_status}${h.before_class_name ? ` ${h.before_class_name}` : ""} → ${h.after_status}${h.after_class_name ? ` ${h.after_class_name}` : ""})` }),
-    h.note ? el("div", { class: "h-note", text: h.note }) : null)) : [el("li", { class: "muted", text: "not reviewed yet" })]));
 }
 
 function renderReclassButtons() {
   const box = $("#reclass-buttons");
   box.replaceChildren(...state.classNames.slice(0, 9).map((name, i) => el("button", {
     class: "btn", type: "button", "data-class": name, title: `Reclassify as ${name} (key ${i + 1})`,
-    onclick: () => review("reclassify", name),
+    onclick: () => decide("reclassify", name),
+  }, el("kbd", { text: String(i + 1) }), ` ${name}`)));
+  $("#draw-class-buttons").replaceChildren(...state.classNames.slice(0, 9).map((name, i) => el("button", {
+    class: "btn btn-ghost", type: "button", "data-class": name, onclick: () => addDrawn(name),
   }, el("kbd", { text: String(i + 1) }), ` ${name}`)));
   const sel = $("#review-filters").elements.class_name;
   const current = sel.value;
@@ -413,6 +648,229 @@ async function loadImage(inspectionId) {
 }
 
 function classColor(id) { return PALETTE[((id % PALETTE.length) + PALETTE.length) % PALETTE.length]; }
+
+/* Actions: applied on screen, queued, sent in order --------------------------------------------- */
+function message(text, kind = "done") {
+  const msg = $("#review-message");
+  msg.className = `message ${kind}`;
+  msg.textContent = text;
+}
+
+function renderOps() {
+  const n = state.ops.length + (state.opBusy ? 1 : 0);
+  const ops = $("#ops-pending");
+  ops.dataset.count = String(n);
+  ops.textContent = n ? `sending ${n} action${n > 1 ? "s" : ""}…` : "";
+  $("#btn-undo").disabled = !(state.undo.length || state.ops.length);
+}
+
+function enqueue(op) {
+  state.ops.push(op);
+  renderOps();
+  runOps();
+}
+
+async function runOps() {
+  if (state.opBusy) return;
+  state.opBusy = true;
+  while (state.ops.length) {
+    const op = state.ops.shift();
+    renderOps();
+    try {
+      const result = await api(op.path, { method: "POST", body: op.body });
+      op.done(result);
+    } catch (err) {
+      if (op.failed) op.failed(err);
+      message(err.status === 403 ? `Not allowed: ${err.message} (an operator key is needed)` : err.message, "error");
+    }
+    renderQueue();
+    renderDetail();
+    drawImage();
+  }
+  state.opBusy = false;
+  renderOps();
+}
+
+/* The defect's fields from a DefectDetail / DefectPublic answer. */
+function defectFields(d) {
+  const out = {};
+  for (const k of ["id", "inspection_id", "class_id", "class_name", "confidence", "box", "review_status",
+    "reviewed_class_id", "reviewed_class_name", "reviewed_by", "reviewed_at", "review_note", "source"]) out[k] = d[k];
+  return out;
+}
+
+function storeDefect(updated) {
+  for (const item of state.queue) {
+    if (item.inspection.id !== updated.inspection_id) continue;
+    const ds = item.inspection.defects;
+    const at = ds.findIndex((x) => x.id === updated.id);
+    if (at >= 0) ds[at] = defectFields(updated);
+    else ds.push(defectFields(updated));
+    recount(item);
+    if (updated.id === state.sel.defectId && updated.history) renderHistory(updated.history);
+  }
+}
+
+function noteValue() {
+  const v = $("#review-note").value.trim();
+  $("#review-note").value = "";
+  return v || undefined;
+}
+
+const DONE_WORDS = { confirm: "confirmed", reject: "rejected", reclassify: "reclassified" };
+
+/* Queue a decision on one box: shown at once (marked "sending"), the selection moves on. `group`: the
+   undo entry shared by the boxes of a whole-frame decision (one U undoes them all). */
+function queueDecision(item, d, action, className, note, group) {
+  const body = { action };
+  if (action === "reclassify") body.class_name = className;
+  const edited = state.edited.get(d.id);
+  if (edited && action !== "reject") body.box = edited.map((v) => Math.round(v * 100) / 100);
+  if (note) body.note = note;
+  const before = { ...d };
+  d.queued = true;
+  d.review_status = DONE_WORDS[action];
+  d.reviewed_class_name = action === "reclassify" ? className : action === "confirm" ? d.class_name : null;
+  if (body.box) d.box = body.box;
+  state.edited.delete(d.id);
+  recount(item);
+  enqueue({
+    path: `defects/${d.id}/review`, body,
+    done: (updated) => {
+      storeDefect(updated);
+      if (!group) state.undo.push({ kind: "defect", ids: [d.id], text: `#${d.id} ${action}` });
+      else {
+        if (!group.ids.length) state.undo.push(group);
+        group.ids.push(d.id);
+      }
+      message(`#${d.id} ${updated.review_status}${action === "reclassify" ? ` as ${className}` : ""}`);
+    },
+    failed: () => { Object.assign(d, before, { queued: false }); recount(item); },
+  });
+}
+
+function decide(action, className) {
+  const item = selectedItem();
+  const d = selectedDefect();
+  if (!item || !d) return;
+  queueDecision(item, d, action, className, noteValue());
+  renderQueue();
+  advance();
+}
+
+function decideFrame(action) {
+  const item = selectedItem();
+  if (!item) return;
+  const note = noteValue();
+  const todo = item.inspection.defects.filter((d) => isPending(d) && !d.queued);
+  if (!todo.length) { message(`Frame #${item.inspection.id} has no box left to decide`); return; }
+  const group = { kind: "defect", ids: [], text: `frame #${item.inspection.id} ${action}` };
+  for (const d of todo) queueDecision(item, d, action, undefined, note, group);
+  renderQueue();
+  advance();
+}
+
+function completeFrame() {
+  const item = selectedItem();
+  if (!item) return;
+  const id = item.inspection.id;
+  const was = item.fully_reviewed;
+  item.fully_reviewed = true;
+  enqueue({
+    path: `inspections/${id}/review`, body: { action: "complete" },
+    done: (ins) => {
+      item.inspection = { ...item.inspection, fully_reviewed_at: ins.fully_reviewed_at, fully_reviewed_by: ins.fully_reviewed_by };
+      state.undo.push({ kind: "frame", id, text: `frame #${id} fully reviewed` });
+      message(`Frame #${id} fully reviewed`);
+    },
+    failed: () => { item.fully_reviewed = was; },
+  });
+  renderQueue();
+  stepFrame(1);
+}
+
+/* U: an action still waiting to be sent is dropped; else the last one sent is undone (audited). */
+function undo() {
+  const waiting = state.ops.pop();
+  if (waiting) {
+    if (waiting.failed) waiting.failed(new Error("undone"));
+    message("Undone before it was sent");
+    renderOps(); renderQueue(); renderDetail(); drawImage();
+    return;
+  }
+  const last = state.undo.pop();
+  if (!last) { message("Nothing to undo"); return; }
+  if (last.kind === "frame") {
+    enqueue({
+      path: `inspections/${last.id}/review`, body: { action: "reopen", note: "undo" },
+      done: () => {
+        const item = state.queue.find((q) => q.inspection.id === last.id);
+        if (item) item.fully_reviewed = false;
+        message(`Undone: ${last.text}`);
+      },
+    });
+    return;
+  }
+  for (const id of last.ids) {
+    enqueue({
+      path: `defects/${id}/review`, body: { action: "undo" },
+      done: (updated) => {
+        storeDefect(updated);
+        const item = state.queue.find((q) => q.inspection.id === updated.inspection_id);
+        if (item) {
+          if (isPending(updated)) item.fully_reviewed = false;
+          selectBox(item.key, updated.id);
+        }
+        message(`Undone: ${last.text} (#${id} ${updated.review_status})`);
+      },
+    });
+  }
+}
+
+/* Drawing a missed defect ---------------------------------------------------------------------- */
+function toggleDraw() {
+  if (!selectedItem()) return;
+  if (state.draw) { cancelDraw(); return; }
+  state.draw = { box: null };
+  $("#btn-draw").classList.add("active");
+  $("#image-canvas").classList.add("drawing");
+  message("Drag on the frame to draw the missed defect, then pick its class (1-9)");
+}
+
+function cancelDraw() {
+  state.draw = null;
+  const btn = $("#btn-draw");
+  if (btn) btn.classList.remove("active");
+  const canvas = $("#image-canvas");
+  if (canvas) canvas.classList.remove("drawing");
+  const picker = $("#draw-classes");
+  if (picker) picker.hidden = true;
+}
+
+function addDrawn(className) {
+  const item = selectedItem();
+  if (!item || !state.draw || !state.draw.box) return;
+  const box = state.draw.box.map((v) => Math.round(v * 100) / 100);
+  cancelDraw();
+  const id = item.inspection.id;
+  const placeholder = { id: `new-${Date.now()}`, inspection_id: id, class_id: state.classNames.indexOf(className),
+    class_name: className, confidence: 1, box, review_status: "confirmed", reviewed_class_name: className,
+    source: "operator", queued: true };
+  item.inspection.defects.push(placeholder);
+  enqueue({
+    path: `inspections/${id}/defects`, body: { class_name: className, box },
+    done: (created) => {
+      item.inspection.defects = item.inspection.defects.filter((x) => x !== placeholder);
+      storeDefect(created);
+      state.undo.push({ kind: "defect", ids: [created.id], text: `drawn ${className} #${created.id}` });
+      if (state.sel.key === item.key) selectBox(item.key, created.id);
+      message(`#${created.id} drawn as ${className}`);
+    },
+    failed: () => { item.inspection.defects = item.inspection.defects.filter((x) => x !== placeholder); },
+  });
+  renderQueue();
+  drawImage();
+}
 
 /* Box drawing ----------------------------------------------------------------------------------- */
 const REJECTED_COLOR = "#9aa3ad";
@@ -448,28 +906,38 @@ function labelTextColor(background) {
   return (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) ? "#000000" : "#ffffff";
 }
 
-/* The defect's box and label as drawn on a canvas of frameW x frameH at the given scale. */
-function boxLook(o, scale, frameW, frameH) {
+/* A defect's colour: its class's (the reviewed class where reclassified), grey once rejected. */
+function boxColor(o) {
+  if (o.review_status === "rejected") return REJECTED_COLOR;
+  const reclassified = o.review_status === "reclassified" && o.reviewed_class_id != null;
+  return classColor(reclassified ? o.reviewed_class_id : o.class_id);
+}
+
+/* The defect's box and label as drawn on a canvas of frameW x frameH; toCanvas maps a box in image
+   pixels to canvas pixels (scale, zoom and pan). The box is cut to the canvas; null when it is out of
+   sight. A box an operator drew is labelled "drawn" instead of a confidence. */
+function boxLook(o, toCanvas, frameW, frameH) {
   const rejected = o.review_status === "rejected";
   const reclassified = o.review_status === "reclassified";
   const name = reclassified && o.reviewed_class_name ? o.reviewed_class_name : o.class_name;
-  const cid = reclassified && o.reviewed_class_id != null ? o.reviewed_class_id : o.class_id;
-  const [x1, y1, x2, y2] = o.box.map((v) => v * scale);
+  const [x1, y1, x2, y2] = toCanvas(o.box);
+  if (x2 < 0 || y2 < 0 || x1 > frameW - 1 || y1 > frameH - 1) return null;
   const box = [Math.round(Math.max(0, x1)), Math.round(Math.max(0, y1)),
     Math.round(Math.min(frameW - 1, x2)), Math.round(Math.min(frameH - 1, y2))];
-  return { rejected, name, box, color: rejected ? REJECTED_COLOR : classColor(cid),
-    text: `${name} ${o.confidence.toFixed(2)}` };
+  return { rejected, name, box, color: boxColor(o),
+    text: `${name} ${o.source === "operator" ? "drawn" : o.confidence.toFixed(2)}` };
 }
 
 function strokeBox(ctx, [x1, y1, x2, y2]) { ctx.strokeRect(x1, y1, x2 - x1, y2 - y1); }
 
 /* Draws the boxes, then the labels on top (the selected one last), and returns what was drawn:
    one record per label with its text, rectangle, colours and, for the selected box, its ring. */
-function drawDefects(ctx, defects, selectedId, scale, fontPx) {
+function drawDefects(ctx, defects, selectedId, toCanvas, fontPx) {
   const W = ctx.canvas.width;
   const H = ctx.canvas.height;
   const ordered = defects.filter((o) => o.id !== selectedId).concat(defects.filter((o) => o.id === selectedId));
-  const looks = ordered.map((o) => ({ id: o.id, selected: o.id === selectedId, ...boxLook(o, scale, W, H) }));
+  const looks = ordered.map((o) => ({ o, look: boxLook(o, toCanvas, W, H) })).filter((x) => x.look)
+    .map(({ o, look }) => ({ id: o.id, selected: o.id === selectedId, ...look }));
   const drawn = [];
   for (const look of looks) {
     ctx.save();
@@ -496,6 +964,7 @@ function drawDefects(ctx, defects, selectedId, scale, fontPx) {
     }
     ctx.restore();
     look.ring = ring;
+    if (look.selected) drawHandles(ctx, look.box, fontPx / LABEL_FONT_PX); // under the labels
   }
   ctx.font = `600 ${fontPx}px ui-monospace, monospace`;
   ctx.textBaseline = "alphabetic";
@@ -521,74 +990,230 @@ function drawDefects(ctx, defects, selectedId, scale, fontPx) {
   return drawn;
 }
 
+
+/* The frame on the canvas: zoom, pan, corners, drawing ------------------------------------------ */
+/* The canvas holds the frame at `scale` (small frames upscaled); state.zoom = { z, x, y } zooms it by z
+   and shifts it by (x, y) canvas pixels. Boxes and labels are drawn in canvas pixels after that, so a
+   label keeps its size and stays inside the canvas at any zoom. */
+function frameView() {
+  const canvas = $("#image-canvas");
+  const img = state.image;
+  const item = selectedItem();
+  if (!item || !img || img.inspectionId !== item.inspection.id || !img.bitmap) return null;
+  const scale = Math.max(1, Math.min(4, Math.floor(720 / Math.max(img.bitmap.width, img.bitmap.height))));
+  const { z, x, y } = state.zoom;
+  const k = (scale * z * img.bitmap.width) / item.inspection.width; // canvas px per image px
+  return { canvas, item, bitmap: img.bitmap, scale, W: img.bitmap.width * scale, H: img.bitmap.height * scale,
+    toCanvas: ([x1, y1, x2, y2]) => [x1 * k - x, y1 * k - y, x2 * k - x, y2 * k - y],
+    toImage: (cx, cy) => [(cx + x) / k, (cy + y) / k], k };
+}
+
+function clampZoom() {
+  const v = frameView();
+  const zm = state.zoom;
+  zm.z = Math.max(1, Math.min(MAX_ZOOM, zm.z));
+  if (!v) return;
+  zm.x = Math.max(0, Math.min(v.W * zm.z - v.W, zm.x));
+  zm.y = Math.max(0, Math.min(v.H * zm.z - v.H, zm.y));
+}
+
+/* Zoom by `factor` keeping the canvas point (cx, cy) where it is (the centre by default). */
+function zoomBy(factor, cx, cy) {
+  const v = frameView();
+  if (!v) return;
+  const zm = state.zoom;
+  const px = cx ?? v.W / 2;
+  const py = cy ?? v.H / 2;
+  const z2 = Math.max(1, Math.min(MAX_ZOOM, zm.z * factor));
+  zm.x = ((px + zm.x) / zm.z) * z2 - px;
+  zm.y = ((py + zm.y) / zm.z) * z2 - py;
+  zm.z = z2;
+  clampZoom();
+  drawImage();
+}
+
+function canvasPoint(ev) {
+  const canvas = $("#image-canvas");
+  const r = canvas.getBoundingClientRect();
+  return [(ev.clientX - r.left) * (canvas.width / r.width), (ev.clientY - r.top) * (canvas.height / r.height)];
+}
+
+function orderedBox([ax, ay], [bx, by], w, h) {
+  const c = (v, hi) => Math.max(0, Math.min(hi, v));
+  return [c(Math.min(ax, bx), w), c(Math.min(ay, by), h), c(Math.max(ax, bx), w), c(Math.max(ay, by), h)];
+}
+
+function shownBox(d) { return state.edited.get(d.id) || d.box; }
+
+function cornerAt(v, c) {
+  const d = selectedDefect();
+  if (!d || d.queued) return -1;
+  const r = v.canvas.getBoundingClientRect();
+  const reach = 10 * (v.canvas.width / r.width);
+  const [x1, y1, x2, y2] = v.toCanvas(shownBox(d));
+  const corners = [[x1, y1], [x2, y1], [x2, y2], [x1, y2]];
+  return corners.findIndex(([x, y]) => Math.hypot(x - c[0], y - c[1]) <= reach);
+}
+
+function boxAt(v, p) {
+  const hits = v.item.inspection.defects.filter((d) => typeof d.id === "number").filter((d) => {
+    const [x1, y1, x2, y2] = shownBox(d);
+    return p[0] >= x1 && p[0] <= x2 && p[1] >= y1 && p[1] <= y2;
+  });
+  hits.sort((a, b) => (a.box[2] - a.box[0]) * (a.box[3] - a.box[1]) - (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]));
+  return hits[0];
+}
+
+function onPointerDown(ev) {
+  const v = frameView();
+  if (!v || ev.button !== 0) return;
+  const c = canvasPoint(ev);
+  const p = v.toImage(...c);
+  const ins = v.item.inspection;
+  ev.currentTarget.setPointerCapture(ev.pointerId);
+  ev.preventDefault();
+  if (state.draw) {
+    state.pointer = { mode: "draw", start: p };
+    state.draw.box = orderedBox(p, p, ins.width, ins.height);
+  } else if (cornerAt(v, c) >= 0) {
+    const d = selectedDefect();
+    const [x1, y1, x2, y2] = shownBox(d);
+    const fixed = [[x2, y2], [x1, y2], [x1, y1], [x2, y1]][cornerAt(v, c)]; // across from the grabbed one
+    state.pointer = { mode: "corner", fixed, id: d.id };
+  } else {
+    state.pointer = { mode: "pan", from: c, pan: { ...state.zoom }, moved: false, at: p };
+  }
+}
+
+function onPointerMove(ev) {
+  const v = frameView();
+  const ptr = state.pointer;
+  if (!v || !ptr) {
+    if (v) ev.currentTarget.style.cursor = state.draw ? "crosshair" : cornerAt(v, canvasPoint(ev)) >= 0 ? "nwse-resize"
+      : state.zoom.z > 1 ? "grab" : "default";
+    return;
+  }
+  const c = canvasPoint(ev);
+  const p = v.toImage(...c);
+  const ins = v.item.inspection;
+  if (ptr.mode === "draw") {
+    state.draw.box = orderedBox(ptr.start, p, ins.width, ins.height);
+  } else if (ptr.mode === "corner") {
+    const d = selectedDefect();
+    if (!d || d.id !== ptr.id) return;
+    state.edited.set(d.id, orderedBox(ptr.fixed, p, ins.width, ins.height));
+    renderDetail();
+  } else {
+    const dx = c[0] - ptr.from[0];
+    const dy = c[1] - ptr.from[1];
+    if (Math.hypot(dx, dy) > 3) ptr.moved = true;
+    state.zoom.x = ptr.pan.x - dx;
+    state.zoom.y = ptr.pan.y - dy;
+    clampZoom();
+  }
+  drawImage();
+}
+
+function onPointerUp() {
+  const v = frameView();
+  const ptr = state.pointer;
+  state.pointer = null;
+  if (!v || !ptr) return;
+  if (ptr.mode === "draw") {
+    const b = state.draw && state.draw.box;
+    if (b && b[2] - b[0] >= 2 && b[3] - b[1] >= 2) {
+      $("#draw-classes").hidden = false;
+      message("Pick the class of the drawn defect (1-9), or Esc");
+    } else if (state.draw) state.draw.box = null;
+  } else if (ptr.mode === "corner") {
+    const d = selectedDefect();
+    if (d && state.edited.has(d.id)) message(`Box #${d.id} moved: A confirms it with the new corners, Esc puts it back`);
+  } else if (!ptr.moved) {
+    const hit = boxAt(v, ptr.at);
+    if (hit) selectBox(v.item.key, hit.id);
+  }
+  drawImage();
+}
+
+function onWheel(ev) {
+  if (!frameView()) return;
+  ev.preventDefault();
+  const [cx, cy] = canvasPoint(ev);
+  zoomBy(ev.deltaY < 0 ? 1.25 : 0.8, cx, cy);
+}
+
+function initCanvas() {
+  const canvas = $("#image-canvas");
+  canvas.addEventListener("pointerdown", onPointerDown);
+  canvas.addEventListener("pointermove", onPointerMove);
+  canvas.addEventListener("pointerup", onPointerUp);
+  canvas.addEventListener("pointercancel", () => { state.pointer = null; });
+  canvas.addEventListener("wheel", onWheel, { passive: false });
+  $("#btn-zoom-in").addEventListener("click", () => zoomBy(1.5));
+  $("#btn-zoom-out").addEventListener("click", () => zoomBy(1 / 1.5));
+  $("#btn-zoom-reset").addEventListener("click", () => { state.zoom = { z: 1, x: 0, y: 0 }; drawImage(); });
+}
+
+/* Small squares on the selected box's corners: they can be dragged to correct the box. */
+function drawHandles(ctx, [x1, y1, x2, y2], unit) {
+  const half = Math.round(4 * unit);
+  ctx.save();
+  for (const [x, y] of [[x1, y1], [x2, y1], [x2, y2], [x1, y2]]) {
+    if (x < 0 || y < 0 || x > ctx.canvas.width || y > ctx.canvas.height) continue;
+    ctx.fillStyle = SELECTED_HALO;
+    ctx.fillRect(x - half - 1, y - half - 1, 2 * half + 2, 2 * half + 2);
+    ctx.fillStyle = SELECTED_RING;
+    ctx.fillRect(x - half, y - half, 2 * half, 2 * half);
+  }
+  ctx.restore();
+}
+
 function drawImage() {
   const canvas = $("#image-canvas");
   const ctx = canvas.getContext("2d");
   const note = $("#image-note");
-  const d = state.detail;
-  const img = state.image && d && state.image.inspectionId === d.inspection.id ? state.image : null;
-  if (!d || !img || !img.bitmap) {
+  const item = selectedItem();
+  const v = frameView();
+  $("#zoom-level").textContent = `${Math.round(state.zoom.z * 100)}%`;
+  if (!v) {
     canvas.width = 640; canvas.height = 480;
     ctx.fillStyle = "#0c0f12";
     ctx.fillRect(0, 0, canvas.width, canvas.height);
-    note.textContent = !d ? "Nothing selected" : img && img.error ? `No image: ${img.error}` : "Loading…";
+    const img = state.image;
+    note.textContent = !item ? "Nothing selected" : img && img.error ? `No image: ${img.error}` : "Loading…";
     canvas.drawnLabels = [];
     canvas.dataset.drawn = "";
     return;
   }
   note.textContent = "";
-  const { bitmap } = img;
-  // Upscale small images (NEU-DET frames are 200x200) so boxes are readable.
-  const scale = Math.max(1, Math.min(4, Math.floor(720 / Math.max(bitmap.width, bitmap.height))));
-  canvas.width = bitmap.width * scale;
-  canvas.height = bitmap.height * scale;
-  ctx.imageSmoothingEnabled = scale === 1;
-  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  if (canvas.width !== v.W) canvas.width = v.W;
+  if (canvas.height !== v.H) canvas.height = v.H;
+  ctx.fillStyle = "#0c0f12";
+  ctx.fillRect(0, 0, v.W, v.H);
+  ctx.imageSmoothingEnabled = v.scale * state.zoom.z < 2;
+  ctx.setTransform(state.zoom.z, 0, 0, state.zoom.z, -state.zoom.x, -state.zoom.y);
+  ctx.drawImage(v.bitmap, 0, 0, v.W, v.H);
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
   // the label text keeps its size on screen where the page shows the canvas shrunk
   const shown = canvas.getBoundingClientRect().width;
   const fontPx = Math.round(LABEL_FONT_PX * Math.max(1, shown > 0 ? canvas.width / shown : 1));
+  const defects = v.item.inspection.defects.map((d) => (state.edited.has(d.id) ? { ...d, box: state.edited.get(d.id) } : d));
   // What was drawn, for tests and for anyone inspecting the page; the operator sees only the pixels.
-  canvas.drawnLabels = drawDefects(ctx, d.inspection.defects || [], d.id, scale, fontPx);
-  canvas.dataset.drawn = `${d.inspection.id}:${d.id}`;
-}
-
-async function review(action, className) {
-  const d = state.detail;
-  if (!d || state.busy) return;
-  const body = { action };
-  if (action === "reclassify") body.class_name = className;
-  const note = $("#review-note").value.trim();
-  if (note) body.note = note;
-  state.busy = true;
-  renderDetail();
-  const msg = $("#review-message");
-  try {
-    const updated = await api(`defects/${d.id}/review`, { method: "POST", body });
-    $("#review-note").value = "";
-    msg.className = "message done";
-    msg.textContent = `#${d.id} ${updated.review_status}${action === "reclassify" ? ` as ${className}` : ""}`;
-    const idx = state.queue.findIndex((q) => q.id === d.id);
-    const statusFilter = $("#review-filters").elements.review_status.value;
-    state.busy = false;
-    if (idx >= 0 && statusFilter && statusFilter !== updated.review_status) {
-      state.queue.splice(idx, 1);
-      renderQueue();
-      await select(Math.min(idx, state.queue.length - 1));
-      $("#review-message").className = "message done";
-      $("#review-message").textContent = `#${d.id} ${updated.review_status}${action === "reclassify" ? ` as ${className}` : ""}`;
-      if (state.queue.length < 10 && state.queueCursor) loadQueue(false);
-    } else {
-      if (idx >= 0) state.queue[idx] = { ...state.queue[idx], ...updated };
-      renderQueue();
-      await select(idx >= 0 && idx + 1 < state.queue.length ? idx + 1 : idx);
-    }
-    refreshPendingBadge();
-  } catch (err) {
-    state.busy = false;
-    msg.className = "message error";
-    msg.textContent = err.status === 403 ? `Not allowed: ${err.message} (an operator key is needed)` : err.message;
-    renderDetail();
+  canvas.drawnLabels = drawDefects(ctx, defects, state.sel.defectId, v.toCanvas, fontPx);
+  if (state.draw && state.draw.box) {
+    const [x1, y1, x2, y2] = v.toCanvas(state.draw.box);
+    ctx.save();
+    ctx.setLineDash([8, 4]);
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = SELECTED_HALO;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.lineDashOffset = 6;
+    ctx.strokeStyle = SELECTED_RING;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    ctx.restore();
   }
+  canvas.dataset.drawn = `${v.item.inspection.id}:${state.sel.defectId ?? ""}`;
+  canvas.dataset.zoom = String(state.zoom.z);
 }
 
 function onKey(ev) {
@@ -601,19 +1226,27 @@ function onKey(ev) {
   if ($("#key-dialog").open) return;
   const key = ev.key.toLowerCase();
   let handled = true;
-  if (key === "j" || ev.key === "ArrowDown") {
-    if (state.selected + 1 < state.queue.length) select(state.selected + 1);
-    else if (state.queueCursor) loadQueue(false);
-  } else if (key === "k" || ev.key === "ArrowUp") {
-    if (state.selected > 0) select(state.selected - 1);
-  } else if (key === "a") {
-    review("confirm");
-  } else if (key === "r") {
-    review("reject");
+  if (key === "j" || ev.key === "ArrowDown") step(1);
+  else if (key === "k" || ev.key === "ArrowUp") step(-1);
+  else if (key === "n") stepFrame(1);
+  else if (key === "p") stepFrame(-1);
+  else if (key === "a") (ev.shiftKey ? decideFrame("confirm") : decide("confirm"));
+  else if (key === "r") (ev.shiftKey ? decideFrame("reject") : decide("reject"));
+  else if (key === "f") completeFrame();
+  else if (key === "u") undo();
+  else if (key === "d") toggleDraw();
+  else if (ev.key === "+" || ev.key === "=") zoomBy(1.5);
+  else if (ev.key === "-") zoomBy(1 / 1.5);
+  else if (ev.key === "0") { state.zoom = { z: 1, x: 0, y: 0 }; drawImage(); }
+  else if (ev.key === "Escape") {
+    if (state.draw) cancelDraw();
+    else if (state.sel.defectId != null) { state.edited.delete(state.sel.defectId); renderDetail(); }
+    drawImage();
   } else if (/^[1-9]$/.test(ev.key)) {
     const name = state.classNames[Number(ev.key) - 1];
-    if (name) review("reclassify", name);
-    else toast(`No class ${ev.key}: the model has ${state.classNames.length} classes`);
+    if (!name) toast(`No class ${ev.key}: the model has ${state.classNames.length} classes`);
+    else if (state.draw && state.draw.box) addDrawn(name);
+    else decide("reclassify", name);
   } else {
     handled = false;
   }
@@ -686,12 +1319,18 @@ async function loadStats() {
     const data = new Array(labels.length).fill(null);
     for (const r of s.timeline) if ((r.line ?? "(none)") === name && index.has(r.bucket)) data[index.get(r.bucket)] = r.yield === null ? null : r.yield * 100;
     const color = ["#4aa8ff", "#3ecf8e", "#f0b429", "#c678dd", "#ff5d5d", "#56b6c2"][i % 6];
-    return { label: name, data, borderColor: color, backgroundColor: color, spanGaps: true, tension: 0.2, pointRadius: 2 };
+    const few = data.filter((v) => v !== null).length <= 2; // one or two points: large dots, not specks
+    return { label: name, data, borderColor: color, backgroundColor: color, spanGaps: true, tension: 0.2,
+      pointRadius: few ? 6 : 2, pointHoverRadius: few ? 8 : 4 };
   });
+  if (s.yield_target != null && lineSets.length) {
+    lineSets.push({ label: `target ${fmtPct(s.yield_target)}`, data: labels.map(() => s.yield_target * 100),
+      borderColor: "#8a97a6", borderDash: [6, 4], borderWidth: 1, pointRadius: 0, pointHoverRadius: 0 });
+  }
   drawChart("chart-yield", {
     type: "line",
     data: { labels, datasets: lineSets },
-    options: { maintainAspectRatio: false, scales: { x: { ticks: X_TICKS }, y: { min: 0, max: 100, ticks: { callback: (v) => `${v}%` } } },
+    options: { maintainAspectRatio: false, scales: { x: { ticks: X_TICKS, offset: true }, y: { min: 0, max: 100, ticks: { callback: (v) => `${v}%` } } },
       plugins: { legend: { position: "bottom", labels: { boxWidth: 12 } },
         tooltip: { callbacks: { label: (c) => `${c.dataset.label}: ${c.parsed.y === null ? "-" : c.parsed.y.toFixed(1)}%` } } } },
   });
@@ -733,9 +1372,17 @@ function init() {
   $("#review-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadQueue(true); });
   $("#stats-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadStats(); });
   $("#queue-more").addEventListener("click", () => loadQueue(false));
-  $("#btn-confirm").addEventListener("click", () => review("confirm"));
-  $("#btn-reject").addEventListener("click", () => review("reject"));
+  $("#btn-confirm").addEventListener("click", () => decide("confirm"));
+  $("#btn-reject").addEventListener("click", () => decide("reject"));
+  $("#btn-frame-confirm").addEventListener("click", () => decideFrame("confirm"));
+  $("#btn-frame-reject").addEventListener("click", () => decideFrame("reject"));
+  $("#btn-complete").addEventListener("click", completeFrame);
+  $("#btn-draw").addEventListener("click", toggleDraw);
+  $("#btn-undo").addEventListener("click", undo);
+  $("#draw-cancel").addEventListener("click", () => { cancelDraw(); drawImage(); });
+  initCanvas();
   setInterval(() => { if (state.view === "live" && state.whoami && !document.hidden) refreshLive(); }, 5000);
+  setInterval(() => { if (state.view === "review" && state.whoami && !document.hidden) refreshQueue(); }, REFRESH_MS);
   boot();
 }
 

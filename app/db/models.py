@@ -25,6 +25,7 @@ from app.vocabulary import utcnow
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 REVIEW_STATUSES = ("pending", "confirmed", "rejected", "reclassified")
+DEFECT_SOURCES = ("model", "operator")  # found by the detector, or drawn by an operator (a missed defect)
 ROLES = ("camera", "mes", "operator", "admin")
 
 
@@ -76,6 +77,10 @@ class Inspection(Base):
     inference_ms: Mapped[float] = mapped_column(Float, default=0.0)
     postprocess_ms: Mapped[float] = mapped_column(Float, default=0.0)
     total_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    # The frame's review state: set when an operator has decided every box and drawn every missed
+    # defect ("fully reviewed"); the miss rate is counted over these frames only.
+    fully_reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fully_reviewed_by: Mapped[str | None] = mapped_column(String(128))
 
     camera: Mapped[Camera | None] = relationship()
     defects: Mapped[list[Defect]] = relationship(
@@ -106,6 +111,7 @@ class Defect(Base):
     reviewed_by: Mapped[str | None] = mapped_column(String(128))
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     review_note: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
 
     inspection: Mapped[Inspection] = relationship(back_populates="defects")
     reviews: Mapped[list[DefectReview]] = relationship(
@@ -122,15 +128,55 @@ class DefectReview(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     defect_id: Mapped[int] = mapped_column(ForeignKey("defects.id", ondelete="CASCADE"))
     actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(16))  # confirm | reject | reclassify
+    action: Mapped[str] = mapped_column(String(16))  # confirm | reject | reclassify | add | undo
     before_status: Mapped[str] = mapped_column(String(16))
     after_status: Mapped[str] = mapped_column(String(16))
     before_class_name: Mapped[str | None] = mapped_column(String(64))
     after_class_name: Mapped[str | None] = mapped_column(String(64))
+    # x1, y1, x2, y2 before and after, where the action moved the box (a corrected box, an undo of one)
+    before_box: Mapped[list | None] = mapped_column(JSON)
+    after_box: Mapped[list | None] = mapped_column(JSON)
+    undoes_review_id: Mapped[int | None] = mapped_column(BigId)  # action undo: the row it reverts
     note: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     defect: Mapped[Defect] = relationship(back_populates="reviews")
+
+
+class FrameReview(Base):
+    """Audit trail of a frame's review state: one row per complete / reopen / undo, never updated."""
+
+    __tablename__ = "frame_reviews"
+    __table_args__ = (Index("ix_frame_reviews_inspection_id", "inspection_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))  # complete | reopen
+    fully_reviewed: Mapped[bool] = mapped_column(Boolean)  # the state after the action
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alarm(Base):
+    """An alarm raised by a rule of the cameras file; it stays raised until an operator acknowledges it
+    (who and when are kept: the audit)."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_rule_acknowledged", "rule_id", "acknowledged_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    condition: Mapped[str] = mapped_column(String(32))  # one of app.ingest.config.ALARM_CONDITIONS
+    line: Mapped[str | None] = mapped_column(String(64))
+    camera_id: Mapped[str | None] = mapped_column(String(64))
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[float] = mapped_column(Float)  # what was measured when it fired
+    limit: Mapped[float] = mapped_column(Float)  # the rule's limit
+    raised_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(128))
+    acknowledge_note: Mapped[str | None] = mapped_column(Text)
 
 
 class ApiKey(Base):

@@ -55,6 +55,7 @@ class Filters:
     min_confidence: float | None = None
     review_status: str | None = None
     part_id: str | None = None
+    fully_reviewed: bool | None = None  # the frame's review state (an operator marked it complete)
 
     def active(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -130,6 +131,9 @@ def inspection_conditions(f: Filters) -> list[ColumnElement[bool]]:
         value = getattr(f, name)
         if value is not None:
             conds.append(getattr(Inspection, name) == value)
+    if f.fully_reviewed is not None:
+        column = Inspection.fully_reviewed_at
+        conds.append(column.is_not(None) if f.fully_reviewed else column.is_(None))
     return conds
 
 

@@ -1,6 +1,7 @@
 """Counts and yield per line, station and class, bucketed per hour or day, plus the false-positive rate
-from operator reviews. Grouping happens in SQL (``strftime`` on SQLite, ``date_trunc`` on PostgreSQL, both
-in UTC) so the cost does not grow with the number of rows sent to Python."""
+of the model's boxes from operator reviews and the miss rate over frames marked fully reviewed. Grouping
+happens in SQL (``strftime`` on SQLite, ``date_trunc`` on PostgreSQL, both in UTC) so the cost does not
+grow with the number of rows sent to Python."""
 
 from __future__ import annotations
 
@@ -129,8 +130,9 @@ def compute_stats(session: Session, rng: StatsRange, f: Filters) -> StatsPublic:
 
     statuses = dict(session.execute(
         select(Defect.review_status, func.count()).join(Inspection, Inspection.id == Defect.inspection_id)
-        .where(*conds).group_by(Defect.review_status)
+        .where(*conds, Defect.source == "model").group_by(Defect.review_status)
     ).all())
+    misses = _miss_counts(session, conds)
     confirmed = int(statuses.get("confirmed", 0))
     rejected = int(statuses.get("rejected", 0))
     reclassified = int(statuses.get("reclassified", 0))
@@ -153,5 +155,20 @@ def compute_stats(session: Session, rng: StatsRange, f: Filters) -> StatsPublic:
         class_timeline=class_timeline,
         reviews=ReviewCounts(pending=int(statuses.get("pending", 0)), confirmed=confirmed, rejected=rejected,
                              reclassified=reclassified, reviewed=reviewed,
-                             false_positive_rate=round_rate(rejected, reviewed)),
+                             false_positive_rate=round_rate(rejected, reviewed), **misses),
     )
+
+
+def _miss_counts(session: Session, conds: list[Any]) -> dict[str, Any]:
+    """Over the frames marked fully reviewed: the defects operators drew (still standing) and the
+    model's boxes they kept; the miss rate is the share of the first among both."""
+    done = [*conds, Inspection.fully_reviewed_at.is_not(None)]
+    frames = session.scalar(select(func.count()).select_from(Inspection).where(*done)) or 0
+    kept = case((Defect.source == "operator", "missed"), else_="found")
+    counts = dict(session.execute(
+        select(kept, func.count()).join(Inspection, Inspection.id == Defect.inspection_id)
+        .where(*done, Defect.review_status.in_(("confirmed", "reclassified"))).group_by(kept)
+    ).all())
+    missed, found = int(counts.get("missed", 0)), int(counts.get("found", 0))
+    return {"fully_reviewed_frames": int(frames), "missed": missed, "found": found,
+            "miss_rate": round_rate(missed, missed + found)}

@@ -224,13 +224,71 @@ class PipelineConfig(_Strict):
     writer: WriterConfig = Field(default_factory=WriterConfig, description="the database writer")
 
 
+ALARM_CONDITIONS = ("consecutive_ng", "defects_per_minute", "defects_per_metre", "camera_down_s")
+
+
+class AlarmRule(_Strict):
+    """One alarm: a scope (a line or a camera) and one condition. It fires once, raises an
+    `alarm.raised` webhook event, a metric and a banner in the dashboard's Live view, and stays raised
+    until an operator acknowledges it."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+                             description="unique rule id, named in the alarm and its metric")]
+    line: Annotated[str | None, Field(max_length=64, description="the production line it watches (every "
+                                                                 "camera of the line); or `camera`")] = None
+    camera: Annotated[str | None, Field(max_length=64, description="the camera it watches; or `line`")] = None
+    consecutive_ng: Annotated[int | None, Field(ge=1, le=100_000, description="condition: this many NG "
+                                                                              "frames in a row")] = None
+    defects_per_minute: Annotated[float | None, Field(
+        gt=0, description="condition: more defects than this within the last 60 s (continuous material, "
+                          "where every frame may be NG)")] = None
+    defects_per_metre: Annotated[float | None, Field(
+        gt=0, description="condition: more defects per metre of material than this over the last 60 s "
+                          "(needs `line_speed_m_per_min`)")] = None
+    line_speed_m_per_min: Annotated[float | None, Field(
+        gt=0, description="the material's speed past the scope's cameras, metres per minute (for "
+                          "`defects_per_metre`)")] = None
+    camera_down_s: Annotated[float | None, Field(gt=0, description="condition: a camera of the scope "
+                                                                   "delivers no frames for longer than "
+                                                                   "this, seconds")] = None
+    message: Annotated[str | None, Field(max_length=200, description="what the operator reads in the "
+                                                                     "banner; empty: a sentence built "
+                                                                     "from the rule")] = None
+
+    @model_validator(mode="after")
+    def _one_scope_one_condition(self) -> AlarmRule:
+        if (self.line is None) == (self.camera is None):
+            raise ValueError("give exactly one of line or camera")
+        given = [c for c in ALARM_CONDITIONS if getattr(self, c) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one condition of {', '.join(ALARM_CONDITIONS)}"
+                             + (f", not {', '.join(given)}" if given else ""))
+        if (self.defects_per_metre is None) != (self.line_speed_m_per_min is None):
+            raise ValueError("line_speed_m_per_min goes with defects_per_metre, and only with it")
+        return self
+
+    @property
+    def condition(self) -> str:
+        return next(c for c in ALARM_CONDITIONS if getattr(self, c) is not None)
+
+    @property
+    def scope(self) -> str:
+        return f"line {self.line}" if self.line is not None else f"camera {self.camera}"
+
+    def watches(self, camera_id: str | None, line: str | None) -> bool:
+        return (self.camera is not None and self.camera == camera_id) or \
+            (self.line is not None and self.line == line)
+
+
 class CamerasFile(_Strict):
-    """The cameras file: pipeline tuning and the cameras."""
+    """The cameras file: pipeline tuning, the cameras and the alarms."""
 
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig,
                                      description="inference workers and the writer, shared by all cameras")
     cameras: Annotated[list[CameraConfig], Field(min_length=1, description="the cameras, at least one; "
                                                                            "ids unique")]
+    alarms: list[AlarmRule] = Field(default_factory=list, description="alarm rules per line or camera; "
+                                                                      "ids unique")
 
     @model_validator(mode="after")
     def _unique_ids(self) -> CamerasFile:
@@ -239,6 +297,13 @@ class CamerasFile(_Strict):
             if cam.id in seen:
                 raise ValueError(f"camera id {cam.id!r} appears twice")
             seen.add(cam.id)
+        rules: set[str] = set()
+        for rule in self.alarms:
+            if rule.id in rules:
+                raise ValueError(f"alarm id {rule.id!r} appears twice")
+            rules.add(rule.id)
+            if rule.camera is not None and rule.camera not in seen:
+                raise ValueError(f"alarm {rule.id!r} watches camera {rule.camera!r}, which is not in cameras")
         return self
 
     @property

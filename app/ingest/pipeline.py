@@ -1,7 +1,8 @@
 """The ingest pipeline, wired: capture (app.ingest.capture: a thread per camera) -> bounded per-camera
 queues (app.ingest.queues) -> detection (app.ingest.detection: micro-batches across cameras, the shared
 detector and the inspection step) -> the database writer (app.ingest.writer: batched commits, journal
-while the database is away), whose callbacks feed each camera's state.
+while the database is away), whose callbacks feed each camera's state and the alarm rules
+(app.ingest.alarms).
 
 ``Pipeline(cameras_file, engine, db, data_dir).start()``; ``stop()`` drains queues, the writer and,
 when the database answers, the journal. Assembled for ``serve`` and ``ingest`` by app.service.
@@ -18,6 +19,7 @@ from pathlib import Path
 from app import metrics as m
 from app.db.session import Database
 from app.inference import Engine
+from app.ingest.alarms import AlarmMonitor
 from app.ingest.capture import CameraRunner, Capture
 from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
 from app.ingest.config import CameraConfig, CamerasFile
@@ -62,6 +64,7 @@ class Pipeline:
                                                      for t in c.context.class_thresholds.values()])
         self.detection = DetectionWorkers(engine, self.hub, self.writer, p, detect_threshold=detect_threshold,
                                           max_det=max_det)
+        self.alarms = AlarmMonitor(config.alarms, db) if config.alarms else None
         self.latencies: deque[float] = deque(maxlen=200_000)  # capture -> commit, seconds
         self.started_at: float | None = None
         self._stopping = False
@@ -80,6 +83,8 @@ class Pipeline:
         self.writer.start()
         self.detection.start()
         self.capture.start()
+        if self.alarms is not None:
+            self.alarms.start(lambda: [c.state for c in self.cameras])
         log.info("ingest started: %d cameras, %d workers, batch <= %d", len(self.cameras),
                  len(self.detection.threads), self.config.pipeline.max_batch)
         return self
@@ -90,6 +95,8 @@ class Pipeline:
             return
         self._stopping = True
         deadline = time.monotonic() + timeout
+        if self.alarms is not None:
+            self.alarms.stop()
         self.capture.stop(deadline)
         self.hub.close()
         self.detection.join(deadline)
@@ -146,6 +153,8 @@ class Pipeline:
             if cam.checkpoint is not None:
                 cam.checkpoint.settle(item.position)
         self._save_checkpoints(items)
+        if self.alarms is not None:
+            self.alarms.observe(item.result for item, s in zip(items, stored, strict=True) if s.created)
 
     def _on_journaled(self, items: list[Item]) -> None:
         for item in items:

@@ -20,15 +20,20 @@ if TYPE_CHECKING:
 
 API_PREFIX = "/api/v1"
 ReviewStatus = Literal["pending", "confirmed", "rejected", "reclassified"]
-ReviewAction = Literal["confirm", "reject", "reclassify"]
+ReviewAction = Literal["confirm", "reject", "reclassify", "undo"]
+# an audit row's action: a review (undo included), or "add" for a defect an operator drew
+AuditAction = Literal["confirm", "reject", "reclassify", "undo", "add"]
+DefectSource = Literal["model", "operator"]
 SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 # -- reviews --------------------------------------------------------------------------------------
 
 class ReviewBase(PublicModel):
-    action: ReviewAction
     note: str | None = None
+
+
+BoxField = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in original-image pixels")
 
 
 class ReviewCreate(ReviewBase):
@@ -36,8 +41,36 @@ class ReviewCreate(ReviewBase):
 
     model_config = ConfigDict(extra="forbid")
 
+    action: ReviewAction = Field(description="confirm, reject, reclassify, or undo (reverts the defect's "
+                                             "last action not yet undone)")
     class_name: Name | None = Field(None,
                                     description="the new class (reclassify only); must be a model class")
+    box: list[float] | None = Field(None, min_length=4, max_length=4,
+                                    description="corrected corners x1, y1, x2, y2 in image pixels "
+                                                "(confirm or reclassify only), inside the frame")
+    note: Annotated[str, TEXT] | None = Field(None, max_length=2000,
+                                              description="free text; tabs and line breaks allowed")
+
+
+class MissedDefectCreate(PublicModel):
+    """POST /inspections/{id}/defects: a defect the model missed, drawn by an operator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_name: Name = Field(description="a model class")
+    box: list[float] = BoxField
+    note: Annotated[str, TEXT] | None = Field(None, max_length=2000,
+                                              description="free text; tabs and line breaks allowed")
+
+
+class FrameReviewCreate(PublicModel):
+    """POST /inspections/{id}/review."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["complete", "reopen"] = Field(
+        description="complete: the frame is fully reviewed (every box decided, every missed defect "
+                    "drawn; 409 while a box is pending); reopen: it is not any more")
     note: Annotated[str, TEXT] | None = Field(None, max_length=2000,
                                               description="free text; tabs and line breaks allowed")
 
@@ -46,18 +79,23 @@ class ReviewPublic(ReviewBase):
     """One entry of a defect's review history (the audit trail)."""
 
     id: int
+    action: AuditAction
     actor: str = Field(description="name of the API key that reviewed")
-    before_status: str
+    before_status: str = Field(description="a review status, or absent before an operator drew the box")
     after_status: str
     before_class_name: str | None
     after_class_name: str | None
+    before_box: list[float] | None = Field(None, description="the box before, where the action moved it")
+    after_box: list[float] | None = Field(None, description="the box after, where the action moved it")
+    undoes_review_id: int | None = Field(None, description="undo: the history entry it reverts")
     created_at: UtcDatetime
 
     @classmethod
     def from_row(cls, row: DefectReview) -> ReviewPublic:
         return cls(id=row.id, actor=row.actor, action=row.action, before_status=row.before_status,
                    after_status=row.after_status, before_class_name=row.before_class_name,
-                   after_class_name=row.after_class_name, note=row.note, created_at=row.created_at)
+                   after_class_name=row.after_class_name, before_box=row.before_box, after_box=row.after_box,
+                   undoes_review_id=row.undoes_review_id, note=row.note, created_at=row.created_at)
 
 
 # -- defects --------------------------------------------------------------------------------------
@@ -84,10 +122,13 @@ class DefectPublic(DefectBase):
     reviewed_by: str | None = None
     reviewed_at: UtcDatetime | None = None
     review_note: str | None = None
+    source: DefectSource = Field("model", description="model (detected) or operator (a missed defect "
+                                                       "drawn in review)")
 
     @classmethod
     def fields_of(cls, row: Defect) -> dict[str, Any]:
         return dict(
+            source=row.source or "model",
             id=row.id, inspection_id=row.inspection_id, class_id=row.class_id, class_name=row.class_name,
             confidence=round_confidence(row.confidence), box=round_box((row.x1, row.y1, row.x2, row.y2)),
             review_status=row.review_status, reviewed_class_id=row.reviewed_class_id,
@@ -205,6 +246,9 @@ class InspectionPublic(InspectionBase):
     has_image: bool
     image_url: str | None = Field(None, description="the stored frame, where one is kept")
     timings_ms: TimingsPublic
+    fully_reviewed_at: UtcDatetime | None = Field(None, description="when an operator marked the frame "
+                                                  "fully reviewed (every box decided, misses drawn)")
+    fully_reviewed_by: str | None = None
     defects: list[DefectPublic]
 
     @classmethod
@@ -218,7 +262,8 @@ class InspectionPublic(InspectionBase):
             model_version=row.model_version, width=row.width, height=row.height,
             has_image=bool(row.image_path),
             image_url=f"{prefix}/inspections/{row.id}/image" if row.image_path else None,
-            timings_ms=TimingsPublic.from_row(row), defects=[DefectPublic.from_row(d) for d in boxes],
+            timings_ms=TimingsPublic.from_row(row), fully_reviewed_at=row.fully_reviewed_at,
+            fully_reviewed_by=row.fully_reviewed_by, defects=[DefectPublic.from_row(d) for d in boxes],
         )
 
     @classmethod

@@ -45,12 +45,22 @@ class ClassTimelineCount(ClassCount):
 
 
 class ReviewCounts(PublicModel):
+    """Review outcomes of the model's boxes, and the defects it missed (drawn by operators)."""
+
     pending: int
     confirmed: int
     rejected: int
     reclassified: int
     reviewed: int = Field(description="confirmed + rejected + reclassified")
     false_positive_rate: float | None = Field(description="rejected / reviewed; null before any review")
+    fully_reviewed_frames: int = Field(0, description="frames an operator marked fully reviewed")
+    missed: int = Field(0, description="defects drawn by operators (the model missed them) on fully "
+                                       "reviewed frames")
+    found: int = Field(0, description="the model's boxes confirmed or reclassified on fully reviewed "
+                                      "frames")
+    miss_rate: float | None = Field(None, description="missed / (missed + found): the share of real "
+                                                      "defects the model missed, over fully reviewed "
+                                                      "frames; null before any")
 
 
 class StatsPublic(PublicModel):
@@ -61,6 +71,8 @@ class StatsPublic(PublicModel):
     bucket: Literal["hour", "day"]
     buckets: list[UtcDatetime] = Field(description="the start of every bucket in the range")
     totals: Counts
+    yield_target: float | None = Field(None, description="INSPECT_YIELD_TARGET: the yield a line should "
+                                                          "reach (0-1)")
     lines: list[LineCounts]
     stations: list[StationCounts]
     classes: list[ClassCount] = Field(description="rejected boxes left out; most frequent first")

@@ -9,12 +9,12 @@ from urllib.parse import urlsplit
 from pydantic import ConfigDict, Field, field_validator
 
 from app.schemas.common import PLAIN, PublicModel, UtcDatetime
-from app.schemas.inspections import DefectPublic, ReviewAction
+from app.schemas.inspections import AuditAction, DefectPublic
 
 if TYPE_CHECKING:
     from app.db.models import Webhook, WebhookDelivery
 
-EVENTS = ("inspection.ng", "defect.reviewed")
+EVENTS = ("inspection.ng", "defect.reviewed", "alarm.raised")
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 
 
@@ -127,12 +127,13 @@ class DefectReviewedEvent(DefectPublic):
     """The data of a ``defect.reviewed`` event: the defect after review, and the review."""
 
     review_id: int
-    action: ReviewAction
+    action: AuditAction
 
 
 class WebhookBody(PublicModel):
     """What a receiver gets (signed in X-Inspect-Signature); ``data`` is an InspectionPublic for
-    ``inspection.ng`` and a DefectReviewedEvent for ``defect.reviewed``."""
+    ``inspection.ng``, a DefectReviewedEvent for ``defect.reviewed`` and an AlarmPublic for
+    ``alarm.raised``."""
 
     id: int
     event: str

@@ -1,5 +1,5 @@
 """GET /defects (filtered list, JSON or CSV), GET /defects/{id} (with its inspection and review
-history) and POST /defects/{id}/review."""
+history) and POST /defects/{id}/review (confirm, reject, reclassify, a corrected box, undo)."""
 
 from __future__ import annotations
 
@@ -26,14 +26,15 @@ from app.api.problems import Problem
 from app.api.security import PrincipalDep
 from app.db.models import Defect, Inspection
 from app.db.queries import Filters
-from app.reviews import ReviewError, ReviewRequest, review_defect
+from app.errors import UserError
+from app.reviews import ReviewRequest, review_defect
 from app.schemas import DefectDetail, DefectInContext, DefectPage, ReviewCreate
 
 read_router = APIRouter(tags=["mes"])
 review_router = APIRouter(tags=["review"])
 
 
-def _load(session: Session, defect_id: int, for_update: bool = False) -> Defect:
+def load_defect(session: Session, defect_id: int, for_update: bool = False) -> Defect:
     stmt = (select(Defect).where(Defect.id == defect_id)
             .options(selectinload(Defect.reviews),
                      selectinload(Defect.inspection).selectinload(Inspection.defects))
@@ -66,7 +67,7 @@ def list_defects(
                  summary="One defect, its inspection and its review history",
                  responses=problem_responses(404, 422))
 def read_defect(defect_id: RowId, session: SessionDep) -> DefectDetail:
-    return DefectDetail.from_row(_load(session, defect_id))
+    return DefectDetail.from_row(load_defect(session, defect_id))
 
 
 def _class_names(service: ServiceDep) -> list[str]:
@@ -74,22 +75,26 @@ def _class_names(service: ServiceDep) -> list[str]:
 
 
 @review_router.post("/defects/{defect_id}/review", response_model=DefectDetail,
-                    summary="Confirm, reject or reclassify a defect",
+                    summary="Confirm, reject or reclassify a defect (with corrected corners), or undo",
                     responses=problem_responses(
-                        404, 422, 503, s404="no such defect",
-                        s422="a bad action, or a class_name that is not a model class",
+                        404, 409, 422, 503, s404="no such defect", s409="undo: nothing left to undo",
+                        s422="a bad action, a class_name that is not a model class, a box outside the "
+                             "frame",
                         s503="reclassify: no model loaded to check the class against"))
 def review(defect_id: RowId, body: ReviewCreate, service: ServiceDep, session: SessionDep,
            principal: PrincipalDep) -> DefectDetail:
-    names = _class_names(service) if body.action == "reclassify" else []
-    defect = _load(session, defect_id, for_update=True)
+    if body.action == "reclassify":
+        names = _class_names(service)
+    else:  # an undo back to a reclassified state restores the class id where a model is loaded
+        names = list(service.engine.names) if service.engine is not None else []
+    defect = load_defect(session, defect_id, for_update=True)
     try:
-        review_defect(session, defect, ReviewRequest(body.action, body.class_name, body.note),
+        review_defect(session, defect, ReviewRequest(body.action, body.class_name, body.note, body.box),
                       actor=principal.name, class_names=names)
-    except ReviewError:
+    except UserError:
         session.rollback()
         raise
     session.commit()
     if service.webhooks is not None:
         service.webhooks.wake()
-    return DefectDetail.from_row(_load(session, defect_id))
+    return DefectDetail.from_row(load_defect(session, defect_id))

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import SessionDep
+from app.api.deps import SessionDep, SettingsDep
 from app.api.openapi import problem_responses
 from app.api.params import QUERY_TIME, NameQuery
 from app.db.queries import Filters
@@ -23,6 +23,7 @@ router = APIRouter(tags=["mes"])
             responses=problem_responses(400, 422, s400="a bad range or bucket"))
 def read_stats(
     session: SessionDep,
+    settings: SettingsDep,
     start: Annotated[datetime | None, Query(alias="from", description="default: 24 h (hour) / 30 d (day) "
                                                                       "before 'to'"), QUERY_TIME] = None,
     end: Annotated[datetime | None, Query(alias="to", description="default: now"), QUERY_TIME] = None,
@@ -34,4 +35,5 @@ def read_stats(
     """``yield`` = OK / inspections; ``reviews.false_positive_rate`` = rejected / reviewed (confirmed +
     rejected + reclassified). Class counts use the class after review and leave rejected boxes out."""
     rng = StatsRange.build(start, end, bucket)  # QueryError: a 400 problem
-    return compute_stats(session, rng, Filters(line=line, station=station, camera_id=camera_id))
+    stats = compute_stats(session, rng, Filters(line=line, station=station, camera_id=camera_id))
+    return stats.model_copy(update={"yield_target": settings.yield_target})
