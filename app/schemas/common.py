@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import re
 import types
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
 
 from app.vocabulary import iso, to_utc
 
@@ -18,6 +29,20 @@ UtcDatetime = Annotated[
     Field(json_schema_extra={"format": "date-time"}),
 ]
 """A UTC time: naive input is taken as UTC; JSON, webhook payloads and CSV cells write it with ``Z``."""
+
+ISO_DATE_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")
+
+
+def iso_8601_only(value: Any) -> Any:
+    """Refuse what pydantic would read as a Unix timestamp ("1", "1.5", a number): the documented
+    format is an ISO 8601 date-time."""
+    if isinstance(value, int | float) or (isinstance(value, str) and not ISO_DATE_START.match(value)):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-03-02T06:00:00Z")
+    return value
+
+
+DatetimeInput = Annotated[datetime, BeforeValidator(iso_8601_only)]
+"""A time a caller sends (query parameter or form field): ISO 8601 only."""
 
 
 MAX_ROW_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER PRIMARY KEY on SQLite
@@ -30,9 +55,39 @@ def no_control_characters(value: str | None) -> str | None:
     return value
 
 
+@dataclass(frozen=True)
+class DocumentedPattern:
+    """Writes ``pattern`` into a string field's JSON schema (OpenAPI) without enforcing it, for a rule
+    a validator checks with its own error message (``str | None``: into the string branch)."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(self, core_schema: Any,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        for branch in schema.get("anyOf", [schema]):
+            if branch.get("type") == "string":
+                branch["pattern"] = self.pattern
+        return schema
+
+
+class _NoControlCharacters(AfterValidator):
+    """``no_control_characters`` as a validator, its rule documented as the equivalent pattern."""
+
+    def __init__(self) -> None:
+        super().__init__(no_control_characters)
+
+    def __get_pydantic_json_schema__(self, core_schema: Any,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return DocumentedPattern(NO_CONTROL_CHARACTERS_PATTERN).__get_pydantic_json_schema__(
+            core_schema, handler)
+
+
+NO_CONTROL_CHARACTERS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
 # Caller-chosen names (camera, line, station, class; part ids): 1 to 64 (128) characters, none of them
 # a control character (a NUL breaks PostgreSQL text, a line break a log line or a CSV row).
-PLAIN = AfterValidator(no_control_characters)
+PLAIN = _NoControlCharacters()
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64), PLAIN]
 LongName = Annotated[str, StringConstraints(min_length=1, max_length=128), PLAIN]
 

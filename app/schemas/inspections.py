@@ -8,11 +8,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from app.schemas.common import LongName, Name, PublicModel, UtcDatetime
+from app.schemas.common import DatetimeInput, DocumentedPattern, LongName, Name, PublicModel, UtcDatetime
 from app.vocabulary import Verdict, round_box, round_confidence, round_ms, to_utc
 
 if TYPE_CHECKING:
@@ -151,8 +151,9 @@ class InspectionCreate(InspectionBase):
     line: Name | None = None
     station: Name | None = None
     part_id: LongName | None = None
-    captured_at: datetime | None = None
-    frame_uid: str | None = Field(None, description="idempotency key: a replay returns the stored row")
+    captured_at: DatetimeInput | None = None
+    frame_uid: Annotated[str, DocumentedPattern(SAFE_ID.pattern)] | None = Field(
+        None, description="idempotency key: a replay returns the stored row")
     imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
                               "frame is seen at (free-size models; default the model's own)")
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 EVENTS = ("inspection.ng", "defect.reviewed")
 DeliveryStatus = Literal["pending", "delivered", "failed"]
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]"  # what validate_url checks, for the JSON schema
 
 
 def validate_url(url: str) -> str:
@@ -47,8 +48,10 @@ class WebhookCreate(WebhookBase):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=8, max_length=1024, description="http(s) URL receiving POSTs")
-    events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}")
+    url: str = Field(min_length=8, max_length=1024, description="http(s) URL receiving POSTs",
+                     json_schema_extra={"pattern": URL_PATTERN})
+    events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}",
+                              json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}})
     secret: str | None = Field(None, min_length=16, max_length=128,
                                description="HMAC key; generated when left out")
 
