@@ -49,7 +49,7 @@ class WebhookCreate(WebhookBase):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(min_length=8, max_length=1024, description="http(s) URL receiving POSTs",
-                     json_schema_extra={"pattern": URL_PATTERN})
+                     json_schema_extra={"format": "uri", "pattern": URL_PATTERN})
     events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}",
                               json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}})
     secret: str | None = Field(None, min_length=16, max_length=128,
