@@ -84,6 +84,7 @@ def rows(url: str) -> tuple[int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.drill
 def test_kill_9_and_restart_of_ingest_on_a_file_stores_each_frame_once(tmp_path: Path,
                                                                         tiny_model_path: Path) -> None:
     video = tmp_path / "line.avi"

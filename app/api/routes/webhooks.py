@@ -23,6 +23,7 @@ from app.schemas import (
     WebhookList,
     WebhookPublic,
 )
+from app.schemas.common import MAX_ROW_ID
 from app.vocabulary import utcnow
 from app.webhook_targets import TargetPolicy
 from app.webhooks import new_secret
@@ -85,7 +86,8 @@ def list_deliveries(
     hook_id: RowId, session: SessionDep,
     status: Literal["pending", "delivered", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1, description="page: deliveries older than this id")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ROW_ID,
+                                           description="page: deliveries older than this id")] = None,
 ) -> DeliveryPage:
     _get(session, hook_id)
     stmt = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook_id)
