@@ -130,17 +130,32 @@ def _keep_own_key(case: Any, live: Live) -> None:
         params["key_id"] = live.spare_key_id
 
 
+def _media_types(operation: Any, mode: GenerationMode) -> list[str | None]:
+    """The request bodies to generate (None: schemathesis' choice). Negative cases leave out multipart
+    bodies with a file part: every form value travels as text, and schemathesis cannot read such a body
+    back to see that a mutated value (a number for a string) arrived as valid text, so it would report
+    valid requests as accepted invalid ones. Their fields are the raw-body query parameters, which
+    are fuzzed."""
+    declared = [body.media_type for body in operation.body]
+    if mode is GenerationMode.NEGATIVE and "multipart/form-data" in declared:
+        return [t for t in declared if t != "multipart/form-data"]
+    return [None]
+
+
 def _fuzz(operation: Any, mode: GenerationMode, examples: int, call: Any) -> None:
     """``call(case)`` for up to ``examples`` cases of ``operation`` (shrunk to the smallest on failure)."""
+    media_types = _media_types(operation, mode)
+    for media_type in media_types:
 
-    @seed(SEED)
-    @settings(max_examples=examples, deadline=None, database=None, print_blob=False,
-              phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
-    @given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: Any) -> None:
-        call(case)
+        @seed(SEED)
+        @settings(max_examples=max(examples // len(media_types), 1), deadline=None, database=None,
+                  print_blob=False, phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy(generation_mode=mode, media_type=media_type))
+        def run(case: Any) -> None:
+            call(case)
 
-    run()
+        run()
 
 
 def _run(tally: Tally, name: str, fuzz: Any) -> None:
