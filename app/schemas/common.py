@@ -41,8 +41,16 @@ def iso_8601_only(value: Any) -> Any:
     return value
 
 
-DatetimeInput = Annotated[datetime, BeforeValidator(iso_8601_only)]
-"""A time a caller sends (query parameter or form field): ISO 8601 only."""
+def utc_in_range(value: datetime) -> datetime:
+    """``value`` in UTC; a time whose offset moves it beyond year 1 or 9999 is refused."""
+    try:
+        return to_utc(value)
+    except OverflowError:
+        raise ValueError("must lie between years 1 and 9999 once converted to UTC") from None
+
+
+DatetimeInput = Annotated[datetime, BeforeValidator(iso_8601_only), AfterValidator(utc_in_range)]
+"""A time a caller sends (query parameter or form field): ISO 8601 only, handed on in UTC."""
 
 
 MAX_ROW_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER PRIMARY KEY on SQLite

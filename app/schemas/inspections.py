@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from app.schemas.common import DatetimeInput, DocumentedPattern, LongName, Name, PublicModel, UtcDatetime
-from app.vocabulary import Verdict, round_box, round_confidence, round_ms, to_utc
+from app.vocabulary import Verdict, round_box, round_confidence, round_ms
 
 if TYPE_CHECKING:
     from app.db.models import Defect, DefectReview, Inspection
@@ -156,11 +155,6 @@ class InspectionCreate(InspectionBase):
         None, description="idempotency key: a replay returns the stored row")
     imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
                               "frame is seen at (free-size models; default the model's own)")
-
-    @field_validator("captured_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else to_utc(value)
 
     @field_validator("frame_uid")
     @classmethod
