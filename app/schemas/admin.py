@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, create_model
 
-from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.common import LongName, PublicModel, UtcDatetime
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ class ApiKeyCreate(ApiKeyBase):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128)
+    name: LongName
 
 
 class ApiKeyPublic(ApiKeyBase):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import types
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
@@ -41,15 +41,20 @@ def iso_8601_only(value: Any) -> Any:
     return value
 
 
-def utc_in_range(value: datetime) -> datetime:
-    """``value`` in UTC; a time whose offset moves it beyond year 1 or 9999 is refused."""
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def utc_clamped(value: datetime) -> datetime:
+    """``value`` in UTC; a time whose offset moves it before year 1 or after 9999 (e.g.
+    0001-01-01T00:00:00+01:00) becomes the first or last representable instant."""
     try:
         return to_utc(value)
     except OverflowError:
-        raise ValueError("must lie between years 1 and 9999 once converted to UTC") from None
+        return EARLIEST if value.year == 1 else LATEST
 
 
-DatetimeInput = Annotated[datetime, BeforeValidator(iso_8601_only), AfterValidator(utc_in_range)]
+DatetimeInput = Annotated[datetime, BeforeValidator(iso_8601_only), AfterValidator(utc_clamped)]
 """A time a caller sends (query parameter or form field): ISO 8601 only, handed on in UTC."""
 
 
@@ -92,6 +97,28 @@ class _NoControlCharacters(AfterValidator):
 
 
 NO_CONTROL_CHARACTERS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+class _NoNul(AfterValidator):
+    """``no_nul`` as a validator, its rule documented as the equivalent pattern."""
+
+    def __init__(self) -> None:
+        super().__init__(no_nul)
+
+    def __get_pydantic_json_schema__(self, core_schema: Any,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return DocumentedPattern(NO_NUL_PATTERN).__get_pydantic_json_schema__(core_schema, handler)
+
+
+# Free text (a review note, a webhook secret): anything but NUL, which PostgreSQL text cannot hold.
+NO_NUL = _NoNul()
 
 # Caller-chosen names (camera, line, station, class; part ids): 1 to 64 (128) characters, none of them
 # a control character (a NUL breaks PostgreSQL text, a line break a log line or a CSV row).

@@ -9,9 +9,17 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, computed_field, field_validator
 
-from app.schemas.common import DatetimeInput, DocumentedPattern, LongName, Name, PublicModel, UtcDatetime
+from app.schemas.common import (
+    NO_NUL,
+    DatetimeInput,
+    DocumentedPattern,
+    LongName,
+    Name,
+    PublicModel,
+    UtcDatetime,
+)
 from app.vocabulary import Verdict, round_box, round_confidence, round_ms
 
 if TYPE_CHECKING:
@@ -37,7 +45,7 @@ class ReviewCreate(ReviewBase):
 
     class_name: str | None = Field(None, min_length=1, max_length=64,
                                    description="the new class (reclassify only); must be a model class")
-    note: str | None = Field(None, max_length=2000)
+    note: Annotated[str, StringConstraints(max_length=2000), NO_NUL] | None = None
 
 
 class ReviewPublic(ReviewBase):

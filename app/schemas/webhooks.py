@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, StringConstraints, field_validator
 
-from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.common import NO_NUL, PublicModel, UtcDatetime, no_control_characters
 from app.schemas.inspections import DefectPublic, ReviewAction
 
 if TYPE_CHECKING:
@@ -16,10 +16,12 @@ if TYPE_CHECKING:
 
 EVENTS = ("inspection.ng", "defect.reviewed")
 DeliveryStatus = Literal["pending", "delivered", "failed"]
-URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]"  # what validate_url checks, for the JSON schema
+# what validate_url checks, for the JSON schema
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s][^\x00-\x1f\x7f]*$"
 
 
 def validate_url(url: str) -> str:
+    no_control_characters(url)  # a NUL or a line break is no part of a URL (and no part of a header)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"webhook url must be an absolute http(s) URL, got {url!r}")
@@ -52,8 +54,8 @@ class WebhookCreate(WebhookBase):
                      json_schema_extra={"format": "uri", "pattern": URL_PATTERN})
     events: list[str] = Field(min_length=1, description=f"any of {', '.join(EVENTS)}",
                               json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}})
-    secret: str | None = Field(None, min_length=16, max_length=128,
-                               description="HMAC key; generated when left out")
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=128), NO_NUL] | None = Field(
+        None, description="HMAC key; generated when left out")
 
     @field_validator("url")
     @classmethod
