@@ -74,6 +74,11 @@ def test_a_nul_in_free_text_or_a_name_is_a_422_on_every_backend(client, method: 
     assert_problem(client.request(method, route, json=body), 422)
 
 
+@pytest.mark.parametrize("name", [" ", "\u3000"])
+def test_a_blank_key_name_is_a_422(client, name: str) -> None:
+    assert_problem(client.post("/api/v1/keys", json={"name": name, "role": "mes"}), 422)
+
+
 def test_a_json_body_that_is_not_utf8_is_a_documented_400(client) -> None:
     resp = client.post("/api/v1/keys", content=b"c\xff", headers={"content-type": "application/json"})
     assert_problem(resp, 400)
