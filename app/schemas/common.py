@@ -84,16 +84,17 @@ class DocumentedPattern:
         return schema
 
 
-class _NoControlCharacters(AfterValidator):
-    """``no_control_characters`` as a validator, its rule documented as the equivalent pattern."""
+class PatternChecked(AfterValidator):
+    """``check`` as a validator (with its own error message) whose rule the JSON schema states as the
+    equivalent ``pattern``."""
 
-    def __init__(self) -> None:
-        super().__init__(no_control_characters)
+    def __init__(self, check: Any, pattern: str) -> None:
+        super().__init__(check)
+        object.__setattr__(self, "pattern", pattern)  # AfterValidator is a frozen dataclass
 
     def __get_pydantic_json_schema__(self, core_schema: Any,
                                      handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return DocumentedPattern(NO_CONTROL_CHARACTERS_PATTERN).__get_pydantic_json_schema__(
-            core_schema, handler)
+        return DocumentedPattern(self.pattern).__get_pydantic_json_schema__(core_schema, handler)
 
 
 NO_CONTROL_CHARACTERS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
@@ -106,23 +107,12 @@ def no_nul(value: str | None) -> str | None:
     return value
 
 
-class _NoNul(AfterValidator):
-    """``no_nul`` as a validator, its rule documented as the equivalent pattern."""
-
-    def __init__(self) -> None:
-        super().__init__(no_nul)
-
-    def __get_pydantic_json_schema__(self, core_schema: Any,
-                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
-        return DocumentedPattern(NO_NUL_PATTERN).__get_pydantic_json_schema__(core_schema, handler)
-
-
 # Free text (a review note, a webhook secret): anything but NUL, which PostgreSQL text cannot hold.
-NO_NUL = _NoNul()
+NO_NUL = PatternChecked(no_nul, NO_NUL_PATTERN)
 
 # Caller-chosen names (camera, line, station, class; part ids): 1 to 64 (128) characters, none of them
 # a control character (a NUL breaks PostgreSQL text, a line break a log line or a CSV row).
-PLAIN = _NoControlCharacters()
+PLAIN = PatternChecked(no_control_characters, NO_CONTROL_CHARACTERS_PATTERN)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64), PLAIN]
 LongName = Annotated[str, StringConstraints(min_length=1, max_length=128), PLAIN]
 
