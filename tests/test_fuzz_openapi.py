@@ -101,10 +101,11 @@ def _key_id(database_url: str, name: str) -> int:
 @pytest.fixture
 def live(database_url: str, tiny_model_path: Path, tmp_path: Path) -> Iterator[Live]:
     """uvicorn with auth on and /metrics behind a key, a seeded defect log (stored images included), an
-    admin key for the fuzz and a spare key it may revoke."""
+    admin key for the fuzz and a spare key it may revoke. Webhooks may only target TEST-NET-1
+    (192.0.2.0/24, never routed), so no generated webhook sends anything off the machine."""
     settings = Settings(database_url=database_url, model_path=tiny_model_path, data_dir=tmp_path / "data",
                         auth_enabled=True, metrics_public=False, image_policy="ng", providers=["cpu"],
-                        intra_op_threads=1)
+                        intra_op_threads=1, webhook_allowed_networks=["192.0.2.0/24"])
     seed_database(database_url, settings.data_dir)
     key = make_key(database_url, "admin", "fuzz-admin")
     make_key(database_url, "admin", "fuzz-spare")
