@@ -119,6 +119,7 @@ LongName = Annotated[str, StringConstraints(min_length=1, max_length=128), PLAIN
 
 # Free text (a review note): line breaks and tabs are text there; other control characters are not.
 TEXT_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
 
 def no_control_characters_in_text(value: str | None) -> str | None:
@@ -127,7 +128,7 @@ def no_control_characters_in_text(value: str | None) -> str | None:
     return value
 
 
-TEXT = AfterValidator(no_control_characters_in_text)
+TEXT = PatternChecked(no_control_characters_in_text, TEXT_PATTERN)
 
 
 # Times the API takes. A time in a query (a filter) lies in [1970-01-01, 2100-01-01); a capture time,
