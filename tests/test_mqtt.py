@@ -173,3 +173,30 @@ def test_bad_mqtt_settings_name_the_variable(env: dict, message: str) -> None:
 
     with pytest.raises(SettingsError, match=message):
         load_settings(**env)
+
+
+def test_camera_frames_and_up_down_changes_are_published(app_settings, broker: Broker, neu_sample: Path,
+                                                          tmp_path: Path) -> None:
+    """A simulator camera that drops out for a second: its state topic (retained) goes connected,
+    disconnected, connected again; its frames arrive on its inspection topic."""
+    broker.start()
+    source = ("sim://neu-det?" + f"images={neu_sample / 'images'}&fps=30&width=160&height=120"
+              "&realtime=true&dropout_every=15&dropout_s=1.5")
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f'cameras:\n  - id: flaky\n    line: L1\n    station: S1\n    source: "{source}"\n'
+                    "    reconnect: {initial_s: 0.05, max_s: 0.1}\n")
+    sub = Subscriber(broker.port, "inspect/L1/S1/flaky/#")
+    with mqtt_app(app_settings.model_copy(update={"cameras_file": cams}), broker.port):
+        def states(ms) -> list[bool]:
+            return [json.loads(m.payload)["connected"] for m in ms if m.topic.endswith("/state")]
+
+        def went_down_and_up(ms) -> bool:
+            seen = "".join("u" if up else "d" for up in states(ms))
+            return "udu" in seen
+
+        messages = sub.wait_for(went_down_and_up, timeout=30)
+    sub.close()
+    frames = [json.loads(m.payload) for m in messages if m.topic == topic("flaky")]
+    assert frames and {f["camera_id"] for f in frames} == {"flaky"} and frames[0]["source"] == "stream"
+    last_state = json.loads([m for m in messages if m.topic.endswith("/state")][-1].payload)
+    assert last_state["id"] == "flaky" and last_state["line"] == "L1"
