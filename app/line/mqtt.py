@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from app import metrics as m
-from app.db.models import Inspection
+from app.line.feed import InspectionFeed
 from app.line.topics import availability_topic, camera_topic
 from app.schemas import CameraCounters, InspectionPublic
 from app.settings import Settings
@@ -35,7 +33,6 @@ log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = b"online", b"offline"
 QOS = 1
-LOAD_BATCH = 200  # inspections loaded per SELECT
 
 
 @dataclass(frozen=True)
@@ -70,33 +67,19 @@ class MqttConfig:
                    reconnect_max_s=s.mqtt_reconnect_max_s)
 
 
-def inspection_messages(session: Session, ids: list[int], prefix: str) -> list[tuple[str, bytes]]:
-    """(topic, JSON body) of each stored inspection, in id order: its public model, as GET
-    /api/v1/inspections/{id} answers it."""
-    rows = session.scalars(select(Inspection).where(Inspection.id.in_(ids))
-                           .options(selectinload(Inspection.defects)).order_by(Inspection.id)).all()
-    return [(camera_topic(prefix, r.line, r.station, r.camera_id, "inspection"),
-             InspectionPublic.from_row(r).model_dump_json().encode()) for r in rows]
-
-
-class MqttPublisher:
+class MqttPublisher(InspectionFeed):
     """``start()``, then ``inspections_stored(ids)`` from the database writer (any thread, never
-    blocks); ``cameras``: the camera states (``CameraState.snapshot`` dicts), watched every
-    ``poll_s`` for up/down changes. ``view()``: the state for /readyz and /api/v1/cameras."""
+    blocks); ``cameras``: the camera states, watched for up/down changes (:class:`InspectionFeed`).
+    ``view()``: the state for /readyz and /api/v1/cameras."""
 
-    def __init__(self, config: MqttConfig, session_factory: Callable[[], Session],
+    thread_name = "mqtt-publisher"
+
+    def __init__(self, config: MqttConfig, session_factory: Callable[[], Session] | None,
                  cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5) -> None:
+        super().__init__(session_factory, config.queue_size, cameras, poll_s, config.reconnect_max_s)
         self.config = config
-        self.session_factory = session_factory
-        self.cameras = cameras
-        self.poll_s = poll_s
         self.availability = availability_topic(config.prefix, config.client_id)
-        self._inbox: deque[int] = deque()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._camera_up: dict[str, bool] = {}
         self.connected = False
         self.last_error: str | None = None
         self.sent = 0  # handed to the client
@@ -134,7 +117,7 @@ class MqttPublisher:
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
-        if self._stop.is_set():
+        if self._stop_feed.is_set():
             error = None
         elif self.connected or not self.last_error:
             error = f"disconnected: {reason}"
@@ -159,34 +142,18 @@ class MqttPublisher:
     def start(self) -> MqttPublisher:
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self.client.loop_start()  # the client's network thread: connects, reconnects with back-off
-        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
-        self._thread.start()
+        self.start_feed()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is loaded already, say ``offline`` (retained) and disconnect; a clean disconnect
         keeps the broker from sending the last will."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self.stop_feed(timeout)
         if self.connected:
             info = self.client.publish(self.availability, OFFLINE, qos=QOS, retain=True)
             info.wait_for_publish(timeout)
         self.client.disconnect()
         self.client.loop_stop()
-
-    def inspections_stored(self, ids: list[int]) -> None:
-        """The ids of newly stored inspections (after their commit). Never blocks: beyond
-        ``queue_size`` waiting ids the newest are dropped and counted."""
-        with self._lock:
-            room = self.config.queue_size - len(self._inbox)
-            taken, lost = ids[:max(0, room)], len(ids) - max(0, room)
-            self._inbox.extend(taken)
-        if lost > 0:
-            self._drop(lost)
-        self._wake.set()
 
     def publish_alarm(self, line: str | None, station: str | None, camera: str | None,
                       payload: bytes) -> None:
@@ -197,7 +164,7 @@ class MqttPublisher:
     @property
     def queued(self) -> int:
         """Messages waiting: ids not loaded yet and messages not acknowledged by the broker."""
-        return len(self._inbox) + max(0, self.sent - self.acknowledged)
+        return self.waiting + max(0, self.sent - self.acknowledged)
 
     def view(self) -> dict[str, Any]:
         """The publisher's state (``MqttStatePublic``)."""
@@ -209,64 +176,25 @@ class MqttPublisher:
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
         info = self.client.publish(topic, payload, qos=QOS, retain=retain)
         if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-            self._drop(1)
+            self.count_drops(1)
             return
         with self._lock:
             self.sent += 1
         m.MQTT_QUEUED.set(self.queued)
 
-    def _drop(self, n: int) -> None:
+    def count_drops(self, n: int) -> None:
         with self._lock:
             self.dropped += n
         m.MQTT_DROPPED_TOTAL.inc(n)
         log.warning("MQTT: queue full, %d message(s) dropped (%d so far)", n, self.dropped)
 
-    def _take(self) -> list[int]:
-        with self._lock:
-            n = min(LOAD_BATCH, len(self._inbox))
-            return [self._inbox.popleft() for _ in range(n)]
+    def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
+        """Each on its camera's inspection topic, retained: a subscriber that joins later gets the
+        latest inspection of every camera at once."""
+        for i in inspections:
+            self._publish(camera_topic(self.config.prefix, i.line, i.station, i.camera_id, "inspection"),
+                          i.model_dump_json().encode(), retain=True)
 
-    def _give_back(self, ids: list[int]) -> None:
-        with self._lock:
-            self._inbox.extendleft(reversed(ids))
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while True:
-            stopping = self._stop.is_set()
-            self._watch_cameras()
-            ids = self._take()
-            if ids:
-                try:
-                    with self.session_factory() as session:
-                        messages = inspection_messages(session, ids, self.config.prefix)
-                except Exception as exc:  # the database went away after the commit: try again later
-                    self._give_back(ids)
-                    log.warning("MQTT: cannot load stored inspections (%s); retrying in %.1f s",
-                                type(exc).__name__, backoff)
-                    if stopping:
-                        return
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.config.reconnect_max_s)
-                    continue
-                backoff = 0.5
-                for topic, body in messages:
-                    self._publish(topic, body, retain=True)
-                continue
-            if stopping:
-                return
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
-
-    def _watch_cameras(self) -> None:
-        """Publish a camera's state (retained) when it goes up or down, and once at the start."""
-        if self.cameras is None:
-            return
-        for cam in self.cameras():
-            up = bool(cam.get("connected"))
-            if self._camera_up.get(cam["id"]) == up:
-                continue
-            self._camera_up[cam["id"]] = up
-            body = CameraCounters.model_validate(cam).model_dump_json().encode()
-            self._publish(camera_topic(self.config.prefix, cam.get("line"), cam.get("station"), cam["id"],
-                                       "state"), body, retain=True)
+    def deliver_camera(self, camera: CameraCounters) -> None:
+        self._publish(camera_topic(self.config.prefix, camera.line, camera.station, camera.id, "state"),
+                      camera.model_dump_json().encode(), retain=True)
