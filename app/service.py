@@ -32,6 +32,7 @@ from app.webhooks import DeliveryWorker
 
 if TYPE_CHECKING:
     from app.line.mqtt import MqttPublisher
+    from app.line.opcua import OpcuaServer
 
 
 class Role(StrEnum):
@@ -59,6 +60,7 @@ class Service:
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
     own_writer: DbWriter | None = None  # without a pipeline: the writer of HTTP uploads
     mqtt: MqttPublisher | None = None  # INSPECT_MQTT_HOST set: stored inspections go to the broker
+    opcua: OpcuaServer | None = None  # INSPECT_OPCUA_ENDPOINT set: the OPC UA server
     uploads: AdmissionGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +88,8 @@ class Service:
             self.own_writer.stop()
         if self.mqtt is not None:  # after the writers: their last inspections are announced too
             self.mqtt.stop()
+        if self.opcua is not None:
+            self.opcua.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
         self.db.dispose()
@@ -119,6 +123,7 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             service.webhooks = DeliveryWorker(service.db.sessionmaker, targets=targets)
             service.webhooks.start()
         service.mqtt = start_mqtt(service, role)
+        service.opcua = start_opcua(service)
     except BaseException:
         service.stop()
         raise
@@ -148,6 +153,24 @@ def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
     publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
     service.writer.stored_listeners.append(publisher.inspections_stored)
     return publisher.start()
+
+
+def start_opcua(service: Service) -> OpcuaServer | None:
+    """The OPC UA server (app.line.opcua) fed by the process's writer, when INSPECT_OPCUA_ENDPOINT is
+    set; raises when its endpoint cannot be bound."""
+    if not service.settings.opcua_endpoint or service.writer is None:
+        return None
+    try:
+        from app.line.opcua import OpcuaConfig, OpcuaServer
+    except ImportError:
+        raise ConfigError("INSPECT_OPCUA_ENDPOINT is set but asyncua is not installed "
+                          "(pip install 'defect-inspection[opcua]')") from None
+    config = OpcuaConfig.from_settings(service.settings)
+    if config is None:
+        return None
+    server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
+    service.writer.stored_listeners.append(server.inspections_stored)
+    return server.start()
 
 
 @contextmanager

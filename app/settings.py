@@ -137,11 +137,29 @@ class Settings(BaseSettings):
     mqtt_reconnect_max_s: float = Field(
         30.0, ge=1, le=3600, description="longest wait between reconnection attempts to the broker, seconds "
                                          "(the wait doubles from 1 s up to this)")
+    opcua_endpoint: str | None = Field(
+        None,
+        description="the OPC UA server's endpoint, e.g. `opc.tcp://0.0.0.0:4840/defect-inspect/`; unset: no "
+                    "OPC UA server (needs the `opcua` extra; node ids in docs/integration.md)")
+    opcua_namespace: str = Field("urn:defect-inspect", min_length=1,
+                                 description="namespace URI of the OPC UA nodes (node ids are strings in it)")
+    opcua_security: Annotated[list[Literal["none", "sign", "sign_and_encrypt"]], NoDecode] = Field(
+        default_factory=lambda: ["none"],
+        description="comma list of the OPC UA security modes offered: `none`, `sign`, `sign_and_encrypt` "
+                    "(Basic256Sha256; these two need opcua_cert_file and opcua_key_file)")
+    opcua_cert_file: Path | None = Field(None, description="the OPC UA server's certificate (DER or PEM)")
+    opcua_key_file: Path | None = Field(None, description="the OPC UA server certificate's private key (PEM)")
+    opcua_username: str | None = Field(
+        None, min_length=1,
+        description="OPC UA login; set: anonymous sessions are refused and only this user (with "
+                    "opcua_password) may connect")
+    opcua_password: SecretStr | None = Field(None, description="the OPC UA user's password")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")
 
-    @field_validator("providers", "webhook_allowed_networks", "webhook_refused_networks", mode="before")
+    @field_validator("providers", "webhook_allowed_networks", "webhook_refused_networks", "opcua_security",
+                     mode="before")
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -184,17 +202,40 @@ class Settings(BaseSettings):
 
         return check_prefix(value)
 
-    @field_validator("mqtt_host", "mqtt_username", mode="before")
+    @field_validator("mqtt_host", "mqtt_username", "opcua_endpoint", "opcua_username", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file")
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "opcua_cert_file", "opcua_key_file")
     @classmethod
     def _readable_file(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"no such file: {value}")
         return value
+
+    @field_validator("opcua_endpoint")
+    @classmethod
+    def _check_opcua_endpoint(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "opc.tcp" or not parts.hostname or parts.port is None:
+                raise ValueError("expected opc.tcp://<host>:<port>/<path>")
+        return value
+
+    @model_validator(mode="after")
+    def _check_opcua(self) -> Settings:
+        if (self.opcua_username is None) != (self.opcua_password is None):
+            raise ValueError("INSPECT_OPCUA_USERNAME and INSPECT_OPCUA_PASSWORD go together")
+        secure = set(self.opcua_security) - {"none"}
+        if secure and (self.opcua_cert_file is None or self.opcua_key_file is None):
+            raise ValueError("INSPECT_OPCUA_SECURITY sign or sign_and_encrypt needs INSPECT_OPCUA_CERT_FILE "
+                             "and INSPECT_OPCUA_KEY_FILE")
+        if not self.opcua_security:
+            raise ValueError("INSPECT_OPCUA_SECURITY names no security mode")
+        return self
 
     @model_validator(mode="after")
     def _check_mqtt_login(self) -> Settings:
