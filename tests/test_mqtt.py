@@ -200,3 +200,12 @@ def test_camera_frames_and_up_down_changes_are_published(app_settings, broker: B
     assert frames and {f["camera_id"] for f in frames} == {"flaky"} and frames[0]["source"] == "stream"
     last_state = json.loads([m for m in messages if m.topic.endswith("/state")][-1].payload)
     assert last_state["id"] == "flaky" and last_state["line"] == "L1"
+
+
+def test_the_settings_view_hides_the_mqtt_password(app_settings, broker: Broker) -> None:
+    from pydantic import SecretStr
+
+    broker.start()
+    with mqtt_app(app_settings, broker.port, mqtt_username="plc", mqtt_password=SecretStr("s3cret")) as client:
+        shown = client.get("/api/v1/settings").json()
+    assert shown["mqtt_username"] == "plc" and shown["mqtt_password"] == "**********"
