@@ -206,6 +206,7 @@ def test_the_settings_view_hides_the_mqtt_password(app_settings, broker: Broker)
     from pydantic import SecretStr
 
     broker.start()
-    with mqtt_app(app_settings, broker.port, mqtt_username="plc", mqtt_password=SecretStr("s3cret")) as client:
+    login = {"mqtt_username": "plc", "mqtt_password": SecretStr("s3cret")}
+    with mqtt_app(app_settings, broker.port, **login) as client:
         shown = client.get("/api/v1/settings").json()
     assert shown["mqtt_username"] == "plc" and shown["mqtt_password"] == "**********"
