@@ -118,3 +118,18 @@ def test_only_the_configured_user_may_connect(app_settings) -> None:
             pass
         with pytest.raises(ua.UaError), connected(port):
             pass
+
+
+def test_a_camera_of_the_cameras_file_shows_up_with_its_results(app_settings, neu_sample, tmp_path) -> None:
+    source = (f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=true")
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f'cameras:\n  - id: cam-9\n    line: L9\n    station: top\n    source: "{source}"\n')
+    port = free_port()
+    with opcua_app(app_settings.model_copy(update={"cameras_file": cams}), port), connected(port) as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        wait_until(lambda: (readable(node(client, ns, "cam-9", "Inspected")) or 0) >= 3)
+        assert node(client, ns, "cam-9", "CameraUp").read_value() is True
+        where = [node(client, ns, "cam-9", name).read_value() for name in ("Line", "Station")]
+        assert where == ["L9", "top"]
+        verdict = node(client, ns, "cam-9", "ResultManagement", "LastResult", "Verdict")
+        assert verdict.read_value() in ("OK", "NG")
