@@ -124,8 +124,11 @@ def test_a_broker_away_loses_nothing_queued_and_counts_drops(app_settings, broke
     with mqtt_app(app_settings, broker.port, mqtt_queue_size=3) as client:
         cams = [f"cam{i}" for i in range(5)]
         ids = [post(client, 255, cam, f"P-{i}")["id"] for i, cam in enumerate(cams)]
-        wait_until(lambda: client.get("/api/v1/cameras").json()["mqtt"]["dropped"] == 2)
-        state = client.get("/api/v1/cameras").json()["mqtt"]
+        def mqtt_state() -> dict:
+            return client.get("/api/v1/cameras").json()["mqtt"]
+
+        wait_until(lambda: mqtt_state()["dropped"] == 2 and mqtt_state()["last_error"] is not None)
+        state = mqtt_state()
         assert (state["connected"], state["queued"]) == (False, 3)
         assert "cannot reach" in state["last_error"]
         assert client.get("/readyz").status_code == 200  # a broker away does not make the service unready
