@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -166,12 +166,9 @@ class OpcuaServer(InspectionFeed):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(5)
 
-    def _call(self, coro: Awaitable[T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)  # type: ignore[arg-type]
-
-    def view(self) -> dict[str, Any]:
-        return {"endpoint": self.config.endpoint, "namespace": self.config.namespace,
-                "cameras": len(self._nodes), "updates": self.updated, "dropped": self.dropped}
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the server's loop and wait for it (from the feed's or the caller's thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
 
     # -- the feed's deliveries (feed thread) -------------------------------------------------------
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
