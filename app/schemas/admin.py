@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, create_model
 
 from app.schemas.common import DocumentedPattern, LongName, PublicModel, UtcDatetime
+from app.schemas.line import MqttStatePublic
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -108,6 +109,9 @@ class ReadyPublic(PublicModel):
     model_version: str
     provider: str
     database: str = Field(description="the database backend (sqlite or postgresql)")
+    mqtt: MqttStatePublic | None = Field(
+        None, description="the MQTT publisher, when INSPECT_MQTT_HOST is set (a broker away does not make "
+                          "the service unready)")
 
 
 SettingsPublic = create_model(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.line import MqttStatePublic
 
 
 class CameraCounters(PublicModel):
@@ -79,3 +80,5 @@ class IngestStatusPublic(PublicModel):
     journal: JournalState | None = None
     workers: int | None = None
     batches: int | None = None
+    mqtt: MqttStatePublic | None = Field(None,
+                                         description="the MQTT publisher, when INSPECT_MQTT_HOST is set")
