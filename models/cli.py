@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -213,14 +212,38 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register_anchors(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("anchors", help="BPR report of the default anchors and K-means + genetic fitted ones")
+    p = sub.add_parser("anchors", help="BPR report of the current anchors and K-means + genetic fitted ones",
+                       description="Fit anchors to a data set's training boxes and compare them with the "
+                       "config's (or, with --weights, a model's). `train --anchors fit` fits the same ones.")
     p.add_argument("--data", required=True)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--cfg", default="yolov5s-cbam.yaml")
+    p.add_argument("--weights", default=None,
+                   help="compare with the anchors of this checkpoint or ONNX model instead of the config's")
     p.add_argument("--anchor-t", type=float, default=4.0)
     p.add_argument("--generations", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run_anchors)
+
+
+def _current_anchors(args: argparse.Namespace) -> tuple[list[list[float]], str]:
+    from models.yolo import load_config
+
+    if not args.weights:
+        return load_config(args.cfg)["anchors"], args.cfg
+    if not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: model file not found")
+    if args.weights.lower().endswith(".onnx"):
+        from models.onnx_weights import read_onnx
+
+        _tensors, meta = read_onnx(args.weights)
+        if "anchors" not in meta:
+            raise UserError(f"{args.weights}: no anchors in the model's metadata")
+        return json.loads(meta["anchors"]), args.weights
+    from models.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.weights)["anchors"], args.weights
 
 
 def run_anchors(args: argparse.Namespace) -> int:
@@ -229,25 +252,49 @@ def run_anchors(args: argparse.Namespace) -> int:
     from models.anchors import anchors_per_level, evaluate_anchors, kmeans_anchors
     from models.data.formats import load_data_yaml
     from models.data.labels import all_boxes_wh
-    from models.yolo import load_config
 
     spec = load_data_yaml(args.data)
     wh = all_boxes_wh(spec.train, args.imgsz, spec.nc)
-    default = np.array(load_config(args.cfg)["anchors"], dtype=np.float64).reshape(-1, 2)
-    before = evaluate_anchors(wh, default, args.anchor_t)
-    fitted = kmeans_anchors(
-        wh, n=len(default), anchor_t=args.anchor_t, generations=args.generations, seed=args.seed
-    )
+    current_levels, source = _current_anchors(args)
+    current = np.array(current_levels, dtype=np.float64).reshape(-1, 2)
+    before = evaluate_anchors(wh, current, args.anchor_t)
+    try:
+        fitted = kmeans_anchors(
+            wh, n=len(current), anchor_t=args.anchor_t, generations=args.generations, seed=args.seed
+        )
+    except ValueError as exc:
+        raise UserError(f"{args.data}: {exc}") from None
     report = {
         "boxes": int(len(wh)),
         "imgsz": args.imgsz,
         "anchor_t": args.anchor_t,
+        "current_from": source,
         "default": before.as_dict(),
         "fitted": fitted.as_dict(),
         "fitted_per_level": anchors_per_level(fitted.anchors),
         "would_adopt": fitted.bpr > before.bpr
         or (fitted.bpr == before.bpr and fitted.fitness > before.fitness),
     }
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(anchor_table(report))
     return 0
+
+
+def anchor_table(report: dict[str, Any]) -> str:
+    """The anchor report as a few readable lines: one row per anchor set, the anchors per level."""
+    lines = [f"{report['boxes']} training boxes at {report['imgsz']} px, "
+             f"anchor threshold {report['anchor_t']}",
+             f"{'anchors':<10}{'BPR':>8}{'above thr':>11}{'fitness':>9}  anchors (w,h px; P3 | P4 | P5)"]
+    for label, key in (("current", "default"), ("fitted", "fitted")):
+        row = report[key]
+        pairs = [f"{w:g},{h:g}" for w, h in row["anchors"]]
+        per = max(len(pairs) // 3, 1)
+        levels = " | ".join(" ".join(pairs[i:i + per]) for i in range(0, len(pairs), per))
+        lines.append(f"{label:<10}{row['bpr']:>8.4f}{row['anchors_above_threshold']:>11.3f}"
+                     f"{row['fitness']:>9.4f}  {levels}")
+    verdict = "would be adopted" if report["would_adopt"] else "would not be adopted"
+    lines.append(f"current: {report['current_from']}; the fitted anchors {verdict} by train --anchors "
+                 "auto|fit (--json for all figures)")
+    return "\n".join(lines)
