@@ -51,7 +51,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", nargs="?", const="runs/train/exp", default=None, help="resume a run folder or its last.pt"
     )
-    p.add_argument("--weights", default=None, help="start from an earlier checkpoint (fine-tuning)")
+    p.add_argument("--weights", default=None,
+                   help="fine-tune from an earlier checkpoint or FP32 ONNX export (other class names: "
+                   "the head is re-initialised)")
+    p.add_argument("--backbone", default=None,
+                   help="start a fresh model from a backbone written by `defect-inspect pretrain`")
     p.add_argument(
         "--anchors",
         choices=["default", "auto", "fit"],
@@ -108,6 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         exist_ok=args.exist_ok,
         resume=args.resume,
         weights=args.weights,
+        backbone=args.backbone,
         anchors=args.anchors,
         seed=args.seed,
         cache=args.cache,
@@ -115,10 +120,48 @@ def run_train(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         time_limit_min=args.time,
     )
+    if args.weights and args.backbone:
+        raise UserError("--weights and --backbone exclude each other: --backbone starts a fresh model")
     if args.time is not None and args.time <= 0:
         raise UserError(f"--time {args.time}: must be a positive number of minutes")
     run_dir = train(opts)
     print(f"run folder: {run_dir}")
+    return 0
+
+
+def register_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised (SimCLR) pretraining of the detector's backbone on unlabeled images",
+        description="Learn the detector's backbone from unlabeled images (SimCLR: two augmented views "
+        "of each image, NT-Xent loss). `train --backbone FILE` starts from the result.",
+    )
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="folders of unlabeled images")
+    p.add_argument("--out", default="runs/pretrain/backbone.pt")
+    p.add_argument("--cfg", default="yolov5s-cbam.yaml", help="model config whose backbone is learnt")
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch", type=int, default=32, help="images per step (each seen as two views)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (cosine to 1 %% of it)")
+    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature")
+    p.add_argument("--max-images", type=int, default=None, help="use a fixed random subset of the images")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from models.pretrain import PretrainOptions, pretrain
+
+    if args.epochs < 1 or args.batch < 2:
+        raise UserError("--epochs must be at least 1 and --batch at least 2")
+    out = pretrain(PretrainOptions(
+        images=tuple(args.images), out=args.out, cfg=args.cfg, imgsz=args.imgsz, epochs=args.epochs,
+        batch=args.batch, lr=args.lr, temperature=args.temperature, device=args.device,
+        workers=args.workers, seed=args.seed, max_images=args.max_images,
+    ))
+    print(f"backbone: {out}")
     return 0
 
 
