@@ -34,13 +34,14 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # alembic announces each of its plugins at INFO while it is imported: not news for an operator
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.util import CommandError
     from sqlalchemy.exc import OperationalError
 
     from app.db import migrate
 
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     url = _url(args)
     cfg = migrate.alembic_config(url)
     try:
