@@ -8,8 +8,8 @@ Everything that follows from the run's length scales with the number of epochs i
   ``warmup_max_fraction`` of the run's iterations;
 - mosaic and cutmix close for the last ``close_mosaic`` epochs, but for no more than
   ``close_mosaic_fraction`` of the run (at least one epoch when ``close_mosaic`` > 0);
-- gradients accumulate up to the nominal batch ``nbs``, but never so many that an epoch has fewer than
-  ``min_steps_per_epoch`` optimizer steps."""
+- gradients accumulate up to the nominal batch ``nbs``, but never so many that the run makes fewer than
+  ``min_optimizer_steps`` optimizer steps in all."""
 
 from __future__ import annotations
 
@@ -85,11 +85,11 @@ def warmup_iterations(hyp: dict[str, Any], batches_per_epoch: int, epochs: int) 
     return max(min(wanted, ceiling), 0)
 
 
-def accumulation_steps(nbs: int, batch: int, batches_per_epoch: int, min_steps_per_epoch: int) -> int:
-    """Batches whose gradients make one optimizer step: ``nbs / batch`` (the nominal batch), fewer when an
-    epoch would otherwise have under ``min_steps_per_epoch`` steps (a small data set or a short run)."""
+def accumulation_steps(nbs: int, batch: int, batches_per_epoch: int, epochs: int, min_steps: int) -> int:
+    """Batches whose gradients make one optimizer step: ``nbs / batch`` (the nominal batch), fewer when the
+    run would otherwise make under ``min_steps`` optimizer steps in all (a small data set, a short run)."""
     accumulate = max(round(nbs / batch), 1)
-    while accumulate > 1 and batches_per_epoch / accumulate < min_steps_per_epoch:
+    while accumulate > 1 and epochs * batches_per_epoch / accumulate < min_steps:
         accumulate -= 1
     return accumulate
 

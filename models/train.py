@@ -174,22 +174,31 @@ class Trainer:
 
     def _setup_optimization(self) -> None:
         """Optimizer (weight decay scaled to the nominal batch), LR schedule and EMA."""
-        nbs, batch = self.hyp["nbs"], self.opts.batch
-        batches = max(math.ceil(len(self.spec.train) / batch), 1)
-        # batches per optimizer step: towards the nominal batch, fewer when an epoch would have too few steps
-        self.accumulate_target = accumulation_steps(nbs, batch, batches,
-                                                    int(self.hyp.get("min_steps_per_epoch", 32)))
-        self.accumulate = self.accumulate_target
-        adapted = self.accumulate != max(round(nbs / batch), 1)
-        log.info("batch %d, nominal batch %d: gradients of %d batch(es) per optimizer step, %d steps per "
-                 "epoch%s", batch, nbs, self.accumulate, math.ceil(batches / self.accumulate),
-                 " (fewer than nbs/batch, so that an epoch has at least min_steps_per_epoch steps)"
-                 if adapted else "")
-        weight_decay = self.hyp["weight_decay"] * batch * self.accumulate / nbs
+        self._fit_accumulation()
+        weight_decay = self._weight_decay()
         self.optimizer = make_optimizer(self.model, self.hyp, weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.schedule.lr_factor)
         self.ema = ModelEMA(self.model, self.hyp.get("ema_decay", 0.9999))
         self.last_opt_step = -1
+
+    def _fit_accumulation(self) -> None:
+        """Batches per optimizer step for the schedule's length: towards the nominal batch, fewer when the
+        run would make too few steps (see :func:`~models.schedule.accumulation_steps`)."""
+        nbs, batch = self.hyp["nbs"], self.opts.batch
+        batches = max(math.ceil(len(self.spec.train) / batch), 1)
+        min_steps = int(self.hyp.get("min_optimizer_steps", 0))
+        self.accumulate_target = accumulation_steps(nbs, batch, batches, self.schedule.epochs, min_steps)
+        self.accumulate = self.accumulate_target
+        nominal = max(round(nbs / batch), 1)
+        log.info("batch %d, nominal batch %d: the gradients of %d batch(es) make one optimizer step, "
+                 "%d steps per epoch, %d in %d epochs%s", batch, nbs, self.accumulate,
+                 math.ceil(batches / self.accumulate), self.schedule.epochs * batches // self.accumulate,
+                 self.schedule.epochs,
+                 f" (not {nominal}: the run would make fewer than min_optimizer_steps={min_steps})"
+                 if self.accumulate != nominal else "")
+
+    def _weight_decay(self) -> float:
+        return self.hyp["weight_decay"] * self.opts.batch * self.accumulate_target / self.hyp["nbs"]
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         """Optimizer, EMA, epoch and best fitness of the checkpoint a resumed run continues."""
@@ -252,6 +261,8 @@ class Trainer:
             if self.budget.fit(self.schedule, epoch, now, now - t_epoch):
                 set_lr_factor(self.optimizer, self.schedule.lr_factor(self.scheduler.last_epoch))
                 self.warmup_iters = warmup_iterations(self.hyp, self.batches, self.schedule.epochs)
+                self._fit_accumulation()
+                self.optimizer.param_groups[1]["weight_decay"] = self._weight_decay()
         final = epoch + 1 == self.schedule.epochs
         validated = final or (epoch + 1) % max(self.opts.val_interval, 1) == 0
         validation_s = self.validate() if validated else None

@@ -55,13 +55,14 @@ def test_warm_up_is_a_bounded_share_of_the_run() -> None:
     assert warmup_iterations({**HYP, "warmup_epochs": 0, "warmup_min_iters": 0}, 63, 5) == 0
 
 
-def test_gradient_accumulation_adapts_to_short_epochs() -> None:
-    assert accumulation_steps(nbs=64, batch=16, batches_per_epoch=500, min_steps_per_epoch=32) == 4
-    # 63 batches of 16: accumulating 4 would leave ~16 steps an epoch; one batch a step gives 63
-    assert accumulation_steps(64, 16, 63, 32) == 1
-    assert accumulation_steps(64, 16, 100, 32) == 3
-    assert accumulation_steps(64, 64, 3, 32) == 1
-    assert accumulation_steps(64, 16, 63, 0) == 4  # 0: always the nominal batch
+def test_gradient_accumulation_adapts_to_short_runs() -> None:
+    # a long run: the nominal batch of 64 as four batches of 16
+    assert accumulation_steps(nbs=64, batch=16, batches_per_epoch=72, epochs=300, min_steps=1000) == 4
+    # 5 epochs of 63 batches: four batches a step would make 78 steps in all; one batch a step, 315
+    assert accumulation_steps(64, 16, 63, 5, 1000) == 1
+    assert accumulation_steps(64, 16, 63, 40, 1000) == 2  # 1,260 steps
+    assert accumulation_steps(64, 64, 3, 10, 1000) == 1
+    assert accumulation_steps(64, 16, 63, 5, 0) == 4  # 0: always the nominal batch
 
 
 def test_the_budget_predicts_from_the_first_epoch() -> None:
