@@ -136,7 +136,9 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
         description="Learn the detector's backbone from unlabeled images (SimCLR: two augmented views "
         "of each image, NT-Xent loss). `train --backbone FILE` starts from the result.",
     )
-    p.add_argument("--images", nargs="+", required=True, metavar="DIR", help="folders of unlabeled images")
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR|LIST.txt",
+                   help="folders of unlabeled images (recursive) or .txt image lists (paths relative "
+                   "to the list's folder)")
     p.add_argument("--out", default="runs/pretrain/backbone.pt")
     p.add_argument("--cfg", default="yolov5s-cbam.yaml", help="model config whose backbone is learnt")
     p.add_argument("--imgsz", type=int, default=256)

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from app.errors import InvalidInput, NotFound
 from models.data.augment import FILL, affine_matrix, augment_hsv, letterbox
-from models.data.formats import list_images
+from models.data.formats import list_images, read_image_list
 from models.yolo import DetectionModel, load_config
 
 log = logging.getLogger("models.pretrain")
@@ -39,7 +39,7 @@ KIND = "defect-inspect-backbone"
 
 @dataclass(frozen=True)
 class PretrainOptions:
-    images: tuple[str, ...]  # folders of unlabeled images
+    images: tuple[str, ...]  # folders of unlabeled images or .txt image lists
     out: str = "runs/pretrain/backbone.pt"
     cfg: str = "yolov5s-cbam.yaml"
     imgsz: int = 256
@@ -135,16 +135,21 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(logits, targets)
 
 
-def unlabeled_images(folders: Sequence[str], max_images: int | None = None, seed: int = 0) -> list[Path]:
-    """Every image in the folders (not recursive); a fixed random ``max_images`` of them when given."""
+def unlabeled_images(sources: Sequence[str], max_images: int | None = None, seed: int = 0) -> list[Path]:
+    """Every image under the folders (recursive) and in the ``.txt`` image lists (one path a line,
+    relative to the list's folder, as a data set's ``train.txt``); a fixed random ``max_images`` of
+    them when given."""
     paths: list[Path] = []
-    for folder in folders:
-        path = Path(folder)
-        if not path.is_dir():
-            raise NotFound(f"{folder}: image folder not found")
-        paths.extend(list_images(path))
+    for source in sources:
+        path = Path(source)
+        if path.is_dir():
+            paths.extend(list_images(path))
+        elif path.is_file() and path.suffix.lower() == ".txt":
+            paths.extend(read_image_list(path, path.parent))
+        else:
+            raise NotFound(f"{source}: neither an image folder nor a .txt image list")
     if len(paths) < 2:
-        raise InvalidInput(f"{', '.join(folders)}: need at least 2 images for contrastive pretraining, "
+        raise InvalidInput(f"{', '.join(sources)}: need at least 2 images for contrastive pretraining, "
                            f"found {len(paths)}")
     if max_images is not None and len(paths) > max_images:
         rng = np.random.default_rng(seed)

@@ -111,3 +111,16 @@ def test_a_backbone_of_another_architecture_is_refused(backbone_file, tmp_path: 
     torch.save({"a": 1}, junk)
     with pytest.raises(UserError, match="junk.pt"):
         load_backbone(DetectionModel("yolov5s-cbam.yaml", nc=2), junk)
+
+
+def test_pretraining_images_come_from_folders_and_image_lists(tmp_path: Path) -> None:
+    from app.errors import UserError
+    from models.pretrain import unlabeled_images
+
+    make_tiny_dataset(tmp_path, train=5, val=3, size=32)
+    assert len(unlabeled_images([str(tmp_path / "images")])) == 8
+    assert [p.name for p in unlabeled_images([str(tmp_path / "train.txt")])] == [
+        f"plate_{i}.jpg" for i in range(5)]  # the training images only
+    assert len(unlabeled_images([str(tmp_path / "images")], max_images=3, seed=1)) == 3
+    with pytest.raises(UserError, match="nowhere"):
+        unlabeled_images([str(tmp_path / "nowhere")])
