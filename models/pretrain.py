@@ -185,7 +185,7 @@ def pretrain(opts: PretrainOptions) -> Path:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss)
+            total += loss.item()
         losses.append(total / max(len(loader), 1))
         log.info("pretrain epoch %d/%d  NT-Xent %.4f  %.1f s", epoch + 1, opts.epochs, losses[-1],
                  time.perf_counter() - started)

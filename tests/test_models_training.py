@@ -279,8 +279,11 @@ def test_training_can_start_from_an_onnx_export(overfit_run: Path, tmp_path: Pat
 
     onnx_path = _onnx_export(overfit_run, tmp_path)
     data = _handful_dataset(tmp_path)
-    opts = _options(tmp_path, data, epochs=1, name="from-onnx", weights=str(onnx_path))
-    opts.hyp_overrides["lr0"] = 0.0  # no step: the fine-tune must start where the export stood
+    # the export's own anchors (fit would refit them to the data) and no step: the fine-tune must start
+    # where the export stood
+    opts = dataclasses.replace(_options(tmp_path, data, epochs=1, name="from-onnx", weights=str(onnx_path)),
+                               anchors="default")
+    opts.hyp_overrides["lr0"] = 0.0
     run = train(opts)
     model, ckpt = load_model(run / "weights" / "last.pt")
     assert ckpt["names"] == list(NEU_NAMES)
