@@ -170,7 +170,8 @@ class Trainer:
                     f"and choosing anchors ({o.anchors})")
         if o.weights:
             return f"loading {o.weights} and choosing anchors ({o.anchors})"
-        return f"building {o.cfg} and choosing anchors ({o.anchors})"
+        backbone = f", loading the backbone {o.backbone}" if o.backbone else ""
+        return f"building {o.cfg}{backbone} and choosing anchors ({o.anchors})"
 
     def _setup_optimization(self) -> None:
         """Optimizer (weight decay scaled to the nominal batch), LR schedule and EMA."""
