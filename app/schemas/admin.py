@@ -97,6 +97,9 @@ class ModelInfoPublic(PublicModel):
     input_shape: list[int | str]
     quantization: str | None
     stride: list[int]
+    anchors: list[list[float]] | None = Field(
+        None, description="anchor boxes in input pixels, one list of width,height pairs per output level "
+        "(yolov5 layout; null for anchor-free models)")
     rect: bool | None = Field(None, description="free-size input: batches are padded to a rectangle")
 
 
