@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from app.ingest.camera_tracking import CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
 from app.ingest.failures import FailureKind
@@ -48,6 +49,7 @@ class CameraRunner:
         self.checkpoint = (CameraCheckpoint(cfg.id, source, checkpoints, self.state.set_checkpoint)
                            if checkpoints is not None and not (source.live or cfg.loop) else None)
         self.open_timeout_s = cfg.open_timeout()
+        self.tracking = CameraTracking(cfg.tracking) if cfg.tracking.enabled else None
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...
         self._abort_reason: tuple[str, FailureKind] = ("aborted", FailureKind.ERROR)  # ... for this reason
@@ -181,6 +183,8 @@ class CameraRunner:
                     now = time.monotonic()
                 next_due = (next_due if next_due > now - interval else now) + interval
             self.state.on_captured()
+            if self.tracking is not None:
+                self.tracking.on_captured(frame)
             if self.checkpoint is not None:
                 self.checkpoint.read(frame.index)
             self.hub.put(self.cfg.id, Job(self, frame))

@@ -152,6 +152,8 @@ class DetectionWorkers:
                                    captured_at=frame.captured_at, timings=timings, source="stream",
                                    frame_uid=uid)
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
+            if cam.tracking is not None:
+                cam.tracking.on_inspected(frame, result.detections, ref=result.frame_uid)
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()
             items.append(Item(result, frame.t_capture, crops, position=frame.index))

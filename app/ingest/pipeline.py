@@ -93,6 +93,9 @@ class Pipeline:
         self.capture.stop(deadline)
         self.hub.close()
         self.detection.join(deadline)
+        for cam in self.cameras:  # what is in view when the line stops is seen for the last time
+            if cam.tracking is not None:
+                cam.tracking.finish()
         self.writer.stop(max(1.0, deadline - time.monotonic()))
         for cam in self.cameras:  # what settled since the last commit (frames dropped by policy)
             if cam.checkpoint is not None:
@@ -167,6 +170,7 @@ class Pipeline:
     def snapshot(self) -> dict:
         return {
             "cameras": [c.state.snapshot() | {"buffer": c.policy} | model_view(c.cfg, self.engine)
+                        | ({"tracking": c.tracking.view()} if c.tracking is not None else {})
                         for c in self.cameras],
             "database": self.db.breaker.view(),
             "journal": {"pending": self.journal.pending, "bytes": self.journal.bytes,

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from app.ingest.config import CameraConfig, CamerasConfigError, DecoderConfig, SimulatorConfig
 from app.ingest.decoder import DecoderFailed, DecoderProcess, device_path, ffmpeg_args, ffmpeg_exe
 from app.ingest.failures import FailureKind
+from app.ingest.motion import MotionSample
 from app.ingest.simulator import IMAGE_SUFFIXES, StripSimulator, TruthBox
 from app.vocabulary import utcnow
 
@@ -56,6 +57,7 @@ class Frame:
     name: str | None = None  # file name for folder sources
     meta: dict = field(default_factory=dict)
     origin: str = ""  # where exactly the frame came from; the same frame read again has the same origin
+    motion: MotionSample | None = None  # the material's motion at this frame (cameras with tracking)
 
 
 def file_identity(path: Path) -> str:
@@ -354,7 +356,8 @@ class SimulatorSource(Source):
 
     def __init__(self, cfg: SimulatorConfig) -> None:
         self.cfg = cfg
-        self.sim = StripSimulator(cfg.images, cfg.width, cfg.height, cfg.fps, cfg.speed, cfg.seed)
+        self.sim = StripSimulator(cfg.images, cfg.width, cfg.height, cfg.fps, cfg.speed, cfg.seed,
+                                  profile=cfg.profile, jitter=cfg.jitter, drift=cfg.drift)
         self.live = cfg.realtime and cfg.seconds is None
         self._opened = False
         self._t0: float | None = None

@@ -48,10 +48,36 @@ class TilesPublic(PublicModel):
     overlap: int
 
 
+class MotionPublic(PublicModel):
+    """The material's motion, measured from the camera's frames (phase correlation)."""
+
+    speed_px_s: float = Field(description="speed of the material in frame pixels per second (smoothed)")
+    velocity_px_s: list[float] = Field(description="the same as [x, y] in frame pixels per second")
+    stopped: bool = Field(description="slower than the camera's `tracking.stop_px_s`")
+    speed_mm_s: float | None = Field(None, description="speed in mm/s with the `tracking.mm_per_px` "
+                                                       "calibration; null without")
+
+
+class TrackCounts(PublicModel):
+    active: int = Field(description="defects in view now (open tracks)")
+    ended: int = Field(description="tracks ended so far: physical defects seen and passed")
+    frames_tracked: int = Field(description="inspected frames fed to the tracker")
+
+
+class CameraTrackingPublic(PublicModel):
+    """A camera with `tracking.enabled`: its motion and tracks."""
+
+    motion: MotionPublic
+    tracks: TrackCounts
+    mm_per_px: float | None = None
+
+
 class CameraStatePublic(CameraCounters):
     buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
     imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
     tiles: TilesPublic | None = None
+    tracking: CameraTrackingPublic | None = Field(None, description="motion and tracks; only for cameras "
+                                                                    "with `tracking.enabled`")
 
 
 class DatabaseState(PublicModel):

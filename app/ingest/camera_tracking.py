@@ -1,0 +1,71 @@
+"""One camera's tracking, wired into the pipeline: the material motion measured on the capture thread
+from every captured frame (inspected or not), and the tracker fed from the inference workers with each
+inspected frame's kept detections. Ended tracks are kept (the latest ``keep`` of them) for the camera's
+state and the bench; frames that carry the simulator's truth keep it too, for the truth score."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from app.detections import Detections
+from app.ingest.config import TrackingConfig
+from app.ingest.motion import MotionEstimator, MotionSample
+from app.ingest.simulator import TruthBox
+from app.ingest.sources import Frame
+from app.ingest.tracking import Sighting, Track, Tracker
+
+
+class CameraTracking:
+    def __init__(self, config: TrackingConfig, keep: int = 10_000) -> None:
+        self.config = config
+        self.motion = MotionEstimator(stop_px_s=config.stop_px_s)
+        self.tracker = Tracker(config)
+        self.ended: deque[Track] = deque(maxlen=keep)
+        self.truth: dict[int, list[TruthBox]] = {}  # inspected frame index -> truth (simulator frames)
+        self._truth_order: deque[int] = deque()
+        self._keep = keep
+        self._lock = threading.Lock()
+        self.frames_tracked = 0
+
+    def on_captured(self, frame: Frame) -> MotionSample:
+        """Capture thread, every frame in order: the motion at this frame (also set on the frame)."""
+        frame.motion = self.motion.update(frame.image, frame.t_capture)
+        return frame.motion
+
+    def on_inspected(self, frame: Frame, detections: Detections, ref: object = None) -> list[Track]:
+        """Inference worker: this frame's kept detections continue or start tracks; the tracks that
+        ended with it are returned (and kept)."""
+        sample = frame.motion
+        if sample is None:  # not measured (cannot happen for a camera with tracking on)
+            return []
+        sightings = [Sighting(frame.index, (float(d.x1), float(d.y1), float(d.x2), float(d.y2)),
+                              int(d.class_id), d.class_name, float(d.confidence), ref)
+                     for d in detections]
+        h, w = frame.image.shape[:2]
+        with self._lock:
+            ended = self.tracker.update(frame.index, (sample.offset_x, sample.offset_y), sightings, (w, h),
+                                        moving=not sample.stopped)
+            self.ended.extend(ended)
+            self.frames_tracked += 1
+            if frame.truth is not None:
+                self.truth[frame.index] = frame.truth
+                self._truth_order.append(frame.index)
+                while len(self._truth_order) > self._keep:
+                    self.truth.pop(self._truth_order.popleft(), None)
+        return ended
+
+    def finish(self) -> list[Track]:
+        """End every active track (the stream ended or the pipeline stops)."""
+        with self._lock:
+            ended = self.tracker.finish()
+            self.ended.extend(ended)
+        return ended
+
+    def view(self) -> dict:
+        """The camera's motion and tracks, for its state."""
+        mm = self.config.mm_per_px
+        with self._lock:
+            tracks = {"active": len(self.tracker.active), "ended": self.tracker.ended,
+                      "frames_tracked": self.frames_tracked}
+        return {"motion": self.motion.view(mm), "tracks": tracks, "mm_per_px": mm}
