@@ -62,8 +62,8 @@ class TrackingConfig(_Strict):
     mm_per_px: Annotated[float | None, Field(gt=0, description="calibration: millimetres of material per "
                                                                "frame pixel (speeds and positions in mm); "
                                                                "empty: pixels only")] = None
-    stop_px_s: Annotated[float, Field(ge=0, description="slower than this the line counts as stopped, "
-                                                        "px/s")] = 2.0
+    stop_px_s: Annotated[float, Field(ge=0, description="slower than this (the net shift over the last "
+                                                        "second) the line counts as stopped, px/s")] = 5.0
     min_iou: Annotated[float, Field(ge=0, le=1, description="a detection continues a track when its box "
                                                             "overlaps the track's predicted box by at least "
                                                             "this IoU ...")] = 0.2

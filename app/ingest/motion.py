@@ -4,13 +4,14 @@ the picture moved. Summed up it is the material's position in frame pixels since
 (``offset``), which the tracker (app.ingest.tracking) uses to carry each defect from frame to frame.
 
 No line speed or encoder is needed; a frame whose correlation peak is too weak (a blank or washed-out
-picture) keeps the last measured velocity. A line moving slower than ``stop_px_s`` is reported
-stopped.
+picture) keeps the last measured velocity. The speed is the net shift over the last ``window_s``
+seconds (a vibrating line that stands still has none); a line slower than ``stop_px_s`` is stopped.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import cv2
@@ -36,15 +37,16 @@ class MotionSample:
 class MotionEstimator:
     """Feed every captured frame of one camera in order (``update``); read ``view()`` from any thread."""
 
-    def __init__(self, work_width: int = 160, stop_px_s: float = 2.0, smoothing: float = 0.3) -> None:
+    def __init__(self, work_width: int = 160, stop_px_s: float = 5.0, window_s: float = 1.0) -> None:
         self.work_width = work_width
         self.stop_px_s = stop_px_s
-        self.smoothing = smoothing
+        self.window_s = window_s
+        self._recent: deque[tuple[float, float, float]] = deque()  # (t, offset x, offset y)
         self._prev: np.ndarray | None = None
         self._window: np.ndarray | None = None
         self._scale = 1.0
         self._prev_t: float | None = None
-        self._vx = self._vy = 0.0  # px/s, smoothed
+        self._vx = self._vy = 0.0  # px/s over the window
         self._ox = self._oy = 0.0
         self._speed = 0.0
         self._lock = threading.Lock()
@@ -73,14 +75,16 @@ class MotionEstimator:
             elif dt is not None:  # no peak: assume the line kept its speed
                 dx, dy = self._vx * dt, self._vy * dt
         with self._lock:
-            if dt is not None:
-                a = self.smoothing if self.frames > 1 else 1.0
-                self._vx += a * (dx / dt - self._vx)
-                self._vy += a * (dy / dt - self._vy)
-                self._speed = float(np.hypot(self._vx, self._vy))
             self._ox += dx
             self._oy += dy
             self.frames += 1
+            self._recent.append((t, self._ox, self._oy))
+            while len(self._recent) > 2 and t - self._recent[1][0] >= self.window_s:
+                self._recent.popleft()
+            t0, ox0, oy0 = self._recent[0]
+            if t > t0:
+                self._vx, self._vy = (self._ox - ox0) / (t - t0), (self._oy - oy0) / (t - t0)
+                self._speed = float(np.hypot(self._vx, self._vy))
             stopped = self._speed < self.stop_px_s
             sample = MotionSample(dx, dy, self._ox, self._oy, self._speed, stopped, measured)
         self._prev, self._prev_t = small, t
