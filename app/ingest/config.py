@@ -70,9 +70,17 @@ class TrackingConfig(_Strict):
     max_distance: Annotated[float, Field(ge=0, description="... or its centre lies within this many box "
                                                            "sizes (the larger side) of the predicted "
                                                            "centre")] = 0.5
+    merge_overlap: Annotated[float, Field(gt=0, le=1, description="boxes of one frame overlapping by this "
+                                                                  "share of the smaller box are one defect "
+                                                                  "(pieces of a texture defect); 1: never "
+                                                                  "merged")] = 0.5
     max_missed: Annotated[int, Field(ge=0, le=1000, description="inspected frames, while the line moves, a "
-                                                                "track may go unseen before it ends (the "
-                                                                "detector misses some frames)")] = 10
+                                                                "track may go unseen before it ends; it "
+                                                                "ends anyway once it leaves the frame (the "
+                                                                "detector misses a defect for a while; a "
+                                                                "track is where its defect is on the "
+                                                                "material, so a long memory is "
+                                                                "safe)")] = 100
     min_visible: Annotated[float, Field(ge=0, le=1, description="a track ends once less than this fraction "
                                                                 "of its predicted box is inside the "
                                                                 "frame")] = 0.3

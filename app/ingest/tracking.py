@@ -20,7 +20,7 @@ neighbour's box. A track ends when its predicted box leaves the frame or it goes
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,35 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area: 1 when one box lies inside the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def merge_fragments(sightings: list[Sighting], min_overlap: float) -> list[Sighting]:
+    """One sighting per defect: boxes of one frame that overlap by ``min_overlap`` of the smaller one
+    (the detector's pieces of one texture defect, or one defect seen as two classes) become their
+    union, with the class and confidence of the most confident piece."""
+    if min_overlap >= 1.0 or len(sightings) < 2:
+        return sightings
+    groups: list[list[Sighting]] = []
+    boxes: list[Box] = []
+    for s in sorted(sightings, key=lambda s: -s.confidence):
+        for k, box in enumerate(boxes):
+            if overlap_of_smaller(box, s.box) >= min_overlap:
+                groups[k].append(s)
+                boxes[k] = (min(box[0], s.box[0]), min(box[1], s.box[1]), max(box[2], s.box[2]),
+                            max(box[3], s.box[3]))
+                break
+        else:
+            groups.append([s])
+            boxes.append(s.box)
+    return [replace(g[0], box=box) if len(g) > 1 else g[0] for g, box in zip(groups, boxes, strict=True)]
+
+
 def shift(box: Box, dx: float, dy: float) -> Box:
     return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
@@ -143,7 +172,7 @@ class Tracker:
         self.ended = 0
 
     def _cost(self, track: Track, predicted: Box, s: Sighting) -> float:
-        overlap = iou(predicted, s.box)
+        overlap = max(iou(predicted, s.box), overlap_of_smaller(predicted, s.box) / 2)
         size = max(predicted[2] - predicted[0], predicted[3] - predicted[1], s.box[2] - s.box[0],
                    s.box[3] - s.box[1], 1.0)
         pcx, pcy = (predicted[0] + predicted[2]) / 2, (predicted[1] + predicted[3]) / 2
@@ -159,6 +188,7 @@ class Tracker:
         """Associate this frame's sightings (``offset``: the material's shift in frame pixels since the
         first frame, from the motion estimate); returns the tracks that ended with it."""
         ox, oy = offset
+        sightings = merge_fragments(sightings, self.config.merge_overlap)
         predicted = [shift(t.material_box, ox, oy) for t in self.active]
         matched_tracks: set[int] = set()
         matched_sightings: set[int] = set()
