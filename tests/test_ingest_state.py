@@ -49,7 +49,8 @@ def test_a_new_camera_is_zero_everywhere(camera):
     assert set(snap) == set(CameraCounters.model_fields)
     assert snap == {"id": camera.camera_id, "line": "L1", "station": "S2", "source": "folder /frames",
                     "connected": False, "finished": False, "fps_in": 0.0, "fps_out": 0.0, "captured": 0,
-                    "inspected": 0, "committed": 0, "journaled": 0, "dropped": 0, "reconnects": 0,
+                    "inspected": 0, "committed": 0, "journaled": 0, "dropped": 0, "skipped": 0,
+                    "reconnects": 0,
                     "attempts": 0, "failures": {}, "error_kind": None, "queue_depth": 0, "last_error": None,
                     "last_error_at": None, "last_frame_at": None, "last_ng_inspection_id": None,
                     "checkpoint": None, "resumed_from": None}

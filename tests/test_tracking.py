@@ -4,14 +4,23 @@ missed frames), the truth score, the motion estimate and the simulator's truth i
 from __future__ import annotations
 
 import random
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from app.ingest.config import TrackingConfig
+from app.db.session import Database
+from app.inference import Engine
+from app.ingest.camera_tracking import CameraTracking
+from app.ingest.config import TrackingConfig, parse_cameras
 from app.ingest.motion import MotionEstimator
+from app.ingest.pipeline import Pipeline
 from app.ingest.simulator import StripSimulator, TruthBox
+from app.ingest.sources import Frame
 from app.ingest.tracking import Sighting, Tracker
 from app.ingest.truth_score import score_records
+from app.schemas.ingest import CameraStatePublic
 
 W, H = 640, 480
 
@@ -158,3 +167,65 @@ def test_simulator_truth_names_each_defect_in_every_frame() -> None:
     assert shared
     for d in shared:  # the same defect, moved with the strip
         assert ids[1][d].x2 == pytest.approx(ids[0][d].x2 - 40, abs=1) or ids[0][d].x2 >= W
+
+
+def test_pieces_of_one_defect_in_a_frame_are_one_track() -> None:
+    tracker = Tracker(TrackingConfig(enabled=True))
+    for i in range(5):
+        ox = -6.0 * i
+        pieces = [Sighting(i, (300 + ox, 100, 340 + ox, 200), 0, "crazing", 0.6),
+                  Sighting(i, (310 + ox, 150, 330 + ox, 190), 1, "inclusion", 0.4),  # inside the first
+                  Sighting(i, (500 + ox, 100, 540 + ox, 200), 0, "crazing", 0.5)]  # another defect
+        tracker.update(i, (ox, 0.0), pieces, (W, H))
+    tracks = tracker.finish()
+    assert sorted(t.hits for t in tracks) == [5, 5] and {t.class_name for t in tracks} == {"crazing"}
+
+
+def test_looks_inspect_each_region_at_least_k_times(neu_sample: Path) -> None:
+    """With ``looks: 2`` a fraction of the frames is inspected, yet every defect that passes through the
+    view is at least half in sight in two inspected frames."""
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=300.0, profile="varied", seed=4)
+    tracking = CameraTracking(TrackingConfig(enabled=True, looks=2))
+    looks: Counter[str] = Counter()
+    whole, passed = set(), set()
+    inspected = 0
+    for i in range(600):
+        image, truth = sim.frame(i)
+        frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth)
+        tracking.on_captured(frame)
+        whole.update(b.defect_id for b in truth if b.visible >= 0.99)
+        passed.update(b.defect_id for b in truth if b.x1 <= 0)  # reached the far edge
+        if tracking.should_inspect(frame):
+            inspected += 1
+            looks.update(b.defect_id for b in truth if b.visible >= 0.5)
+    assert tracking.skipped == 600 - inspected and inspected < 200
+    through = whole & passed
+    assert len(through) >= 20 and all(looks[d] >= 2 for d in through)
+
+
+def test_tracked_camera_reports_motion_and_inspects_where_needed(database_url: str, tiny_model_path: Path,
+                                                                 neu_sample: Path, tmp_path: Path) -> None:
+    """A simulator camera with tracking and ``looks``: its state shows the measured speed (px/s and, with
+    the calibration, mm/s), the frames inspected and those skipped; every frame is accounted for."""
+    source = (f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=false"
+              "&speed=150&seconds=3")
+    cfg = parse_cameras(f"""
+cameras:
+  - id: tracked
+    source: "{source}"
+    images: never
+    tracking: {{enabled: true, mm_per_px: 0.5, looks: 2}}
+""")
+    db = Database(database_url)
+    with Pipeline(cfg, Engine(tiny_model_path, intra_op_threads=1), db, tmp_path / "data") as pipeline:
+        assert pipeline.wait_finished(60)
+        [cam] = pipeline.snapshot()["cameras"]
+    public = CameraStatePublic.model_validate(cam)
+    assert public.tracking is not None
+    motion = public.tracking.motion
+    assert motion.speed_px_s == pytest.approx(150, rel=0.05) and not motion.stopped
+    assert motion.speed_mm_s == pytest.approx(motion.speed_px_s * 0.5, rel=1e-3)
+    assert cam["captured"] == 90 and cam["inspected"] + cam["skipped"] == 90
+    assert 90 / 12 <= cam["inspected"] <= 90 / 4  # 160 px in view, inspected every <= 53 px of 5 px/frame
+    assert cam["committed"] == cam["inspected"] == public.tracking.tracks.frames_tracked
+    db.dispose()

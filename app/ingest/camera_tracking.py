@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+import numpy as np
+
 from app.detections import Detections
 from app.ingest.config import TrackingConfig
 from app.ingest.motion import MotionEstimator, MotionSample
@@ -27,11 +29,36 @@ class CameraTracking:
         self._keep = keep
         self._lock = threading.Lock()
         self.frames_tracked = 0
+        self.skipped = 0  # frames captured but not inspected (``looks``)
+        self._last_look: tuple[float, float, float] | None = None  # offset x, y and time of the last one
 
     def on_captured(self, frame: Frame) -> MotionSample:
         """Capture thread, every frame in order: the motion at this frame (also set on the frame)."""
-        frame.motion = self.motion.update(frame.image, frame.t_capture)
+        frame.motion = self.motion.update(frame.image, frame.t_motion)
         return frame.motion
+
+    def should_inspect(self, frame: Frame) -> bool:
+        """Capture thread, after ``on_captured``: whether this frame goes to the detector. Without
+        ``looks`` every frame does; with it, a frame is inspected once the material would otherwise
+        move more than ``extent / (looks + 1)`` past the last inspected one (``extent``: the frame's
+        size along the motion), so every region is in ``looks`` inspected frames at least; and every
+        ``idle_inspect_s`` while the line stands."""
+        looks, sample = self.config.looks, frame.motion
+        if looks is None or sample is None:
+            return True
+        h, w = frame.image.shape[:2]
+        vx, vy = self.motion.velocity()
+        extent = w if abs(vx) >= abs(vy) else h
+        if self._last_look is not None:
+            lx, ly, lt = self._last_look
+            travel = float(np.hypot(sample.offset_x - lx, sample.offset_y - ly))
+            step = float(np.hypot(sample.dx, sample.dy))  # the next frame moves about as far again
+            due = travel + step > extent / (looks + 1) or frame.t_motion - lt >= self.config.idle_inspect_s
+            if not due:
+                self.skipped += 1
+                return False
+        self._last_look = (sample.offset_x, sample.offset_y, frame.t_motion)
+        return True
 
     def on_inspected(self, frame: Frame, detections: Detections, ref: object = None) -> list[Track]:
         """Inference worker: this frame's kept detections continue or start tracks; the tracks that
@@ -67,5 +94,5 @@ class CameraTracking:
         mm = self.config.mm_per_px
         with self._lock:
             tracks = {"active": len(self.tracker.active), "ended": self.tracker.ended,
-                      "frames_tracked": self.frames_tracked}
+                      "frames_tracked": self.frames_tracked, "skipped": self.skipped}
         return {"motion": self.motion.view(mm), "tracks": tracks, "mm_per_px": mm}

@@ -183,10 +183,15 @@ class CameraRunner:
                     now = time.monotonic()
                 next_due = (next_due if next_due > now - interval else now) + interval
             self.state.on_captured()
-            if self.tracking is not None:
-                self.tracking.on_captured(frame)
             if self.checkpoint is not None:
                 self.checkpoint.read(frame.index)
+            if self.tracking is not None:
+                self.tracking.on_captured(frame)
+                if not self.tracking.should_inspect(frame):  # tracked by motion, counted, not inspected
+                    self.state.on_skipped()
+                    if self.checkpoint is not None:
+                        self.checkpoint.settle(frame.index)
+                    continue
             self.hub.put(self.cfg.id, Job(self, frame))
 
 

@@ -86,6 +86,13 @@ class TrackingConfig(_Strict):
                                                                 "frame")] = 0.3
     min_hits: Annotated[int, Field(ge=1, le=1000, description="frames a track must be seen in to count as a "
                                                               "defect")] = 1
+    looks: Annotated[int | None, Field(
+        ge=1, le=100, description="detector time where it is needed: each region of the material is "
+                                  "inspected at least this many times on its way through the view, the "
+                                  "frames in between are captured, measured for motion and counted "
+                                  "(`skipped`), not inspected; empty: every frame is inspected")] = None
+    idle_inspect_s: Annotated[float, Field(gt=0, description="with `looks`: a line that stands still is "
+                                                             "inspected once every this many seconds")] = 1.0
 
 
 class ReconnectConfig(_Strict):

@@ -90,6 +90,11 @@ class MotionEstimator:
         self._prev, self._prev_t = small, t
         return sample
 
+    def velocity(self) -> tuple[float, float]:
+        """px/s along x and y over the last ``window_s``."""
+        with self._lock:
+            return self._vx, self._vy
+
     def view(self, mm_per_px: float | None = None) -> dict:
         """The camera's motion for its state: speed in px/s (and mm/s when calibrated), stopped."""
         with self._lock:

@@ -112,7 +112,8 @@ class Pipeline:
     def finished(self) -> bool:
         """Every camera reached its end of stream and every frame is committed or journaled."""
         return (not self.capture.running() and self.hub.depth() == 0
-                and all(c.state.inspected + c.state.dropped >= c.state.captured for c in self.cameras)
+                and all(c.state.inspected + c.state.dropped + c.state.skipped >= c.state.captured
+                        for c in self.cameras)
                 and self.writer.pending() == 0
                 and all(c.state.committed + c.state.journaled >= c.state.inspected for c in self.cameras))
 

@@ -58,6 +58,13 @@ class Frame:
     meta: dict = field(default_factory=dict)
     origin: str = ""  # where exactly the frame came from; the same frame read again has the same origin
     motion: MotionSample | None = None  # the material's motion at this frame (cameras with tracking)
+    t_stream: float | None = None  # seconds on the stream's own timeline (a file, the simulator); None: live
+
+    @property
+    def t_motion(self) -> float:
+        """The time speeds are measured in: the stream's own for a file (read faster or slower than it
+        was filmed), the capture clock for a live source."""
+        return self.t_capture if self.t_stream is None else self.t_stream
 
 
 def file_identity(path: Path) -> str:
@@ -175,6 +182,8 @@ class OpenCVSource(Source):
         origin = (live_origin(self._identity, self._index, captured_at) if self.live
                   else f"{self._identity}:{self._index}")
         frame = Frame(image, self._index, captured_at, t, origin=origin)
+        if not self.live:
+            frame.t_stream = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         self._index += 1
         return frame
 
@@ -407,7 +416,7 @@ class SimulatorSource(Source):
         # a paced, endless line is live; otherwise the same parameters draw the same frames
         origin = (live_origin(self._session, index, captured_at) if self.live
                   else f"{self._drawing}:{index}")
-        return Frame(image, index, captured_at, t, truth=truth, origin=origin)
+        return Frame(image, index, captured_at, t, truth=truth, origin=origin, t_stream=index / cfg.fps)
 
     def close(self) -> None:
         self._opened = False

@@ -23,6 +23,8 @@ class CameraCounters(PublicModel):
     committed: int
     journaled: int
     dropped: int
+    skipped: int = Field(0, description="frames captured and tracked by motion but not inspected (the "
+                                        "camera's `tracking.looks`)")
     reconnects: int = Field(description="recoveries: frames flowing again after a failure")
     attempts: int = Field(0, description="connection attempts, the first one included")
     failures: dict[str, int] = Field(
