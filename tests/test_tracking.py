@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.db.session import Database
+from app.detections import Detections
 from app.inference import Engine
 from app.ingest.camera_tracking import CameraTracking
 from app.ingest.config import TrackingConfig, parse_cameras
@@ -229,3 +230,38 @@ cameras:
     assert 90 / 12 <= cam["inspected"] <= 90 / 4  # 160 px in view, inspected every <= 53 px of 5 px/frame
     assert cam["committed"] == cam["inspected"] == public.tracking.tracks.frames_tracked
     db.dispose()
+
+
+def test_frames_inspected_out_of_order_are_tracked_in_capture_order(neu_sample: Path) -> None:
+    """Workers finish batches in any order and the buffer may drop a frame: the tracks are those of
+    the frames in capture order."""
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=240.0, seed=1)
+    in_order, shuffled = (CameraTracking(TrackingConfig(enabled=True)) for _ in range(2))
+    for tracking in (in_order, shuffled):
+        frames = []
+        for i in range(120):
+            image, truth = sim.frame(i)
+            frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth)
+            tracking.on_captured(frame)
+            assert tracking.should_inspect(frame)
+            frames.append(frame)
+    detections = {f.index: Detections([[b.x1, b.y1, b.x2, b.y2] for b in f.truth or []],
+                                      [0.5] * len(f.truth or []), [0] * len(f.truth or []), ["crazing"])
+                  for f in frames}
+    dropped = {17, 60}
+    for f in frames:
+        if f.index in dropped:
+            in_order.forget(f)
+        else:
+            in_order.on_inspected(f, detections[f.index])
+    batches = [frames[k:k + 4] for k in range(0, 120, 4)]
+    random.Random(5).shuffle(batches)
+    for batch in batches:
+        for f in batch:
+            if f.index in dropped:
+                shuffled.forget(f)
+            else:
+                shuffled.on_inspected(f, detections[f.index])
+    assert shuffled.frames_tracked == in_order.frames_tracked == 118
+    summaries = [[t.summary() for t in [*tr.ended, *tr.finish()]] for tr in (in_order, shuffled)]
+    assert summaries[0] == summaries[1] and len(summaries[0]) > 5

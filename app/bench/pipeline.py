@@ -47,6 +47,7 @@ class PipelineBenchOptions:
     providers: list[str] | None = None
     engine_seconds: float | None = None
     tracking: bool = False  # the cameras track defects; a simulator source's truth scores the tracks
+    looks: int | None = None  # with tracking: inspect each region of the material this many times
 
 
 def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
@@ -65,8 +66,8 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
             cam["imgsz"] = options.imgsz
         if options.buffer:
             cam["buffer"] = options.buffer
-        if options.tracking:
-            cam["tracking"] = {"enabled": True}
+        if options.tracking or options.looks:
+            cam["tracking"] = {"enabled": True} | ({"looks": options.looks} if options.looks else {})
         cams.append(cam)
     return cams
 
@@ -141,7 +142,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
     committed = [s["committed"] - w for s, w in zip(states, warm_counts, strict=True)]
     latencies = list(pipeline.latencies)
     pipeline.stop()
-    tracks = track_figures(pipeline.cameras) if o.tracking else None
+    tracks = track_figures(pipeline.cameras) if o.tracking or o.looks else None
     db.dispose()
     fps = sum(committed) / elapsed
     per_frame = 1000 / max(sum(committed), 1)
@@ -159,6 +160,8 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
         "frames": sum(committed),
         "fps": round(fps, 2), "per_camera_fps": [round(c / elapsed, 2) for c in committed],
         "captured": sum(s["captured"] for s in states), "dropped": sum(s["dropped"] for s in states),
+        "skipped": sum(s["skipped"] for s in states),
+        "captured_fps": round(sum(s["captured"] for s in states) / (t_end - t0), 2),
         "latency_ms_p50": percentile_ms(latencies, 50), "latency_ms_p99": percentile_ms(latencies, 99),
         "engine_fps": round(engine_fps, 2), "ratio": round(fps / engine_fps, 3) if engine_fps else None,
         "engine_fps_before": before["fps"], "engine_fps_after": after["fps"],

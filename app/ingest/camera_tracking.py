@@ -1,7 +1,9 @@
 """One camera's tracking, wired into the pipeline: the material motion measured on the capture thread
 from every captured frame (inspected or not), and the tracker fed from the inference workers with each
-inspected frame's kept detections. Ended tracks are kept (the latest ``keep`` of them) for the camera's
-state and the bench; frames that carry the simulator's truth keep it too, for the truth score."""
+inspected frame's kept detections, in capture order (workers finish batches in any order; a frame
+waits for the ones captured before it, or for word that they were dropped). Ended tracks are kept
+(the latest ``keep`` of them) for the camera's state and the bench; frames that carry the simulator's
+truth keep it too, for the truth score."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class CameraTracking:
         self.frames_tracked = 0
         self.skipped = 0  # frames captured but not inspected (``looks``)
         self._last_look: tuple[float, float, float] | None = None  # offset x, y and time of the last one
+        self._expected: deque[int] = deque()  # motion seqs of the frames sent to the detector, in order
+        self._arrived: dict[int, tuple[Frame, list[Sighting]] | None] = {}  # None: will not come
 
     def on_captured(self, frame: Frame) -> MotionSample:
         """Capture thread, every frame in order: the motion at this frame (also set on the frame)."""
@@ -45,6 +49,7 @@ class CameraTracking:
         ``idle_inspect_s`` while the line stands."""
         looks, sample = self.config.looks, frame.motion
         if looks is None or sample is None:
+            self.expect(frame)
             return True
         h, w = frame.image.shape[:2]
         vx, vy = self.motion.velocity()
@@ -58,7 +63,23 @@ class CameraTracking:
                 self.skipped += 1
                 return False
         self._last_look = (sample.offset_x, sample.offset_y, frame.t_motion)
+        self.expect(frame)
         return True
+
+    def expect(self, frame: Frame) -> None:
+        """Capture thread: this frame goes to the detector; the tracker takes it in this order."""
+        if frame.motion is not None:
+            with self._lock:
+                self._expected.append(frame.motion.seq)
+
+    def forget(self, frame: Frame) -> None:
+        """A frame that was expected will not be inspected (dropped by the buffer, inspection failed)."""
+        if frame.motion is None:
+            return
+        with self._lock:
+            if frame.motion.seq in self._expected:
+                self._arrived[frame.motion.seq] = None
+                self.ended.extend(self._drain())
 
     def on_inspected(self, frame: Frame, detections: Detections, ref: object = None) -> list[Track]:
         """Inference worker: this frame's kept detections continue or start tracks; the tracks that
@@ -69,11 +90,27 @@ class CameraTracking:
         sightings = [Sighting(frame.index, (float(d.x1), float(d.y1), float(d.x2), float(d.y2)),
                               int(d.class_id), d.class_name, float(d.confidence), ref)
                      for d in detections]
-        h, w = frame.image.shape[:2]
         with self._lock:
-            ended = self.tracker.update(frame.index, (sample.offset_x, sample.offset_y), sightings, (w, h),
-                                        moving=not sample.stopped)
+            if sample.seq not in self._expected:  # not announced by ``expect``: taken as it comes
+                self._expected.append(sample.seq)
+            self._arrived[sample.seq] = (frame, sightings)
+            ended = self._drain()
             self.ended.extend(ended)
+        return ended
+
+    def _drain(self) -> list[Track]:
+        """Feed the tracker the frames that arrived, in capture order, up to the first one missing."""
+        ended: list[Track] = []
+        while self._expected and self._expected[0] in self._arrived:
+            item = self._arrived.pop(self._expected.popleft())
+            if item is None:
+                continue
+            frame, sightings = item
+            sample = frame.motion
+            assert sample is not None
+            h, w = frame.image.shape[:2]
+            ended += self.tracker.update(frame.index, (sample.offset_x, sample.offset_y), sightings, (w, h),
+                                         moving=not sample.stopped)
             self.frames_tracked += 1
             if frame.truth is not None:
                 self.truth[frame.index] = frame.truth
@@ -85,7 +122,9 @@ class CameraTracking:
     def finish(self) -> list[Track]:
         """End every active track (the stream ended or the pipeline stops)."""
         with self._lock:
-            ended = self.tracker.finish()
+            for seq in list(self._expected):  # frames that never came (the pipeline stopped)
+                self._arrived.setdefault(seq, None)
+            ended = self._drain() + self.tracker.finish()
             self.ended.extend(ended)
         return ended
 

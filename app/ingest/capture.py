@@ -61,6 +61,8 @@ class CameraRunner:
 
     def _dropped(self, job: Job) -> None:
         self.state.on_dropped()
+        if self.tracking is not None:
+            self.tracking.forget(job.frame)
         if self.checkpoint is not None:
             self.checkpoint.settle(job.frame.index)
 

@@ -136,6 +136,8 @@ class DetectionWorkers:
                 log.exception("inspection of a batch of %d frames failed", len(batch))
                 for job in batch:
                     job.camera.state.set_error("inspection failed (see log)")
+                    if job.camera.tracking is not None:
+                        job.camera.tracking.forget(job.frame)
 
     def inspect(self, batch: list[Job]) -> None:
         m.BATCH_SIZE.observe(len(batch))

@@ -32,6 +32,7 @@ class MotionSample:
     speed_px_s: float
     stopped: bool
     measured: bool  # False: no reliable peak, the last velocity was assumed
+    seq: int = 0  # the frame's number among the frames measured (capture order)
 
 
 class MotionEstimator:
@@ -77,6 +78,7 @@ class MotionEstimator:
         with self._lock:
             self._ox += dx
             self._oy += dy
+            seq = self.frames
             self.frames += 1
             self._recent.append((t, self._ox, self._oy))
             while len(self._recent) > 2 and t - self._recent[1][0] >= self.window_s:
@@ -86,7 +88,7 @@ class MotionEstimator:
                 self._vx, self._vy = (self._ox - ox0) / (t - t0), (self._oy - oy0) / (t - t0)
                 self._speed = float(np.hypot(self._vx, self._vy))
             stopped = self._speed < self.stop_px_s
-            sample = MotionSample(dx, dy, self._ox, self._oy, self._speed, stopped, measured)
+            sample = MotionSample(dx, dy, self._ox, self._oy, self._speed, stopped, measured, seq)
         self._prev, self._prev_t = small, t
         return sample
 
