@@ -19,7 +19,7 @@ from app.ingest.motion import MotionEstimator
 from app.ingest.pipeline import Pipeline
 from app.ingest.simulator import StripSimulator, TruthBox
 from app.ingest.sources import Frame
-from app.ingest.tracking import Sighting, Tracker
+from app.ingest.tracking import MAX_SIGHTINGS, Sighting, Tracker
 from app.ingest.truth_score import score_records
 from app.schemas.ingest import CameraStatePublic
 
@@ -265,3 +265,16 @@ def test_frames_inspected_out_of_order_are_tracked_in_capture_order(neu_sample: 
     assert shuffled.frames_tracked == in_order.frames_tracked == 118
     summaries = [[t.summary() for t in [*tr.ended, *tr.finish()]] for tr in (in_order, shuffled)]
     assert summaries[0] == summaries[1] and len(summaries[0]) > 5
+
+
+def test_a_defect_under_a_standing_line_keeps_bounded_sightings() -> None:
+    tracker = Tracker(TrackingConfig(enabled=True))
+    for i in range(MAX_SIGHTINGS + 500):
+        conf = 0.95 if i == MAX_SIGHTINGS + 100 else 0.5
+        tracker.update(i, (0.0, 0.0), [Sighting(i, (100.0, 100.0, 150.0, 160.0), 2, "patches", conf)], (W, H),
+                       moving=False)
+    [track] = tracker.finish()
+    assert track.hits == MAX_SIGHTINGS + 500 and len(track.sightings) == MAX_SIGHTINGS
+    summary = track.summary()
+    assert summary["best_frame"] == MAX_SIGHTINGS + 100 and summary["last_frame"] == MAX_SIGHTINGS + 499
+    assert summary["frames_seen"] == MAX_SIGHTINGS + 500 and summary["class_id"] == 2

@@ -30,6 +30,7 @@ from app.ingest.config import TrackingConfig
 
 Box = tuple[float, float, float, float]
 FORBIDDEN = 1e6
+MAX_SIGHTINGS = 2000
 OTHER_CLASS_COST = 0.1
 
 
@@ -49,45 +50,53 @@ class Sighting:
 @dataclass
 class Track:
     """One physical defect as far as it was seen. Positions are material coordinates: frame pixels of
-    the stream's first frame."""
+    the stream's first frame. ``sightings`` keeps the first ``MAX_SIGHTINGS`` (a defect under a stopped
+    line is seen for as long as the line stands); counts, votes and the best sighting cover all."""
 
     track_id: int
     sightings: list[Sighting] = field(default_factory=list)
     material_box: Box = (0.0, 0.0, 0.0, 0.0)  # where the last sighting puts it on the material
     best_material_box: Box = (0.0, 0.0, 0.0, 0.0)
     missed: int = 0
-    best_index: int = 0
+    hits: int = 0
+    last_frame: int = 0
+    best_sighting: Sighting | None = None
+    votes: Counter[str] = field(default_factory=Counter)  # class name -> frames
+    confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
+    class_ids: dict[str, int] = field(default_factory=dict)
 
     @property
     def first_frame(self) -> int:
         return self.sightings[0].frame_index
 
     @property
-    def last_frame(self) -> int:
-        return self.sightings[-1].frame_index
-
-    @property
-    def hits(self) -> int:
-        return len(self.sightings)
-
-    @property
     def best(self) -> Sighting:
         """The sighting with the highest confidence (its frame is the track's stored image)."""
-        return self.sightings[self.best_index]
+        assert self.best_sighting is not None
+        return self.best_sighting
 
     @property
     def class_name(self) -> str:
         """By vote: the class seen in most frames; a tie goes to the larger summed confidence."""
-        votes: Counter[str] = Counter(s.class_name for s in self.sightings)
-        conf: Counter[str] = Counter()
-        for s in self.sightings:
-            conf[s.class_name] += s.confidence
-        return max(votes, key=lambda n: (votes[n], conf[n]))
+        return max(self.votes, key=lambda n: (self.votes[n], self.confidence_sums[n]))
 
     @property
     def class_id(self) -> int:
-        name = self.class_name
-        return next(s.class_id for s in self.sightings if s.class_name == name)
+        return self.class_ids[self.class_name]
+
+    def add(self, s: Sighting, on_material: Box) -> None:
+        if self.best_sighting is None or s.confidence > self.best_sighting.confidence:
+            self.best_sighting = s
+            self.best_material_box = on_material
+        if len(self.sightings) < MAX_SIGHTINGS:
+            self.sightings.append(s)
+        self.hits += 1
+        self.last_frame = s.frame_index
+        self.votes[s.class_name] += 1
+        self.confidence_sums[s.class_name] += s.confidence
+        self.class_ids.setdefault(s.class_name, s.class_id)
+        self.material_box = on_material
+        self.missed = 0
 
     def position_px(self) -> tuple[float, float]:
         """The best box's centre on the material."""
@@ -236,10 +245,4 @@ class Tracker:
 
     @staticmethod
     def _extend(track: Track, s: Sighting, ox: float, oy: float) -> None:
-        on_material = shift(s.box, -ox, -oy)
-        if not track.sightings or s.confidence > track.best.confidence:
-            track.best_material_box = on_material
-            track.best_index = len(track.sightings)
-        track.sightings.append(s)
-        track.material_box = on_material
-        track.missed = 0
+        track.add(s, shift(s.box, -ox, -oy))
