@@ -130,8 +130,10 @@ class CameraState:
         m.FRAMES_DROPPED_TOTAL.labels(camera=self.camera_id).inc(n)
 
     def on_skipped(self, n: int = 1) -> None:
+        """Captured, tracked by motion, not inspected (the camera's ``tracking.looks``)."""
         with self._lock:
             self.skipped += n
+        m.FRAMES_TOTAL.labels(camera=self.camera_id, stage="skipped").inc(n)
 
     def on_inspected(self, n: int = 1) -> None:
         with self._lock:
