@@ -60,6 +60,7 @@ class Track:
     missed: int = 0
     hits: int = 0
     last_frame: int = 0
+    last_class_name: str = ""
     best_sighting: Sighting | None = None
     votes: Counter[str] = field(default_factory=Counter)  # class name -> frames
     confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
@@ -92,6 +93,7 @@ class Track:
             self.sightings.append(s)
         self.hits += 1
         self.last_frame = s.frame_index
+        self.last_class_name = s.class_name
         self.votes[s.class_name] += 1
         self.confidence_sums[s.class_name] += s.confidence
         self.class_ids.setdefault(s.class_name, s.class_id)
@@ -189,7 +191,7 @@ class Tracker:
         distance = float(np.hypot(pcx - scx, pcy - scy)) / size
         if overlap < self.config.min_iou and distance > self.config.max_distance:
             return FORBIDDEN
-        other = OTHER_CLASS_COST if s.class_name != track.sightings[-1].class_name else 0.0
+        other = OTHER_CLASS_COST if s.class_name != track.last_class_name else 0.0
         return 1.0 - overlap + distance + other
 
     def update(self, frame_index: int, offset: tuple[float, float], sightings: list[Sighting],
