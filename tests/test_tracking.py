@@ -278,3 +278,24 @@ def test_a_defect_under_a_standing_line_keeps_bounded_sightings() -> None:
     summary = track.summary()
     assert summary["best_frame"] == MAX_SIGHTINGS + 100 and summary["last_frame"] == MAX_SIGHTINGS + 499
     assert summary["frames_seen"] == MAX_SIGHTINGS + 500 and summary["class_id"] == 2
+
+
+def test_camera_view_shows_the_defects_in_view(neu_sample: Path) -> None:
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=150.0, seed=3)
+    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.2))
+    for i in range(12):
+        image, truth = sim.frame(i)
+        frame = Frame(image, i, datetime.now(UTC), i / sim.fps, t_stream=i / sim.fps)
+        tracking.on_captured(frame)
+        assert tracking.should_inspect(frame)
+        whole = [b for b in truth if b.visible == 1.0]
+        tracking.on_inspected(frame, Detections([[b.x1, b.y1, b.x2, b.y2] for b in whole], [0.7] * len(whole),
+                                                [b.class_id for b in whole], sim.names))
+    view = CameraStatePublic.model_fields["tracking"].annotation.__args__[0].model_validate(tracking.view())
+    assert view.tracks.active == len(view.active_tracks) >= len(whole) > 0
+    shown = [t.box for t in view.active_tracks]  # also the defects leaving the view, where they are now
+    for b in whole:  # each defect of the last frame where the last frame shows it
+        assert any(max(abs(u - v) for u, v in zip(box, (b.x1, b.y1, b.x2, b.y2), strict=True)) <= 2.0
+                   for box in shown)
+    assert view.motion.speed_px_s == pytest.approx(150, rel=0.05)
+    assert view.motion.speed_mm_s == pytest.approx(30, rel=0.05)

@@ -17,7 +17,7 @@ from app.ingest.config import TrackingConfig
 from app.ingest.motion import MotionEstimator, MotionSample
 from app.ingest.simulator import TruthBox
 from app.ingest.sources import Frame
-from app.ingest.tracking import Sighting, Track, Tracker
+from app.ingest.tracking import Sighting, Track, Tracker, shift
 
 
 class CameraTracking:
@@ -128,10 +128,16 @@ class CameraTracking:
             self.ended.extend(ended)
         return ended
 
-    def view(self) -> dict:
-        """The camera's motion and tracks, for its state."""
+    def view(self, max_active: int = 50) -> dict:
+        """The camera's motion and tracks, for its state: counts, and the tracks in view now (at most
+        ``max_active``) with their box in the last tracked frame."""
         mm = self.config.mm_per_px
         with self._lock:
             tracks = {"active": len(self.tracker.active), "ended": self.tracker.ended,
                       "frames_tracked": self.frames_tracked, "skipped": self.skipped}
-        return {"motion": self.motion.view(mm), "tracks": tracks, "mm_per_px": mm}
+            ox, oy = self.tracker.offset
+            in_view = [{"track_id": t.track_id, "class_name": t.class_name,
+                        "confidence": round(t.best.confidence, 4), "frames_seen": t.hits,
+                        "box": [round(v, 1) for v in shift(t.material_box, ox, oy)]}
+                       for t in self.tracker.active[:max_active]]
+        return {"motion": self.motion.view(mm), "tracks": tracks, "active_tracks": in_view, "mm_per_px": mm}

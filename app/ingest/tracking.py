@@ -181,6 +181,7 @@ class Tracker:
         self._next_id = 1
         self.started = 0
         self.ended = 0
+        self.offset: tuple[float, float] = (0.0, 0.0)  # the material's offset at the last update
 
     def _cost(self, track: Track, predicted: Box, s: Sighting) -> float:
         overlap = max(iou(predicted, s.box), overlap_of_smaller(predicted, s.box) / 2)
@@ -198,7 +199,7 @@ class Tracker:
                frame_size: tuple[int, int], moving: bool = True) -> list[Track]:
         """Associate this frame's sightings (``offset``: the material's shift in frame pixels since the
         first frame, from the motion estimate); returns the tracks that ended with it."""
-        ox, oy = offset
+        ox, oy = self.offset = offset
         sightings = merge_fragments(sightings, self.config.merge_overlap)
         predicted = [shift(t.material_box, ox, oy) for t in self.active]
         matched_tracks: set[int] = set()

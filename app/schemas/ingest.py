@@ -64,6 +64,17 @@ class TrackCounts(PublicModel):
     active: int = Field(description="defects in view now (open tracks)")
     ended: int = Field(description="tracks ended so far: physical defects seen and passed")
     frames_tracked: int = Field(description="inspected frames fed to the tracker")
+    skipped: int = Field(0, description="frames tracked by motion, not inspected (`tracking.looks`)")
+
+
+class ActiveTrackPublic(PublicModel):
+    """A defect in view now."""
+
+    track_id: int = Field(description="the track's number on this camera since the pipeline started")
+    class_name: str = Field(description="by vote over the frames it was seen in")
+    confidence: float = Field(description="its best detection's confidence")
+    frames_seen: int
+    box: list[float] = Field(description="x1, y1, x2, y2 in the last tracked frame, pixels")
 
 
 class CameraTrackingPublic(PublicModel):
@@ -71,6 +82,8 @@ class CameraTrackingPublic(PublicModel):
 
     motion: MotionPublic
     tracks: TrackCounts
+    active_tracks: list[ActiveTrackPublic] = Field(default_factory=list,
+                                                   description="the defects in view now (at most 50)")
     mm_per_px: float | None = None
 
 
