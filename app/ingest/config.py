@@ -66,7 +66,8 @@ class TrackingConfig(_Strict):
                                                         "second) the line counts as stopped, px/s")] = 5.0
     min_iou: Annotated[float, Field(ge=0, le=1, description="a detection continues a track when its box "
                                                             "overlaps the track's predicted box by at least "
-                                                            "this IoU ...")] = 0.2
+                                                            "this (IoU, or half the share of the smaller "
+                                                            "box inside the other) ...")] = 0.2
     max_distance: Annotated[float, Field(ge=0, description="... or its centre lies within this many box "
                                                            "sizes (the larger side) of the predicted "
                                                            "centre")] = 0.5

@@ -9,8 +9,10 @@ changes, stops and jitter are all in the measured offset. (A constant-velocity K
 coordinates mispredicts at every speed change and stop; with the offset as its control input and a
 stationary state it reduces to this.)
 
-Association: predicted boxes against the frame's detections, cost ``1 - IoU + centre distance`` (in
-box sizes, plus a little for another class), gated by ``min_iou`` or ``max_distance``, solved
+Association: predicted boxes against the frame's detections, cost ``1 - overlap + centre distance``
+(overlap: the larger of IoU and half the share of the smaller box inside the other, which keeps a
+box that grows as its defect enters the view; distance in box sizes; plus a little for another
+class), gated by ``min_iou`` (on that overlap) or ``max_distance``, solved
 optimally with the Hungarian method (``scipy.optimize.linear_sum_assignment``): neighbouring defects
 of a textured strip compete for the same detections, and a greedy pick lets one track steal its
 neighbour's box. A track ends when its predicted box leaves the frame or it goes unseen for
