@@ -49,7 +49,7 @@ MODEL_INFO = Gauge(
 
 
 # -- camera ingest (app/ingest); the Grafana dashboard and alerts in deploy/ use these names ------------
-FRAME_STAGES = ("captured", "inspected", "committed", "journaled", "dropped")
+FRAME_STAGES = ("captured", "inspected", "committed", "journaled", "dropped", "skipped")
 CAMERA_UP = Gauge("inspect_camera_up", "1 while the camera's source delivers frames", ["camera"],
                   registry=REGISTRY)
 CAMERA_FAILURES_TOTAL = Counter(
