@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -271,6 +272,29 @@ def test_a_full_inbox_refuses_after_the_timeout_and_keeps_what_fitted() -> None:
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [2, 5]
 
 
+def test_a_partly_filled_inbox_takes_only_what_fits_before_refusing() -> None:
+    buf = BatchBuffer(capacity=3, batch_rows=3)
+    buf.put([0, 1])
+    with pytest.raises(TimeoutError):
+        buf.put([2, 3, 4], timeout=0.0)
+    assert len(buf) == 3 and buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1, 2]
+
+
+def test_a_producer_with_a_timeout_waits_for_the_room_a_waiting_writer_makes() -> None:
+    buf = BatchBuffer(capacity=2, batch_rows=2)
+    looked = threading.Event()
+
+    def draining() -> bool:
+        looked.set()
+        return False
+
+    writer, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
+    assert looked.wait(30)  # the writer waits for rows
+    buf.put([0, 1, 2], timeout=30.0)  # full after two: waits while the woken writer takes them
+    writer.join(30)
+    assert got == [[0, 1]] and len(buf) == 1
+
+
 def test_a_blocked_producer_goes_on_as_soon_as_the_writer_takes_a_batch() -> None:
     buf = BatchBuffer(capacity=2, batch_rows=2)
     buf.put([0, 1])
@@ -286,21 +310,32 @@ def test_a_blocked_producer_goes_on_as_soon_as_the_writer_takes_a_batch() -> Non
 def test_a_drain_commits_everything_in_order_in_batches_of_batch_rows(outage: Outage, tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     calls: list[tuple[list[str], list[bool]]] = []
+    loaded: list[object] = []
+
+    def on_committed(items: list[Item], stored: list) -> None:
+        calls.append((uids(items), [s.created for s in stored]))
+        loaded.extend(s.loaded for s in stored)
+
     journal_dir, data = tmp_path / "journal", tmp_path / "data"
     writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=3, batch_ms=HOUR_MS, retry_s=3600,
-                      on_committed=lambda items, st: calls.append((uids(items), [s.created for s in st])))
+                      on_committed=on_committed)
     items = [make_item(k, ng=k != 2, crops=2 if k == 0 else 0, image=True) for k in range(7)]
     jpeg = items[3].result.image_bytes
     writer.submit_many(items[:4])
     writer.submit(items[4])
     writer.submit_many(items[5:])
     assert writer.pending() == 7
-    before = commits()
+    before, seconds_before = commits(), sample("inspect_db_write_seconds_sum")
+    started = time.perf_counter()
     writer.start()
     writer.stop()
+    drained_s = time.perf_counter() - started
     assert calls == [(["f000", "f001", "f002"], [True] * 3), (["f003", "f004", "f005"], [True] * 3),
                      (["f006"], [True])]
     assert commits() - before == 3
+    # the three commits are timed one after another, inside the drain
+    assert 0 < sample("inspect_db_write_seconds_sum") - seconds_before <= drained_s
+    assert loaded == [None] * 7  # the callback gets ids; no row is read back for it
     assert (writer.committed, writer.journaled, writer.replayed, writer.rejected) == (7, 0, 0, 0)
     assert (writer.db_up, writer.last_error, writer.pending()) == (True, None, 0)
     assert [uid for uid, _ in rows(outage.db)] == uids(items)
@@ -326,6 +361,7 @@ def test_the_defaults_are_batches_of_64_and_an_inbox_of_1024(tmp_path: Path) -> 
     writer.start()
     writer.stop()
     assert sizes == [64, 1] and writer.committed == 65
+    assert (writer.batch_rows, writer.batch_s, writer.retry_s) == (64, 0.2, 1.0)  # 200 ms, 1 s
 
     idle = DbWriter(db, Journal(tmp_path / "journal-2"), tmp_path / "data")
     one = make_item(0, ng=False)
@@ -370,8 +406,8 @@ def test_the_writer_thread_is_a_named_daemon_and_a_slow_stop_is_logged(
     assert entered.wait(30)
     [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
     assert thread.daemon
-    writer.stop(timeout=0.0)
-    assert messages(caplog) == [(logging.ERROR, "database writer did not finish within 0 s")]
+    writer.stop(timeout=0.6)
+    assert messages(caplog) == [(logging.ERROR, "database writer did not finish within 1 s")]
     release.set()
     thread.join(30)
     assert not thread.is_alive() and writer.committed == 1
@@ -437,8 +473,8 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     committed: list[list[str]] = []
     journal_dir, data = tmp_path / "journal", tmp_path / "data"
     outage.down()
-    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS, retry_s=3600,
-                      on_committed=lambda items, _s: committed.append(uids(items)),
+    writer = DbWriter(outage.db, Journal(journal_dir, segment_bytes=1), data, batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=3600, on_committed=lambda items, _s: committed.append(uids(items)),
                       on_journaled=lambda items: journaled.append(uids(items)))
     items = [make_item(k, ng=k != 1, crops=1 if k != 1 else 0, image=True) for k in range(5)]
     jpegs = [i.result.image_bytes for i in items]
@@ -469,13 +505,14 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     before = commits()
     again.start()
     again.stop()
-    assert calls == [(uids(items), [True] * 5)]  # one report per segment, committed 2 rows at a time
-    assert commits() - before == 3
+    assert calls == [(["f000", "f001"], [True] * 2), (["f002", "f003"], [True] * 2), (["f004"], [True])]
+    assert commits() - before == 3  # one report and one commit per segment (one per journaled batch)
     assert (again.replayed, again.committed, again.journaled) == (5, 5, 0)
     assert (again.db_up, again.last_error) == (True, None)
     assert rows(outage.db) == [(i.result.frame_uid, i.result.image_path) for i in items]
     assert sample("inspect_journal_pending") == 0 and segment_names(journal_dir) == []
-    assert messages(caplog) == [(logging.INFO, "replayed 5 journaled results from 000000000001.jsonl")]
+    assert messages(caplog) == [(logging.INFO, f"replayed {n} journaled results from 00000000000{k}.jsonl")
+                                for k, n in ((1, 2), (2, 2), (3, 1))]
 
 
 def test_an_outage_mid_run_is_journaled_then_replayed_before_newer_results(
@@ -542,17 +579,18 @@ def test_a_failed_ping_postpones_the_replay_by_retry_s(outage: Outage, tmp_path:
     earlier.close()
     outage.down()
     journaled: list[list[str]] = []
-    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
-                      retry_s=3600, on_journaled=lambda items: (journaled.append(uids(items)), outage.up()))
+    up_once = once(outage.up)
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=1, batch_ms=HOUR_MS,
+                      retry_s=3600, on_journaled=lambda items: (journaled.append(uids(items)), up_once()))
     assert sample("inspect_journal_pending") == 1
-    writer.submit(make_item(1))
+    writer.submit_many([make_item(1), make_item(2)])
     writer.start()
     writer.stop()
-    assert journaled == [["f001"]]  # behind the journal, without trying the database
+    assert journaled == [["f001"], ["f002"]]  # behind the journal, without trying the database
     assert writer.last_error.startswith(f"database unreachable: {outage.unreachable}")
-    assert (writer.db_up, writer.journaled, writer.replayed, writer.committed) == (False, 1, 0, 0)
-    assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 2)
-    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f000", "f001"]
+    assert (writer.db_up, writer.journaled, writer.replayed, writer.committed) == (False, 2, 0, 0)
+    assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 3)
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f000", "f001", "f002"]
     assert rows(outage.db) == []
     assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
 
@@ -613,19 +651,20 @@ def test_a_full_journal_holds_the_batch_until_the_database_takes_it(
     writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=10), tmp_path / "data", batch_rows=2,
                       batch_ms=HOUR_MS, retry_s=0.0,
                       on_committed=lambda items, _s: committed.append(uids(items)))
-    up_once = once(outage.up)
-    on_log("holding results", lambda: (seen.append(writer.last_error), up_once()))
+    # the first hold happens while taking the batch, the second in the held-batch loop (which, the
+    # writer stopping, starts the shutdown grace period): the database returns there
+    on_log("holding results", lambda: (seen.append(writer.last_error), len(seen) == 2 and outage.up()))
     writer.submit_many([make_item(0), make_item(1)])
     writer.start()
     writer.stop()
     full = f"journal {journal_dir} would exceed 10 bytes"
-    assert seen == [full]
+    assert seen == [full, full]
     assert committed == [["f000", "f001"]] and writer.journaled == 0 and writer.db_up
     assert writer.last_error == full
     levels_texts = messages(caplog)
     assert levels_texts[0][0] == logging.WARNING
-    assert levels_texts[1:] == [(logging.ERROR, f"{full}; holding results until the database returns"),
-                                (logging.INFO, "database is back")]
+    holding = (logging.ERROR, f"{full}; holding results until the database returns")
+    assert levels_texts[1:] == [holding, holding, (logging.INFO, "database is back")]
 
 
 def test_a_failed_journal_write_holds_the_batch_and_tries_again(
@@ -664,3 +703,45 @@ def test_at_shutdown_a_batch_nobody_takes_is_given_up_after_the_grace_period(
     gave_up = "shutting down with 3 results neither committed nor journaled"
     assert messages(caplog)[-1] == (logging.ERROR, gave_up)
     assert not [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+
+
+def test_an_idle_writer_keeps_running_until_stopped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+    committed = threading.Event()
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=1, batch_ms=HOUR_MS,
+                      on_committed=lambda _i, _s: committed.set())
+    writer.start()
+    [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+    thread.join(0.5)  # an empty inbox for several idle rounds: the writer waits, it does not end
+    assert thread.is_alive()
+    writer.submit(make_item(1))
+    assert committed.wait(30)
+    writer.stop()
+    assert not thread.is_alive() and writer.committed == 1
+    db.dispose()
+
+
+def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+
+    def fail(*_args: object) -> None:
+        raise SQLAlchemyError("")  # what the driver layer raises, as it raises it: no text
+
+    event.listen(db.engine, "before_cursor_execute", fail)
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=1, batch_ms=HOUR_MS,
+                      retry_s=3600)
+    writer.submit(make_item(1))
+    writer.start()
+    writer.stop()
+    event.remove(db.engine, "before_cursor_execute", fail)
+    assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
+    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    db.dispose()
