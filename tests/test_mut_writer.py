@@ -209,6 +209,8 @@ def test_an_empty_inbox_gives_nothing_and_a_short_one_what_it_has() -> None:
     buf.put([1, 2])
     assert buf.wakeups == 1
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [1, 2] and len(buf) == 0
+    buf.put([3])
+    assert buf.take_batch(0.01, idle_s=0.0, draining=never) == [3]  # the window ends without more rows
 
 
 def test_the_writer_waits_in_the_window_until_the_batch_is_full() -> None:
@@ -224,10 +226,10 @@ def test_the_writer_waits_in_the_window_until_the_batch_is_full() -> None:
     thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
     assert looked.wait(30)
     buf.put([2, 3])  # not full yet: the writer goes on waiting
-    buf.put([4, 5, 6])
+    buf.put([4])  # exactly full: the writer is woken
     thread.join(30)
     assert not thread.is_alive() and got == [[0, 1, 2, 3, 4]]
-    assert len(buf) == 2 and buf.wakeups == 2  # the first rows, then the full batch
+    assert len(buf) == 0 and buf.wakeups == 2  # the first rows, then the full batch
 
 
 def test_a_writer_idle_on_an_empty_inbox_is_woken_by_the_first_rows() -> None:
@@ -266,6 +268,8 @@ def test_a_full_inbox_refuses_after_the_timeout_and_keeps_what_fitted() -> None:
     with pytest.raises(TimeoutError, match=r"^writer queue full \(3 results\)$"):
         buf.put([0, 1, 2, 3, 4], timeout=0.0)
     assert len(buf) == 3
+    with pytest.raises(TimeoutError):
+        buf.put([5], timeout=0.01)  # no room comes: refused once the timeout has passed
     assert buf.wakeups == 1  # one wake-up for the first rows, which also filled a batch
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1]
     buf.put([5], timeout=0.0)
@@ -407,7 +411,9 @@ def test_the_writer_thread_is_a_named_daemon_and_a_slow_stop_is_logged(
     [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
     assert thread.daemon
     writer.stop(timeout=0.6)
-    assert messages(caplog) == [(logging.ERROR, "database writer did not finish within 1 s")]
+    writer.stop(timeout=0.0)
+    slow = "database writer did not finish within {} s"
+    assert messages(caplog) == [(logging.ERROR, slow.format(s)) for s in (1, 0)]
     release.set()
     thread.join(30)
     assert not thread.is_alive() and writer.committed == 1
@@ -745,3 +751,38 @@ def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
     assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
     assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
     db.dispose()
+
+
+def test_an_idle_writer_retries_the_journal_without_new_results(outage: Outage, tmp_path: Path,
+                                                                on_log) -> None:
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(0))])
+    earlier.close()
+    outage.down()
+    replayed = threading.Event()
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=0.0, on_committed=lambda _i, _s: replayed.set())
+    on_log("database unreachable", outage.up)  # the first replay finds the database away; then it returns
+    writer.start()
+    assert replayed.wait(30)  # the inbox stays empty: the retry comes from the idle writer itself
+    writer.stop()
+    assert writer.replayed == 1 and [uid for uid, _ in rows(outage.db)] == ["f000"]
+
+
+def test_results_stay_behind_the_journal_even_when_a_retry_is_due(outage: Outage, tmp_path: Path,
+                                                                  on_log) -> None:
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(0))])
+    earlier.close()
+    outage.down()
+    journaled: list[list[str]] = []
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=0.0, on_journaled=lambda items: journaled.append(uids(items)))
+    on_log("database unreachable", outage.up)  # back before the new result is stored
+    writer.submit(make_item(1))
+    writer.start()
+    writer.stop()
+    assert journaled == [["f001"]] and writer.replayed == 2
+    assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]
