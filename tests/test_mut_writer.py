@@ -657,20 +657,38 @@ def test_a_full_journal_holds_the_batch_until_the_database_takes_it(
     writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=10), tmp_path / "data", batch_rows=2,
                       batch_ms=HOUR_MS, retry_s=0.0,
                       on_committed=lambda items, _s: committed.append(uids(items)))
-    # the first hold happens while taking the batch, the second in the held-batch loop (which, the
-    # writer stopping, starts the shutdown grace period): the database returns there
+    # the first hold happens while taking the batch, the second in the held-batch loop, where a stopping
+    # writer starts its shutdown grace period: the database returns there. The writer's first connection
+    # attempt waits until stop() has been asked for, so the grace period is running by then.
     on_log("holding results", lambda: (seen.append(writer.last_error), len(seen) == 2 and outage.up()))
+    connecting, stop_asked = threading.Event(), threading.Event()
+
+    def first_connect(*_args: object) -> None:
+        if not connecting.is_set():
+            connecting.set()
+            stop_asked.wait(30)
+
+    from sqlalchemy import event
+
+    event.listen(outage.db.engine, "do_connect", first_connect)
     writer.submit_many([make_item(0), make_item(1)])
     writer.start()
-    writer.stop()
+    [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+    assert connecting.wait(30)
+    writer.stop(timeout=0.0)  # asks for the stop; the journal refuses by size before it writes anything
+    stop_asked.set()
+    thread.join(30)
+    event.remove(outage.db.engine, "do_connect", first_connect)
+    assert not thread.is_alive()
     full = f"journal {journal_dir} would exceed 10 bytes"
     assert seen == [full, full]
     assert committed == [["f000", "f001"]] and writer.journaled == 0 and writer.db_up
     assert writer.last_error == full
     levels_texts = messages(caplog)
-    assert levels_texts[0][0] == logging.WARNING
+    assert levels_texts[0] == (logging.ERROR, "database writer did not finish within 0 s")
+    assert levels_texts[1][0] == logging.WARNING
     holding = (logging.ERROR, f"{full}; holding results until the database returns")
-    assert levels_texts[1:] == [holding, holding, (logging.INFO, "database is back")]
+    assert levels_texts[2:] == [holding, holding, (logging.INFO, "database is back")]
 
 
 def test_a_failed_journal_write_holds_the_batch_and_tries_again(
