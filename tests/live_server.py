@@ -38,4 +38,4 @@ def serving(settings) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         srv.should_exit = True
-        thread.join(10)
+        thread.join(30)

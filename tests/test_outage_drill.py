@@ -20,7 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from drill_helpers import postgres_server, scratch_database, serving
+from drill_helpers import postgres_server, scratch_database
+from live_server import serving
 from mes_helpers import jpeg_bytes, make_key
 from sqlalchemy import func, select
 
