@@ -12,13 +12,15 @@ from enum import StrEnum
 from pathlib import Path
 
 from app import metrics
-from app.db.session import Database
+from app.db.session import Database, sqlite_file
 from app.engine_factory import load_engine
 from app.inference import Engine
 from app.ingest.journal import Journal
 from app.ingest.pipeline import Pipeline
 from app.ingest.startup import build_pipeline, start_ingest
+from app.retention import Pruner, RetentionPolicy
 from app.settings import Settings
+from app.storage_health import HEALTH
 from app.webhook_targets import TargetPolicy
 from app.webhooks import DeliveryWorker
 
@@ -45,6 +47,7 @@ class Service:
     pipeline: Pipeline | None = None
     ingest_error: str | None = None
     webhooks: DeliveryWorker | None = None
+    pruner: Pruner | None = None
 
     @property
     def journal(self) -> Journal | None:
@@ -54,6 +57,8 @@ class Service:
     def stop(self) -> None:
         """Drain the pipeline (every result committed or journaled), stop the webhook sender, close the
         database."""
+        if self.pruner is not None:
+            self.pruner.stop()
         if self.pipeline is not None:
             self.pipeline.stop()
         if self.webhooks is not None:
@@ -69,7 +74,11 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     if (cameras is not None) != (role is Role.INGEST):
         raise ValueError("a cameras file is given for the ingest role, and only for it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    HEALTH.configure(jpeg_quality=settings.image_jpeg_quality, store_frames=settings.store_frames,
+                     floor_mb=settings.disk_floor_mb, watermark_mb=settings.disk_low_watermark_mb)
     service = Service(settings, Database(settings.database_url))
+    if service.db.ping() is None:  # a SQLite file exists now: a deletion or replacement is noticed
+        HEALTH.watch_database_file(sqlite_file(service.db.url))
     try:
         if cameras is not None:
             service.pipeline = build_pipeline(settings, cameras, service.db).start()
@@ -81,6 +90,11 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             targets = TargetPolicy.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)
             service.webhooks = DeliveryWorker(service.db.sessionmaker, targets=targets)
             service.webhooks.start()
+        # retention: a background pass every INSPECT_PRUNE_INTERVAL_S (app/retention.py)
+        cameras = service.pipeline.config.cameras if service.pipeline is not None else ()
+        policy = RetentionPolicy.from_settings(settings, cameras)
+        service.pruner = Pruner(service.db, settings.data_dir, policy)
+        service.pruner.start(settings.prune_interval_s)
     except BaseException:
         service.stop()
         raise

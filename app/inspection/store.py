@@ -14,14 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app import images, metrics
 from app.db import repository
 from app.db.models import Inspection
+from app.db.session import sqlite_file
 from app.detections import Detections
 from app.image_policy import ImagePolicy, should_store
 from app.inspection.rules import InspectionResult, Timings
+from app.storage_health import HEALTH
 from app.vocabulary import NG
 from app.webhooks import enqueue_inspection, subscribers
 
@@ -37,8 +40,28 @@ def apply_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
     if not should_store(policy, result.verdict):
         result.image_bytes = None
     elif result.image_bytes is None and frame is not None:
-        result.image_bytes = images.encode_jpeg(frame)
+        result.image_bytes = images.encode_jpeg(frame, HEALTH.options.jpeg_quality)
         result.image_ext = ".jpg"
+
+
+def skip_image_if_unwritable(result: InspectionResult, data_dir: Path) -> bool:
+    """Drop the image a result carries when none can be written now (low disk, failing writes):
+    inspection goes on, the answer says ``image_stored: false`` and the skip is counted. True when
+    the result still carries its image."""
+    if result.image_bytes is None:
+        return False
+    reason = HEALTH.image_skip_reason(data_dir)
+    if reason is None:
+        return True
+    _skip(result, reason)
+    return False
+
+
+def _skip(result: InspectionResult, reason: str) -> None:
+    result.image_bytes, result.image_path, result.image_size = None, None, 0
+    result.crop_count = result.crop_size = 0
+    result.image_skipped = reason
+    HEALTH.image_skipped(result.camera_id, reason, result.frame_uid)
 
 
 def image_file(result: InspectionResult) -> str:
@@ -56,6 +79,7 @@ def _write_image(result: InspectionResult, data_dir: Path) -> Path:
         raise ValueError(f"inspection {result.frame_uid!r} carries no image to write")
     path = images.resolve(data_dir, result.image_path)
     images.write_atomic(path, result.image_bytes)
+    HEALTH.write_succeeded()
     return path
 
 
@@ -63,21 +87,32 @@ def write_image_now(result: InspectionResult, data_dir: Path) -> None:
     """Write the image a result carries before its row exists (the database is away): the result
     then names its file in ``image_path`` and no longer holds the bytes, so a journaled result keeps
     its image through the replay."""
-    if result.image_bytes is None:
+    if not skip_image_if_unwritable(result, data_dir):
         return
     result.image_path = image_file(result)
-    _write_image(result, data_dir)
+    result.image_size = images.disk_bytes(len(result.image_bytes or b""))
+    try:
+        _write_image(result, data_dir)
+    except OSError as exc:  # the row is journaled without its image
+        HEALTH.write_failed(exc)
+        _skip(result, "write_failed")
+        return
     result.image_bytes = None
 
 
 def write_crops(result: InspectionResult, crops: Sequence[bytes], data_dir: Path) -> None:
-    """The defect crops of a stored frame, next to it (a crop that cannot be written is logged)."""
+    """The defect crops of a stored frame, next to it (a crop that cannot be written is logged; none is
+    written while images are skipped)."""
+    if crops and HEALTH.image_skip_reason(data_dir) is not None:
+        return
     for k, data in enumerate(crops):
         rel = crop_file(result, k)
         try:
             images.write_atomic(images.resolve(data_dir, rel), data)
         except OSError as exc:
+            HEALTH.write_failed(exc)
             log.warning("cannot store crop %s: %s", rel, exc)
+            return
 
 
 # -- rows -------------------------------------------------------------------------------------------
@@ -139,6 +174,7 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
     written: list[Path] = []
     try:
         stored = _persist_once(session, results, data_dir, written, load_rows)
+        HEALTH.check_database_file(sqlite_file(session.get_bind().engine.url))  # DatabaseFileGone
         session.commit()
     except BaseException:
         # remove the files while this transaction still holds its rows: a concurrent writer of the
@@ -175,15 +211,22 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
     for camera_id in sorted(cameras):
         repository.ensure_camera(session, camera_id, *cameras[camera_id])
     for r in new:
-        if r.image_bytes is not None:
+        if skip_image_if_unwritable(r, data_dir):
             r.image_path = image_file(r)
+            r.image_size = images.disk_bytes(len(r.image_bytes or b""))
     created = repository.insert_inspections(
         session, [(_row_fields(r), _defect_rows(r.detections)) for r in new])
     for r in new:
         if r.frame_uid not in created:
             r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
         elif r.image_bytes is not None:  # our own row is in: now its file
-            written.append(_write_image(r, data_dir))
+            try:
+                written.append(_write_image(r, data_dir))
+            except OSError as exc:  # full disk, read-only folder: the row is kept without its image
+                HEALTH.write_failed(exc)
+                _skip(r, "write_failed")
+                session.execute(update(Inspection).where(Inspection.frame_uid == r.frame_uid)
+                                .values(image_path=None, image_size=0, crop_count=0, crop_size=0))
     # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
     # payloads built only when someone listens)
     new_ng = [uid for uid in created if first[uid].verdict == NG]
