@@ -74,6 +74,7 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     if (cameras is not None) != (role is Role.INGEST):
         raise ValueError("a cameras file is given for the ingest role, and only for it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    HEALTH.reset()
     HEALTH.configure(jpeg_quality=settings.image_jpeg_quality, store_frames=settings.store_frames,
                      floor_mb=settings.disk_floor_mb, watermark_mb=settings.disk_low_watermark_mb)
     service = Service(settings, Database(settings.database_url))

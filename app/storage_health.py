@@ -75,6 +75,15 @@ class StorageHealth:
         self.skipped: Counter[str] = Counter()  # camera ("" for uploads without one) -> images skipped
 
     # -- settings ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget failures, skips, watched files and cached free space (a new service, a test)."""
+        with self._lock:
+            self._free.clear()
+            self._write_failed_at = self._write_error = None
+            self._last_log.clear()
+            self._databases.clear()
+            self.skipped.clear()
+
     def configure(self, *, jpeg_quality: int, store_frames: bool, floor_mb: float,
                   watermark_mb: float) -> None:
         self.options = StorageOptions(jpeg_quality, store_frames, int(floor_mb * 10**6),

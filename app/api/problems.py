@@ -41,6 +41,7 @@ STATUS_TITLES: dict[int, str] = {
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    410: "Gone",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -120,7 +121,9 @@ async def _user_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UserError)
     _count(exc.reason)
     status = status_of(exc)
-    return problem_response(status, title_of(status), str(exc), exc.reason, instance=request.url.path)
+    headers = {"Retry-After": "10"} if status == 503 else None  # Unavailable: trying again can succeed
+    return problem_response(status, title_of(status), str(exc), exc.reason, instance=request.url.path,
+                            headers=headers)
 
 
 async def _validation_handler(request: Request, exc: Exception) -> JSONResponse:

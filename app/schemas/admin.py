@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ConfigDict, Field, create_model
 
 from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.ingest import StorageState
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class ReadyPublic(PublicModel):
     model_version: str
     provider: str
     database: str = Field(description="the database backend (sqlite or postgresql)")
+    storage: StorageState = Field(description="free space, the low-disk state and skipped images")
 
 
 SettingsPublic = create_model(

@@ -36,10 +36,33 @@ class TilesPublic(PublicModel):
     overlap: int
 
 
+class CameraStorage(PublicModel):
+    """A camera's part of the image store (as of the pruner's last pass) and its skipped images."""
+
+    frames: int = Field(0, description="stored frame files")
+    frame_bytes: int = Field(0, description="their bytes on disk")
+    crops: int = Field(0, description="stored defect crop files")
+    crop_bytes: int = Field(0, description="their bytes on disk")
+    images_skipped: int = Field(0, description="images not written (low disk, failing writes) while "
+                                               "their inspections were stored")
+
+
+class StorageState(PublicModel):
+    """The data folder's file system and the low-disk state (INSPECT_DISK_*)."""
+
+    free_bytes: int
+    total_bytes: int
+    floor_bytes: int = Field(description="below this much free space new images are skipped")
+    watermark_bytes: int = Field(description="below this much free space the oldest images are pruned")
+    low_disk: bool = Field(description="free space is below the floor: new images are skipped")
+    images_skipped: int = Field(description="images skipped since the start, all cameras")
+
+
 class CameraStatePublic(CameraCounters):
     buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
     imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
     tiles: TilesPublic | None = None
+    storage: CameraStorage | None = None
 
 
 class DatabaseState(PublicModel):
@@ -63,3 +86,4 @@ class IngestStatusPublic(PublicModel):
     journal: JournalState | None = None
     workers: int | None = None
     batches: int | None = None
+    storage: StorageState | None = None

@@ -11,7 +11,10 @@ from app import metrics
 from app.api.deps import ServiceDep
 from app.api.openapi import problem_responses
 from app.api.problems import problem_response
+from app.db.session import sqlite_file
 from app.schemas import HealthPublic, ReadyPublic
+from app.schemas.ingest import StorageState
+from app.storage_health import HEALTH
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -24,8 +27,10 @@ def healthz() -> HealthPublic:
 
 
 @router.get("/readyz", response_model=ReadyPublic,
-            summary="Ready to inspect: model loaded and database reachable",
-            responses=problem_responses(503, s503="not ready; `reasons` says why"))
+            summary="Ready to inspect: model loaded, database reachable, storage writable",
+            responses=problem_responses(503, s503="not ready; `reasons` says why (no model, database "
+                                        "unreachable, database file deleted or replaced, data folder "
+                                        "not writable, disk full)"))
 def readyz(service: ServiceDep) -> Response:
     reasons = []
     engine, db = service.engine, service.db
@@ -35,11 +40,14 @@ def readyz(service: ServiceDep) -> Response:
     if db_error:  # the driver's text names hosts and ports: the log gets it, this public route does not
         log.warning("not ready: %s", db_error)
         reasons.append("database unreachable")
+    data_dir = service.settings.data_dir
+    reasons += HEALTH.faults(data_dir, sqlite_file(db.url)).values()  # logged there, without paths here
+    storage = HEALTH.snapshot(data_dir)
     if reasons:
         return problem_response(503, "Not Ready", "; ".join(reasons), "not_ready", reasons=reasons,
-                                headers={"Retry-After": "10"})
+                                storage=storage, headers={"Retry-After": "10"})
     ready = ReadyPublic(status="ready", model_version=engine.version, provider=engine.provider,
-                        database=db.backend)
+                        database=db.backend, storage=StorageState(**storage))
     return JSONResponse(ready.model_dump(mode="json"))
 
 

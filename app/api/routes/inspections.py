@@ -23,7 +23,7 @@ from app.api.problems import Problem
 from app.db import repository
 from app.db.models import Inspection
 from app.inspection import CameraContext, Timings, inspect_frame, persist_results, run_detector
-from app.schemas import InspectionCreate, InspectionDetail
+from app.schemas import InspectionCreate, InspectionCreated, InspectionDetail
 from app.vocabulary import utcnow
 
 upload_router = APIRouter(tags=["inspections"])
@@ -126,10 +126,10 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 
 
 @upload_router.post(
-    "/inspections", status_code=201, response_model=InspectionDetail, openapi_extra=UPLOAD_OPENAPI,
+    "/inspections", status_code=201, response_model=InspectionCreated, openapi_extra=UPLOAD_OPENAPI,
     summary="Inspect one frame",
     responses={200: {"description": "Replay: this frame_uid is already stored; the stored inspection",
-                     "model": InspectionDetail},
+                     "model": InspectionCreated},
                **problem_responses(400, 413, 415, 422, 503, s400="not an image, corrupt, empty, or a "
                                    "malformed multipart body", s422="a bad field, or an imgsz the model "
                                    "cannot take", s503="no model loaded")},
@@ -145,7 +145,7 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
     except ValueError as exc:
         raise Problem(422, str(exc), reason="unsupported_imgsz") from None
 
-    def work() -> tuple[InspectionDetail, bool]:
+    def work() -> tuple[InspectionCreated, bool]:
         t0 = time.perf_counter()
         frame, info = images.decode(data, settings.max_pixels)  # ImageError: a 4xx problem
         t1 = time.perf_counter()
@@ -162,7 +162,7 @@ async def create_inspection(request: Request, settings: SettingsDep, engine: Eng
         with db.session() as session:
             [stored] = persist_results(session, [result], data_dir=settings.data_dir,
                                        image_policy=settings.image_policy)
-            return InspectionDetail.from_row(stored.row), stored.created
+            return InspectionCreated.of(stored.row, result.image_skipped), stored.created
 
     body, created = await run_in_threadpool(work)
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if created else 200)
@@ -182,6 +182,10 @@ def stored_image(session: Session, data_dir: FsPath, inspection_id: int) -> tupl
     row = repository.get_inspection(session, inspection_id)
     if row is None:
         raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
+    if not row.image_path and row.image_expired_at is not None:
+        raise Problem(410, f"the image of inspection {inspection_id} expired: the retention policy deleted "
+                           "it (INSPECT_RETENTION_FRAME_DAYS, INSPECT_IMAGE_STORE_MAX_GB); the row is kept",
+                      reason="expired")
     if not row.image_path:
         raise Problem(404, f"inspection {inspection_id} has no stored image (INSPECT_IMAGE_POLICY)",
                       reason="no_image")
@@ -199,7 +203,8 @@ IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
                  response_class=FileResponse,
                  responses={200: {"description": "The frame as it was uploaded or captured",
                                   "content": {"image/jpeg": IMAGE_BODY, "image/png": IMAGE_BODY}},
-                            **problem_responses(404, 422, s404="no such inspection, or no stored image")})
+                            **problem_responses(404, 410, 422,
+                                                s404="no such inspection, or no stored image")})
 def read_inspection_image(inspection_id: RowId, session: SessionDep,
                           settings: SettingsDep) -> FileResponse:
     _, path = stored_image(session, settings.data_dir, inspection_id)
