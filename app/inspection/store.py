@@ -172,9 +172,11 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
     if undecided:
         raise ValueError(f"no image policy was applied to {undecided[:3]} (apply_image_policy first)")
     written: list[Path] = []
+    database_file = sqlite_file(session.get_bind().engine.url)
     try:
+        HEALTH.check_database_file(database_file)  # DatabaseFileGone: a 503, or the writer's journal
         stored = _persist_once(session, results, data_dir, written, load_rows)
-        HEALTH.check_database_file(sqlite_file(session.get_bind().engine.url))  # DatabaseFileGone
+        HEALTH.check_database_file(database_file)  # deleted or replaced while this batch was written
         session.commit()
     except BaseException:
         # remove the files while this transaction still holds its rows: a concurrent writer of the
