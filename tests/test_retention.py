@@ -256,3 +256,19 @@ def test_retention_settings_refuse_bad_values(bad, monkeypatch):
     monkeypatch.setenv("INSPECT_RETENTION_FRAME_DAYS", bad)
     with pytest.raises(SettingsError, match="INSPECT_RETENTION_FRAME_DAYS"):
         load_settings()
+
+
+def test_bench_pipeline_reports_stored_bytes_per_frame(tiny_model_path, image_folder):
+    from app.bench.pipeline import PipelineBenchOptions, run_pipeline_bench
+
+    def run(**kw) -> dict:
+        return run_pipeline_bench(PipelineBenchOptions(model=tiny_model_path, source=str(image_folder),
+                                                       seconds=1.0, workers=1, engine_seconds=0.2, **kw))
+
+    nothing = run(images="never")
+    frames = run(images="always", crops=True)
+    crops_only = run(images="always", crops=True, frames=False)
+    assert nothing["stored_bytes"] == nothing["stored_bytes_per_frame"] == 0
+    # every frame of the folder on disk in whole 4 KiB blocks; crops (of the NG frames) cost less
+    assert frames["stored_bytes_per_frame"] >= 4096 and frames["stored_bytes"] % 4096 == 0
+    assert crops_only["stored_bytes_per_frame"] < frames["stored_bytes_per_frame"]

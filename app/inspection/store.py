@@ -168,6 +168,8 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
     if image_policy is not None:
         for r in results:
             apply_image_policy(r, image_policy)
+            if not HEALTH.options.store_frames:  # crops only: an upload has none, so no image
+                r.image_bytes = None
     undecided = [r.frame_uid for r in results if r.image is not None]
     if undecided:
         raise ValueError(f"no image policy was applied to {undecided[:3]} (apply_image_policy first)")
