@@ -47,12 +47,13 @@ def apply_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
 def skip_image_if_unwritable(result: InspectionResult, data_dir: Path) -> bool:
     """Drop the image a result carries when none can be written now (low disk, failing writes):
     inspection goes on, the answer says ``image_stored: false`` and the skip is counted. True when
-    the result still carries its image."""
-    if result.image_bytes is None:
+    the result still carries its frame (crops-only results are checked too: their crops are then not
+    written, and the row does not count them)."""
+    if result.image_bytes is None and not result.crop_count:
         return False
     reason = HEALTH.image_skip_reason(data_dir)
     if reason is None:
-        return True
+        return result.image_bytes is not None
     _skip(result, reason)
     return False
 
