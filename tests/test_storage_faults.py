@@ -126,3 +126,53 @@ def test_a_deleted_sqlite_file_is_refused_not_acknowledged(app_with, app_setting
     assert str(db_file) not in str(ready) and str(db_file.parent) not in str(ready)
     assert REGISTRY.get_sample_value("inspect_storage_fault", {"kind": "database_file"}) == 1
     assert HEALTH.database_file_problem(db_file) in ("deleted", "replaced")
+
+
+def test_a_journaled_camera_frame_below_the_floor_keeps_no_image(tmp_path):
+    """The camera path while the database is away: the frame is written before its result is
+    journaled, unless free space is below the floor."""
+    import numpy as np
+
+    from app.detections import Detections
+    from app.inspection import inspect_frame
+    from app.inspection.store import apply_image_policy, write_image_now
+
+    frame = np.full((60, 80, 3), 200, np.uint8)
+    dets = Detections(np.array([[5, 5, 30, 30]], np.float32), [0.9], [0], ("crazing",))
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0)
+    r = inspect_frame(frame, dets, model_version="m", frame_uid="low1")
+    apply_image_policy(r, "ng")
+    write_image_now(r, tmp_path)
+    assert (r.image_path, r.image_bytes, r.image_skipped) == (None, None, "low_disk")
+    assert not (tmp_path / "images").exists()
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=0, watermark_mb=0)
+    r = inspect_frame(frame, dets, model_version="m", frame_uid="ok1")
+    apply_image_policy(r, "ng")
+    write_image_now(r, tmp_path)
+    size = (tmp_path / r.image_path).stat().st_size
+    assert r.image_skipped is None and r.image_size == -(-size // 4096) * 4096  # whole blocks on disk
+
+
+def test_jpeg_quality_and_crops_only_are_settings_of_the_stored_images():
+    import numpy as np
+
+    from app.detections import Detections
+    from app.ingest.config import CameraConfig
+    from app.ingest.frame_images import prepare_images
+    from app.inspection import inspect_frame
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (120, 160, 3), np.uint8)
+    dets = Detections(np.array([[5, 5, 60, 60]], np.float32), [0.9], [0], ("crazing",))
+    cam = CameraConfig(id="c", source="folder:x", images="ng", crops=True)
+
+    def stored(quality: int, frames: bool | None) -> tuple[int, int]:
+        HEALTH.configure(jpeg_quality=quality, store_frames=True, floor_mb=0, watermark_mb=0)
+        r = inspect_frame(frame, dets, model_version="m")
+        crops = prepare_images(r, cam.model_copy(update={"frames": frames}))
+        return len(r.image_bytes or b""), sum(map(len, crops))
+
+    high, low = stored(95, None), stored(50, None)
+    assert low[0] < high[0] and low[1] < high[1]
+    frame_bytes, crop_bytes = stored(90, False)  # the camera keeps its crops only
+    assert frame_bytes == 0 and crop_bytes > 0
