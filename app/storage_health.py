@@ -70,7 +70,8 @@ class StorageHealth:
         self._free: dict[Path, tuple[float, int, int]] = {}  # data dir -> (checked at, free, total)
         self._write_failed_at: float | None = None
         self._write_error: str | None = None
-        self._last_log: dict[str, float] = {}
+        self._last_log: dict[str, float] = {}  # skip reason -> when it was last logged
+        self._faults_seen: set[str] = set()  # faults logged and not yet cleared
         self._databases: dict[Path, FileIdentity] = {}
         self.skipped: Counter[str] = Counter()  # camera ("" for uploads without one) -> images skipped
 
@@ -81,6 +82,7 @@ class StorageHealth:
             self._free.clear()
             self._write_failed_at = self._write_error = None
             self._last_log.clear()
+            self._faults_seen.clear()
             self._databases.clear()
             self.skipped.clear()
 
@@ -218,14 +220,14 @@ class StorageHealth:
         except OSError:
             found.setdefault("read_only", "data folder not readable")
         for kind in ("database_file", "read_only", "disk_full"):
-            was = self._last_log.get(f"fault:{kind}") is not None
-            if kind in found and not was:
+            seen = kind in self._faults_seen
+            if kind in found and not seen:
                 log.error("storage fault: %s (%s)", found[kind], data_dir if kind != "database_file"
                           else database_file)
-                self._last_log[f"fault:{kind}"] = time.monotonic()
-            elif kind not in found and was:
+                self._faults_seen.add(kind)
+            elif kind not in found and seen:
                 log.info("storage fault cleared: %s", kind)
-                self._last_log.pop(f"fault:{kind}", None)
+                self._faults_seen.discard(kind)
             metrics.STORAGE_FAULT.labels(kind=kind).set(1 if kind in found else 0)
         return found
 

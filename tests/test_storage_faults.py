@@ -176,3 +176,36 @@ def test_jpeg_quality_and_crops_only_are_settings_of_the_stored_images():
     assert low[0] < high[0] and low[1] < high[1]
     frame_bytes, crop_bytes = stored(90, False)  # the camera keeps its crops only
     assert frame_bytes == 0 and crop_bytes > 0
+
+
+def test_the_camera_writer_journals_instead_of_committing_into_a_deleted_sqlite_file(tmp_path):
+    """Rows that cannot be made durable in the database are journaled (durable on the data disk), never
+    counted as committed."""
+    import numpy as np
+
+    from app.db.migrate import upgrade
+    from app.db.session import Database
+    from app.detections import Detections
+    from app.ingest.journal import Journal
+    from app.ingest.writer import DbWriter, Item
+    from app.inspection import inspect_frame
+
+    db_file = tmp_path / "cam.db"
+    upgrade(f"sqlite:///{db_file}")
+    db = Database(f"sqlite:///{db_file}")
+    assert db.ping() is None
+    HEALTH.watch_database_file(db_file)
+    journaled: list[int] = []
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=2, batch_ms=10,
+                      retry_s=60, on_journaled=lambda items: journaled.append(len(items)))
+    writer.start()
+    db_file.unlink()
+    frame = np.full((40, 40, 3), 90, np.uint8)
+    for k in range(2):
+        r = inspect_frame(frame, Detections.empty(("crazing",)), model_version="m", frame_uid=f"gone-{k}")
+        r.image = None
+        writer.submit(Item(r))
+    writer.stop()
+    db.dispose()
+    assert (writer.committed, sum(journaled)) == (0, 2)
+    assert writer.db_up is False and "database file was deleted" in (writer.last_error or "")
