@@ -12,10 +12,12 @@ One pass (``Pruner.run_once``), each step in batches of ``INSPECT_PRUNE_BATCH`` 
 An inspection with a reviewed defect (confirmed, reclassified or drawn by an operator: every status
 but ``pending`` and ``rejected``) is kept at least ``INSPECT_RETENTION_REVIEWED_DAYS`` by steps 1-3.
 
-Rows and files stay consistent: the files a batch will delete are listed in ``prune-pending.json``
-first, then the rows are updated or deleted (one commit), then the files are removed and the list
-with them. A crash in between leaves the list, and the next pass removes those of its files that no
-row names any more: no row ever names a deleted file, and no deleted row leaves its files behind."""
+Rows and files stay consistent: the files a batch will delete are listed in a file of its own,
+``prune-pending-<uuid>.json``, first, then the rows are updated or deleted (one commit), then the files
+are removed and the list with them. A crash in between leaves the list, and a later pass (of any
+process sharing the data folder) removes those of its files that no row names any more, once the list
+is older than any live batch (``STALE_PENDING_S``): no row ever names a deleted file, and no deleted
+row leaves its files behind."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import json
 import logging
 import os
 import threading
+import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,7 +46,8 @@ from app.vocabulary import to_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-PENDING_FILE = "prune-pending.json"
+PENDING_GLOB = "prune-pending-*.json"
+STALE_PENDING_S = 600.0  # a list this old belongs to no live batch (a batch takes well under a second)
 NOT_REVIEWED = ("pending", "rejected")
 KINDS = ("frame", "crop")
 CAP_TARGET = 0.9  # a pass keeps the store at this share of its cap: the rest is room for what is written
@@ -305,7 +310,7 @@ class Pruner:
 
     def _commit(self, batch: list[_Row], kind: str, files: list[dict[str, str]]) -> None:
         ids = [r.id for r in batch]
-        pending = self.data_dir / PENDING_FILE
+        pending = self.data_dir / f"prune-pending-{uuid.uuid4().hex}.json"
         if files:
             images.write_atomic(pending, json.dumps(files).encode())
         with self.db.session() as session:
@@ -334,9 +339,17 @@ class Pruner:
                 log.error("pruner: refusing to delete %r, outside the data folder", entry["path"])
 
     def finish_pending(self) -> None:
-        """After a crash between a batch's commit and its file deletions: remove the listed files no
-        row names any more (the rows of a batch that never committed keep theirs)."""
-        pending = self.data_dir / PENDING_FILE
+        """After a crash between a batch's commit and its file deletions: remove the files of stale
+        lists that no row names any more (the rows of a batch that never committed keep theirs)."""
+        for pending in sorted(self.data_dir.glob(PENDING_GLOB)):
+            try:
+                stale = time.time() - pending.stat().st_mtime >= STALE_PENDING_S
+            except FileNotFoundError:
+                continue  # its batch just finished
+            if stale:
+                self._finish(pending)
+
+    def _finish(self, pending: Path) -> None:
         try:
             files = json.loads(pending.read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from app.ingest.config import CameraConfig
 from app.inspection import CameraContext, inspect_frame, persist_results
 from app.inspection.store import write_crops
 from app.metrics import REGISTRY
-from app.retention import PENDING_FILE, Pruner, RetentionPolicy
+from app.retention import STALE_PENDING_S, Pruner, RetentionPolicy
 from app.settings import Settings
 from tests.mes_helpers import assert_problem, jpeg_bytes
 
@@ -180,14 +182,19 @@ def test_a_batch_interrupted_after_its_commit_is_finished_by_the_next_pass(db, t
     pending = [{"path": p, "uid": "expired", "kind": "crop" if "-crop" in p else "frame"} for p in expired]
     pending += [{"path": p, "uid": "kept", "kind": "crop" if "-crop" in p else "frame"}
                 for p in files_on_disk(data) - expired]  # a batch that never committed: rows keep files
-    (data / PENDING_FILE).write_text(json.dumps(pending))
+    listed = data / "prune-pending-0123.json"
+    listed.write_text(json.dumps(pending))
+    fresh = data / "prune-pending-4567.json"  # a list of a batch in flight in another process
+    fresh.write_text(json.dumps(pending))
+    old = time.time() - STALE_PENDING_S - 1
+    os.utime(listed, (old, old))
     with db.session() as s:
         row = s.scalars(select(Inspection).where(Inspection.frame_uid == "expired")).one()
         row.image_path, row.crop_count, row.image_expired_at = None, 0, NOW
         s.commit()
     Pruner(db, data, RetentionPolicy.from_settings(settings(retention_frame_days=0,
                                                             retention_crop_days=0))).run_once(now=NOW)
-    assert not (data / PENDING_FILE).exists()
+    assert not listed.exists() and fresh.exists()
     assert files_on_disk(data) and all("kept" in f for f in files_on_disk(data))
     assert_consistent(db, data)
 
