@@ -5,6 +5,7 @@ made durable is refused with 503 + Retry-After; /readyz says so without paths or
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -41,10 +42,13 @@ def app_with(app_settings) -> Iterator:
         client.__exit__(None, None, None)
 
 
-def test_below_the_floor_inspection_goes_on_without_images(app_with, app_settings):
+def test_below_the_floor_inspection_goes_on_without_images(app_with, app_settings, caplog):
     client = app_with(disk_floor_mb=1e12)  # a floor above the free space of any disk: low disk, for real
     before = skipped("cam-low", "low_disk")
-    resp = client.post("/api/v1/inspections?camera_id=cam-low", content=jpeg_bytes(255), headers=JPEG)
+    with caplog.at_level(logging.WARNING, logger="app.storage_health"):
+        resp = client.post("/api/v1/inspections?camera_id=cam-low", content=jpeg_bytes(255), headers=JPEG)
+    assert any("without their images: free space is below INSPECT_DISK_FLOOR_MB" in r.getMessage()
+               for r in caplog.records)
     assert resp.status_code == 201, resp.text
     body = resp.json()
     assert body["verdict"] == "NG" and body["defects"]  # inspected and stored
