@@ -76,7 +76,8 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     HEALTH.reset()
     HEALTH.configure(jpeg_quality=settings.image_jpeg_quality, store_frames=settings.store_frames,
-                     floor_mb=settings.disk_floor_mb, watermark_mb=settings.disk_low_watermark_mb)
+                     floor_mb=settings.disk_floor_mb, watermark_mb=settings.disk_low_watermark_mb,
+                     data_dir=settings.data_dir)
     service = Service(settings, Database(settings.database_url))
     if service.db.ping() is None:  # a SQLite file exists now: a deletion or replacement is noticed
         HEALTH.watch_database_file(sqlite_file(service.db.url))

@@ -66,6 +66,7 @@ class StorageOptions:
 class StorageHealth:
     def __init__(self) -> None:
         self.options = StorageOptions()
+        self.data_dir = Path("./data")  # the service's INSPECT_DATA_DIR, once configured
         self._lock = threading.Lock()
         self._free: dict[Path, tuple[float, int, int]] = {}  # data dir -> (checked at, free, total)
         self._write_failed_at: float | None = None
@@ -79,6 +80,7 @@ class StorageHealth:
     def reset(self) -> None:
         """Forget failures, skips, watched files and cached free space (a new service, a test)."""
         with self._lock:
+            self.data_dir = Path("./data")
             self._free.clear()
             self._write_failed_at = self._write_error = None
             self._last_log.clear()
@@ -87,7 +89,9 @@ class StorageHealth:
             self.skipped.clear()
 
     def configure(self, *, jpeg_quality: int, store_frames: bool, floor_mb: float,
-                  watermark_mb: float) -> None:
+                  watermark_mb: float, data_dir: Path | None = None) -> None:
+        if data_dir is not None:
+            self.data_dir = Path(data_dir)
         self.options = StorageOptions(jpeg_quality, store_frames, int(floor_mb * 10**6),
                                       int(watermark_mb * 10**6))
 
@@ -100,7 +104,9 @@ class StorageHealth:
             cached = self._free.get(key)
         if cached is not None and now - cached[0] < FREE_SPACE_TTL_S:
             return cached[1], cached[2]
-        probe = key if key.exists() else key.parent
+        probe = key.absolute()
+        while not probe.exists() and probe != probe.parent:  # a data dir not created yet: its disk
+            probe = probe.parent
         usage = shutil.disk_usage(probe)
         with self._lock:
             self._free[key] = (now, usage.free, usage.total)

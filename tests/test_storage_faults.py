@@ -213,3 +213,30 @@ def test_the_camera_writer_journals_instead_of_committing_into_a_deleted_sqlite_
     db.dispose()
     assert (writer.committed, sum(journaled)) == (0, 2)
     assert writer.db_up is False and "database file was deleted" in (writer.last_error or "")
+
+
+def test_below_the_floor_a_camera_frame_keeps_no_crops_and_a_replay_keeps_its_written_file(db, tmp_path):
+    import numpy as np
+
+    from app.detections import Detections
+    from app.ingest.config import CameraConfig
+    from app.ingest.frame_images import prepare_images
+    from app.inspection import inspect_frame, persist_results
+    from app.inspection.store import apply_image_policy, write_image_now
+
+    frame = np.full((60, 80, 3), 200, np.uint8)
+    dets = Detections(np.array([[5, 5, 30, 30]], np.float32), [0.9], [0], ("crazing",))
+    # written while the disk had room (the database away: the frame before its journal record)
+    journaled = inspect_frame(frame, dets, model_version="m", frame_uid="replayed")
+    apply_image_policy(journaled, "ng")
+    write_image_now(journaled, tmp_path)
+    assert journaled.image_path and journaled.image_bytes is None
+
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0, data_dir=tmp_path)
+    live = inspect_frame(frame, dets, model_version="m", frame_uid="live")
+    crops = prepare_images(live, CameraConfig(id="c", source="folder:x", images="ng", crops=True))
+    assert (crops, live.image_bytes, live.crop_count, live.image_skipped) == ([], None, 0, "low_disk")
+    with db.session() as s:  # the replay comes in below the floor: its file is there, its row names it
+        stored = persist_results(s, [journaled, live], data_dir=tmp_path)
+        assert stored[0].row.image_path == journaled.image_path and stored[1].row.image_path is None
+    assert (tmp_path / journaled.image_path).is_file()

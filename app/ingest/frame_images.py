@@ -9,7 +9,7 @@ from __future__ import annotations
 from app import images
 from app.ingest.config import CameraConfig
 from app.inspection import InspectionResult
-from app.inspection.store import apply_image_policy
+from app.inspection.store import apply_image_policy, skip_image
 from app.storage_health import HEALTH
 
 
@@ -23,4 +23,9 @@ def prepare_images(result: InspectionResult, cfg: CameraConfig) -> list[bytes]:
     if not (HEALTH.options.store_frames if cfg.frames is None else cfg.frames):
         result.image_bytes = None  # crops only
     result.crop_count, result.crop_size = len(crops), sum(images.disk_bytes(len(c)) for c in crops)
+    if crops or result.image_bytes is not None:
+        reason = HEALTH.image_skip_reason(HEALTH.data_dir)  # low disk, failing writes: no images at all
+        if reason is not None:
+            skip_image(result, reason)
+            return []
     return crops

@@ -45,20 +45,21 @@ def apply_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
 
 
 def skip_image_if_unwritable(result: InspectionResult, data_dir: Path) -> bool:
-    """Drop the image a result carries when none can be written now (low disk, failing writes):
-    inspection goes on, the answer says ``image_stored: false`` and the skip is counted. True when
-    the result still carries its frame (crops-only results are checked too: their crops are then not
-    written, and the row does not count them)."""
-    if result.image_bytes is None and not result.crop_count:
+    """Drop the images (frame and crops) a result is about to write when none can be written now (low
+    disk, failing writes): inspection goes on, the answer says ``image_stored: false`` and the skip is
+    counted. True when the result still carries its frame. A result whose files are written already
+    (a journal replay) is left as it is."""
+    if result.image_bytes is None and (result.image_path is not None or not result.crop_count):
         return False
     reason = HEALTH.image_skip_reason(data_dir)
     if reason is None:
         return result.image_bytes is not None
-    _skip(result, reason)
+    skip_image(result, reason)
     return False
 
 
-def _skip(result: InspectionResult, reason: str) -> None:
+def skip_image(result: InspectionResult, reason: str) -> None:
+    """The result goes on without its frame and crops (``image_skipped``: why), counted and logged."""
     result.image_bytes, result.image_path, result.image_size = None, None, 0
     result.crop_count = result.crop_size = 0
     result.image_skipped = reason
@@ -96,7 +97,7 @@ def write_image_now(result: InspectionResult, data_dir: Path) -> None:
         _write_image(result, data_dir)
     except OSError as exc:  # the row is journaled without its image
         HEALTH.write_failed(exc)
-        _skip(result, "write_failed")
+        skip_image(result, "write_failed")
         return
     result.image_bytes = None
 
@@ -216,7 +217,7 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
     for camera_id in sorted(cameras):
         repository.ensure_camera(session, camera_id, *cameras[camera_id])
     for r in new:
-        if skip_image_if_unwritable(r, data_dir):
+        if r.image_bytes is not None and skip_image_if_unwritable(r, data_dir):
             r.image_path = image_file(r)
             r.image_size = images.disk_bytes(len(r.image_bytes or b""))
     created = repository.insert_inspections(
@@ -229,7 +230,7 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
                 written.append(_write_image(r, data_dir))
             except OSError as exc:  # full disk, read-only folder: the row is kept without its image
                 HEALTH.write_failed(exc)
-                _skip(r, "write_failed")
+                skip_image(r, "write_failed")
                 session.execute(update(Inspection).where(Inspection.frame_uid == r.frame_uid)
                                 .values(image_path=None, image_size=0, crop_count=0, crop_size=0))
     # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
