@@ -35,6 +35,7 @@ RECORD = {
     "names": ["a", "b", "c", "d"], "xyxy": [[1.5, 2.25, 30.125, 40.0]], "confidence": [0.875],
     "class_id": [3], "verdict": "NG", "timings": [1.0, 2.5, 3.0, 6.5], "width": 640, "height": 480,
     "model_version": "m1", "source": "camera", "image_ext": ".png", "image_path": "images/x.png",
+    "image_size": 0, "crop_count": 0, "crop_size": 0, "image_skipped": None,
 }
 
 
