@@ -6,7 +6,8 @@ One pass (``Pruner.run_once``), each step in batches of ``INSPECT_PRUNE_BATCH`` 
 1. rows older than their row limit go, with their defects and any files left;
 2. frames older than their frame limit go, their rows stay and say the image expired;
 3. crops older than their crop limit go;
-4. while the image store is above ``INSPECT_IMAGE_STORE_MAX_GB`` or free space is below
+4. while the image store is above its cap ``INSPECT_IMAGE_STORE_MAX_GB`` (less room for what the next
+   interval writes: ``cap_target``) or free space is below
    ``INSPECT_DISK_LOW_WATERMARK_MB``, the oldest images go, unreviewed before reviewed.
 
 An inspection with a reviewed defect (confirmed, reclassified or drawn by an operator: every status
@@ -50,8 +51,10 @@ PENDING_GLOB = "prune-pending-*.json"
 STALE_PENDING_S = 600.0  # a list this old belongs to no live batch (a batch takes well under a second)
 NOT_REVIEWED = ("pending", "rejected")
 KINDS = ("frame", "crop")
-CAP_TARGET = 0.9  # a pass keeps the store at this share of its cap: the rest is room for what is written
-# until the next pass, so the store stays under the cap in between
+CAP_TARGET = 0.9  # a pass keeps the store at most at this share of its cap, and lower when more than the
+# rest was written during the last interval (GROWTH_MARGIN times that): room for what is written until the
+# next pass, so the store stays under the cap in between
+GROWTH_MARGIN = 1.5
 PAUSE_BETWEEN_BATCHES_S = 0.02  # the writer and the inspections get the database between two batches
 
 
@@ -156,6 +159,8 @@ class Pruner:
         self.passes = 0
         self.last_error: str | None = None
         self.usage: dict[str, dict[str, dict[str, int]]] = {}  # the last pass's store_usage()
+        self._store_after_pass: int | None = None  # image store bytes when the last pass ended
+        self._cap_target = 0
 
     # -- the thread --------------------------------------------------------------------------------
     def start(self, interval_s: float) -> Pruner:
@@ -188,14 +193,23 @@ class Pruner:
         now = now or utcnow()
         if not dry_run:
             self.finish_pending()
+        self._cap_target = self.cap_target(self.store_bytes()) if self.policy.max_image_bytes else 0
         for where, days in self.policy.groups():
             self._by_age(report, dry_run, "row", where, days.row, now)
             self._by_age(report, dry_run, "frame", where, days.frame, now)
             self._by_age(report, dry_run, "crop", where, days.crop, now)
         self._by_pressure(report, dry_run)
         if not dry_run:
-            self.update_store_metrics()
+            usage = self.update_store_metrics()
+            self._store_after_pass = sum(k["bytes"] for kinds in usage.values() for k in kinds.values())
         return report
+
+    def cap_target(self, store_now: int) -> int:
+        """Where a pass takes the store under its cap: ``CAP_TARGET`` of it, or lower by
+        ``GROWTH_MARGIN`` times what was written since the last pass ended, whichever is less."""
+        cap = self.policy.max_image_bytes
+        written = 0 if self._store_after_pass is None else max(0, store_now - self._store_after_pass)
+        return max(0, int(min(cap * CAP_TARGET, cap - GROWTH_MARGIN * written)))
 
     def _age_condition(self, days: float, now: datetime) -> ColumnElement[bool] | None:
         if days <= 0:
@@ -221,8 +235,8 @@ class Pruner:
         """Why images must go now: ``cap`` (the store is above ``CAP_TARGET`` of its cap) or
         ``watermark`` (free space is low); None when neither holds. ``dry_freed``: bytes a dry run has
         pretended to delete."""
-        cap = self.policy.max_image_bytes * CAP_TARGET
-        if cap and self.store_bytes() - dry_freed > cap:
+        cap = self._cap_target
+        if self.policy.max_image_bytes and self.store_bytes() - dry_freed > cap:
             return "cap"
         if self.policy.watermark_bytes:
             HEALTH.forget_disk()
@@ -239,8 +253,8 @@ class Pruner:
                 if reason is None or self._stop.is_set():
                     return
                 if reason == "cap":
-                    target = int(self.policy.max_image_bytes * CAP_TARGET)
-                    batch = self._trim_to(batch, self.store_bytes() - (freed if dry_run else 0) - target)
+                    excess = self.store_bytes() - (freed if dry_run else 0) - self._cap_target
+                    batch = self._trim_to(batch, excess)
                 freed += self._delete(batch, "image", reason, report, dry_run)
 
     @staticmethod

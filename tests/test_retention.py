@@ -279,3 +279,21 @@ def test_bench_pipeline_reports_stored_bytes_per_frame(tiny_model_path, image_fo
     # every frame of the folder on disk in whole 4 KiB blocks; crops (of the NG frames) cost less
     assert frames["stored_bytes_per_frame"] >= 4096 and frames["stored_bytes"] % 4096 == 0
     assert crops_only["stored_bytes_per_frame"] < frames["stored_bytes_per_frame"]
+
+
+def test_the_cap_leaves_room_for_what_an_interval_writes(db, tmp_path):
+    data = tmp_path / "data"
+    cap = 16384 * 10
+    pruner = Pruner(db, data, RetentionPolicy.from_settings(settings(retention_frame_days=0,
+                                                                     retention_crop_days=0,
+                                                                     image_store_max_gb=cap / 1e9)))
+    assert pruner.cap_target(0) == int(cap * 0.9)  # no pass yet: 10 % of the cap is the room
+    for k in range(4):
+        store(db, data, f"a{k}", 10 - k)
+    pruner.run_once(now=NOW)  # 4 x 16 KiB, under the cap: nothing goes
+    for k in range(4):  # an interval writes 64 KiB: more than 10 % of the cap
+        store(db, data, f"b{k}", 5 - k)
+    assert pruner.cap_target(pruner.store_bytes()) == cap - int(1.5 * 4 * 16384)
+    pruner.run_once(now=NOW)
+    assert pruner.store_bytes() <= cap - 1.5 * 4 * 16384  # room for another such interval under the cap
+    assert_consistent(db, data)
