@@ -85,8 +85,9 @@ class Settings(BaseSettings):
                     "say; 0: for ever")
     image_store_max_gb: float = Field(
         0.0, ge=0,
-        description="size cap of the image store (frames and crops), GB (10^9 bytes): above it the oldest "
-                    "images are deleted first, unreviewed before reviewed; 0: no cap")
+        description="size cap of the image store (frames and crops, bytes on disk), GB (10^9 bytes): each "
+                    "pruner pass deletes the oldest images, unreviewed before reviewed, down to 90 % of it "
+                    "or lower, leaving room for what the next interval writes; 0: no cap")
     disk_low_watermark_mb: float = Field(
         2048.0, ge=0,
         description="free space on the data folder's file system, MB (10^6 bytes), below which the pruner "
