@@ -297,3 +297,40 @@ def test_the_cap_leaves_room_for_what_an_interval_writes(db, tmp_path):
     pruner.run_once(now=NOW)
     assert pruner.store_bytes() <= cap - 1.5 * 4 * 16384  # room for another such interval under the cap
     assert_consistent(db, data)
+
+
+def test_the_pruner_and_the_camera_writer_share_the_database(db, tmp_path):
+    """Passes over a store under pressure while the ingest writer commits: every result is committed
+    (none journaled: the writer never found the database unusable) and rows and files agree."""
+    import threading
+
+    from app.ingest.journal import Journal
+    from app.ingest.writer import DbWriter, Item
+    from app.inspection.store import apply_image_policy
+
+    data = tmp_path / "data"
+    writer = DbWriter(db, Journal(tmp_path / "journal"), data, batch_rows=8, batch_ms=5)
+    writer.start()
+    pruner = Pruner(db, data, RetentionPolicy.from_settings(settings(image_store_max_gb=16384 * 20 / 1e9)))
+    done = threading.Event()
+
+    def prune() -> None:
+        while not done.is_set():
+            pruner.run_once(now=NOW)
+
+    thread = threading.Thread(target=prune)
+    thread.start()
+    try:
+        for k in range(300):
+            r = inspect_frame(FRAME, NG, model_version="m", context=CameraContext(camera_id="cam-w"),
+                              frame_uid=f"w{k:04d}", captured_at=NOW - timedelta(seconds=300 - k))
+            apply_image_policy(r, "always")
+            writer.submit(Item(r))
+    finally:
+        writer.stop()
+        done.set()
+        thread.join()
+    assert (writer.committed, writer.journaled) == (300, 0)
+    pruner.run_once(now=NOW)
+    assert pruner.store_bytes() <= 16384 * 20
+    assert_consistent(db, data)
