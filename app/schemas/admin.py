@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, create_model
 
 from app.schemas.common import DocumentedPattern, LongName, PublicModel, UtcDatetime
+from app.schemas.ingest import StorageState
 from app.schemas.line import MqttStatePublic
 from app.settings import Settings
 
@@ -112,6 +113,7 @@ class ReadyPublic(PublicModel):
     mqtt: MqttStatePublic | None = Field(
         None, description="the MQTT publisher, when INSPECT_MQTT_HOST is set (a broker away does not make "
                           "the service unready)")
+    storage: StorageState = Field(description="free space, the low-disk state and skipped images")
 
 
 SettingsPublic = create_model(

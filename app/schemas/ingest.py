@@ -49,10 +49,33 @@ class TilesPublic(PublicModel):
     overlap: int
 
 
+class CameraStorage(PublicModel):
+    """A camera's part of the image store (as of the pruner's last pass) and its skipped images."""
+
+    frames: int = Field(0, description="stored frame files")
+    frame_bytes: int = Field(0, description="their bytes on disk")
+    crops: int = Field(0, description="stored defect crop files")
+    crop_bytes: int = Field(0, description="their bytes on disk")
+    images_skipped: int = Field(0, description="images not written (low disk, failing writes) while "
+                                               "their inspections were stored")
+
+
+class StorageState(PublicModel):
+    """The data folder's file system and the low-disk state (INSPECT_DISK_*)."""
+
+    free_bytes: int
+    total_bytes: int
+    floor_bytes: int = Field(description="below this much free space new images are skipped")
+    watermark_bytes: int = Field(description="below this much free space the oldest images are pruned")
+    low_disk: bool = Field(description="free space is below the floor: new images are skipped")
+    images_skipped: int = Field(description="images skipped since the start, all cameras")
+
+
 class CameraStatePublic(CameraCounters):
     buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
     imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
     tiles: TilesPublic | None = None
+    storage: CameraStorage | None = None
 
 
 class DatabaseState(PublicModel):
@@ -82,3 +105,4 @@ class IngestStatusPublic(PublicModel):
     batches: int | None = None
     mqtt: MqttStatePublic | None = Field(None,
                                          description="the MQTT publisher, when INSPECT_MQTT_HOST is set")
+    storage: StorageState | None = None
