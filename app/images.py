@@ -165,7 +165,7 @@ def encode_jpeg(frame: np.ndarray, quality: int = 90) -> bytes:
     return buf.tobytes()
 
 
-def crop_jpegs(frame: np.ndarray, xyxy: np.ndarray) -> list[bytes]:
+def crop_jpegs(frame: np.ndarray, xyxy: np.ndarray, quality: int = 90) -> list[bytes]:
     """One JPEG per box (x1, y1, x2, y2 in frame pixels, clipped to the frame; empty boxes skipped)."""
     h, w = frame.shape[:2]
     crops: list[bytes] = []
@@ -173,8 +173,17 @@ def crop_jpegs(frame: np.ndarray, xyxy: np.ndarray) -> list[bytes]:
         x1, y1 = max(int(box[0]), 0), max(int(box[1]), 0)
         x2, y2 = min(int(np.ceil(box[2])), w), min(int(np.ceil(box[3])), h)
         if x2 > x1 and y2 > y1:
-            crops.append(encode_jpeg(frame[y1:y2, x1:x2]))
+            crops.append(encode_jpeg(frame[y1:y2, x1:x2], quality))
     return crops
+
+
+DISK_BLOCK = 4096  # the allocation unit the image store is measured in
+
+
+def disk_bytes(size: int) -> int:
+    """The room a file of ``size`` bytes takes on disk: whole 4 KiB blocks (what ``du`` counts; a
+    crop of 3 kB takes 4 KiB)."""
+    return -(-size // DISK_BLOCK) * DISK_BLOCK
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -134,6 +134,26 @@ def camera_label(camera_id: str | None) -> str:
     return CAMERA_LABELS.of(camera_id)
 
 
+# -- storage and retention (app/storage_health.py, app/retention.py); deploy/ alerts use these names ------
+DISK_FREE_BYTES = Gauge("inspect_disk_free_bytes", "Free bytes on the data folder's file system",
+                        registry=REGISTRY)
+DISK_TOTAL_BYTES = Gauge("inspect_disk_total_bytes", "Size of the data folder's file system, bytes",
+                         registry=REGISTRY)
+IMAGE_STORE_BYTES = Gauge("inspect_image_store_bytes", "Bytes of stored images, by camera and kind "
+                          "(frame|crop)", ["camera", "kind"], registry=REGISTRY)
+IMAGE_STORE_FILES = Gauge("inspect_image_store_files", "Stored image files, by camera and kind (frame|crop)",
+                          ["camera", "kind"], registry=REGISTRY)
+PRUNED_TOTAL = Counter("inspect_pruned_total", "What the retention pruner deleted, by kind "
+                       "(frame|crop|row) and reason (age|cap|watermark)", ["kind", "reason"],
+                       registry=REGISTRY)
+PRUNED_BYTES_TOTAL = Counter("inspect_pruned_bytes_total", "Image bytes the retention pruner deleted",
+                             registry=REGISTRY)
+IMAGES_SKIPPED_TOTAL = Counter(
+    "inspect_images_skipped_total", "Images not written while their inspection was stored, by camera and "
+    "reason (low_disk|write_failed)", ["camera", "reason"], registry=REGISTRY)
+STORAGE_FAULT = Gauge("inspect_storage_fault", "1 while a storage fault holds, by kind "
+                      "(database_file|read_only|disk_full)", ["kind"], registry=REGISTRY)
+
 def set_model_info(version: str | None, provider: str | None) -> None:
     """Exactly one series: the model in use, or none when no model is loaded."""
     MODEL_INFO.clear()

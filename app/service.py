@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from app import memory, metrics
 from app.admission import AdmissionGate, AdmissionLimits
 from app.auth import KeyCache
-from app.db.session import Database
+from app.db.session import Database, sqlite_file
 from app.engine_factory import load_engine
 from app.errors import ConfigError
 from app.inference import Engine
@@ -26,7 +26,9 @@ from app.ingest.journal import Journal
 from app.ingest.pipeline import Pipeline
 from app.ingest.startup import build_pipeline, start_ingest
 from app.ingest.writer import DbWriter, open_writer
+from app.retention import Pruner, RetentionPolicy
 from app.settings import Settings
+from app.storage_health import HEALTH
 from app.webhook_targets import TargetPolicy
 from app.webhooks import DeliveryWorker
 
@@ -61,6 +63,7 @@ class Service:
     own_writer: DbWriter | None = None  # without a pipeline: the writer of HTTP uploads
     mqtt: MqttPublisher | None = None  # INSPECT_MQTT_HOST set: stored inspections go to the broker
     opcua: OpcuaServer | None = None  # INSPECT_OPCUA_ENDPOINT set: the OPC UA server
+    pruner: Pruner | None = None  # the retention pass (app/retention.py)
     uploads: AdmissionGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,8 +83,10 @@ class Service:
         return None if writer is None else writer.journal
 
     def stop(self) -> None:
-        """Drain the pipeline and the writer (every result committed or journaled), stop the webhook
-        sender, close the database."""
+        """Stop the pruner, drain the pipeline and the writer (every result committed or journaled),
+        stop the webhook sender, close the database."""
+        if self.pruner is not None:
+            self.pruner.stop()
         if self.pipeline is not None:
             self.pipeline.stop()
         if self.own_writer is not None:
@@ -105,8 +110,14 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     memory.return_large_buffers_to_the_os()  # decoded frames: RSS stays flat under concurrent uploads
     metrics.CAMERA_LABELS.configure(settings.metrics_max_cameras)  # the cameras of the pipeline register
+    HEALTH.reset()
+    HEALTH.configure(jpeg_quality=settings.image_jpeg_quality, store_frames=settings.store_frames,
+                     floor_mb=settings.disk_floor_mb, watermark_mb=settings.disk_low_watermark_mb,
+                     data_dir=settings.data_dir)
     service = Service(settings, Database(settings.database_url, probe_s=settings.db_probe_s),
                       keys=KeyCache(settings.key_cache_s))
+    if service.db.ping() is None:  # a SQLite file exists now: a deletion or replacement is noticed
+        HEALTH.watch_database_file(sqlite_file(service.db.url))
     try:
         if cameras is not None:
             service.pipeline = build_pipeline(settings, cameras, service.db).start()
@@ -124,6 +135,11 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             service.webhooks.start()
         service.mqtt = start_mqtt(service, role)
         service.opcua = start_opcua(service)
+        # retention: a background pass every INSPECT_PRUNE_INTERVAL_S (app/retention.py)
+        camera_configs = service.pipeline.config.cameras if service.pipeline is not None else ()
+        policy = RetentionPolicy.from_settings(settings, camera_configs)
+        service.pruner = Pruner(service.db, settings.data_dir, policy)
+        service.pruner.start(settings.prune_interval_s)
     except BaseException:
         service.stop()
         raise

@@ -63,6 +63,50 @@ class Settings(BaseSettings):
         0.95, ge=0.0, le=1.0,
         description="the yield a line should reach (0-1): the dashboard colours yield green at or above it, "
                     "amber within 5 points below, red further below; `GET /api/v1/stats` returns it")
+    image_jpeg_quality: int = Field(
+        90, ge=1, le=100,
+        description="JPEG quality (1-100) of stored camera frames and defect crops (uploads are stored as "
+                    "sent); lower: fewer bytes per frame")
+    store_frames: bool = Field(
+        True,
+        description="store whole frames; `false`: only the defect crops of NG frames (cameras with "
+                    "`crops: true`), the fewest bytes per frame; a camera's `frames` key overrides it")
+    retention_frame_days: float = Field(
+        30.0, ge=0,
+        description="stored frames older than this many days are deleted, their rows kept (the image "
+                    "then reads as expired); 0: no age limit; a camera's `retention.frame_days` "
+                    "overrides it")
+    retention_crop_days: float = Field(
+        30.0, ge=0, description="the same for defect crops; 0: no age limit")
+    retention_row_days: float = Field(
+        365.0, ge=0,
+        description="inspection rows (with their defects and any images left) older than this many days "
+                    "are deleted; 0: rows are kept for ever")
+    retention_reviewed_days: float = Field(
+        365.0, ge=0,
+        description="inspections with a reviewed defect (confirmed, reclassified or drawn by an operator) "
+                    "keep their rows and images at least this many days, whatever the limits above "
+                    "say; 0: for ever")
+    image_store_max_gb: float = Field(
+        0.0, ge=0,
+        description="size cap of the image store (frames and crops, bytes on disk), GB (10^9 bytes): each "
+                    "pruner pass deletes the oldest images, unreviewed before reviewed, down to 90 % of it "
+                    "or lower, leaving room for what the next interval writes; 0: no cap")
+    disk_low_watermark_mb: float = Field(
+        2048.0, ge=0,
+        description="free space on the data folder's file system, MB (10^6 bytes), below which the pruner "
+                    "deletes the oldest images until it is above again")
+    disk_floor_mb: float = Field(
+        512.0, ge=0,
+        description="free space, MB, below which new images are not written (counted in "
+                    "`inspect_images_skipped_total`, answered `image_stored: false`) while inspection and "
+                    "rows go on")
+    prune_interval_s: float = Field(
+        60.0, gt=0, le=86_400, description="seconds between two passes of the pruner in the service")
+    prune_batch: int = Field(
+        500, ge=1, le=100_000,
+        description="inspections handled in one pruning transaction (short transactions keep the writer "
+                    "and the inspections flowing)")
     max_upload_mb: float = Field(16.0, gt=0, le=1024, description="largest accepted upload in MiB (else 413)")
     max_pixels: int = Field(
         40_000_000, gt=0,

@@ -249,3 +249,16 @@ def image_folder(tmp_path: Path) -> Path:
     for i in range(4):
         cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((48, 80, 3), 40 * i, np.uint8))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _fresh_storage_health() -> Iterator[None]:
+    """The process-wide storage health (app.storage_health.HEALTH) starts each test clean: a write
+    failure or a low-disk setting of one test must not skip the images of the next."""
+    from app.storage_health import HEALTH, StorageOptions
+
+    HEALTH.reset()
+    HEALTH.options = StorageOptions()
+    yield
+    HEALTH.reset()
+    HEALTH.options = StorageOptions()

@@ -16,7 +16,7 @@ from app.schemas import DefectInContext, InspectionPublic, csv_columns
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 MEDIA_TYPES = {"image/jpeg", "image/png", "text/csv", "text/plain"}
 RFC9110_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-                  409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type",
+                  409: "Conflict", 410: "Gone", 413: "Content Too Large", 415: "Unsupported Media Type",
                   422: "Unprocessable Content", 503: "Service Unavailable"}
 
 
@@ -120,7 +120,9 @@ def test_detections_is_the_deprecated_name_of_defects(document):
     ops = dict(operations(document))
     for name in ("POST /api/v1/inspections", "GET /api/v1/inspections/{inspection_id}"):
         success = ops[name]["responses"]["200" if name.startswith("GET") else "201"]
-        assert success["content"]["application/json"]["schema"]["$ref"].endswith("/InspectionDetail")
+        model = "/InspectionDetail" if name.startswith("GET") else "/InspectionCreated"  # + image_stored
+        assert success["content"]["application/json"]["schema"]["$ref"].endswith(model)
+    assert "detections" in schemas["InspectionCreated"]["properties"]
 
 
 def test_one_inspection_reads_the_same_in_every_view(client, app_settings):
@@ -129,7 +131,8 @@ def test_one_inspection_reads_the_same_in_every_view(client, app_settings):
     assert posted.status_code == 201, posted.text
     body = posted.json()
     assert body["defects"] and body["detections"] == body["defects"]  # both names, one list
-    view = {k: v for k, v in body.items() if k != "detections"}
+    assert body["image_stored"] is True  # the upload answer says whether the frame was written
+    view = {k: v for k, v in body.items() if k not in ("detections", "image_stored", "image_skipped")}
 
     by_id = client.get(f"/api/v1/inspections/{body['id']}").json()
     assert {k: v for k, v in by_id.items() if k != "detections"} == view
@@ -165,7 +168,8 @@ def test_webhook_payload_is_the_public_inspection(client, app_settings):
         [delivery] = s.scalars(select(WebhookDelivery)).all()
         payload = delivery.payload
     db.dispose()
-    assert payload == {k: v for k, v in body.items() if k != "detections"}
+    assert payload == {k: v for k, v in body.items()
+                       if k not in ("detections", "image_stored", "image_skipped")}
     assert client.get("/api/v1/webhooks").json()["items"][0]["events"] == ["inspection.ng"]
 
 
@@ -180,9 +184,12 @@ def test_times_and_numbers_follow_the_vocabulary(client, app_settings):
                                                             [f"{day}T00:00:00Z"])
     assert stats["totals"]["yield"] == round(stats["totals"]["ok"] / stats["totals"]["inspections"], 6)
     cameras = client.get("/api/v1/cameras").json()
+    storage = cameras.pop("storage")
     assert cameras == {"running": False, "reason": "no cameras file (INSPECT_CAMERAS_FILE)", "cameras": [],
                        "database": {"up": True, "last_error": None, "down_for_s": None},
                        "journal": {"pending": 0, "bytes": 0, "replayed": 0}}
+    assert storage["low_disk"] is False and storage["images_skipped"] == 0
+    assert all(isinstance(storage[k], int) for k in ("free_bytes", "total_bytes", "floor_bytes"))
 
 
 def test_problem_titles_are_rfc_9110_phrases(client, app_settings):

@@ -450,6 +450,9 @@ cameras:
         assert page.inner_text("[data-camera='cam-native'] .tile-model") == "model input 640 px"
         assert page.inner_text("[data-camera='cam-tiled'] .tile-model") == "tiles 256 px, overlap 32"
         assert "L1 / top" in page.inner_text("[data-camera='cam-native']")
+        # storage per camera (images: never: nothing stored) and the free space of the data disk
+        assert page.inner_text("[data-camera='cam-native'] .tile-storage") == "stored 0 B: 0 frames, 0 crops"
+        assert " free" in page.inner_text("#cameras-updated")
         _shot(page, "live-cameras")
         assert page.js_errors == []  # type: ignore[attr-defined]
 

@@ -318,6 +318,7 @@ PROMQL_WORDS = {
     "histogram_quantile", "clamp_min", "clamp_max", "and", "or", "unless", "on", "ignoring", "group_left",
     "group_right", "label_values", "offset", "bool", "abs", "topk", "bottomk", "le", "absent", "time",
     "vector", "scalar", "avg_over_time", "max_over_time", "min_over_time", "changes", "resets", "inf",
+    "predict_linear",
 }
 
 

@@ -21,6 +21,7 @@ from app.inspection.store import (
     write_crops,
     write_image_now,
 )
+from app.storage_health import HEALTH
 
 FRAME = np.full((8, 8, 3), 128, np.uint8)
 WHEN = datetime(2026, 7, 8, 9, 10, tzinfo=UTC)
@@ -72,7 +73,8 @@ def test_write_image_now_writes_the_bytes_and_names_the_file(tmp_path: Path) -> 
     assert none.image_path is None
 
 
-def test_crops_are_written_in_order_and_a_failing_one_is_logged(tmp_path: Path, caplog) -> None:
+def test_crops_are_written_in_order_and_a_failing_one_is_logged_and_holds_writes(tmp_path: Path,
+                                                                                  caplog) -> None:
     r = result(ng=True)
     write_crops(r, [b"c0", b"c1"], tmp_path)
     assert (tmp_path / crop_file(r, 0)).read_bytes() == b"c0"
@@ -83,10 +85,10 @@ def test_crops_are_written_in_order_and_a_failing_one_is_logged(tmp_path: Path, 
     with caplog.at_level(logging.WARNING, logger="app.inspection.store"):
         write_crops(r, [b"c0", b"c1"], blocked)
     messages = [rec.getMessage() for rec in caplog.records]
-    assert len(messages) == 2
-    for k, message in enumerate(messages):
-        prefix = f"cannot store crop {crop_file(r, k)}: "
-        assert message.startswith(prefix) and message.removeprefix(prefix) not in ("", "None")
+    assert len(messages) == 1  # the first failure stops the others: image writes are held a moment
+    prefix = f"cannot store crop {crop_file(r, 0)}: "
+    assert messages[0].startswith(prefix) and messages[0].removeprefix(prefix) not in ("", "None")
+    assert HEALTH.image_skip_reason(tmp_path) == "write_failed"
 
 
 def test_a_row_stored_without_loading_says_so() -> None:

@@ -20,6 +20,7 @@ WHEN: dict[int, str] = {
     403: "the key's role does not allow this",
     404: "the resource does not exist",
     409: "the request clashes with what is stored",
+    410: "the image expired: the retention policy deleted it, the row is kept (reason `expired`)",
     413: "the upload is larger than INSPECT_MAX_UPLOAD_MB",
     415: "a content type the route does not read",
     422: "a parameter or body field breaks a rule; `errors` lists them",

@@ -43,6 +43,7 @@ STATUS_TITLES: dict[int, str] = {
     403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
+    410: "Gone",
     413: "Content Too Large",
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
@@ -79,6 +80,9 @@ class Problem(Exception):
         self.title = title or title_of(self.status)
         self.headers = headers
         self.extra = extra
+
+
+DEFAULT_RETRY_AFTER_S = 10  # Retry-After of an Unavailable that does not know its own wait
 
 
 def database_unavailable(retry_after_s: float) -> Problem:
@@ -128,7 +132,8 @@ async def _user_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, UserError)
     _count(exc.reason)
     status = status_of(exc)
-    retry_after = exc.retry_after_s if isinstance(exc, Unavailable) else None
+    # Unavailable: trying again can succeed, after its own wait when it knows one
+    retry_after = (exc.retry_after_s or DEFAULT_RETRY_AFTER_S) if isinstance(exc, Unavailable) else None
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return problem_response(status, title_of(status), str(exc), exc.reason, headers=headers,
                             instance=request.url.path)

@@ -43,6 +43,9 @@ class PipelineBenchOptions:
     imgsz: int | None = None
     decode_threads: int = 1
     images: str = "never"
+    crops: bool = False  # also store one crop per defect of stored frames
+    frames: bool = True  # store whole frames (False: crops only)
+    jpeg_quality: int = 90
     database: str | None = None
     providers: list[str] | None = None
     engine_seconds: float | None = None
@@ -58,7 +61,8 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
         if source.startswith("sim://") and options.cameras > 1 and "seed=" not in source:
             source += ("&" if "?" in source else "?") + f"seed={k}"
         cam: dict[str, Any] = {"id": f"bench-{k}", "source": source, "queue_size": options.queue_size,
-                               "images": options.images, "loop": options.loop, "stall_timeout_s": 30,
+                               "images": options.images, "crops": options.crops, "frames": options.frames,
+                               "loop": options.loop, "stall_timeout_s": 30,
                                "decode_threads": options.decode_threads}
         if options.tile_size is not None:
             cam |= {"tile_size": options.tile_size, "tile_overlap": options.tile_overlap}
@@ -92,6 +96,16 @@ def track_figures(cameras: list) -> dict[str, Any]:
     if truth:
         out["truth"] = score_records(records, truth)
     return out
+def stored_images(db: Any) -> tuple[int, int]:
+    """Rows committed and the bytes on disk of their frames and crops."""
+    from sqlalchemy import func, select
+
+    from app.db.models import Inspection
+
+    with db.session() as session:
+        rows, size = session.execute(select(
+            func.count(), func.coalesce(func.sum(Inspection.image_size + Inspection.crop_size), 0))).one()
+    return int(rows), int(size)
 
 
 def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
@@ -100,6 +114,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
     from app.db.session import Database
     from app.ingest.config import parse_cameras
     from app.ingest.pipeline import Pipeline
+    from app.storage_health import HEALTH
 
     o = options
     if o.cameras < 1 or o.seconds <= 0 or o.workers < 1 or o.max_batch < 1:
@@ -109,6 +124,9 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
         "pipeline": {"workers": o.workers, "intra_op_threads": o.intra_op_threads,
                      "max_batch": o.max_batch, "max_wait_ms": o.max_wait_ms},
         "cameras": camera_entries(o)}, sort_keys=False), "bench pipeline options")
+    if not 1 <= o.jpeg_quality <= 100:
+        raise InvalidInput("--jpeg-quality must be 1 to 100")
+    HEALTH.options.jpeg_quality = o.jpeg_quality
     engine = load_engine(o.model, o.intra_op_threads, o.providers)
     check_imgsz(engine, o.imgsz)
     tmp = tempfile.TemporaryDirectory(prefix="inspect-bench-")
@@ -143,6 +161,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
     latencies = list(pipeline.latencies)
     pipeline.stop()
     tracks = track_figures(pipeline.cameras) if o.tracking or o.looks else None
+    stored_rows, stored_bytes = stored_images(db)
     db.dispose()
     fps = sum(committed) / elapsed
     per_frame = 1000 / max(sum(committed), 1)
@@ -174,6 +193,10 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
         "workers": o.workers, "intra_op_threads": o.intra_op_threads, "max_batch": o.max_batch,
         "max_wait_ms": o.max_wait_ms, "buffer": pipeline.cameras[0].policy,
         "decode_threads": o.decode_threads, "tile_size": o.tile_size, "camera_imgsz": o.imgsz,
+        # what the image store costs: bytes on disk (frames and crops) per committed frame, all of the run
+        "images": o.images, "crops": o.crops, "frames_stored": o.frames, "jpeg_quality": o.jpeg_quality,
+        "stored_bytes": stored_bytes,
+        "stored_bytes_per_frame": round(stored_bytes / stored_rows) if stored_rows else 0,
         "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
         "imgsz": list(engine.imgsz), "machine": machine(),
     }

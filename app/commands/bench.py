@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="FFmpeg decoder threads per video source (default 1; 0 = OpenCV's choice)")
     q.add_argument("--images", choices=["always", "ng", "never"], default="never",
                    help="image storage policy (default never: measure inference and the database)")
+    q.add_argument("--crops", action="store_true", help="also store one crop per defect of stored frames")
+    q.add_argument("--crops-only", action="store_true",
+                   help="store the crops but not the whole frames (with --crops)")
+    q.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of stored images (default 90)")
     q.add_argument("--database", default=None, help="database URL (default: a fresh SQLite file)")
     q.add_argument("--providers", default=None, help="comma list of ONNX Runtime providers")
     q.add_argument("--engine-seconds", type=float, default=None,
@@ -150,7 +154,9 @@ def pipeline_options(args: argparse.Namespace) -> PipelineBenchOptions:
         workers=args.workers, intra_op_threads=args.intra_op_threads, max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms, buffer=args.buffer, queue_size=args.queue_size, loop=args.loop,
         tile_size=args.tile_size, tile_overlap=args.tile_overlap, imgsz=args.imgsz,
-        decode_threads=args.decode_threads, images=args.images, database=args.database,
+        decode_threads=args.decode_threads, images=args.images,
+        crops=getattr(args, "crops", False), frames=not getattr(args, "crops_only", False),
+        jpeg_quality=getattr(args, "jpeg_quality", 90), database=args.database,
         providers=_providers(args.providers), engine_seconds=args.engine_seconds, tracking=args.tracking,
         looks=args.looks)
 

@@ -160,6 +160,20 @@ function pick(obj, ...names) {
   return undefined;
 }
 
+function fmtBytes(n) {
+  if (n === null || n === undefined) return "-";
+  const units = ["B", "kB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+// a camera's part of the image store (GET /cameras: storage)
+function storageText(s) {
+  const skipped = s.images_skipped ? ` · ${s.images_skipped} images skipped` : "";
+  return `stored ${fmtBytes(s.frame_bytes + s.crop_bytes)}: ${s.frames} frames, ${s.crops} crops${skipped}`;
+}
+
 async function latestNgFor(cameraId) {
   const page = await api(`inspections?camera_id=${encodeURIComponent(cameraId)}&verdict=NG&limit=1`);
   const item = (page.items || [])[0];
@@ -187,7 +201,10 @@ async function refreshCameras() {
     plainMessage(empty, "No camera is running on this station. Frames sent by other systems still appear in Review and Stats; "
       + "an administrator can check the cameras file.", data.reason);
   } else plainMessage(empty, "No cameras are set up yet.", null);
-  $("#cameras-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  const disk = data.storage;  // GET /cameras: free space and the low-disk state (INSPECT_DISK_*)
+  $("#cameras-updated").textContent = `updated ${new Date().toLocaleTimeString()}`
+    + (disk ? ` · disk ${fmtBytes(disk.free_bytes)} free${disk.low_disk ? " · LOW DISK: new images are skipped" : ""}` : "");
+  $("#cameras-updated").classList.toggle("bad", Boolean(disk && disk.low_disk));
   tiles.replaceChildren(...cams.map((cam) => {
     const id = String(pick(cam, "id", "camera_id", "name") ?? "?");
     const status = String(pick(cam, "status", "state")
@@ -209,6 +226,7 @@ async function refreshCameras() {
         el("div", {}, el("div", { class: "k", text: "fps in" }), el("div", { class: "v", text: fmtNum(fpsIn) })),
         el("div", {}, el("div", { class: "k", text: "fps out" }), el("div", { class: "v", text: fmtNum(fpsOut) })),
         el("div", {}, el("div", { class: "k", text: "drops" }), el("div", { class: "v", text: drops ?? "-" }))),
+      cam.storage ? el("div", { class: "muted tile-storage", text: storageText(cam.storage) }) : null,
       cam.last_error && status !== "running" ? el("div", { class: "tile-error", text: cam.last_error }) : null,
       thumb);
     let ngId = pick(cam, "last_ng_inspection_id", "latest_ng.inspection_id", "latest_ng_inspection_id", "last_ng.id");
@@ -221,7 +239,7 @@ async function refreshCameras() {
         thumb.classList.add("clickable");
         thumb.dataset.inspectionId = String(ngId);
         thumb.onclick = () => enlargeFrame(ngId, `latest NG of camera ${id}`);
-      } catch (_) { thumb.textContent = "NG image not stored"; }
+      } catch (err) { thumb.textContent = err.status === 410 ? "NG image expired (retention)" : "NG image not stored"; }
     })();
     return tile;
   }));

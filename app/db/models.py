@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -51,6 +52,10 @@ class Inspection(Base):
         Index("ix_inspections_verdict_captured", "verdict", "captured_at"),
         Index("ix_inspections_part_id", "part_id"),
         Index("ix_inspections_line_captured", "line", "captured_at"),
+        # the pruner's walk, oldest first, over the rows that still have files
+        Index("ix_inspections_images_captured", "captured_at", "id",
+              sqlite_where=text("image_path IS NOT NULL OR crop_count > 0"),
+              postgresql_where=text("image_path IS NOT NULL OR crop_count > 0")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -71,6 +76,12 @@ class Inspection(Base):
     # (``app.inspection.rules.image_digest``); a repeated frame_uid with another digest is a conflict.
     # NULL for rows stored before the column existed.
     image_sha256: Mapped[str | None] = mapped_column(String(64))
+    # bytes on disk (whole 4 KiB blocks) of the frame file, and the defect crop files next to it
+    image_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    crop_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    crop_size: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # set when the retention policy deleted the frame (image_path is then NULL): the image "expired"
+    image_expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     decode_ms: Mapped[float] = mapped_column(Float, default=0.0)

@@ -143,6 +143,17 @@ class DecoderConfig(_Strict):
                                           "`[\"-fflags\", \"nobuffer\"]`)")
 
 
+class CameraRetention(_Strict):
+    """How long this camera's images and rows are kept; an empty key: the INSPECT_RETENTION_* setting."""
+
+    frame_days: Annotated[float | None, Field(ge=0, description="stored frames, days (0: no age "
+                                                                "limit)")] = None
+    crop_days: Annotated[float | None, Field(ge=0, description="defect crops, days (0: no age "
+                                                               "limit)")] = None
+    row_days: Annotated[float | None, Field(ge=0, description="inspection rows, days (0: for "
+                                                              "ever)")] = None
+
+
 class CameraConfig(_Strict):
     """One camera: where its frames come from and the rules for them."""
 
@@ -175,6 +186,12 @@ class CameraConfig(_Strict):
     images: ImagePolicy = Field("ng", description="which frames are stored on disk: `always`, `ng` or "
                                                    "`never`")
     crops: bool = Field(True, description="also store one crop per defect of stored NG frames")
+    frames: bool | None = Field(
+        None, description="store whole frames; `false`: only the defect crops; empty: INSPECT_STORE_FRAMES")
+    retention: CameraRetention = Field(
+        default_factory=CameraRetention,
+        description="days its frames, crops and rows are kept (`frame_days`, `crop_days`, `row_days`); "
+                    "empty keys: the INSPECT_RETENTION_* settings")
     loop: bool = Field(False, description="files and folders: start again at the end instead of finishing")
     stall_timeout_s: Annotated[float, Field(gt=0, description="watchdog: no frame for this long, seconds: "
                                                               "the decoder is restarted")] = 10.0

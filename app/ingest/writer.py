@@ -32,7 +32,13 @@ from app.image_policy import ImagePolicy
 from app.ingest.config import WriterConfig
 from app.ingest.journal import Journal, JournalFull
 from app.ingest.sources import derive_frame_uid
-from app.inspection import FrameUidConflict, InspectionResult, Stored, apply_image_policy, persist_results
+from app.inspection import (
+    FrameUidConflict,
+    InspectionResult,
+    Stored,
+    apply_upload_image_policy,
+    persist_results,
+)
 from app.inspection.codec import from_record, to_record
 from app.inspection.store import write_crops, write_image_now
 from app.vocabulary import API_SOURCE
@@ -203,7 +209,7 @@ class DbWriter:
         this writer's thread, exactly once); JournalUnwritable when neither can take it. Uploads go
         straight in while the database answers, also while the journal still drains: uploads from
         different clients have no order to keep, and a frame_uid in both is stored once."""
-        apply_image_policy(result, image_policy)
+        apply_upload_image_policy(result, image_policy)
         if self.db.breaker.available():
             try:
                 with self.db.session() as session:

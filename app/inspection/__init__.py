@@ -16,7 +16,13 @@ from app.inspection.rules import (
     new_frame_uid,
     roi_mask,
 )
-from app.inspection.store import FrameUidConflict, Stored, apply_image_policy, persist_results
+from app.inspection.store import (
+    FrameUidConflict,
+    Stored,
+    apply_image_policy,
+    apply_upload_image_policy,
+    persist_results,
+)
 
 __all__ = [
     "CameraContext",
@@ -26,6 +32,7 @@ __all__ = [
     "Timings",
     "apply_camera_rules",
     "apply_image_policy",
+    "apply_upload_image_policy",
     "decide_verdict",
     "image_digest",
     "inspect_frame",

@@ -67,6 +67,10 @@ class InspectionResult:
     image_ext: str = ".jpg"
     image_path: str | None = None
     image_sha256: str | None = None  # image_digest(): tells a replay of this frame from another image
+    image_size: int = 0  # bytes of the stored frame file
+    crop_count: int = 0  # defect crops stored next to it (``<frame_uid>-crop<k>.jpg``)
+    crop_size: int = 0  # their bytes
+    image_skipped: str | None = None  # why an image the policy keeps was not written (low_disk|write_failed)
 
 
 def new_frame_uid() -> str:

@@ -14,15 +14,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from app import images, metrics
 from app.db import repository
 from app.db.models import Inspection
+from app.db.session import sqlite_file
 from app.detections import Detections
 from app.errors import Conflict
 from app.image_policy import ImagePolicy, should_store
 from app.inspection.rules import InspectionResult, Timings
+from app.storage_health import HEALTH
 from app.vocabulary import NG
 from app.webhooks import enqueue_inspection, subscribers
 
@@ -38,8 +41,38 @@ def apply_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
     if not should_store(policy, result.verdict):
         result.image_bytes = None
     elif result.image_bytes is None and frame is not None:
-        result.image_bytes = images.encode_jpeg(frame)
+        result.image_bytes = images.encode_jpeg(frame, HEALTH.options.jpeg_quality)
         result.image_ext = ".jpg"
+
+
+def apply_upload_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
+    """An upload's image policy: ``apply_image_policy``, and no image at all when only crops are kept
+    (INSPECT_STORE_FRAMES=false), since an upload has none."""
+    apply_image_policy(result, policy)
+    if not HEALTH.options.store_frames:
+        result.image_bytes = None
+
+
+def skip_image_if_unwritable(result: InspectionResult, data_dir: Path) -> bool:
+    """Drop the images (frame and crops) a result is about to write when none can be written now (low
+    disk, failing writes): inspection goes on, the answer says ``image_stored: false`` and the skip is
+    counted. True when the result still carries its frame. A result whose files are written already
+    (a journal replay) is left as it is."""
+    if result.image_bytes is None and (result.image_path is not None or not result.crop_count):
+        return False
+    reason = HEALTH.image_skip_reason(data_dir)
+    if reason is None:
+        return result.image_bytes is not None
+    skip_image(result, reason)
+    return False
+
+
+def skip_image(result: InspectionResult, reason: str) -> None:
+    """The result goes on without its frame and crops (``image_skipped``: why), counted and logged."""
+    result.image_bytes, result.image_path, result.image_size = None, None, 0
+    result.crop_count = result.crop_size = 0
+    result.image_skipped = reason
+    HEALTH.image_skipped(result.camera_id, reason, result.frame_uid)
 
 
 def image_file(result: InspectionResult) -> str:
@@ -57,6 +90,7 @@ def _write_image(result: InspectionResult, data_dir: Path) -> Path:
         raise ValueError(f"inspection {result.frame_uid!r} carries no image to write")
     path = images.resolve(data_dir, result.image_path)
     images.write_atomic(path, result.image_bytes)
+    HEALTH.write_succeeded()
     return path
 
 
@@ -64,21 +98,32 @@ def write_image_now(result: InspectionResult, data_dir: Path) -> None:
     """Write the image a result carries before its row exists (the database is away): the result
     then names its file in ``image_path`` and no longer holds the bytes, so a journaled result keeps
     its image through the replay."""
-    if result.image_bytes is None:
+    if not skip_image_if_unwritable(result, data_dir):
         return
     result.image_path = image_file(result)
-    _write_image(result, data_dir)
+    result.image_size = images.disk_bytes(len(result.image_bytes or b""))
+    try:
+        _write_image(result, data_dir)
+    except OSError as exc:  # the row is journaled without its image
+        HEALTH.write_failed(exc)
+        skip_image(result, "write_failed")
+        return
     result.image_bytes = None
 
 
 def write_crops(result: InspectionResult, crops: Sequence[bytes], data_dir: Path) -> None:
-    """The defect crops of a stored frame, next to it (a crop that cannot be written is logged)."""
+    """The defect crops of a stored frame, next to it (a crop that cannot be written is logged; none is
+    written while images are skipped)."""
+    if crops and HEALTH.image_skip_reason(data_dir) is not None:
+        return
     for k, data in enumerate(crops):
         rel = crop_file(result, k)
         try:
             images.write_atomic(images.resolve(data_dir, rel), data)
         except OSError as exc:
+            HEALTH.write_failed(exc)
             log.warning("cannot store crop %s: %s", rel, exc)
+            return
 
 
 # -- rows -------------------------------------------------------------------------------------------
@@ -167,13 +212,16 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
     need only ids, e.g. the ingest writer) the ORM rows are not loaded back (``Stored.row`` raises)."""
     if image_policy is not None:
         for r in results:
-            apply_image_policy(r, image_policy)
+            apply_upload_image_policy(r, image_policy)
     undecided = [r.frame_uid for r in results if r.image is not None]
     if undecided:
         raise ValueError(f"no image policy was applied to {undecided[:3]} (apply_image_policy first)")
     written: list[Path] = []
+    database_file = sqlite_file(session.get_bind().engine.url)
     try:
+        HEALTH.check_database_file(database_file)  # DatabaseFileGone: a 503, or the writer's journal
         stored = _persist_once(session, results, data_dir, written, load_rows)
+        HEALTH.check_database_file(database_file)  # deleted or replaced while this batch was written
         session.commit()
     except BaseException:
         # remove the files while this transaction still holds its rows: a concurrent writer of the
@@ -212,15 +260,22 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
     for camera_id in sorted(cameras):
         repository.ensure_camera(session, camera_id, *cameras[camera_id])
     for r in new:
-        if r.image_bytes is not None:
+        if r.image_bytes is not None and skip_image_if_unwritable(r, data_dir):
             r.image_path = image_file(r)
+            r.image_size = images.disk_bytes(len(r.image_bytes or b""))
     created = repository.insert_inspections(
         session, [(_row_fields(r), _defect_rows(r.detections)) for r in new])
     for r in new:
         if r.frame_uid not in created:
             r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
         elif r.image_bytes is not None:  # our own row is in: now its file
-            written.append(_write_image(r, data_dir))
+            try:
+                written.append(_write_image(r, data_dir))
+            except OSError as exc:  # full disk, read-only folder: the row is kept without its image
+                HEALTH.write_failed(exc)
+                skip_image(r, "write_failed")
+                session.execute(update(Inspection).where(Inspection.frame_uid == r.frame_uid)
+                                .values(image_path=None, image_size=0, crop_count=0, crop_size=0))
     raced = [uid for uid in first if uid not in existing and uid not in created]
     if raced:  # stored meanwhile by a concurrent writer: a replay, unless its image is another
         existing = {**existing, **repository.stored_frames_by_uid(session, raced)}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AfterValidator, ConfigDict, Field, create_model
+from pydantic import AfterValidator, ConfigDict, Field, SecretStr, create_model
 
 from app.schemas.common import DocumentedPattern, LongName, PublicModel, UtcDatetime
+from app.schemas.ingest import StorageState
 from app.schemas.line import MqttStatePublic
 from app.settings import Settings
 
@@ -115,12 +116,19 @@ class ReadyPublic(PublicModel):
     mqtt: MqttStatePublic | None = Field(
         None, description="the MQTT publisher, when INSPECT_MQTT_HOST is set (a broker away does not make "
                           "the service unready)")
+    storage: StorageState = Field(description="free space, the low-disk state and skipped images")
+
+
+def _shown_as(annotation: Any) -> Any:
+    """The type a setting has in the answer: a secret is shown masked (``**********``) or null, a plain
+    string there (a ``SecretStr`` is write-only in JSON Schema, which no answer may carry)."""
+    return str | None if annotation == SecretStr | None else annotation
 
 
 SettingsPublic = create_model(
     "SettingsPublic",
     __base__=PublicModel,
-    __doc__="The effective service settings (INSPECT_* variables); the database password is hidden.",
-    **{name: (field.annotation, Field(description=field.description))
+    __doc__="The effective service settings (INSPECT_* variables); passwords are hidden.",
+    **{name: (_shown_as(field.annotation), Field(description=field.description))
        for name, field in Settings.model_fields.items()},
 )

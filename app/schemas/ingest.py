@@ -86,6 +86,26 @@ class CameraTrackingPublic(PublicModel):
     active_tracks: list[ActiveTrackPublic] = Field(default_factory=list,
                                                    description="the defects in view now (at most 50)")
     mm_per_px: float | None = None
+class CameraStorage(PublicModel):
+    """A camera's part of the image store (as of the pruner's last pass) and its skipped images."""
+
+    frames: int = Field(0, description="stored frame files")
+    frame_bytes: int = Field(0, description="their bytes on disk")
+    crops: int = Field(0, description="stored defect crop files")
+    crop_bytes: int = Field(0, description="their bytes on disk")
+    images_skipped: int = Field(0, description="images not written (low disk, failing writes) while "
+                                               "their inspections were stored")
+
+
+class StorageState(PublicModel):
+    """The data folder's file system and the low-disk state (INSPECT_DISK_*)."""
+
+    free_bytes: int
+    total_bytes: int
+    floor_bytes: int = Field(description="below this much free space new images are skipped")
+    watermark_bytes: int = Field(description="below this much free space the oldest images are pruned")
+    low_disk: bool = Field(description="free space is below the floor: new images are skipped")
+    images_skipped: int = Field(description="images skipped since the start, all cameras")
 
 
 class CameraStatePublic(CameraCounters):
@@ -94,6 +114,7 @@ class CameraStatePublic(CameraCounters):
     tiles: TilesPublic | None = None
     tracking: CameraTrackingPublic | None = Field(None, description="motion and tracks; only for cameras "
                                                                     "with `tracking.enabled`")
+    storage: CameraStorage | None = None
 
 
 class DatabaseState(PublicModel):
@@ -123,3 +144,4 @@ class IngestStatusPublic(PublicModel):
     batches: int | None = None
     mqtt: MqttStatePublic | None = Field(None,
                                          description="the MQTT publisher, when INSPECT_MQTT_HOST is set")
+    storage: StorageState | None = None

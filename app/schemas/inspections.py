@@ -256,6 +256,9 @@ class InspectionPublic(InspectionBase):
     height: int
     has_image: bool
     image_url: str | None = Field(None, description="the stored frame, where one is kept")
+    image_expired: bool = Field(
+        False, description="the frame was stored and later deleted by the retention policy "
+                           "(`has_image` is then false; the image route answers 410 `expired`)")
     timings_ms: TimingsPublic
     fully_reviewed_at: UtcDatetime | None = Field(None, description="when an operator marked the frame "
                                                   "fully reviewed (every box decided, misses drawn)")
@@ -273,6 +276,7 @@ class InspectionPublic(InspectionBase):
             model_version=row.model_version, width=row.width, height=row.height,
             has_image=bool(row.image_path),
             image_url=f"{prefix}/inspections/{row.id}/image" if row.image_path else None,
+            image_expired=row.image_expired_at is not None,
             timings_ms=TimingsPublic.from_row(row), fully_reviewed_at=row.fully_reviewed_at,
             fully_reviewed_by=row.fully_reviewed_by, defects=[DefectPublic.from_row(d) for d in boxes],
         )
@@ -298,6 +302,20 @@ class InspectionDetail(InspectionPublic):
     def from_row(cls, row: Inspection, defects: Iterable[Defect] | None = None,
                  prefix: str = API_PREFIX) -> InspectionDetail:
         return cls(**cls.fields_of(row, defects, prefix))
+
+
+class InspectionCreated(InspectionDetail):
+    """The answer of POST /inspections: the stored inspection, and whether its image was written."""
+
+    image_stored: bool = Field(description="the frame was written to the image store")
+    image_skipped: Literal["low_disk", "write_failed"] | None = Field(
+        None, description="why a frame the image policy keeps was not written: `low_disk` (free space "
+                          "below INSPECT_DISK_FLOOR_MB) or `write_failed` (full disk, read-only data "
+                          "folder); the inspection is stored either way")
+
+    @classmethod
+    def of(cls, row: Inspection, image_skipped: str | None) -> InspectionCreated:
+        return cls(**cls.fields_of(row), image_stored=bool(row.image_path), image_skipped=image_skipped)
 
 
 class DefectDetail(DefectInContext):

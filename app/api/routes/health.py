@@ -13,7 +13,10 @@ from app.api.deps import ServiceDep
 from app.api.openapi import problem_responses
 from app.api.problems import problem_response
 from app.db.breaker import DOWN_REASON
+from app.db.session import sqlite_file
 from app.schemas import HealthPublic, ReadyPublic
+from app.schemas.ingest import StorageState
+from app.storage_health import HEALTH
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -26,8 +29,10 @@ def healthz() -> HealthPublic:
 
 
 @router.get("/readyz", response_model=ReadyPublic,
-            summary="Ready to inspect: model loaded and database reachable",
-            responses=problem_responses(503, s503="not ready; `reasons` says why"))
+            summary="Ready to inspect: model loaded, database reachable, storage writable",
+            responses=problem_responses(503, s503="not ready; `reasons` says why (no model, database "
+                                        "unreachable, database file deleted or replaced, data folder "
+                                        "not writable, disk full)"))
 def readyz(service: ServiceDep) -> Response:
     reasons = []
     engine, db = service.engine, service.db
@@ -38,12 +43,16 @@ def readyz(service: ServiceDep) -> Response:
     # reaches the log.
     if not (db.breaker.available() and db.breaker.check_now()):
         reasons.append(DOWN_REASON)
+    data_dir = service.settings.data_dir
+    reasons += HEALTH.faults(data_dir, sqlite_file(db.url)).values()  # logged there, without paths here
+    storage = HEALTH.snapshot(data_dir)
     mqtt = {} if service.mqtt is None else {"mqtt": service.mqtt.view()}  # a broker away is no reason
     if reasons:
         return problem_response(503, "Not Ready", "; ".join(reasons), "not_ready", reasons=reasons,
-                                database=db.breaker.view(), headers={"Retry-After": "10"}, **mqtt)
+                                database=db.breaker.view(), storage=storage, headers={"Retry-After": "10"},
+                                **mqtt)
     ready = ReadyPublic(status="ready", model_version=engine.version, provider=engine.provider,
-                        database=db.backend, **mqtt)
+                        database=db.backend, storage=StorageState(**storage), **mqtt)
     return JSONResponse(ready.model_dump(mode="json", exclude_none=True))
 
 

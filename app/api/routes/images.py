@@ -21,7 +21,7 @@ router = APIRouter(tags=["inspections"])
             summary="The stored frame with its defects drawn",
             responses={200: {"description": "JPEG of the frame with its boxes drawn",
                              "content": {"image/jpeg": IMAGE_BODY}},
-                       **problem_responses(404, 422, s404="no such inspection, or no stored image")})
+                       **problem_responses(404, 410, 422, s404="no such inspection, or no stored image")})
 def read_annotated_image(inspection_id: RowId, session: SessionDep,
                          settings: SettingsDep) -> Response:
     # A sync route: FastAPI runs it in the threadpool, so decoding and drawing do not block the loop.

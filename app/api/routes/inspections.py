@@ -26,7 +26,7 @@ from app.db import repository
 from app.db.models import Inspection
 from app.ingest.writer import JournalUnwritable
 from app.inspection import CameraContext, InspectionResult, Timings, inspect_frame, run_detector
-from app.schemas import InspectionAccepted, InspectionCreate, InspectionDetail
+from app.schemas import InspectionAccepted, InspectionCreate, InspectionCreated, InspectionDetail
 from app.service import Service
 from app.vocabulary import utcnow
 
@@ -134,10 +134,10 @@ UPLOAD_OPENAPI: dict[str, Any] = {
 
 
 @upload_router.post(
-    "/inspections", status_code=201, response_model=InspectionDetail, openapi_extra=UPLOAD_OPENAPI,
+    "/inspections", status_code=201, response_model=InspectionCreated, openapi_extra=UPLOAD_OPENAPI,
     summary="Inspect one frame",
     responses={200: {"description": "Replay: this frame_uid is already stored; the stored inspection",
-                     "model": InspectionDetail},
+                     "model": InspectionCreated},
                202: {"description": "The database is away: the frame is inspected and journaled on disk, "
                                     "stored once the database is back; GET `result_url` (also in the "
                                     "Location header) for the inspection", "model": InspectionAccepted},
@@ -145,8 +145,8 @@ UPLOAD_OPENAPI: dict[str, Any] = {
                                    "a malformed multipart body", s409="this frame_uid is stored with a "
                                    "different image", s422="a bad field, or an imgsz the model cannot "
                                    "take", s503="no model loaded; too many uploads in flight and waiting; "
-                                   "or the database is away and the journal is full or cannot be written "
-                                   "(with Retry-After)")},
+                                   "the database is away and the journal is full or cannot be written; "
+                                   "or the database file was deleted or replaced (with Retry-After)")},
 )
 async def create_inspection(request: Request, service: ServiceDep, settings: SettingsDep,
                             engine: EngineDep, gate: UploadGateDep) -> Any:
@@ -202,7 +202,7 @@ def store_upload(service: Service, result: InspectionResult) -> JSONResponse:
                       headers={"Retry-After": str(JOURNAL_RETRY_AFTER_S)}) from None
     if stored is None:
         return _accepted(result.frame_uid)
-    body = InspectionDetail.from_row(stored.row)
+    body = InspectionCreated.of(stored.row, result.image_skipped)
     return JSONResponse(body.model_dump(mode="json"), status_code=201 if stored.created else 200)
 
 
@@ -243,6 +243,10 @@ def stored_image(session: Session, data_dir: FsPath, inspection_id: int) -> tupl
     row = repository.get_inspection(session, inspection_id)
     if row is None:
         raise Problem(404, f"inspection {inspection_id} does not exist", reason="not_found")
+    if not row.image_path and row.image_expired_at is not None:
+        raise Problem(410, f"the image of inspection {inspection_id} expired: the retention policy deleted "
+                           "it (INSPECT_RETENTION_FRAME_DAYS, INSPECT_IMAGE_STORE_MAX_GB); the row is kept",
+                      reason="expired")
     if not row.image_path:
         raise Problem(404, f"inspection {inspection_id} has no stored image (INSPECT_IMAGE_POLICY)",
                       reason="no_image")
@@ -260,7 +264,8 @@ IMAGE_BODY = {"schema": {"type": "string", "format": "binary"}}
                  response_class=FileResponse,
                  responses={200: {"description": "The frame as it was uploaded or captured",
                                   "content": {"image/jpeg": IMAGE_BODY, "image/png": IMAGE_BODY}},
-                            **problem_responses(404, 422, s404="no such inspection, or no stored image")})
+                            **problem_responses(404, 410, 422,
+                                                s404="no such inspection, or no stored image")})
 def read_inspection_image(inspection_id: RowId, session: SessionDep,
                           settings: SettingsDep) -> FileResponse:
     _, path = stored_image(session, settings.data_dir, inspection_id)
