@@ -41,6 +41,7 @@ NAMES = ("crazing", "patches")
 CTX = CameraContext(camera_id="cam-w", line="line-w", station="st-w")
 FRAME = np.full((24, 32, 3), 120, np.uint8)
 WRITER_LOG = "app.ingest.writer"
+BREAKER_LOG = "app.db.breaker"
 HOUR_MS = 3_600_000.0
 
 
@@ -74,11 +75,6 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
     return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == WRITER_LOG]
 
 
-def unreachable(writer: DbWriter) -> str:
-    """The warning the writer logs when it loses the database (with the error it keeps)."""
-    return f"database unreachable, journaling results: {writer.last_error}"
-
-
 def segment_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.jsonl") if p.name != "rejected.jsonl")
 
@@ -92,7 +88,8 @@ def journal_records(folder: Path) -> list[dict]:
 
 
 class OnLog(logging.Handler):
-    """Runs ``action`` on the writer thread when the writer logs a message containing ``text``."""
+    """Runs ``action`` on the writer thread when the writer or the database's circuit breaker logs a
+    message containing ``text``."""
 
     def __init__(self, text: str, action: Callable[[], None]) -> None:
         super().__init__(logging.DEBUG)
@@ -109,11 +106,13 @@ def on_log() -> Iterator[Callable[[str, Callable[[], None]], None]]:
 
     def add(text_: str, action: Callable[[], None]) -> None:
         handlers.append(OnLog(text_, action))
-        logging.getLogger(WRITER_LOG).addHandler(handlers[-1])
+        for name in (WRITER_LOG, BREAKER_LOG):
+            logging.getLogger(name).addHandler(handlers[-1])
 
     yield add
     for handler in handlers:
-        logging.getLogger(WRITER_LOG).removeHandler(handler)
+        for name in (WRITER_LOG, BREAKER_LOG):
+            logging.getLogger(name).removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)
@@ -493,7 +492,8 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     assert (writer.journaled, writer.committed, writer.replayed, writer.db_up) == (5, 0, 0, False)
     assert writer.last_error.startswith(outage.unreachable) and "\n" not in writer.last_error
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 5)
-    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
+    assert messages(caplog) == []
     # on disk: the records, each naming its image file, and the crops next to them
     assert journal_records(journal_dir) == [to_journal(i) for i in items]
     for item, jpeg in zip(items, jpegs, strict=True):
@@ -506,7 +506,8 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     calls: list[tuple[list[str], list[bool]]] = []
     again = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS, retry_s=3600,
                      on_committed=lambda items_, st: calls.append((uids(items_), [s.created for s in st])))
-    assert sample("inspect_journal_pending") == 5 and sample("inspect_db_up") == 1
+    assert sample("inspect_journal_pending") == 5
+    assert not again.db_up and sample("inspect_db_up") == 0  # the breaker is the database's: still open
     caplog.clear()
     before = commits()
     again.start()
@@ -541,13 +542,11 @@ def test_an_outage_mid_run_is_journaled_then_replayed_before_newer_results(
     assert committed == [["f000", "f001"], ["f002", "f003"], ["f004", "f005"]]
     assert journaled == [["f002", "f003"]]
     assert (writer.committed, writer.journaled, writer.replayed, writer.db_up) == (6, 2, 2, True)
-    assert writer.last_error.startswith(outage.unreachable)  # the last error stays readable
+    assert writer.last_error is None  # cleared once the database is back
+    assert outage.db.breaker.trips == 1 and not outage.db.breaker.is_open
     assert [uid for uid, _ in rows(outage.db)] == uids(items)
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (1, 0)
-    assert messages(caplog) == [
-        (logging.WARNING, unreachable(writer)),
-        (logging.INFO, "database is back"),
-        (logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
+    assert messages(caplog) == [(logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
 
 
 def test_no_retry_before_retry_s_and_newer_results_queue_behind_the_journal(
@@ -574,7 +573,8 @@ def test_no_retry_before_retry_s_and_newer_results_queue_behind_the_journal(
     assert (writer.committed, writer.journaled, writer.replayed, writer.db_up) == (2, 4, 0, False)
     assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]
     assert [r["frame_uid"] for r in journal_records(journal_dir)] == uids(items[2:])
-    assert [level for level, _ in messages(caplog)] == [logging.WARNING]
+    assert writer.last_error.startswith(outage.unreachable)
+    assert outage.db.breaker.trips == 1 and messages(caplog) == []
 
 
 def test_a_failed_ping_postpones_the_replay_by_retry_s(outage: Outage, tmp_path: Path,
@@ -593,12 +593,13 @@ def test_a_failed_ping_postpones_the_replay_by_retry_s(outage: Outage, tmp_path:
     writer.start()
     writer.stop()
     assert journaled == [["f001"], ["f002"]]  # behind the journal, without trying the database
-    assert writer.last_error.startswith(f"database unreachable: {outage.unreachable}")
+    assert writer.last_error is None  # the ping's reason goes to the breaker's log, not to the writer
+    assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
     assert (writer.db_up, writer.journaled, writer.replayed, writer.committed) == (False, 2, 0, 0)
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 3)
     assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f000", "f001", "f002"]
     assert rows(outage.db) == []
-    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    assert messages(caplog) == []
 
 
 def test_a_replay_that_fails_part_way_keeps_its_segment_and_reports_what_it_committed(
@@ -633,9 +634,8 @@ def test_a_replay_that_fails_part_way_keeps_its_segment_and_reports_what_it_comm
     assert writer.last_error.startswith(outage.unreachable)
     assert sample("inspect_journal_pending") == 3 and sample("inspect_db_up") == 0
     assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f002", "f003", "f004"]
-    assert messages(caplog) == [
-        (logging.INFO, "replayed 2 journaled results from 000000000001.jsonl"),
-        (logging.WARNING, f"database unreachable, journaling results: {writer.last_error}")]
+    assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
+    assert messages(caplog) == [(logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
 
     outage.up()
     calls.clear()
@@ -657,38 +657,29 @@ def test_a_full_journal_holds_the_batch_until_the_database_takes_it(
     writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=10), tmp_path / "data", batch_rows=2,
                       batch_ms=HOUR_MS, retry_s=0.0,
                       on_committed=lambda items, _s: committed.append(uids(items)))
-    # the first hold happens while taking the batch, the second in the held-batch loop, where a stopping
-    # writer starts its shutdown grace period: the database returns there. The writer's first connection
-    # attempt waits until stop() has been asked for, so the grace period is running by then.
-    on_log("holding results", lambda: (seen.append(writer.last_error), len(seen) == 2 and outage.up()))
-    connecting, stop_asked = threading.Event(), threading.Event()
+    stopper = threading.Thread(target=writer.stop, kwargs={"timeout": 30.0}, daemon=True)
 
-    def first_connect(*_args: object) -> None:
-        if not connecting.is_set():
-            connecting.set()
-            stop_asked.wait(30)
+    def holding() -> None:
+        seen.append(writer.last_error)
+        if len(seen) == 1:  # the first hold, while taking the batch: stop is asked for (the journal stays
+            stopper.start()  # open while stop() waits for the thread)
+            assert writer._stop.wait(30)  # noqa: SLF001 - the stop request, the one thing stop() sets first
+        else:  # the second, in the held-batch loop of a stopping writer (its grace period runs): back
+            outage.up()
 
-    from sqlalchemy import event
-
-    event.listen(outage.db.engine, "do_connect", first_connect)
+    on_log("holding results", holding)
     writer.submit_many([make_item(0), make_item(1)])
     writer.start()
     [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
-    assert connecting.wait(30)
-    writer.stop(timeout=0.0)  # asks for the stop; the journal refuses by size before it writes anything
-    stop_asked.set()
     thread.join(30)
-    event.remove(outage.db.engine, "do_connect", first_connect)
-    assert not thread.is_alive()
+    stopper.join(30)
+    assert not thread.is_alive() and not stopper.is_alive()
     full = f"journal {journal_dir} would exceed 10 bytes"
     assert seen == [full, full]
     assert committed == [["f000", "f001"]] and writer.journaled == 0 and writer.db_up
-    assert writer.last_error == full
-    levels_texts = messages(caplog)
-    assert levels_texts[0] == (logging.ERROR, "database writer did not finish within 0 s")
-    assert levels_texts[1][0] == logging.WARNING
-    holding = (logging.ERROR, f"{full}; holding results until the database returns")
-    assert levels_texts[2:] == [holding, holding, (logging.INFO, "database is back")]
+    assert writer.last_error is None and outage.db.breaker.trips == 1
+    holding_text = (logging.ERROR, f"{full}; holding results until the database returns")
+    assert messages(caplog) == [holding_text, holding_text]
 
 
 def test_a_failed_journal_write_holds_the_batch_and_tries_again(
@@ -767,7 +758,7 @@ def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
     writer.stop()
     event.remove(db.engine, "before_cursor_execute", fail)
     assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
-    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    assert db.breaker.trips == 1 and messages(caplog) == []
     db.dispose()
 
 
