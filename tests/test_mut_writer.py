@@ -24,6 +24,7 @@ from conftest import PG_ENV
 from db_helpers import refuse
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from app import metrics
@@ -32,10 +33,25 @@ from app.db.models import Inspection, Webhook
 from app.db.session import Database
 from app.detections import Detections
 from app.ingest.journal import Journal
-from app.ingest.writer import BatchBuffer, DbWriter, Item, from_journal, to_journal
-from app.inspection import CameraContext, apply_image_policy, inspect_frame
+from app.ingest.writer import (
+    BatchBuffer,
+    DbWriter,
+    Item,
+    JournalUnwritable,
+    from_journal,
+    other_image_uid,
+    to_journal,
+)
+from app.inspection import (
+    CameraContext,
+    FrameUidConflict,
+    InspectionResult,
+    apply_image_policy,
+    inspect_frame,
+)
 from app.inspection.codec import to_record
 from app.inspection.store import crop_file
+from app.vocabulary import API_SOURCE
 
 NAMES = ("crazing", "patches")
 CTX = CameraContext(camera_id="cam-w", line="line-w", station="st-w")
@@ -45,11 +61,17 @@ BREAKER_LOG = "app.db.breaker"
 HOUR_MS = 3_600_000.0
 
 
-def make_item(k: int, *, ng: bool = True, crops: int = 0, image: bool = False) -> Item:
-    """A result whose image policy is applied: JPEG bytes to store when ``image``, else none."""
+def make_result(k: int, *, ng: bool = True, pixel: int = 120, source: str = "stream",
+                uid: str | None = None) -> InspectionResult:
+    """A result with its BGR frame (no image policy applied); ``pixel`` sets the image (and its digest)."""
     dets = Detections([[1 + k, 2, 20, 22]], [0.8], [1], NAMES) if ng else Detections.empty(NAMES)
-    result = inspect_frame(FRAME.copy(), dets, model_version="m-1", context=CTX, source="stream",
-                           frame_uid=f"f{k:03d}")
+    return inspect_frame(np.full_like(FRAME, pixel), dets, model_version="m-1", context=CTX, source=source,
+                         frame_uid=uid or f"f{k:03d}")
+
+
+def make_item(k: int, *, ng: bool = True, crops: int = 0, image: bool = False, pixel: int = 120) -> Item:
+    """A result whose image policy is applied: JPEG bytes to store when ``image``, else none."""
+    result = make_result(k, ng=ng, pixel=pixel)
     apply_image_policy(result, "always" if image else "never")
     return Item(result, crops=[f"crop-{k}-{c}".encode() for c in range(crops)])
 
@@ -181,7 +203,7 @@ def once(action: Callable[[], None]) -> Callable[..., None]:
 # -- the items and their records -------------------------------------------------------------------------
 def test_an_item_carries_its_result_and_a_journal_record_gives_it_back(tmp_path: Path) -> None:
     item = make_item(1)
-    assert (item.t_capture, item.crops) == (None, [])
+    assert (item.t_capture, item.crops, item.position) == (None, [], None)
     assert Item(item.result).crops == [] and Item(item.result).crops is not Item(item.result).crops
     assert to_journal(Item(item.result, 1.5, [b"crop"])) == to_record(item.result)  # the crops are files
     back = from_journal(json.loads(json.dumps(to_journal(item))))
@@ -795,3 +817,173 @@ def test_results_stay_behind_the_journal_even_when_a_retry_is_due(outage: Outage
     writer.stop()
     assert journaled == [["f001"]] and writer.replayed == 2
     assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]
+
+
+# -- camera frames under a uid stored with another image --------------------------------------------------
+def test_a_camera_frame_whose_uid_is_stored_with_another_image_is_rekeyed(outage: Outage,
+                                                                           tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    first.submit(make_item(1, image=True))
+    first.start()
+    first.stop()
+    committed: list[list[str]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS,
+                      on_committed=lambda items, _s: committed.append(uids(items)))
+    changed = make_item(1, image=True, pixel=200)  # the same derived uid, another image
+    new_uid = other_image_uid(changed.result)
+    assert new_uid not in ("f001", "") and new_uid == other_image_uid(make_item(1, pixel=200).result)
+    assert new_uid != other_image_uid(make_item(1, pixel=30).result)
+    writer.submit_many([changed, make_item(2, image=True)])
+    writer.start()
+    writer.stop()
+    assert committed == [[new_uid, "f002"]] and changed.result.frame_uid == new_uid
+    assert (writer.rekeyed, writer.committed, writer.rejected, writer.journaled) == (1, 2, 0, 0)
+    stored = rows(outage.db)
+    assert [uid for uid, _ in stored] == ["f001", new_uid, "f002"]
+    assert len({path for _, path in stored}) == 3  # each image in its own file
+
+
+def policy_applied(result: InspectionResult) -> Item:
+    apply_image_policy(result, "never")
+    return Item(result)
+
+
+def test_a_rekeyed_uid_stored_with_yet_another_image_is_rekeyed_again(outage: Outage, tmp_path: Path) -> None:
+    changed = make_item(1, pixel=200)
+    once_uid = other_image_uid(changed.result)
+    twice_uid = other_image_uid(make_result(1, pixel=200, uid=once_uid))
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit_many([make_item(1), policy_applied(make_result(9, pixel=10, uid=once_uid))])
+    seed.start()
+    seed.stop()
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    writer.submit(changed)
+    writer.start()
+    writer.stop()
+    assert (writer.rekeyed, writer.committed) == (2, 1) and changed.result.frame_uid == twice_uid
+    assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", once_uid, twice_uid])
+
+
+# -- HTTP uploads stored in the request's thread -------------------------------------------------------------
+def upload(k: int, pixel: int = 120) -> InspectionResult:
+    return make_result(k, pixel=pixel, source=API_SOURCE)
+
+
+def test_an_upload_is_stored_at_once_while_the_database_answers(outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    announced: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal"), data)
+    writer.stored_listeners.append(announced.append)
+    result = upload(1)
+    stored = writer.store_now(result, "always")
+    assert stored is not None and stored.created and stored.row.frame_uid == "f001"
+    assert result.image is None and (data / result.image_path).is_file()  # the policy was applied
+    assert announced == [[stored.id]]
+    again = writer.store_now(upload(1), "always")  # a replay of the same upload
+    assert again is not None and (again.created, again.id) == (False, stored.id)
+    assert announced == [[stored.id]]  # nothing new to announce
+    assert (writer.journaled, writer.committed, writer.is_pending("f001")) == (0, 0, False)
+    writer.stop()
+    assert [uid for uid, _ in rows(outage.db)] == ["f001"] and journal_records(tmp_path / "journal") == []
+
+
+def test_an_upload_with_a_used_uid_and_another_image_is_refused(outage: Outage, tmp_path: Path) -> None:
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal"), tmp_path / "data")
+    writer.store_now(upload(1), "never")
+    with pytest.raises(FrameUidConflict):
+        writer.store_now(upload(1, pixel=200), "never")  # uploads are not re-keyed: the client chose the uid
+    assert (writer.rekeyed, writer.journaled, writer.db_up) == (0, 0, True)
+    writer.stop()
+    assert [uid for uid, _ in rows(outage.db)] == ["f001"]
+
+
+def test_an_upload_to_a_database_without_its_tables_fails_and_is_not_journaled(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")  # answers, but refuses the statement
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data")
+    with pytest.raises(OperationalError, match="no such table"):
+        writer.store_now(upload(1), "never")
+    assert (writer.journaled, writer.is_pending("f001")) == (0, False)
+    assert writer.db_up and db.breaker.trips == 0  # a bad statement is no outage
+    writer.stop()
+    assert journal_records(tmp_path / "journal") == []
+    db.dispose()
+
+
+def test_uploads_are_journaled_while_the_database_is_away_and_replayed_once_it_returns(
+        outage: Outage, tmp_path: Path) -> None:
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    outage.down()
+    announced: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=8, batch_ms=HOUR_MS, retry_s=3600)
+    writer.stored_listeners.append(announced.append)
+    first, second = upload(1), upload(2)
+    assert writer.store_now(first, "always") is None  # the session finds the database away
+    assert writer.last_error.startswith(outage.unreachable) and not writer.db_up
+    assert writer.store_now(second, "always") is None  # the open breaker answers at once
+    assert (writer.journaled, writer.is_pending("f001"), writer.is_pending("f002")) == (2, True, True)
+    assert (data / first.image_path).is_file() and outage.db.breaker.trips == 1
+    writer.submit(make_item(3))  # a camera frame behind them
+    writer.start()
+    writer.stop()
+    assert writer.is_pending("f001") and writer.is_pending("f002") and announced == []
+    assert not writer.is_pending("f003")  # a camera frame is no upload
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f001", "f002", "f003"]
+
+    outage.up()
+    again = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=8, batch_ms=HOUR_MS, retry_s=3600)
+    again.stored_listeners.append(announced.append)
+    assert [again.is_pending(uid) for uid in ("f001", "f002", "f003")] == [True, True, False]
+    again.start()
+    again.stop()
+    assert not again.is_pending("f001") and not again.is_pending("f002")
+    assert (again.replayed, again.db_up) == (3, True)
+    stored = rows(outage.db)
+    assert [uid for uid, _ in stored] == ["f001", "f002", "f003"]
+    assert stored[0][1] == first.image_path
+    with outage.db.session() as s:
+        ids = list(s.scalars(select(Inspection.id).order_by(Inspection.id)))
+    assert announced == [ids]
+
+
+def test_an_upload_the_journal_cannot_take_while_the_database_is_away_is_refused(
+        outage: Outage, tmp_path: Path) -> None:
+    outage.down()
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data")
+    with pytest.raises(JournalUnwritable):
+        writer.store_now(upload(1), "never")  # full
+    assert (writer.journaled, writer.is_pending("f001")) == (0, False)
+    writer.stop()
+
+    data = tmp_path / "data-2"
+    data.mkdir()
+    (data / "images").write_text("a file where the images folder belongs")
+    broken = DbWriter(outage.db, Journal(tmp_path / "journal-2"), data)
+    with pytest.raises(JournalUnwritable):
+        broken.store_now(upload(2), "always")  # its image cannot be written
+    assert (broken.journaled, broken.is_pending("f002")) == (0, False)
+    broken.stop()
+    assert journal_records(tmp_path / "journal") == [] and journal_records(tmp_path / "journal-2") == []
+
+
+# -- listeners of stored inspections -----------------------------------------------------------------------
+def test_listeners_hear_the_ids_of_new_rows_after_their_commit(outage: Outage, tmp_path: Path) -> None:
+    heard: list[tuple[list[int], list[str]]] = []
+
+    def listener(ids: list[int]) -> None:  # reads the rows in its own session: committed already
+        with outage.db.session() as s:
+            heard.append((ids, list(s.scalars(select(Inspection.frame_uid).where(Inspection.id.in_(ids))
+                                              .order_by(Inspection.id)))))
+
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS)
+    seed.submit(make_item(1))
+    seed.start()
+    seed.stop()
+    others: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS)
+    writer.stored_listeners.extend([listener, others.append])
+    writer.submit_many([make_item(1), make_item(2), make_item(3), make_item(4)])
+    writer.start()
+    writer.stop()
+    assert [uids for _, uids in heard] == [["f002"], ["f003", "f004"]]  # f001 was stored before
+    assert others == [ids for ids, _ in heard] and writer.committed == 3
