@@ -32,6 +32,7 @@ from app.db.migrate import upgrade
 from app.db.models import Inspection, Webhook
 from app.db.session import Database
 from app.detections import Detections
+from app.ingest.config import WriterConfig
 from app.ingest.journal import Journal
 from app.ingest.writer import (
     BatchBuffer,
@@ -39,6 +40,7 @@ from app.ingest.writer import (
     Item,
     JournalUnwritable,
     from_journal,
+    open_writer,
     other_image_uid,
     to_journal,
 )
@@ -987,3 +989,31 @@ def test_listeners_hear_the_ids_of_new_rows_after_their_commit(outage: Outage, t
     writer.stop()
     assert [uids for _, uids in heard] == [["f002"], ["f003", "f004"]]  # f001 was stored before
     assert others == [ids for ids, _ in heard] and writer.committed == 3
+
+
+# -- the writer as the configuration says ------------------------------------------------------------------
+def test_open_writer_follows_its_configuration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+    data = tmp_path / "data"
+    committed: list[list[str]] = []
+
+    def on_journaled(_items: list[Item]) -> None:
+        raise AssertionError("nothing is journaled while the database answers")
+
+    config = WriterConfig(batch_rows=2, batch_ms=250.0, queue_size=3, journal_max_mb=0.5,
+                          journal_segment_mb=0.25, retry_s=2.5)
+    writer = open_writer(db, data, config, on_committed=lambda items, _s: committed.append(uids(items)),
+                         on_journaled=on_journaled)
+    assert (writer.db, writer.data_dir, writer.journal.dir) == (db, data, data / "journal")
+    assert (writer.journal.max_bytes, writer.journal.segment_bytes) == (2**19, 2**18)
+    assert (writer.batch_rows, writer.batch_s, writer.retry_s, writer.on_journaled) == (2, 0.25, 2.5,
+                                                                                       on_journaled)
+    writer.submit_many([make_item(k) for k in range(3)])
+    with pytest.raises(TimeoutError, match=r"\(3 results\)"):
+        writer.submit(make_item(3), timeout=0.0)
+    writer.start()
+    writer.stop()
+    assert committed == [["f000", "f001"], ["f002"]]
+    db.dispose()
