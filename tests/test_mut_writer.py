@@ -836,6 +836,9 @@ def test_a_camera_frame_whose_uid_is_stored_with_another_image_is_rekeyed(outage
     new_uid = other_image_uid(changed.result)
     assert new_uid not in ("f001", "") and new_uid == other_image_uid(make_item(1, pixel=200).result)
     assert new_uid != other_image_uid(make_item(1, pixel=30).result)
+    elsewhere = make_item(1, pixel=200).result
+    elsewhere.camera_id = "cam-x"
+    assert new_uid != other_image_uid(elsewhere)  # the camera is part of it
     writer.submit_many([changed, make_item(2, image=True)])
     writer.start()
     writer.stop()
@@ -948,20 +951,26 @@ def test_uploads_are_journaled_while_the_database_is_away_and_replayed_once_it_r
     assert announced == [ids]
 
 
+UNWRITABLE = (r"^the database is unavailable and the journal cannot take the frame \(full or not writable\); "
+              r"send it again later$")
+
+
 def test_an_upload_the_journal_cannot_take_while_the_database_is_away_is_refused(
-        outage: Outage, tmp_path: Path) -> None:
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     outage.down()
     writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data")
-    with pytest.raises(JournalUnwritable):
+    with pytest.raises(JournalUnwritable, match=UNWRITABLE):
         writer.store_now(upload(1), "never")  # full
     assert (writer.journaled, writer.is_pending("f001")) == (0, False)
+    full = f"journal {tmp_path / 'journal'} would exceed 10 bytes"
+    assert messages(caplog) == [(logging.ERROR, f"database away and the journal cannot take f001: {full}")]
     writer.stop()
 
     data = tmp_path / "data-2"
     data.mkdir()
     (data / "images").write_text("a file where the images folder belongs")
     broken = DbWriter(outage.db, Journal(tmp_path / "journal-2"), data)
-    with pytest.raises(JournalUnwritable):
+    with pytest.raises(JournalUnwritable, match=UNWRITABLE):
         broken.store_now(upload(2), "always")  # its image cannot be written
     assert (broken.journaled, broken.is_pending("f002")) == (0, False)
     broken.stop()
