@@ -113,9 +113,14 @@ EQUIVALENT: dict[str, str] = {
         "len(items) + at: the slice items[at:at + n] ends at the list's end, the loop the same",
     _W + "BatchBufferǁtake_batch__mutmut_13":
         "remaining < 0 for <= 0: at exactly 0, wait(0) returns at once and the next pass ends the window",
-    _W + "DbWriterǁ__init____mutmut_23":
+    _W + "DbWriterǁ__init____mutmut_24":
         "first retry due at 1.0, not 0.0, on time.monotonic(): it counts from boot, due either way",
-    _W + "DbWriterǁ_persist__mutmut_4":
+    _W + "DbWriterǁ_db_error__mutmut_8":
+        "_set_db(None, ...) for False: _set_db tests up for truth, None reads as False",
+    "app.ingest.writer.x_other_image_uid__mutmut_6":
+        ("'XXXX' for '' as the camera of a result without one: only camera frames are re-keyed, and "
+         "a camera frame always names its camera"),
+    _W + "DbWriterǁ_persist__mutmut_6":
         "load_rows=None: persist_results tests it for truth, None reads as False",
     _W + "DbWriterǁ_reject__mutmut_6":
         "rejected.jsonl in the locale's encoding: json.dumps escapes non-ASCII, the line is ASCII",

@@ -24,6 +24,7 @@ from conftest import PG_ENV
 from db_helpers import refuse
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from app import metrics
@@ -31,24 +32,48 @@ from app.db.migrate import upgrade
 from app.db.models import Inspection, Webhook
 from app.db.session import Database
 from app.detections import Detections
+from app.ingest.config import WriterConfig
 from app.ingest.journal import Journal
-from app.ingest.writer import BatchBuffer, DbWriter, Item, from_journal, to_journal
-from app.inspection import CameraContext, apply_image_policy, inspect_frame
+from app.ingest.writer import (
+    BatchBuffer,
+    DbWriter,
+    Item,
+    JournalUnwritable,
+    from_journal,
+    open_writer,
+    other_image_uid,
+    to_journal,
+)
+from app.inspection import (
+    CameraContext,
+    FrameUidConflict,
+    InspectionResult,
+    apply_image_policy,
+    inspect_frame,
+)
 from app.inspection.codec import to_record
 from app.inspection.store import crop_file
+from app.vocabulary import API_SOURCE
 
 NAMES = ("crazing", "patches")
 CTX = CameraContext(camera_id="cam-w", line="line-w", station="st-w")
 FRAME = np.full((24, 32, 3), 120, np.uint8)
 WRITER_LOG = "app.ingest.writer"
+BREAKER_LOG = "app.db.breaker"
 HOUR_MS = 3_600_000.0
 
 
-def make_item(k: int, *, ng: bool = True, crops: int = 0, image: bool = False) -> Item:
-    """A result whose image policy is applied: JPEG bytes to store when ``image``, else none."""
+def make_result(k: int, *, ng: bool = True, pixel: int = 120, source: str = "stream",
+                uid: str | None = None) -> InspectionResult:
+    """A result with its BGR frame (no image policy applied); ``pixel`` sets the image (and its digest)."""
     dets = Detections([[1 + k, 2, 20, 22]], [0.8], [1], NAMES) if ng else Detections.empty(NAMES)
-    result = inspect_frame(FRAME.copy(), dets, model_version="m-1", context=CTX, source="stream",
-                           frame_uid=f"f{k:03d}")
+    return inspect_frame(np.full_like(FRAME, pixel), dets, model_version="m-1", context=CTX, source=source,
+                         frame_uid=uid or f"f{k:03d}")
+
+
+def make_item(k: int, *, ng: bool = True, crops: int = 0, image: bool = False, pixel: int = 120) -> Item:
+    """A result whose image policy is applied: JPEG bytes to store when ``image``, else none."""
+    result = make_result(k, ng=ng, pixel=pixel)
     apply_image_policy(result, "always" if image else "never")
     return Item(result, crops=[f"crop-{k}-{c}".encode() for c in range(crops)])
 
@@ -74,11 +99,6 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
     return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == WRITER_LOG]
 
 
-def unreachable(writer: DbWriter) -> str:
-    """The warning the writer logs when it loses the database (with the error it keeps)."""
-    return f"database unreachable, journaling results: {writer.last_error}"
-
-
 def segment_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.jsonl") if p.name != "rejected.jsonl")
 
@@ -92,7 +112,8 @@ def journal_records(folder: Path) -> list[dict]:
 
 
 class OnLog(logging.Handler):
-    """Runs ``action`` on the writer thread when the writer logs a message containing ``text``."""
+    """Runs ``action`` on the writer thread when the writer or the database's circuit breaker logs a
+    message containing ``text``."""
 
     def __init__(self, text: str, action: Callable[[], None]) -> None:
         super().__init__(logging.DEBUG)
@@ -109,11 +130,13 @@ def on_log() -> Iterator[Callable[[str, Callable[[], None]], None]]:
 
     def add(text_: str, action: Callable[[], None]) -> None:
         handlers.append(OnLog(text_, action))
-        logging.getLogger(WRITER_LOG).addHandler(handlers[-1])
+        for name in (WRITER_LOG, BREAKER_LOG):
+            logging.getLogger(name).addHandler(handlers[-1])
 
     yield add
     for handler in handlers:
-        logging.getLogger(WRITER_LOG).removeHandler(handler)
+        for name in (WRITER_LOG, BREAKER_LOG):
+            logging.getLogger(name).removeHandler(handler)
 
 
 @pytest.fixture(autouse=True)
@@ -182,7 +205,7 @@ def once(action: Callable[[], None]) -> Callable[..., None]:
 # -- the items and their records -------------------------------------------------------------------------
 def test_an_item_carries_its_result_and_a_journal_record_gives_it_back(tmp_path: Path) -> None:
     item = make_item(1)
-    assert (item.t_capture, item.crops) == (None, [])
+    assert (item.t_capture, item.crops, item.position) == (None, [], None)
     assert Item(item.result).crops == [] and Item(item.result).crops is not Item(item.result).crops
     assert to_journal(Item(item.result, 1.5, [b"crop"])) == to_record(item.result)  # the crops are files
     back = from_journal(json.loads(json.dumps(to_journal(item))))
@@ -493,7 +516,8 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     assert (writer.journaled, writer.committed, writer.replayed, writer.db_up) == (5, 0, 0, False)
     assert writer.last_error.startswith(outage.unreachable) and "\n" not in writer.last_error
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 5)
-    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
+    assert messages(caplog) == []
     # on disk: the records, each naming its image file, and the crops next to them
     assert journal_records(journal_dir) == [to_journal(i) for i in items]
     for item, jpeg in zip(items, jpegs, strict=True):
@@ -506,7 +530,8 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     calls: list[tuple[list[str], list[bool]]] = []
     again = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS, retry_s=3600,
                      on_committed=lambda items_, st: calls.append((uids(items_), [s.created for s in st])))
-    assert sample("inspect_journal_pending") == 5 and sample("inspect_db_up") == 1
+    assert sample("inspect_journal_pending") == 5
+    assert not again.db_up and sample("inspect_db_up") == 0  # the breaker is the database's: still open
     caplog.clear()
     before = commits()
     again.start()
@@ -541,13 +566,11 @@ def test_an_outage_mid_run_is_journaled_then_replayed_before_newer_results(
     assert committed == [["f000", "f001"], ["f002", "f003"], ["f004", "f005"]]
     assert journaled == [["f002", "f003"]]
     assert (writer.committed, writer.journaled, writer.replayed, writer.db_up) == (6, 2, 2, True)
-    assert writer.last_error.startswith(outage.unreachable)  # the last error stays readable
+    assert writer.last_error is None  # cleared once the database is back
+    assert outage.db.breaker.trips == 1 and not outage.db.breaker.is_open
     assert [uid for uid, _ in rows(outage.db)] == uids(items)
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (1, 0)
-    assert messages(caplog) == [
-        (logging.WARNING, unreachable(writer)),
-        (logging.INFO, "database is back"),
-        (logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
+    assert messages(caplog) == [(logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
 
 
 def test_no_retry_before_retry_s_and_newer_results_queue_behind_the_journal(
@@ -574,7 +597,8 @@ def test_no_retry_before_retry_s_and_newer_results_queue_behind_the_journal(
     assert (writer.committed, writer.journaled, writer.replayed, writer.db_up) == (2, 4, 0, False)
     assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]
     assert [r["frame_uid"] for r in journal_records(journal_dir)] == uids(items[2:])
-    assert [level for level, _ in messages(caplog)] == [logging.WARNING]
+    assert writer.last_error.startswith(outage.unreachable)
+    assert outage.db.breaker.trips == 1 and messages(caplog) == []
 
 
 def test_a_failed_ping_postpones_the_replay_by_retry_s(outage: Outage, tmp_path: Path,
@@ -593,12 +617,13 @@ def test_a_failed_ping_postpones_the_replay_by_retry_s(outage: Outage, tmp_path:
     writer.start()
     writer.stop()
     assert journaled == [["f001"], ["f002"]]  # behind the journal, without trying the database
-    assert writer.last_error.startswith(f"database unreachable: {outage.unreachable}")
+    assert writer.last_error is None  # the ping's reason goes to the breaker's log, not to the writer
+    assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
     assert (writer.db_up, writer.journaled, writer.replayed, writer.committed) == (False, 2, 0, 0)
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 3)
     assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f000", "f001", "f002"]
     assert rows(outage.db) == []
-    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    assert messages(caplog) == []
 
 
 def test_a_replay_that_fails_part_way_keeps_its_segment_and_reports_what_it_committed(
@@ -633,9 +658,8 @@ def test_a_replay_that_fails_part_way_keeps_its_segment_and_reports_what_it_comm
     assert writer.last_error.startswith(outage.unreachable)
     assert sample("inspect_journal_pending") == 3 and sample("inspect_db_up") == 0
     assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f002", "f003", "f004"]
-    assert messages(caplog) == [
-        (logging.INFO, "replayed 2 journaled results from 000000000001.jsonl"),
-        (logging.WARNING, f"database unreachable, journaling results: {writer.last_error}")]
+    assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
+    assert messages(caplog) == [(logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
 
     outage.up()
     calls.clear()
@@ -657,38 +681,29 @@ def test_a_full_journal_holds_the_batch_until_the_database_takes_it(
     writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=10), tmp_path / "data", batch_rows=2,
                       batch_ms=HOUR_MS, retry_s=0.0,
                       on_committed=lambda items, _s: committed.append(uids(items)))
-    # the first hold happens while taking the batch, the second in the held-batch loop, where a stopping
-    # writer starts its shutdown grace period: the database returns there. The writer's first connection
-    # attempt waits until stop() has been asked for, so the grace period is running by then.
-    on_log("holding results", lambda: (seen.append(writer.last_error), len(seen) == 2 and outage.up()))
-    connecting, stop_asked = threading.Event(), threading.Event()
+    stopper = threading.Thread(target=writer.stop, kwargs={"timeout": 30.0}, daemon=True)
 
-    def first_connect(*_args: object) -> None:
-        if not connecting.is_set():
-            connecting.set()
-            stop_asked.wait(30)
+    def holding() -> None:
+        seen.append(writer.last_error)
+        if len(seen) == 1:  # the first hold, while taking the batch: stop is asked for (the journal stays
+            stopper.start()  # open while stop() waits for the thread)
+            assert writer._stop.wait(30)  # noqa: SLF001 - the stop request, the one thing stop() sets first
+        else:  # the second, in the held-batch loop of a stopping writer (its grace period runs): back
+            outage.up()
 
-    from sqlalchemy import event
-
-    event.listen(outage.db.engine, "do_connect", first_connect)
+    on_log("holding results", holding)
     writer.submit_many([make_item(0), make_item(1)])
     writer.start()
     [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
-    assert connecting.wait(30)
-    writer.stop(timeout=0.0)  # asks for the stop; the journal refuses by size before it writes anything
-    stop_asked.set()
     thread.join(30)
-    event.remove(outage.db.engine, "do_connect", first_connect)
-    assert not thread.is_alive()
+    stopper.join(30)
+    assert not thread.is_alive() and not stopper.is_alive()
     full = f"journal {journal_dir} would exceed 10 bytes"
     assert seen == [full, full]
     assert committed == [["f000", "f001"]] and writer.journaled == 0 and writer.db_up
-    assert writer.last_error == full
-    levels_texts = messages(caplog)
-    assert levels_texts[0] == (logging.ERROR, "database writer did not finish within 0 s")
-    assert levels_texts[1][0] == logging.WARNING
-    holding = (logging.ERROR, f"{full}; holding results until the database returns")
-    assert levels_texts[2:] == [holding, holding, (logging.INFO, "database is back")]
+    assert writer.last_error is None and outage.db.breaker.trips == 1
+    holding_text = (logging.ERROR, f"{full}; holding results until the database returns")
+    assert messages(caplog) == [holding_text, holding_text]
 
 
 def test_a_failed_journal_write_holds_the_batch_and_tries_again(
@@ -767,7 +782,7 @@ def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
     writer.stop()
     event.remove(db.engine, "before_cursor_execute", fail)
     assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
-    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    assert db.breaker.trips == 1 and messages(caplog) == []
     db.dispose()
 
 
@@ -804,3 +819,210 @@ def test_results_stay_behind_the_journal_even_when_a_retry_is_due(outage: Outage
     writer.stop()
     assert journaled == [["f001"]] and writer.replayed == 2
     assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]
+
+
+# -- camera frames under a uid stored with another image --------------------------------------------------
+def test_a_camera_frame_whose_uid_is_stored_with_another_image_is_rekeyed(outage: Outage,
+                                                                           tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    first.submit(make_item(1, image=True))
+    first.start()
+    first.stop()
+    committed: list[list[str]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS,
+                      on_committed=lambda items, _s: committed.append(uids(items)))
+    changed = make_item(1, image=True, pixel=200)  # the same derived uid, another image
+    new_uid = other_image_uid(changed.result)
+    assert new_uid not in ("f001", "") and new_uid == other_image_uid(make_item(1, pixel=200).result)
+    assert new_uid != other_image_uid(make_item(1, pixel=30).result)
+    elsewhere = make_item(1, pixel=200).result
+    elsewhere.camera_id = "cam-x"
+    assert new_uid != other_image_uid(elsewhere)  # the camera is part of it
+    writer.submit_many([changed, make_item(2, image=True)])
+    writer.start()
+    writer.stop()
+    assert committed == [[new_uid, "f002"]] and changed.result.frame_uid == new_uid
+    assert (writer.rekeyed, writer.committed, writer.rejected, writer.journaled) == (1, 2, 0, 0)
+    stored = rows(outage.db)
+    assert [uid for uid, _ in stored] == ["f001", new_uid, "f002"]
+    assert len({path for _, path in stored}) == 3  # each image in its own file
+
+
+def policy_applied(result: InspectionResult) -> Item:
+    apply_image_policy(result, "never")
+    return Item(result)
+
+
+def test_a_rekeyed_uid_stored_with_yet_another_image_is_rekeyed_again(outage: Outage, tmp_path: Path) -> None:
+    changed = make_item(1, pixel=200)
+    once_uid = other_image_uid(changed.result)
+    twice_uid = other_image_uid(make_result(1, pixel=200, uid=once_uid))
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit_many([make_item(1), policy_applied(make_result(9, pixel=10, uid=once_uid))])
+    seed.start()
+    seed.stop()
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    writer.submit(changed)
+    writer.start()
+    writer.stop()
+    assert (writer.rekeyed, writer.committed) == (2, 1) and changed.result.frame_uid == twice_uid
+    assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", once_uid, twice_uid])
+
+
+# -- HTTP uploads stored in the request's thread -------------------------------------------------------------
+def upload(k: int, pixel: int = 120) -> InspectionResult:
+    return make_result(k, pixel=pixel, source=API_SOURCE)
+
+
+def test_an_upload_is_stored_at_once_while_the_database_answers(outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    announced: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal"), data)
+    writer.stored_listeners.append(announced.append)
+    result = upload(1)
+    stored = writer.store_now(result, "always")
+    assert stored is not None and stored.created and stored.row.frame_uid == "f001"
+    assert result.image is None and (data / result.image_path).is_file()  # the policy was applied
+    assert announced == [[stored.id]]
+    again = writer.store_now(upload(1), "always")  # a replay of the same upload
+    assert again is not None and (again.created, again.id) == (False, stored.id)
+    assert announced == [[stored.id]]  # nothing new to announce
+    assert (writer.journaled, writer.committed, writer.is_pending("f001")) == (0, 0, False)
+    writer.stop()
+    assert [uid for uid, _ in rows(outage.db)] == ["f001"] and journal_records(tmp_path / "journal") == []
+
+
+def test_an_upload_with_a_used_uid_and_another_image_is_refused(outage: Outage, tmp_path: Path) -> None:
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal"), tmp_path / "data")
+    writer.store_now(upload(1), "never")
+    with pytest.raises(FrameUidConflict):
+        writer.store_now(upload(1, pixel=200), "never")  # uploads are not re-keyed: the client chose the uid
+    assert (writer.rekeyed, writer.journaled, writer.db_up) == (0, 0, True)
+    writer.stop()
+    assert [uid for uid, _ in rows(outage.db)] == ["f001"]
+
+
+def test_an_upload_to_a_database_without_its_tables_fails_and_is_not_journaled(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'empty.db'}")  # answers, but refuses the statement
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data")
+    with pytest.raises(OperationalError, match="no such table"):
+        writer.store_now(upload(1), "never")
+    assert (writer.journaled, writer.is_pending("f001")) == (0, False)
+    assert writer.db_up and db.breaker.trips == 0  # a bad statement is no outage
+    writer.stop()
+    assert journal_records(tmp_path / "journal") == []
+    db.dispose()
+
+
+def test_uploads_are_journaled_while_the_database_is_away_and_replayed_once_it_returns(
+        outage: Outage, tmp_path: Path) -> None:
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    outage.down()
+    announced: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=8, batch_ms=HOUR_MS, retry_s=3600)
+    writer.stored_listeners.append(announced.append)
+    first, second = upload(1), upload(2)
+    assert writer.store_now(first, "always") is None  # the session finds the database away
+    assert writer.last_error.startswith(outage.unreachable) and not writer.db_up
+    assert writer.store_now(second, "always") is None  # the open breaker answers at once
+    assert (writer.journaled, writer.is_pending("f001"), writer.is_pending("f002")) == (2, True, True)
+    assert (data / first.image_path).is_file() and outage.db.breaker.trips == 1
+    writer.submit(make_item(3))  # a camera frame behind them
+    writer.start()
+    writer.stop()
+    assert writer.is_pending("f001") and writer.is_pending("f002") and announced == []
+    assert not writer.is_pending("f003")  # a camera frame is no upload
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f001", "f002", "f003"]
+
+    outage.up()
+    again = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=8, batch_ms=HOUR_MS, retry_s=3600)
+    again.stored_listeners.append(announced.append)
+    assert [again.is_pending(uid) for uid in ("f001", "f002", "f003")] == [True, True, False]
+    again.start()
+    again.stop()
+    assert not again.is_pending("f001") and not again.is_pending("f002")
+    assert (again.replayed, again.db_up) == (3, True)
+    stored = rows(outage.db)
+    assert [uid for uid, _ in stored] == ["f001", "f002", "f003"]
+    assert stored[0][1] == first.image_path
+    with outage.db.session() as s:
+        ids = list(s.scalars(select(Inspection.id).order_by(Inspection.id)))
+    assert announced == [ids]
+
+
+UNWRITABLE = (r"^the database is unavailable and the journal cannot take the frame \(full or not writable\); "
+              r"send it again later$")
+
+
+def test_an_upload_the_journal_cannot_take_while_the_database_is_away_is_refused(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outage.down()
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data")
+    with pytest.raises(JournalUnwritable, match=UNWRITABLE):
+        writer.store_now(upload(1), "never")  # full
+    assert (writer.journaled, writer.is_pending("f001")) == (0, False)
+    full = f"journal {tmp_path / 'journal'} would exceed 10 bytes"
+    assert messages(caplog) == [(logging.ERROR, f"database away and the journal cannot take f001: {full}")]
+    writer.stop()
+
+    data = tmp_path / "data-2"
+    data.mkdir()
+    (data / "images").write_text("a file where the images folder belongs")
+    broken = DbWriter(outage.db, Journal(tmp_path / "journal-2"), data)
+    with pytest.raises(JournalUnwritable, match=UNWRITABLE):
+        broken.store_now(upload(2), "always")  # its image cannot be written
+    assert (broken.journaled, broken.is_pending("f002")) == (0, False)
+    broken.stop()
+    assert journal_records(tmp_path / "journal") == [] and journal_records(tmp_path / "journal-2") == []
+
+
+# -- listeners of stored inspections -----------------------------------------------------------------------
+def test_listeners_hear_the_ids_of_new_rows_after_their_commit(outage: Outage, tmp_path: Path) -> None:
+    heard: list[tuple[list[int], list[str]]] = []
+
+    def listener(ids: list[int]) -> None:  # reads the rows in its own session: committed already
+        with outage.db.session() as s:
+            heard.append((ids, list(s.scalars(select(Inspection.frame_uid).where(Inspection.id.in_(ids))
+                                              .order_by(Inspection.id)))))
+
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS)
+    seed.submit(make_item(1))
+    seed.start()
+    seed.stop()
+    others: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS)
+    writer.stored_listeners.extend([listener, others.append])
+    writer.submit_many([make_item(1), make_item(2), make_item(3), make_item(4)])
+    writer.start()
+    writer.stop()
+    assert [uids for _, uids in heard] == [["f002"], ["f003", "f004"]]  # f001 was stored before
+    assert others == [ids for ids, _ in heard] and writer.committed == 3
+
+
+# -- the writer as the configuration says ------------------------------------------------------------------
+def test_open_writer_follows_its_configuration(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+    data = tmp_path / "data"
+    committed: list[list[str]] = []
+
+    def on_journaled(_items: list[Item]) -> None:
+        raise AssertionError("nothing is journaled while the database answers")
+
+    config = WriterConfig(batch_rows=2, batch_ms=250.0, queue_size=3, journal_max_mb=0.5,
+                          journal_segment_mb=0.25, retry_s=2.5)
+    writer = open_writer(db, data, config, on_committed=lambda items, _s: committed.append(uids(items)),
+                         on_journaled=on_journaled)
+    assert (writer.db, writer.data_dir, writer.journal.dir) == (db, data, data / "journal")
+    assert (writer.journal.max_bytes, writer.journal.segment_bytes) == (2**19, 2**18)
+    assert (writer.batch_rows, writer.batch_s, writer.retry_s, writer.on_journaled) == (2, 0.25, 2.5,
+                                                                                       on_journaled)
+    writer.submit_many([make_item(k) for k in range(3)])
+    with pytest.raises(TimeoutError, match=r"\(3 results\)"):
+        writer.submit(make_item(3), timeout=0.0)
+    writer.start()
+    writer.stop()
+    assert committed == [["f000", "f001"], ["f002"]]
+    db.dispose()
