@@ -966,15 +966,20 @@ def test_an_upload_the_journal_cannot_take_while_the_database_is_away_is_refused
     assert messages(caplog) == [(logging.ERROR, f"database away and the journal cannot take f001: {full}")]
     writer.stop()
 
+    assert journal_records(tmp_path / "journal") == []
+
+    # an image that cannot be written costs the image, not the record: journaled without it
     data = tmp_path / "data-2"
     data.mkdir()
     (data / "images").write_text("a file where the images folder belongs")
     broken = DbWriter(outage.db, Journal(tmp_path / "journal-2"), data)
-    with pytest.raises(JournalUnwritable, match=UNWRITABLE):
-        broken.store_now(upload(2), "always")  # its image cannot be written
-    assert (broken.journaled, broken.is_pending("f002")) == (0, False)
+    result = upload(2)
+    assert broken.store_now(result, "always") is None
+    assert (broken.journaled, broken.is_pending("f002")) == (1, True)
+    assert result.image_path is None and result.image_skipped == "write_failed"
     broken.stop()
-    assert journal_records(tmp_path / "journal") == [] and journal_records(tmp_path / "journal-2") == []
+    [record] = journal_records(tmp_path / "journal-2")
+    assert (record["frame_uid"], record["image_path"]) == ("f002", None)
 
 
 # -- listeners of stored inspections -----------------------------------------------------------------------
@@ -998,6 +1003,22 @@ def test_listeners_hear_the_ids_of_new_rows_after_their_commit(outage: Outage, t
     writer.stop()
     assert [uids for _, uids in heard] == [["f002"], ["f003", "f004"]]  # f001 was stored before
     assert others == [ids for ids, _ in heard] and writer.committed == 3
+
+
+def test_a_failing_listener_costs_neither_the_writer_nor_the_other_listeners(outage: Outage,
+                                                                              tmp_path: Path) -> None:
+    def broken(_ids: list[int]) -> None:
+        raise RuntimeError("broker client crashed")
+
+    heard: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS)
+    writer.stored_listeners.extend([broken, heard.append])
+    writer.submit_many([make_item(1), make_item(2), make_item(3), make_item(4)])
+    writer.start()
+    writer.stop()
+    assert writer.committed == 4 and [len(ids) for ids in heard] == [2, 2]  # both batches, after the failure
+    assert writer.store_now(make_item(5).result, "never") is not None  # the upload door answers too
+    assert len(heard) == 3
 
 
 # -- the writer as the configuration says ------------------------------------------------------------------

@@ -342,7 +342,10 @@ class DbWriter:
         new_ids = [s.id for s in stored if s.created]
         if new_ids:
             for listener in self.stored_listeners:
-                listener(new_ids)
+                try:
+                    listener(new_ids)
+                except Exception:  # the rows are committed: a listener (MQTT, OPC UA) never costs the writer
+                    log.exception("a listener of stored inspections failed on %d ids", len(new_ids))
 
     def _db_error(self, exc: Exception) -> None:
         text = str(exc).splitlines()[0] if str(exc) else ""
