@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= train,dev,postgres
+EXTRAS ?= train,dev,postgres,mqtt,opcua
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 

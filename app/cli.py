@@ -41,7 +41,8 @@ def add_discovered(sub: argparse._SubParsersAction, group: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
+    logging.basicConfig(  # stderr: stdout carries only what a command prints (a key, a JSON report)
+        stream=sys.stderr,
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.api import include_ingest_routers, include_routers
 from app.api.deps import attach_service
+from app.api.params import single_query_values
 from app.api.problems import install_problem_handlers
 from app.service import Role, running_service
 from app.settings import Settings, get_settings
@@ -41,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Surface-defect detection (YOLOv5s+CBAM on ONNX Runtime) with a SQL defect log.",
         lifespan=service_lifespan(settings),
+        dependencies=[Depends(single_query_values)],
     )
     install_problem_handlers(app)
     include_routers(app)
@@ -51,7 +53,8 @@ def create_ingest_app(settings: Settings, cameras: Path) -> FastAPI:
     """``defect-inspect ingest`` over HTTP: health, metrics and camera state; the lifespan runs the
     pipeline of ``cameras``."""
     app = FastAPI(title="Defect inspection: camera ingest", version=__version__,
-                  lifespan=service_lifespan(settings, Role.INGEST, cameras))
+                  lifespan=service_lifespan(settings, Role.INGEST, cameras),
+                  dependencies=[Depends(single_query_values)])
     install_problem_handlers(app)
     include_ingest_routers(app)
     return app

@@ -49,7 +49,7 @@ MODEL_INFO = Gauge(
 
 
 # -- camera ingest (app/ingest); the Grafana dashboard and alerts in deploy/ use these names ------------
-FRAME_STAGES = ("captured", "inspected", "committed", "journaled", "dropped")
+FRAME_STAGES = ("captured", "inspected", "committed", "journaled", "dropped", "skipped")
 CAMERA_UP = Gauge("inspect_camera_up", "1 while the camera's source delivers frames", ["camera"],
                   registry=REGISTRY)
 CAMERA_FAILURES_TOTAL = Counter(
@@ -143,3 +143,12 @@ def set_model_info(version: str | None, provider: str | None) -> None:
 
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+MQTT_CONNECTED = Gauge("inspect_mqtt_connected", "1 while the MQTT publisher is connected to its broker",
+                       registry=REGISTRY)
+MQTT_QUEUED = Gauge("inspect_mqtt_queued", "MQTT messages waiting to be loaded, sent or acknowledged",
+                    registry=REGISTRY)
+MQTT_PUBLISHED_TOTAL = Counter("inspect_mqtt_published_total", "MQTT messages acknowledged by the broker",
+                               registry=REGISTRY)
+MQTT_DROPPED_TOTAL = Counter("inspect_mqtt_dropped_total",
+                             "MQTT messages dropped because the bounded queue was full", registry=REGISTRY)

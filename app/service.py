@@ -12,12 +12,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from app import memory, metrics
 from app.admission import AdmissionGate, AdmissionLimits
 from app.auth import KeyCache
 from app.db.session import Database
 from app.engine_factory import load_engine
+from app.errors import ConfigError
 from app.inference import Engine
 from app.ingest.config import WriterConfig
 from app.ingest.journal import Journal
@@ -27,6 +29,10 @@ from app.ingest.writer import DbWriter, open_writer
 from app.settings import Settings
 from app.webhook_targets import TargetPolicy
 from app.webhooks import DeliveryWorker
+
+if TYPE_CHECKING:
+    from app.line.mqtt import MqttPublisher
+    from app.line.opcua import OpcuaServer
 
 
 class Role(StrEnum):
@@ -53,6 +59,8 @@ class Service:
     webhooks: DeliveryWorker | None = None
     keys: KeyCache = field(default_factory=lambda: KeyCache(0))
     own_writer: DbWriter | None = None  # without a pipeline: the writer of HTTP uploads
+    mqtt: MqttPublisher | None = None  # INSPECT_MQTT_HOST set: stored inspections go to the broker
+    opcua: OpcuaServer | None = None  # INSPECT_OPCUA_ENDPOINT set: the OPC UA server
     uploads: AdmissionGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +86,10 @@ class Service:
             self.pipeline.stop()
         if self.own_writer is not None:
             self.own_writer.stop()
+        if self.mqtt is not None:  # after the writers: their last inspections are announced too
+            self.mqtt.stop()
+        if self.opcua is not None:
+            self.opcua.stop()
         if self.webhooks is not None:
             self.webhooks.stop()
         self.db.dispose()
@@ -110,12 +122,59 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
             targets = TargetPolicy.of(settings.webhook_allowed_networks, settings.webhook_refused_networks)
             service.webhooks = DeliveryWorker(service.db.sessionmaker, targets=targets)
             service.webhooks.start()
+        service.mqtt = start_mqtt(service, role)
+        service.opcua = start_opcua(service)
     except BaseException:
         service.stop()
         raise
     engine = service.engine
     metrics.set_model_info(engine.version if engine else None, engine.provider if engine else None)
     return service
+
+
+def camera_states(service: Service) -> list[dict[str, Any]]:
+    """The cameras' states (``CameraState.snapshot``), none without a pipeline."""
+    return [] if service.pipeline is None else service.pipeline.snapshot()["cameras"]
+
+
+def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
+    """The MQTT publisher (app.line.mqtt) on the process's writer, when INSPECT_MQTT_HOST is set."""
+    settings = service.settings
+    if not settings.mqtt_host or service.writer is None:
+        return None
+    try:
+        from app.line.mqtt import MqttConfig, MqttPublisher
+    except ImportError:
+        raise ConfigError("INSPECT_MQTT_HOST is set but paho-mqtt is not installed "
+                          "(pip install 'defect-inspection[mqtt]')") from None
+    config = MqttConfig.from_settings(settings, role.value)
+    if config is None:
+        return None
+    publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
+    service.writer.stored_listeners.append(publisher.inspections_stored)
+    alarms = service.pipeline.alarms if service.pipeline is not None else None
+    if alarms is not None:  # alarms on their own topic, beside the inspections
+        alarms.raised_listeners.append(lambda alarm: publisher.publish_alarm(
+            alarm.line, None, alarm.camera_id, alarm.model_dump_json().encode()))
+    return publisher.start()
+
+
+def start_opcua(service: Service) -> OpcuaServer | None:
+    """The OPC UA server (app.line.opcua) fed by the process's writer, when INSPECT_OPCUA_ENDPOINT is
+    set; raises when its endpoint cannot be bound."""
+    if not service.settings.opcua_endpoint or service.writer is None:
+        return None
+    try:
+        from app.line.opcua import OpcuaConfig, OpcuaServer
+    except ImportError:
+        raise ConfigError("INSPECT_OPCUA_ENDPOINT is set but asyncua is not installed "
+                          "(pip install 'defect-inspection[opcua]')") from None
+    config = OpcuaConfig.from_settings(service.settings)
+    if config is None:
+        return None
+    server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
+    service.writer.stored_listeners.append(server.inspections_stored)
+    return server.start()
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.errors import ConfigError
@@ -107,11 +107,63 @@ class Settings(BaseSettings):
         1.0, gt=0, le=300,
         description="while the database is away (circuit open) it is probed once this often, seconds; "
                     "requests in between are answered at once (uploads journaled, others 503)")
+    mqtt_host: str | None = Field(
+        None, description="the MQTT broker's host name or address; unset: no MQTT publisher (needs the "
+                          "`mqtt` extra; topics and payloads in docs/integration.md)")
+    mqtt_port: int = Field(1883, ge=1, le=65535,
+                           description="the MQTT broker's port (8883 is usual with TLS)")
+    mqtt_prefix: str = Field(
+        "inspect",
+        description="first topic level(s) of every MQTT topic: `<prefix>/<line>/<station>/<camera>/"
+                    "inspection`; levels separated by `/`, none empty, no `+` or `#`")
+    mqtt_client_id: str = Field(
+        "", max_length=128,
+        description="MQTT client id; empty: `defect-inspect-<host name>-<serve or ingest>` (two processes "
+                    "may not share one)")
+    mqtt_username: str | None = Field(None, min_length=1, description="MQTT user name (with mqtt_password)")
+    mqtt_password: SecretStr | None = Field(None, description="MQTT password (never shown by the API)")
+    mqtt_tls: bool = Field(False, description="connect to the broker over TLS")
+    mqtt_ca_file: Path | None = Field(
+        None, description="CA certificate(s) (PEM) the broker's certificate is checked against; unset: the "
+                          "system's (with mqtt_tls)")
+    mqtt_cert_file: Path | None = Field(
+        None, description="client certificate (PEM) for brokers that authenticate clients by certificate "
+                          "(with mqtt_tls and mqtt_key_file)")
+    mqtt_key_file: Path | None = Field(None, description="the client certificate's private key (PEM)")
+    mqtt_queue_size: int = Field(
+        10_000, ge=1, le=1_000_000,
+        description="MQTT messages kept in memory while the broker is away or slow; beyond, new messages "
+                    "are dropped and counted (`inspect_mqtt_dropped_total`); lost on a restart (the "
+                    "records are in the database)")
+    mqtt_keepalive_s: int = Field(30, ge=5, le=3600,
+                                  description="MQTT keep-alive in seconds: the broker sends the last will "
+                                              "about 1.5 times this long after the process vanished")
+    mqtt_reconnect_max_s: float = Field(
+        30.0, ge=1, le=3600, description="longest wait between reconnection attempts to the broker, seconds "
+                                         "(the wait doubles from 1 s up to this)")
+    opcua_endpoint: str | None = Field(
+        None,
+        description="the OPC UA server's endpoint, e.g. `opc.tcp://0.0.0.0:4840/defect-inspect/`; unset: no "
+                    "OPC UA server (needs the `opcua` extra; node ids in docs/integration.md)")
+    opcua_namespace: str = Field("urn:defect-inspect", min_length=1,
+                                 description="namespace URI of the OPC UA nodes (node ids are strings in it)")
+    opcua_security: Annotated[list[Literal["none", "sign", "sign_and_encrypt"]], NoDecode] = Field(
+        default_factory=lambda: ["none"],
+        description="comma list of the OPC UA security modes offered: `none`, `sign`, `sign_and_encrypt` "
+                    "(Basic256Sha256; these two need opcua_cert_file and opcua_key_file)")
+    opcua_cert_file: Path | None = Field(None, description="the OPC UA server's certificate (DER or PEM)")
+    opcua_key_file: Path | None = Field(None, description="the OPC UA server certificate's private key (PEM)")
+    opcua_username: str | None = Field(
+        None, min_length=1,
+        description="OPC UA login; set: anonymous sessions are refused and only this user (with "
+                    "opcua_password) may connect")
+    opcua_password: SecretStr | None = Field(None, description="the OPC UA user's password")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")
 
-    @field_validator("providers", "webhook_allowed_networks", "webhook_refused_networks", mode="before")
+    @field_validator("providers", "webhook_allowed_networks", "webhook_refused_networks", "opcua_security",
+                     mode="before")
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -146,6 +198,58 @@ class Settings(BaseSettings):
         if url.get_backend_name() not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported database {url.get_backend_name()!r} (use sqlite or postgresql)")
         return value
+
+    @field_validator("mqtt_prefix")
+    @classmethod
+    def _check_mqtt_prefix(cls, value: str) -> str:
+        from app.line.topics import check_prefix
+
+        return check_prefix(value)
+
+    @field_validator("mqtt_host", "mqtt_username", "opcua_endpoint", "opcua_username", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "opcua_cert_file", "opcua_key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("opcua_endpoint")
+    @classmethod
+    def _check_opcua_endpoint(cls, value: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme != "opc.tcp" or not parts.hostname or parts.port is None:
+                raise ValueError("expected opc.tcp://<host>:<port>/<path>")
+        return value
+
+    @model_validator(mode="after")
+    def _check_opcua(self) -> Settings:
+        if (self.opcua_username is None) != (self.opcua_password is None):
+            raise ValueError("INSPECT_OPCUA_USERNAME and INSPECT_OPCUA_PASSWORD go together")
+        secure = set(self.opcua_security) - {"none"}
+        if secure and (self.opcua_cert_file is None or self.opcua_key_file is None):
+            raise ValueError("INSPECT_OPCUA_SECURITY sign or sign_and_encrypt needs INSPECT_OPCUA_CERT_FILE "
+                             "and INSPECT_OPCUA_KEY_FILE")
+        if not self.opcua_security:
+            raise ValueError("INSPECT_OPCUA_SECURITY names no security mode")
+        return self
+
+    @model_validator(mode="after")
+    def _check_mqtt_login(self) -> Settings:
+        if self.mqtt_password is not None and self.mqtt_username is None:
+            raise ValueError("INSPECT_MQTT_PASSWORD needs INSPECT_MQTT_USERNAME")
+        if (self.mqtt_cert_file is None) != (self.mqtt_key_file is None):
+            raise ValueError("INSPECT_MQTT_CERT_FILE and INSPECT_MQTT_KEY_FILE go together")
+        if (self.mqtt_cert_file or self.mqtt_ca_file) and not self.mqtt_tls:
+            raise ValueError("INSPECT_MQTT_CA_FILE and INSPECT_MQTT_CERT_FILE need INSPECT_MQTT_TLS=true")
+        return self
 
     @property
     def max_upload_bytes(self) -> int:

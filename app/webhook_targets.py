@@ -63,9 +63,11 @@ class TargetPolicy:
         may know it later) and is refused when True (sending)."""
         parts = urlsplit(url)
         host = parts.hostname or ""
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
             addresses = resolve(host, port)
+        except ValueError as exc:  # a port beyond 65535, a host no resolver can spell (UnicodeError)
+            raise RefusedTarget(f"webhook url {url!r} names no host and port to connect to: {exc}") from None
         except OSError as exc:
             if resolve_required:
                 raise RefusedTarget(f"webhook host {host!r} does not resolve: {exc}") from None

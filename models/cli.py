@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,11 @@ def register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", nargs="?", const="runs/train/exp", default=None, help="resume a run folder or its last.pt"
     )
-    p.add_argument("--weights", default=None, help="start from an earlier checkpoint (fine-tuning)")
+    p.add_argument("--weights", default=None,
+                   help="fine-tune from an earlier checkpoint or FP32 ONNX export (other class names: "
+                   "the head is re-initialised)")
+    p.add_argument("--backbone", default=None,
+                   help="start a fresh model from a backbone written by `defect-inspect pretrain`")
     p.add_argument(
         "--anchors",
         choices=["default", "auto", "fit"],
@@ -109,6 +112,7 @@ def run_train(args: argparse.Namespace) -> int:
         exist_ok=args.exist_ok,
         resume=args.resume,
         weights=args.weights,
+        backbone=args.backbone,
         anchors=args.anchors,
         seed=args.seed,
         cache=args.cache,
@@ -116,10 +120,50 @@ def run_train(args: argparse.Namespace) -> int:
         plots=not args.no_plots,
         time_limit_min=args.time,
     )
+    if args.weights and args.backbone:
+        raise UserError("--weights and --backbone exclude each other: --backbone starts a fresh model")
     if args.time is not None and args.time <= 0:
         raise UserError(f"--time {args.time}: must be a positive number of minutes")
     run_dir = train(opts)
     print(f"run folder: {run_dir}")
+    return 0
+
+
+def register_pretrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised (SimCLR) pretraining of the detector's backbone on unlabeled images",
+        description="Learn the detector's backbone from unlabeled images (SimCLR: two augmented views "
+        "of each image, NT-Xent loss). `train --backbone FILE` starts from the result.",
+    )
+    p.add_argument("--images", nargs="+", required=True, metavar="DIR|LIST.txt",
+                   help="folders of unlabeled images (recursive) or .txt image lists (paths relative "
+                   "to the list's folder)")
+    p.add_argument("--out", default="runs/pretrain/backbone.pt")
+    p.add_argument("--cfg", default="yolov5s-cbam.yaml", help="model config whose backbone is learnt")
+    p.add_argument("--imgsz", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch", type=int, default=32, help="images per step (each seen as two views)")
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (cosine to 1 %% of it)")
+    p.add_argument("--temperature", type=float, default=0.2, help="NT-Xent temperature")
+    p.add_argument("--max-images", type=int, default=None, help="use a fixed random subset of the images")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from models.pretrain import PretrainOptions, pretrain
+
+    if args.epochs < 1 or args.batch < 2:
+        raise UserError("--epochs must be at least 1 and --batch at least 2")
+    out = pretrain(PretrainOptions(
+        images=tuple(args.images), out=args.out, cfg=args.cfg, imgsz=args.imgsz, epochs=args.epochs,
+        batch=args.batch, lr=args.lr, temperature=args.temperature, device=args.device,
+        workers=args.workers, seed=args.seed, max_images=args.max_images,
+    ))
+    print(f"backbone: {out}")
     return 0
 
 
@@ -213,14 +257,38 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def register_anchors(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("anchors", help="BPR report of the default anchors and K-means + genetic fitted ones")
+    p = sub.add_parser("anchors", help="BPR report of the current anchors and K-means + genetic fitted ones",
+                       description="Fit anchors to a data set's training boxes and compare them with the "
+                       "config's (or, with --weights, a model's). `train --anchors fit` fits the same ones.")
     p.add_argument("--data", required=True)
     p.add_argument("--imgsz", type=int, default=256)
     p.add_argument("--cfg", default="yolov5s-cbam.yaml")
+    p.add_argument("--weights", default=None,
+                   help="compare with the anchors of this checkpoint or ONNX model instead of the config's")
     p.add_argument("--anchor-t", type=float, default=4.0)
     p.add_argument("--generations", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.set_defaults(func=run_anchors)
+
+
+def _current_anchors(args: argparse.Namespace) -> tuple[list[list[float]], str]:
+    from models.yolo import load_config
+
+    if not args.weights:
+        return load_config(args.cfg)["anchors"], args.cfg
+    if not Path(args.weights).is_file():
+        raise UserError(f"{args.weights}: model file not found")
+    if args.weights.lower().endswith(".onnx"):
+        from models.onnx_weights import read_onnx
+
+        _tensors, meta = read_onnx(args.weights)
+        if "anchors" not in meta:
+            raise UserError(f"{args.weights}: no anchors in the model's metadata")
+        return json.loads(meta["anchors"]), args.weights
+    from models.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.weights)["anchors"], args.weights
 
 
 def run_anchors(args: argparse.Namespace) -> int:
@@ -229,25 +297,49 @@ def run_anchors(args: argparse.Namespace) -> int:
     from models.anchors import anchors_per_level, evaluate_anchors, kmeans_anchors
     from models.data.formats import load_data_yaml
     from models.data.labels import all_boxes_wh
-    from models.yolo import load_config
 
     spec = load_data_yaml(args.data)
     wh = all_boxes_wh(spec.train, args.imgsz, spec.nc)
-    default = np.array(load_config(args.cfg)["anchors"], dtype=np.float64).reshape(-1, 2)
-    before = evaluate_anchors(wh, default, args.anchor_t)
-    fitted = kmeans_anchors(
-        wh, n=len(default), anchor_t=args.anchor_t, generations=args.generations, seed=args.seed
-    )
+    current_levels, source = _current_anchors(args)
+    current = np.array(current_levels, dtype=np.float64).reshape(-1, 2)
+    before = evaluate_anchors(wh, current, args.anchor_t)
+    try:
+        fitted = kmeans_anchors(
+            wh, n=len(current), anchor_t=args.anchor_t, generations=args.generations, seed=args.seed
+        )
+    except ValueError as exc:
+        raise UserError(f"{args.data}: {exc}") from None
     report = {
         "boxes": int(len(wh)),
         "imgsz": args.imgsz,
         "anchor_t": args.anchor_t,
+        "current_from": source,
         "default": before.as_dict(),
         "fitted": fitted.as_dict(),
         "fitted_per_level": anchors_per_level(fitted.anchors),
         "would_adopt": fitted.bpr > before.bpr
         or (fitted.bpr == before.bpr and fitted.fitness > before.fitness),
     }
-    json.dump(report, sys.stdout, indent=2)
-    print()
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(anchor_table(report))
     return 0
+
+
+def anchor_table(report: dict[str, Any]) -> str:
+    """The anchor report as a few readable lines: one row per anchor set, the anchors per level."""
+    lines = [f"{report['boxes']} training boxes at {report['imgsz']} px, "
+             f"anchor threshold {report['anchor_t']}",
+             f"{'anchors':<10}{'BPR':>8}{'above thr':>11}{'fitness':>9}  anchors (w,h px; P3 | P4 | P5)"]
+    for label, key in (("current", "default"), ("fitted", "fitted")):
+        row = report[key]
+        pairs = [f"{w:g},{h:g}" for w, h in row["anchors"]]
+        per = max(len(pairs) // 3, 1)
+        levels = " | ".join(" ".join(pairs[i:i + per]) for i in range(0, len(pairs), per))
+        lines.append(f"{label:<10}{row['bpr']:>8.4f}{row['anchors_above_threshold']:>11.3f}"
+                     f"{row['fitness']:>9.4f}  {levels}")
+    verdict = "would be adopted" if report["would_adopt"] else "would not be adopted"
+    lines.append(f"current: {report['current_from']}; the fitted anchors {verdict} by train --anchors "
+                 "auto|fit (--json for all figures)")
+    return "\n".join(lines)

@@ -234,7 +234,10 @@ def evaluate(
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc="evaluate", unit="batch")
+        from models.progress import interactive
+
+        # a live bar on a terminal only: redirected to a file it would be a stream of carriage returns
+        iterator = tqdm(iterator, desc="evaluate", unit="batch", disable=not interactive())
     for start in iterator:
         paths = image_paths[start : start + batch_size]
         images = []

@@ -1,5 +1,5 @@
 """Training loop: SGD (Nesterov) with warm-up and cosine/linear LR, weight-decay groups, EMA,
-gradient accumulation to a nominal batch of 64, AMP on CUDA, resumable checkpoints.
+gradient accumulation towards a nominal batch of 64, AMP on CUDA, resumable checkpoints.
 
 :class:`Trainer` runs one training as steps: set-up (run folder, data, model, optimizer, EMA, LR
 schedule, resume state), then per epoch :meth:`Trainer.train_epoch`, the time budget's refit of the
@@ -9,6 +9,7 @@ changed; the length the run actually goes by lives in its :class:`~models.schedu
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -27,8 +28,9 @@ from models.data.formats import load_data_yaml
 from models.evaluate import TorchDetector, evaluate, fitness
 from models.loss import YoloLoss
 from models.optim import ModelEMA, make_optimizer, set_lr_factor, warm_up
+from models.progress import interactive, quarter_marks, startup_step
 from models.run_files import RunFiles, next_run_dir, public_metrics
-from models.schedule import Schedule, ScheduleBudget
+from models.schedule import Schedule, ScheduleBudget, accumulation_steps, warmup_iterations
 from models.start_model import starting_model
 from models.yolo import CONFIG_DIR
 
@@ -52,7 +54,8 @@ class TrainOptions:
     name: str = "exp"
     exist_ok: bool = False
     resume: str | None = None  # a run folder or its last.pt
-    weights: str | None = None  # fine-tune from an earlier checkpoint
+    weights: str | None = None  # fine-tune from an earlier checkpoint or FP32 ONNX export
+    backbone: str | None = None  # backbone weights from `defect-inspect pretrain`
     anchors: str = "auto"  # default | auto (fit when BPR < 0.98) | fit (always try)
     seed: int = 0
     cache: bool = False
@@ -130,14 +133,16 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         limit = self.opts.time_limit_min
         self.budget = ScheduleBudget(limit, started) if limit else None
-        self.spec = load_data_yaml(self.opts.data)
-        self.hyp = load_hyp(self.opts.hyp, self.opts.hyp_overrides) if resumed is None else resumed["hyp"]
-        self.schedule = Schedule.from_hyp(self.hyp, self.opts.epochs, limit)
-        self.model, self.anchor_report = starting_model(
-            self.spec, self.hyp, resumed, self.opts.weights, self.opts.cfg, self.opts.imgsz,
-            self.opts.anchors, self.opts.seed,
-        )
-        self.model.to(self.device)
+        with startup_step("reading the data set description and hyperparameters"):
+            self.spec = load_data_yaml(self.opts.data)
+            self.hyp = load_hyp(self.opts.hyp, self.opts.hyp_overrides) if resumed is None else resumed["hyp"]
+            self.schedule = Schedule.from_hyp(self.hyp, self.opts.epochs, limit)
+        with startup_step(self._model_step_description(resumed)):
+            self.model, self.anchor_report = starting_model(
+                self.spec, self.hyp, resumed, self.opts.weights, self.opts.cfg, self.opts.imgsz,
+                self.opts.anchors, self.opts.seed, self.opts.backbone,
+            )
+            self.model.to(self.device)
         self._setup_optimization()
         self.start_epoch, self.best_fitness = 0, -1.0
         self.metrics: dict[str, Any] = {"map50": 0.0, "map50_95": 0.0, "precision": 0.0, "recall": 0.0}
@@ -156,15 +161,45 @@ class Trainer:
     def finished(self) -> bool:
         return self.start_epoch >= self.schedule.epochs
 
+    def _model_step_description(self, resumed: dict[str, Any] | None) -> str:
+        o = self.opts
+        if resumed is not None:
+            return f"restoring the model of {o.resume}"
+        if o.weights and o.weights.lower().endswith(".onnx"):
+            return (f"importing {o.weights} (BatchNorm statistics from up to 256 training images) "
+                    f"and choosing anchors ({o.anchors})")
+        if o.weights:
+            return f"loading {o.weights} and choosing anchors ({o.anchors})"
+        backbone = f", loading the backbone {o.backbone}" if o.backbone else ""
+        return f"building {o.cfg}{backbone} and choosing anchors ({o.anchors})"
+
     def _setup_optimization(self) -> None:
         """Optimizer (weight decay scaled to the nominal batch), LR schedule and EMA."""
-        nbs = self.hyp["nbs"]
-        self.accumulate = max(round(nbs / self.opts.batch), 1)  # batches per optimizer step
-        weight_decay = self.hyp["weight_decay"] * self.opts.batch * self.accumulate / nbs
+        self._fit_accumulation()
+        weight_decay = self._weight_decay()
         self.optimizer = make_optimizer(self.model, self.hyp, weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.schedule.lr_factor)
         self.ema = ModelEMA(self.model, self.hyp.get("ema_decay", 0.9999))
         self.last_opt_step = -1
+
+    def _fit_accumulation(self) -> None:
+        """Batches per optimizer step for the schedule's length: towards the nominal batch, fewer when the
+        run would make too few steps (see :func:`~models.schedule.accumulation_steps`)."""
+        nbs, batch = self.hyp["nbs"], self.opts.batch
+        batches = max(math.ceil(len(self.spec.train) / batch), 1)
+        min_steps = int(self.hyp.get("min_optimizer_steps", 0))
+        self.accumulate_target = accumulation_steps(nbs, batch, batches, self.schedule.epochs, min_steps)
+        self.accumulate = self.accumulate_target
+        nominal = max(round(nbs / batch), 1)
+        log.info("batch %d, nominal batch %d: the gradients of %d batch(es) make one optimizer step, "
+                 "%d steps per epoch, %d in %d epochs%s", batch, nbs, self.accumulate,
+                 math.ceil(batches / self.accumulate), self.schedule.epochs * batches // self.accumulate,
+                 self.schedule.epochs,
+                 f" (not {nominal}: the run would make fewer than min_optimizer_steps={min_steps})"
+                 if self.accumulate != nominal else "")
+
+    def _weight_decay(self) -> float:
+        return self.hyp["weight_decay"] * self.opts.batch * self.accumulate_target / self.hyp["nbs"]
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         """Optimizer, EMA, epoch and best fitness of the checkpoint a resumed run continues."""
@@ -177,10 +212,14 @@ class Trainer:
 
     def _setup_data(self) -> None:
         """Training loader, warm-up length, loss, gradient scaler and the results table's header."""
-        self.loader = self._make_loader(mosaic=self.start_epoch < self.schedule.close_at)
+        cached = " (decoding every image into RAM: --cache)" if self.opts.cache else ""
+        with startup_step(f"training data loader over {len(self.spec.train)} images{cached}"):
+            self.loader = self._make_loader(mosaic=self.start_epoch < self.schedule.close_at)
         self.batches = len(self.loader)
-        self.warmup_iters = max(round(self.hyp["warmup_epochs"] * self.batches),
-                                int(self.hyp.get("warmup_min_iters", 100)))
+        self.warmup_iters = warmup_iterations(self.hyp, self.batches, self.schedule.epochs)
+        log.info("schedule: %d epochs, %s LR, warm-up %d iterations (%.1f epochs), mosaic closes for the "
+                 "last %d", self.schedule.epochs, self.schedule.lr_schedule, self.warmup_iters,
+                 self.warmup_iters / self.batches, self.schedule.closed_epochs)
         self.compute_loss = YoloLoss(self.model, self.hyp, self.opts.imgsz)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
         self.files.start_results()
@@ -222,6 +261,9 @@ class Trainer:
             now = time.perf_counter()
             if self.budget.fit(self.schedule, epoch, now, now - t_epoch):
                 set_lr_factor(self.optimizer, self.schedule.lr_factor(self.scheduler.last_epoch))
+                self.warmup_iters = warmup_iterations(self.hyp, self.batches, self.schedule.epochs)
+                self._fit_accumulation()
+                self.optimizer.param_groups[1]["weight_decay"] = self._weight_decay()
         final = epoch + 1 == self.schedule.epochs
         validated = final or (epoch + 1) % max(self.opts.val_interval, 1) == 0
         validation_s = self.validate() if validated else None
@@ -232,31 +274,48 @@ class Trainer:
 
     def _close_mosaic_if_due(self, epoch: int) -> None:
         if epoch >= self.schedule.close_at and self.loader.dataset.mosaic_enabled:
-            log.info("epoch %d: closing mosaic/cutmix for the last %d epochs", epoch,
-                     self.schedule.close_mosaic)
+            log.info("epoch %d: closing mosaic/cutmix for the last %d epochs", epoch + 1,
+                     self.schedule.closed_epochs)
             self.loader = self._make_loader(mosaic=False)
 
     def train_epoch(self, epoch: int) -> torch.Tensor:
-        """One pass over the training data; returns the mean (box, obj, cls) loss."""
+        """One pass over the training data; returns the mean (box, obj, cls) loss. The seconds spent
+        waiting for the loader and computing are kept in :attr:`epoch_timing`."""
         from tqdm import tqdm
 
+        if epoch == self.start_epoch:
+            log.info("epoch %d starts %d loader worker(s) and reads every image from disk for the first "
+                     "time%s: expect it to take longer than the ones after", epoch + 1, self.opts.workers,
+                     "" if self.opts.cache else " (--cache keeps decoded images in RAM from start-up on)")
         self.model.train()
         mean_loss = torch.zeros(3, device=self.device)
         self.optimizer.zero_grad()
-        bar = tqdm(self.loader, desc=f"epoch {epoch + 1}/{self.schedule.epochs}", unit="batch", leave=False,
-                   mininterval=2.0)
+        desc = f"epoch {epoch + 1}/{self.schedule.epochs}"
+        live = interactive()
+        bar = tqdm(self.loader, desc=desc, unit="batch", leave=False, mininterval=2.0, disable=not live)
+        marks = set() if live else quarter_marks(self.batches)
+        data_s = compute_s = 0.0
+        t_last = time.perf_counter()
         for i, (imgs, targets, _paths, _shapes) in enumerate(bar):
+            t_batch = time.perf_counter()
+            data_s += t_batch - t_last
             items = self._train_batch(imgs, targets, i + self.batches * epoch, epoch)
             mean_loss = (mean_loss * i + items) / (i + 1)
+            t_last = time.perf_counter()
+            compute_s += t_last - t_batch
             bar.set_postfix(box=f"{mean_loss[0]:.4f}", obj=f"{mean_loss[1]:.4f}", cls=f"{mean_loss[2]:.4f}")
+            if i + 1 in marks:
+                log.info("%s: %d%% (%d/%d batches)  loss box %.4f obj %.4f cls %.4f", desc,
+                         round(100 * (i + 1) / self.batches), i + 1, self.batches, *mean_loss.tolist())
         bar.close()
+        self.epoch_timing = {"data_s": data_s, "compute_s": compute_s}
         return mean_loss
 
     def _train_batch(self, imgs: torch.Tensor, targets: torch.Tensor, step: int, epoch: int) -> torch.Tensor:
         """Forward and backward one batch (``step`` counts batches over the run); the loss items."""
         imgs = imgs.to(self.device, non_blocking=True).float() / 255
-        if step <= self.warmup_iters:
-            ramp = np.interp(step, [0, self.warmup_iters], [1, self.hyp["nbs"] / self.opts.batch])
+        if step <= self.warmup_iters and self.warmup_iters > 0:
+            ramp = np.interp(step, [0, self.warmup_iters], [1, self.accumulate_target])
             self.accumulate = max(1, int(ramp.round()))
             warm_up(self.optimizer, self.hyp, step, self.warmup_iters, self.schedule.lr_factor(epoch))
         with torch.autocast(self.device.type, enabled=self.cuda):
@@ -288,14 +347,18 @@ class Trainer:
         """The epoch's results row and log line, last.pt, schedule.json, and best.pt when fitness improved."""
         fit = fitness(self.metrics)
         self.files.append_result(self._results_row(epoch, mean_loss, validated, seconds))
+        timing = getattr(self, "epoch_timing", {"data_s": 0.0, "compute_s": 0.0})
         log.info(
-            "epoch %d/%d  loss box %.4f obj %.4f cls %.4f  mAP50 %.4f mAP50-95 %.4f  %.1fs",
+            "epoch %d/%d  loss box %.4f obj %.4f cls %.4f  mAP50 %.4f mAP50-95 %.4f  %.1f s "
+            "(waiting for data %.1f s, training %.1f s, validation and saving the rest)",
             epoch + 1,
             self.schedule.epochs,
             *mean_loss.tolist(),
             self.metrics["map50"],
             self.metrics["map50_95"],
             seconds,
+            timing["data_s"],
+            timing["compute_s"],
         )
         payload = self._checkpoint(epoch, max(self.best_fitness, fit))
         self.files.save_last(payload)

@@ -119,9 +119,10 @@ class DetectionModel(nn.Module):
         return self.detect.stride
 
     def anchors_pixels(self) -> list[list[float]]:
-        """The anchors in input pixels, one list of 2*na numbers per level."""
+        """The anchors in input pixels, one list of 2*na numbers per level (to 0.01 px, as configured)."""
         d = self.detect
-        return (d.anchors * d.stride.view(-1, 1, 1)).view(d.nl, -1).tolist()
+        pixels = (d.anchors * d.stride.view(-1, 1, 1)).view(d.nl, -1).tolist()
+        return [[round(v, 2) for v in level] for level in pixels]
 
     def _init_weights(self) -> None:
         for m in self.modules():

@@ -94,6 +94,8 @@ def test_n_ng_frames_in_a_row_on_a_line_fire_once_until_acknowledged(db):
         s.commit()
     clock = Clock()
     monitor = AlarmMonitor(rules("  - {id: l1-run, line: L1, consecutive_ng: 3}"), db, clock=clock)
+    heard: list = []  # a listener (the MQTT publisher's alarm topic) hears each raised alarm once
+    monitor.raised_listeners.append(heard.append)
     raised_before = metrics.REGISTRY.get_sample_value(
         "inspect_alarms_raised_total", {"rule": "l1-run", "condition": "consecutive_ng"}) or 0
     # an OK frame breaks the run; frames of line L2 do not count; cam-a and cam-b are both line L1
@@ -106,7 +108,7 @@ def test_n_ng_frames_in_a_row_on_a_line_fire_once_until_acknowledged(db):
     assert alarm.message == "3 NG frames in a row on line L1"
     # still NG: no storm while the alarm is raised
     assert all(monitor.observe([result("cam-b", "L1", 1, k)]) == [] for k in range(11, 20))
-    assert len(alarms_in(db)) == 1
+    assert len(alarms_in(db)) == 1 and heard == [alarm]
     [payload] = deliveries(db)
     assert (payload["id"], payload["rule_id"], payload["acknowledged_at"]) == (alarm.id, "l1-run", None)
     assert metrics.REGISTRY.get_sample_value("inspect_alarm_active", {"rule": "l1-run"}) == 1

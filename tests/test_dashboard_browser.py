@@ -10,17 +10,14 @@ Set INSPECT_TEST_SCREENSHOTS=<dir> to keep screenshots of the views."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
+from live_server import serving
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, make_key, seed_database
 from sqlalchemy import select
 
@@ -35,36 +32,6 @@ CHROMIUM = os.environ.get("INSPECT_TEST_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 APP_JS = REPO_ROOT / "app" / "dashboard" / "app.js"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _serving(settings) -> Iterator[str]:
-    """The real app under uvicorn on a free 127.0.0.1 port; yields its base URL."""
-    import uvicorn
-
-    from app.main import create_app
-
-    port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not srv.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(10)
 
 
 def _auth_settings(url: str, model_path: Path, data_dir: Path):
@@ -86,7 +53,7 @@ def server(tiny_model_path: Path, tmp_path: Path) -> Iterator[dict]:
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
     ids = seed_database(url, settings.data_dir, build_seed(30, t0=start))
     key = make_key(url, "operator", "op-browser")
-    with _serving(settings) as base:
+    with serving(settings) as base:
         yield {"base": base, "url": url, "key": key, "ids": ids}
 
 
@@ -119,7 +86,7 @@ def edge_server(tiny_model_path: Path, tmp_path: Path) -> Iterator[dict]:
         db.dispose()
     defects = {name: by_class[NAMES[seed.class_id]] for name, seed in EDGE_DEFECTS.items()}
     key = make_key(url, "operator", "op-edges")
-    with _serving(settings) as base:
+    with serving(settings) as base:
         yield {"base": base, "key": key, "inspection_id": inspection_id, "defects": defects, "url": url,
                "data_dir": settings.data_dir}
 
@@ -477,7 +444,7 @@ cameras:
     model = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
     settings = Settings(database_url=url, model_path=model, data_dir=tmp_path / "data", auth_enabled=False,
                         providers=["cpu"], intra_op_threads=1, cameras_file=cams)
-    with _serving(settings) as base:
+    with serving(settings) as base:
         page.goto(f"{base}/#live")
         page.wait_for_selector("[data-camera='cam-native'] .tile-model")
         assert page.inner_text("[data-camera='cam-native'] .tile-model") == "model input 640 px"

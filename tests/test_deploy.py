@@ -138,7 +138,7 @@ def test_cpu_dockerfile_base_install_only() -> None:
     ins = dockerfile_instructions(ROOT / "docker" / "Dockerfile")
     assert ins[0] == ("ARG", "PYTHON_IMAGE=python:3.11-slim-bookworm")
     runs = [a for k, a in ins if k == "RUN" and "pip install" in a]
-    assert len(runs) == 1 and '".[postgres]"' in runs[0]
+    assert len(runs) == 1 and '".[postgres,mqtt]"' in runs[0]
 
 
 def test_gpu_dockerfiles_enable_tensorrt() -> None:
@@ -464,8 +464,9 @@ def test_compose_stack() -> None:
                 assert (DEPLOY / src).exists(), f"{name} mounts missing {src}"
             else:
                 assert src in declared_volumes, f"{name} uses undeclared volume {src}"
-    for name in ("db", "api", "ingest", "prometheus", "grafana"):
+    for name in ("db", "api", "ingest", "mosquitto", "prometheus", "grafana"):
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    assert services["api"]["environment"]["INSPECT_MQTT_HOST"] == "${INSPECT_MQTT_HOST:-mosquitto}"
     api = services["api"]
     assert (DEPLOY / api["build"]["context"] / api["build"]["dockerfile"]).resolve() == (
         ROOT / "docker" / "Dockerfile")

@@ -31,17 +31,20 @@ def call(client, method: str, path: str):
     return client.request(method, path, **body)
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize(("method", "route"), ID_ROUTES)
 def test_an_id_beyond_the_column_type_is_a_422_problem(client, method: str, route: str) -> None:
     body = assert_problem(call(client, method, route.format(id=TOO_BIG)), 422)
     assert body["title"] == "Unprocessable Content"
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize(("method", "route"), ID_ROUTES)
 def test_the_largest_id_the_column_holds_is_simply_not_found(client, method: str, route: str) -> None:
     assert_problem(call(client, method, route.format(id=MAX_ROW_ID)), 404)
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("field", ["camera_id", "line", "station", "part_id"])
 @pytest.mark.parametrize("bad", ["cam\x00era", "line\nbreak", "esc\x1b[31m", "del\x7f"])
 def test_control_characters_in_a_posted_name_are_refused_and_nothing_is_stored(client, field: str,
@@ -53,12 +56,14 @@ def test_control_characters_in_a_posted_name_are_refused_and_nothing_is_stored(c
     assert client.get("/api/v1/inspections").json()["items"] == []
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("query", ["camera_id=a%00b", "line=a%0Ab", "part_id=%1B", "class_name=x%00"])
 def test_control_characters_in_a_filter_are_a_422_problem(client, query: str) -> None:
     assert_problem(client.get(f"/api/v1/defects?{query}"), 422)
     assert_problem(client.get(f"/api/v1/inspections?{query}"), 422)
 
 
+@pytest.mark.drill
 def test_a_part_id_with_control_characters_in_the_path_is_refused(client) -> None:
     assert_problem(client.get("/api/v1/parts/P%00-1"), 422)
 
@@ -70,6 +75,7 @@ def test_printable_unicode_names_are_accepted(client) -> None:
     assert resp.json()["camera_id"] == "Kamera-Süd"
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("formula", ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)",
                                      "=cmd|' /C calc'!A0"])
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(client, formula: str) -> None:

@@ -49,7 +49,8 @@ def test_a_new_camera_is_zero_everywhere(camera):
     assert set(snap) == set(CameraCounters.model_fields)
     assert snap == {"id": camera.camera_id, "line": "L1", "station": "S2", "source": "folder /frames",
                     "connected": False, "finished": False, "fps_in": 0.0, "fps_out": 0.0, "captured": 0,
-                    "inspected": 0, "committed": 0, "journaled": 0, "dropped": 0, "reconnects": 0,
+                    "inspected": 0, "committed": 0, "journaled": 0, "dropped": 0, "skipped": 0,
+                    "reconnects": 0,
                     "attempts": 0, "failures": {}, "error_kind": None, "queue_depth": 0, "last_error": None,
                     "last_error_at": None, "last_frame_at": None, "last_ng_inspection_id": None,
                     "checkpoint": None, "resumed_from": None}
@@ -67,6 +68,7 @@ def test_counters_and_their_series(camera):
     for _ in range(3):
         camera.on_captured()
     camera.on_dropped(2)
+    camera.on_skipped(4)
     camera.on_inspected(3)
     camera.on_journaled(1)
     camera.on_committed(1, ng_inspection_id=41, ng_frame_uid="u41")
@@ -85,9 +87,10 @@ def test_counters_and_their_series(camera):
     assert before <= datetime.fromisoformat(snap["last_frame_at"].replace("Z", "+00:00")) <= after
     # three frames each way within the 5 s window: at least 3 / 5 per second (one frame would be 0.2)
     assert snap["fps_in"] >= 0.6 and snap["fps_out"] >= 0.6
-    want = {"captured": 3, "inspected": 3, "committed": 3, "journaled": 1, "dropped": 2}
+    want = {"captured": 3, "inspected": 3, "committed": 3, "journaled": 1, "dropped": 2, "skipped": 4}
     assert {s: series("inspect_frames_total", camera.camera_id, stage=s) for s in FRAME_STAGES} == want
     assert series("inspect_frames_dropped_total", camera.camera_id) == 2.0
+    assert camera.snapshot()["skipped"] == 4
     assert series("inspect_camera_up", camera.camera_id) == 1.0
     assert series("inspect_queue_depth", camera.camera_id) == 7.0
     camera.set_connected(False)

@@ -107,6 +107,7 @@ def test_commits_a_partial_batch_after_batch_ms(database_url: str, tmp_path: Pat
     db.dispose()
 
 
+@pytest.mark.drill
 def test_outage_mid_stream_journals_then_replays_exactly_once(outage: Outage, tmp_path: Path) -> None:
     db = Database(outage.url, poolclass=NullPool) if outage.url.startswith("sqlite") else Database(outage.url)
     committed: list[str] = []

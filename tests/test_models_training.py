@@ -92,38 +92,6 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2
 
 
-def test_schedule_budget_predicts_from_timed_epochs() -> None:
-    from models.train import ScheduleBudget
-
-    budget = ScheduleBudget(limit_min=1.0, started=0.0)  # 60 s
-    # too early to predict (the slow first epoch says little): the schedule stays ...
-    assert budget.fitted_epochs(0, 300, now=10.0, train_pass_s=10.0) == 300
-    # ... unless not even one more epoch fits
-    assert budget.fitted_epochs(0, 300, now=45.0, train_pass_s=10.0) == 1
-    budget.record(25.0, validation_s=None)  # first epoch: worker start-up, cuDNN tuning
-    budget.record(5.0, validation_s=2.0)
-    budget.record(6.0, validation_s=None)
-    assert budget.fitted_epochs(3, 300, now=41.0, train_pass_s=5.0) == 300  # two timed: still too early
-    budget.record(5.5, validation_s=None)
-    # 41 s used, 2 s kept for the last validation: 17 s left / median 5.5 s = 3 more epochs
-    assert budget.fitted_epochs(3, 300, now=41.0, train_pass_s=5.0) == 4 + 3
-    assert budget.fitted_epochs(3, 5, now=41.0, train_pass_s=5.0) == 5  # never lengthens the schedule
-    assert budget.fitted_epochs(3, 300, now=70.0, train_pass_s=5.0) == 4  # over time: this epoch is last
-
-
-def test_schedule_shortening_moves_the_lr_curve_and_the_close_mosaic_point() -> None:
-    from models.schedule import Schedule
-
-    schedule = Schedule.from_hyp({"lrf": 0.01, "close_mosaic": 2}, epochs=10, time_limit_min=1.0)
-    assert schedule.close_at == 8 and schedule.lr_factor(0) == 1.0
-    assert schedule.lr_factor(10) == pytest.approx(0.01) and schedule.lr_factor(5) == pytest.approx(0.505)
-    schedule.shorten(5, after_epoch=2)
-    assert schedule.epochs == 5 and schedule.planned_epochs == 10 and schedule.shortened_after_epoch == 3
-    assert schedule.close_at == 3 and schedule.lr_factor(5) == pytest.approx(0.01)
-    assert schedule.lr_factor(2.5) == pytest.approx(0.505)  # the cosine now spans the five epochs
-    assert schedule.as_dict()["close_mosaic_from_epoch"] == 4
-
-
 @pytest.fixture(scope="module")
 def timed_run(tmp_path_factory: pytest.TempPathFactory):
     """A run with ``--time`` (30 s for 10,000 epochs): its options, a copy taken before, the result. The
@@ -311,8 +279,11 @@ def test_training_can_start_from_an_onnx_export(overfit_run: Path, tmp_path: Pat
 
     onnx_path = _onnx_export(overfit_run, tmp_path)
     data = _handful_dataset(tmp_path)
-    opts = _options(tmp_path, data, epochs=1, name="from-onnx", weights=str(onnx_path))
-    opts.hyp_overrides["lr0"] = 0.0  # no step: the fine-tune must start where the export stood
+    # the export's own anchors (fit would refit them to the data) and no step: the fine-tune must start
+    # where the export stood
+    opts = dataclasses.replace(_options(tmp_path, data, epochs=1, name="from-onnx", weights=str(onnx_path)),
+                               anchors="default")
+    opts.hyp_overrides["lr0"] = 0.0
     run = train(opts)
     model, ckpt = load_model(run / "weights" / "last.pt")
     assert ckpt["names"] == list(NEU_NAMES)

@@ -26,7 +26,7 @@ def result() -> InspectionResult:
         frame_uid="f1", camera_id="cam", line=None, station="S", part_id="P", captured_at=CAPTURED,
         received_at=RECEIVED, detections=dets, verdict="NG", timings=Timings(1.0, 2.5, 3.0, 6.5),
         width=640, height=480, model_version="m1", source="camera", image=np.zeros((2, 2, 3), np.uint8),
-        image_bytes=b"raw", image_ext=".png", image_path="images/x.png")
+        image_bytes=b"raw", image_ext=".png", image_path="images/x.png", image_sha256="ab" * 32)
 
 
 RECORD = {
@@ -35,6 +35,7 @@ RECORD = {
     "names": ["a", "b", "c", "d"], "xyxy": [[1.5, 2.25, 30.125, 40.0]], "confidence": [0.875],
     "class_id": [3], "verdict": "NG", "timings": [1.0, 2.5, 3.0, 6.5], "width": 640, "height": 480,
     "model_version": "m1", "source": "camera", "image_ext": ".png", "image_path": "images/x.png",
+    "image_sha256": "ab" * 32,
 }
 
 

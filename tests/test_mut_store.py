@@ -128,6 +128,7 @@ def test_stored_results_are_counted_by_verdict_camera_and_class(database_url: st
                                          [0, 0], ("mut-class",)), model_version="m", frame_uid="mut-ng")
     ok = inspect_frame(FRAME, Detections.empty(("mut-class",)), model_version="m", frame_uid="mut-ok",
                        context=CameraContext(camera_id="mut-cam"))
+    metrics.CAMERA_LABELS.register("mut-cam")  # a configured camera: its own label, whatever the cap
     before = (sample("inspect_inspections_total", verdict="NG", camera=""),
               sample("inspect_inspections_total", verdict="OK", camera="mut-cam"),
               sample("inspect_defects_total", class_name="mut-class"))

@@ -29,6 +29,7 @@ REFUSED_URLS = [
 ]
 
 
+@pytest.mark.drill
 @pytest.mark.parametrize("url", REFUSED_URLS)
 def test_registering_a_loopback_link_local_or_metadata_target_is_a_422(client, url: str) -> None:
     resp = client.post("/api/v1/webhooks", json={"url": url, "events": ["inspection.ng"]})
@@ -70,6 +71,7 @@ def hook_and_event(db: Database, url: str, event_id: int) -> None:
         session.commit()
 
 
+@pytest.mark.drill
 def test_a_target_refused_at_send_time_fails_without_a_connection(database_url: str) -> None:
     """A webhook stored before the policy forbade its target (or whose name now resolves to loopback)
     is not sent: the delivery fails with the reason, and no connection reaches the listener."""

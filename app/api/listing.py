@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Query, Request
@@ -24,6 +23,7 @@ from app.db.queries import (
 )
 from app.db.session import Database
 from app.schemas import DefectPage, InspectionPage, PageBase, PublicModel, csv_columns
+from app.schemas.common import DatetimeInput
 from app.schemas.inspections import ReviewStatus
 from app.vocabulary import VERDICTS, Verdict
 
@@ -42,9 +42,9 @@ def list_responses(kind: Kind, item: type[PublicModel]) -> dict[int | str, dict[
 
 
 def filters_params(
-    start: Annotated[datetime | None, Query(alias="from", description="captured at or after"),
+    start: Annotated[DatetimeInput | None, Query(alias="from", description="captured at or after"),
                      QUERY_TIME] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="captured before (ISO 8601)"),
+    end: Annotated[DatetimeInput | None, Query(alias="to", description="captured before (ISO 8601)"),
                    QUERY_TIME] = None,
     line: NameQuery = None,
     station: NameQuery = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from app.api.problems import PROBLEM_MEDIA_TYPE, STATUS_TITLES
 from app.schemas import ProblemPublic
@@ -39,10 +40,38 @@ def problem_responses(*statuses: int, **descriptions: str) -> dict[int | str, di
     return out
 
 
+BLANK = {"type": "string", "maxLength": 0}
+
+
+def field_schemas(model: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """The JSON schema of each field of ``model`` read as a form field or query parameter whose value
+    may be left out or sent empty (both leave it unset): the value's schema (an optional field's
+    ``null`` branch replaced by the empty string), with the field's description."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, schema in model.model_json_schema(ref_template=COMPONENT_REF)["properties"].items():
+        branches = [{k: v for k, v in b.items() if k != "default"}
+                    for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+        value: dict[str, Any] = {"anyOf": [*branches, BLANK]}
+        if "description" in schema:
+            value["description"] = schema["description"]
+        out[name] = value
+    return out
+
+
 def _problem_components() -> dict[str, Any]:
     schema = ProblemPublic.model_json_schema(ref_template=COMPONENT_REF, mode="serialization")
     defs = schema.pop("$defs", {})
     return {**defs, PROBLEM_SCHEMA: schema}
+
+
+def _declare_unreadable_bodies(document: dict[str, Any]) -> None:
+    """Every route that reads a body answers 400 when the body cannot be parsed at all (a JSON body
+    that is not UTF-8, a broken multipart envelope), before any field is looked at."""
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            if "requestBody" in operation:
+                operation["responses"].setdefault(
+                    "400", problem_responses(400, s400="a body that cannot be parsed")[400])
 
 
 def install_problem_schema(app: FastAPI) -> None:
@@ -54,6 +83,7 @@ def install_problem_schema(app: FastAPI) -> None:
             document = generate()
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(_problem_components())
+            _declare_unreadable_bodies(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,8 @@ class PipelineBenchOptions:
     database: str | None = None
     providers: list[str] | None = None
     engine_seconds: float | None = None
+    tracking: bool = False  # the cameras track defects; a simulator source's truth scores the tracks
+    looks: int | None = None  # with tracking: inspect each region of the material this many times
 
 
 def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
@@ -64,8 +66,32 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
             cam["imgsz"] = options.imgsz
         if options.buffer:
             cam["buffer"] = options.buffer
+        if options.tracking or options.looks:
+            cam["tracking"] = {"enabled": True} | ({"looks": options.looks} if options.looks else {})
         cams.append(cam)
     return cams
+
+
+def track_figures(cameras: list) -> dict[str, Any]:
+    """Tracks of the run's cameras (``CameraRunner``s with tracking) and, where their frames carried the
+    simulator's truth, the score of the tracks against it (app.ingest.truth_score)."""
+    from app.ingest.truth_score import score_records
+
+    records, truth, sightings, speeds = [], {}, 0, []
+    for k, cam in enumerate(cameras):
+        tracking = cam.tracking
+        for t in tracking.ended:
+            records.append([((k, s.frame_index), s.box) for s in t.sightings])
+            sightings += t.hits
+        for index, boxes in tracking.truth.items():
+            truth[(k, index)] = [replace(b, defect_id=f"{k}:{b.defect_id}") for b in boxes]
+        speeds.append(tracking.view()["motion"]["speed_px_s"])
+    out: dict[str, Any] = {"tracks": len(records), "detections": sightings,
+                           "detections_per_track": round(sightings / len(records), 2) if records else None,
+                           "speed_px_s_at_end": speeds}
+    if truth:
+        out["truth"] = score_records(records, truth)
+    return out
 
 
 def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
@@ -116,6 +142,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
     committed = [s["committed"] - w for s, w in zip(states, warm_counts, strict=True)]
     latencies = list(pipeline.latencies)
     pipeline.stop()
+    tracks = track_figures(pipeline.cameras) if o.tracking or o.looks else None
     db.dispose()
     fps = sum(committed) / elapsed
     per_frame = 1000 / max(sum(committed), 1)
@@ -133,6 +160,8 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
         "frames": sum(committed),
         "fps": round(fps, 2), "per_camera_fps": [round(c / elapsed, 2) for c in committed],
         "captured": sum(s["captured"] for s in states), "dropped": sum(s["dropped"] for s in states),
+        "skipped": sum(s["skipped"] for s in states),
+        "captured_fps": round(sum(s["captured"] for s in states) / (t_end - t0), 2),
         "latency_ms_p50": percentile_ms(latencies, 50), "latency_ms_p99": percentile_ms(latencies, 99),
         "engine_fps": round(engine_fps, 2), "ratio": round(fps / engine_fps, 3) if engine_fps else None,
         "engine_fps_before": before["fps"], "engine_fps_after": after["fps"],
@@ -148,5 +177,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
         "database": db_url.split("://", 1)[0], "frame": list(frames[0].shape[:2]),
         "imgsz": list(engine.imgsz), "machine": machine(),
     }
+    if tracks is not None:
+        out["tracking"] = tracks
     tmp.cleanup()
     return out

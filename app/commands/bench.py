@@ -66,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--providers", default=None, help="comma list of ONNX Runtime providers")
     q.add_argument("--engine-seconds", type=float, default=None,
                    help="length of the raw engine measurement (default min(seconds, 5))")
+    q.add_argument("--tracking", action="store_true",
+                   help="the cameras track defects along the material; on a simulator source the tracks "
+                        "are scored against its truth (share of found defects with exactly one record, "
+                        "duplicates, merges)")
+    q.add_argument("--looks", type=int, default=None,
+                   help="with tracking: inspect each region of the material this many times, track the "
+                        "frames in between by motion (default: inspect every frame)")
     q.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     q.set_defaults(func=run_pipeline)
 
@@ -144,7 +151,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineBenchOptions:
         max_wait_ms=args.max_wait_ms, buffer=args.buffer, queue_size=args.queue_size, loop=args.loop,
         tile_size=args.tile_size, tile_overlap=args.tile_overlap, imgsz=args.imgsz,
         decode_threads=args.decode_threads, images=args.images, database=args.database,
-        providers=_providers(args.providers), engine_seconds=args.engine_seconds)
+        providers=_providers(args.providers), engine_seconds=args.engine_seconds, tracking=args.tracking,
+        looks=args.looks)
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

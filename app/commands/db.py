@@ -34,6 +34,8 @@ def _url(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # alembic announces each of its plugins at INFO while it is imported: not news for an operator
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.util import CommandError
     from sqlalchemy.exc import OperationalError
@@ -41,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     from app.db import migrate
     from app.db.session import require_existing_database, sqlite_file
 
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     url = _url(args)
     if args.db_command in ("current", "downgrade"):  # they read a database: name a missing file, create none
         require_existing_database(url)

@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--speed", type=float, default=120.0, help="strip speed in pixels per second")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", choices=["constant", "varied"], default="constant",
+                   help="varied: a new speed every 1-4 s between a stop and --speed")
+    p.add_argument("--jitter", type=float, default=0.0, help="shake along the strip, up to this many px")
+    p.add_argument("--drift", type=float, default=0.0, help="sideways sway, up to this many px")
     p.add_argument("--truth", default=None,
                    help="truth JSONL path (default: <video stem>.truth.jsonl, or <folder>/truth.jsonl)")
     p.set_defaults(func=run)
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.width < 32 or args.height < 32:
         raise UserError("--width and --height must be >= 32")
     try:
-        sim = StripSimulator(args.images, args.width, args.height, args.fps, args.speed, args.seed)
+        sim = StripSimulator(args.images, args.width, args.height, args.fps, args.speed, args.seed,
+                             profile=args.profile, jitter=args.jitter, drift=args.drift)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"--images: {exc}") from None
     out = Path(args.out)

@@ -192,5 +192,6 @@ class Engine:
             "providers": self.providers, "available_providers": self.available_providers,
             "input_shape": [d if isinstance(d, int) else str(d) for d in self.input_shape],
             "quantization": self.metadata.quantization, "stride": list(self.metadata.stride),
+            "anchors": self.metadata.anchors,
             "rect": self.rect,
         }

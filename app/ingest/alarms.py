@@ -83,6 +83,8 @@ class AlarmMonitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cameras: Callable[[], Iterable[CameraState]] = list
+        # called with each alarm once it is stored (the MQTT publisher's alarm topic); must not block
+        self.raised_listeners: list[Callable[[AlarmPublic], None]] = []
         try:
             with db.session() as session:  # alarms left open by an earlier run stay open
                 for watch in self._watches:
@@ -188,6 +190,11 @@ class AlarmMonitor:
         m.ALARMS_RAISED_TOTAL.labels(rule=rule.id, condition=rule.condition).inc()
         m.ALARM_ACTIVE.labels(rule=rule.id).set(1)
         log.warning("alarm %s raised: %s", rule.id, public.message)
+        for listener in self.raised_listeners:
+            try:
+                listener(public)
+            except Exception:  # a listener never costs the alarm
+                log.exception("alarm %s: a listener failed", rule.id)
         return [public]
 
     # -- the camera thread -------------------------------------------------------------------

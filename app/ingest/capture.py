@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from app.ingest.camera_tracking import CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
 from app.ingest.failures import FailureKind
@@ -48,6 +49,7 @@ class CameraRunner:
         self.checkpoint = (CameraCheckpoint(cfg.id, source, checkpoints, self.state.set_checkpoint)
                            if checkpoints is not None and not (source.live or cfg.loop) else None)
         self.open_timeout_s = cfg.open_timeout()
+        self.tracking = CameraTracking(cfg.tracking) if cfg.tracking.enabled else None
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...
         self._abort_reason: tuple[str, FailureKind] = ("aborted", FailureKind.ERROR)  # ... for this reason
@@ -59,6 +61,8 @@ class CameraRunner:
 
     def _dropped(self, job: Job) -> None:
         self.state.on_dropped()
+        if self.tracking is not None:
+            self.tracking.forget(job.frame)
         if self.checkpoint is not None:
             self.checkpoint.settle(job.frame.index)
 
@@ -183,6 +187,13 @@ class CameraRunner:
             self.state.on_captured()
             if self.checkpoint is not None:
                 self.checkpoint.read(frame.index)
+            if self.tracking is not None:
+                self.tracking.on_captured(frame)
+                if not self.tracking.should_inspect(frame):  # tracked by motion, counted, not inspected
+                    self.state.on_skipped()
+                    if self.checkpoint is not None:
+                        self.checkpoint.settle(frame.index)
+                    continue
             self.hub.put(self.cfg.id, Job(self, frame))
 
 

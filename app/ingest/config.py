@@ -37,6 +37,13 @@ class SimulatorConfig(_Strict):
     height: Annotated[int, Field(ge=32, le=8192, description="frame height in pixels")] = 480
     speed: Annotated[float, Field(ge=0, description="strip speed, pixels per second")] = 120.0
     seed: int = Field(0, description="seed of the order in which dataset images tile the strip")
+    profile: Literal["constant", "varied"] = Field(
+        "constant", description="`constant`: always `speed`; `varied`: a new speed every 1-4 s between "
+                                "a stop and `speed` (seeded)")
+    jitter: Annotated[float, Field(ge=0, le=100, description="the picture shakes along the strip by up to "
+                                                             "this many pixels per frame")] = 0.0
+    drift: Annotated[float, Field(ge=0, le=200, description="the strip sways sideways by up to this many "
+                                                            "pixels (a 7 s sine)")] = 0.0
     seconds: Annotated[float | None, Field(gt=0, description="end of stream after this much line time; "
                                                              "empty: endless")] = None
     realtime: bool = Field(True, description="pace frames at `fps` (a live camera) or as fast as they are "
@@ -44,6 +51,49 @@ class SimulatorConfig(_Strict):
     dropout_every: Annotated[int | None, Field(ge=1, description="a simulated cable pull every N "
                                                                 "frames")] = None
     dropout_s: Annotated[float, Field(ge=0, description="how long the camera stays away after a pull")] = 1.0
+
+
+class TrackingConfig(_Strict):
+    """Tracking along the material: the camera's motion measured from its frames, and each physical defect
+    followed across frames as one track (app.ingest.tracking)."""
+
+    enabled: bool = Field(False, description="follow defects across frames (one track per physical defect); "
+                                             "`false`: every frame's defects stand alone")
+    mm_per_px: Annotated[float | None, Field(gt=0, description="calibration: millimetres of material per "
+                                                               "frame pixel (speeds and positions in mm); "
+                                                               "empty: pixels only")] = None
+    stop_px_s: Annotated[float, Field(ge=0, description="slower than this (the net shift over the last "
+                                                        "second) the line counts as stopped, px/s")] = 5.0
+    min_iou: Annotated[float, Field(ge=0, le=1, description="a detection continues a track when its box "
+                                                            "overlaps the track's predicted box by at least "
+                                                            "this (IoU, or half the share of the smaller "
+                                                            "box inside the other) ...")] = 0.2
+    max_distance: Annotated[float, Field(ge=0, description="... or its centre lies within this many box "
+                                                           "sizes (the larger side) of the predicted "
+                                                           "centre")] = 0.5
+    merge_overlap: Annotated[float, Field(gt=0, le=1, description="boxes of one frame overlapping by this "
+                                                                  "share of the smaller box are one defect "
+                                                                  "(pieces of a texture defect); 1: never "
+                                                                  "merged")] = 0.5
+    max_missed: Annotated[int, Field(ge=0, le=1000, description="inspected frames, while the line moves, a "
+                                                                "track may go unseen before it ends; it "
+                                                                "ends anyway once it leaves the frame (the "
+                                                                "detector misses a defect for a while; a "
+                                                                "track is where its defect is on the "
+                                                                "material, so a long memory is "
+                                                                "safe)")] = 100
+    min_visible: Annotated[float, Field(ge=0, le=1, description="a track ends once less than this fraction "
+                                                                "of its predicted box is inside the "
+                                                                "frame")] = 0.3
+    min_hits: Annotated[int, Field(ge=1, le=1000, description="frames a track must be seen in to count as a "
+                                                              "defect")] = 1
+    looks: Annotated[int | None, Field(
+        ge=1, le=100, description="detector time where it is needed: each region of the material is "
+                                  "inspected at least this many times on its way through the view, the "
+                                  "frames in between are captured, measured for motion and counted "
+                                  "(`skipped`), not inspected; empty: every frame is inspected")] = None
+    idle_inspect_s: Annotated[float, Field(gt=0, description="with `looks`: a line that stands still is "
+                                                             "inspected once every this many seconds")] = 1.0
 
 
 class ReconnectConfig(_Strict):
@@ -149,6 +199,8 @@ class CameraConfig(_Strict):
                     "shipped files); not together with `tile_size`")] = None
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig,
                                        description="back-off between reconnect attempts")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig,
+                                     description="motion of the material and defect tracks")
     enabled: bool = Field(True, description="`false` keeps the camera in the file but does not start it")
 
     @model_validator(mode="after")

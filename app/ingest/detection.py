@@ -136,6 +136,8 @@ class DetectionWorkers:
                 log.exception("inspection of a batch of %d frames failed", len(batch))
                 for job in batch:
                     job.camera.state.set_error("inspection failed (see log)")
+                    if job.camera.tracking is not None:
+                        job.camera.tracking.forget(job.frame)
 
     def inspect(self, batch: list[Job]) -> None:
         m.BATCH_SIZE.observe(len(batch))
@@ -152,6 +154,8 @@ class DetectionWorkers:
                                    captured_at=frame.captured_at, timings=timings, source="stream",
                                    frame_uid=uid)
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
+            if cam.tracking is not None:
+                cam.tracking.on_inspected(frame, result.detections, ref=result.frame_uid)
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()
             items.append(Item(result, frame.t_capture, crops, position=frame.index))

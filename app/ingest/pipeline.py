@@ -100,6 +100,9 @@ class Pipeline:
         self.capture.stop(deadline)
         self.hub.close()
         self.detection.join(deadline)
+        for cam in self.cameras:  # what is in view when the line stops is seen for the last time
+            if cam.tracking is not None:
+                cam.tracking.finish()
         self.writer.stop(max(1.0, deadline - time.monotonic()))
         for cam in self.cameras:  # what settled since the last commit (frames dropped by policy)
             if cam.checkpoint is not None:
@@ -116,7 +119,8 @@ class Pipeline:
     def finished(self) -> bool:
         """Every camera reached its end of stream and every frame is committed or journaled."""
         return (not self.capture.running() and self.hub.depth() == 0
-                and all(c.state.inspected + c.state.dropped >= c.state.captured for c in self.cameras)
+                and all(c.state.inspected + c.state.dropped + c.state.skipped >= c.state.captured
+                        for c in self.cameras)
                 and self.writer.pending() == 0
                 and all(c.state.committed + c.state.journaled >= c.state.inspected for c in self.cameras))
 
@@ -176,6 +180,7 @@ class Pipeline:
     def snapshot(self) -> dict:
         return {
             "cameras": [c.state.snapshot() | {"buffer": c.policy} | model_view(c.cfg, self.engine)
+                        | ({"tracking": c.tracking.view()} if c.tracking is not None else {})
                         for c in self.cameras],
             "database": self.db.breaker.view(),
             "journal": {"pending": self.journal.pending, "bytes": self.journal.bytes,

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from app.ingest.config import CameraConfig, CamerasConfigError, DecoderConfig, SimulatorConfig
 from app.ingest.decoder import DecoderFailed, DecoderProcess, device_path, ffmpeg_args, ffmpeg_exe
 from app.ingest.failures import FailureKind
+from app.ingest.motion import MotionSample
 from app.ingest.simulator import IMAGE_SUFFIXES, StripSimulator, TruthBox
 from app.vocabulary import utcnow
 
@@ -56,6 +57,14 @@ class Frame:
     name: str | None = None  # file name for folder sources
     meta: dict = field(default_factory=dict)
     origin: str = ""  # where exactly the frame came from; the same frame read again has the same origin
+    motion: MotionSample | None = None  # the material's motion at this frame (cameras with tracking)
+    t_stream: float | None = None  # seconds on the stream's own timeline (a file, the simulator); None: live
+
+    @property
+    def t_motion(self) -> float:
+        """The time speeds are measured in: the stream's own for a file (read faster or slower than it
+        was filmed), the capture clock for a live source."""
+        return self.t_capture if self.t_stream is None else self.t_stream
 
 
 def file_identity(path: Path) -> str:
@@ -173,6 +182,8 @@ class OpenCVSource(Source):
         origin = (live_origin(self._identity, self._index, captured_at) if self.live
                   else f"{self._identity}:{self._index}")
         frame = Frame(image, self._index, captured_at, t, origin=origin)
+        if not self.live:
+            frame.t_stream = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         self._index += 1
         return frame
 
@@ -354,7 +365,8 @@ class SimulatorSource(Source):
 
     def __init__(self, cfg: SimulatorConfig) -> None:
         self.cfg = cfg
-        self.sim = StripSimulator(cfg.images, cfg.width, cfg.height, cfg.fps, cfg.speed, cfg.seed)
+        self.sim = StripSimulator(cfg.images, cfg.width, cfg.height, cfg.fps, cfg.speed, cfg.seed,
+                                  profile=cfg.profile, jitter=cfg.jitter, drift=cfg.drift)
         self.live = cfg.realtime and cfg.seconds is None
         self._opened = False
         self._t0: float | None = None
@@ -404,7 +416,7 @@ class SimulatorSource(Source):
         # a paced, endless line is live; otherwise the same parameters draw the same frames
         origin = (live_origin(self._session, index, captured_at) if self.live
                   else f"{self._drawing}:{index}")
-        return Frame(image, index, captured_at, t, truth=truth, origin=origin)
+        return Frame(image, index, captured_at, t, truth=truth, origin=origin, t_stream=index / cfg.fps)
 
     def close(self) -> None:
         self._opened = False

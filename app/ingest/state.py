@@ -55,6 +55,7 @@ class CameraState:
         self.committed = 0
         self.journaled = 0
         self.dropped = 0
+        self.skipped = 0  # captured, tracked by motion, not inspected (tracking.looks)
         self.reconnects = 0  # recoveries: frames flowing again after a failure
         self.attempts = 0  # every open of the source, the first one included
         self.failures: dict[str, int] = {}  # failure class -> how many times
@@ -128,6 +129,12 @@ class CameraState:
         m.FRAMES_TOTAL.labels(camera=self.camera_id, stage="dropped").inc(n)
         m.FRAMES_DROPPED_TOTAL.labels(camera=self.camera_id).inc(n)
 
+    def on_skipped(self, n: int = 1) -> None:
+        """Captured, tracked by motion, not inspected (the camera's ``tracking.looks``)."""
+        with self._lock:
+            self.skipped += n
+        m.FRAMES_TOTAL.labels(camera=self.camera_id, stage="skipped").inc(n)
+
     def on_inspected(self, n: int = 1) -> None:
         with self._lock:
             self.inspected += n
@@ -169,7 +176,8 @@ class CameraState:
                 connected=self.connected, finished=self.finished,
                 fps_in=round(self.fps_in.rate(), 2), fps_out=round(self.fps_out.rate(), 2),
                 captured=self.captured, inspected=self.inspected, committed=self.committed,
-                journaled=self.journaled, dropped=self.dropped, reconnects=self.reconnects,
+                journaled=self.journaled, dropped=self.dropped, skipped=self.skipped,
+                reconnects=self.reconnects,
                 attempts=self.attempts, failures=dict(self.failures), error_kind=self.error_kind,
                 queue_depth=self.queue_depth, last_error=self.last_error, last_error_at=self.last_error_at,
                 last_frame_at=self.last_frame_at, last_ng_inspection_id=self.last_ng_inspection_id,

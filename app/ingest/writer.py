@@ -150,6 +150,9 @@ class DbWriter:
         self.retry_s = retry_s
         self.on_committed = on_committed
         self.on_journaled = on_journaled
+        # called with the ids of newly stored inspections after each commit (camera frames, replays and
+        # HTTP uploads alike), in this writer's or the request's thread: must not block (app.line.mqtt)
+        self.stored_listeners: list[Callable[[list[int]], None]] = []
         self._buffer = BatchBuffer(queue_size, batch_rows)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -205,6 +208,7 @@ class DbWriter:
             try:
                 with self.db.session() as session:
                     [stored] = persist_results(session, [result], data_dir=self.data_dir)
+                self._announce([stored])
                 return stored
             except SQLAlchemyError as exc:
                 if not is_outage(exc):
@@ -326,6 +330,13 @@ class DbWriter:
         self.committed += sum(1 for _, s in pairs if s.created)
         if self.on_committed and pairs:
             self.on_committed([i for i, _ in pairs], [s for _, s in pairs])
+        self._announce([s for _, s in pairs])
+
+    def _announce(self, stored: list[Stored]) -> None:
+        new_ids = [s.id for s in stored if s.created]
+        if new_ids:
+            for listener in self.stored_listeners:
+                listener(new_ids)
 
     def _db_error(self, exc: Exception) -> None:
         text = str(exc).splitlines()[0] if str(exc) else ""

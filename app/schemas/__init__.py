@@ -35,6 +35,7 @@ from app.schemas.inspections import (
     ReviewPublic,
     TimingsPublic,
 )
+from app.schemas.line import MqttStatePublic
 from app.schemas.stats import Counts, StatsPublic
 from app.schemas.webhooks import (
     DefectReviewedEvent,
@@ -51,7 +52,8 @@ __all__ = [
     "Counts", "DefectDetail", "DefectInContext", "DefectPage", "DefectPublic", "DefectReviewedEvent",
     "DeliveryPage", "HealthPublic", "IngestStatusPublic", "InspectionAccepted", "InspectionCreate",
     "InspectionDetail",
-    "InspectionPage", "InspectionPublic", "ModelInfoPublic", "PageBase", "PartPublic", "PartStation",
+    "InspectionPage", "InspectionPublic", "ModelInfoPublic", "MqttStatePublic",
+    "PageBase", "PartPublic", "PartStation",
     "ProblemPublic", "PublicModel", "ReadyPublic", "ReviewCreate", "ReviewPublic", "SettingsPublic",
     "StatsPublic", "TimingsPublic", "UtcDatetime", "WebhookCreate", "WebhookCreated",
     "WebhookDeliveryPublic", "WebhookList", "WebhookPublic", "WhoamiPublic", "csv_columns", "csv_values",

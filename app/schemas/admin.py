@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model
+from pydantic import AfterValidator, ConfigDict, Field, create_model
 
-from app.schemas.common import LongName, PublicModel, UtcDatetime
+from app.schemas.common import DocumentedPattern, LongName, PublicModel, UtcDatetime
+from app.schemas.line import MqttStatePublic
 from app.settings import Settings
 
 if TYPE_CHECKING:
     from app.db.models import ApiKey
 
 Role = Literal["camera", "mes", "operator", "admin"]
+
+
+def not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# A name (no control characters) with at least one character that is not white space.
+KeyName = Annotated[LongName, AfterValidator(not_blank),
+                    DocumentedPattern(r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$")]
 
 
 class ApiKeyBase(PublicModel):
@@ -25,7 +37,7 @@ class ApiKeyCreate(ApiKeyBase):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: LongName
+    name: KeyName
     expires_in_days: int | None = Field(None, ge=1, le=3650,
                                         description="the key expires this many days from now (null: never)")
 
@@ -85,6 +97,9 @@ class ModelInfoPublic(PublicModel):
     input_shape: list[int | str]
     quantization: str | None
     stride: list[int]
+    anchors: list[list[float]] | None = Field(
+        None, description="anchor boxes in input pixels, one list of width,height pairs per output level "
+        "(yolov5 layout; null for anchor-free models)")
     rect: bool | None = Field(None, description="free-size input: batches are padded to a rectangle")
 
 
@@ -97,6 +112,9 @@ class ReadyPublic(PublicModel):
     model_version: str
     provider: str
     database: str = Field(description="the database backend (sqlite or postgresql)")
+    mqtt: MqttStatePublic | None = Field(
+        None, description="the MQTT publisher, when INSPECT_MQTT_HOST is set (a broker away does not make "
+                          "the service unready)")
 
 
 SettingsPublic = create_model(

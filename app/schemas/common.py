@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import re
 import types
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    PlainSerializer,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
 
 from app.vocabulary import iso, to_utc, utcnow
 
@@ -18,6 +29,33 @@ UtcDatetime = Annotated[
     Field(json_schema_extra={"format": "date-time"}),
 ]
 """A UTC time: naive input is taken as UTC; JSON, webhook payloads and CSV cells write it with ``Z``."""
+
+ISO_DATE_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")
+
+
+def iso_8601_only(value: Any) -> Any:
+    """Refuse what pydantic would read as a Unix timestamp ("1", "1.5", a number): the documented
+    format is an ISO 8601 date-time."""
+    if isinstance(value, int | float) or (isinstance(value, str) and not ISO_DATE_START.match(value)):
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-03-02T06:00:00Z")
+    return value
+
+
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def utc_clamped(value: datetime) -> datetime:
+    """``value`` in UTC; a time whose offset moves it before year 1 or after 9999 (e.g.
+    0001-01-01T00:00:00+01:00) becomes the first or last representable instant."""
+    try:
+        return to_utc(value)
+    except OverflowError:
+        return EARLIEST if value.year == 1 else LATEST
+
+
+DatetimeInput = Annotated[datetime, BeforeValidator(iso_8601_only), AfterValidator(utc_clamped)]
+"""A time a caller sends (query parameter or form field): ISO 8601 only, handed on in UTC."""
 
 
 MAX_ROW_ID = 2**63 - 1  # BIGINT on PostgreSQL, INTEGER PRIMARY KEY on SQLite
@@ -30,15 +68,58 @@ def no_control_characters(value: str | None) -> str | None:
     return value
 
 
+@dataclass(frozen=True)
+class DocumentedPattern:
+    """Writes ``pattern`` into a string field's JSON schema (OpenAPI) without enforcing it, for a rule
+    a validator checks with its own error message (``str | None``: into the string branch)."""
+
+    pattern: str
+
+    def __get_pydantic_json_schema__(self, core_schema: Any,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        for branch in schema.get("anyOf", [schema]):
+            if branch.get("type") == "string":
+                branch["pattern"] = self.pattern
+        return schema
+
+
+class PatternChecked(AfterValidator):
+    """``check`` as a validator (with its own error message) whose rule the JSON schema states as the
+    equivalent ``pattern``."""
+
+    def __init__(self, check: Any, pattern: str) -> None:
+        super().__init__(check)
+        object.__setattr__(self, "pattern", pattern)  # AfterValidator is a frozen dataclass
+
+    def __get_pydantic_json_schema__(self, core_schema: Any,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return DocumentedPattern(self.pattern).__get_pydantic_json_schema__(core_schema, handler)
+
+
+NO_CONTROL_CHARACTERS_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+def no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+# Free text (a review note, a webhook secret): anything but NUL, which PostgreSQL text cannot hold.
+NO_NUL = PatternChecked(no_nul, NO_NUL_PATTERN)
+
 # Caller-chosen names (camera, line, station, class; part ids): 1 to 64 (128) characters, none of them
 # a control character (a NUL breaks PostgreSQL text, a line break a log line or a CSV row).
-PLAIN = AfterValidator(no_control_characters)
+PLAIN = PatternChecked(no_control_characters, NO_CONTROL_CHARACTERS_PATTERN)
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64), PLAIN]
 LongName = Annotated[str, StringConstraints(min_length=1, max_length=128), PLAIN]
 
 
 # Free text (a review note): line breaks and tabs are text there; other control characters are not.
 TEXT_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
 
 def no_control_characters_in_text(value: str | None) -> str | None:
@@ -47,7 +128,7 @@ def no_control_characters_in_text(value: str | None) -> str | None:
     return value
 
 
-TEXT = AfterValidator(no_control_characters_in_text)
+TEXT = PatternChecked(no_control_characters_in_text, TEXT_PATTERN)
 
 
 # Times the API takes. A time in a query (a filter) lies in [1970-01-01, 2100-01-01); a capture time,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.line import MqttStatePublic
 
 
 class CameraCounters(PublicModel):
@@ -23,6 +24,8 @@ class CameraCounters(PublicModel):
     committed: int
     journaled: int
     dropped: int
+    skipped: int = Field(0, description="frames captured and tracked by motion but not inspected (the "
+                                        "camera's `tracking.looks`)")
     reconnects: int = Field(description="recoveries: frames flowing again after a failure")
     attempts: int = Field(0, description="connection attempts, the first one included")
     failures: dict[str, int] = Field(
@@ -48,10 +51,49 @@ class TilesPublic(PublicModel):
     overlap: int
 
 
+class MotionPublic(PublicModel):
+    """The material's motion, measured from the camera's frames (phase correlation)."""
+
+    speed_px_s: float = Field(description="speed of the material in frame pixels per second (smoothed)")
+    velocity_px_s: list[float] = Field(description="the same as [x, y] in frame pixels per second")
+    stopped: bool = Field(description="slower than the camera's `tracking.stop_px_s`")
+    speed_mm_s: float | None = Field(None, description="speed in mm/s with the `tracking.mm_per_px` "
+                                                       "calibration; null without")
+
+
+class TrackCounts(PublicModel):
+    active: int = Field(description="defects in view now (open tracks)")
+    ended: int = Field(description="tracks ended so far: physical defects seen and passed")
+    frames_tracked: int = Field(description="inspected frames fed to the tracker")
+    skipped: int = Field(0, description="frames tracked by motion, not inspected (`tracking.looks`)")
+
+
+class ActiveTrackPublic(PublicModel):
+    """A defect in view now."""
+
+    track_id: int = Field(description="the track's number on this camera since the pipeline started")
+    class_name: str = Field(description="by vote over the frames it was seen in")
+    confidence: float = Field(description="its best detection's confidence")
+    frames_seen: int
+    box: list[float] = Field(description="x1, y1, x2, y2 in the last tracked frame, pixels")
+
+
+class CameraTrackingPublic(PublicModel):
+    """A camera with `tracking.enabled`: its motion and tracks."""
+
+    motion: MotionPublic
+    tracks: TrackCounts
+    active_tracks: list[ActiveTrackPublic] = Field(default_factory=list,
+                                                   description="the defects in view now (at most 50)")
+    mm_per_px: float | None = None
+
+
 class CameraStatePublic(CameraCounters):
     buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
     imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
     tiles: TilesPublic | None = None
+    tracking: CameraTrackingPublic | None = Field(None, description="motion and tracks; only for cameras "
+                                                                    "with `tracking.enabled`")
 
 
 class DatabaseState(PublicModel):
@@ -79,3 +121,5 @@ class IngestStatusPublic(PublicModel):
     journal: JournalState | None = None
     workers: int | None = None
     batches: int | None = None
+    mqtt: MqttStatePublic | None = Field(None,
+                                         description="the MQTT publisher, when INSPECT_MQTT_HOST is set")

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
-from app.schemas.common import TEXT, LongName, Name, PublicModel, UtcDatetime, capture_time
+from app.schemas.common import (
+    TEXT,
+    DatetimeInput,
+    DocumentedPattern,
+    LongName,
+    Name,
+    PublicModel,
+    UtcDatetime,
+    capture_time,
+)
 from app.vocabulary import Verdict, round_box, round_confidence, round_ms
 
 if TYPE_CHECKING:
@@ -193,10 +202,12 @@ class InspectionCreate(InspectionBase):
     line: Name | None = None
     station: Name | None = None
     part_id: LongName | None = None
-    captured_at: datetime | None = Field(None, description="not before 2000-01-01, not more than a day "
-                                                           "ahead of the server's clock (default: now)")
-    frame_uid: str | None = Field(None, description="idempotency key: a replay with the same image returns "
-                                  "the stored row; another image under a stored uid is a 409 problem")
+    captured_at: DatetimeInput | None = Field(
+        None, description="not before 2000-01-01, not more than a day ahead of the server's clock "
+                          "(default: now)")
+    frame_uid: Annotated[str, DocumentedPattern(SAFE_ID.pattern)] | None = Field(
+        None, description="idempotency key: a replay with the same image returns the stored row; another "
+                          "image under a stored uid is a 409 problem")
     imgsz: int | None = Field(None, ge=32, le=4096, description="the longer side of the model input the "
                               "frame is seen at (free-size models; default the model's own)")
 

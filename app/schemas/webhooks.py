@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator
 
-from app.schemas.common import PLAIN, PublicModel, UtcDatetime
+from app.schemas.common import PLAIN, PublicModel, UtcDatetime, no_control_characters
 from app.schemas.inspections import AuditAction, DefectPublic
 
 if TYPE_CHECKING:
@@ -16,9 +16,12 @@ if TYPE_CHECKING:
 
 EVENTS = ("inspection.ng", "defect.reviewed", "alarm.raised")
 DeliveryStatus = Literal["pending", "delivered", "failed"]
+# what validate_url checks, for the JSON schema
+URL_PATTERN = r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s][^\x00-\x1f\x7f]*$"
 
 
 def validate_url(url: str) -> str:
+    no_control_characters(url)  # a NUL or a line break is no part of a URL (and no part of a header)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"webhook url must be an absolute http(s) URL, got {url!r}")
@@ -48,8 +51,10 @@ class WebhookCreate(WebhookBase):
     model_config = ConfigDict(extra="forbid")
 
     url: Annotated[str, PLAIN] = Field(min_length=8, max_length=1024,
-                                       description="http(s) URL receiving POSTs")
-    events: list[str] = Field(min_length=1, max_length=16, description=f"any of {', '.join(EVENTS)}")
+                                       description="http(s) URL receiving POSTs",
+                                       json_schema_extra={"format": "uri", "pattern": URL_PATTERN})
+    events: list[str] = Field(min_length=1, max_length=16, description=f"any of {', '.join(EVENTS)}",
+                              json_schema_extra={"items": {"type": "string", "enum": list(EVENTS)}})
     secret: Annotated[str, PLAIN] | None = Field(None, min_length=16, max_length=128,
                                                  description="HMAC key; generated when left out")
 

@@ -14,11 +14,13 @@ router = APIRouter(tags=["cameras"])
 @router.get("/cameras", response_model=IngestStatusPublic, response_model_exclude_unset=True,
             summary="Camera ingest state, one entry per camera")
 def list_cameras(service: ServiceDep) -> IngestStatusPublic:
+    mqtt = {} if service.mqtt is None else {"mqtt": service.mqtt.view()}
     if service.pipeline is None:
         writer = service.writer
         journal = None if writer is None else {"pending": writer.journal.pending,
                                                "bytes": writer.journal.bytes, "replayed": writer.replayed}
         return IngestStatusPublic.model_validate({"running": False, "reason": service.ingest_error,
                                                   "cameras": [], "database": service.db.breaker.view(),
-                                                  "journal": journal})
-    return IngestStatusPublic.model_validate({"running": True, "reason": None} | service.pipeline.snapshot())
+                                                  "journal": journal} | mqtt)
+    return IngestStatusPublic.model_validate({"running": True, "reason": None} | service.pipeline.snapshot()
+                                             | mqtt)

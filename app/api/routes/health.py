@@ -38,12 +38,13 @@ def readyz(service: ServiceDep) -> Response:
     # reaches the log.
     if not (db.breaker.available() and db.breaker.check_now()):
         reasons.append(DOWN_REASON)
+    mqtt = {} if service.mqtt is None else {"mqtt": service.mqtt.view()}  # a broker away is no reason
     if reasons:
         return problem_response(503, "Not Ready", "; ".join(reasons), "not_ready", reasons=reasons,
-                                database=db.breaker.view(), headers={"Retry-After": "10"})
+                                database=db.breaker.view(), headers={"Retry-After": "10"}, **mqtt)
     ready = ReadyPublic(status="ready", model_version=engine.version, provider=engine.provider,
-                        database=db.backend)
-    return JSONResponse(ready.model_dump(mode="json"))
+                        database=db.backend, **mqtt)
+    return JSONResponse(ready.model_dump(mode="json", exclude_none=True))
 
 
 @metrics_router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -19,7 +19,7 @@ from starlette.formparsers import MultiPartException
 
 from app import images
 from app.api.deps import EngineDep, ServiceDep, SessionDep, SettingsDep, UploadGateDep
-from app.api.openapi import problem_responses
+from app.api.openapi import field_schemas, problem_responses
 from app.api.params import FrameUidPath, RowId
 from app.api.problems import Problem, database_unavailable
 from app.db import repository
@@ -39,6 +39,7 @@ PENDING_RETRY_AFTER_S = 2  # a journaled frame: when to ask for its result again
 RAW_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png"}
 MULTIPART_SLACK = 64 * 1024  # boundaries and form fields around the file
 FIELDS = tuple(InspectionCreate.model_fields)  # form fields (multipart) or query parameters (raw body)
+FIELD_SCHEMAS = field_schemas(InspectionCreate)
 
 
 def _media_type(request: Request) -> str:
@@ -97,7 +98,7 @@ async def _read_upload(request: Request, limit: int) -> tuple[bytes, InspectionC
                 raise Problem(415, f"the file part has type {part_type!r}; send image/jpeg or image/png",
                               reason="unsupported_media_type")
             data = await upload.read()
-            meta_raw = {k: form.get(k) for k in FIELDS if isinstance(form.get(k), str)}
+            meta_raw = {k: v for k in FIELDS if isinstance(v := form.get(k), str) and v}  # blank: unset
         finally:
             await form.close()
         if len(data) > limit:
@@ -118,13 +119,13 @@ UPLOAD_OPENAPI: dict[str, Any] = {
             "multipart/form-data": {"schema": {
                 "type": "object", "required": ["file"],
                 "properties": {"file": {"type": "string", "format": "binary"},
-                               **{f: {"type": "string"} for f in FIELDS}}}},
+                               **FIELD_SCHEMAS}}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "image/png": {"schema": {"type": "string", "format": "binary"}},
         },
     },
     "parameters": [
-        {"name": f, "in": "query", "required": False, "schema": {"type": "string"},
+        {"name": f, "in": "query", "required": False, "schema": FIELD_SCHEMAS[f],
          "description": "with a raw image body" + (" (ISO 8601)" if f == "captured_at" else "")
                         + (": the longer side of the model input (free-size models)" if f == "imgsz" else "")}
         for f in FIELDS

@@ -3,7 +3,6 @@ false-positive rate from reviews."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -14,6 +13,7 @@ from app.api.params import QUERY_TIME, NameQuery
 from app.db.queries import Filters
 from app.db.stats import StatsRange, compute_stats
 from app.schemas import StatsPublic
+from app.schemas.common import DatetimeInput
 
 router = APIRouter(tags=["mes"])
 
@@ -24,9 +24,9 @@ router = APIRouter(tags=["mes"])
 def read_stats(
     session: SessionDep,
     settings: SettingsDep,
-    start: Annotated[datetime | None, Query(alias="from", description="default: 24 h (hour) / 30 d (day) "
-                                                                      "before 'to'"), QUERY_TIME] = None,
-    end: Annotated[datetime | None, Query(alias="to", description="default: now"), QUERY_TIME] = None,
+    start: Annotated[DatetimeInput | None, Query(
+        alias="from", description="default: 24 h (hour) / 30 d (day) before 'to'"), QUERY_TIME] = None,
+    end: Annotated[DatetimeInput | None, Query(alias="to", description="default: now"), QUERY_TIME] = None,
     bucket: Literal["hour", "day"] = "hour",
     line: NameQuery = None,
     station: NameQuery = None,

@@ -1,0 +1,143 @@
+"""One camera's tracking, wired into the pipeline: the material motion measured on the capture thread
+from every captured frame (inspected or not), and the tracker fed from the inference workers with each
+inspected frame's kept detections, in capture order (workers finish batches in any order; a frame
+waits for the ones captured before it, or for word that they were dropped). Ended tracks are kept
+(the latest ``keep`` of them) for the camera's state and the bench; frames that carry the simulator's
+truth keep it too, for the truth score."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+from app.detections import Detections
+from app.ingest.config import TrackingConfig
+from app.ingest.motion import MotionEstimator, MotionSample
+from app.ingest.simulator import TruthBox
+from app.ingest.sources import Frame
+from app.ingest.tracking import Sighting, Track, Tracker, shift
+
+
+class CameraTracking:
+    def __init__(self, config: TrackingConfig, keep: int = 10_000) -> None:
+        self.config = config
+        self.motion = MotionEstimator(stop_px_s=config.stop_px_s)
+        self.tracker = Tracker(config)
+        self.ended: deque[Track] = deque(maxlen=keep)
+        self.truth: dict[int, list[TruthBox]] = {}  # inspected frame index -> truth (simulator frames)
+        self._truth_order: deque[int] = deque()
+        self._keep = keep
+        self._lock = threading.Lock()
+        self.frames_tracked = 0
+        self.skipped = 0  # frames captured but not inspected (``looks``)
+        self._last_look: tuple[float, float, float] | None = None  # offset x, y and time of the last one
+        self._expected: deque[int] = deque()  # motion seqs of the frames sent to the detector, in order
+        self._arrived: dict[int, tuple[Frame, list[Sighting]] | None] = {}  # None: will not come
+
+    def on_captured(self, frame: Frame) -> MotionSample:
+        """Capture thread, every frame in order: the motion at this frame (also set on the frame)."""
+        frame.motion = self.motion.update(frame.image, frame.t_motion)
+        return frame.motion
+
+    def should_inspect(self, frame: Frame) -> bool:
+        """Capture thread, after ``on_captured``: whether this frame goes to the detector. Without
+        ``looks`` every frame does; with it, a frame is inspected once the material would otherwise
+        move more than ``extent / (looks + 1)`` past the last inspected one (``extent``: the frame's
+        size along the motion), so every region is in ``looks`` inspected frames at least; and every
+        ``idle_inspect_s`` while the line stands."""
+        looks, sample = self.config.looks, frame.motion
+        if looks is None or sample is None:
+            self.expect(frame)
+            return True
+        h, w = frame.image.shape[:2]
+        vx, vy = self.motion.velocity()
+        extent = w if abs(vx) >= abs(vy) else h
+        if self._last_look is not None:
+            lx, ly, lt = self._last_look
+            travel = float(np.hypot(sample.offset_x - lx, sample.offset_y - ly))
+            step = float(np.hypot(sample.dx, sample.dy))  # the next frame moves about as far again
+            due = travel + step > extent / (looks + 1) or frame.t_motion - lt >= self.config.idle_inspect_s
+            if not due:
+                self.skipped += 1
+                return False
+        self._last_look = (sample.offset_x, sample.offset_y, frame.t_motion)
+        self.expect(frame)
+        return True
+
+    def expect(self, frame: Frame) -> None:
+        """Capture thread: this frame goes to the detector; the tracker takes it in this order."""
+        if frame.motion is not None:
+            with self._lock:
+                self._expected.append(frame.motion.seq)
+
+    def forget(self, frame: Frame) -> None:
+        """A frame that was expected will not be inspected (dropped by the buffer, inspection failed)."""
+        if frame.motion is None:
+            return
+        with self._lock:
+            if frame.motion.seq in self._expected:
+                self._arrived[frame.motion.seq] = None
+                self.ended.extend(self._drain())
+
+    def on_inspected(self, frame: Frame, detections: Detections, ref: object = None) -> list[Track]:
+        """Inference worker: this frame's kept detections continue or start tracks; the tracks that
+        ended with it are returned (and kept)."""
+        sample = frame.motion
+        if sample is None:  # not measured (cannot happen for a camera with tracking on)
+            return []
+        sightings = [Sighting(frame.index, (float(d.x1), float(d.y1), float(d.x2), float(d.y2)),
+                              int(d.class_id), d.class_name, float(d.confidence), ref)
+                     for d in detections]
+        with self._lock:
+            if sample.seq not in self._expected:  # not announced by ``expect``: taken as it comes
+                self._expected.append(sample.seq)
+            self._arrived[sample.seq] = (frame, sightings)
+            ended = self._drain()
+            self.ended.extend(ended)
+        return ended
+
+    def _drain(self) -> list[Track]:
+        """Feed the tracker the frames that arrived, in capture order, up to the first one missing."""
+        ended: list[Track] = []
+        while self._expected and self._expected[0] in self._arrived:
+            item = self._arrived.pop(self._expected.popleft())
+            if item is None:
+                continue
+            frame, sightings = item
+            sample = frame.motion
+            assert sample is not None
+            h, w = frame.image.shape[:2]
+            ended += self.tracker.update(frame.index, (sample.offset_x, sample.offset_y), sightings, (w, h),
+                                         moving=not sample.stopped)
+            self.frames_tracked += 1
+            if frame.truth is not None:
+                self.truth[frame.index] = frame.truth
+                self._truth_order.append(frame.index)
+                while len(self._truth_order) > self._keep:
+                    self.truth.pop(self._truth_order.popleft(), None)
+        return ended
+
+    def finish(self) -> list[Track]:
+        """End every active track (the stream ended or the pipeline stops)."""
+        with self._lock:
+            for seq in list(self._expected):  # frames that never came (the pipeline stopped)
+                self._arrived.setdefault(seq, None)
+            ended = self._drain() + self.tracker.finish()
+            self.ended.extend(ended)
+        return ended
+
+    def view(self, max_active: int = 50) -> dict:
+        """The camera's motion and tracks, for its state: counts, and the tracks in view now (at most
+        ``max_active``) with their box in the last tracked frame."""
+        mm = self.config.mm_per_px
+        with self._lock:
+            tracks = {"active": len(self.tracker.active), "ended": self.tracker.ended,
+                      "frames_tracked": self.frames_tracked, "skipped": self.skipped}
+            ox, oy = self.tracker.offset
+            in_view = [{"track_id": t.track_id, "class_name": t.class_name,
+                        "confidence": round(t.best.confidence, 4), "frames_seen": t.hits,
+                        "box": [round(v, 1) for v in shift(t.material_box, ox, oy)]}
+                       for t in self.tracker.active[:max_active]]
+        return {"motion": self.motion.view(mm), "tracks": tracks, "active_tracks": in_view, "mm_per_px": mm}

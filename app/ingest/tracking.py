@@ -1,0 +1,253 @@
+"""Defect tracks along the material: each physical defect a camera sees in many consecutive frames
+becomes one track.
+
+Motion model: the camera's measured picture shift (app.ingest.motion, the material's offset in frame
+pixels since the stream began) carries every track from frame to frame. A defect does not move on the
+material, so a track is kept in material coordinates (frame box minus the offset) and predicted at
+``material box + offset`` in the next inspected frame, whatever the line did in between: speed
+changes, stops and jitter are all in the measured offset. (A constant-velocity Kalman filter in frame
+coordinates mispredicts at every speed change and stop; with the offset as its control input and a
+stationary state it reduces to this.)
+
+Association: predicted boxes against the frame's detections, cost ``1 - overlap + centre distance``
+(overlap: the larger of IoU and half the share of the smaller box inside the other, which keeps a
+box that grows as its defect enters the view; distance in box sizes; plus a little for another
+class), gated by ``min_iou`` (on that overlap) or ``max_distance``, solved
+optimally with the Hungarian method (``scipy.optimize.linear_sum_assignment``): neighbouring defects
+of a textured strip compete for the same detections, and a greedy pick lets one track steal its
+neighbour's box. A track ends when its predicted box leaves the frame or it goes unseen for
+``max_missed`` inspected frames while the line moves (a stopped line ages nothing).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from app.ingest.config import TrackingConfig
+
+Box = tuple[float, float, float, float]
+FORBIDDEN = 1e6
+MAX_SIGHTINGS = 2000
+OTHER_CLASS_COST = 0.1
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One detection of one inspected frame, in frame pixels; ``ref`` is the caller's (frame uid and
+    the detection's index, say)."""
+
+    frame_index: int
+    box: Box
+    class_id: int
+    class_name: str
+    confidence: float
+    ref: Any = None
+
+
+@dataclass
+class Track:
+    """One physical defect as far as it was seen. Positions are material coordinates: frame pixels of
+    the stream's first frame. ``sightings`` keeps the first ``MAX_SIGHTINGS`` (a defect under a stopped
+    line is seen for as long as the line stands); counts, votes and the best sighting cover all."""
+
+    track_id: int
+    sightings: list[Sighting] = field(default_factory=list)
+    material_box: Box = (0.0, 0.0, 0.0, 0.0)  # where the last sighting puts it on the material
+    best_material_box: Box = (0.0, 0.0, 0.0, 0.0)
+    missed: int = 0
+    hits: int = 0
+    last_frame: int = 0
+    last_class_name: str = ""
+    best_sighting: Sighting | None = None
+    votes: Counter[str] = field(default_factory=Counter)  # class name -> frames
+    confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
+    class_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def first_frame(self) -> int:
+        return self.sightings[0].frame_index
+
+    @property
+    def best(self) -> Sighting:
+        """The sighting with the highest confidence (its frame is the track's stored image)."""
+        assert self.best_sighting is not None
+        return self.best_sighting
+
+    @property
+    def class_name(self) -> str:
+        """By vote: the class seen in most frames; a tie goes to the larger summed confidence."""
+        return max(self.votes, key=lambda n: (self.votes[n], self.confidence_sums[n]))
+
+    @property
+    def class_id(self) -> int:
+        return self.class_ids[self.class_name]
+
+    def add(self, s: Sighting, on_material: Box) -> None:
+        if self.best_sighting is None or s.confidence > self.best_sighting.confidence:
+            self.best_sighting = s
+            self.best_material_box = on_material
+        if len(self.sightings) < MAX_SIGHTINGS:
+            self.sightings.append(s)
+        self.hits += 1
+        self.last_frame = s.frame_index
+        self.last_class_name = s.class_name
+        self.votes[s.class_name] += 1
+        self.confidence_sums[s.class_name] += s.confidence
+        self.class_ids.setdefault(s.class_name, s.class_id)
+        self.material_box = on_material
+        self.missed = 0
+
+    def position_px(self) -> tuple[float, float]:
+        """The best box's centre on the material."""
+        x1, y1, x2, y2 = self.best_material_box
+        return (x1 + x2) / 2, (y1 + y2) / 2
+
+    def summary(self, mm_per_px: float | None = None) -> dict:
+        """The track as plain values (state, bench, storage)."""
+        best = self.best
+        x, y = self.position_px()
+        x1, y1, x2, y2 = self.best_material_box
+        out = {"track_id": self.track_id, "class_name": self.class_name, "class_id": self.class_id,
+               "confidence": round(best.confidence, 4), "first_frame": self.first_frame,
+               "last_frame": self.last_frame, "frames_seen": self.hits, "best_frame": best.frame_index,
+               "best_box": [round(v, 2) for v in best.box], "position_px": [round(x, 2), round(y, 2)],
+               "size_px": [round(x2 - x1, 2), round(y2 - y1, 2)]}
+        if mm_per_px is not None:
+            out["position_mm"] = [round(x * mm_per_px, 3), round(y * mm_per_px, 3)]
+            out["size_mm"] = [round((x2 - x1) * mm_per_px, 3), round((y2 - y1) * mm_per_px, 3)]
+        return out
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def overlap_of_smaller(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area: 1 when one box lies inside the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return ix * iy / smaller if smaller > 0 else 0.0
+
+
+def merge_fragments(sightings: list[Sighting], min_overlap: float) -> list[Sighting]:
+    """One sighting per defect: boxes of one frame that overlap by ``min_overlap`` of the smaller one
+    (the detector's pieces of one texture defect, or one defect seen as two classes) become their
+    union, with the class and confidence of the most confident piece."""
+    if min_overlap >= 1.0 or len(sightings) < 2:
+        return sightings
+    groups: list[list[Sighting]] = []
+    boxes: list[Box] = []
+    for s in sorted(sightings, key=lambda s: -s.confidence):
+        for k, box in enumerate(boxes):
+            if overlap_of_smaller(box, s.box) >= min_overlap:
+                groups[k].append(s)
+                boxes[k] = (min(box[0], s.box[0]), min(box[1], s.box[1]), max(box[2], s.box[2]),
+                            max(box[3], s.box[3]))
+                break
+        else:
+            groups.append([s])
+            boxes.append(s.box)
+    return [replace(g[0], box=box) if len(g) > 1 else g[0] for g, box in zip(groups, boxes, strict=True)]
+
+
+def shift(box: Box, dx: float, dy: float) -> Box:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
+
+
+def visible_fraction(box: Box, width: float, height: float) -> float:
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    if area <= 0:
+        return 0.0
+    vx = max(0.0, min(box[2], width) - max(box[0], 0.0))
+    vy = max(0.0, min(box[3], height) - max(box[1], 0.0))
+    return vx * vy / area
+
+
+class Tracker:
+    """Tracks of one camera. ``update`` once per inspected frame, in frame order; it returns the tracks
+    that ended. ``finish`` ends the rest (end of stream)."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self.active: list[Track] = []
+        self._next_id = 1
+        self.started = 0
+        self.ended = 0
+        self.offset: tuple[float, float] = (0.0, 0.0)  # the material's offset at the last update
+
+    def _cost(self, track: Track, predicted: Box, s: Sighting) -> float:
+        overlap = max(iou(predicted, s.box), overlap_of_smaller(predicted, s.box) / 2)
+        size = max(predicted[2] - predicted[0], predicted[3] - predicted[1], s.box[2] - s.box[0],
+                   s.box[3] - s.box[1], 1.0)
+        pcx, pcy = (predicted[0] + predicted[2]) / 2, (predicted[1] + predicted[3]) / 2
+        scx, scy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
+        distance = float(np.hypot(pcx - scx, pcy - scy)) / size
+        if overlap < self.config.min_iou and distance > self.config.max_distance:
+            return FORBIDDEN
+        other = OTHER_CLASS_COST if s.class_name != track.last_class_name else 0.0
+        return 1.0 - overlap + distance + other
+
+    def update(self, frame_index: int, offset: tuple[float, float], sightings: list[Sighting],
+               frame_size: tuple[int, int], moving: bool = True) -> list[Track]:
+        """Associate this frame's sightings (``offset``: the material's shift in frame pixels since the
+        first frame, from the motion estimate); returns the tracks that ended with it."""
+        ox, oy = self.offset = offset
+        sightings = merge_fragments(sightings, self.config.merge_overlap)
+        predicted = [shift(t.material_box, ox, oy) for t in self.active]
+        matched_tracks: set[int] = set()
+        matched_sightings: set[int] = set()
+        if self.active and sightings:
+            cost = np.array([[self._cost(t, p, s) for s in sightings]
+                             for t, p in zip(self.active, predicted, strict=True)])
+            rows, cols = linear_sum_assignment(cost)
+            for r, c in zip(rows, cols, strict=True):
+                if cost[r, c] >= FORBIDDEN:
+                    continue
+                self._extend(self.active[r], sightings[c], ox, oy)
+                matched_tracks.add(r)
+                matched_sightings.add(c)
+        ended: list[Track] = []
+        keep: list[Track] = []
+        width, height = frame_size
+        for k, (track, box) in enumerate(zip(self.active, predicted, strict=True)):
+            if k not in matched_tracks and moving:
+                track.missed += 1
+            gone = visible_fraction(box, width, height) < self.config.min_visible
+            if k not in matched_tracks and (gone or track.missed > self.config.max_missed):
+                ended.append(track)
+            else:
+                keep.append(track)
+        for c, s in enumerate(sightings):
+            if c not in matched_sightings:
+                track = Track(self._next_id)
+                self._next_id += 1
+                self.started += 1
+                self._extend(track, s, ox, oy)
+                keep.append(track)
+        self.active = keep
+        return self._counted(ended)
+
+    def finish(self) -> list[Track]:
+        """End every active track (the stream ended)."""
+        ended, self.active = self.active, []
+        return self._counted(ended)
+
+    def _counted(self, ended: list[Track]) -> list[Track]:
+        """The ended tracks seen often enough to be defects."""
+        real = [t for t in ended if t.hits >= self.config.min_hits]
+        self.ended += len(real)
+        return real
+
+    @staticmethod
+    def _extend(track: Track, s: Sighting, ox: float, oy: float) -> None:
+        track.add(s, shift(s.box, -ox, -oy))

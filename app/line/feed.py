@@ -1,0 +1,143 @@
+"""What the line integrations announce, taken off the inspection path: :class:`InspectionFeed` gets
+the ids of newly stored inspections from the database writer (a deque append, never blocking), loads
+them in its own thread after the commit (one SELECT per batch) as their public models, watches the
+cameras' states for up/down changes, and hands both to its subclass (the MQTT publisher, the OPC UA
+server)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from app.db.models import Inspection
+from app.schemas import CameraCounters, InspectionPublic
+
+log = logging.getLogger(__name__)
+
+LOAD_BATCH = 200  # inspections loaded per SELECT
+
+
+def load_inspections(session: Session, ids: list[int]) -> list[InspectionPublic]:
+    """The stored inspections ``ids`` in id order, as GET /api/v1/inspections/{id} shows them."""
+    rows = session.scalars(select(Inspection).where(Inspection.id.in_(ids))
+                           .options(selectinload(Inspection.defects)).order_by(Inspection.id)).all()
+    return [InspectionPublic.from_row(r) for r in rows]
+
+
+class InspectionFeed:
+    """The feed's thread and inbox; subclasses implement ``deliver_inspections``,
+    ``deliver_camera`` and ``count_drops``. ``cameras``: the camera states
+    (``CameraState.snapshot`` dicts), looked at every ``poll_s``."""
+
+    thread_name = "line-feed"
+
+    def __init__(self, session_factory: Callable[[], Session] | None, queue_size: int,
+                 cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5,
+                 retry_max_s: float = 30.0) -> None:
+        self.session_factory = session_factory
+        self.queue_size = queue_size
+        self.cameras = cameras
+        self.poll_s = poll_s
+        self.retry_max_s = retry_max_s
+        self._inbox: deque[int] = deque()
+        self._inbox_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop_feed = threading.Event()
+        self._feed_thread: threading.Thread | None = None
+        self._camera_up: dict[str, bool] = {}
+
+    # -- what subclasses do -----------------------------------------------------------------------
+    def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
+        raise NotImplementedError
+
+    def deliver_camera(self, camera: CameraCounters) -> None:
+        raise NotImplementedError
+
+    def count_drops(self, n: int) -> None:
+        raise NotImplementedError
+
+    # -- API --------------------------------------------------------------------------------------
+    def inspections_stored(self, ids: list[int]) -> None:
+        """The ids of newly stored inspections (after their commit). Never blocks: beyond
+        ``queue_size`` waiting ids the newest are dropped and counted."""
+        with self._inbox_lock:
+            room = max(0, self.queue_size - len(self._inbox))
+            self._inbox.extend(ids[:room])
+        if len(ids) > room:
+            self.count_drops(len(ids) - room)
+        self._wake.set()
+
+    @property
+    def waiting(self) -> int:
+        """Ids not loaded yet."""
+        return len(self._inbox)
+
+    def start_feed(self) -> None:
+        self._feed_thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._feed_thread.start()
+
+    def stop_feed(self, timeout: float = 5.0) -> None:
+        """Deliver what waits (while the database answers), then end the thread."""
+        self._stop_feed.set()
+        self._wake.set()
+        if self._feed_thread is not None:
+            self._feed_thread.join(timeout)
+            self._feed_thread = None
+
+    # -- thread -----------------------------------------------------------------------------------
+    def _take(self) -> list[int]:
+        with self._inbox_lock:
+            return [self._inbox.popleft() for _ in range(min(LOAD_BATCH, len(self._inbox)))]
+
+    def _give_back(self, ids: list[int]) -> None:
+        with self._inbox_lock:
+            self._inbox.extendleft(reversed(ids))
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            stopping = self._stop_feed.is_set()
+            try:
+                self._watch_cameras()
+            except Exception:
+                log.exception("%s: camera states not delivered", self.thread_name)
+            ids = self._take()
+            if ids and self.session_factory is not None:
+                try:
+                    with self.session_factory() as session:
+                        inspections = load_inspections(session, ids)
+                except Exception as exc:  # the database went away after the commit: try again later
+                    self._give_back(ids)
+                    log.warning("%s: cannot load stored inspections (%s); retrying in %.1f s",
+                                self.thread_name, type(exc).__name__, backoff)
+                    if stopping:
+                        return
+                    self._stop_feed.wait(backoff)
+                    backoff = min(backoff * 2, self.retry_max_s)
+                    continue
+                backoff = 0.5
+                try:
+                    self.deliver_inspections(inspections)
+                except Exception:
+                    log.exception("%s: %d inspections not delivered", self.thread_name, len(inspections))
+                continue
+            if stopping:
+                return
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+
+    def _watch_cameras(self) -> None:
+        """Deliver a camera's state when it goes up or down, and once at the start."""
+        if self.cameras is None:
+            return
+        for cam in self.cameras():
+            up = bool(cam.get("connected"))
+            if self._camera_up.get(cam["id"]) != up:
+                self._camera_up[cam["id"]] = up
+                self.deliver_camera(CameraCounters.model_validate(cam))

@@ -1,0 +1,200 @@
+"""The MQTT publisher: every stored inspection, camera up/down changes and alarms go to a broker
+(topics in :mod:`app.line.topics`, payloads the public models of :mod:`app.schemas`).
+
+The inspection path never waits for the broker. The database writer hands over the ids of newly
+stored inspections (:meth:`MqttPublisher.inspections_stored`, a deque append); this publisher's own
+thread loads them (one SELECT per batch, after the commit) and gives the messages to the MQTT client,
+which keeps them in its bounded queue while the broker is away and sends them, QoS 1, once it is
+back (reconnecting with exponential back-off). A full queue drops the newest message and counts it
+(``inspect_mqtt_dropped_total``); the database record is never affected. Messages still queued when
+the process ends are lost (the records are in the database)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.orm import Session
+
+from app import metrics as m
+from app.line.feed import InspectionFeed
+from app.line.topics import availability_topic, camera_topic
+from app.schemas import CameraCounters, InspectionPublic
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ONLINE, OFFLINE = b"online", b"offline"
+QOS = 1
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int
+    prefix: str
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    queue_size: int = 10_000
+    keepalive_s: int = 30
+    reconnect_max_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, s: Settings, role: str) -> MqttConfig | None:
+        """None while INSPECT_MQTT_HOST is unset (the publisher is off). The default client id names
+        the host and the role, so a ``serve`` and an ``ingest`` process on one machine do not take
+        each other's session."""
+        if not s.mqtt_host:
+            return None
+        client_id = s.mqtt_client_id or f"defect-inspect-{socket.gethostname()}-{role}"
+        return cls(host=s.mqtt_host, port=s.mqtt_port, prefix=s.mqtt_prefix, client_id=client_id,
+                   username=s.mqtt_username,
+                   password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
+                   tls=s.mqtt_tls, ca_file=s.mqtt_ca_file, cert_file=s.mqtt_cert_file,
+                   key_file=s.mqtt_key_file, queue_size=s.mqtt_queue_size, keepalive_s=s.mqtt_keepalive_s,
+                   reconnect_max_s=s.mqtt_reconnect_max_s)
+
+
+class MqttPublisher(InspectionFeed):
+    """``start()``, then ``inspections_stored(ids)`` from the database writer (any thread, never
+    blocks); ``cameras``: the camera states, watched for up/down changes (:class:`InspectionFeed`).
+    ``view()``: the state for /readyz and /api/v1/cameras."""
+
+    thread_name = "mqtt-publisher"
+
+    def __init__(self, config: MqttConfig, session_factory: Callable[[], Session] | None,
+                 cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5) -> None:
+        super().__init__(session_factory, config.queue_size, cameras, poll_s, config.reconnect_max_s)
+        self.config = config
+        self.availability = availability_topic(config.prefix, config.client_id)
+        self._lock = threading.Lock()
+        self.connected = False
+        self.last_error: str | None = None
+        self.sent = 0  # handed to the client
+        self.acknowledged = 0  # acknowledged by the broker (PUBACK)
+        self.dropped = 0
+        self.client = self._build_client()
+
+    # -- client -----------------------------------------------------------------------------------
+    def _build_client(self) -> paho.Client:
+        c = self.config
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, clean_session=True)
+        client.max_queued_messages_set(c.queue_size)
+        client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(c.reconnect_max_s)))
+        client.will_set(self.availability, OFFLINE, qos=QOS, retain=True)
+        if c.username is not None:
+            client.username_pw_set(c.username, c.password)
+        if c.tls:
+            client.tls_set(ca_certs=str(c.ca_file) if c.ca_file else None,
+                           certfile=str(c.cert_file) if c.cert_file else None,
+                           keyfile=str(c.key_file) if c.key_file else None)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = lambda _client, _userdata: self._set_connected(
+            False, f"cannot reach the broker at {c.host}:{c.port}")
+        client.on_publish = self._on_publish
+        return client
+
+    def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self._set_connected(False, f"refused by the broker: {reason}")
+            return
+        self._set_connected(True)
+        self._publish(self.availability, ONLINE, retain=True)
+        log.info("MQTT: connected to %s:%d as %s", self.config.host, self.config.port, self.config.client_id)
+
+    def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
+                       _props: Any) -> None:
+        if self._stop_feed.is_set():
+            error = None
+        elif self.connected or not self.last_error:
+            error = f"disconnected: {reason}"
+        else:
+            error = self.last_error  # the connection attempt failed: keep why (refused, unreachable)
+        self._set_connected(False, error)
+
+    def _on_publish(self, _client: paho.Client, _userdata: Any, _mid: int, _reason: Any, _props: Any) -> None:
+        with self._lock:
+            self.acknowledged += 1
+        m.MQTT_PUBLISHED_TOTAL.inc()
+        m.MQTT_QUEUED.set(self.queued)
+
+    def _set_connected(self, up: bool, error: str | None = None) -> None:
+        if not up and self.connected and error:
+            log.warning("MQTT: %s", error)
+        self.connected = up
+        self.last_error = None if up else error or self.last_error
+        m.MQTT_CONNECTED.set(1 if up else 0)
+
+    # -- API --------------------------------------------------------------------------------------
+    def start(self) -> MqttPublisher:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self.client.loop_start()  # the client's network thread: connects, reconnects with back-off
+        self.start_feed()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Send what is loaded already, say ``offline`` (retained) and disconnect; a clean disconnect
+        keeps the broker from sending the last will."""
+        self.stop_feed(timeout)
+        if self.connected:
+            info = self.client.publish(self.availability, OFFLINE, qos=QOS, retain=True)
+            info.wait_for_publish(timeout)
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish_alarm(self, line: str | None, station: str | None, camera: str | None,
+                      payload: bytes) -> None:
+        """The hook for alarms: ``payload`` (the alarm's public model as JSON) on the camera's
+        ``alarm`` topic, QoS 1, not retained."""
+        self._publish(camera_topic(self.config.prefix, line, station, camera, "alarm"), payload, retain=False)
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting: ids not loaded yet and messages not acknowledged by the broker."""
+        return self.waiting + max(0, self.sent - self.acknowledged)
+
+    def view(self) -> dict[str, Any]:
+        """The publisher's state (``MqttStatePublic``)."""
+        return {"broker": f"{self.config.host}:{self.config.port}", "client_id": self.config.client_id,
+                "connected": self.connected, "queued": self.queued, "published": self.acknowledged,
+                "dropped": self.dropped, "last_error": self.last_error}
+
+    # -- thread -----------------------------------------------------------------------------------
+    def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        info = self.client.publish(topic, payload, qos=QOS, retain=retain)
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            self.count_drops(1)
+            return
+        with self._lock:
+            self.sent += 1
+        m.MQTT_QUEUED.set(self.queued)
+
+    def count_drops(self, n: int) -> None:
+        with self._lock:
+            self.dropped += n
+        m.MQTT_DROPPED_TOTAL.inc(n)
+        log.warning("MQTT: queue full, %d message(s) dropped (%d so far)", n, self.dropped)
+
+    def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
+        """Each on its camera's inspection topic, retained: a subscriber that joins later gets the
+        latest inspection of every camera at once."""
+        for i in inspections:
+            self._publish(camera_topic(self.config.prefix, i.line, i.station, i.camera_id, "inspection"),
+                          i.model_dump_json().encode(), retain=True)
+
+    def deliver_camera(self, camera: CameraCounters) -> None:
+        self._publish(camera_topic(self.config.prefix, camera.line, camera.station, camera.id, "state"),
+                      camera.model_dump_json().encode(), retain=True)

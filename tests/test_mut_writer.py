@@ -1,0 +1,806 @@
+"""The ingest database writer step by step (cases found by mutation testing of app/ingest/writer.py).
+
+Every writer here is fed before ``start()`` and drained by ``stop()``, so the writer thread sees a fixed
+sequence of batches; the database goes away and comes back from inside that thread (from the writer's
+own callbacks and log records), never on a timer. SQLite loses its database folder; PostgreSQL refuses
+connections to the test database (``ALLOW_CONNECTIONS false``). Both use a fresh connection per session,
+as a restarted server forces."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import PG_ENV
+from db_helpers import refuse
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from app import metrics
+from app.db.migrate import upgrade
+from app.db.models import Inspection, Webhook
+from app.db.session import Database
+from app.detections import Detections
+from app.ingest.journal import Journal
+from app.ingest.writer import BatchBuffer, DbWriter, Item, from_journal, to_journal
+from app.inspection import CameraContext, apply_image_policy, inspect_frame
+from app.inspection.codec import to_record
+from app.inspection.store import crop_file
+
+NAMES = ("crazing", "patches")
+CTX = CameraContext(camera_id="cam-w", line="line-w", station="st-w")
+FRAME = np.full((24, 32, 3), 120, np.uint8)
+WRITER_LOG = "app.ingest.writer"
+HOUR_MS = 3_600_000.0
+
+
+def make_item(k: int, *, ng: bool = True, crops: int = 0, image: bool = False) -> Item:
+    """A result whose image policy is applied: JPEG bytes to store when ``image``, else none."""
+    dets = Detections([[1 + k, 2, 20, 22]], [0.8], [1], NAMES) if ng else Detections.empty(NAMES)
+    result = inspect_frame(FRAME.copy(), dets, model_version="m-1", context=CTX, source="stream",
+                           frame_uid=f"f{k:03d}")
+    apply_image_policy(result, "always" if image else "never")
+    return Item(result, crops=[f"crop-{k}-{c}".encode() for c in range(crops)])
+
+
+def uids(items: list[Item]) -> list[str]:
+    return [i.result.frame_uid for i in items]
+
+
+def rows(db: Database) -> list[tuple[str, str | None]]:
+    with db.session() as s:
+        return [(r.frame_uid, r.image_path) for r in s.scalars(select(Inspection).order_by(Inspection.id))]
+
+
+def sample(name: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name) or 0.0
+
+
+def commits() -> float:
+    return sample("inspect_db_write_seconds_count")
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == WRITER_LOG]
+
+
+def unreachable(writer: DbWriter) -> str:
+    """The warning the writer logs when it loses the database (with the error it keeps)."""
+    return f"database unreachable, journaling results: {writer.last_error}"
+
+
+def segment_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.jsonl") if p.name != "rejected.jsonl")
+
+
+def journal_records(folder: Path) -> list[dict]:
+    journal = Journal(folder)  # also proves the writer let go of the folder
+    try:
+        return [r for s in journal.segments() for r in journal.read(s)]
+    finally:
+        journal.close()
+
+
+class OnLog(logging.Handler):
+    """Runs ``action`` on the writer thread when the writer logs a message containing ``text``."""
+
+    def __init__(self, text: str, action: Callable[[], None]) -> None:
+        super().__init__(logging.DEBUG)
+        self.text, self.action = text, action
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.action()
+
+
+@pytest.fixture
+def on_log() -> Iterator[Callable[[str, Callable[[], None]], None]]:
+    handlers: list[OnLog] = []
+
+    def add(text_: str, action: Callable[[], None]) -> None:
+        handlers.append(OnLog(text_, action))
+        logging.getLogger(WRITER_LOG).addHandler(handlers[-1])
+
+    yield add
+    for handler in handlers:
+        logging.getLogger(WRITER_LOG).removeHandler(handler)
+
+
+@pytest.fixture(autouse=True)
+def writer_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=WRITER_LOG)
+
+
+# -- a database that goes away on demand ---------------------------------------------------------------
+@dataclass
+class Outage:
+    db: Database
+    down: Callable[[], None]
+    up: Callable[[], None]
+    unreachable: str  # how the start of the error of a connection attempt reads while it is down
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def outage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outage]:
+    if request.param == "sqlite":
+        folder, away = tmp_path / "db", tmp_path / "db-away"
+        url = f"sqlite:///{folder / 'inspect.db'}"
+        upgrade(url)
+        db = Database(url, poolclass=NullPool)
+        yield Outage(db, lambda: folder.rename(away), lambda: away.rename(folder),
+                     "OperationalError: (sqlite3.OperationalError) unable to open database file")
+        db.dispose()
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set (run through .ci/run, or point it at a PostgreSQL server)")
+    name = f"inspect_w_{uuid.uuid4().hex[:10]}"
+
+    def admin(*statements: str) -> None:
+        engine = create_engine(make_url(base), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                for sql in statements:
+                    conn.execute(text(sql))
+        finally:
+            engine.dispose()
+
+    admin(f'CREATE DATABASE "{name}"')
+    url = make_url(base).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    db = Database(url, poolclass=NullPool)
+    try:  # new connections are refused; the writer opens one per session
+        yield Outage(db, lambda: admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'),
+                     lambda: admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'),
+                     "OperationalError: (psycopg.OperationalError) ")
+    finally:
+        db.dispose()
+        admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def once(action: Callable[[], None]) -> Callable[..., None]:
+    done: list[bool] = []
+
+    def run(*_args: object) -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return run
+
+
+# -- the items and their records -------------------------------------------------------------------------
+def test_an_item_carries_its_result_and_a_journal_record_gives_it_back(tmp_path: Path) -> None:
+    item = make_item(1)
+    assert (item.t_capture, item.crops) == (None, [])
+    assert Item(item.result).crops == [] and Item(item.result).crops is not Item(item.result).crops
+    assert to_journal(Item(item.result, 1.5, [b"crop"])) == to_record(item.result)  # the crops are files
+    back = from_journal(json.loads(json.dumps(to_journal(item))))
+    assert to_record(back.result) == to_record(item.result) and (back.t_capture, back.crops) == (None, [])
+
+
+# -- the inbox ---------------------------------------------------------------------------------------------
+def never() -> bool:
+    return False
+
+
+def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    got: list[object] = []
+    thread = threading.Thread(target=lambda: got.append(target()), daemon=True)
+    thread.start()
+    return thread, got
+
+
+def test_an_empty_inbox_gives_nothing_and_a_short_one_what_it_has() -> None:
+    buf = BatchBuffer(capacity=10, batch_rows=4)
+    assert (buf.capacity, buf.batch_rows, buf.wakeups, len(buf)) == (10, 4, 0, 0)
+    assert buf.take_batch(0.0, idle_s=0.0, draining=never) == []
+    assert buf.take_batch(0.0, idle_s=0.0, draining=lambda: True) == []
+    buf.put([1, 2])
+    assert buf.wakeups == 1
+    assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [1, 2] and len(buf) == 0
+    buf.put([3])
+    assert buf.take_batch(0.01, idle_s=0.0, draining=never) == [3]  # the window ends without more rows
+
+
+def test_the_writer_waits_in_the_window_until_the_batch_is_full() -> None:
+    """The writer announces each look at the inbox; the producer adds rows only while it waits."""
+    buf = BatchBuffer(capacity=100, batch_rows=5)
+    buf.put([0, 1])
+    looked = threading.Event()
+
+    def draining() -> bool:
+        looked.set()  # called under the inbox lock: a put can only follow once the writer waits
+        return False
+
+    thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
+    assert looked.wait(30)
+    buf.put([2, 3])  # not full yet: the writer goes on waiting
+    buf.put([4])  # exactly full: the writer is woken
+    thread.join(30)
+    assert not thread.is_alive() and got == [[0, 1, 2, 3, 4]]
+    assert len(buf) == 0 and buf.wakeups == 2  # the first rows, then the full batch
+
+
+def test_a_writer_idle_on_an_empty_inbox_is_woken_by_the_first_rows() -> None:
+    buf = BatchBuffer(capacity=100, batch_rows=3)
+    looked = threading.Event()
+
+    def draining() -> bool:
+        looked.set()
+        return False
+
+    thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
+    assert looked.wait(30)
+    buf.put([7, 8, 9])
+    thread.join(30)
+    assert not thread.is_alive() and got == [[7, 8, 9]]
+
+
+def test_wake_ends_an_idle_wait_once_draining() -> None:
+    buf = BatchBuffer(capacity=100, batch_rows=3)
+    looked, stopping = threading.Event(), threading.Event()
+
+    def draining() -> bool:
+        looked.set()
+        return stopping.is_set()
+
+    thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
+    assert looked.wait(30)
+    stopping.set()
+    buf.wake()
+    thread.join(30)
+    assert not thread.is_alive() and got == [[]]
+
+
+def test_a_full_inbox_refuses_after_the_timeout_and_keeps_what_fitted() -> None:
+    buf = BatchBuffer(capacity=3, batch_rows=2)
+    with pytest.raises(TimeoutError, match=r"^writer queue full \(3 results\)$"):
+        buf.put([0, 1, 2, 3, 4], timeout=0.0)
+    assert len(buf) == 3
+    with pytest.raises(TimeoutError):
+        buf.put([5], timeout=0.01)  # no room comes: refused once the timeout has passed
+    assert buf.wakeups == 1  # one wake-up for the first rows, which also filled a batch
+    assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1]
+    buf.put([5], timeout=0.0)
+    assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [2, 5]
+
+
+def test_a_partly_filled_inbox_takes_only_what_fits_before_refusing() -> None:
+    buf = BatchBuffer(capacity=3, batch_rows=3)
+    buf.put([0, 1])
+    with pytest.raises(TimeoutError):
+        buf.put([2, 3, 4], timeout=0.0)
+    assert len(buf) == 3 and buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1, 2]
+
+
+def test_a_producer_with_a_timeout_waits_for_the_room_a_waiting_writer_makes() -> None:
+    buf = BatchBuffer(capacity=2, batch_rows=2)
+    looked = threading.Event()
+
+    def draining() -> bool:
+        looked.set()
+        return False
+
+    writer, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
+    assert looked.wait(30)  # the writer waits for rows
+    buf.put([0, 1, 2], timeout=30.0)  # full after two: waits while the woken writer takes them
+    writer.join(30)
+    assert got == [[0, 1]] and len(buf) == 1
+
+
+def test_a_blocked_producer_goes_on_as_soon_as_the_writer_takes_a_batch() -> None:
+    buf = BatchBuffer(capacity=2, batch_rows=2)
+    buf.put([0, 1])
+    producer, _ = in_thread(lambda: buf.put([2, 3, 4]))
+    taken: list[object] = []
+    for _ in range(3):  # each take makes room; the idle wait ends at the producer's next rows
+        taken += buf.take_batch(0.0, idle_s=3600.0, draining=never)
+    producer.join(30)
+    assert not producer.is_alive() and taken == [0, 1, 2, 3, 4]
+
+
+# -- committing --------------------------------------------------------------------------------------------
+def test_a_drain_commits_everything_in_order_in_batches_of_batch_rows(outage: Outage, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[tuple[list[str], list[bool]]] = []
+    loaded: list[object] = []
+
+    def on_committed(items: list[Item], stored: list) -> None:
+        calls.append((uids(items), [s.created for s in stored]))
+        loaded.extend(s.loaded for s in stored)
+
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=3, batch_ms=HOUR_MS, retry_s=3600,
+                      on_committed=on_committed)
+    items = [make_item(k, ng=k != 2, crops=2 if k == 0 else 0, image=True) for k in range(7)]
+    jpeg = items[3].result.image_bytes
+    writer.submit_many(items[:4])
+    writer.submit(items[4])
+    writer.submit_many(items[5:])
+    assert writer.pending() == 7
+    before, seconds_before = commits(), sample("inspect_db_write_seconds_sum")
+    started = time.perf_counter()
+    writer.start()
+    writer.stop()
+    drained_s = time.perf_counter() - started
+    assert calls == [(["f000", "f001", "f002"], [True] * 3), (["f003", "f004", "f005"], [True] * 3),
+                     (["f006"], [True])]
+    assert commits() - before == 3
+    # the three commits are timed one after another, inside the drain
+    assert 0 < sample("inspect_db_write_seconds_sum") - seconds_before <= drained_s
+    assert loaded == [None] * 7  # the callback gets ids; no row is read back for it
+    assert (writer.committed, writer.journaled, writer.replayed, writer.rejected) == (7, 0, 0, 0)
+    assert (writer.db_up, writer.last_error, writer.pending()) == (True, None, 0)
+    assert [uid for uid, _ in rows(outage.db)] == uids(items)
+    assert rows(outage.db) == [(i.result.frame_uid, i.result.image_path) for i in items]
+    assert all(i.result.image_path for i in items)
+    assert (data / items[3].result.image_path).read_bytes() == jpeg
+    crops = [(data / crop_file(items[0].result, c)).read_bytes() for c in range(2)]
+    assert crops == [b"crop-0-0", b"crop-0-1"]
+    assert items[0].crops == []
+    assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (1, 0)
+    assert segment_names(journal_dir) == [] and journal_records(journal_dir) == []
+    assert messages(caplog) == []
+
+
+def test_the_defaults_are_batches_of_64_and_an_inbox_of_1024(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+    sizes: list[int] = []
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data",
+                      on_committed=lambda items, _s: sizes.append(len(items)))
+    writer.submit_many([make_item(k, ng=False) for k in range(65)])
+    writer.start()
+    writer.stop()
+    assert sizes == [64, 1] and writer.committed == 65
+    assert (writer.batch_rows, writer.batch_s, writer.retry_s) == (64, 0.2, 1.0)  # 200 ms, 1 s
+
+    idle = DbWriter(db, Journal(tmp_path / "journal-2"), tmp_path / "data")
+    one = make_item(0, ng=False)
+    idle.submit_many([one] * 1024)
+    with pytest.raises(TimeoutError, match=r"^writer queue full \(1024 results\)$"):
+        idle.submit(one, timeout=0.0)
+    assert idle.pending() == 1024
+    idle.stop()  # never started: nothing drained, the journal folder let go
+    assert idle.pending() == 1024 and journal_records(tmp_path / "journal-2") == []
+    db.dispose()
+
+
+def test_results_whose_image_policy_was_not_applied_are_refused_whole(tmp_path: Path) -> None:
+    writer = DbWriter(Database(f"sqlite:///{tmp_path / 'x.db'}"), Journal(tmp_path / "journal"), tmp_path)
+    items = [make_item(k) for k in range(5)]
+    for k in (0, 2, 3, 4):
+        items[k].result.image = FRAME
+    with pytest.raises(ValueError, match=r"^no image policy was applied to \['f000', 'f002', 'f003'\] "
+                                         r"\(apply_image_policy first\)$"):
+        writer.submit_many(items)
+    with pytest.raises(ValueError, match=r"^no image policy was applied to \['f004'\]"):
+        writer.submit(items[4])
+    writer.submit(items[1])
+    assert writer.pending() == 1
+    writer.stop()
+
+
+def test_the_writer_thread_is_a_named_daemon_and_a_slow_stop_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(_items: list[Item], _stored: list) -> None:
+        entered.set()
+        release.wait(60)
+
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=1, on_committed=slow)
+    writer.submit(make_item(1))
+    writer.start()
+    assert entered.wait(30)
+    [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+    assert thread.daemon
+    writer.stop(timeout=0.6)
+    writer.stop(timeout=0.0)
+    slow = "database writer did not finish within {} s"
+    assert messages(caplog) == [(logging.ERROR, slow.format(s)) for s in (1, 0)]
+    release.set()
+    thread.join(30)
+    assert not thread.is_alive() and writer.committed == 1
+    db.dispose()
+
+
+def test_a_result_stored_before_counts_once_and_keeps_its_first_crops(outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    first.submit(make_item(1, crops=1))
+    first.start()
+    first.stop()
+    calls: list[list[bool]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS,
+                      on_committed=lambda _i, st: calls.append([s.created for s in st]))
+    again = make_item(1, crops=1)
+    again.crops = [b"other"]
+    writer.submit_many([again, make_item(2, crops=1)])
+    writer.start()
+    writer.stop()
+    assert calls == [[False, True]] and writer.committed == 1
+    assert (data / crop_file(again.result, 0)).read_bytes() == b"crop-1-0"
+    assert again.crops == [b"other"]  # a duplicate's crops are not written
+    assert [uid for uid, _ in rows(outage.db)] == ["f001", "f002"]
+
+
+# -- rows the database refuses for good ---------------------------------------------------------------
+def test_refused_rows_are_set_aside_one_line_each_and_the_rest_commits(
+        database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32))
+        s.commit()
+    refuse(db, "delivery")  # every NG row queues a delivery, which the database refuses
+    calls: list[list[str]] = []
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    writer = DbWriter(db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS,
+                      on_committed=lambda items, _s: calls.append(uids(items)))
+    items = [make_item(1, crops=1), make_item(2, ng=False), make_item(3, crops=1), make_item(4, crops=1)]
+    before = commits()
+    writer.submit_many(items)
+    writer.start()
+    writer.stop()
+    assert calls == [["f002"]]  # the all-refused second batch reports nothing
+    assert commits() - before == 2  # one observation per batch, its row-by-row retry included
+    assert (writer.rejected, writer.committed, writer.journaled, writer.db_up) == (3, 1, 0, True)
+    assert writer.last_error is None
+    lines = (journal_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [to_journal(items[k]) for k in (0, 2, 3)]
+    assert segment_names(journal_dir) == [] and not data.exists()  # no crops of refused rows
+    logged = messages(caplog)
+    assert [(level, text.split(": (")[0]) for level, text in logged] == [
+        (logging.ERROR, f"result f00{k} refused by the database, set aside in rejected.jsonl")
+        for k in (1, 3, 4)]
+    assert all(text.endswith("deliveries refused") for _, text in logged)
+    db.dispose()
+
+
+# -- the journal while the database is away --------------------------------------------------------------
+def test_while_the_database_is_away_everything_is_journaled_with_its_files(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    journaled: list[list[str]] = []
+    committed: list[list[str]] = []
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    outage.down()
+    writer = DbWriter(outage.db, Journal(journal_dir, segment_bytes=1), data, batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=3600, on_committed=lambda items, _s: committed.append(uids(items)),
+                      on_journaled=lambda items: journaled.append(uids(items)))
+    items = [make_item(k, ng=k != 1, crops=1 if k != 1 else 0, image=True) for k in range(5)]
+    jpegs = [i.result.image_bytes for i in items]
+    before = commits()
+    writer.submit_many(items)
+    writer.start()
+    writer.stop()
+    assert journaled == [["f000", "f001"], ["f002", "f003"], ["f004"]] and committed == []
+    assert commits() == before
+    assert (writer.journaled, writer.committed, writer.replayed, writer.db_up) == (5, 0, 0, False)
+    assert writer.last_error.startswith(outage.unreachable) and "\n" not in writer.last_error
+    assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 5)
+    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    # on disk: the records, each naming its image file, and the crops next to them
+    assert journal_records(journal_dir) == [to_journal(i) for i in items]
+    for item, jpeg in zip(items, jpegs, strict=True):
+        assert item.result.image_bytes is None and (data / item.result.image_path).read_bytes() == jpeg
+        assert item.crops == []
+    assert (data / crop_file(items[4].result, 0)).read_bytes() == b"crop-4-0"
+
+    # the database is back: a new writer replays the journal in order, the images named in the rows
+    outage.up()
+    calls: list[tuple[list[str], list[bool]]] = []
+    again = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS, retry_s=3600,
+                     on_committed=lambda items_, st: calls.append((uids(items_), [s.created for s in st])))
+    assert sample("inspect_journal_pending") == 5 and sample("inspect_db_up") == 1
+    caplog.clear()
+    before = commits()
+    again.start()
+    again.stop()
+    assert calls == [(["f000", "f001"], [True] * 2), (["f002", "f003"], [True] * 2), (["f004"], [True])]
+    assert commits() - before == 3  # one report and one commit per segment (one per journaled batch)
+    assert (again.replayed, again.committed, again.journaled) == (5, 5, 0)
+    assert (again.db_up, again.last_error) == (True, None)
+    assert rows(outage.db) == [(i.result.frame_uid, i.result.image_path) for i in items]
+    assert sample("inspect_journal_pending") == 0 and segment_names(journal_dir) == []
+    assert messages(caplog) == [(logging.INFO, f"replayed {n} journaled results from 00000000000{k}.jsonl")
+                                for k, n in ((1, 2), (2, 2), (3, 1))]
+
+
+def test_an_outage_mid_run_is_journaled_then_replayed_before_newer_results(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    committed: list[list[str]] = []
+    journaled: list[list[str]] = []
+
+    def on_committed(items: list[Item], _stored: list) -> None:
+        committed.append(uids(items))
+        if len(committed) == 1:
+            outage.down()  # right after the first batch
+
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=2,
+                      batch_ms=HOUR_MS, retry_s=0.0, on_committed=on_committed,
+                      on_journaled=lambda items: (journaled.append(uids(items)), outage.up()))
+    items = [make_item(k) for k in range(6)]
+    writer.submit_many(items)
+    writer.start()
+    writer.stop()
+    assert committed == [["f000", "f001"], ["f002", "f003"], ["f004", "f005"]]
+    assert journaled == [["f002", "f003"]]
+    assert (writer.committed, writer.journaled, writer.replayed, writer.db_up) == (6, 2, 2, True)
+    assert writer.last_error.startswith(outage.unreachable)  # the last error stays readable
+    assert [uid for uid, _ in rows(outage.db)] == uids(items)
+    assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (1, 0)
+    assert messages(caplog) == [
+        (logging.WARNING, unreachable(writer)),
+        (logging.INFO, "database is back"),
+        (logging.INFO, "replayed 2 journaled results from 000000000001.jsonl")]
+
+
+def test_no_retry_before_retry_s_and_newer_results_queue_behind_the_journal(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    committed: list[list[str]] = []
+    journaled: list[list[str]] = []
+
+    def on_committed(items: list[Item], _stored: list) -> None:
+        committed.append(uids(items))
+        outage.down()
+
+    journal_dir = tmp_path / "journal"
+    up_once = once(outage.up)
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=3600, on_committed=on_committed,
+                      on_journaled=lambda items: (journaled.append(uids(items)), up_once()))
+    items = [make_item(k) for k in range(6)]
+    writer.submit_many(items)
+    writer.start()
+    writer.stop()
+    # the database answers again after the first journaled batch, but the next try is an hour away:
+    # the rest is journaled behind it, and shutting down does not try either
+    assert committed == [["f000", "f001"]] and journaled == [["f002", "f003"], ["f004", "f005"]]
+    assert (writer.committed, writer.journaled, writer.replayed, writer.db_up) == (2, 4, 0, False)
+    assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == uids(items[2:])
+    assert [level for level, _ in messages(caplog)] == [logging.WARNING]
+
+
+def test_a_failed_ping_postpones_the_replay_by_retry_s(outage: Outage, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(0))])
+    earlier.close()
+    outage.down()
+    journaled: list[list[str]] = []
+    up_once = once(outage.up)
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=1, batch_ms=HOUR_MS,
+                      retry_s=3600, on_journaled=lambda items: (journaled.append(uids(items)), up_once()))
+    assert sample("inspect_journal_pending") == 1
+    writer.submit_many([make_item(1), make_item(2)])
+    writer.start()
+    writer.stop()
+    assert journaled == [["f001"], ["f002"]]  # behind the journal, without trying the database
+    assert writer.last_error.startswith(f"database unreachable: {outage.unreachable}")
+    assert (writer.db_up, writer.journaled, writer.replayed, writer.committed) == (False, 2, 0, 0)
+    assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 3)
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f000", "f001", "f002"]
+    assert rows(outage.db) == []
+    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+
+
+def test_a_replay_that_fails_part_way_keeps_its_segment_and_reports_what_it_committed(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir, segment_bytes=1)  # one segment per append
+    earlier.append([to_journal(make_item(k)) for k in (0, 1)])
+    earlier.append([to_journal(make_item(k)) for k in (2, 3, 4)])
+    earlier.close()
+    calls: list[tuple[list[str], list[bool]]] = []
+
+    def on_committed(items: list[Item], stored: list) -> None:
+        calls.append((uids(items), [s.created for s in stored]))
+
+    state = {"commits": 0}
+
+    def after_commit(*_args: object) -> None:
+        state["commits"] += 1
+        if state["commits"] == 2:  # the first chunk of the second segment is in: the database goes
+            outage.down()
+
+    from sqlalchemy import event
+
+    event.listen(outage.db.engine, "commit", after_commit)
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=3600, on_committed=on_committed)
+    writer.start()
+    writer.stop()
+    event.remove(outage.db.engine, "commit", after_commit)
+    assert calls == [(["f000", "f001"], [True, True]), (["f002", "f003"], [True, True])]
+    assert (writer.replayed, writer.committed, writer.db_up) == (2, 4, False)
+    assert writer.last_error.startswith(outage.unreachable)
+    assert sample("inspect_journal_pending") == 3 and sample("inspect_db_up") == 0
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f002", "f003", "f004"]
+    assert messages(caplog) == [
+        (logging.INFO, "replayed 2 journaled results from 000000000001.jsonl"),
+        (logging.WARNING, f"database unreachable, journaling results: {writer.last_error}")]
+
+    outage.up()
+    calls.clear()
+    again = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                     on_committed=on_committed)
+    again.start()
+    again.stop()
+    assert calls == [(["f002", "f003", "f004"], [False, False, True])]
+    assert (again.replayed, again.committed) == (1, 1)
+    assert [uid for uid, _ in rows(outage.db)] == [f"f{k:03d}" for k in range(5)]
+
+
+def test_a_full_journal_holds_the_batch_until_the_database_takes_it(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture, on_log) -> None:
+    journal_dir = tmp_path / "journal"
+    committed: list[list[str]] = []
+    seen: list[str | None] = []
+    outage.down()
+    writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=10), tmp_path / "data", batch_rows=2,
+                      batch_ms=HOUR_MS, retry_s=0.0,
+                      on_committed=lambda items, _s: committed.append(uids(items)))
+    # the first hold happens while taking the batch, the second in the held-batch loop, where a stopping
+    # writer starts its shutdown grace period: the database returns there. The writer's first connection
+    # attempt waits until stop() has been asked for, so the grace period is running by then.
+    on_log("holding results", lambda: (seen.append(writer.last_error), len(seen) == 2 and outage.up()))
+    connecting, stop_asked = threading.Event(), threading.Event()
+
+    def first_connect(*_args: object) -> None:
+        if not connecting.is_set():
+            connecting.set()
+            stop_asked.wait(30)
+
+    from sqlalchemy import event
+
+    event.listen(outage.db.engine, "do_connect", first_connect)
+    writer.submit_many([make_item(0), make_item(1)])
+    writer.start()
+    [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+    assert connecting.wait(30)
+    writer.stop(timeout=0.0)  # asks for the stop; the journal refuses by size before it writes anything
+    stop_asked.set()
+    thread.join(30)
+    event.remove(outage.db.engine, "do_connect", first_connect)
+    assert not thread.is_alive()
+    full = f"journal {journal_dir} would exceed 10 bytes"
+    assert seen == [full, full]
+    assert committed == [["f000", "f001"]] and writer.journaled == 0 and writer.db_up
+    assert writer.last_error == full
+    levels_texts = messages(caplog)
+    assert levels_texts[0] == (logging.ERROR, "database writer did not finish within 0 s")
+    assert levels_texts[1][0] == logging.WARNING
+    holding = (logging.ERROR, f"{full}; holding results until the database returns")
+    assert levels_texts[2:] == [holding, holding, (logging.INFO, "database is back")]
+
+
+def test_a_failed_journal_write_holds_the_batch_and_tries_again(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture, on_log) -> None:
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    data.mkdir()
+    (data / "images").write_text("a file where the images folder belongs")
+    journaled: list[list[str]] = []
+    seen: list[str | None] = []
+    outage.down()
+    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS, retry_s=0.0,
+                      on_journaled=lambda items: journaled.append(uids(items)))
+    on_log("journal write failed", lambda: (seen.append(writer.last_error), (data / "images").unlink()))
+    items = [make_item(0, image=True), make_item(1, image=True)]
+    writer.submit_many(items)
+    writer.start()
+    writer.stop()
+    assert journaled == [["f000", "f001"]] and writer.journaled == 2
+    [failure] = seen
+    assert failure.startswith("journal write failed: [Errno ") and str(data / "images") in failure
+    errors = [text for level, text in messages(caplog) if level == logging.ERROR]
+    assert errors == [failure]
+    assert [r["image_path"] for r in journal_records(journal_dir)] == [i.result.image_path for i in items]
+    assert all((data / i.result.image_path).is_file() for i in items)
+
+
+def test_at_shutdown_a_batch_nobody_takes_is_given_up_after_the_grace_period(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    outage.down()
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data", batch_rows=3,
+                      batch_ms=HOUR_MS, retry_s=3600)
+    writer.submit_many([make_item(k) for k in range(3)])
+    writer.start()
+    writer.stop()
+    assert (writer.committed, writer.journaled) == (0, 0)
+    gave_up = "shutting down with 3 results neither committed nor journaled"
+    assert messages(caplog)[-1] == (logging.ERROR, gave_up)
+    assert not [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+
+
+def test_an_idle_writer_keeps_running_until_stopped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+    committed = threading.Event()
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=1, batch_ms=HOUR_MS,
+                      on_committed=lambda _i, _s: committed.set())
+    writer.start()
+    [thread] = [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+    thread.join(0.5)  # an empty inbox for several idle rounds: the writer waits, it does not end
+    assert thread.is_alive()
+    writer.submit(make_item(1))
+    assert committed.wait(30)
+    writer.stop()
+    assert not thread.is_alive() and writer.committed == 1
+    db.dispose()
+
+
+def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from sqlalchemy import event
+    from sqlalchemy.exc import SQLAlchemyError
+
+    url = f"sqlite:///{tmp_path / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url)
+
+    def fail(*_args: object) -> None:
+        raise SQLAlchemyError("")  # what the driver layer raises, as it raises it: no text
+
+    event.listen(db.engine, "before_cursor_execute", fail)
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=1, batch_ms=HOUR_MS,
+                      retry_s=3600)
+    writer.submit(make_item(1))
+    writer.start()
+    writer.stop()
+    event.remove(db.engine, "before_cursor_execute", fail)
+    assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
+    assert messages(caplog) == [(logging.WARNING, unreachable(writer))]
+    db.dispose()
+
+
+def test_an_idle_writer_retries_the_journal_without_new_results(outage: Outage, tmp_path: Path,
+                                                                on_log) -> None:
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(0))])
+    earlier.close()
+    outage.down()
+    replayed = threading.Event()
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=0.0, on_committed=lambda _i, _s: replayed.set())
+    on_log("database unreachable", outage.up)  # the first replay finds the database away; then it returns
+    writer.start()
+    assert replayed.wait(30)  # the inbox stays empty: the retry comes from the idle writer itself
+    writer.stop()
+    assert writer.replayed == 1 and [uid for uid, _ in rows(outage.db)] == ["f000"]
+
+
+def test_results_stay_behind_the_journal_even_when_a_retry_is_due(outage: Outage, tmp_path: Path,
+                                                                  on_log) -> None:
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(0))])
+    earlier.close()
+    outage.down()
+    journaled: list[list[str]] = []
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=0.0, on_journaled=lambda items: journaled.append(uids(items)))
+    on_log("database unreachable", outage.up)  # back before the new result is stored
+    writer.submit(make_item(1))
+    writer.start()
+    writer.stop()
+    assert journaled == [["f001"]] and writer.replayed == 2
+    assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"]

@@ -1,0 +1,301 @@
+"""Tracking along the material: the tracker on synthetic detections (speed changes, stops, jitter,
+missed frames), the truth score, the motion estimate and the simulator's truth ids."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from app.db.session import Database
+from app.detections import Detections
+from app.inference import Engine
+from app.ingest.camera_tracking import CameraTracking
+from app.ingest.config import TrackingConfig, parse_cameras
+from app.ingest.motion import MotionEstimator
+from app.ingest.pipeline import Pipeline
+from app.ingest.simulator import StripSimulator, TruthBox
+from app.ingest.sources import Frame
+from app.ingest.tracking import MAX_SIGHTINGS, Sighting, Tracker
+from app.ingest.truth_score import score_records
+from app.schemas.ingest import CameraStatePublic
+
+W, H = 640, 480
+
+
+def line_offsets(frames: int, seed: int = 0) -> list[float]:
+    """The material's x offset per frame: spells of speeds between -30 px/frame and a stop."""
+    rng = random.Random(seed)
+    out, x, speed = [], 0.0, -12.0
+    for i in range(frames):
+        if i % 20 == 0:
+            speed = 0.0 if rng.random() < 0.3 else -rng.uniform(1.0, 30.0)
+        x += speed
+        out.append(x)
+    return out
+
+
+def run_tracker(defects: list[tuple[str, float, float, float, float]], offsets: list[float], *,
+                seen: float = 1.0, seen_stopped: float | None = None, jitter: float = 0.0, seed: int = 0,
+                config: TrackingConfig | None = None) -> tuple[list, dict[int, list[TruthBox]]]:
+    """Defects fixed on the material (id, x1, y1, x2, y2 in material px) filmed at ``offsets``; each
+    visible defect is detected with probability ``seen`` (``seen_stopped`` while the line stands), its
+    box shaken by ``jitter`` px."""
+    rng = random.Random(seed)
+    tracker = Tracker(config or TrackingConfig(enabled=True))
+    ended, truth = [], {}
+    for i, ox in enumerate(offsets):
+        sightings, frame_truth = [], []
+        moving = i == 0 or offsets[i] != offsets[i - 1]
+        p_seen = seen if moving or seen_stopped is None else seen_stopped
+        for did, x1, y1, x2, y2 in defects:
+            fx1, fx2 = x1 + ox, x2 + ox
+            vx1, vx2 = max(fx1, 0.0), min(fx2, float(W))
+            if vx2 - vx1 < 0.3 * (x2 - x1):
+                continue
+            frame_truth.append(TruthBox(0, "scratches", vx1, y1, vx2, y2, 1.0, "t", did))
+            if rng.random() < p_seen:
+                j = [rng.uniform(-jitter, jitter) for _ in range(4)]
+                cls = "scratches" if rng.random() < 0.8 else "crazing"
+                sightings.append(Sighting(i, (vx1 + j[0], y1 + j[1], vx2 + j[2], y2 + j[3]), 0, cls,
+                                          rng.uniform(0.3, 0.9), did))
+        truth[i] = frame_truth
+        ended += tracker.update(i, (ox, 0.0), sightings, (W, H), moving=moving)
+    return ended + tracker.finish(), truth
+
+
+def records(tracks: list) -> list[list]:
+    return [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
+
+
+def strip_defects(n: int, seed: int = 0) -> list[tuple[str, float, float, float, float]]:
+    """``n`` defects along a strip, 40-160 px apart, in three lanes across it."""
+    rng = random.Random(seed)
+    out, x = [], float(W)
+    for k in range(n):
+        w, h = rng.uniform(20, 90), rng.uniform(30, 120)
+        y = [20.0, 180.0, 340.0][k % 3]
+        out.append((f"d{k}", x, y, x + w, y + h))
+        x += rng.uniform(40, 160) / 3
+    return out
+
+
+def test_each_defect_becomes_one_track_through_speed_changes_and_stops() -> None:
+    defects = strip_defects(40)
+    offsets = line_offsets(900)
+    assert min(offsets) < -(defects[-1][3] + 10)  # the whole strip passes through the view
+    tracks, truth = run_tracker(defects, offsets, seen=0.7, jitter=3.0)
+    score = score_records(records(tracks), truth)
+    assert score["found_defects"] == 40
+    assert score["exactly_one"] >= 0.95
+    assert score["duplicates"] <= 0.05
+    assert score["merges"] <= 0.05
+    assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)  # no track mixes two defects
+
+
+def test_a_stopped_line_ages_no_track() -> None:
+    """A long stop with the detector missing the defect most of the time: still one track."""
+    offsets = [-5.0 * i for i in range(60)] + [-300.0] * 300 + [-300.0 - 8 * i for i in range(1, 80)]
+    tracks, truth = run_tracker([("a", 400.0, 100.0, 460.0, 200.0)], offsets, seen=0.9, seen_stopped=0.03,
+                                seed=3)
+    assert len(tracks) == 1
+    assert score_records(records(tracks), truth)["exactly_one"] == 1.0
+
+
+def test_track_summary_best_frame_vote_and_position() -> None:
+    config = TrackingConfig(enabled=True, mm_per_px=0.5)
+    tracker = Tracker(config)
+    box = (300.0, 100.0, 340.0, 160.0)
+    confs = [0.4, 0.9, 0.5, 0.6]
+    names = ["crazing", "scratches", "scratches", "crazing"]
+    for i, (conf, name) in enumerate(zip(confs, names, strict=True)):
+        ox = -10.0 * i
+        tracker.update(i, (ox, 0.0), [Sighting(i, (box[0] + ox, box[1], box[2] + ox, box[3]), 0, name, conf)],
+                       (W, H))
+    [track] = tracker.finish()
+    summary = track.summary(config.mm_per_px)
+    assert summary["best_frame"] == 1 and summary["confidence"] == 0.9
+    assert summary["best_box"] == [290.0, 100.0, 330.0, 160.0]
+    assert summary["class_name"] == "scratches"  # 2 votes each: the larger summed confidence wins
+    assert summary["first_frame"] == 0 and summary["last_frame"] == 3 and summary["frames_seen"] == 4
+    assert summary["position_px"] == [320.0, 130.0]  # on the material: the frame of the first frame
+    assert summary["position_mm"] == [160.0, 65.0]
+    assert summary["size_px"] == [40.0, 60.0]
+
+
+def test_min_hits_leaves_out_one_frame_flickers() -> None:
+    tracker = Tracker(TrackingConfig(enabled=True, min_hits=2))
+    tracker.update(0, (0.0, 0.0), [Sighting(0, (10.0, 10.0, 50.0, 50.0), 0, "x", 0.5)], (W, H))
+    for i in range(1, 14):
+        tracker.update(i, (-1.0 * i, 0.0), [], (W, H))
+    assert tracker.finish() == [] and tracker.ended == 0
+
+
+def test_score_counts_duplicates_and_merges() -> None:
+    row = [TruthBox(0, "s", x, 0, x + 10, 10, 1.0, "t", d) for x, d in ((0, "A"), (100, "B"), (200, "C"))]
+    truth = {i: row for i in range(6)}
+    a, b, c = (0.0, 0.0, 10.0, 10.0), (100.0, 0.0, 110.0, 10.0), (200.0, 0.0, 210.0, 10.0)
+    recs = [[(0, a), (1, a)], [(2, a), (3, a)],  # A split in two records
+            [(0, b), (1, b), (2, c)],  # B's record also covers C, which has no record of its own
+            [(0, (500.0, 0.0, 510.0, 10.0))]]  # a false detection
+    score = score_records(recs, truth)
+    assert score["found_defects"] == 3 and score["false_records"] == 1
+    assert score["exactly_one"] == pytest.approx(1 / 3, abs=1e-3)  # B
+    assert score["duplicates"] == pytest.approx(1 / 3, abs=1e-3)  # A
+    assert score["merges"] == pytest.approx(1 / 4, abs=1e-3)
+
+
+def test_motion_follows_the_simulated_strip_and_sees_it_stop() -> None:
+    sim = StripSimulator(width=320, height=240, speed=240.0, profile="varied", jitter=2.0, drift=6.0, seed=2)
+    stop = next(i for i in range(40, 3000) if sim.speed_at(i) == 0 and sim.speed_at(i - 35) == 0)
+    motion = MotionEstimator()
+    first = stop - 200
+    for i in range(first, stop + 1):
+        sample = motion.update(sim.frame(i)[0], i / sim.fps)
+    assert sample.stopped and motion.view()["stopped"]
+    travelled = sim.offset(stop) - sim.offset(first)
+    assert abs(-sample.offset_x - travelled) <= 0.02 * travelled + 4
+
+
+def test_simulator_truth_names_each_defect_in_every_frame() -> None:
+    sim = StripSimulator(speed=120.0)
+    assert sim.offset(30) == 120  # the constant profile is as before
+    ids = [{b.defect_id: b for b in sim.frame(i)[1]} for i in (0, 10)]
+    shared = set(ids[0]) & set(ids[1])
+    assert shared
+    for d in shared:  # the same defect, moved with the strip
+        assert ids[1][d].x2 == pytest.approx(ids[0][d].x2 - 40, abs=1) or ids[0][d].x2 >= W
+
+
+def test_pieces_of_one_defect_in_a_frame_are_one_track() -> None:
+    tracker = Tracker(TrackingConfig(enabled=True))
+    for i in range(5):
+        ox = -6.0 * i
+        pieces = [Sighting(i, (300 + ox, 100, 340 + ox, 200), 0, "crazing", 0.6),
+                  Sighting(i, (310 + ox, 150, 330 + ox, 190), 1, "inclusion", 0.4),  # inside the first
+                  Sighting(i, (500 + ox, 100, 540 + ox, 200), 0, "crazing", 0.5)]  # another defect
+        tracker.update(i, (ox, 0.0), pieces, (W, H))
+    tracks = tracker.finish()
+    assert sorted(t.hits for t in tracks) == [5, 5] and {t.class_name for t in tracks} == {"crazing"}
+
+
+def test_looks_inspect_each_region_at_least_k_times(neu_sample: Path) -> None:
+    """With ``looks: 2`` a fraction of the frames is inspected, yet every defect that passes through the
+    view is at least half in sight in two inspected frames."""
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=300.0, profile="varied", seed=4)
+    tracking = CameraTracking(TrackingConfig(enabled=True, looks=2))
+    looks: Counter[str] = Counter()
+    whole, passed = set(), set()
+    inspected = 0
+    for i in range(600):
+        image, truth = sim.frame(i)
+        frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth)
+        tracking.on_captured(frame)
+        whole.update(b.defect_id for b in truth if b.visible >= 0.99)
+        passed.update(b.defect_id for b in truth if b.x1 <= 0)  # reached the far edge
+        if tracking.should_inspect(frame):
+            inspected += 1
+            looks.update(b.defect_id for b in truth if b.visible >= 0.5)
+    assert tracking.skipped == 600 - inspected and inspected < 200
+    through = whole & passed
+    assert len(through) >= 20 and all(looks[d] >= 2 for d in through)
+
+
+def test_tracked_camera_reports_motion_and_inspects_where_needed(database_url: str, tiny_model_path: Path,
+                                                                 neu_sample: Path, tmp_path: Path) -> None:
+    """A simulator camera with tracking and ``looks``: its state shows the measured speed (px/s and, with
+    the calibration, mm/s), the frames inspected and those skipped; every frame is accounted for."""
+    source = (f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=false"
+              "&speed=150&seconds=3")
+    cfg = parse_cameras(f"""
+cameras:
+  - id: tracked
+    source: "{source}"
+    images: never
+    tracking: {{enabled: true, mm_per_px: 0.5, looks: 2}}
+""")
+    db = Database(database_url)
+    with Pipeline(cfg, Engine(tiny_model_path, intra_op_threads=1), db, tmp_path / "data") as pipeline:
+        assert pipeline.wait_finished(60)
+        [cam] = pipeline.snapshot()["cameras"]
+    public = CameraStatePublic.model_validate(cam)
+    assert public.tracking is not None
+    motion = public.tracking.motion
+    assert motion.speed_px_s == pytest.approx(150, rel=0.05) and not motion.stopped
+    assert motion.speed_mm_s == pytest.approx(motion.speed_px_s * 0.5, rel=1e-3)
+    assert cam["captured"] == 90 and cam["inspected"] + cam["skipped"] == 90
+    assert 90 / 12 <= cam["inspected"] <= 90 / 4  # 160 px in view, inspected every <= 53 px of 5 px/frame
+    assert cam["committed"] == cam["inspected"] == public.tracking.tracks.frames_tracked
+    db.dispose()
+
+
+def test_frames_inspected_out_of_order_are_tracked_in_capture_order(neu_sample: Path) -> None:
+    """Workers finish batches in any order and the buffer may drop a frame: the tracks are those of
+    the frames in capture order."""
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=240.0, seed=1)
+    in_order, shuffled = (CameraTracking(TrackingConfig(enabled=True)) for _ in range(2))
+    for tracking in (in_order, shuffled):
+        frames = []
+        for i in range(120):
+            image, truth = sim.frame(i)
+            frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth)
+            tracking.on_captured(frame)
+            assert tracking.should_inspect(frame)
+            frames.append(frame)
+    detections = {f.index: Detections([[b.x1, b.y1, b.x2, b.y2] for b in f.truth or []],
+                                      [0.5] * len(f.truth or []), [0] * len(f.truth or []), ["crazing"])
+                  for f in frames}
+    dropped = {17, 60}
+    for f in frames:
+        if f.index in dropped:
+            in_order.forget(f)
+        else:
+            in_order.on_inspected(f, detections[f.index])
+    batches = [frames[k:k + 4] for k in range(0, 120, 4)]
+    random.Random(5).shuffle(batches)
+    for batch in batches:
+        for f in batch:
+            if f.index in dropped:
+                shuffled.forget(f)
+            else:
+                shuffled.on_inspected(f, detections[f.index])
+    assert shuffled.frames_tracked == in_order.frames_tracked == 118
+    summaries = [[t.summary() for t in [*tr.ended, *tr.finish()]] for tr in (in_order, shuffled)]
+    assert summaries[0] == summaries[1] and len(summaries[0]) > 5
+
+
+def test_a_defect_under_a_standing_line_keeps_bounded_sightings() -> None:
+    tracker = Tracker(TrackingConfig(enabled=True))
+    for i in range(MAX_SIGHTINGS + 500):
+        conf = 0.95 if i == MAX_SIGHTINGS + 100 else 0.5
+        tracker.update(i, (0.0, 0.0), [Sighting(i, (100.0, 100.0, 150.0, 160.0), 2, "patches", conf)], (W, H),
+                       moving=False)
+    [track] = tracker.finish()
+    assert track.hits == MAX_SIGHTINGS + 500 and len(track.sightings) == MAX_SIGHTINGS
+    summary = track.summary()
+    assert summary["best_frame"] == MAX_SIGHTINGS + 100 and summary["last_frame"] == MAX_SIGHTINGS + 499
+    assert summary["frames_seen"] == MAX_SIGHTINGS + 500 and summary["class_id"] == 2
+
+
+def test_camera_view_shows_the_defects_in_view(neu_sample: Path) -> None:
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=150.0, seed=3)
+    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.2))
+    for i in range(12):
+        image, truth = sim.frame(i)
+        frame = Frame(image, i, datetime.now(UTC), i / sim.fps, t_stream=i / sim.fps)
+        tracking.on_captured(frame)
+        assert tracking.should_inspect(frame)
+        whole = [b for b in truth if b.visible == 1.0]
+        tracking.on_inspected(frame, Detections([[b.x1, b.y1, b.x2, b.y2] for b in whole], [0.7] * len(whole),
+                                                [b.class_id for b in whole], sim.names))
+    view = CameraStatePublic.model_fields["tracking"].annotation.__args__[0].model_validate(tracking.view())
+    assert view.tracks.active == len(view.active_tracks) >= len(whole) > 0
+    shown = [t.box for t in view.active_tracks]  # also the defects leaving the view, where they are now
+    for b in whole:  # each defect of the last frame where the last frame shows it
+        assert any(max(abs(u - v) for u, v in zip(box, (b.x1, b.y1, b.x2, b.y2), strict=True)) <= 2.0
+                   for box in shown)
+    assert view.motion.speed_px_s == pytest.approx(150, rel=0.05)
+    assert view.motion.speed_mm_s == pytest.approx(30, rel=0.05)
