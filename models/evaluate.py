@@ -192,7 +192,8 @@ def coco_map(
         return {"map50": 0.0, "map50_95": 0.0, "per_class": per_class, "pr_curves": {}}
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations, "categories": categories}
+        # "info": pycocotools 2.0.10 copies it in loadRes and raises KeyError without it
+        gt.dataset = {"info": {}, "images": images, "annotations": annotations, "categories": categories}
         gt.createIndex()
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "bbox")

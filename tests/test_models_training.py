@@ -18,6 +18,8 @@ import yaml
 from conftest import NEU_NAMES, NEU_SAMPLE
 
 IMAGES = ["inclusion_182.jpg", "patches_137.jpg", "scratches_103.jpg", "pitted_surface_103.jpg"]  # sample
+OVERFIT_EPOCHS = 300  # one optimizer step per epoch (batch 4 = nominal batch 4)
+OVERFIT_HYP = {"optimizer": "AdamW", "lr0": 0.002, "lrf": 0.1}
 NO_AUGMENT = {k: 0.0 for k in ["hsv_h", "hsv_s", "hsv_v", "contrast", "degrees", "translate", "scale",
                                 "flipud", "fliplr", "mosaic", "cutmix"]}
 
@@ -55,9 +57,17 @@ def _options(root: Path, data: Path, epochs: int, name: str, **extra):
 def overfit_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from models.train import train
 
-    torch.set_num_threads(2)
+    # The run must fit the four images firmly, not by luck: with the default SGD and an LR decaying to
+    # lr0 * lrf, 200 steps left some 4-image sets far from fitted and the result hung on rounding (1 vs
+    # 2 threads moved mAP50 by tenths). AdamW at a modest lr0 fits each 4-image set of the sample tried
+    # within 300 steps (final mAP50 0.86-1.0 on three sets, 1 or 2 threads); the cosine decay only to
+    # lrf=0.1 keeps it learning to the end and lets it settle for the final (only) validation. One
+    # thread makes the run repeatable on any machine.
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("overfit")
-    return train(_options(root, _handful_dataset(root), epochs=200, name="overfit"))
+    opts = _options(root, _handful_dataset(root), epochs=OVERFIT_EPOCHS, name="overfit")
+    opts.hyp_overrides.update(OVERFIT_HYP)
+    return train(opts)
 
 
 def test_tiny_model_overfits_a_handful_of_images(overfit_run: Path) -> None:
@@ -65,7 +75,7 @@ def test_tiny_model_overfits_a_handful_of_images(overfit_run: Path) -> None:
     assert best["map50"] > 0.5, best
     with (overfit_run / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 200
+    assert len(rows) == OVERFIT_EPOCHS
     assert float(rows[-1]["train_box"]) < float(rows[0]["train_box"]) * 0.6
     assert (overfit_run / "weights" / "last.pt").is_file() and (overfit_run / "weights" / "best.pt").is_file()
     anchors = json.loads((overfit_run / "anchors.json").read_text())
