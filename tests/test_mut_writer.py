@@ -709,21 +709,29 @@ def test_a_full_journal_holds_the_batch_until_the_database_takes_it(
 def test_a_failed_journal_write_holds_the_batch_and_tries_again(
         outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture, on_log) -> None:
     journal_dir, data = tmp_path / "journal", tmp_path / "data"
-    data.mkdir()
-    (data / "images").write_text("a file where the images folder belongs")
     journaled: list[list[str]] = []
     seen: list[str | None] = []
     outage.down()
     writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=2, batch_ms=HOUR_MS, retry_s=0.0,
                       on_journaled=lambda items: journaled.append(uids(items)))
-    on_log("journal write failed", lambda: (seen.append(writer.last_error), (data / "images").unlink()))
+    # the journal's folder is moved away and a file stands in its place: its first segment cannot be
+    # opened; the failure's log line puts the folder back
+    moved = tmp_path / "journal-away"
+    journal_dir.rename(moved)
+    journal_dir.write_text("a file where the journal folder belongs")
+
+    def put_back() -> None:
+        journal_dir.unlink()
+        moved.rename(journal_dir)
+
+    on_log("journal write failed", lambda: (seen.append(writer.last_error), put_back()))
     items = [make_item(0, image=True), make_item(1, image=True)]
     writer.submit_many(items)
     writer.start()
     writer.stop()
     assert journaled == [["f000", "f001"]] and writer.journaled == 2
     [failure] = seen
-    assert failure.startswith("journal write failed: [Errno ") and str(data / "images") in failure
+    assert failure.startswith("journal write failed: [Errno ") and str(journal_dir) in failure
     errors = [text for level, text in messages(caplog) if level == logging.ERROR]
     assert errors == [failure]
     assert [r["image_path"] for r in journal_records(journal_dir)] == [i.result.image_path for i in items]
