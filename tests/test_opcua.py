@@ -17,7 +17,7 @@ from pydantic import SecretStr
 pytest.importorskip("asyncua", reason="asyncua is not installed (the `opcua` extra)")
 
 from asyncua import ua  # noqa: E402
-from asyncua.sync import Client  # noqa: E402
+from asyncua.sync import Client, ThreadLoop  # noqa: E402
 
 NAMESPACE = "urn:defect-inspect"
 
@@ -56,15 +56,18 @@ class Changes:
 
 @contextmanager
 def connected(port: int, user: str | None = None, password: str | None = None) -> Iterator[Client]:
-    client = Client(f"opc.tcp://127.0.0.1:{port}/inspect/", timeout=10)
-    if user:
-        client.set_user(user)
-        client.set_password(password or "")
-    client.connect()
-    try:
-        yield client
-    finally:
-        client.disconnect()
+    # the client's event-loop thread is ours: stopped also when the connection is refused (a thread left
+    # running keeps the test process from exiting)
+    with ThreadLoop(timeout=10) as tloop:
+        client = Client(f"opc.tcp://127.0.0.1:{port}/inspect/", timeout=10, tloop=tloop)
+        if user:
+            client.set_user(user)
+            client.set_password(password or "")
+        client.connect()
+        try:
+            yield client
+        finally:
+            client.disconnect()
 
 
 def readable(n) -> Any:
