@@ -274,7 +274,11 @@ class FFmpegSource(Source):
         try:
             image = proc.read()
         except DecoderFailed as exc:
-            raise SourceError(f"{self.describe()}: {exc}", exc.kind) from exc
+            kind = exc.kind
+            if kind is FailureKind.NOT_VIDEO and self._index > 0:
+                # it was video: data that breaks off mid-stream (a server killed mid-packet) is an end
+                kind = FailureKind.ENDED
+            raise SourceError(f"{self.describe()}: {exc}", kind) from exc
         captured_at, t = _now()
         frame = Frame(image, self._index, captured_at, t,
                       origin=live_origin(self._session, self._index, captured_at))
