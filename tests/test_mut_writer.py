@@ -1055,3 +1055,104 @@ def test_open_writer_follows_its_configuration(tmp_path: Path) -> None:
     writer.stop()
     assert committed == [["f000", "f001"], ["f002"]]
     db.dispose()
+
+
+# -- a used uid while the database is away: the image store is the witness ---------------------------------
+def with_crops(result: InspectionResult, n: int) -> Item:
+    apply_image_policy(result, "always")
+    crops = [f"crop-{result.image_sha256}-{c}".encode() for c in range(n)]
+    result.crop_count, result.crop_size = n, sum(len(c) for c in crops)
+    return Item(result, crops=crops)
+
+
+def store_files(data: Path) -> dict[str, bytes]:
+    found = sorted((data / "images").rglob("*"))
+    return {str(p.relative_to(data)): p.read_bytes() for p in found if p.is_file()}
+
+
+def test_an_upload_with_a_used_uid_and_another_image_is_refused_while_the_database_is_away(
+        outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    writer = DbWriter(outage.db, Journal(tmp_path / "journal"), data, retry_s=3600)
+    assert writer.store_now(upload(1), "always") is not None
+    before = store_files(data)
+    outage.down()
+    with pytest.raises(FrameUidConflict, match="'f001'"):
+        writer.store_now(upload(1, pixel=200), "always")
+    assert store_files(data) == before  # the stored frame's image is untouched
+    assert (writer.journaled, writer.is_pending("f001")) == (0, False)
+    assert writer.store_now(upload(1), "always") is None  # the same image again: a replay, journaled
+    assert store_files(data) == before
+    writer.stop()
+    outage.up()
+    again = DbWriter(outage.db, Journal(tmp_path / "journal"), data, retry_s=3600)
+    again.start()
+    again.stop()
+    assert [uid for uid, _ in rows(outage.db)] == ["f001"] and store_files(data) == before
+
+
+def test_a_camera_frame_with_a_used_uid_and_another_image_is_journaled_under_its_own_uid(
+        outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit(with_crops(make_result(1), 2))
+    seed.start()
+    seed.stop()
+    before = store_files(data)
+    assert len(before) == 3  # the frame and its two crops
+    outage.down()
+    changed = with_crops(make_result(1, pixel=200), 2)
+    own_uid = other_image_uid(changed.result)
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    writer.submit(changed)
+    writer.start()
+    writer.stop()
+    assert (writer.journaled, writer.rekeyed) == (1, 1) and changed.result.frame_uid == own_uid
+    after = store_files(data)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing of f001 overwritten
+    assert sorted(k for k in after if k not in before) == sorted(
+        [changed.result.image_path] + [f"{changed.result.image_path[:-4]}-crop{k}.jpg" for k in range(2)])
+
+    outage.up()
+    again = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    again.start()
+    again.stop()
+    stored = dict(rows(outage.db))
+    assert set(stored) == {"f001", own_uid} and stored[own_uid] == changed.result.image_path
+    assert store_files(data) == after
+
+
+def test_a_journaled_frame_rekeyed_at_its_replay_takes_its_files_along(outage: Outage,
+                                                                        tmp_path: Path) -> None:
+    """The stored frame's files were pruned, so nothing on disk tells the uid is used: the journaled
+    frame writes its files under the used uid; its replay re-keys it and moves them to its own uid."""
+    data = tmp_path / "data"
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit(with_crops(make_result(1), 2))
+    seed.start()
+    seed.stop()
+    for path in (data / "images").rglob("*.jpg"):
+        path.unlink()  # as the pruner does (its row keeps image_expired_at)
+    outage.down()
+    changed = with_crops(make_result(1, pixel=200), 2)
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    writer.submit(changed)
+    writer.start()
+    writer.stop()
+    assert (writer.journaled, writer.rekeyed, changed.result.frame_uid) == (1, 0, "f001")
+    journaled = store_files(data)
+    assert len(journaled) == 3 and all("/f001" in name for name in journaled)
+
+    outage.up()
+    again = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    again.start()
+    again.stop()
+    own_uid = other_image_uid(changed.result)
+    assert again.rekeyed == 1
+    stored = dict(rows(outage.db))
+    assert set(stored) == {"f001", own_uid}
+    frame = stored[own_uid]
+    assert frame is not None and frame.endswith(f"/{own_uid}.jpg")
+    moved = store_files(data)
+    assert sorted(moved) == sorted([frame] + [frame[:-4] + f"-crop{k}.jpg" for k in range(2)])
+    assert sorted(moved.values()) == sorted(journaled.values())  # the journaled frame's own bytes

@@ -13,6 +13,7 @@ database is away is the database's circuit breaker (app.db.breaker), shared with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from app import images
 from app import metrics as m
 from app.db.breaker import is_outage
 from app.db.session import Database
@@ -40,7 +42,7 @@ from app.inspection import (
     persist_results,
 )
 from app.inspection.codec import from_record, to_record
-from app.inspection.store import write_crops, write_image_now
+from app.inspection.store import crop_file, image_file, write_crops, write_image_now
 from app.vocabulary import API_SOURCE
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,42 @@ def other_image_uid(result: InspectionResult) -> str:
     place without changing its size or modification time, say): derived from that uid and the frame's
     own image digest, so this frame is kept, and kept once however often it is read again."""
     return derive_frame_uid(result.camera_id or "", f"{result.frame_uid}:image:{result.image_sha256}")
+
+
+def holds_other_image(item: Item, data_dir: Path) -> bool:
+    """While the database is away the image store is the witness of a frame_uid in use: True when a
+    file of this uid (its frame, else its first crop) holds other bytes than the item would write (an
+    identical file is the same frame sent again)."""
+    result = item.result
+    if result.image_bytes is not None:
+        rel, data = image_file(result), result.image_bytes
+    elif item.crops:
+        rel, data = crop_file(result, 0), item.crops[0]
+    else:
+        return False
+    try:
+        return images.resolve(data_dir, rel).read_bytes() != data
+    except OSError:  # no such file, or the store cannot be read: its write will tell
+        return False
+
+
+def move_written_files(item: Item, new_uid: str, data_dir: Path) -> None:
+    """Give an item's result the uid ``new_uid``; the files a journaled frame wrote already (its
+    image bytes and crops are gone from the item then) move to the new uid's names, so the row and
+    its files agree."""
+    result = item.result
+    written = result.image_bytes is None and not item.crops
+    old_names = [crop_file(result, k) for k in range(result.crop_count)] if written else []
+    old_image = result.image_path if written else None
+    result.frame_uid = new_uid
+    if old_image is not None:
+        result.image_path = image_file(result)
+    new_names = [crop_file(result, k) for k in range(len(old_names))]
+    for old, new in zip([old_image, *old_names], [result.image_path, *new_names], strict=True):
+        if old is None or new is None:
+            continue
+        with contextlib.suppress(FileNotFoundError):  # skipped or pruned: the row says so
+            images.resolve(data_dir, old).replace(images.resolve(data_dir, new))
 
 
 def store_crops(item: Item, data_dir: Path) -> None:
@@ -300,7 +338,7 @@ class DbWriter:
                     new_uid = other_image_uid(result)
                     log.warning("frame_uid %s of camera %s is stored with another image; this frame is "
                                 "stored as %s", result.frame_uid, result.camera_id, new_uid)
-                    result.frame_uid = new_uid
+                    move_written_files(next(i for i in items if i.result is result), new_uid, self.data_dir)
                     self.rekeyed += 1
         raise AssertionError("unreachable")
 
@@ -379,8 +417,9 @@ class DbWriter:
 
     def _journal_items(self, items: list[Item]) -> None:
         """Write the items' images (and crops) to their files, then their records to the journal;
-        raises JournalFull or OSError."""
+        raises JournalFull or OSError, and FrameUidConflict for an upload whose uid holds another image."""
         for item in items:
+            self._claim_uid(item)
             write_image_now(item.result, self.data_dir)
             store_crops(item, self.data_dir)
         uploads = {i.result.frame_uid for i in items if i.result.source == API_SOURCE} - self._pending_uploads
@@ -392,6 +431,21 @@ class DbWriter:
             raise
         self.journaled += len(items)
         m.JOURNAL_PENDING.set(self.journal.pending)
+
+    def _claim_uid(self, item: Item) -> None:
+        """Before a journaled frame writes its files: when its uid's files hold another image (the
+        database cannot be asked), an upload is refused as a conflict, nothing journaled, and a camera
+        frame is kept under ``other_image_uid``, as its replay would; the other frame's files stay."""
+        if not holds_other_image(item, self.data_dir):
+            return
+        result = item.result
+        if result.source == API_SOURCE:
+            raise FrameUidConflict([result], {})
+        new_uid = other_image_uid(result)
+        log.warning("frame_uid %s of camera %s holds another image; this frame is journaled as %s",
+                    result.frame_uid, result.camera_id, new_uid)
+        result.frame_uid = new_uid
+        self.rekeyed += 1
 
     def _replay(self) -> None:
         """Replay sealed segments oldest first; stop at the first database failure."""
