@@ -71,3 +71,12 @@ class Unavailable(UserError):
     def __init__(self, message: str, *, reason: str | None = None, retry_after_s: int | None = None) -> None:
         super().__init__(message, reason=reason)
         self.retry_after_s = retry_after_s
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database is away (its circuit breaker is open, or a request lost its connection); the
+    message names no driver, host or port. ``retry_after_s``: about when it is probed again."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("the database is unavailable; try again shortly", reason="database_unavailable",
+                         retry_after_s=max(1, round(retry_after_s)))

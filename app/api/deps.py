@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 
 from app.admission import AdmissionGate
-from app.api.problems import Problem, database_unavailable
 from app.db.session import Database
+from app.errors import DatabaseUnavailable, Unavailable
 from app.inference import Engine
 from app.service import Service
 from app.settings import Settings
@@ -51,7 +51,7 @@ def get_database(service: ServiceDep) -> Database:
 def get_session(service: ServiceDep) -> Iterator[Session]:
     """A session; a 503 problem at once while the database is away (its circuit breaker is open)."""
     if not service.db.breaker.available():
-        raise database_unavailable(service.settings.db_probe_s)
+        raise DatabaseUnavailable(service.settings.db_probe_s)
     with service.db.session() as session:
         yield session
 
@@ -68,8 +68,7 @@ def require_engine(service: Service, what: str) -> Engine:
     """The service's detector, or a 503 problem ``{what}: {why}`` (missing or broken model)."""
     if service.engine is None:
         reason = service.engine_error or "no model loaded"
-        raise Problem(503, f"{what}: {reason}", reason="model_unavailable", title="Model Unavailable",
-                      headers={"Retry-After": "30"})
+        raise Unavailable(f"{what}: {reason}", reason="model_unavailable", retry_after_s=30)
     return service.engine
 
 

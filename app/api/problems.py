@@ -17,6 +17,7 @@ from app import metrics
 from app.db.breaker import is_outage
 from app.errors import (
     Conflict,
+    DatabaseUnavailable,
     InvalidInput,
     NotFound,
     TooLarge,
@@ -83,12 +84,6 @@ class Problem(Exception):
 
 
 DEFAULT_RETRY_AFTER_S = 10  # Retry-After of an Unavailable that does not know its own wait
-
-
-def database_unavailable(retry_after_s: float) -> Problem:
-    """503: the database is away (circuit open, or a request lost its connection); no driver text."""
-    return Problem(503, "the database is unavailable; try again shortly", reason="database_unavailable",
-                   headers={"Retry-After": str(max(1, round(retry_after_s)))})
 
 
 def _slug(status: int) -> str:
@@ -162,7 +157,7 @@ async def _database_handler(request: Request, exc: Exception) -> JSONResponse:
     if not is_outage(exc):
         return await _unexpected_handler(request, exc)
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
-    return await _problem_handler(request, database_unavailable(5))
+    return await _user_error_handler(request, DatabaseUnavailable(5))
 
 
 def install_problem_handlers(app: FastAPI) -> None:

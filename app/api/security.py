@@ -20,8 +20,9 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.deps import ServiceDep
-from app.api.problems import Problem, database_unavailable
+from app.api.problems import Problem
 from app.auth import ANONYMOUS_ADMIN, Permission, Principal, authenticate, hash_key, looks_like_key
+from app.errors import DatabaseUnavailable
 from app.service import Service
 from app.vocabulary import iso
 
@@ -83,7 +84,7 @@ def _verified(service: Service, presented: str) -> Principal:
     if principal is not None:
         return principal
     if not service.db.breaker.available():
-        raise database_unavailable(service.settings.db_probe_s)
+        raise DatabaseUnavailable(service.settings.db_probe_s)
     with service.db.session() as session:
         found = authenticate(session, presented)
     if found is None:

@@ -58,6 +58,9 @@ class Item:
     position: int | None = None  # the frame's index in its source, for its checkpoint; None after a restart
 
 
+JOURNAL_RETRY_AFTER_S = 10  # a full or failing journal: when to send the frame again
+
+
 class JournalUnwritable(Unavailable):
     """The database is away and the journal cannot take the result (full, or its disk fails)."""
 
@@ -264,7 +267,9 @@ class DbWriter:
         except (JournalFull, OSError) as exc:
             log.error("database away and the journal cannot take %s: %s", result.frame_uid, exc)
             raise JournalUnwritable("the database is unavailable and the journal cannot take the frame "
-                                    "(full or not writable); send it again later") from None
+                                    "(full or not writable); send it again later",
+                                    reason="journal_unavailable",
+                                    retry_after_s=JOURNAL_RETRY_AFTER_S) from None
         return None
 
     def stop(self, timeout: float | None = 60.0) -> None:

@@ -21,10 +21,10 @@ from app import images
 from app.api.deps import EngineDep, ServiceDep, SessionDep, SettingsDep, UploadGateDep
 from app.api.openapi import field_schemas, problem_responses
 from app.api.params import FrameUidPath, RowId
-from app.api.problems import Problem, database_unavailable
+from app.api.problems import Problem
 from app.db import repository
 from app.db.models import Inspection
-from app.ingest.writer import JournalUnwritable
+from app.errors import DatabaseUnavailable
 from app.inspection import CameraContext, InspectionResult, Timings, inspect_frame, run_detector
 from app.schemas import InspectionAccepted, InspectionCreate, InspectionCreated, InspectionDetail
 from app.service import Service
@@ -33,7 +33,6 @@ from app.vocabulary import utcnow
 upload_router = APIRouter(tags=["inspections"])
 read_router = APIRouter(tags=["inspections"])
 result_router = APIRouter(tags=["inspections"])  # the poster (camera role) and readers alike
-JOURNAL_RETRY_AFTER_S = 10  # a full or failing journal: when to send the frame again
 PENDING_RETRY_AFTER_S = 2  # a journaled frame: when to ask for its result again
 
 RAW_TYPES = {"image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/png": "png"}
@@ -195,11 +194,7 @@ def store_upload(service: Service, result: InspectionResult) -> JSONResponse:
     writer = service.writer
     if writer is None:  # only the ingest role runs without one, and it has no upload route
         raise Problem(503, "this process stores no uploads", reason="no_writer")
-    try:
-        stored = writer.store_now(result, service.settings.image_policy)
-    except JournalUnwritable as exc:
-        raise Problem(503, str(exc), reason="journal_unavailable",
-                      headers={"Retry-After": str(JOURNAL_RETRY_AFTER_S)}) from None
+    stored = writer.store_now(result, service.settings.image_policy)  # JournalUnwritable: a 503
     if stored is None:
         return _accepted(result.frame_uid)
     body = InspectionCreated.of(stored.row, result.image_skipped)
@@ -223,7 +218,7 @@ def read_inspection_by_frame(frame_uid: FrameUidPath, service: ServiceDep) -> An
             if row is not None:
                 return JSONResponse(InspectionDetail.from_row(row).model_dump(mode="json"))
     elif not pending:
-        raise database_unavailable(service.settings.db_probe_s)
+        raise DatabaseUnavailable(service.settings.db_probe_s)
     if pending:
         return _accepted(frame_uid)
     raise Problem(404, f"no inspection with frame_uid {frame_uid!r}", reason="not_found")
