@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +28,30 @@ needs_neu_det = pytest.mark.skipif(not (NEU_DET / "images").is_dir(), reason=NEU
 NEU_SAMPLE = SAMPLE_DIR
 NEU_NAMES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 PG_ENV = "INSPECT_TEST_POSTGRES_URL"
+LEFTOVER_THREADS_WAIT_S = 30.0
+
+
+# -- the run ends: nothing the tests started keeps the process alive -------------------------------
+def leftover_threads(wait_s: float) -> list[threading.Thread]:
+    """Non-daemon threads still running after up to ``wait_s`` seconds. Such a thread keeps the
+    interpreter from exiting, so CI would hang after a green run; the thread pools of
+    ``concurrent.futures`` are left out: they are joined at exit."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = [t for t in threading.enumerate()
+                 if t is not threading.main_thread() and not t.daemon and t.is_alive()
+                 and not t.name.startswith(("ThreadPoolExecutor", "asyncio_"))]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        alive[0].join(max(0.0, min(1.0, deadline - time.monotonic())))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    alive = leftover_threads(LEFTOVER_THREADS_WAIT_S)
+    if alive:
+        names = ", ".join(sorted(t.name for t in alive))
+        print(f"\nnon-daemon threads outlived the tests (they keep the process alive): {names}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # -- tiny ONNX detectors --------------------------------------------------------------------------
