@@ -26,7 +26,8 @@ from app.ingest.config import CameraConfig, CamerasFile
 from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
 from app.ingest.queues import FrameHub
 from app.ingest.sources import Source, make_source
-from app.ingest.writer import Item, open_writer
+from app.ingest.track_records import track_record
+from app.ingest.writer import Item, TrackItem, open_writer
 from app.inspection import Stored
 from app.vocabulary import API_SOURCE, NG
 
@@ -103,6 +104,11 @@ class Pipeline:
         for cam in self.cameras:  # what is in view when the line stops is seen for the last time
             if cam.tracking is not None:
                 cam.tracking.finish()
+                ready, lost = cam.tracking.release()
+                self.writer.submit_many([TrackItem(track_record(t, cam.cfg)) for t in ready])
+                if lost:
+                    log.warning("camera %s: %d tracks not stored, their best frame was not inspected to "
+                                "the end", cam.cfg.id, len(lost))
         self.writer.stop(max(1.0, deadline - time.monotonic()))
         for cam in self.cameras:  # what settled since the last commit (frames dropped by policy)
             if cam.checkpoint is not None:
