@@ -1,0 +1,240 @@
+"""A camera with tracking stores each physical defect once: one track and one defect row (on the best
+frame's inspection, whose image and crop are kept) however many frames saw it; the frames keep their
+inspection rows. Through the pipeline (tiny model, a folder of frames of a standing strip), the writer's
+journal and replays, the MES API, stats, CSV and webhooks; a camera without tracking and a posted frame
+are as before."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.pool import NullPool
+
+from app import images
+from app.db.migrate import upgrade
+from app.db.models import Defect, Inspection, Track, Webhook, WebhookDelivery
+from app.db.session import Database
+from app.detections import Detections
+from app.inference import Engine
+from app.ingest.camera_tracking import CameraTracking, FrameRef
+from app.ingest.config import CamerasFile, TrackingConfig, parse_cameras
+from app.ingest.journal import Journal
+from app.ingest.pipeline import Pipeline
+from app.ingest.sources import Frame, derive_frame_uid, file_identity
+from app.ingest.track_records import track_record
+from app.ingest.writer import DbWriter, Item, TrackItem
+from app.inspection import CameraContext, inspect_frame
+
+# brightness of each frame: the tiny model's 'patches' box has the frame's brightness as objectness,
+# so frame 3 is the best sighting of the one defect every frame shows
+LEVELS = (150, 170, 190, 220, 200, 180, 160, 150)
+BEST = 3
+
+
+@pytest.fixture
+def strip_frames(tmp_path: Path) -> Path:
+    """A standing strip: one texture, eight frames of different brightness."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    texture = np.random.default_rng(0).integers(0, 40, (120, 160, 1)).astype(np.int16)
+    for i, level in enumerate(LEVELS):
+        frame = np.clip(texture + level, 0, 255).astype(np.uint8).repeat(3, axis=2)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return folder
+
+
+def cameras(folder: Path, tracking: bool) -> CamerasFile:
+    return parse_cameras(f"""
+cameras:
+  - id: strip
+    line: L1
+    source: "folder:{folder}"
+    images: ng
+    tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5}}
+""")
+
+
+def run(cfg: CamerasFile, model: Path, db: Database, data_dir: Path) -> None:
+    with Pipeline(cfg, Engine(model, intra_op_threads=1), db, data_dir) as pipeline:
+        assert pipeline.wait_finished(60)
+
+
+def frame_uid(folder: Path, k: int) -> str:
+    return derive_frame_uid("strip", "file:" + file_identity(folder / f"{k:03d}.png"))
+
+
+def counts(db: Database) -> tuple[int, int, int]:
+    with db.session() as s:
+        return tuple(int(s.scalar(select(func.count()).select_from(m)) or 0)  # type: ignore[return-value]
+                     for m in (Inspection, Defect, Track))
+
+
+def test_a_defect_seen_in_eight_frames_is_one_defect(database_url: str, tiny_model_path: Path,
+                                                     strip_frames: Path, tmp_path: Path, client) -> None:
+    db = Database(database_url)
+    with db.session() as s:
+        s.add(Webhook(url="http://127.0.0.1:9/hook", events=["inspection.ng"], secret="s"))
+        s.commit()
+    run(cameras(strip_frames, tracking=True), tiny_model_path, db, tmp_path / "ingest")
+    assert counts(db) == (8, 1, 1)
+    with db.session() as s:
+        [defect] = s.scalars(select(Defect))
+        [track] = s.scalars(select(Track))
+        best = s.get(Inspection, defect.inspection_id)
+        frames = list(s.scalars(select(Inspection)))
+        [delivery] = s.scalars(select(WebhookDelivery))
+    assert all(f.verdict == "NG" and f.defect_count == 1 for f in frames)  # the frames keep their counts
+    assert defect.track_id == track.id and track.frames_seen == len(LEVELS)
+    assert best.frame_uid == track.best_frame_uid == frame_uid(strip_frames, BEST)
+    assert track.frame_uids == [frame_uid(strip_frames, k) for k in range(len(LEVELS))]
+    assert (track.first_frame_uid, track.last_frame_uid) == (track.frame_uids[0], track.frame_uids[-1])
+    assert (track.class_name, defect.class_name) == ("patches", "patches")
+    data = tmp_path / "ingest"
+    assert images.resolve(data, best.image_path).is_file()  # the best frame's image and crop are kept
+    crop = images.relative_path(f"{best.frame_uid}-crop0", best.captured_at, ".jpg")
+    assert images.resolve(data, crop).is_file()
+    # one webhook event for the physical defect, not one per frame
+    assert delivery.event == "inspection.ng" and delivery.payload["id"] == best.id
+    assert [d["track_id"] for d in delivery.payload["defects"]] == [track.id]
+
+    [item] = client.get("/api/v1/defects").json()["items"]
+    assert (item["id"], item["track_id"], item["frames_seen"]) == (defect.id, track.id, len(LEVELS))
+    x, y = item["position_mm"]
+    assert x == pytest.approx(track.position_x_px * 0.5, abs=1e-3) and y > 0
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/v1/defects", params={"format": "csv"}).text)))
+    assert [(r["track_id"], r["frames_seen"]) for r in rows] == [(str(track.id), str(len(LEVELS)))]
+    detail = client.get(f"/api/v1/tracks/{track.id}").json()
+    assert detail["frame_uids"] == track.frame_uids and detail["defect_id"] == defect.id
+    assert detail["inspection_id"] == best.id and detail["review_status"] == "pending"
+    assert detail["size_mm"] == [pytest.approx(v * 0.5, abs=1e-3) for v in detail["size_px"]]
+    assert [t["id"] for t in client.get("/api/v1/tracks", params={"camera_id": "strip"}).json()["items"]] \
+        == [track.id]
+    assert client.get("/api/v1/tracks", params={"camera_id": "other"}).json()["items"] == []
+    assert client.get("/api/v1/tracks/999999").status_code == 404
+    now = datetime.now(UTC)
+    stats = client.get("/api/v1/stats", params={"from": (now - timedelta(hours=1)).isoformat(),
+                                                "to": (now + timedelta(hours=1)).isoformat()}).json()
+    assert [(c["class_name"], c["defects"]) for c in stats["classes"]] == [("patches", 1)]
+
+    # the same frames read again (a restart without checkpoints, a replayed file): nothing new
+    run(cameras(strip_frames, tracking=True), tiny_model_path, db, tmp_path / "data-again")
+    assert counts(db) == (8, 1, 1)
+    db.dispose()
+
+
+def test_a_camera_without_tracking_stores_every_frames_defects(database_url: str, tiny_model_path: Path,
+                                                               strip_frames: Path, tmp_path: Path,
+                                                               client) -> None:
+    db = Database(database_url)
+    run(cameras(strip_frames, tracking=False), tiny_model_path, db, tmp_path / "ingest")
+    assert counts(db) == (8, 8, 0)
+    items = client.get("/api/v1/defects").json()["items"]
+    assert len(items) == 8
+    assert all(i["track_id"] is None and i["frames_seen"] is None and i["position_mm"] is None for i in items)
+    db.dispose()
+
+
+def test_a_posted_frame_stays_its_own_part(client) -> None:
+    ok, buf = cv2.imencode(".png", np.full((64, 64, 3), 230, np.uint8))
+    r = client.post("/api/v1/inspections", files={"file": ("f.png", buf.tobytes(), "image/png")},
+                    data={"camera_id": "strip", "part_id": "P-1"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["verdict"] == "NG" and len(body["defects"]) == body["defect_count"] == 1
+    assert body["defects"][0]["track_id"] is None and body["defects"][0]["frames_seen"] is None
+    assert client.get("/api/v1/tracks").json() == {"items": [], "truncated": False}
+
+
+# -- the writer: a track travels like a frame, behind its best frame, exactly once ---------------------
+CTX = CameraContext(camera_id="strip", line="L1")
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+def tracked_run(n: int = 6) -> tuple[list[Item], list[TrackItem]]:
+    """``n`` frames of a standing strip with one defect (most confident in frame 2), through the camera's
+    tracking; the frames' items and the ended track's."""
+    cam = cameras(Path("/unused"), tracking=True).cameras[0]
+    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5))
+    texture = np.random.default_rng(1).integers(0, 255, (48, 64, 3)).astype(np.uint8)
+    items = []
+    for k in range(n):
+        frame = Frame(texture, k, T0 + timedelta(seconds=k), float(k), t_stream=k / 10)
+        tracking.on_captured(frame)
+        assert tracking.should_inspect(frame)
+        dets = Detections([[10, 10, 30, 40]], [0.9 if k == 2 else 0.5], [2], ("a", "b", "patches"))
+        result = inspect_frame(texture, dets, model_version="t", context=CTX, source="stream",
+                               captured_at=frame.captured_at, frame_uid=f"frame-{k}")
+        result.image, result.tracked = None, True
+        tracking.on_inspected(frame, result.detections, ref=FrameRef(result.frame_uid, result.captured_at))
+        assert tracking.handed([result.frame_uid]) == []  # nothing ended yet
+        items.append(Item(result))
+    tracking.finish()
+    ready, lost = tracking.release()
+    assert lost == []
+    return items, [TrackItem(track_record(t, cam)) for t in ready]
+
+
+def wait_until(cond, timeout: float = 20.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not met in time"
+        time.sleep(0.02)
+
+
+def test_a_track_is_journaled_behind_its_frame_and_replayed_once(tmp_path: Path) -> None:
+    """The database away: frames and track go to the journal; back: replayed, the track once, also
+    when the same journal is replayed again (a crash before its segment was deleted)."""
+    folder = tmp_path / "db"
+    url = f"sqlite:///{folder / 'inspect.db'}"
+    upgrade(url)
+    db = Database(url, poolclass=NullPool)
+    frames, [track] = tracked_run()
+    assert track.track.frames_seen == 6 and track.track.best_frame_uid == "frame-2"
+    assert track.track.started_at == T0 and track.track.ended_at == T0 + timedelta(seconds=5)
+    folder.rename(tmp_path / "away")
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=4, batch_ms=10,
+                      retry_s=0.1)
+    writer.start()
+    writer.submit_many([*frames, track])
+    wait_until(lambda: writer.journal.pending == 7)
+    [segment] = writer.journal.sealed_segments()
+    kept = tmp_path / "segment-copy.jsonl"
+    shutil.copy(segment, kept)
+    (tmp_path / "away").rename(folder)
+    wait_until(lambda: writer.journal.pending == 0)
+    writer.stop()
+    assert counts(db) == (6, 1, 1) and writer.tracks_committed == 1
+
+    shutil.copy(kept, tmp_path / "journal" / segment.name)  # the same records once more
+    again = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=4, batch_ms=10)
+    again.start()
+    wait_until(lambda: again.journal.pending == 0)
+    again.stop()
+    assert counts(db) == (6, 1, 1) and again.tracks_committed == 0
+    with db.session() as s:
+        [defect] = s.scalars(select(Defect))
+        assert s.get(Inspection, defect.inspection_id).frame_uid == "frame-2"
+        assert defect.confidence == pytest.approx(0.9) and defect.track.frames_seen == 6
+    db.dispose()
+
+
+def test_a_track_whose_best_frame_never_came_is_set_aside(database_url: str, tmp_path: Path) -> None:
+    db = Database(database_url)
+    frames, [track] = tracked_run()
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=4, batch_ms=10)
+    writer.start()
+    writer.submit_many([f for f in frames if f.result.frame_uid != "frame-2"] + [track])
+    wait_until(lambda: writer.pending() == 0 and writer.rejected == 1)
+    writer.stop()
+    assert counts(db) == (5, 0, 0)
+    assert "frame-2" in (tmp_path / "journal" / "rejected.jsonl").read_text()
+    db.dispose()
