@@ -33,6 +33,8 @@ from app.ingest.sources import Frame, derive_frame_uid, file_identity
 from app.ingest.track_records import track_record
 from app.ingest.writer import DbWriter, Item, TrackItem
 from app.inspection import CameraContext, inspect_frame
+from app.retention import Pruner, RetentionPolicy
+from app.settings import Settings
 
 # brightness of each frame: the tiny model's 'patches' box has the frame's brightness as objectness,
 # so frame 3 is the best sighting of the one defect every frame shows
@@ -237,4 +239,28 @@ def test_a_track_whose_best_frame_never_came_is_set_aside(database_url: str, tmp
     writer.stop()
     assert counts(db) == (5, 0, 0)
     assert "frame-2" in (tmp_path / "journal" / "rejected.jsonl").read_text()
+    db.dispose()
+
+
+def test_retention_keeps_the_best_frame_as_long_as_its_track(database_url: str, tmp_path: Path) -> None:
+    """Frames past their age limit go, but the best frame of a track (its defect's image) stays until
+    its row goes, and then the track and its defect go with it."""
+    db = Database(database_url)
+    frames, [track] = tracked_run()
+    for item in frames:
+        item.result.image_bytes = b"\xff\xd8\xff" + bytes(2000)
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=10, batch_ms=10)
+    writer.start()
+    writer.submit_many([*frames, track])
+    wait_until(lambda: writer.pending() == 0 and writer.tracks_committed == 1)
+    writer.stop()
+    policy = RetentionPolicy.from_settings(Settings(retention_frame_days=30, retention_crop_days=30,
+                                                    retention_row_days=100, retention_reviewed_days=200))
+    Pruner(db, tmp_path / "data", policy).run_once(now=T0 + timedelta(days=40))
+    with db.session() as s:
+        kept = {uid for uid, path in s.execute(select(Inspection.frame_uid, Inspection.image_path)) if path}
+    assert kept == {"frame-2"} and images.resolve(tmp_path / "data", next(
+        f.result.image_path for f in frames if f.result.frame_uid == "frame-2")).is_file()
+    Pruner(db, tmp_path / "data", policy).run_once(now=T0 + timedelta(days=150))
+    assert counts(db) == (0, 0, 0)
     db.dispose()
