@@ -10,6 +10,7 @@ Set INSPECT_TEST_SCREENSHOTS=<dir> to keep screenshots of the views."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -435,6 +436,7 @@ def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_sample: Path,
 pipeline: {{workers: 1, max_batch: 2}}
 cameras:
   - {{id: cam-native, line: L1, station: top, imgsz: 640, images: never,
+     tracking: {{enabled: true, mm_per_px: 0.2}},
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
   - {{id: cam-tiled, line: L1, station: bottom, tile_size: 256, tile_overlap: 32, images: never,
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
@@ -453,6 +455,10 @@ cameras:
         # storage per camera (images: never: nothing stored) and the free space of the data disk
         assert page.inner_text("[data-camera='cam-native'] .tile-storage") == "stored 0 B: 0 frames, 0 crops"
         assert " free" in page.inner_text("#cameras-updated")
+        # a tracked camera: its line speed and the defects in view (GET /cameras: tracking)
+        assert re.search(r"mm/s|line stopped", page.inner_text("[data-camera='cam-native'] .tile-tracks"))
+        assert "defect(s) in view" in page.inner_text("[data-camera='cam-native'] .tile-tracks")
+        assert page.query_selector("[data-camera='cam-tiled'] .tile-tracks") is None
         _shot(page, "live-cameras")
         assert page.js_errors == []  # type: ignore[attr-defined]
 
