@@ -25,6 +25,7 @@ from app.db.models import Defect, Inspection, Track, Webhook, WebhookDelivery
 from app.db.session import Database
 from app.detections import Detections
 from app.inference import Engine
+from app.ingest.alarms import AlarmMonitor
 from app.ingest.camera_tracking import CameraTracking, FrameRef
 from app.ingest.config import CamerasFile, TrackingConfig, parse_cameras
 from app.ingest.journal import Journal
@@ -264,3 +265,19 @@ def test_retention_keeps_the_best_frame_as_long_as_its_track(database_url: str, 
     Pruner(db, tmp_path / "data", policy).run_once(now=T0 + timedelta(days=150))
     assert counts(db) == (0, 0, 0)
     db.dispose()
+
+
+def test_a_defect_count_alarm_counts_physical_defects(db) -> None:
+    """A tracked camera's frames add no defects to a defects-per-minute rule; its stored tracks do."""
+    rules = parse_cameras("""
+cameras:
+  - {id: strip, source: "folder:/unused", tracking: {enabled: true}}
+alarms:
+  - {id: density, camera: strip, defects_per_minute: 3}
+""").alarms
+    monitor = AlarmMonitor(rules, db)
+    frames, [track] = tracked_run()
+    assert monitor.observe([f.result for f in frames]) == []  # six frames, one box each: one defect
+    assert monitor.observe_tracks([track.track] * 3) == []
+    [alarm] = monitor.observe_tracks([track.track])
+    assert (alarm.condition, alarm.value, alarm.camera_id) == ("defects_per_minute", 4, "strip")

@@ -177,7 +177,8 @@ class DbWriter:
     def __init__(self, db: Database, journal: Journal, data_dir: Path, *, batch_rows: int = 64,
                  batch_ms: float = 200.0, queue_size: int = 1024, retry_s: float = 1.0,
                  on_committed: Callable[[list[Item], list[Stored]], None] | None = None,
-                 on_journaled: Callable[[list[Item]], None] | None = None) -> None:
+                 on_journaled: Callable[[list[Item]], None] | None = None,
+                 on_tracks_committed: Callable[[list[TrackRecord]], None] | None = None) -> None:
         self.db = db
         self.journal = journal
         self.data_dir = Path(data_dir)
@@ -185,6 +186,7 @@ class DbWriter:
         self.retry_s = retry_s
         self.on_committed = on_committed
         self.on_journaled = on_journaled
+        self.on_tracks_committed = on_tracks_committed  # newly stored tracks, in the writer's thread
         # called with the ids of newly stored inspections after each commit (camera frames, replays and
         # HTTP uploads alike), in this writer's or the request's thread: must not block (app.line.mqtt)
         self.stored_listeners: list[Callable[[list[int]], None]] = []
@@ -372,13 +374,17 @@ class DbWriter:
                     log.error("track %s refused by the database, set aside in rejected.jsonl: %s",
                               item.track.track_uid, str(exc).splitlines()[0])
                     stored.append(None)
+        new: list[TrackRecord] = []
         for item, s in zip(items, stored, strict=True):
             if s is None:
                 log.error("track %s: its best frame %s is not stored; set aside in rejected.jsonl",
                           item.track.track_uid, item.track.best_frame_uid)
                 self._reject(item)
             elif s.created:
-                self.tracks_committed += 1
+                new.append(item.track)
+        self.tracks_committed += len(new)
+        if new and self.on_tracks_committed is not None:
+            self.on_tracks_committed(new)
 
     def _commit_batch(self, items: list[Queued]) -> tuple[list[Item], list[Stored | None]]:
         """The frames of ``items``, then its tracks (each behind its best frame); the frames and what
@@ -490,11 +496,12 @@ class DbWriter:
 
 def open_writer(db: Database, data_dir: Path, config: WriterConfig,
                 on_committed: Callable[[list[Item], list[Stored]], None] | None = None,
-                on_journaled: Callable[[list[Item]], None] | None = None) -> DbWriter:
+                on_journaled: Callable[[list[Item]], None] | None = None,
+                on_tracks_committed: Callable[[list[TrackRecord]], None] | None = None) -> DbWriter:
     """The writer and its journal (``data_dir/journal``, held by this process) as ``config`` says;
     not started. Raises JournalInUse when another process journals into that folder."""
     journal = Journal(Path(data_dir) / "journal", int(config.journal_max_mb * 2**20),
                       int(config.journal_segment_mb * 2**20))
     return DbWriter(db, journal, data_dir, batch_rows=config.batch_rows, batch_ms=config.batch_ms,
                     queue_size=config.queue_size, retry_s=config.retry_s, on_committed=on_committed,
-                    on_journaled=on_journaled)
+                    on_journaled=on_journaled, on_tracks_committed=on_tracks_committed)
