@@ -24,6 +24,7 @@ from app.db.migrate import upgrade
 from app.db.models import Defect, Inspection, Track, Webhook, WebhookDelivery
 from app.db.session import Database
 from app.detections import Detections
+from app.errors import UserError
 from app.inference import Engine
 from app.ingest.alarms import AlarmMonitor
 from app.ingest.camera_tracking import CameraTracking, FrameRef
@@ -35,6 +36,8 @@ from app.ingest.track_records import track_record
 from app.ingest.writer import DbWriter, Item, TrackItem
 from app.inspection import CameraContext, inspect_frame
 from app.retention import Pruner, RetentionPolicy
+from app.reviewed_export import export_reviewed
+from app.reviews import ReviewRequest, add_missed_defect, review_defect, set_frame_state
 from app.settings import Settings
 
 # brightness of each frame: the tiny model's 'patches' box has the frame's brightness as objectness,
@@ -162,9 +165,11 @@ CTX = CameraContext(camera_id="strip", line="L1")
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
-def tracked_run(n: int = 6) -> tuple[list[Item], list[TrackItem]]:
-    """``n`` frames of a standing strip with one defect (most confident in frame 2), through the camera's
-    tracking; the frames' items and the ended track's."""
+def tracked_run(n: int = 6, defects: tuple[tuple[list[float], int], ...] = (([10, 10, 30, 40], 2),)
+                ) -> tuple[list[Item], list[TrackItem]]:
+    """``n`` frames of a standing strip with ``defects`` (box, the frame where it is seen most
+    confidently; default one, best in frame 2), through the camera's tracking; the frames' items and
+    the ended tracks'."""
     cam = cameras(Path("/unused"), tracking=True).cameras[0]
     tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5))
     texture = np.random.default_rng(1).integers(0, 255, (48, 64, 3)).astype(np.uint8)
@@ -173,7 +178,8 @@ def tracked_run(n: int = 6) -> tuple[list[Item], list[TrackItem]]:
         frame = Frame(texture, k, T0 + timedelta(seconds=k), float(k), t_stream=k / 10)
         tracking.on_captured(frame)
         assert tracking.should_inspect(frame)
-        dets = Detections([[10, 10, 30, 40]], [0.9 if k == 2 else 0.5], [2], ("a", "b", "patches"))
+        dets = Detections([box for box, _ in defects], [0.9 if k == best else 0.5 for _, best in defects],
+                          [2] * len(defects), ("a", "b", "patches"))
         result = inspect_frame(texture, dets, model_version="t", context=CTX, source="stream",
                                captured_at=frame.captured_at, frame_uid=f"frame-{k}")
         result.image, result.tracked = None, True
@@ -281,3 +287,33 @@ alarms:
     assert monitor.observe_tracks([track.track] * 3) == []
     [alarm] = monitor.observe_tracks([track.track])
     assert (alarm.condition, alarm.value, alarm.camera_id) == ("defects_per_minute", 4, "strip")
+
+
+def test_the_reviewed_export_leaves_out_frames_showing_defects_stored_elsewhere(database_url: str,
+                                                                              tmp_path: Path) -> None:
+    """Two defects in view, best in frames 1 and 4: each best frame shows the other defect without its
+    row, so it would teach that defect as background; it goes in once an operator completed it."""
+    db = Database(database_url)
+    frames, tracks = tracked_run(defects=(([10, 10, 30, 40], 1), ([40, 5, 60, 30], 4)))
+    for item in frames:
+        item.result.image_bytes = b"\xff\xd8\xff" + bytes(2000)
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=10, batch_ms=10)
+    writer.start()
+    writer.submit_many([*frames, *tracks])
+    wait_until(lambda: writer.pending() == 0 and writer.tracks_committed == 2)
+    writer.stop()
+    names = ("a", "b", "patches")
+    with db.session() as s:
+        for defect in s.scalars(select(Defect)):
+            review_defect(s, defect, ReviewRequest("confirm"), "op", names)
+        s.commit()
+        with pytest.raises(UserError, match="nothing to export"):
+            export_reviewed(s, tmp_path / "data", tmp_path / "out0", names)
+        frame_1 = s.scalars(select(Inspection).where(Inspection.frame_uid == "frame-1")).one()
+        add_missed_defect(s, frame_1, "patches", [40, 5, 60, 30], "op", names)  # the other defect, drawn
+        set_frame_state(s, frame_1, "complete", "op")
+        s.commit()
+        report = export_reviewed(s, tmp_path / "data", tmp_path / "out1", names)
+    assert (report.images["train"] + report.images["val"], report.skipped_partial) == (1, 1)
+    assert report.boxes == 2
+    db.dispose()
