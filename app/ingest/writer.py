@@ -361,6 +361,7 @@ class DbWriter:
         ``journal/rejected.jsonl``."""
         if not items:
             return
+        refused: set[str] = set()
         try:
             with self.db.session() as session:
                 stored = persist_tracks(session, [i.track for i in items])
@@ -373,12 +374,14 @@ class DbWriter:
                 except IntegrityError as exc:
                     log.error("track %s refused by the database, set aside in rejected.jsonl: %s",
                               item.track.track_uid, str(exc).splitlines()[0])
+                    refused.add(item.track.track_uid)
                     stored.append(None)
         new: list[TrackRecord] = []
         for item, s in zip(items, stored, strict=True):
             if s is None:
-                log.error("track %s: its best frame %s is not stored; set aside in rejected.jsonl",
-                          item.track.track_uid, item.track.best_frame_uid)
+                if item.track.track_uid not in refused:
+                    log.error("track %s: its best frame %s is not stored; set aside in rejected.jsonl",
+                              item.track.track_uid, item.track.best_frame_uid)
                 self._reject(item)
             elif s.created:
                 new.append(item.track)
