@@ -21,9 +21,10 @@ from conftest import REPO_ROOT
 from live_server import serving
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, make_key, seed_database
 from sqlalchemy import select
+from track_helpers import LEVELS, run_to_the_end, standing_strip, strip_camera
 
 from app.annotate import place_label
-from app.db.models import Alarm, Defect, DefectReview, Inspection
+from app.db.models import Alarm, Defect, DefectReview, Inspection, Track
 from app.db.session import Database
 from app.detections import Detections
 
@@ -673,3 +674,29 @@ def test_an_alarm_shows_as_a_banner_until_an_operator_acknowledges_it(server, pa
     finally:
         db.dispose()
     assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_review_shows_a_tracked_defects_frames(tiny_model_path: Path, tmp_path: Path, page) -> None:
+    """A camera with tracking saw one defect in eight frames: Review shows one box, its track and a strip
+    of the frames it was seen in, the best one (the box's own frame) outlined."""
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    settings = _auth_settings(url, tiny_model_path, tmp_path / "data")
+    db = Database(url)
+    run_to_the_end(strip_camera(standing_strip(tmp_path / "frames"), tracking=True), tiny_model_path, db,
+                   settings.data_dir)
+    with db.session() as s:
+        [track] = s.scalars(select(Track))
+        track_id, best = track.id, track.inspection_id
+    db.dispose()
+    key = make_key(url, "operator", "op-browser")
+    with serving(settings) as base:
+        _sign_in(page, base + "/#review", key, "op-browser")
+        page.wait_for_selector("#queue li.card")
+        assert page.locator("#queue li.box-chip").count() == 1  # one physical defect, not eight boxes
+        page.click(f"#queue li.card[data-inspection-id='{best}'] .card-head")
+        page.wait_for_selector(f"#detail-facts dd:has-text('#{track_id} · seen in {len(LEVELS)} frame(s)')")
+        page.wait_for_function("n => document.querySelectorAll('.track-strip .track-thumb img').length === n",
+                               arg=len(LEVELS))
+        assert page.get_attribute(".track-thumb.best", "data-inspection-id") == str(best)
+        _shot(page, "review-tracked-defect")
+        assert page.js_errors == []  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.pool import NullPool
+from track_helpers import BEST, LEVELS, run_to_the_end, standing_strip, strip_camera
 
 from app import images
 from app.db.migrate import upgrade
@@ -25,12 +26,10 @@ from app.db.models import Defect, Inspection, Track, Webhook, WebhookDelivery
 from app.db.session import Database
 from app.detections import Detections
 from app.errors import UserError
-from app.inference import Engine
 from app.ingest.alarms import AlarmMonitor
 from app.ingest.camera_tracking import CameraTracking, FrameRef
-from app.ingest.config import CamerasFile, TrackingConfig, parse_cameras
+from app.ingest.config import TrackingConfig, parse_cameras
 from app.ingest.journal import Journal
-from app.ingest.pipeline import Pipeline
 from app.ingest.sources import Frame, derive_frame_uid, file_identity
 from app.ingest.track_records import track_record
 from app.ingest.writer import DbWriter, Item, TrackItem
@@ -40,38 +39,10 @@ from app.reviewed_export import export_reviewed
 from app.reviews import ReviewRequest, add_missed_defect, review_defect, set_frame_state
 from app.settings import Settings
 
-# brightness of each frame: the tiny model's 'patches' box has the frame's brightness as objectness,
-# so frame 3 is the best sighting of the one defect every frame shows
-LEVELS = (150, 170, 190, 220, 200, 180, 160, 150)
-BEST = 3
-
 
 @pytest.fixture
 def strip_frames(tmp_path: Path) -> Path:
-    """A standing strip: one texture, eight frames of different brightness."""
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    texture = np.random.default_rng(0).integers(0, 40, (120, 160, 1)).astype(np.int16)
-    for i, level in enumerate(LEVELS):
-        frame = np.clip(texture + level, 0, 255).astype(np.uint8).repeat(3, axis=2)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
-    return folder
-
-
-def cameras(folder: Path, tracking: bool) -> CamerasFile:
-    return parse_cameras(f"""
-cameras:
-  - id: strip
-    line: L1
-    source: "folder:{folder}"
-    images: ng
-    tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5}}
-""")
-
-
-def run(cfg: CamerasFile, model: Path, db: Database, data_dir: Path) -> None:
-    with Pipeline(cfg, Engine(model, intra_op_threads=1), db, data_dir) as pipeline:
-        assert pipeline.wait_finished(60)
+    return standing_strip(tmp_path / "frames")
 
 
 def frame_uid(folder: Path, k: int) -> str:
@@ -90,7 +61,7 @@ def test_a_defect_seen_in_eight_frames_is_one_defect(database_url: str, tiny_mod
     with db.session() as s:
         s.add(Webhook(url="http://127.0.0.1:9/hook", events=["inspection.ng"], secret="s"))
         s.commit()
-    run(cameras(strip_frames, tracking=True), tiny_model_path, db, tmp_path / "ingest")
+    run_to_the_end(strip_camera(strip_frames, tracking=True), tiny_model_path, db, tmp_path / "ingest")
     assert counts(db) == (8, 1, 1)
     with db.session() as s:
         [defect] = s.scalars(select(Defect))
@@ -120,6 +91,8 @@ def test_a_defect_seen_in_eight_frames_is_one_defect(database_url: str, tiny_mod
     assert [(r["track_id"], r["frames_seen"]) for r in rows] == [(str(track.id), str(len(LEVELS)))]
     detail = client.get(f"/api/v1/tracks/{track.id}").json()
     assert detail["frame_uids"] == track.frame_uids and detail["defect_id"] == defect.id
+    assert [f["frame_uid"] for f in detail["frames"]] == track.frame_uids
+    assert all(f["image_url"] == f"/api/v1/inspections/{f['inspection_id']}/image" for f in detail["frames"])
     assert detail["inspection_id"] == best.id and detail["review_status"] == "pending"
     assert detail["size_mm"] == [pytest.approx(v * 0.5, abs=1e-3) for v in detail["size_px"]]
     assert [t["id"] for t in client.get("/api/v1/tracks", params={"camera_id": "strip"}).json()["items"]] \
@@ -132,7 +105,7 @@ def test_a_defect_seen_in_eight_frames_is_one_defect(database_url: str, tiny_mod
     assert [(c["class_name"], c["defects"]) for c in stats["classes"]] == [("patches", 1)]
 
     # the same frames read again (a restart without checkpoints, a replayed file): nothing new
-    run(cameras(strip_frames, tracking=True), tiny_model_path, db, tmp_path / "data-again")
+    run_to_the_end(strip_camera(strip_frames, tracking=True), tiny_model_path, db, tmp_path / "data-again")
     assert counts(db) == (8, 1, 1)
     db.dispose()
 
@@ -141,7 +114,7 @@ def test_a_camera_without_tracking_stores_every_frames_defects(database_url: str
                                                                strip_frames: Path, tmp_path: Path,
                                                                client) -> None:
     db = Database(database_url)
-    run(cameras(strip_frames, tracking=False), tiny_model_path, db, tmp_path / "ingest")
+    run_to_the_end(strip_camera(strip_frames, tracking=False), tiny_model_path, db, tmp_path / "ingest")
     assert counts(db) == (8, 8, 0)
     items = client.get("/api/v1/defects").json()["items"]
     assert len(items) == 8
@@ -170,7 +143,7 @@ def tracked_run(n: int = 6, defects: tuple[tuple[list[float], int], ...] = (([10
     """``n`` frames of a standing strip with ``defects`` (box, the frame where it is seen most
     confidently; default one, best in frame 2), through the camera's tracking; the frames' items and
     the ended tracks'."""
-    cam = cameras(Path("/unused"), tracking=True).cameras[0]
+    cam = strip_camera(Path("/unused"), tracking=True).cameras[0]
     tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5))
     texture = np.random.default_rng(1).integers(0, 255, (48, 64, 3)).astype(np.uint8)
     items = []

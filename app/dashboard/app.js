@@ -246,6 +246,29 @@ async function refreshCameras() {
   }));
 }
 
+/* A tracked defect's frames: up to 8 of the frames it was seen in (its best one outlined). */
+const TRACK_STRIP_MAX = 8;
+async function fillTrackStrip(facts, trackId) {
+  const strip = el("div", { class: "track-strip", "data-track": String(trackId), text: "…" });
+  facts.append(el("dt", { text: "Frames seen" }), el("dd", {}, strip));
+  let track;
+  try { track = await api(`tracks/${trackId}`); } catch (_) { strip.textContent = "-"; return; }
+  const stored = track.frames.filter((f) => f.image_url);
+  const step = Math.max(1, Math.ceil(stored.length / TRACK_STRIP_MAX));
+  const shown = stored.filter((f, k) => k % step === 0 || f.frame_uid === track.best_frame_uid);
+  if (!shown.length) { strip.textContent = `${track.frames_seen} frame(s), no image kept`; return; }
+  strip.replaceChildren(...shown.map((f) => {
+    const best = f.frame_uid === track.best_frame_uid;
+    const thumb = el("span", { class: `track-thumb${best ? " best" : ""}`, "data-inspection-id": String(f.inspection_id),
+      title: `frame #${f.inspection_id} · ${fmtTime(f.captured_at)}${best ? " · best" : ""}` });
+    api(f.image_url, { blob: true }).then((blob) => {
+      const url = URL.createObjectURL(blob);
+      thumb.replaceChildren(el("img", { src: url, alt: `frame #${f.inspection_id}`, onload: () => URL.revokeObjectURL(url) }));
+    }).catch(() => { thumb.textContent = "expired"; });
+    return thumb;
+  }));
+}
+
 /* A tracked camera's defects in view now and its line speed (GET /cameras: tracking). */
 function tracksText(t) {
   const inView = t.active_tracks.map((a) => `${a.class_name} (${a.frames_seen})`).join(", ");
@@ -642,6 +665,7 @@ function renderDetail() {
     ...row("Part", ins.part_id),
     ...row("Captured", fmtTime(ins.captured_at)),
   );
+  if (d && d.track_id != null) fillTrackStrip(facts, d.track_id);
   document.querySelectorAll(".reclass .btn").forEach((b) => {
     b.classList.toggle("current", !!d && b.dataset.class === (d.reviewed_class_name || d.class_name));
   });

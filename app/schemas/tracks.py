@@ -3,16 +3,17 @@ defect map along the material (GET /tracks)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from app.schemas.common import PublicModel, UtcDatetime
-from app.schemas.inspections import ReviewStatus, track_position_mm
+from app.schemas.inspections import API_PREFIX, ReviewStatus, track_position_mm
 from app.vocabulary import round_box, round_confidence
 
 if TYPE_CHECKING:
-    from app.db.models import Defect, Track
+    from app.db.models import Defect, Inspection, Track
 
 
 def _mm(values: tuple[float, float], mm_per_px: float | None) -> list[float] | None:
@@ -69,15 +70,33 @@ class TrackPublic(PublicModel):
         return cls(**cls.fields_of(row, defect))
 
 
+class TrackFrame(PublicModel):
+    """A frame a track was seen in (its inspection row, while the retention keeps it)."""
+
+    inspection_id: int
+    frame_uid: str
+    captured_at: UtcDatetime
+    image_url: str | None = Field(description="the stored frame, where one is kept")
+
+    @classmethod
+    def from_row(cls, row: Inspection, prefix: str = API_PREFIX) -> TrackFrame:
+        return cls(inspection_id=row.id, frame_uid=row.frame_uid, captured_at=row.captured_at,
+                   image_url=f"{prefix}/inspections/{row.id}/image" if row.image_path else None)
+
+
 class TrackDetail(TrackPublic):
     """GET /tracks/{id}: the track and the frames it was seen in."""
 
     frame_uids: list[str] = Field(description="the frames it was seen in, in capture order (the first "
                                               "2000); GET /inspections/by-frame/{uid} gives each")
+    frames: list[TrackFrame] = Field(description="those frames' inspections that are stored, in capture "
+                                                 "order")
 
     @classmethod
-    def from_row(cls, row: Track, defect: Defect | None) -> TrackDetail:
-        return cls(**cls.fields_of(row, defect), frame_uids=list(row.frame_uids))
+    def from_row(cls, row: Track, defect: Defect | None,  # type: ignore[override]
+                 frames: Iterable[Inspection] = ()) -> TrackDetail:
+        return cls(**cls.fields_of(row, defect), frame_uids=list(row.frame_uids),
+                   frames=[TrackFrame.from_row(f) for f in frames])
 
 
 class TrackMap(PublicModel):

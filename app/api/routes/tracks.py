@@ -13,7 +13,7 @@ from app.api.deps import SessionDep
 from app.api.openapi import problem_responses
 from app.api.params import QUERY_TIME, NameQuery, PartIdQuery, RowId
 from app.api.problems import Problem
-from app.db.models import Defect, Track
+from app.db.models import Defect, Inspection, Track
 from app.schemas.common import DatetimeInput
 from app.schemas.tracks import TrackDetail, TrackMap, TrackPublic
 
@@ -29,7 +29,9 @@ def read_track(track_id: RowId, session: SessionDep) -> TrackDetail:
     if row is None:
         raise Problem(404, f"track {track_id} does not exist", reason="not_found")
     defect = session.scalars(select(Defect).where(Defect.track_id == track_id)).first()
-    return TrackDetail.from_row(row, defect)
+    frames = session.scalars(select(Inspection).where(Inspection.frame_uid.in_(row.frame_uids))
+                             .order_by(Inspection.captured_at, Inspection.id))
+    return TrackDetail.from_row(row, defect, frames)
 
 
 @router.get("/tracks", response_model=TrackMap,
