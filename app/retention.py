@@ -12,6 +12,8 @@ One pass (``Pruner.run_once``), each step in batches of ``INSPECT_PRUNE_BATCH`` 
 
 An inspection with a reviewed defect (confirmed, reclassified or drawn by an operator: every status
 but ``pending`` and ``rejected``) is kept at least ``INSPECT_RETENTION_REVIEWED_DAYS`` by steps 1-3.
+The frame and crops of a track's best frame (a camera with tracking: the image of a physical defect)
+are kept as long as its row by steps 2-3; only step 4 (a full store, a full disk) takes them earlier.
 
 Rows and files stay consistent: the files a batch will delete are listed in a file of its own,
 ``prune-pending-<uuid>.json``, first, then the rows are updated or deleted (one commit), then the files
@@ -38,7 +40,7 @@ from sqlalchemy import and_, delete, exists, func, not_, or_, select, true, tupl
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import images, metrics
-from app.db.models import Defect, Inspection
+from app.db.models import Defect, Inspection, Track
 from app.db.session import Database
 from app.ingest.config import CameraConfig
 from app.settings import Settings
@@ -105,6 +107,11 @@ class RetentionPolicy:
 def reviewed() -> ColumnElement[bool]:
     """The inspection has a defect an operator confirmed, reclassified or drew."""
     return exists().where(Defect.inspection_id == Inspection.id, Defect.review_status.not_in(NOT_REVIEWED))
+
+
+def best_frame_of_a_track() -> ColumnElement[bool]:
+    """The inspection is a track's best frame: its image is the tracked defect's."""
+    return exists().where(Track.inspection_id == Inspection.id)
 
 
 @dataclass
@@ -226,6 +233,8 @@ class Pruner:
         if cond is None:
             return
         has = {"row": true(), "frame": HAS_FRAME, "crop": HAS_CROPS}[kind]
+        if kind != "row":  # a tracked defect's image lives as long as its row
+            has = and_(has, not_(best_frame_of_a_track()))
         for batch in self._walk(and_(where, cond, has), with_files=kind != "row"):
             if self._stop.is_set():
                 return

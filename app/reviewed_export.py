@@ -9,6 +9,11 @@ has pending defects is left out entirely unless ``--include-pending`` (then its 
 detected class): keeping the image without those boxes would teach the model that an unreviewed defect is
 background.
 
+A frame of a camera with tracking holds one defect row per physical defect whose best frame it is; other
+defects it shows are stored on their own best frames. Such a frame (more boxes counted on it than model
+defects stored on it) is left out for the same reason, unless an operator marked it fully reviewed
+(every defect in it drawn or decided).
+
 Layout: ``OUT/images/{train,val}/<frame_uid>.<ext>``, ``OUT/labels/{train,val}/<frame_uid>.txt``,
 ``OUT/train.txt``, ``OUT/val.txt`` and ``OUT/data.yaml`` (``names`` = the model's class names). The split
 is a stable hash of the frame uid, so re-exporting puts an image in the same split.
@@ -44,6 +49,7 @@ class ExportReport:
     boxes: int = 0
     background: int = 0
     skipped_pending: int = 0
+    skipped_partial: int = 0  # frames of tracked cameras showing defects stored on other frames
     missing_images: list[str] = field(default_factory=list)
 
     def format(self) -> str:
@@ -52,6 +58,9 @@ class ExportReport:
                  f"val {self.images['val']}), {self.boxes} boxes, {self.background} background images"]
         if self.skipped_pending:
             lines.append(f"left out {self.skipped_pending} images with pending defects (--include-pending)")
+        if self.skipped_partial:
+            lines.append(f"left out {self.skipped_partial} frames of tracked cameras that show defects "
+                         "stored on other frames (mark such a frame fully reviewed to include it)")
         if self.missing_images:
             lines.append(f"skipped {len(self.missing_images)} inspections whose stored image is missing, "
                          f"e.g. {self.missing_images[0]}")
@@ -94,6 +103,13 @@ def _labels(inspection: Inspection, names: Sequence[str], include_pending: bool)
     return out
 
 
+def shows_defects_stored_elsewhere(inspection: Inspection) -> bool:
+    """A tracked camera's frame whose boxes are not all its own defect rows (some are other tracks',
+    stored on their best frames), and which no operator completed."""
+    own = sum(1 for d in inspection.defects if d.source == "model")
+    return inspection.fully_reviewed_at is None and inspection.defect_count > own
+
+
 def export_reviewed(session: Session, data_dir: Path, out: Path, names: Sequence[str], *,
                     start: datetime | None = None, end: datetime | None = None, line: str | None = None,
                     include_pending: bool = False, val_fraction: float = 0.2) -> ExportReport:
@@ -118,6 +134,9 @@ def export_reviewed(session: Session, data_dir: Path, out: Path, names: Sequence
         labels = _labels(inspection, names, include_pending)
         if labels is None:
             report.skipped_pending += 1
+            continue
+        if shows_defects_stored_elsewhere(inspection):
+            report.skipped_partial += 1
             continue
         try:
             src = resolve(data_dir, inspection.image_path or "")

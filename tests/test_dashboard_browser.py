@@ -10,6 +10,7 @@ Set INSPECT_TEST_SCREENSHOTS=<dir> to keep screenshots of the views."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,9 +21,10 @@ from conftest import REPO_ROOT
 from live_server import serving
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, make_key, seed_database
 from sqlalchemy import select
+from track_helpers import LEVELS, run_to_the_end, standing_strip, strip_camera
 
 from app.annotate import place_label
-from app.db.models import Alarm, Defect, DefectReview, Inspection
+from app.db.models import Alarm, Defect, DefectReview, Inspection, Track
 from app.db.session import Database
 from app.detections import Detections
 
@@ -435,6 +437,7 @@ def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_sample: Path,
 pipeline: {{workers: 1, max_batch: 2}}
 cameras:
   - {{id: cam-native, line: L1, station: top, imgsz: 640, images: never,
+     tracking: {{enabled: true, mm_per_px: 0.2}},
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
   - {{id: cam-tiled, line: L1, station: bottom, tile_size: 256, tile_overlap: 32, images: never,
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
@@ -453,6 +456,10 @@ cameras:
         # storage per camera (images: never: nothing stored) and the free space of the data disk
         assert page.inner_text("[data-camera='cam-native'] .tile-storage") == "stored 0 B: 0 frames, 0 crops"
         assert " free" in page.inner_text("#cameras-updated")
+        # a tracked camera: its line speed and the defects in view (GET /cameras: tracking)
+        assert re.search(r"mm/s|line stopped", page.inner_text("[data-camera='cam-native'] .tile-tracks"))
+        assert "defect(s) in view" in page.inner_text("[data-camera='cam-native'] .tile-tracks")
+        assert page.query_selector("[data-camera='cam-tiled'] .tile-tracks") is None
         _shot(page, "live-cameras")
         assert page.js_errors == []  # type: ignore[attr-defined]
 
@@ -667,3 +674,29 @@ def test_an_alarm_shows_as_a_banner_until_an_operator_acknowledges_it(server, pa
     finally:
         db.dispose()
     assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_review_shows_a_tracked_defects_frames(tiny_model_path: Path, tmp_path: Path, page) -> None:
+    """A camera with tracking saw one defect in eight frames: Review shows one box, its track and a strip
+    of the frames it was seen in, the best one (the box's own frame) outlined."""
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    settings = _auth_settings(url, tiny_model_path, tmp_path / "data")
+    db = Database(url)
+    run_to_the_end(strip_camera(standing_strip(tmp_path / "frames"), tracking=True), tiny_model_path, db,
+                   settings.data_dir)
+    with db.session() as s:
+        [track] = s.scalars(select(Track))
+        track_id, best = track.id, track.inspection_id
+    db.dispose()
+    key = make_key(url, "operator", "op-browser")
+    with serving(settings) as base:
+        _sign_in(page, base + "/#review", key, "op-browser")
+        page.wait_for_selector("#queue li.card")
+        assert page.locator("#queue li.box-chip").count() == 1  # one physical defect, not eight boxes
+        page.click(f"#queue li.card[data-inspection-id='{best}'] .card-head")
+        page.wait_for_selector(f"#detail-facts dd:has-text('#{track_id} · seen in {len(LEVELS)} frame(s)')")
+        page.wait_for_function("n => document.querySelectorAll('.track-strip .track-thumb img').length === n",
+                               arg=len(LEVELS))
+        assert page.get_attribute(".track-thumb.best", "data-inspection-id") == str(best)
+        _shot(page, "review-tracked-defect")
+        assert page.js_errors == []  # type: ignore[attr-defined]

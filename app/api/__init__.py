@@ -66,11 +66,12 @@ def include_mes_routers(app: FastAPI) -> None:
         keys,
         parts,
         stats,
+        tracks,
         webhooks,
     )
 
     for router in (inspection_list.router, images.router, defects.read_router, parts.router, stats.router,
-                   frame_review.read_router, alarms.read_router):
+                   frame_review.read_router, alarms.read_router, tracks.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES, responses=ROLE_PROBLEMS)
     for router in (defects.review_router, frame_review.review_router, alarms.ack_router):
         app.include_router(router, prefix=API_PREFIX, dependencies=REVIEW_DEPENDENCIES,

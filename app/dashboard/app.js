@@ -227,6 +227,7 @@ async function refreshCameras() {
         el("div", {}, el("div", { class: "k", text: "fps out" }), el("div", { class: "v", text: fmtNum(fpsOut) })),
         el("div", {}, el("div", { class: "k", text: "drops" }), el("div", { class: "v", text: drops ?? "-" }))),
       cam.storage ? el("div", { class: "muted tile-storage", text: storageText(cam.storage) }) : null,
+      cam.tracking ? el("div", { class: "muted tile-tracks", text: tracksText(cam.tracking) }) : null,
       cam.last_error && status !== "running" ? el("div", { class: "tile-error", text: cam.last_error }) : null,
       thumb);
     let ngId = pick(cam, "last_ng_inspection_id", "latest_ng.inspection_id", "latest_ng_inspection_id", "last_ng.id");
@@ -243,6 +244,37 @@ async function refreshCameras() {
     })();
     return tile;
   }));
+}
+
+/* A tracked defect's frames: up to 8 of the frames it was seen in (its best one outlined). */
+const TRACK_STRIP_MAX = 8;
+async function fillTrackStrip(facts, trackId) {
+  const strip = el("div", { class: "track-strip", "data-track": String(trackId), text: "…" });
+  facts.append(el("dt", { text: "Frames seen" }), el("dd", {}, strip));
+  let track;
+  try { track = await api(`tracks/${trackId}`); } catch (_) { strip.textContent = "-"; return; }
+  const stored = track.frames.filter((f) => f.image_url);
+  const step = Math.max(1, Math.ceil(stored.length / TRACK_STRIP_MAX));
+  const shown = stored.filter((f, k) => k % step === 0 || f.frame_uid === track.best_frame_uid);
+  if (!shown.length) { strip.textContent = `${track.frames_seen} frame(s), no image kept`; return; }
+  strip.replaceChildren(...shown.map((f) => {
+    const best = f.frame_uid === track.best_frame_uid;
+    const thumb = el("span", { class: `track-thumb${best ? " best" : ""}`, "data-inspection-id": String(f.inspection_id),
+      title: `frame #${f.inspection_id} · ${fmtTime(f.captured_at)}${best ? " · best" : ""}` });
+    api(f.image_url, { blob: true }).then((blob) => {
+      const url = URL.createObjectURL(blob);
+      thumb.replaceChildren(el("img", { src: url, alt: `frame #${f.inspection_id}`, onload: () => URL.revokeObjectURL(url) }));
+    }).catch(() => { thumb.textContent = "expired"; });
+    return thumb;
+  }));
+}
+
+/* A tracked camera's defects in view now and its line speed (GET /cameras: tracking). */
+function tracksText(t) {
+  const inView = t.active_tracks.map((a) => `${a.class_name} (${a.frames_seen})`).join(", ");
+  const speed = t.motion.stopped ? "line stopped"
+    : t.motion.speed_mm_s != null ? `${fmtNum(t.motion.speed_mm_s)} mm/s` : `${fmtNum(t.motion.speed_px_s)} px/s`;
+  return `${speed} · ${t.tracks.active} defect(s) in view${inView ? `: ${inView}` : ""} · ${t.tracks.ended} passed`;
 }
 
 /* A sentence for the operator, the technical reason folded away under it for whoever fixes it. */
@@ -624,6 +656,8 @@ function renderDetail() {
       ...row("Source", d.source === "operator" ? "drawn by an operator" : "model"),
       ...row("Confidence", d.source === "operator" ? "-" : fmtNum(d.confidence, 3)),
       ...row("Box", (edited || d.box).map((v) => Math.round(v)).join(", ") + (edited ? " (moved, not saved)" : "")),
+      ...(d.track_id != null ? row("Track", `#${d.track_id} · seen in ${d.frames_seen} frame(s), this is the best`
+        + (d.position_mm ? ` · at ${d.position_mm.map((v) => fmtNum(v)).join(", ")} mm` : "")) : []),
     ] : []),
     ...row("Frame", `#${ins.id} · ${ins.verdict} · ${ins.defects.length} box(es)${item.fully_reviewed ? " · fully reviewed" : ""}`),
     ...row("Camera", ins.camera_id),
@@ -631,6 +665,7 @@ function renderDetail() {
     ...row("Part", ins.part_id),
     ...row("Captured", fmtTime(ins.captured_at)),
   );
+  if (d && d.track_id != null) fillTrackStrip(facts, d.track_id);
   document.querySelectorAll(".reclass .btn").forEach((b) => {
     b.classList.toggle("current", !!d && b.dataset.class === (d.reviewed_class_name || d.class_name));
   });
@@ -713,7 +748,8 @@ async function runOps() {
 function defectFields(d) {
   const out = {};
   for (const k of ["id", "inspection_id", "class_id", "class_name", "confidence", "box", "review_status",
-    "reviewed_class_id", "reviewed_class_name", "reviewed_by", "reviewed_at", "review_note", "source"]) out[k] = d[k];
+    "reviewed_class_id", "reviewed_class_name", "reviewed_by", "reviewed_at", "review_note", "source",
+    "track_id", "frames_seen", "position_mm"]) out[k] = d[k];
   return out;
 }
 

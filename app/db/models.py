@@ -105,6 +105,7 @@ class Defect(Base):
         Index("ix_defects_inspection_id", "inspection_id"),
         Index("ix_defects_class_name", "class_name"),
         Index("ix_defects_review_status", "review_status"),
+        Index("ix_defects_track_id", "track_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -123,11 +124,59 @@ class Defect(Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     review_note: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), default="model", server_default="model")
+    # a camera with tracking: the physical defect this row stands for (its best sighting is the box)
+    track_id: Mapped[int | None] = mapped_column(ForeignKey("tracks.id", ondelete="SET NULL"))
 
     inspection: Mapped[Inspection] = relationship(back_populates="defects")
+    track: Mapped[Track | None] = relationship(lazy="selectin")
     reviews: Mapped[list[DefectReview]] = relationship(
         back_populates="defect", cascade="all, delete-orphan", order_by="DefectReview.id"
     )
+
+
+class Track(Base):
+    """One physical defect a camera with tracking saw in many frames. Its defect row (``defects.track_id``)
+    sits on the inspection of the best frame (``inspection_id``: the highest confidence, whose image and
+    crop are kept); the other frames keep their inspection rows (verdict, counts) and are named in
+    ``frame_uids``. Positions are along the material: pixels (and mm with the camera's calibration)
+    from where the camera's stream began."""
+
+    __tablename__ = "tracks"
+    __table_args__ = (
+        Index("ix_tracks_camera_started", "camera_id", "started_at"),
+        Index("ix_tracks_part_id", "part_id"),
+        Index("ix_tracks_inspection_id", "inspection_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # idempotency key (camera, first frame, first box): a replay or a re-read stores the track once
+    track_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    camera_id: Mapped[str | None] = mapped_column(ForeignKey("cameras.id"))
+    line: Mapped[str | None] = mapped_column(String(64))
+    station: Mapped[str | None] = mapped_column(String(64))
+    part_id: Mapped[str | None] = mapped_column(String(128))
+    inspection_id: Mapped[int] = mapped_column(ForeignKey("inspections.id", ondelete="CASCADE"))
+    track_number: Mapped[int] = mapped_column(Integer)  # the tracker's number within its run
+    class_id: Mapped[int] = mapped_column(Integer)  # by vote over the frames
+    class_name: Mapped[str] = mapped_column(String(64))
+    confidence: Mapped[float] = mapped_column(Float)  # of the best sighting
+    frames_seen: Mapped[int] = mapped_column(Integer)
+    first_frame_uid: Mapped[str] = mapped_column(String(64))
+    best_frame_uid: Mapped[str] = mapped_column(String(64))
+    last_frame_uid: Mapped[str] = mapped_column(String(64))
+    frame_uids: Mapped[list] = mapped_column(JSON)  # the frames it was seen in (the first 2000)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # capture time, first frame
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # capture time, last frame
+    x1: Mapped[float] = mapped_column(Float)  # the best box, in the best frame's pixels
+    y1: Mapped[float] = mapped_column(Float)
+    x2: Mapped[float] = mapped_column(Float)
+    y2: Mapped[float] = mapped_column(Float)
+    position_x_px: Mapped[float] = mapped_column(Float)  # the best box's centre on the material
+    position_y_px: Mapped[float] = mapped_column(Float)
+    width_px: Mapped[float] = mapped_column(Float)
+    height_px: Mapped[float] = mapped_column(Float)
+    mm_per_px: Mapped[float | None] = mapped_column(Float)  # the camera's calibration; None: pixels only
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class DefectReview(Base):

@@ -94,7 +94,7 @@ def insert_inspections(session: Session,
     stmt = (_insert_or_skip(session, table)
             .on_conflict_do_nothing(index_elements=[table.c.frame_uid])
             .returning(table.c.id, table.c.frame_uid))
-    params = [{**fields, "defect_count": len(defects)} for fields, defects in items]
+    params = [{"defect_count": len(defects), **fields} for fields, defects in items]  # or the fields' own
     new_ids = {uid: int(new_id) for new_id, uid in session.execute(stmt, params)}
     defect_rows = [{**d, "inspection_id": new_ids[fields["frame_uid"]]}
                    for fields, defects in items if fields["frame_uid"] in new_ids for d in defects]

@@ -28,6 +28,7 @@ from app.errors import Conflict
 from app.ingest.config import AlarmRule
 from app.ingest.state import CameraState
 from app.inspection import InspectionResult
+from app.inspection.tracks import TrackRecord
 from app.schemas.alarms import AlarmPublic
 from app.vocabulary import NG, utcnow
 from app.webhooks import enqueue_event
@@ -99,7 +100,8 @@ class AlarmMonitor:
 
     # -- inputs ------------------------------------------------------------------------------
     def observe(self, results: Iterable[InspectionResult]) -> list[AlarmPublic]:
-        """Committed results, in commit order: NG runs and defect counts per rule."""
+        """Committed results, in commit order: NG runs and defect counts per rule (a tracked camera's
+        frames count no defects: its defects are counted per track, ``observe_tracks``)."""
         raised = []
         with self._lock:
             now = self.clock()
@@ -113,17 +115,39 @@ class AlarmMonitor:
                         if watch.run >= rule.consecutive_ng:
                             raised += self._fire(watch, watch.run, rule.consecutive_ng, result)
                     else:
-                        watch.window.append((now, len(result.detections)))
-                        while watch.window and watch.window[0][0] < now - WINDOW_S:
-                            watch.window.popleft()
-                        count = sum(n for _, n in watch.window)
-                        if rule.defects_per_minute is not None and count > rule.defects_per_minute:
-                            raised += self._fire(watch, count, rule.defects_per_minute, result)
-                        elif rule.defects_per_metre is not None and rule.line_speed_m_per_min:
-                            per_metre = round(count / (rule.line_speed_m_per_min * WINDOW_S / 60), 3)
-                            if per_metre > rule.defects_per_metre:
-                                raised += self._fire(watch, per_metre, rule.defects_per_metre, result)
+                        found = 0 if result.tracked else len(result.detections)
+                        raised += self._count(watch, now, found, result.camera_id, result.line)
         return raised
+
+    def observe_tracks(self, tracks: Iterable[TrackRecord]) -> list[AlarmPublic]:
+        """Stored tracks (cameras with tracking), in commit order: one physical defect each."""
+        raised = []
+        with self._lock:
+            now = self.clock()
+            for track in tracks:
+                for watch in self._watches:
+                    rule = watch.rule
+                    if rule.consecutive_ng is None and rule.camera_down_s is None \
+                            and rule.watches(track.camera_id, track.line):
+                        raised += self._count(watch, now, 1, track.camera_id, track.line)
+        return raised
+
+    def _count(self, watch: _Watch, now: float, found: int, camera_id: str | None,
+               line: str | None) -> list[AlarmPublic]:
+        """``found`` defects into a defect-count rule's one-minute window; fire past its limit."""
+        rule = watch.rule
+        watch.window.append((now, found))
+        while watch.window and watch.window[0][0] < now - WINDOW_S:
+            watch.window.popleft()
+        count = sum(n for _, n in watch.window)
+        if rule.defects_per_minute is not None and count > rule.defects_per_minute:
+            return self._fire(watch, count, rule.defects_per_minute, None, camera_id=camera_id, line=line)
+        if rule.defects_per_metre is not None and rule.line_speed_m_per_min:
+            per_metre = round(count / (rule.line_speed_m_per_min * WINDOW_S / 60), 3)
+            if per_metre > rule.defects_per_metre:
+                return self._fire(watch, per_metre, rule.defects_per_metre, None, camera_id=camera_id,
+                                  line=line)
+        return []
 
     def check_cameras(self, cameras: Iterable[CameraState]) -> list[AlarmPublic]:
         """Cameras down (not connected, not at the end of their stream) for longer than a rule's T."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -18,6 +21,20 @@ from app.ingest.motion import MotionEstimator, MotionSample
 from app.ingest.simulator import TruthBox
 from app.ingest.sources import Frame
 from app.ingest.tracking import Sighting, Track, Tracker, shift
+
+HANDED_KEEP = 1024  # frames handed to the writer remembered beyond the best frames of active tracks
+
+
+class FrameRef(NamedTuple):
+    """What a sighting's ``ref`` names in the pipeline: the inspected frame's uid and capture time."""
+
+    frame_uid: str
+    captured_at: datetime
+
+
+def best_frame_uid(track: Track) -> str | None:
+    ref = track.best.ref
+    return ref.frame_uid if isinstance(ref, FrameRef) else None
 
 
 class CameraTracking:
@@ -35,6 +52,9 @@ class CameraTracking:
         self._last_look: tuple[float, float, float] | None = None  # offset x, y and time of the last one
         self._expected: deque[int] = deque()  # motion seqs of the frames sent to the detector, in order
         self._arrived: dict[int, tuple[Frame, list[Sighting]] | None] = {}  # None: will not come
+        # ended tracks go to the writer only behind their best frame: held here until it was handed over
+        self._outbox: list[Track] = []
+        self._handed: dict[str, None] = {}  # frame uids handed to the writer (an ordered set)
 
     def on_captured(self, frame: Frame) -> MotionSample:
         """Capture thread, every frame in order: the motion at this frame (also set on the frame)."""
@@ -79,7 +99,7 @@ class CameraTracking:
         with self._lock:
             if frame.motion.seq in self._expected:
                 self._arrived[frame.motion.seq] = None
-                self.ended.extend(self._drain())
+                self._ended(self._drain())
 
     def on_inspected(self, frame: Frame, detections: Detections, ref: object = None) -> list[Track]:
         """Inference worker: this frame's kept detections continue or start tracks; the tracks that
@@ -95,7 +115,7 @@ class CameraTracking:
                 self._expected.append(sample.seq)
             self._arrived[sample.seq] = (frame, sightings)
             ended = self._drain()
-            self.ended.extend(ended)
+            self._ended(ended)
         return ended
 
     def _drain(self) -> list[Track]:
@@ -125,8 +145,36 @@ class CameraTracking:
             for seq in list(self._expected):  # frames that never came (the pipeline stopped)
                 self._arrived.setdefault(seq, None)
             ended = self._drain() + self.tracker.finish()
-            self.ended.extend(ended)
+            self._ended(ended)
         return ended
+
+    def _ended(self, tracks: list[Track]) -> None:
+        """Under the lock: keep the ended tracks; those with a frame of the pipeline wait in the outbox."""
+        self.ended.extend(tracks)
+        self._outbox.extend(t for t in tracks if best_frame_uid(t) is not None)
+
+    def handed(self, frame_uids: Iterable[str]) -> list[Track]:
+        """Inference worker, right after it handed these frames to the writer: the ended tracks whose
+        best frame the writer has now (queued before them, so stored before them)."""
+        with self._lock:
+            self._handed.update(dict.fromkeys(frame_uids))
+            ready = [t for t in self._outbox if best_frame_uid(t) in self._handed]
+            if ready:
+                self._outbox = [t for t in self._outbox if best_frame_uid(t) not in self._handed]
+            if len(self._handed) > 4 * HANDED_KEEP:  # forget all but the recent and the best of active tracks
+                live = {best_frame_uid(t) for t in [*self.tracker.active, *self._outbox]}
+                recent = list(self._handed)[-HANDED_KEEP:]
+                self._handed = dict.fromkeys([u for u in self._handed if u in live] + recent)
+        return ready
+
+    def release(self) -> tuple[list[Track], list[Track]]:
+        """At stop, after ``finish``: (the tracks whose best frame the writer has, those whose best frame
+        never reached it: its inspection failed)."""
+        with self._lock:
+            ready = [t for t in self._outbox if best_frame_uid(t) in self._handed]
+            lost = [t for t in self._outbox if best_frame_uid(t) not in self._handed]
+            self._outbox = []
+        return ready, lost
 
     def view(self, max_active: int = 50) -> dict:
         """The camera's motion and tracks, for its state: counts, and the tracks in view now (at most

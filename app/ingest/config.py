@@ -57,8 +57,9 @@ class TrackingConfig(_Strict):
     """Tracking along the material: the camera's motion measured from its frames, and each physical defect
     followed across frames as one track (app.ingest.tracking)."""
 
-    enabled: bool = Field(False, description="follow defects across frames (one track per physical defect); "
-                                             "`false`: every frame's defects stand alone")
+    enabled: bool = Field(False, description="follow defects across frames and store each physical defect "
+                                             "once (a track, and one defect row on its best frame); "
+                                             "`false`: every frame's boxes are stored as its defects")
     mm_per_px: Annotated[float | None, Field(gt=0, description="calibration: millimetres of material per "
                                                                "frame pixel (speeds and positions in mm); "
                                                                "empty: pixels only")] = None

@@ -15,12 +15,14 @@ import numpy as np
 from app import metrics as m
 from app.detections import Detections
 from app.inference import Engine, tiling
-from app.ingest.capture import Job
+from app.ingest.camera_tracking import FrameRef
+from app.ingest.capture import CameraRunner, Job
 from app.ingest.config import CameraConfig, CamerasConfigError, CamerasFile, PipelineConfig
 from app.ingest.frame_images import prepare_images
 from app.ingest.queues import FrameHub
 from app.ingest.sources import derive_frame_uid
-from app.ingest.writer import DbWriter, Item
+from app.ingest.track_records import track_record
+from app.ingest.writer import DbWriter, Item, TrackItem
 from app.inspection import CameraContext, Timings, inspect_frame, run_detector
 
 log = logging.getLogger(__name__)
@@ -146,6 +148,7 @@ class DetectionWorkers:
         found = detect_frames(self.engine, batch, self.detect_threshold, self.options.iou_threshold,
                               self.max_det)
         items: list[Item] = []
+        tracked: dict[str, tuple[CameraRunner, list[str]]] = {}  # camera id -> (camera, its frames here)
         for job, (dets, (inf_ms, post_ms)) in zip(batch, found, strict=True):
             cam, frame = job.camera, job.frame
             timings = Timings(inference_ms=float(inf_ms), postprocess_ms=float(post_ms))
@@ -155,8 +158,16 @@ class DetectionWorkers:
                                    frame_uid=uid)
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
             if cam.tracking is not None:
-                cam.tracking.on_inspected(frame, result.detections, ref=result.frame_uid)
+                result.tracked = True  # its defects are stored per track, when the track ends
+                cam.tracking.on_inspected(frame, result.detections,
+                                          ref=FrameRef(result.frame_uid, result.captured_at))
+                tracked.setdefault(cam.cfg.id, (cam, []))[1].append(result.frame_uid)
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()
             items.append(Item(result, frame.t_capture, crops, position=frame.index))
         self.writer.submit_many(items)  # one hand-off per batch: the writer wakes per batch, not per frame
+        for cam, frame_uids in tracked.values():  # tracks whose best frame the writer has now, behind it
+            assert cam.tracking is not None
+            ended = cam.tracking.handed(frame_uids)
+            if ended:
+                self.writer.submit_many([TrackItem(track_record(t, cam.cfg)) for t in ended])

@@ -26,8 +26,10 @@ from app.ingest.config import CameraConfig, CamerasFile
 from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
 from app.ingest.queues import FrameHub
 from app.ingest.sources import Source, make_source
-from app.ingest.writer import Item, open_writer
+from app.ingest.track_records import track_record
+from app.ingest.writer import Item, TrackItem, open_writer
 from app.inspection import Stored
+from app.inspection.tracks import TrackRecord
 from app.vocabulary import API_SOURCE, NG
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ class Pipeline:
         self._by_id = {c.cfg.id: c for c in self.cameras}
         self.capture = Capture(self.cameras)
         self.writer = open_writer(db, self.data_dir, p.writer, on_committed=self._on_committed,
-                                  on_journaled=self._on_journaled)
+                                  on_journaled=self._on_journaled,
+                                  on_tracks_committed=self._on_tracks_committed)
         self.journal = self.writer.journal
         # the model call keeps every box that some camera's threshold for its class could keep
         detect_threshold = min([p.conf_threshold] + [t for c in self.cameras
@@ -103,6 +106,11 @@ class Pipeline:
         for cam in self.cameras:  # what is in view when the line stops is seen for the last time
             if cam.tracking is not None:
                 cam.tracking.finish()
+                ready, lost = cam.tracking.release()
+                self.writer.submit_many([TrackItem(track_record(t, cam.cfg)) for t in ready])
+                if lost:
+                    log.warning("camera %s: %d tracks not stored, their best frame was not inspected to "
+                                "the end", cam.cfg.id, len(lost))
         self.writer.stop(max(1.0, deadline - time.monotonic()))
         for cam in self.cameras:  # what settled since the last commit (frames dropped by policy)
             if cam.checkpoint is not None:
@@ -159,6 +167,10 @@ class Pipeline:
         self._save_checkpoints(items)
         if self.alarms is not None:
             self.alarms.observe(item.result for item, s in zip(items, stored, strict=True) if s.created)
+
+    def _on_tracks_committed(self, tracks: list[TrackRecord]) -> None:
+        if self.alarms is not None:
+            self.alarms.observe_tracks(tracks)
 
     def _on_journaled(self, items: list[Item]) -> None:
         for item in items:

@@ -64,6 +64,8 @@ class Track:
     last_frame: int = 0
     last_class_name: str = ""
     best_sighting: Sighting | None = None
+    first_ref: Any = None  # the ``ref`` of the first and the last sighting (kept beyond MAX_SIGHTINGS)
+    last_ref: Any = None
     votes: Counter[str] = field(default_factory=Counter)  # class name -> frames
     confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
     class_ids: dict[str, int] = field(default_factory=dict)
@@ -93,6 +95,9 @@ class Track:
             self.best_material_box = on_material
         if len(self.sightings) < MAX_SIGHTINGS:
             self.sightings.append(s)
+        if self.hits == 0:
+            self.first_ref = s.ref
+        self.last_ref = s.ref
         self.hits += 1
         self.last_frame = s.frame_index
         self.last_class_name = s.class_name

@@ -5,6 +5,10 @@ Order is kept: while the journal holds anything, new results are journaled behin
 database answers again the journal is replayed oldest first, then live results go straight in.
 Replays are idempotent: ``persist_results`` skips frame_uids already stored.
 
+A camera with tracking also hands the writer its ended tracks (``TrackItem``), each queued behind its
+best frame (app.ingest.camera_tracking holds it until then), so it is stored (or journaled) after that
+frame, in the same order a replay keeps; ``persist_tracks`` skips track_uids already stored.
+
 The writer is the process's one way into the database and the journal: the HTTP door stores its
 frames through ``store_now`` (in the request's thread: committed while the database answers,
 journaled while it is away), and this thread replays them with the camera results. Whether the
@@ -43,6 +47,9 @@ from app.inspection import (
 )
 from app.inspection.codec import from_record, to_record
 from app.inspection.store import crop_file, image_file, write_crops, write_image_now
+from app.inspection.tracks import TrackRecord, is_track_record, persist_tracks
+from app.inspection.tracks import from_record as track_from_record
+from app.inspection.tracks import to_record as track_to_record
 from app.vocabulary import API_SOURCE
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,24 @@ class Item:
     position: int | None = None  # the frame's index in its source, for its checkpoint; None after a restart
 
 
+@dataclass
+class TrackItem:
+    """One ended track on its way to the database, behind its best frame."""
+
+    track: TrackRecord
+
+
+Queued = Item | TrackItem
+
+
+def frames_of(items: list[Queued]) -> list[Item]:
+    return [i for i in items if isinstance(i, Item)]
+
+
+def tracks_of(items: list[Queued]) -> list[TrackItem]:
+    return [i for i in items if isinstance(i, TrackItem)]
+
+
 JOURNAL_RETRY_AFTER_S = 10  # a full or failing journal: when to send the frame again
 
 
@@ -65,12 +90,16 @@ class JournalUnwritable(Unavailable):
     """The database is away and the journal cannot take the result (full, or its disk fails)."""
 
 
-def to_journal(item: Item) -> dict:
+def to_journal(item: Queued) -> dict:
     """The journal record of an item (its frame and crops are written to their files first)."""
+    if isinstance(item, TrackItem):
+        return track_to_record(item.track)
     return to_record(item.result)
 
 
-def from_journal(rec: dict) -> Item:
+def from_journal(rec: dict) -> Queued:
+    if is_track_record(rec):
+        return TrackItem(track_from_record(rec))
     return Item(from_record(rec))
 
 
@@ -131,7 +160,7 @@ class BatchBuffer:
 
     def __init__(self, capacity: int, batch_rows: int) -> None:
         self.capacity, self.batch_rows = capacity, batch_rows
-        self._items: deque[Item] = deque()
+        self._items: deque[Queued] = deque()
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)  # writer: something to do
         self._room = threading.Condition(self._lock)  # producers: space again
@@ -140,7 +169,7 @@ class BatchBuffer:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, items: list[Item], timeout: float | None = None) -> None:
+    def put(self, items: list[Queued], timeout: float | None = None) -> None:
         """Append ``items`` in order (a batch larger than the capacity goes in as room appears);
         raises TimeoutError when ``timeout`` passes while full (items appended before stay queued)."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -160,7 +189,7 @@ class BatchBuffer:
                     self.wakeups += 1
                     self._ready.notify()
 
-    def take_batch(self, window_s: float, idle_s: float, draining: Callable[[], bool]) -> list[Item]:
+    def take_batch(self, window_s: float, idle_s: float, draining: Callable[[], bool]) -> list[Queued]:
         with self._lock:
             if not self._items and not draining():
                 self._ready.wait(idle_s)
@@ -189,7 +218,8 @@ class DbWriter:
     def __init__(self, db: Database, journal: Journal, data_dir: Path, *, batch_rows: int = 64,
                  batch_ms: float = 200.0, queue_size: int = 1024, retry_s: float = 1.0,
                  on_committed: Callable[[list[Item], list[Stored]], None] | None = None,
-                 on_journaled: Callable[[list[Item]], None] | None = None) -> None:
+                 on_journaled: Callable[[list[Item]], None] | None = None,
+                 on_tracks_committed: Callable[[list[TrackRecord]], None] | None = None) -> None:
         self.db = db
         self.journal = journal
         self.data_dir = Path(data_dir)
@@ -197,6 +227,7 @@ class DbWriter:
         self.retry_s = retry_s
         self.on_committed = on_committed
         self.on_journaled = on_journaled
+        self.on_tracks_committed = on_tracks_committed  # newly stored tracks, in the writer's thread
         # called with the ids of newly stored inspections after each commit (camera frames, replays and
         # HTTP uploads alike), in this writer's or the request's thread: must not block (app.line.mqtt)
         self.stored_listeners: list[Callable[[list[int]], None]] = []
@@ -209,6 +240,7 @@ class DbWriter:
         self.replayed = 0
         self.rejected = 0
         self.rekeyed = 0  # frames stored under other_image_uid
+        self.tracks_committed = 0  # tracks stored (replays not counted)
         self.last_error: str | None = None  # for the log: may name hosts and ports
         # frame_uids of HTTP uploads waiting in the journal (GET .../by-frame/{uid} answers 202 for them)
         self._pending_uploads: set[str] = {
@@ -229,10 +261,10 @@ class DbWriter:
         """Queue one result; blocks while the writer is full (back-pressure, nothing dropped)."""
         self.submit_many([item], timeout)
 
-    def submit_many(self, items: list[Item], timeout: float | None = None) -> None:
+    def submit_many(self, items: list[Queued], timeout: float | None = None) -> None:
         """Queue the results of one inference batch at once (one hand-off instead of one per item).
         Their image policy is applied already (``apply_image_policy``: no BGR frame is queued)."""
-        undecided = [i.result.frame_uid for i in items if i.result.image is not None]
+        undecided = [i.result.frame_uid for i in frames_of(items) if i.result.image is not None]
         if undecided:
             raise ValueError(f"no image policy was applied to {undecided[:3]} (apply_image_policy first)")
         self._buffer.put(items, timeout)
@@ -283,13 +315,13 @@ class DbWriter:
         self.journal.close()
 
     # -- thread ------------------------------------------------------------------------------
-    def _collect(self) -> list[Item]:
+    def _collect(self) -> list[Queued]:
         """The next batch: up to ``batch_rows`` results, waiting at most ``batch_ms`` after the first
         one for more; [] after 0.1 s without any (so the loop can retry the journal and see stop)."""
         return self._buffer.take_batch(self.batch_s, idle_s=0.1, draining=self._stop.is_set)
 
     def _run(self) -> None:
-        held: list[Item] = []  # a batch neither the database nor the full journal could take
+        held: list[Queued] = []  # a batch neither the database nor the full journal could take
         while True:
             if self.journal.pending and time.monotonic() >= self._next_retry:
                 self._replay()
@@ -366,7 +398,49 @@ class DbWriter:
         m.DB_WRITE_SECONDS.observe(time.perf_counter() - t0)
         return stored
 
-    def _reject(self, item: Item) -> None:
+    def _commit_tracks(self, items: list[TrackItem]) -> None:
+        """One transaction for the tracks (their best frames are committed already); a track the
+        database refuses for good, or whose best frame is not stored (it was set aside itself), goes to
+        ``journal/rejected.jsonl``."""
+        if not items:
+            return
+        refused: set[str] = set()
+        try:
+            with self.db.session() as session:
+                stored = persist_tracks(session, [i.track for i in items])
+        except IntegrityError:
+            stored = []
+            for item in items:
+                try:
+                    with self.db.session() as session:
+                        stored.extend(persist_tracks(session, [item.track]))
+                except IntegrityError as exc:
+                    log.error("track %s refused by the database, set aside in rejected.jsonl: %s",
+                              item.track.track_uid, str(exc).splitlines()[0])
+                    refused.add(item.track.track_uid)
+                    stored.append(None)
+        new: list[TrackRecord] = []
+        for item, s in zip(items, stored, strict=True):
+            if s is None:
+                if item.track.track_uid not in refused:
+                    log.error("track %s: its best frame %s is not stored; set aside in rejected.jsonl",
+                              item.track.track_uid, item.track.best_frame_uid)
+                self._reject(item)
+            elif s.created:
+                new.append(item.track)
+        self.tracks_committed += len(new)
+        if new and self.on_tracks_committed is not None:
+            self.on_tracks_committed(new)
+
+    def _commit_batch(self, items: list[Queued]) -> tuple[list[Item], list[Stored | None]]:
+        """The frames of ``items``, then its tracks (each behind its best frame); the frames and what
+        became of them."""
+        frames = frames_of(items)
+        stored = self._commit(frames) if frames else []
+        self._commit_tracks(tracks_of(items))
+        return frames, stored
+
+    def _reject(self, item: Queued) -> None:
         self.rejected += 1
         with open(self.journal.dir / "rejected.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(to_journal(item)) + "\n")
@@ -395,16 +469,16 @@ class DbWriter:
         self._set_db(False, f"{type(exc).__name__}: {text}")
         self._next_retry = time.monotonic() + self.retry_s
 
-    def _store(self, batch: list[Item]) -> bool:
+    def _store(self, batch: list[Queued]) -> bool:
         """Commit, or journal behind the pending ones; False when neither is possible right now."""
         if not self.journal.pending and (self.db_up or time.monotonic() >= self._next_retry):
             try:
-                stored = self._commit(batch)
+                frames, stored = self._commit_batch(batch)
             except SQLAlchemyError as exc:
                 self._db_error(exc)
             else:
                 self._set_db(True)
-                self._report(batch, stored)
+                self._report(frames, stored)
                 return True
         try:
             self._journal_items(batch)
@@ -417,17 +491,18 @@ class DbWriter:
             log.error("journal write failed: %s", exc)
             return False
         if self.on_journaled:
-            self.on_journaled(batch)
+            self.on_journaled(frames_of(batch))
         return True
 
-    def _journal_items(self, items: list[Item]) -> None:
+    def _journal_items(self, items: list[Queued]) -> None:
         """Write the items' images (and crops) to their files, then their records to the journal;
         raises JournalFull or OSError, and FrameUidConflict for an upload whose uid holds another image."""
-        for item in items:
+        for item in frames_of(items):
             self._claim_uid(item)
             write_image_now(item.result, self.data_dir)
             store_crops(item, self.data_dir)
-        uploads = {i.result.frame_uid for i in items if i.result.source == API_SOURCE} - self._pending_uploads
+        uploads = {i.result.frame_uid for i in frames_of(items)
+                   if i.result.source == API_SOURCE} - self._pending_uploads
         self._pending_uploads.update(uploads)  # before the append: a replay may take them right after it
         try:
             self.journal.append([to_journal(i) for i in items])
@@ -460,19 +535,22 @@ class DbWriter:
         for segment in self.journal.sealed_segments():
             records = self.journal.read(segment)
             items = [from_journal(r) for r in records]
+            frames: list[Item] = []
             done: list[Stored | None] = []
             try:
                 for start in range(0, len(items), self.batch_rows):
-                    done.extend(self._commit(items[start:start + self.batch_rows]))
+                    chunk_frames, chunk_done = self._commit_batch(items[start:start + self.batch_rows])
+                    frames += chunk_frames
+                    done += chunk_done
             except SQLAlchemyError as exc:
-                self._report(items[:len(done)], done)
+                self._report(frames, done)
                 self._db_error(exc)
                 return
             self._set_db(True)
             self.journal.remove(segment, len(records))
-            self._pending_uploads.difference_update(i.result.frame_uid for i in items)
+            self._pending_uploads.difference_update(i.result.frame_uid for i in frames)
             before = self.committed
-            self._report(items, done)
+            self._report(frames, done)
             self.replayed += self.committed - before
             m.JOURNAL_PENDING.set(self.journal.pending)
             log.info("replayed %d journaled results from %s", len(records), segment.name)
@@ -480,11 +558,12 @@ class DbWriter:
 
 def open_writer(db: Database, data_dir: Path, config: WriterConfig,
                 on_committed: Callable[[list[Item], list[Stored]], None] | None = None,
-                on_journaled: Callable[[list[Item]], None] | None = None) -> DbWriter:
+                on_journaled: Callable[[list[Item]], None] | None = None,
+                on_tracks_committed: Callable[[list[TrackRecord]], None] | None = None) -> DbWriter:
     """The writer and its journal (``data_dir/journal``, held by this process) as ``config`` says;
     not started. Raises JournalInUse when another process journals into that folder."""
     journal = Journal(Path(data_dir) / "journal", int(config.journal_max_mb * 2**20),
                       int(config.journal_segment_mb * 2**20))
     return DbWriter(db, journal, data_dir, batch_rows=config.batch_rows, batch_ms=config.batch_ms,
                     queue_size=config.queue_size, retry_s=config.retry_s, on_committed=on_committed,
-                    on_journaled=on_journaled)
+                    on_journaled=on_journaled, on_tracks_committed=on_tracks_committed)

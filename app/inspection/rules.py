@@ -71,6 +71,9 @@ class InspectionResult:
     crop_count: int = 0  # defect crops stored next to it (``<frame_uid>-crop<k>.jpg``)
     crop_size: int = 0  # their bytes
     image_skipped: str | None = None  # why an image the policy keeps was not written (low_disk|write_failed)
+    # a camera with tracking: the detections are counted on the row, not stored as defects; each
+    # physical defect is stored once, when its track ends (app.inspection.tracks)
+    tracked: bool = False
 
 
 def new_frame_uid() -> str:

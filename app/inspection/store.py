@@ -147,6 +147,14 @@ def _defect_rows(dets: Detections) -> list[dict]:
                                                  dets.class_id.tolist(), strict=True)]
 
 
+def _rows_of(r: InspectionResult) -> tuple[dict, list[dict]]:
+    """The inspection row and its defect rows; a tracked frame counts its detections and stores none
+    (its defects are stored per track, app.inspection.tracks)."""
+    if r.tracked:
+        return {**_row_fields(r), "defect_count": len(r.detections)}, []
+    return _row_fields(r), _defect_rows(r.detections)
+
+
 class FrameUidConflict(Conflict):
     """Results whose ``frame_uid`` is stored already (or comes earlier in the same batch) with a
     different image: another frame under a used uid, not a replay. Nothing of the batch is written.
@@ -237,6 +245,8 @@ def persist_results(session: Session, results: Sequence[InspectionResult], *, da
         if s.created:
             camera = metrics.camera_label(r.camera_id)  # bounded: caller-chosen ids beyond a cap are "other"
             metrics.INSPECTIONS_TOTAL.labels(verdict=r.verdict, camera=camera).inc()
+            if r.tracked:  # its defects are counted once each, when their tracks are stored
+                continue
             per_class = Counter(map(r.detections.class_name, r.detections.class_id.tolist()))
             for class_name, n in per_class.items():
                 metrics.DEFECTS_TOTAL.labels(class_name=class_name).inc(n)
@@ -263,8 +273,7 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
         if r.image_bytes is not None and skip_image_if_unwritable(r, data_dir):
             r.image_path = image_file(r)
             r.image_size = images.disk_bytes(len(r.image_bytes or b""))
-    created = repository.insert_inspections(
-        session, [(_row_fields(r), _defect_rows(r.detections)) for r in new])
+    created = repository.insert_inspections(session, [_rows_of(r) for r in new])
     for r in new:
         if r.frame_uid not in created:
             r.image_path = None  # stored meanwhile by a concurrent writer: a replay, its file stays
@@ -282,7 +291,7 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
         _refuse_other_images(results, first, existing)
     # NG results: queue the inspection.ng webhook event in this transaction (hooks asked once a batch,
     # payloads built only when someone listens)
-    new_ng = [uid for uid in created if first[uid].verdict == NG]
+    new_ng = [uid for uid in created if first[uid].verdict == NG and not first[uid].tracked]
     hooks = subscribers(session, "inspection.ng") if new_ng else []
     if load_rows:
         rows = repository.get_inspections_by_uid(session, first)
@@ -296,6 +305,6 @@ def _persist_once(session: Session, results: Sequence[InspectionResult], data_di
             raise RuntimeError(f"inspection {r.frame_uid!r} is missing right after it was stored")
         is_new = r.frame_uid in created and first[r.frame_uid] is r
         out.append(Stored(ids[r.frame_uid], is_new, rows.get(r.frame_uid) if load_rows else None))
-        if is_new and hooks and r.verdict == NG:
+        if is_new and hooks and r.verdict == NG and not r.tracked:
             enqueue_inspection(session, rows[r.frame_uid], hooks)
     return out

@@ -25,7 +25,7 @@ from app.schemas.common import (
 from app.vocabulary import Verdict, round_box, round_confidence, round_ms
 
 if TYPE_CHECKING:
-    from app.db.models import Defect, DefectReview, Inspection
+    from app.db.models import Defect, DefectReview, Inspection, Track
 
 API_PREFIX = "/api/v1"
 ReviewStatus = Literal["pending", "confirmed", "rejected", "reclassified"]
@@ -109,6 +109,14 @@ class ReviewPublic(ReviewBase):
 
 # -- defects --------------------------------------------------------------------------------------
 
+def track_position_mm(track: Track) -> list[float] | None:
+    """Where a track's defect is on the material in mm (x, y of its best box's centre from where the
+    camera's stream began), None without the camera's calibration."""
+    if track.mm_per_px is None:
+        return None
+    return [round(track.position_x_px * track.mm_per_px, 3), round(track.position_y_px * track.mm_per_px, 3)]
+
+
 class DefectBase(PublicModel):
     class_id: int
     class_name: str = Field(description="the class the detector gave")
@@ -120,7 +128,8 @@ class DefectBase(PublicModel):
 class DefectPublic(DefectBase):
     """A detected defect and its review state."""
 
-    CSV_SPLIT: ClassVar[dict[str, tuple[str, ...]]] = {"box": ("x1", "y1", "x2", "y2")}
+    CSV_SPLIT: ClassVar[dict[str, tuple[str, ...]]] = {"box": ("x1", "y1", "x2", "y2"),
+                                                        "position_mm": ("position_x_mm", "position_y_mm")}
 
     id: int
     inspection_id: int
@@ -133,10 +142,21 @@ class DefectPublic(DefectBase):
     review_note: str | None = None
     source: DefectSource = Field("model", description="model (detected) or operator (a missed defect "
                                                        "drawn in review)")
+    track_id: int | None = Field(None, description="a camera with tracking: the physical defect's track "
+                                                   "(GET /tracks/{id}); its box is the best sighting's")
+    frames_seen: int | None = Field(None, description="a camera with tracking: frames the defect was "
+                                                      "seen in")
+    position_mm: list[float] | None = Field(
+        None, min_length=2, max_length=2,
+        description="a camera with tracking and a calibration (`mm_per_px`): x, y of the defect on the "
+                    "material in mm, from where the camera's stream began")
 
     @classmethod
     def fields_of(cls, row: Defect) -> dict[str, Any]:
+        track = row.track
         return dict(
+            track_id=row.track_id, frames_seen=track.frames_seen if track is not None else None,
+            position_mm=track_position_mm(track) if track is not None else None,
             source=row.source or "model",
             id=row.id, inspection_id=row.inspection_id, class_id=row.class_id, class_name=row.class_name,
             confidence=round_confidence(row.confidence), box=round_box((row.x1, row.y1, row.x2, row.y2)),

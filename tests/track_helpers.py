@@ -1,0 +1,46 @@
+"""A standing strip for tests of tracked cameras: frames of one texture whose brightness the tiny
+model reads as the confidence of one 'patches' box in the middle, so one physical defect is seen in
+every frame, most confidently in the brightest one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from app.db.session import Database
+from app.inference import Engine
+from app.ingest.config import CamerasFile, parse_cameras
+from app.ingest.pipeline import Pipeline
+
+LEVELS = (150, 170, 190, 220, 200, 180, 160, 150)  # brightness of each frame
+BEST = 3  # the brightest
+
+
+def standing_strip(folder: Path, levels: tuple[int, ...] = LEVELS) -> Path:
+    """One PNG per level (``000.png`` ...): a fixed texture at that brightness."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texture = np.random.default_rng(0).integers(0, 40, (120, 160, 1)).astype(np.int16)
+    for i, level in enumerate(levels):
+        frame = np.clip(texture + level, 0, 255).astype(np.uint8).repeat(3, axis=2)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return folder
+
+
+def strip_camera(folder: Path, tracking: bool) -> CamerasFile:
+    """Camera ``strip`` on line L1 reading ``folder``, NG frames stored, tracking on or off."""
+    return parse_cameras(f"""
+cameras:
+  - id: strip
+    line: L1
+    source: "folder:{folder}"
+    images: ng
+    tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5}}
+""")
+
+
+def run_to_the_end(cfg: CamerasFile, model: Path, db: Database, data_dir: Path) -> None:
+    """The pipeline over the cameras' sources until every frame is stored, then stopped."""
+    with Pipeline(cfg, Engine(model, intra_op_threads=1), db, data_dir) as pipeline:
+        assert pipeline.wait_finished(60)
