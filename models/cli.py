@@ -256,8 +256,10 @@ def choose_operating_points(args: argparse.Namespace, scored: list, names: Seque
         from models.plots import plot_operating_points
 
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        rule = "best F1" if args.min_precision is None else f"precision >= {args.min_precision:g}"
         plot_operating_points(per_class, list(names), record,
-                              f"{Path(args.model).name} ({version}) on {args.split}", Path(args.plot))
+                              f"{Path(args.model).name} ({version}) on {args.split}: points at {rule}",
+                              Path(args.plot))
     if args.write:
         set_metadata(Path(args.model), metadata_props(record))
     return record

@@ -102,7 +102,8 @@ def test_operating_points_round_trip_through_the_model_metadata(make_detector_mo
 def test_the_shipped_models_carry_an_operating_point_per_class(name):
     engine = Engine(REPO_ROOT / "models" / "weights" / name, warmup=False)
     points = engine.metadata.operating_points
-    assert points["method"] == "best_f1" and points["split"] == "val"
+    assert points["method"] == "min_precision" and points["min_precision"] == 0.85
+    assert points["split"] == "val"
     assert set(engine.metadata.class_thresholds) == set(NEU_NAMES)
     assert all(0.05 < t < 0.95 for t in engine.metadata.class_thresholds.values())
 
