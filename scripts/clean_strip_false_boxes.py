@@ -86,7 +86,7 @@ def main() -> int:
                 if not truth:
                     for c in kept.class_id:
                         per_class[key][engine.names[int(c)]] += 1
-        sources = len(sim._clean_sources or [])
+        sources = len(sim.clean_sources)
         pictures = len(sim.paths)
     report = {
         "model": str(args.model), "version": engine.version, "images_folder": str(args.images or ""),

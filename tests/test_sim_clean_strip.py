@@ -38,7 +38,7 @@ def test_clean_strip_has_no_truth_and_is_textured_everywhere(neu_sample: Path):
             blocks = detail.reshape(4, 50, 4, 50).mean(axis=(1, 3))
             assert blocks.min() > 0.5, blocks.min()
     # each clean tile is grown from one of the sample's images that carries no whole-surface defect
-    assert sim._clean_sources and all(not sim._surface_defect(i) for i in sim._clean_sources)
+    assert sim.clean_sources and all(not sim._surface_defect(i) for i in sim.clean_sources)
 
 
 def test_clean_texture_is_cut_outside_the_labelled_boxes():

@@ -179,8 +179,6 @@ class StripSimulator:
         if not 0.0 <= defect_rate <= 1.0:
             raise ValueError(f"defect_rate {defect_rate} must be between 0 and 1")
         self.defect_rate = float(defect_rate)
-        self.clean = CleanTexture(self.tile, cache_size)
-        self._clean_sources: list[int] | None = None  # images with a clean patch, found on first use
         self.seed = seed
         self._margin = int(math.ceil(self.drift))  # strip rows above and below the view, for the sway
         self.rows = -(-(self.height + 2 * self._margin) // self.tile)
@@ -191,6 +189,10 @@ class StripSimulator:
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._labels: dict[int, list[tuple[int, float, float, float, float]]] = {}
         self._cache_size = cache_size
+        self.clean = CleanTexture(self.tile, cache_size)
+        # the images clean strip is cut from, found here (a second or more per thousand images) rather
+        # than in the first frame that needs one, so a camera's first frames come at its pace
+        self.clean_sources: list[int] = self._find_clean_sources() if self.defect_rate < 1.0 else []
 
     def image_index(self, col: int, row: int) -> int:
         return self._order[(col * self.rows + row) % len(self._order)]
@@ -205,15 +207,17 @@ class StripSimulator:
         names = self.names
         return any(0 <= c < len(names) and names[c] in SURFACE_CLASSES for c, *_ in self._label(idx))
 
+    def _find_clean_sources(self) -> list[int]:
+        sources = [i for i in self._order if not self._surface_defect(i)
+                   and self.clean.patch(i, self._image(i), self._label(i)) is not None]
+        if not sources:
+            raise ValueError(f"no image in {self.images_dir} has a clean area of {CLEAN_MIN_SIDE} px outside "
+                             "its labelled boxes")
+        return sources
+
     def _clean_tile(self, col: int, row: int) -> np.ndarray:
-        if self._clean_sources is None:
-            self._clean_sources = [i for i in self._order if not self._surface_defect(i)
-                                   and self.clean.patch(i, self._image(i), self._label(i)) is not None]
-            if not self._clean_sources:
-                raise ValueError(f"no image in {self.images_dir} has a clean area of {CLEAN_MIN_SIDE} px "
-                                 "outside its labelled boxes")
         rng = random.Random(f"{self.seed}:clean:{col}:{row}")
-        idx = self._clean_sources[rng.randrange(len(self._clean_sources))]
+        idx = self.clean_sources[rng.randrange(len(self.clean_sources))]
         patch = self.clean.patch(idx, self._image(idx), self._label(idx))
         assert patch is not None
         return self.clean.tile_from((col, row), patch, rng)
