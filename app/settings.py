@@ -122,7 +122,9 @@ class Settings(BaseSettings):
     upload_max_wait_s: float = Field(
         10.0, gt=0, le=600,
         description="longest wait of a queued upload for a slot, in seconds; then 503 with `Retry-After`")
-    conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="detection confidence threshold")
+    conf_threshold: float = Field(0.25, ge=0.0, le=1.0, description="confidence threshold of uploaded "
+                                  "frames for classes the model has no operating point for (its metadata "
+                                  "`operating_points`, shown by GET /api/v1/model)")
     iou_threshold: float = Field(0.45, gt=0.0, le=1.0, description="NMS IoU threshold (class-aware)")
     max_det: int = Field(300, ge=1, le=10_000, description="most detections kept per frame")
     cameras_file: Path | None = Field(

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from app.errors import UserError
+from app.inference.metadata import OPERATING_POINTS_KEY
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -177,6 +179,15 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--providers", default=None, help="ONNX Runtime providers, comma separated")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--operating-points", action="store_true",
+                   help="also choose a confidence threshold per class on this split: the point of best F1 "
+                        "of the service's boxes (IoU 0.5), or see --min-precision")
+    p.add_argument("--min-precision", type=float, default=None,
+                   help="with --operating-points: the lowest threshold whose precision reaches this")
+    p.add_argument("--write", action="store_true",
+                   help="with --operating-points: store them in the ONNX model's metadata "
+                        "(`operating_points`, the service's default per-class thresholds)")
+    p.add_argument("--plot", default=None, help="with --operating-points: PR and F1 curves to this PNG")
     p.set_defaults(func=run_evaluate)
 
 
@@ -189,8 +200,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     spec = load_data_yaml(args.data)
     paths = split_paths(spec, args.split)
     providers = args.providers.split(",") if args.providers else None
+    choose = args.operating_points
+    if not choose and (args.write or args.plot or args.min_precision is not None):
+        raise UserError("--write, --plot and --min-precision go with --operating-points")
+    if args.min_precision is not None and not 0.0 < args.min_precision <= 1.0:
+        raise UserError("--min-precision must be in (0, 1]")
+    if args.write and Path(args.model).suffix != ".onnx":
+        raise UserError("--write stores operating points in an ONNX model; export the checkpoint first")
     detector, info = load_detector(args.model, args.device, providers, args.threads)
-    metrics = evaluate(detector, paths, spec.nc, batch_size=args.batch, progress=not args.json)
+    metrics = evaluate(detector, paths, spec.nc, batch_size=args.batch, progress=not args.json,
+                       keep_serving_boxes=choose)
     result = {
         "model": str(args.model),
         "data": str(args.data),
@@ -198,6 +217,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         **info,
         **{k: v for k, v in metrics.items() if not k.startswith("_") and k != "pr_curves"},
     }
+    if choose:
+        result["operating_points"] = choose_operating_points(args, metrics["_serving_boxes"], detector.names,
+                                                             str(info.get("version")))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -209,7 +231,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
         f"precision {result['precision']:.3f}  recall {result['recall']:.3f} at conf 0.25 / IoU 0.5; "
         f"{result['images_per_second']:.1f} images/s"
     )
+    if choose:
+        points = result["operating_points"]
+        print(f"operating points ({points['method']}, {args.split}, IoU {points['match_iou']}):")
+        print(f"{'class':<18}{'threshold':>10}{'precision':>10}{'recall':>8}{'F1':>7}{'TP':>6}{'FP':>6}")
+        for name, row in points["classes"].items():
+            print(f"{name:<18}{row['threshold']:>10.4f}{row['precision']:>10.3f}{row['recall']:>8.3f}"
+                  f"{row['f1']:>7.3f}{row['true_positives']:>6}{row['false_positives']:>6}")
+        if args.write:
+            print(f"stored in {args.model} (metadata '{OPERATING_POINTS_KEY}')")
     return 0
+
+
+def choose_operating_points(args: argparse.Namespace, scored: list, names: Sequence[str],
+                            version: str) -> dict[str, Any]:
+    """``evaluate --operating-points``: choose the per-class points; on request plot and store them."""
+    from models.evaluate import EVAL_CONF
+    from models.export import set_metadata
+    from models.operating_points import metadata_props, operating_points
+
+    record, per_class = operating_points(scored, list(names), min_precision=args.min_precision,
+                                         floor=EVAL_CONF, split=args.split)
+    if args.plot:
+        from models.plots import plot_operating_points
+
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        rule = "best F1" if args.min_precision is None else f"precision >= {args.min_precision:g}"
+        plot_operating_points(per_class, list(names), record,
+                              f"{Path(args.model).name} ({version}) on {args.split}: points at {rule}",
+                              Path(args.plot))
+    if args.write:
+        set_metadata(Path(args.model), metadata_props(record))
+    return record
 
 
 def register_export(sub: argparse._SubParsersAction) -> None:

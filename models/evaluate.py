@@ -111,30 +111,49 @@ def load_detector(
     }
 
 
-def match_at_threshold(
-    dets: Detections, gt_xyxy: np.ndarray, gt_cls: np.ndarray, iou: float = 0.5
-) -> tuple[int, int, list[tuple[int, int]]]:
-    """Greedy matching by confidence. Returns (true positives, false positives, confusion pairs
-    (true class or -1 for background, predicted class or -1 for missed))."""
-    pairs: list[tuple[int, int]] = []
+def greedy_match(
+    xyxy: np.ndarray, confidence: np.ndarray, gt_xyxy: np.ndarray, iou: float = 0.5
+) -> np.ndarray:
+    """Greedy matching by confidence: each box, best first, takes the unmatched ground-truth box it
+    overlaps most (IoU >= ``iou``). Returns, per box in its given order, that ground-truth index or -1.
+    Best-first means the boxes above any confidence are matched exactly as they would be alone."""
+    taken = np.full(len(xyxy), -1, dtype=np.int64)
     matched = np.zeros(len(gt_xyxy), dtype=bool)
-    tp = fp = 0
-    ious = box_iou(dets.xyxy, gt_xyxy) if len(dets) and len(gt_xyxy) else np.zeros((len(dets), len(gt_xyxy)))
-    for i in np.argsort(-dets.confidence):
+    if not len(xyxy) or not len(gt_xyxy):
+        return taken
+    ious = box_iou(xyxy, gt_xyxy)
+    for i in np.argsort(-confidence):
         best, best_j = iou, -1
         for j in range(len(gt_xyxy)):
             if not matched[j] and ious[i, j] >= best:
                 best, best_j = ious[i, j], j
         if best_j >= 0:
             matched[best_j] = True
-            pairs.append((int(gt_cls[best_j]), int(dets.class_id[i])))
-            if gt_cls[best_j] == dets.class_id[i]:
+            taken[i] = best_j
+    return taken
+
+
+def match_at_threshold(
+    dets: Detections, gt_xyxy: np.ndarray, gt_cls: np.ndarray, iou: float = 0.5
+) -> tuple[int, int, list[tuple[int, int]]]:
+    """Greedy matching by confidence (``greedy_match``, any class). Returns (true positives, false
+    positives, confusion pairs (true class or -1 for background, predicted class or -1 for missed))."""
+    pairs: list[tuple[int, int]] = []
+    taken = greedy_match(dets.xyxy, dets.confidence, gt_xyxy, iou)
+    tp = fp = 0
+    for i in np.argsort(-dets.confidence):
+        j = taken[i]
+        if j >= 0:
+            pairs.append((int(gt_cls[j]), int(dets.class_id[i])))
+            if gt_cls[j] == dets.class_id[i]:
                 tp += 1
             else:
                 fp += 1
         else:
             fp += 1
             pairs.append((-1, int(dets.class_id[i])))
+    matched = np.zeros(len(gt_xyxy), dtype=bool)
+    matched[taken[taken >= 0]] = True
     pairs.extend((int(c), -1) for c, m in zip(gt_cls, matched, strict=True) if not m)
     return tp, fp, pairs
 
@@ -219,16 +238,25 @@ def coco_map(
 
 
 def evaluate(
-    detector: Detector, image_paths: Sequence[Path], nc: int, batch_size: int = 16, progress: bool = False
+    detector: Detector,
+    image_paths: Sequence[Path],
+    nc: int,
+    batch_size: int = 16,
+    progress: bool = False,
+    *,
+    keep_serving_boxes: bool = False,
 ) -> dict[str, Any]:
     """Score ``detector`` on ``image_paths``; returns map50, map50_95, per_class, precision, recall,
-    images, images_per_second, and a confusion matrix at the serving thresholds."""
+    images, images_per_second, and a confusion matrix at the serving thresholds. ``keep_serving_boxes``:
+    also ``_serving_boxes``, per image (boxes as the service finds them (its NMS, one class per box) down
+    to conf EVAL_CONF, true xyxy, true classes): what operating points are chosen on."""
     names = list(detector.names)
     gts: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
     low: list[Detections] = []
     tp = fp = n_gt = 0
     confusion = np.zeros((nc + 1, nc + 1), dtype=np.int64)  # rows: true (last = background), cols: predicted
     samples: list[tuple[Path, Detections]] = []
+    serving_boxes: list[tuple[Detections, np.ndarray, np.ndarray]] = []
     seconds = 0.0
     iterator = range(0, len(image_paths), batch_size)
     if progress:
@@ -252,10 +280,16 @@ def evaluate(
         dets_low = detector.postprocess(raw, params, EVAL_CONF, EVAL_IOU, EVAL_MAX_DET, multi_label=True)
         seconds += time.perf_counter() - t0
         dets_srv = detector.postprocess(raw, params, SERVE_CONF, SERVE_IOU, 300)
-        for p, img, d_low, d_srv in zip(paths, images, dets_low, dets_srv, strict=True):
+        # the service's NMS keeps the same boxes above any confidence whatever its threshold, so one
+        # pass at EVAL_CONF holds the service's boxes at every threshold
+        dets_all = (detector.postprocess(raw, params, EVAL_CONF, SERVE_IOU, 300) if keep_serving_boxes
+                    else [None] * len(paths))
+        for p, img, d_low, d_srv, d_all in zip(paths, images, dets_low, dets_srv, dets_all, strict=True):
             xyxy, cls = ground_truth(Path(p), nc, img.shape[:2])
             gts.append((xyxy, cls, img.shape[:2]))
             low.append(d_low)
+            if d_all is not None:
+                serving_boxes.append((d_all, xyxy, cls))
             t, f, pairs = match_at_threshold(d_srv, xyxy, cls)
             tp, fp, n_gt = tp + t, fp + f, n_gt + len(cls)
             for true_c, pred_c in pairs:
@@ -276,6 +310,7 @@ def evaluate(
         "confusion_matrix": confusion.tolist(),
         "pr_curves": scores["pr_curves"],
         "_samples": samples,
+        **({"_serving_boxes": serving_boxes} if keep_serving_boxes else {}),
     }
 
 

@@ -52,6 +52,40 @@ def plot_pr_curves(pr_curves: dict[str, list[float]], per_class: dict[str, Any],
     plt.close(fig)
 
 
+def plot_operating_points(per_class: list, names: list[str], record: dict[str, Any], title: str,
+                          out: Path) -> None:
+    """Left: each class's PR curve of the service's boxes (``models.operating_points``) with its chosen
+    point; right: F1 against the confidence threshold, the chosen threshold marked."""
+    from models.operating_points import pr_curve
+
+    fig, (ax_pr, ax_f1) = plt.subplots(1, 2, figsize=(13, 5.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, boxes) in enumerate(zip(names, per_class, strict=True)):
+        if not len(boxes.confidence):
+            continue
+        colour = colours[k % len(colours)]
+        curve = pr_curve(boxes)
+        point = record["classes"].get(name)
+        label = name if point is None else (
+            f"{name}: conf {point['threshold']:.3f}, P {point['precision']:.2f} R {point['recall']:.2f}")
+        ax_pr.plot(curve.recall, curve.precision, color=colour, lw=1.2, label=label)
+        ax_f1.plot(curve.confidence, curve.f1, color=colour, lw=1.2, label=name)
+        if point is not None:
+            ax_pr.plot(point["recall"], point["precision"], "o", color=colour, ms=7, mec="black")
+            ax_f1.plot(point["threshold"], point["f1"], "o", color=colour, ms=7, mec="black")
+    ax_pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+              title="precision-recall (IoU 0.5), chosen points")
+    ax_f1.set(xlabel="confidence threshold", ylabel="F1", xlim=(0, 1), ylim=(0, 1.02),
+              title="F1 against the threshold")
+    for ax in (ax_pr, ax_f1):
+        ax.grid(alpha=0.3)
+    ax_pr.legend(loc="lower left", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def plot_confusion(matrix: list[list[int]], names: list[str], out: Path) -> None:
     m = np.asarray(matrix, dtype=np.float64)
     labels = [*names, "background"]

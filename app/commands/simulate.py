@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="varied: a new speed every 1-4 s between a stop and --speed")
     p.add_argument("--jitter", type=float, default=0.0, help="shake along the strip, up to this many px")
     p.add_argument("--drift", type=float, default=0.0, help="sideways sway, up to this many px")
+    p.add_argument("--defect-rate", type=float, default=1.0,
+                   help="share of strip tiles with their labelled defects, the others clean strip (1: all)")
     p.add_argument("--truth", default=None,
                    help="truth JSONL path (default: <video stem>.truth.jsonl, or <folder>/truth.jsonl)")
     p.set_defaults(func=run)
@@ -52,9 +54,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--fps and --seconds must be > 0")
     if args.width < 32 or args.height < 32:
         raise UserError("--width and --height must be >= 32")
+    if not 0.0 <= args.defect_rate <= 1.0:
+        raise UserError("--defect-rate must be between 0 and 1")
     try:
         sim = StripSimulator(args.images, args.width, args.height, args.fps, args.speed, args.seed,
-                             profile=args.profile, jitter=args.jitter, drift=args.drift)
+                             profile=args.profile, jitter=args.jitter, drift=args.drift,
+                             defect_rate=args.defect_rate)
     except (FileNotFoundError, ValueError) as exc:
         raise UserError(f"--images: {exc}") from None
     out = Path(args.out)

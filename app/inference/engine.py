@@ -193,5 +193,5 @@ class Engine:
             "input_shape": [d if isinstance(d, int) else str(d) for d in self.input_shape],
             "quantization": self.metadata.quantization, "stride": list(self.metadata.stride),
             "anchors": self.metadata.anchors,
-            "rect": self.rect,
+            "rect": self.rect, "operating_points": self.metadata.operating_points,
         }

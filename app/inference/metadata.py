@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 LAYOUTS = ("yolov5", "ultralytics")
 DEFAULT_IMGSZ = (640, 640)
 DEFAULT_STRIDE = (8, 16, 32)
+OPERATING_POINTS_KEY = "operating_points"  # per-class confidence thresholds chosen on held-out images
 
 
 @dataclass
@@ -29,6 +30,9 @@ class ModelMetadata:
     version: str
     task: str = "detect"
     quantization: str | None = None
+    # how the per-class thresholds were chosen and what they score: {"method", ..., "classes": {name:
+    # {"threshold", "precision", "recall", "f1", "instances", ...}}}; None: the model carries none
+    operating_points: dict[str, Any] | None = None
     raw: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -36,8 +40,14 @@ class ModelMetadata:
         return {
             "names": list(self.names), "imgsz": list(self.imgsz), "stride": list(self.stride),
             "anchors": self.anchors, "layout": self.layout, "version": self.version, "task": self.task,
-            "quantization": self.quantization,
+            "quantization": self.quantization, "operating_points": self.operating_points,
         }
+
+    @property
+    def class_thresholds(self) -> dict[str, float]:
+        """Class name -> the model's own confidence threshold (its operating point); empty without."""
+        classes = (self.operating_points or {}).get("classes", {})
+        return {name: float(point["threshold"]) for name, point in classes.items()}
 
 
 def parse_value(text: str) -> Any:
@@ -103,6 +113,25 @@ def _parse_anchors(value: Any) -> list[list[float]] | None:
         return None
 
 
+def _parse_operating_points(value: Any, names: Sequence[str], warn: Any) -> dict[str, Any] | None:
+    """The ``operating_points`` record, with only the classes the model has and a threshold in [0, 1]."""
+    classes = value.get("classes") if isinstance(value, Mapping) else None
+    if not isinstance(classes, Mapping):
+        warn("cannot read operating_points (no 'classes' mapping); the global threshold applies")
+        return None
+    kept: dict[str, Any] = {}
+    for name, point in classes.items():
+        threshold = point.get("threshold") if isinstance(point, Mapping) else None
+        if names and name not in names:
+            warn(f"operating_points: unknown class {name!r} left out")
+        elif (not isinstance(threshold, int | float) or isinstance(threshold, bool)
+              or not 0.0 <= threshold <= 1.0):
+            warn(f"operating_points: class {name!r} has no threshold in [0, 1]; left out")
+        else:
+            kept[str(name)] = dict(point)
+    return {**value, "classes": kept}
+
+
 def parse_metadata(props: Mapping[str, str], *, input_hw: tuple[int, int] | None = None,
                    default_version: str = "unknown") -> ModelMetadata:
     """Build ``ModelMetadata`` from raw ``metadata_props``; ``input_hw`` is the model's static input
@@ -160,8 +189,11 @@ def parse_metadata(props: Mapping[str, str], *, input_hw: tuple[int, int] | None
 
     task = str(parse_value(raw["task"])) if "task" in raw else "detect"
     quant = parse_value(raw["quantization"]) if "quantization" in raw else None
+    points = None
+    if OPERATING_POINTS_KEY in raw:
+        points = _parse_operating_points(parse_value(raw[OPERATING_POINTS_KEY]), names, warn)
     return ModelMetadata(
         names=names, imgsz=(int(imgsz[0]), int(imgsz[1])), stride=tuple(stride), anchors=anchors,
         layout=layout, version=version, task=task, quantization=str(quant) if quant else None,
-        raw=raw, warnings=warnings,
+        operating_points=points, raw=raw, warnings=warnings,
     )

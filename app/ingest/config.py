@@ -44,6 +44,11 @@ class SimulatorConfig(_Strict):
                                                              "this many pixels per frame")] = 0.0
     drift: Annotated[float, Field(ge=0, le=200, description="the strip sways sideways by up to this many "
                                                             "pixels (a 7 s sine)")] = 0.0
+    defect_rate: Annotated[float, Field(
+        ge=0, le=1,
+        description="share of the strip's tiles (one dataset image each, seeded) that carry their labelled "
+                    "defects; the others are clean strip, steel texture cut from outside the labelled "
+                    "boxes. 1: every tile is a dataset image (every frame NG); a plant-like mix: 0.04")] = 1.0
     seconds: Annotated[float | None, Field(gt=0, description="end of stream after this much line time; "
                                                              "empty: endless")] = None
     realtime: bool = Field(True, description="pace frames at `fps` (a live camera) or as fast as they are "
@@ -177,8 +182,9 @@ class CameraConfig(_Strict):
         None, description="x1, y1, x2, y2 in frame pixels: boxes count when their centre lies inside")
     thresholds: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict,
-        description="minimum confidence per class name, `default` for the others (else "
-                    "`pipeline.conf_threshold`); class names the model does not know are refused")
+        description="minimum confidence per class name, `default` for the others (else the model's "
+                    "operating point for the class, else `pipeline.conf_threshold`); class names the model "
+                    "does not know are refused")
     buffer: BufferPolicy | None = Field(
         None, description="full queue: `block` keeps every frame, `drop-oldest` keeps the freshest and "
                           "counts the drops; empty: block for files and folders, drop-oldest for live "
@@ -288,8 +294,9 @@ class PipelineConfig(_Strict):
     max_batch: Annotated[int, Field(ge=1, le=256, description="most frames in one micro-batch")] = 4
     max_wait_ms: Annotated[float, Field(ge=0, description="how long a worker waits to fill a batch, "
                                                           "ms")] = 10.0
-    conf_threshold: Annotated[float, Field(ge=0, le=1, description="default per-class confidence "
-                                                                   "threshold")] = 0.25
+    conf_threshold: Annotated[float, Field(ge=0, le=1, description="confidence threshold of a class that "
+                                                                   "neither the camera's `thresholds` nor "
+                                                                   "the model's operating points set")] = 0.25
     iou_threshold: Annotated[float, Field(gt=0, le=1, description="NMS IoU threshold (class-aware)")] = 0.45
     writer: WriterConfig = Field(default_factory=WriterConfig, description="the database writer")
 

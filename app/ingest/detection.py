@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from app.ingest.queues import FrameHub
 from app.ingest.sources import derive_frame_uid
 from app.ingest.track_records import track_record
 from app.ingest.writer import DbWriter, Item, TrackItem
-from app.inspection import CameraContext, Timings, inspect_frame, run_detector
+from app.inspection import CameraContext, Timings, default_thresholds, inspect_frame, run_detector
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,14 @@ def check_against_model(config: CamerasFile, engine: Engine, config_name: str = 
                 raise CamerasConfigError(f"{where}imgsz: {exc}") from None
 
 
-def camera_context(cam: CameraConfig, names: Sequence[str], default_threshold: float) -> CameraContext:
-    """The camera's rules for the inspection step: where it is, its ROI and a threshold per class."""
+def camera_context(cam: CameraConfig, names: Sequence[str], default_threshold: float,
+                   model_thresholds: Mapping[str, float] | None = None) -> CameraContext:
+    """The camera's rules for the inspection step: where it is, its ROI and a threshold per class (the
+    camera's own for the class, else its ``default``, else the model's operating point for the class,
+    else ``default_threshold``)."""
+    defaults = default_thresholds(names, default_threshold, model_thresholds or {})
     return CameraContext(camera_id=cam.id, line=cam.line, station=cam.station, roi=cam.roi,
-                         class_thresholds={n: cam.threshold_for(n, default_threshold) for n in names})
+                         class_thresholds={n: cam.threshold_for(n, defaults[n]) for n in names})
 
 
 def model_view(cfg: CameraConfig, engine: Engine) -> dict:

@@ -54,7 +54,7 @@ class Pipeline:
         for cam in config.enabled_cameras:
             where = f"{config_name}: cameras[{config.cameras.index(cam)}]."
             source = source_factory(cam) if source_factory else make_source(cam, base_dir, where)
-            context = camera_context(cam, engine.names, p.conf_threshold)
+            context = camera_context(cam, engine.names, p.conf_threshold, engine.metadata.class_thresholds)
             self.cameras.append(CameraRunner(cam, source, self.hub, context, checkpoints))
         self._by_id = {c.cfg.id: c for c in self.cameras}
         self.capture = Capture(self.cameras)

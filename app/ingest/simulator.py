@@ -9,6 +9,11 @@ defect it belongs to (the same id in every frame that shows that defect).
 What real lines do, on request: ``profile="varied"`` changes the speed every 1-4 s between a stop and
 ``speed`` (seeded), ``jitter`` shakes the picture by up to that many pixels along the strip per frame,
 and ``drift`` sways the strip sideways by up to that many pixels (a slow sine).
+
+A plant's strip is mostly clean: with ``defect_rate`` below 1 only that share of the tiles (seeded) is a
+dataset image with its labelled defects; the others are clean strip (``CleanTexture``), steel texture
+cut from the dataset images outside their labelled boxes (NEU-DET has no defect-free image), at the
+images' own scale. The default, 1, is a strip of dataset images only: every frame shows defects.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ import yaml
 PROFILES = ("constant", "varied")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 MIN_VISIBLE = 0.25  # boxes less visible than this are left out of the truth
+CLEAN_MARGIN = 12  # px kept clear around a labelled box when clean texture is cut
+CLEAN_MIN_SIDE = 64  # px: the smallest clean patch a clean tile is grown from
+# NEU-DET classes whose defect covers the whole picture, the boxes marking only parts of it: no part of
+# such an image is clean strip
+SURFACE_CLASSES = frozenset({"crazing", "pitted_surface"})
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample" / "neu-det"  # 90 NEU-DET images (README there)
 
 
@@ -66,12 +76,90 @@ def _class_names(images_dir: Path) -> list[str]:
     return []
 
 
+def largest_free_rect(free: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The largest axis-aligned rectangle of True cells in a 2-D mask: (row0, col0, rows, cols), or
+    None when there is no True cell (the histogram-and-stack method, one pass per row)."""
+    heights = np.zeros(free.shape[1] + 1, dtype=np.int64)  # the last column stays 0: it empties the stack
+    best: tuple[int, int, int, int] | None = None
+    best_area = 0
+    for r in range(free.shape[0]):
+        heights[:-1] = np.where(free[r], heights[:-1] + 1, 0)
+        stack: list[int] = []
+        for c in range(len(heights)):
+            while stack and heights[stack[-1]] >= heights[c]:
+                h = int(heights[stack.pop()])
+                left = stack[-1] + 1 if stack else 0
+                if h * (c - left) > best_area:
+                    best_area, best = h * (c - left), (r - h + 1, left, h, c - left)
+            stack.append(c)
+    return best
+
+
+class CleanTexture:
+    """Clean strip from labelled dataset images: each image's largest rectangle outside its labelled
+    boxes (``CLEAN_MARGIN`` px clear of them, at least ``CLEAN_MIN_SIDE`` px a side) is the texture a
+    clean tile is grown from, by mirroring it until it fills the tile (no seams, the image's own scale),
+    flipped and shifted per tile (seeded)."""
+
+    def __init__(self, tile: int, cache_size: int = 256) -> None:
+        self.tile = tile
+        self._patches: dict[int, np.ndarray | None] = {}
+        self._tiles: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._cache_size = cache_size
+
+    def patch(self, idx: int, image: np.ndarray, labels: list[tuple[int, float, float, float, float]]
+              ) -> np.ndarray | None:
+        """The largest clean rectangle of image ``idx``, or None when none is ``CLEAN_MIN_SIDE`` px a
+        side (cached per image)."""
+        if idx not in self._patches:
+            self._patches[idx] = self._cut(image, labels)
+        return self._patches[idx]
+
+    @staticmethod
+    def _cut(image: np.ndarray, labels: list[tuple[int, float, float, float, float]]) -> np.ndarray | None:
+        h, w = image.shape[:2]
+        cell = 4  # search on a 4-px grid: exact enough, 16 times less work
+        free = np.ones((h // cell, w // cell), dtype=bool)
+        for _c, x, y, bw, bh in labels:
+            x1 = int(((x - bw / 2) * w - CLEAN_MARGIN) // cell)
+            y1 = int(((y - bh / 2) * h - CLEAN_MARGIN) // cell)
+            x2 = int(-(-((x + bw / 2) * w + CLEAN_MARGIN) // cell))
+            y2 = int(-(-((y + bh / 2) * h + CLEAN_MARGIN) // cell))
+            free[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)] = False
+        rect = largest_free_rect(free)
+        if rect is None or min(rect[2], rect[3]) * cell < CLEAN_MIN_SIDE:
+            return None
+        r0, c0, rows, cols = (v * cell for v in rect)
+        return image[r0:r0 + rows, c0:c0 + cols].copy()
+
+    def tile_from(self, key: tuple[int, int], patch: np.ndarray, rng: random.Random) -> np.ndarray:
+        """A clean tile for strip position ``key`` grown from ``patch`` (cached)."""
+        found = self._tiles.get(key)
+        if found is not None:
+            self._tiles.move_to_end(key)
+            return found
+        if rng.random() < 0.5:
+            patch = patch[:, ::-1]
+        if rng.random() < 0.5:
+            patch = patch[::-1]
+        t = self.tile
+        ph, pw = patch.shape[:2]
+        dy, dx = rng.randrange(ph), rng.randrange(pw)  # where in the mirrored texture the tile starts
+        grown = np.pad(patch, ((dy, t), (dx, t), (0, 0)), mode="symmetric")
+        out = np.ascontiguousarray(grown[:t, :t])
+        self._tiles[key] = out
+        if len(self._tiles) > self._cache_size:
+            self._tiles.popitem(last=False)
+        return out
+
+
 class StripSimulator:
     """Deterministic frames of a moving strip: ``frame(i)`` -> (BGR image, truth boxes)."""
 
     def __init__(self, images_dir: str | Path | None = None, width: int = 640, height: int = 480,
                  fps: float = 30.0, speed: float = 120.0, seed: int = 0, cache_size: int = 256, *,
-                 profile: str = "constant", jitter: float = 0.0, drift: float = 0.0) -> None:
+                 profile: str = "constant", jitter: float = 0.0, drift: float = 0.0,
+                 defect_rate: float = 1.0) -> None:
         self.images_dir = Path(images_dir) if images_dir else default_images_dir()
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"simulator images folder not found: {self.images_dir}")
@@ -88,6 +176,9 @@ class StripSimulator:
         if profile not in PROFILES:
             raise ValueError(f"unknown speed profile {profile!r} (one of {', '.join(PROFILES)})")
         self.profile, self.jitter, self.drift = profile, float(jitter), float(drift)
+        if not 0.0 <= defect_rate <= 1.0:
+            raise ValueError(f"defect_rate {defect_rate} must be between 0 and 1")
+        self.defect_rate = float(defect_rate)
         self.seed = seed
         self._margin = int(math.ceil(self.drift))  # strip rows above and below the view, for the sway
         self.rows = -(-(self.height + 2 * self._margin) // self.tile)
@@ -98,9 +189,38 @@ class StripSimulator:
         self._images: OrderedDict[int, np.ndarray] = OrderedDict()
         self._labels: dict[int, list[tuple[int, float, float, float, float]]] = {}
         self._cache_size = cache_size
+        self.clean = CleanTexture(self.tile, cache_size)
+        # the images clean strip is cut from, found here (a second or more per thousand images) rather
+        # than in the first frame that needs one, so a camera's first frames come at its pace
+        self.clean_sources: list[int] = self._find_clean_sources() if self.defect_rate < 1.0 else []
 
     def image_index(self, col: int, row: int) -> int:
         return self._order[(col * self.rows + row) % len(self._order)]
+
+    def is_defective(self, col: int, row: int) -> bool:
+        """Whether the strip's tile at (col, row) is a dataset image with its defects (seeded)."""
+        if self.defect_rate >= 1.0:
+            return True
+        return random.Random(f"{self.seed}:tile:{col}:{row}").random() < self.defect_rate
+
+    def _surface_defect(self, idx: int) -> bool:
+        names = self.names
+        return any(0 <= c < len(names) and names[c] in SURFACE_CLASSES for c, *_ in self._label(idx))
+
+    def _find_clean_sources(self) -> list[int]:
+        sources = [i for i in self._order if not self._surface_defect(i)
+                   and self.clean.patch(i, self._image(i), self._label(i)) is not None]
+        if not sources:
+            raise ValueError(f"no image in {self.images_dir} has a clean area of {CLEAN_MIN_SIDE} px outside "
+                             "its labelled boxes")
+        return sources
+
+    def _clean_tile(self, col: int, row: int) -> np.ndarray:
+        rng = random.Random(f"{self.seed}:clean:{col}:{row}")
+        idx = self.clean_sources[rng.randrange(len(self.clean_sources))]
+        patch = self.clean.patch(idx, self._image(idx), self._label(idx))
+        assert patch is not None
+        return self.clean.tile_from((col, row), patch, rng)
 
     def _image(self, idx: int) -> np.ndarray:
         img = self._images.get(idx)
@@ -174,8 +294,11 @@ class StripSimulator:
         truth: list[TruthBox] = []
         for col in range(col0, col1 + 1):
             for row in range(self.rows):
-                idx = self.image_index(col, row)
                 cx0 = (col - col0) * t
+                if not self.is_defective(col, row):
+                    canvas[row * t:(row + 1) * t, cx0:cx0 + t] = self._clean_tile(col, row)
+                    continue
+                idx = self.image_index(col, row)
                 canvas[row * t:(row + 1) * t, cx0:cx0 + t] = self._image(idx)
                 fx, fy = col * t - off, row * t - top  # tile origin in frame pixels
                 for k, (c, x, y, w, h) in enumerate(self._label(idx)):

@@ -370,7 +370,8 @@ class SimulatorSource(Source):
     def __init__(self, cfg: SimulatorConfig) -> None:
         self.cfg = cfg
         self.sim = StripSimulator(cfg.images, cfg.width, cfg.height, cfg.fps, cfg.speed, cfg.seed,
-                                  profile=cfg.profile, jitter=cfg.jitter, drift=cfg.drift)
+                                  profile=cfg.profile, jitter=cfg.jitter, drift=cfg.drift,
+                                  defect_rate=cfg.defect_rate)
         self.live = cfg.realtime and cfg.seconds is None
         self._opened = False
         self._t0: float | None = None

@@ -20,7 +20,8 @@ from app.vocabulary import NG, OK, Verdict, round_ms, utcnow
 class CameraContext:
     """Where a frame comes from and the rules for it. ``roi``: a polygon [(x, y), ...] or a rect
     (x1, y1, x2, y2) in image pixels; a box counts when its centre lies inside. ``class_thresholds``:
-    class name -> minimum confidence (classes not listed keep the global threshold)."""
+    class name -> minimum confidence (classes not listed are not filtered here: the engine's threshold
+    is all they meet); see ``default_thresholds`` for how each class gets its threshold."""
 
     camera_id: str | None = None
     line: str | None = None
@@ -108,6 +109,14 @@ def roi_mask(xyxy: np.ndarray, roi: Sequence[Sequence[float]] | Sequence[float] 
     contour = pts.reshape(-1, 1, 2)
     return np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), False) >= 0
                      for x, y in zip(cx, cy, strict=True)], dtype=bool)
+
+
+def default_thresholds(names: Sequence[str], global_threshold: float,
+                       model_thresholds: Mapping[str, float]) -> dict[str, float]:
+    """Each class's confidence threshold where a camera sets none: the model's operating point for the
+    class (its metadata ``operating_points``), else the global threshold. A camera's ``thresholds``
+    (its class, then its ``default``) override these."""
+    return {n: float(model_thresholds.get(n, global_threshold)) for n in names}
 
 
 def apply_camera_rules(detections: Detections, context: CameraContext | None) -> Detections:

@@ -84,6 +84,30 @@ class WhoamiPublic(PublicModel):
     expires_at: UtcDatetime | None = Field(None, description="when the calling key expires (null: never)")
 
 
+class OperatingPointPublic(PublicModel):
+    """One class's operating point: its confidence threshold and what it scored where it was chosen."""
+
+    threshold: float = Field(description="minimum confidence of a box of this class")
+    precision: float | None = Field(None, description="share of the boxes kept that are true (IoU >= 0.5)")
+    recall: float | None = Field(None, description="share of the true boxes found")
+    f1: float | None = None
+    instances: int | None = Field(None, description="true boxes of this class in the images it was "
+                                                    "chosen on")
+
+
+class OperatingPointsPublic(PublicModel):
+    """The model's own per-class thresholds (metadata `operating_points`): the default threshold of each
+    class, below a camera's `thresholds` and above the global confidence threshold."""
+
+    method: str | None = Field(None, description="`best_f1` (the threshold of best F1 per class) or "
+                                                 "`min_precision` (the lowest threshold that reaches it)")
+    min_precision: float | None = Field(None, description="the precision target (`min_precision`)")
+    split: str | None = Field(None, description="the data split the points were chosen on")
+    images: int | None = Field(None, description="images of that split")
+    match_iou: float | None = Field(None, description="IoU at which a box counts as true")
+    classes: dict[str, OperatingPointPublic] = Field(default_factory=dict, description="by class name")
+
+
 class ModelInfoPublic(PublicModel):
     """The loaded detector."""
 
@@ -102,6 +126,9 @@ class ModelInfoPublic(PublicModel):
         None, description="anchor boxes in input pixels, one list of width,height pairs per output level "
         "(yolov5 layout; null for anchor-free models)")
     rect: bool | None = Field(None, description="free-size input: batches are padded to a rectangle")
+    operating_points: OperatingPointsPublic | None = Field(
+        None, description="per-class confidence thresholds stored in the model (null: none; every class "
+                          "then has the global threshold)")
 
 
 class HealthPublic(PublicModel):

@@ -25,7 +25,14 @@ from app.api.problems import Problem
 from app.db import repository
 from app.db.models import Inspection
 from app.errors import DatabaseUnavailable
-from app.inspection import CameraContext, InspectionResult, Timings, inspect_frame, run_detector
+from app.inspection import (
+    CameraContext,
+    InspectionResult,
+    Timings,
+    default_thresholds,
+    inspect_frame,
+    run_detector,
+)
 from app.schemas import InspectionAccepted, InspectionCreate, InspectionCreated, InspectionDetail
 from app.service import Service
 from app.vocabulary import utcnow
@@ -163,14 +170,19 @@ async def create_inspection(request: Request, service: ServiceDep, settings: Set
         # ImageError: a 4xx problem; a large image is decoded reduced, its boxes mapped back to its pixels
         frame, info = images.decode(data, settings.max_pixels, fit)
         t1 = time.perf_counter()
+        # the model's operating points, else INSPECT_CONF_THRESHOLD; the model call keeps the lowest
+        thresholds = default_thresholds(engine.names, settings.conf_threshold,
+                                        engine.metadata.class_thresholds)
         [dets], inference_ms, post_ms = run_detector(
-            engine, [frame], settings.conf_threshold, settings.iou_threshold, settings.max_det, meta.imgsz)
+            engine, [frame], min([settings.conf_threshold, *thresholds.values()]), settings.iou_threshold,
+            settings.max_det, meta.imgsz)
         dets = dets.scaled(info.width / frame.shape[1], info.height / frame.shape[0])
         timings = Timings(decode_ms=(t1 - t0) * 1000, inference_ms=inference_ms, postprocess_ms=post_ms,
                           total_ms=(time.perf_counter() - started) * 1000)
         result = inspect_frame(
             frame, dets, model_version=engine.version,
-            context=CameraContext(camera_id=meta.camera_id, line=meta.line, station=meta.station),
+            context=CameraContext(camera_id=meta.camera_id, line=meta.line, station=meta.station,
+                                  class_thresholds=thresholds),
             part_id=meta.part_id, captured_at=meta.captured_at, received_at=received_at, timings=timings,
             frame_uid=meta.frame_uid, source="api", image_bytes=data,
             image_ext=images.EXTENSIONS[info.format], size=(info.width, info.height))
