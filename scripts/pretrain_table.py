@@ -1,7 +1,8 @@
 """The table of the pretraining measurement (scripts/pretrain_measure.sh): reads each cell's
 ``eval.json`` (``evaluate --json`` of its last epoch on val.txt) under the output folder, writes one
 row per cell to a CSV and prints the Markdown table of the model card (mean of the seeds and the
-seeds' values per cell, and pretrained minus scratch) and the wall times. Run from the repository root:
+seeds' values per cell, and pretrained minus scratch; ``train_loss`` is box + obj + cls
+training loss of the last epoch) and the wall times. Run from the repository root:
 
     python scripts/pretrain_table.py runs/ssl-cpu [--csv docs/ablation/pretrain-cpu.csv]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from statistics import mean
 
 CELL = re.compile(r"^(scratch|pretrained)-(\d+)-s(\d+)$")
-METRICS = ("map50", "map50_95", "crazing_ap50")
+METRICS = ("map50", "map50_95", "crazing_ap50", "train_loss")
 
 
 def wall_seconds(out: Path) -> dict[str, int]:
@@ -25,6 +26,13 @@ def wall_seconds(out: Path) -> dict[str, int]:
     times = out / "times.txt"
     lines = times.read_text().splitlines() if times.is_file() else []
     return {parts[0]: int(parts[1]) for parts in (line.split() for line in lines) if len(parts) == 3}
+
+
+def last_train_loss(run: Path) -> float:
+    """box + obj + cls training loss of the run's last epoch (its ``results.csv``)."""
+    with (run / "results.csv").open(newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    return sum(float(last[k]) for k in ("train_box", "train_obj", "train_cls"))
 
 
 def cell_rows(out: Path) -> list[dict[str, object]]:
@@ -39,6 +47,7 @@ def cell_rows(out: Path) -> list[dict[str, object]]:
         rows.append({"arm": match[1], "labels_pct": int(match[2]), "seed": int(match[3]),
                      "map50": round(metrics["map50"], 4), "map50_95": round(metrics["map50_95"], 4),
                      "crazing_ap50": round(crazing.get("map50", float("nan")), 4),
+                     "train_loss": round(last_train_loss(result.parent), 5),
                      "wall_seconds": seconds.get(result.parent.name, "")})
     rows.sort(key=lambda r: (-int(r["labels_pct"]), str(r["arm"]) != "scratch", int(r["seed"])))
     return rows
