@@ -13,6 +13,8 @@
 #    smallest subsets first;
 # 3. evaluates each cell's last-epoch checkpoint on val.txt (runs/ssl-cpu/<cell>/eval.json) and writes
 #    the table (scripts/pretrain_table.py).
+# Run again after an interruption, it skips the pretraining and the cells already evaluated (an
+# interrupted cell starts over).
 #
 # Two lanes run side by side, each single-threaded, taking cells from one queue: one lane first
 # pretrains, the other meanwhile fine-tunes scratch cells (which do not need the backbone).
