@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--speed", type=float, default=480.0, help="top speed of the varied profile, px/s")
-    parser.add_argument("--looks", default="2,5,10,20", help="comma list of looks to compare ('': every frame only)")
+    parser.add_argument("--looks", default="2,5,10,20", help="comma list of looks to compare ('': none)")
     parser.add_argument("--seed", default="0", help="simulator seed, or a comma list of seeds")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a camera tracking key for the tracks (e.g. merge_overlap=0.3); repeatable")
