@@ -3,19 +3,22 @@ each region of the material only ``looks`` times (the camera's ``tracking.looks`
 score of the tracks in both cases.
 
     .venv/bin/python scripts/track_recall.py --model models/weights/defect-yolov5s-cbam-int8.onnx \
-        --imgsz 640 --frames 600 --looks 2,5,10,20
+        --imgsz 640 --frames 600 --looks 2,5,10,20 --seed 0,1,2
 
-The detector runs once on every frame of a varied-speed strip (stops, jitter, drift); each way of
-looking then takes the detections of the frames it would have inspected (the camera's own choice:
-``CameraTracking.should_inspect`` on the frames' measured motion). Recall: of the true defects that
-passed through the whole view, the share that some inspected frame's detection matches (IoU >= 0.3
-with its true box, app.ingest.truth_score). A measurement tool, not part of the product.
+The detector runs once on every frame of a varied-speed strip (stops, jitter, drift) for each seed;
+each way of looking then takes the detections of the frames it would have inspected (the camera's own
+choice: ``CameraTracking.should_inspect`` on the frames' measured motion). Recall: of the true defects
+that passed through the whole view, the share that some inspected frame's detection matches (IoU >= 0.3
+with its true box, app.ingest.truth_score). Each line also has the truth score of the tracks and why
+defects are not exactly one record (``failure_kinds``); with several seeds a last line per way of
+looking sums them up. A measurement tool, not part of the product.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from datetime import UTC, datetime
 
 from app.inference import Engine
@@ -23,7 +26,7 @@ from app.ingest.camera_tracking import CameraTracking
 from app.ingest.config import TrackingConfig
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame
-from app.ingest.truth_score import score_records, true_defect
+from app.ingest.truth_score import failure_kinds, score_records, true_defect
 from app.inspection import run_detector
 
 
@@ -34,19 +37,36 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=640)
     parser.add_argument("--frames", type=int, default=600)
     parser.add_argument("--speed", type=float, default=480.0, help="top speed of the varied profile, px/s")
-    parser.add_argument("--looks", default="2,5,10,20", help="comma list of looks to compare")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--looks", default="2,5,10,20", help="comma list of looks to compare ('': none)")
+    parser.add_argument("--seed", default="0", help="simulator seed, or a comma list of seeds")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a camera tracking key for the tracks (e.g. merge_overlap=0.3); repeatable")
     args = parser.parse_args()
     engine = Engine(args.model, intra_op_threads=2)
-    sim = StripSimulator(speed=args.speed, profile="varied", jitter=3, drift=10, seed=args.seed)
+    all_looks = [None, *(int(v) for v in args.looks.split(",") if v)]
+    totals: dict[int | None, Counter[str]] = {looks: Counter() for looks in all_looks}
+    seeds = [int(v) for v in args.seed.split(",")]
+    for seed in seeds:
+        for looks, line in strip_scores(engine, args, seed, all_looks):
+            print(json.dumps(line), flush=True)
+            add_up(totals[looks], line)
+    if len(seeds) > 1:
+        for looks, total in totals.items():
+            print(json.dumps(summed(looks, seeds, total)))
+
+
+def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks: list[int | None]):
+    """(looks, result line) for each way of looking at one seed's strip."""
+    sim = StripSimulator(speed=args.speed, profile="varied", jitter=3, drift=10, seed=seed)
     frames = []
     for i in range(args.frames):
         image, truth = sim.frame(i)
         [found], _, _ = run_detector(engine, [image], 0.25, 0.45, 300, imgsz=args.imgsz)
         frames.append((image, truth, found))
     passed = {b.defect_id for _, truth, _ in frames for b in truth if b.x1 <= 0}
-    for looks in [None, *(int(v) for v in args.looks.split(","))]:
-        tracking = CameraTracking(TrackingConfig(enabled=True, looks=looks))
+    for looks in all_looks:
+        tracking = CameraTracking(TrackingConfig(enabled=True, looks=looks,
+                                                 **dict(kv.split("=", 1) for kv in args.set)))
         found_ids: set[str] = set()
         for i, (image, truth, dets) in enumerate(frames):
             frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth, t_stream=i / sim.fps)
@@ -57,9 +77,31 @@ def main() -> None:
                 tracking.on_inspected(frame, dets)
         tracks = [*tracking.ended, *tracking.finish()]
         records = [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
-        print(json.dumps({"looks": looks, "frames": len(frames), "inspected": tracking.frames_tracked,
-                          "passed": len(passed), "recall": round(len(found_ids & passed) / len(passed), 3),
-                          "tracks": score_records(records, tracking.truth)}))
+        yield looks, {"seed": seed, "looks": looks, "frames": len(frames),
+                      "inspected": tracking.frames_tracked, "passed": len(passed),
+                      "recalled": len(found_ids & passed),
+                      "recall": round(len(found_ids & passed) / len(passed), 3),
+                      "tracks": score_records(records, tracking.truth),
+                      "failures": failure_kinds(records, tracking.truth, sim.width)}
+
+
+def add_up(total: Counter[str], line: dict) -> None:
+    score = line["tracks"]
+    total.update({"frames": line["frames"], "inspected": line["inspected"], "passed": line["passed"],
+                  "recalled": line["recalled"], "records": score["records"], "found": score["found_defects"],
+                  "exactly_one": round(score["exactly_one"] * score["found_defects"]),
+                  "duplicates": round(score["duplicates"] * score["found_defects"]),
+                  "merges": round(score["merges"] * score["records"])})
+    total.update({"failure:" + k: v for k, v in line["failures"].items()})
+
+
+def summed(looks: int | None, seeds: list[int], t: Counter[str]) -> dict:
+    return {"seeds": seeds, "looks": looks, "frames": t["frames"], "inspected": t["inspected"],
+            "recall": round(t["recalled"] / t["passed"], 3), "records": t["records"],
+            "found_defects": t["found"], "exactly_one": round(t["exactly_one"] / t["found"], 3),
+            "duplicates": round(t["duplicates"] / t["found"], 3),
+            "merges": round(t["merges"] / t["records"], 3),
+            "failures": {k.split(":", 1)[1]: v for k, v in sorted(t.items()) if k.startswith("failure:")}}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from app.ingest.pipeline import Pipeline
 from app.ingest.simulator import StripSimulator, TruthBox
 from app.ingest.sources import Frame
 from app.ingest.tracking import MAX_SIGHTINGS, Sighting, Tracker
-from app.ingest.truth_score import score_records
+from app.ingest.truth_score import failure_kinds, score_records
 from app.schemas.ingest import CameraStatePublic
 
 W, H = 640, 480
@@ -146,6 +146,34 @@ def test_score_counts_duplicates_and_merges() -> None:
     assert score["exactly_one"] == pytest.approx(1 / 3, abs=1e-3)  # B
     assert score["duplicates"] == pytest.approx(1 / 3, abs=1e-3)  # A
     assert score["merges"] == pytest.approx(1 / 4, abs=1e-3)
+
+
+def test_failure_kinds_say_why_a_defect_is_not_one_record() -> None:
+    """Split (two records at once), lost (one after the other, in the frame or at its border), and
+    merges of a partial view at the border, of overlapping labels and of a track that jumped."""
+    def tb(d: str, x1: float, y1: float, x2: float, y2: float) -> TruthBox:
+        return TruthBox(0, "s", x1, y1, x2, y2, 1.0, "t", d)
+
+    boxes = {"split": (100.0, 0.0, 140.0, 40.0), "lost": (200.0, 0.0, 240.0, 40.0),
+             "edge_lost": (0.0, 100.0, 40.0, 140.0), "own": (300.0, 0.0, 340.0, 40.0),
+             "overlapping": (320.0, 20.0, 360.0, 60.0), "far": (500.0, 300.0, 540.0, 340.0),
+             "partial": (600.0, 200.0, 640.0, 240.0)}
+    truth = {f: [tb(d, *b) for d, b in boxes.items()] for f in range(10)}
+    b = boxes
+    recs = [[(f, b["split"]) for f in range(6)], [(f, b["split"]) for f in range(3, 9)],
+            [(f, b["lost"]) for f in (0, 1, 2)], [(f, b["lost"]) for f in (6, 7)],
+            [(f, b["edge_lost"]) for f in (0, 1)], [(f, b["edge_lost"]) for f in (7, 8)]]
+    assert failure_kinds(recs, truth, 640) == {"duplicate_split": 1, "duplicate_lost": 1,
+                                               "duplicate_lost_edge": 1, "found_only_at_edge": 1}
+    own = [(f, b["own"]) for f in range(6)]
+    merged_labels = [[*own, (6, b["overlapping"])]]
+    assert failure_kinds(merged_labels, truth, 640) == {"found_only_at_edge": 0, "merge_neighbour": 1}
+    merged_at_edge = [[*own, (6, b["partial"])]]
+    assert failure_kinds(merged_at_edge, truth, 640) == {"found_only_at_edge": 1, "merge_edge": 1}
+    jumped = [[*own, (6, b["far"])]]
+    assert failure_kinds(jumped, truth, 640) == {"found_only_at_edge": 0, "merge_jump": 1}
+    score = score_records(jumped, truth)
+    assert score["merges"] == 1.0 and score["duplicates"] == 0.0 and score["found_defects"] == 2
 
 
 def test_motion_follows_the_simulated_strip_and_sees_it_stop() -> None:

@@ -9,6 +9,8 @@ sightings match. Then, over the true defects the detector found at least once:
 * ``duplicates``: the share that is the defect of several records (split tracks; goal <= 0.05);
 * ``merges``: the share of records whose sightings also cover a found defect that has no record of
   its own (one record for two defects; goal <= 0.05).
+
+``failure_kinds`` says why a defect is not exactly one record (see there).
 """
 
 from __future__ import annotations
@@ -32,19 +34,26 @@ def true_defect(box: Box, truth: Iterable[TruthBox], min_iou: float) -> str | No
     return best
 
 
+def named_sightings(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]],
+                    min_iou: float) -> list[list[tuple[int, Box, str | None]]]:
+    """Each record's sightings with the physical defect each names (None: a false detection)."""
+    return [[(f, box, true_defect(box, truth.get(f, ()), min_iou)) for f, box in record]
+            for record in records]
+
+
+def owner(named: Sequence[tuple[int, Box, str | None]]) -> str | None:
+    """The defect a record stands for: the one most of its sightings name."""
+    ids = Counter(d for _, _, d in named if d is not None)
+    return ids.most_common(1)[0][0] if ids else None
+
+
 def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]],
                   min_iou: float = 0.3) -> dict:
     """The scores of ``records`` against the truth of their frames (``truth[frame index]``)."""
-    covered: list[Counter[str]] = []
-    for record in records:
-        ids: Counter[str] = Counter()
-        for frame_index, box in record:
-            found = true_defect(box, truth.get(frame_index, ()), min_iou)
-            if found is not None:
-                ids[found] += 1
-        covered.append(ids)
+    named = named_sightings(records, truth, min_iou)
+    covered = [{d for _, _, d in n if d is not None} for n in named]
     found_ids = set().union(*covered) if covered else set()
-    owners: Counter[str] = Counter(c.most_common(1)[0][0] for c in covered if c)
+    owners: Counter[str] = Counter(o for o in map(owner, named) if o is not None)
     exactly_one = sum(1 for d in found_ids if owners[d] == 1)
     duplicated = sum(1 for d in found_ids if owners[d] > 1)
     merged = sum(1 for c in covered if any(owners[d] == 0 for d in c))
@@ -57,3 +66,71 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
         "merges": round(merged / len(records), 4) if records else None,
         "records_per_defect": round((len(records) - false_records) / n_found, 3) if n_found else None,
     }
+
+
+def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]], frame_width: float,
+                  min_iou: float = 0.3, edge_px: float = 3.0) -> dict[str, int]:
+    """Why found defects are not exactly one record, counted by kind ("at the edge": a box within
+    ``edge_px`` of the frame's left or right border, where the material enters and leaves the view
+    and the detector sees a defect only in part).
+
+    A duplicated defect, by its first two records (in the order of their first sighting of it):
+
+    * ``duplicate_split``: the second record names it before the first one's last sighting of it: the
+      detector boxes the defect as two pieces in the same frames;
+    * ``duplicate_lost``: the second begins after the first's last sighting of it: a track was lost
+      and a new one began; ``duplicate_lost_edge`` where one of the two sightings at that break is at
+      the edge.
+
+    A merged record, by the first defect (in frame order) it covers that has no record of its own:
+
+    * ``merge_edge``: every sighting that names that defect is at the edge (a partial view, boxed
+      together with the defect next to it);
+    * ``merge_neighbour``: else, where the two defects' true boxes overlap in that frame (labels the
+      detector boxes as one);
+    * ``merge_jump``: else (the track went over to another defect).
+
+    ``found_only_at_edge``: found defects whose every sighting is at the edge."""
+    named = named_sightings(records, truth, min_iou)
+    owners = [owner(n) for n in named]
+    records_of: dict[str, list[int]] = {}
+    for k, o in enumerate(owners):
+        if o is not None:
+            records_of.setdefault(o, []).append(k)
+
+    def at_edge(box: Box) -> bool:
+        return box[0] <= edge_px or box[2] >= frame_width - edge_px
+
+    kinds: Counter[str] = Counter()
+    seen_inside: set[str] = set()
+    seen: set[str] = set()
+    for n in named:
+        for _, box, d in n:
+            if d is not None:
+                seen.add(d)
+                if not at_edge(box):
+                    seen_inside.add(d)
+    for d, ks in records_of.items():
+        if len(ks) < 2:
+            continue
+        first, second = sorted(ks, key=lambda k: min(f for f, _, x in named[k] if x == d))[:2]
+        last_a = max((s for s in named[first] if s[2] == d), key=lambda s: s[0])
+        first_b = min((s for s in named[second] if s[2] == d), key=lambda s: s[0])
+        if first_b[0] <= last_a[0]:
+            kinds["duplicate_split"] += 1
+        else:
+            edge = at_edge(last_a[1]) or at_edge(first_b[1])
+            kinds["duplicate_lost_edge" if edge else "duplicate_lost"] += 1
+    for n, o in zip(named, owners, strict=True):
+        orphans = sorted((f, box, d) for f, box, d in n if d is not None and d not in records_of)
+        if not orphans:
+            continue
+        frame, _, orphan = orphans[0]
+        if all(at_edge(box) for _, box, d in n if d == orphan):
+            kinds["merge_edge"] += 1
+            continue
+        boxes = {t.defect_id: (t.x1, t.y1, t.x2, t.y2) for t in truth.get(frame, ())}
+        neighbours = o in boxes and iou(boxes[o], boxes[orphan]) > 0
+        kinds["merge_neighbour" if neighbours else "merge_jump"] += 1
+    kinds["found_only_at_edge"] = len(seen - seen_inside)
+    return dict(sorted(kinds.items()))
