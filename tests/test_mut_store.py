@@ -9,15 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy import select, update
 
+from app.db.models import Inspection
 from app.detections import Detections
 from app.inspection import CameraContext, inspect_frame
 from app.inspection.store import (
+    FrameUidConflict,
     Stored,
     apply_image_policy,
     crop_file,
     image_file,
     persist_results,
+    skip_image_if_unwritable,
     write_crops,
     write_image_now,
 )
@@ -144,3 +148,203 @@ def test_stored_results_are_counted_by_verdict_camera_and_class(database_url: st
              sample("inspect_inspections_total", verdict="OK", camera="mut-cam"),
              sample("inspect_defects_total", class_name="mut-class"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 2]
+
+
+# -- one frame_uid, one image -----------------------------------------------------------------------
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """The data folder: beside the test's SQLite file, so the files in it are the images alone."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    return folder
+
+
+def upload(uid: str, image: bytes, camera: str | None = None):
+    """A result as the REST door makes it: NG, with its uploaded bytes (digest of those bytes)."""
+    context = CameraContext(camera_id=camera) if camera else None
+    return inspect_frame(FRAME, NG_DETS, model_version="m", frame_uid=uid, captured_at=WHEN,
+                         image_bytes=image, image_ext=".png", context=context)
+
+
+def stored_rows(db) -> list[tuple]:
+    with db.session() as s:
+        return [(r.frame_uid, r.image_path, r.image_size, r.crop_count, r.crop_size, r.image_sha256)
+                for r in s.scalars(select(Inspection).order_by(Inspection.frame_uid))]
+
+
+def stored_files(data_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(data_dir).as_posix(): p.read_bytes()
+            for p in sorted(data_dir.rglob("*")) if p.is_file()}
+
+
+def test_a_repeated_uid_with_another_image_is_refused_and_nothing_of_its_batch_is_written(db,
+                                                                                        data: Path):
+    with db.session() as s:
+        [first] = persist_results(s, [upload("u1", b"one")], data_dir=data, image_policy="always")
+    before = (stored_rows(db), stored_files(data))
+    clash, fresh = upload("u1", b"two"), upload("u2", b"new")
+    with db.session() as s, pytest.raises(FrameUidConflict) as refused:
+        persist_results(s, [fresh, clash], data_dir=data, image_policy="always")
+    assert str(refused.value) == (f"frame_uid 'u1' (inspection {first.id}) is already stored with a "
+                                  "different image; a replay must carry the same image, a new frame needs a "
+                                  "new frame_uid")
+    assert refused.value.results == [clash] and refused.value.stored == {"u1": first.id}
+    assert refused.value.reason == "frame-uid-conflict"
+    assert (stored_rows(db), stored_files(data)) == before
+    assert before[1] == {"images/2026/07/08/u1.png": b"one"}
+    with db.session() as s:  # the same image again: a replay, its stored row back, nothing written
+        [again] = persist_results(s, [upload("u1", b"one")], data_dir=data, image_policy="always")
+        assert (again.id, again.created) == (first.id, False)
+        assert again.row.image_path == "images/2026/07/08/u1.png"
+    assert (stored_rows(db), stored_files(data)) == before
+
+
+def test_one_uid_twice_in_a_batch_is_a_replay_with_the_same_image_and_refused_with_another(db,
+                                                                                          data: Path):
+    a, b = upload("u1", b"one"), upload("u1", b"two")
+    with db.session() as s, pytest.raises(FrameUidConflict) as refused:
+        persist_results(s, [a, b], data_dir=data, image_policy="always")
+    assert str(refused.value).startswith("frame_uid 'u1' is already stored with a different image; ")
+    assert refused.value.results == [b] and refused.value.stored == {}
+    assert stored_rows(db) == [] and stored_files(data) == {}
+    with db.session() as s:
+        first, second = persist_results(s, [upload("u1", b"one"), upload("u1", b"one")], data_dir=data,
+                                        image_policy="always")
+    assert (first.created, second.created, second.id) == (True, False, first.id)
+    assert stored_files(data) == {"images/2026/07/08/u1.png": b"one"}
+
+
+def test_a_conflict_names_three_uids_and_counts_the_rest(db, data: Path):
+    uids = [f"u{k}" for k in range(5)]
+    with db.session() as s:
+        stored = persist_results(s, [upload(uid, b"one") for uid in uids[:2]], data_dir=data,
+                                 image_policy="never")
+    clashes = [upload(uid, b"two") for uid in uids]
+    batch = [upload(uid, b"one") for uid in uids[2:]] + clashes
+    with db.session() as s, pytest.raises(FrameUidConflict) as refused:
+        persist_results(s, batch, data_dir=data, image_policy="never")
+    assert str(refused.value).startswith(f"frame_uid 'u0' (inspection {stored[0].id}), 'u1' (inspection "
+                                         f"{stored[1].id}), 'u2' and 2 more is already stored with a ")
+    assert refused.value.results == clashes
+    with db.session() as s, pytest.raises(FrameUidConflict) as refused:
+        persist_results(s, [*clashes[:2], upload("u2", b"one"), clashes[2]], data_dir=data,
+                        image_policy="never")
+    assert str(refused.value).startswith(f"frame_uid 'u0' (inspection {stored[0].id}), 'u1' (inspection "
+                                         f"{stored[1].id}), 'u2' is already stored with a ")  # three: no more
+    assert refused.value.results == clashes[:3]
+
+
+def test_a_result_or_row_without_a_digest_counts_as_a_replay(db, data: Path):
+    with db.session() as s:
+        [first] = persist_results(s, [upload("u1", b"one")], data_dir=data, image_policy="never")
+    unknown = upload("u1", b"two")
+    unknown.image_sha256 = None
+    with db.session() as s:
+        [again] = persist_results(s, [unknown], data_dir=data, image_policy="never")
+    assert (again.id, again.created) == (first.id, False)
+    with db.session() as s:  # a row stored before digests were kept
+        s.execute(update(Inspection).values(image_sha256=None))
+        s.commit()
+    with db.session() as s:
+        [again] = persist_results(s, [upload("u1", b"two")], data_dir=data, image_policy="never")
+    assert (again.id, again.created) == (first.id, False)
+
+
+# -- image sizes, and images that cannot be written -------------------------------------------------
+
+def test_the_row_keeps_the_disk_size_of_the_image_written_and_the_crops_it_is_given(db, data: Path):
+    r = upload("u1", b"x" * 4097)
+    r.crop_count, r.crop_size = 2, 8192  # as the ingest worker sets them for the crops it writes
+    small = upload("u2", b"y")
+    with db.session() as s:
+        persist_results(s, [r, small], data_dir=data, image_policy="always")
+    assert [row[:5] for row in stored_rows(db)] == [("u1", "images/2026/07/08/u1.png", 8192, 2, 8192),
+                                                    ("u2", "images/2026/07/08/u2.png", 4096, 0, 0)]
+    assert stored_files(data) == {"images/2026/07/08/u1.png": b"x" * 4097,
+                                      "images/2026/07/08/u2.png": b"y"}
+    assert HEALTH.skipped == {}
+
+
+def test_below_the_floor_the_row_is_stored_without_image_or_crops_and_the_skip_counted(db, data: Path):
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0)
+    r = upload("u1", b"x" * 5000, camera="cam-low")
+    r.crop_count, r.crop_size = 1, 4096
+    with db.session() as s:
+        [stored] = persist_results(s, [r], data_dir=data, image_policy="always")
+        assert stored.created and stored.row.image_path is None
+    assert [row[:5] for row in stored_rows(db)] == [("u1", None, 0, 0, 0)]
+    assert stored_files(data) == {}
+    assert (r.image_skipped, r.image_bytes, r.image_path, r.image_size, r.crop_count, r.crop_size) == (
+        "low_disk", None, None, 0, 0, 0)
+    assert HEALTH.skipped == {"cam-low": 1}
+
+
+def test_a_failing_image_write_keeps_the_row_without_its_image(db, data: Path):
+    (data / "images").write_text("a file where the folder should be")
+    r = upload("u1", b"x" * 5000)
+    r.crop_count, r.crop_size = 2, 8192
+    with db.session() as s:
+        [stored] = persist_results(s, [r], data_dir=data, image_policy="always")
+        assert stored.created
+    assert [row[:5] for row in stored_rows(db)] == [("u1", None, 0, 0, 0)]
+    assert (r.image_skipped, r.image_path, r.image_size, r.crop_count) == ("write_failed", None, 0, 0)
+    assert HEALTH.image_skip_reason(data) == "write_failed" and HEALTH.skipped == {"": 1}
+    with db.session() as s:  # images are held a moment after a failed write: the next one is skipped
+        persist_results(s, [upload("u2", b"y")], data_dir=data, image_policy="always")
+    assert stored_rows(db)[1][:3] == ("u2", None, 0) and HEALTH.skipped == {"": 2}
+
+
+def test_write_image_now_sizes_the_file_and_skips_it_below_the_floor_or_when_writes_fail(data: Path):
+    r = upload("u1", b"x" * 4097)
+    write_image_now(r, data)
+    assert (r.image_path, r.image_size, r.image_bytes, r.image_skipped) == (
+        "images/2026/07/08/u1.png", 8192, None, None)
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0)
+    low = upload("u2", b"y", camera="cam-low")
+    write_image_now(low, data)
+    assert (low.image_path, low.image_size, low.image_bytes, low.image_skipped) == (None, 0, None, "low_disk")
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=0, watermark_mb=0)
+    blocked = data / "blocked"
+    blocked.mkdir()
+    (blocked / "images").write_text("a file where the folder should be")
+    failing = upload("u3", b"z")
+    write_image_now(failing, blocked)
+    assert (failing.image_path, failing.image_size, failing.image_bytes, failing.image_skipped) == (
+        None, 0, None, "write_failed")
+    assert stored_files(data) == {"images/2026/07/08/u1.png": b"x" * 4097,
+                                      "blocked/images": b"a file where the folder should be"}
+    assert HEALTH.skipped == {"cam-low": 1, "": 1}
+    assert HEALTH.image_skip_reason(data) == "write_failed"
+
+
+def test_crops_are_not_written_below_the_floor(data: Path):
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0)
+    write_crops(result(ng=True), [b"c0"], data)
+    assert stored_files(data) == {}
+    write_crops(result(ng=True), [], data)  # nothing to write: no question asked
+    assert stored_files(data) == {}
+
+
+def test_skip_image_if_unwritable_leaves_a_result_whose_files_are_written_already(data: Path):
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0)
+    replay = upload("u1", b"x")
+    replay.image_bytes, replay.image_path, replay.image_size = None, "images/2026/07/08/u1.png", 4096
+    replay.crop_count, replay.crop_size = 1, 4096
+    assert skip_image_if_unwritable(replay, data) is False
+    assert (replay.image_path, replay.image_size, replay.crop_count, replay.image_skipped) == (
+        "images/2026/07/08/u1.png", 4096, 1, None)
+    nothing = upload("u2", b"x")
+    nothing.image_bytes = None
+    assert skip_image_if_unwritable(nothing, data) is False and nothing.image_skipped is None
+    crops_only = upload("u3", b"x")  # a frame not kept, its crops to write: skipped below the floor
+    crops_only.image_bytes, crops_only.crop_count, crops_only.crop_size = None, 2, 8192
+    assert skip_image_if_unwritable(crops_only, data) is False
+    assert (crops_only.crop_count, crops_only.crop_size, crops_only.image_skipped) == (0, 0, "low_disk")
+    assert HEALTH.skipped == {"": 1}
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=0, watermark_mb=0)
+    crops_only = upload("u4", b"x")
+    crops_only.image_bytes, crops_only.crop_count = None, 2
+    assert skip_image_if_unwritable(crops_only, data) is False and crops_only.crop_count == 2
+    framed = upload("u5", b"x")
+    assert skip_image_if_unwritable(framed, data) is True and framed.image_bytes == b"x"
