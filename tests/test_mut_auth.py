@@ -123,6 +123,19 @@ def test_authenticate_writes_last_use_at_most_once_a_minute(session: Session) ->
     assert auth.authenticate(session, "dik_0123abcd_" + "A" * 20) is None
 
 
+def test_last_use_is_written_only_once_more_than_a_minute_has_passed(session: Session) -> None:
+    row, key = auth.create_key(session, "op", "operator")
+    session.commit()
+    start = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    auth.authenticate(session, key, now=start)
+    assert auth.as_utc(row.last_used_at) == start
+    auth.authenticate(session, key, now=start + timedelta(seconds=60))  # exactly a minute: not yet
+    assert auth.as_utc(row.last_used_at) == start
+    later = start + timedelta(seconds=60, microseconds=1)
+    auth.authenticate(session, key, now=later)
+    assert auth.as_utc(row.last_used_at) == later
+
+
 def test_a_recent_naive_last_use_read_back_from_the_database_is_not_rewritten(database_url: str) -> None:
     db = Database(database_url)
     try:
@@ -357,6 +370,17 @@ def test_a_cached_key_is_honoured_until_exactly_its_ttl() -> None:
     cache.put("d", principal)  # a new put starts a new ttl
     clock.now = 1029.0
     assert cache.get("d") is principal
+
+
+def test_a_one_second_cache_holds_a_key_for_that_second() -> None:
+    clock = Clock()
+    cache = auth.KeyCache(1.0, clock=clock)
+    principal = Principal("k", "mes", key_id=1)
+    cache.put("d", principal)
+    clock.now += 0.5
+    assert cache.get("d") is principal
+    clock.now += 0.5
+    assert cache.get("d") is None
 
 
 @pytest.mark.parametrize("ttl", [0.0, -1.0])
