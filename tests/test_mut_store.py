@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from app.db.models import Inspection
+from app.db.session import Database
 from app.detections import Detections
 from app.inspection import CameraContext, inspect_frame
 from app.inspection.store import (
@@ -348,3 +349,90 @@ def test_skip_image_if_unwritable_leaves_a_result_whose_files_are_written_alread
     assert skip_image_if_unwritable(crops_only, data) is False and crops_only.crop_count == 2
     framed = upload("u5", b"x")
     assert skip_image_if_unwritable(framed, data) is True and framed.image_bytes == b"x"
+
+
+# -- a concurrent writer, and a batch that fails after its files were written -----------------------
+
+def store_first_from_elsewhere(db, database_url: str, data: Path, other):
+    """Before this session's first INSERT of inspections, another writer (its own engine) commits
+    ``other``: the race of two service instances storing one frame_uid. Returns the listener."""
+    done: list[int] = []
+
+    def hook(_conn, _cursor, statement, *_args) -> None:
+        if not done and " ".join(statement.split()).upper().startswith("INSERT INTO INSPECTIONS"):
+            elsewhere = Database(database_url)
+            try:
+                with elsewhere.session() as s:
+                    done.append(persist_results(s, [other], data_dir=data, image_policy="always")[0].id)
+            finally:
+                elsewhere.dispose()
+
+    event.listen(db.engine, "before_cursor_execute", hook)
+    return hook, done
+
+
+@pytest.mark.parametrize("load_rows", [True, False])
+def test_a_frame_stored_meanwhile_with_the_same_image_is_a_replay_and_its_file_stays(
+        db, database_url: str, data: Path, load_rows: bool):
+    hook, theirs = store_first_from_elsewhere(db, database_url, data, upload("u1", b"same"))
+    mine, fresh = upload("u1", b"same"), upload("u2", b"new")
+    try:
+        with db.session() as s:
+            stored = persist_results(s, [mine, fresh], data_dir=data, image_policy="always",
+                                     load_rows=load_rows)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", hook)
+    assert [(x.id, x.created) for x in stored] == [(theirs[0], False), (stored[1].id, True)]
+    assert stored[1].id != theirs[0]
+    if load_rows:
+        assert stored[0].row.frame_uid == "u1" and stored[0].row.image_path == "images/2026/07/08/u1.png"
+    assert mine.image_path is None and fresh.image_path == "images/2026/07/08/u2.png"
+    assert [row[:3] for row in stored_rows(db)] == [("u1", "images/2026/07/08/u1.png", 4096),
+                                                    ("u2", "images/2026/07/08/u2.png", 4096)]
+    assert stored_files(data) == {"images/2026/07/08/u1.png": b"same", "images/2026/07/08/u2.png": b"new"}
+
+
+def test_a_frame_stored_meanwhile_with_another_image_is_refused_and_its_file_stays(db, database_url: str,
+                                                                                    data: Path):
+    hook, theirs = store_first_from_elsewhere(db, database_url, data, upload("u1", b"theirs"))
+    mine, fresh = upload("u1", b"mine"), upload("u2", b"new")
+    try:
+        with db.session() as s, pytest.raises(FrameUidConflict) as refused:
+            persist_results(s, [mine, fresh], data_dir=data, image_policy="always")
+    finally:
+        event.remove(db.engine, "before_cursor_execute", hook)
+    assert refused.value.results == [mine] and refused.value.stored == {"u1": theirs[0]}
+    assert (mine.image_path, fresh.image_path) == (None, None)
+    assert [row[:2] for row in stored_rows(db)] == [("u1", "images/2026/07/08/u1.png")]
+    assert stored_files(data) == {"images/2026/07/08/u1.png": b"theirs"}
+
+
+def test_a_batch_failing_after_its_files_are_written_removes_them_but_not_earlier_ones(db, data: Path):
+    journaled, fresh = upload("u2", b"earlier"), upload("u1", b"new")
+    for r in (journaled, fresh):
+        apply_image_policy(r, "always")  # the camera door decides, before the writer stores
+    write_image_now(journaled, data)  # written while the database was away: the replay names its file
+    inserted: list[bool] = []
+
+    def fail_after_insert(_conn, _cursor, statement, *_args) -> None:
+        sql = " ".join(statement.split()).upper()
+        if sql.startswith("INSERT INTO INSPECTIONS"):
+            inserted.append(True)
+        elif inserted and sql.startswith("SELECT") and " FROM INSPECTIONS" in sql:
+            raise RuntimeError("the connection broke")
+
+    event.listen(db.engine, "before_cursor_execute", fail_after_insert)
+    try:
+        with db.session() as s, pytest.raises(RuntimeError, match="^the connection broke$"):
+            persist_results(s, [fresh, journaled], data_dir=data)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", fail_after_insert)
+    assert inserted and stored_rows(db) == []
+    assert fresh.image_path is None and fresh.image_bytes == b"new"  # a retry writes it again
+    assert journaled.image_path == "images/2026/07/08/u2.png"
+    assert stored_files(data) == {"images/2026/07/08/u2.png": b"earlier"}
+    with db.session() as s:  # the retry
+        persist_results(s, [fresh, journaled], data_dir=data)
+    assert [row[:3] for row in stored_rows(db)] == [("u1", "images/2026/07/08/u1.png", 4096),
+                                                    ("u2", "images/2026/07/08/u2.png", 4096)]
+    assert stored_files(data) == {"images/2026/07/08/u1.png": b"new", "images/2026/07/08/u2.png": b"earlier"}
