@@ -281,6 +281,33 @@ def test_below_the_floor_the_row_is_stored_without_image_or_crops_and_the_skip_c
     assert HEALTH.skipped == {"cam-low": 1}
 
 
+def test_a_skipped_image_is_counted_by_camera_and_reason_and_logged_with_its_frame(db, data: Path,
+                                                                                   caplog):
+    from app import metrics
+
+    def skipped(reason: str) -> float:
+        labels = {"camera": "cam-skip", "reason": reason}
+        return metrics.REGISTRY.get_sample_value("inspect_images_skipped_total", labels) or 0.0
+
+    HEALTH.configure(jpeg_quality=90, store_frames=True, floor_mb=1e12, watermark_mb=0)
+    before = skipped("low_disk")
+    with caplog.at_level(logging.WARNING, logger="app.storage_health"), db.session() as s:
+        persist_results(s, [upload("u-skip", b"x", camera="cam-skip")], data_dir=data, image_policy="always")
+    assert skipped("low_disk") - before == 1
+    [message] = [rec.getMessage() for rec in caplog.records]
+    assert "free space is below INSPECT_DISK_FLOOR_MB (frame u-skip;" in message
+
+
+def test_an_upload_keeps_no_image_when_only_crops_are_kept(db, data: Path):
+    HEALTH.configure(jpeg_quality=90, store_frames=False, floor_mb=0, watermark_mb=0)
+    r = upload("u1", b"x")
+    with db.session() as s:
+        [stored] = persist_results(s, [r], data_dir=data, image_policy="always")
+        assert stored.created and stored.row.image_path is None
+    assert r.image_bytes is None and r.image_skipped is None
+    assert [row[:3] for row in stored_rows(db)] == [("u1", None, 0)] and stored_files(data) == {}
+
+
 def test_a_failing_image_write_keeps_the_row_without_its_image(db, data: Path):
     (data / "images").write_text("a file where the folder should be")
     r = upload("u1", b"x" * 5000)
