@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from sqlalchemy import event, select, update
 
-from app.db.models import Inspection
+from app import images
+from app.db.models import Inspection, Webhook, WebhookDelivery
 from app.db.session import Database
 from app.detections import Detections
 from app.inspection import CameraContext, inspect_frame
@@ -26,7 +27,7 @@ from app.inspection.store import (
     write_crops,
     write_image_now,
 )
-from app.storage_health import HEALTH
+from app.storage_health import HEALTH, DatabaseFileGone
 
 FRAME = np.full((8, 8, 3), 128, np.uint8)
 WHEN = datetime(2026, 7, 8, 9, 10, tzinfo=UTC)
@@ -463,3 +464,83 @@ def test_a_batch_failing_after_its_files_are_written_removes_them_but_not_earlie
     assert [row[:3] for row in stored_rows(db)] == [("u1", "images/2026/07/08/u1.png", 4096),
                                                     ("u2", "images/2026/07/08/u2.png", 4096)]
     assert stored_files(data) == {"images/2026/07/08/u1.png": b"new", "images/2026/07/08/u2.png": b"earlier"}
+
+
+def test_a_frame_is_encoded_at_the_configured_jpeg_quality():
+    noisy = np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    for quality in (20, 95):
+        HEALTH.configure(jpeg_quality=quality, store_frames=True, floor_mb=0, watermark_mb=0)
+        r = inspect_frame(noisy, NG_DETS, model_version="m", frame_uid="q", captured_at=WHEN)
+        apply_image_policy(r, "always")
+        assert r.image_bytes == images.encode_jpeg(noisy, quality)
+    assert images.encode_jpeg(noisy, 20) != images.encode_jpeg(noisy, 95)
+
+
+def test_a_conflict_of_four_names_three_and_one_more(db, data: Path):
+    with db.session() as s:
+        persist_results(s, [upload(f"u{k}", b"one") for k in range(4)], data_dir=data, image_policy="never")
+    with db.session() as s, pytest.raises(FrameUidConflict, match=r"'u2' \(inspection \d+\) and 1 more is "):
+        persist_results(s, [upload(f"u{k}", b"two") for k in range(4)], data_dir=data, image_policy="never")
+
+
+def test_a_deleted_sqlite_file_is_refused_before_anything_is_written(database_url: str, data: Path):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a database file is SQLite's")
+    db_file = Path(database_url.removeprefix("sqlite:///"))
+    db = Database(database_url)
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda _c, _k, sql, *_a: statements.append(sql))
+    try:
+        HEALTH.watch_database_file(db_file)
+        db_file.rename(db_file.with_name("moved.db"))
+        with db.session() as s, pytest.raises(DatabaseFileGone, match="^the database file was deleted "):
+            persist_results(s, [upload("u1", b"x")], data_dir=data, image_policy="always")
+        assert statements == [] and stored_files(data) == {}
+    finally:
+        db.dispose()
+
+
+def test_a_sqlite_file_deleted_while_a_batch_is_written_fails_the_batch_and_removes_its_files(
+        database_url: str, data: Path):
+    if not database_url.startswith("sqlite"):
+        pytest.skip("a database file is SQLite's")
+    db_file = Path(database_url.removeprefix("sqlite:///"))
+    db = Database(database_url)
+
+    def move_away(_conn, _cursor, statement, *_args) -> None:
+        if " ".join(statement.split()).upper().startswith("INSERT INTO INSPECTIONS"):
+            db_file.rename(db_file.with_name("moved.db"))  # the open connection writes on, into it
+
+    event.listen(db.engine, "before_cursor_execute", move_away)
+    r = upload("u1", b"x")
+    try:
+        HEALTH.watch_database_file(db_file)
+        with db.session() as s, pytest.raises(DatabaseFileGone, match="^the database file was deleted "):
+            persist_results(s, [r], data_dir=data, image_policy="always")
+    finally:
+        db.dispose()
+    assert stored_files(data) == {} and r.image_path is None
+
+
+def test_the_webhook_subscribers_are_asked_once_a_batch_and_each_new_ng_frame_is_queued(db, data: Path):
+    with db.session() as s:
+        s.add(Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32))
+        s.commit()
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:
+        if " FROM WEBHOOKS " in " ".join(statement.split()).upper() + " ":
+            reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.session() as s:
+            stored = persist_results(s, [upload("u1", b"a"), upload("u2", b"b"), result(ng=False)],
+                                     data_dir=data, image_policy="never", load_rows=False)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert len(reads) == 1
+    with db.session() as s:
+        queued = s.scalars(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+        assert [(d.event, d.payload["id"]) for d in queued] == [("inspection.ng", stored[0].id),
+                                                                ("inspection.ng", stored[1].id)]
