@@ -151,12 +151,13 @@ def lookup_key(session: Session, presented: str) -> ApiKey | None:
     return row
 
 
-def authenticate(session: Session, presented: str) -> Principal | None:
-    """The principal of an active key (it may have expired: check ``expired()``), or None."""
+def authenticate(session: Session, presented: str, now: datetime | None = None) -> Principal | None:
+    """The principal of an active key (it may have expired: check ``expired()``), or None. ``now``: the
+    time of the request (default the clock's)."""
     row = lookup_key(session, presented)
     if row is None:
         return None
-    now = utcnow()
+    now = utcnow() if now is None else now
     last = as_utc(row.last_used_at)
     # Write last_used_at at most once a minute, so reads do not turn every request into a write.
     if last is None or (now - last).total_seconds() > 60:
