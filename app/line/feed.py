@@ -62,6 +62,9 @@ class InspectionFeed:
     def count_drops(self, n: int) -> None:
         raise NotImplementedError
 
+    def tick(self) -> None:
+        """Called by the feed's thread every round (at least every ``poll_s``); nothing by default."""
+
     # -- API --------------------------------------------------------------------------------------
     def inspections_stored(self, ids: list[int]) -> None:
         """The ids of newly stored inspections (after their commit). Never blocks: beyond
@@ -105,8 +108,9 @@ class InspectionFeed:
             stopping = self._stop_feed.is_set()
             try:
                 self._watch_cameras()
+                self.tick()
             except Exception:
-                log.exception("%s: camera states not delivered", self.thread_name)
+                log.exception("%s: camera states or counters not delivered", self.thread_name)
             ids = self._take()
             if ids and self.session_factory is not None:
                 try:
