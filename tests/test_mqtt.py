@@ -213,3 +213,36 @@ def test_the_settings_view_hides_the_mqtt_password(app_settings, broker: Broker)
     with mqtt_app(app_settings, broker.port, **login) as client:
         shown = client.get("/api/v1/settings").json()
     assert shown["mqtt_username"] == "plc" and shown["mqtt_password"] == "**********"
+
+
+def test_a_frame_s_provisional_verdict_comes_before_its_record_and_counters_follow(
+        app_settings, broker: Broker, neu_sample: Path, tmp_path: Path) -> None:
+    """A camera's frames: each frame's verdict (provisional, QoS 0) on the verdict topic before its
+    stored record on the inspection topic; the shift counters on the counters topic (retained)."""
+    broker.start()
+    source = f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=true"
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f'cameras:\n  - id: gate\n    line: L1\n    station: S1\n    source: "{source}"\n')
+    sub = Subscriber(broker.port, "inspect/L1/S1/gate/#")
+    with mqtt_app(app_settings.model_copy(update={"cameras_file": cams}), broker.port):
+        def records(ms) -> list[dict]:
+            return [json.loads(m.payload) for m in ms if m.topic == topic("gate")]
+
+        messages = sub.wait_for(lambda ms: len(records(ms)) >= 3
+                                and any(m.topic.endswith("/counters") for m in ms), timeout=30)
+    late = Subscriber(broker.port, "inspect/L1/S1/gate/counters")  # retained for late joiners
+    [retained] = late.wait_for(lambda ms: len(ms) >= 1)
+    late.close()
+    sub.close()
+    order = [(m.topic.rsplit("/", 1)[1], json.loads(m.payload).get("frame_uid")) for m in messages]
+    verdicts = [json.loads(m.payload) for m in messages if m.topic == "inspect/L1/S1/gate/verdict"]
+    first = records(messages)[0]
+    assert order.index(("verdict", first["frame_uid"])) < order.index(("inspection", first["frame_uid"]))
+    mine = next(v for v in verdicts if v["frame_uid"] == first["frame_uid"])
+    assert mine["provisional"] is True and mine["verdict"] == first["verdict"]
+    assert (mine["camera_id"], mine["line"], mine["station"]) == ("gate", "L1", "S1")
+    assert mine["defect_count"] == sum(mine["defects"].values()) == len(first["defects"])
+    assert mine["captured_at"] <= mine["inferred_at"]
+    counters = json.loads(retained.payload)
+    assert retained.retain and counters["camera_id"] == "gate" and counters["inspected"] >= 1
+    assert 0.0 <= counters["yield"] <= 1.0 and counters["shift_started_at"]
