@@ -59,6 +59,7 @@ SECURITY = {
     "sign_and_encrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
 }
 CALL_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0  # asyncua builds the standard address space (thousands of nodes) at start
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,7 @@ class OpcuaServer(InspectionFeed):
     def start(self) -> OpcuaServer:
         self._loop_thread.start()
         try:
-            self._call(self._start_server())
+            self._call(self._start_server(), START_TIMEOUT_S)
         except BaseException:
             self._end_loop()
             raise
@@ -259,9 +260,9 @@ class OpcuaServer(InspectionFeed):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(5)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
         """Run ``coro`` on the server's loop and wait for it (from the feed's or the caller's thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     # -- the feed's deliveries (feed thread) -------------------------------------------------------
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
