@@ -109,3 +109,18 @@ def test_shift_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("INSPECT_SHIFT_TIMEZONE", "Europe/Berlin")
     settings = load_settings()
     assert (settings.shifts, settings.shift_timezone) == (["07:00", "19:00"], "Europe/Berlin")
+
+
+def test_seeded_counts_are_not_counted_again() -> None:
+    from app.line.shifts import Counts
+
+    clock = Clock(utc("2026-03-10T15:00:00"))
+    counters = ShiftCounters(ShiftCalendar(["06:00", "14:00", "22:00"]), clock)
+    assert counters.seed({"cam1": Counts(5, 2)}, utc("2026-03-10T14:00:00"), upto_id=40) is True
+    assert counters.add("cam1", ng=True, inspection_id=40).inspected == 5  # in the seed already
+    after = counters.add("cam1", ng=True, inspection_id=41)
+    assert (after.inspected, after.ng) == (6, 3)
+    # counts read for a shift that has ended meanwhile are ignored
+    clock.now = utc("2026-03-10T22:00:00")
+    assert counters.seed({"cam1": Counts(9, 9)}, utc("2026-03-10T14:00:00"), upto_id=50) is False
+    assert counters.get("cam1").inspected == 0

@@ -106,7 +106,8 @@ class MqttPublisher(InspectionFeed):
         self.acknowledged = 0  # acknowledged by the broker (PUBACK)
         self.dropped = 0
         self.verdicts_sent = 0
-        self.counters = ShiftCounters(ShiftCalendar(config.shifts, config.shift_timezone), config.clock)
+        calendar = ShiftCalendar(config.shifts, config.shift_timezone)
+        self.counters: ShiftCounters = ShiftCounters(calendar, config.clock)
         self._where: dict[str, tuple[str | None, str | None]] = {}  # camera -> (line, station)
         self.verdicts = VerdictRelay(self.deliver_verdicts, config.verdict_queue_size, "mqtt-verdicts",
                                      on_drop=lambda n: m.VERDICTS_DROPPED_TOTAL.labels(sink="mqtt").inc(n))
@@ -138,8 +139,7 @@ class MqttPublisher(InspectionFeed):
             return
         self._set_connected(True)
         self._publish(self.availability, ONLINE, retain=True)
-        for camera in self.counters.cameras():  # the counters that could not be sent while away
-            self._publish_counters(camera, self.counters.get(camera))
+        self.show_counters(self.counters.cameras())  # the counters that could not be sent while away
         log.info("MQTT: connected to %s:%d as %s", self.config.host, self.config.port, self.config.client_id)
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
@@ -245,24 +245,25 @@ class MqttPublisher(InspectionFeed):
         for i in inspections:
             self._publish(camera_topic(self.config.prefix, i.line, i.station, i.camera_id, "inspection"),
                           i.model_dump_json().encode(), retain=True)
-            camera = i.camera_id or ""
+            camera = self.camera_key(i.camera_id)
             self._where[camera] = (i.line, i.station)
-            touched[camera] = self.counters.add(camera, i.verdict == NG, i.captured_at)
+            touched[camera] = self.counters.add(camera, i.verdict == NG, i.captured_at, i.id)
         for camera, counts in touched.items():
             self._publish_counters(camera, counts)
 
-    def tick(self) -> None:
-        """The feed's thread, every round: a shift that started sets every camera's counters to 0."""
-        if self.counters.roll():
-            for camera in self.counters.cameras():
-                self._publish_counters(camera, self.counters.get(camera))
+    def show_counters(self, cameras: list[str]) -> None:
+        for camera in cameras:
+            self._publish_counters(camera, self.counters.get(camera))
+
+    def where(self, camera: str, line: str | None, station: str | None) -> None:
+        self._where.setdefault(camera, (line, station))
 
     def _publish_counters(self, camera: str, counts: Counts) -> None:
         line, station = self._where.get(camera, (None, None))
-        payload = {"camera_id": camera or None, "line": line, "station": station,
+        payload = {"camera_id": None if camera == "_" else camera, "line": line, "station": station,
                    "shift_started_at": self.counters.started.isoformat(), "inspected": counts.inspected,
                    "ng": counts.ng, "yield": counts.yield_}
-        self._publish_now(camera_topic(self.config.prefix, line, station, camera or None, "counters"),
+        self._publish_now(camera_topic(self.config.prefix, line, station, camera, "counters"),
                           json.dumps(payload, separators=(",", ":")).encode(), retain=True)
 
     def deliver_camera(self, camera: CameraCounters) -> None:

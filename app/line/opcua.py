@@ -223,7 +223,8 @@ class OpcuaServer(InspectionFeed):
         self.updated = 0
         self.provisional = 0  # provisional verdicts shown
         self.ns = 0
-        self.counters = ShiftCounters(ShiftCalendar(config.shifts, config.shift_timezone), config.clock)
+        calendar = ShiftCalendar(config.shifts, config.shift_timezone)
+        self.counters: ShiftCounters = ShiftCounters(calendar, config.clock)
         self.verdicts = VerdictRelay(self.deliver_verdicts, config.verdict_queue_size, "opcua-verdicts",
                                      on_drop=lambda n: m.VERDICTS_DROPPED_TOTAL.labels(sink="opcua").inc(n))
         self._loop = asyncio.new_event_loop()
@@ -275,10 +276,8 @@ class OpcuaServer(InspectionFeed):
         self.dropped += n
         log.warning("OPC UA: %d result(s) not shown (queue full)", n)
 
-    def tick(self) -> None:
-        """The feed's thread: a shift that started sets every camera's counters to 0."""
-        if self.counters.roll():
-            self._call(self._apply_counters({c: self.counters.get(c) for c in self.counters.cameras()}))
+    def show_counters(self, cameras: list[str]) -> None:
+        self._call(self._apply_counters({c: self.counters.get(c) for c in cameras}))
 
     def deliver_verdicts(self, verdicts: list[ProvisionalVerdict]) -> None:
         """The relay's thread: the provisional verdicts onto their cameras' ProvisionalResult."""
@@ -409,9 +408,9 @@ class OpcuaServer(InspectionFeed):
 
     async def _apply_results(self, inspections: list[InspectionPublic]) -> None:
         for i in inspections:
-            camera = i.camera_id or "_"
+            camera = self.camera_key(i.camera_id)
             nodes = await self._camera(camera)
-            counts = self.counters.add(camera, i.verdict == NG, i.captured_at)
+            counts = self.counters.add(camera, i.verdict == NG, i.captured_at, i.id)
             classes = sorted({d.class_name for d in i.defects})
             values: dict[str, Any] = {
                 "Line": i.line or "", "Station": i.station or "", "ModelVersion": i.model_version,
@@ -447,7 +446,7 @@ class OpcuaServer(InspectionFeed):
 
     async def _apply_verdicts(self, verdicts: list[ProvisionalVerdict]) -> None:
         for v in verdicts:
-            nodes = await self._camera(v.camera_id or "_")
+            nodes = await self._camera(self.camera_key(v.camera_id))
             values: dict[str, Any] = {
                 "ProvisionalResult.PartId": v.part_id or "", "ProvisionalResult.Verdict": v.verdict,
                 "ProvisionalResult.DefectCount": v.defect_count,

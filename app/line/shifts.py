@@ -1,7 +1,9 @@
 """Shift counters for the line integrations: inspected frames, NG and yield per camera since the start
 of the current shift (INSPECT_SHIFTS, start times in INSPECT_SHIFT_TIMEZONE). A shift runs from one
 start time to the next; the last one of the day runs past midnight into the first of the next day.
-The counters reset when a shift starts; the clock is injected so the boundaries can be tested."""
+The counters reset when a shift starts; the clock is injected so the boundaries can be tested. A
+process that starts in the middle of a shift seeds them from the database (``seed``), so a restart
+does not reset them."""
 
 from __future__ import annotations
 
@@ -72,6 +74,22 @@ class ShiftCounters:
         self._lock = threading.Lock()
         self.started = calendar.shift_start(clock())
         self._counts: dict[str, Counts] = {}
+        self._seeded_upto = 0  # inspection ids up to this one are in the seeded counts
+
+    def seed(self, counts: dict[str, Counts], started: datetime, upto_id: int) -> bool:
+        """Counts read from the database for the shift that started at ``started``, covering the
+        inspections up to id ``upto_id``; those are not counted again by ``add``. Ignored (False) when
+        another shift has started meanwhile."""
+        with self._lock:
+            self._roll()
+            if started != self.started:
+                return False
+            for camera, c in counts.items():
+                mine = self._counts.setdefault(camera, Counts())
+                mine.inspected += c.inspected
+                mine.ng += c.ng
+            self._seeded_upto = upto_id
+            return True
 
     def roll(self) -> bool:
         """Start a new shift (every count back to zero) when one has begun since; True when it did."""
@@ -86,15 +104,17 @@ class ShiftCounters:
         self._counts = {camera: Counts() for camera in self._counts}
         return True
 
-    def add(self, camera: str, ng: bool, captured_at: datetime | None = None) -> Counts:
-        """Count one inspection of ``camera`` (one captured before the current shift started is not
-        counted); the camera's counts after it."""
+    def add(self, camera: str, ng: bool, captured_at: datetime | None = None,
+            inspection_id: int | None = None) -> Counts:
+        """Count one inspection of ``camera`` (not one captured before the current shift started, nor
+        one in the seeded counts); the camera's counts after it."""
         with self._lock:
             self._roll()
             counts = self._counts.setdefault(camera, Counts())
             if captured_at is not None and captured_at.tzinfo is None:
                 captured_at = captured_at.replace(tzinfo=UTC)  # the database's naive times are UTC
-            if captured_at is None or captured_at >= self.started:
+            seeded = inspection_id is not None and inspection_id <= self._seeded_upto
+            if not seeded and (captured_at is None or captured_at >= self.started):
                 counts.inspected += 1
                 counts.ng += ng
             return Counts(counts.inspected, counts.ng)
