@@ -250,3 +250,21 @@ def test_a_camera_frame_shows_its_provisional_verdict_before_the_record(app_sett
         record = http.get(f"/api/v1/inspections/by-frame/{seen[0]}").json()
         assert record["camera_id"] == "gate"
         sub.delete()
+
+
+def test_counters_count_the_current_shift_and_survive_a_restart(app_settings) -> None:
+    port = free_port()
+    with opcua_app(app_settings, port, shifts=["00:00"]) as http:
+        post(http, 255, "cam1", "P-1")
+        post(http, 0, "cam1", "P-2")
+        with connected(port) as client:
+            ns = client.get_namespace_index(NAMESPACE)
+            wait_until(lambda: readable(node(client, ns, "cam1", "Inspected")) == 2)
+    port = free_port()
+    with opcua_app(app_settings, port, shifts=["00:00"]), connected(port) as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        wait_until(lambda: readable(node(client, ns, "cam1", "Inspected")) == 2)  # read from the database
+        assert node(client, ns, "cam1", "NG").read_value() == 1
+        assert node(client, ns, "cam1", "Yield").read_value() == pytest.approx(0.5)
+        shift_start = node(client, ns, "cam1", "ShiftStart").read_value()
+        assert (shift_start.hour, shift_start.minute) == (0, 0)  # INSPECT_SHIFTS=00:00, UTC
