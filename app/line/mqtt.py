@@ -105,7 +105,6 @@ class MqttPublisher(InspectionFeed):
         self.sent = 0  # handed to the client
         self.acknowledged = 0  # acknowledged by the broker (PUBACK)
         self.dropped = 0
-        self.verdicts_sent = 0
         calendar = ShiftCalendar(config.shifts, config.shift_timezone)
         self.counters: ShiftCounters = ShiftCounters(calendar, config.clock)
         self._where: dict[str, tuple[str | None, str | None]] = {}  # camera -> (line, station)
@@ -207,11 +206,8 @@ class MqttPublisher(InspectionFeed):
         none)."""
         for v in verdicts:
             topic = camera_topic(self.config.prefix, v.line, v.station, v.camera_id, "verdict")
-            if self._publish_now(topic, v.to_json(), retain=False):
-                self.verdicts_sent += 1
-            else:
-                self.verdicts.dropped += 1
-                m.VERDICTS_DROPPED_TOTAL.labels(sink="mqtt").inc()
+            if not self._publish_now(topic, v.to_json(), retain=False):
+                self.verdicts.count_dropped(1)
 
     def _publish_now(self, topic: str, payload: bytes, retain: bool) -> bool:
         """QoS 0: sent now or not at all (False while the broker is away)."""

@@ -92,13 +92,18 @@ class VerdictRelay:
         with self._lock:
             room = max(0, self.queue_size - len(self._queue))
             self._queue.extend(verdicts[:room])
-            refused = len(verdicts) - min(room, len(verdicts))
-            self.dropped += refused
+        refused = len(verdicts) - min(room, len(verdicts))
         if refused:
             log.warning("%s: %d provisional verdict(s) dropped (queue full)", self.name, refused)
-            if self.on_drop is not None:
-                self.on_drop(refused)
+            self.count_dropped(refused)
         self._wake.set()
+
+    def count_dropped(self, n: int) -> None:
+        """Verdicts not announced: refused here, or by the sink (the MQTT broker away)."""
+        with self._lock:
+            self.dropped += n
+        if self.on_drop is not None:
+            self.on_drop(n)
 
     @property
     def waiting(self) -> int:
