@@ -59,7 +59,8 @@ def test_each_stored_inspection_arrives_as_its_public_model(app_settings, broker
     with mqtt_app(app_settings, broker.port) as client:
         sub.wait_for(lambda ms: any(m.payload == b"online" for m in ms))
         stored = post(client, 255, "cam1", "P-1")
-        [msg] = sub.wait_for(lambda ms: bool([m for m in ms if m.topic == topic("cam1")]))[-1:]
+        sub.wait_for(lambda ms: bool([m for m in ms if m.topic == topic("cam1")]))
+        [msg] = sub.on(topic("cam1"))
         body = json.loads(msg.payload)
         detail = client.get(f"/api/v1/inspections/{stored['id']}").json()  # InspectionPublic and more
         assert body == {key: detail[key] for key in body} and body["id"] == stored["id"]
