@@ -160,7 +160,10 @@ def _measure(o: LineLatencyOptions, settings: Any, cameras: Path, opcua_port: in
     try:
         with running_service(settings, Role.INGEST, cameras) as service, ThreadLoop(timeout=10) as tloop:
             t0 = time.time()
-            client = Client(f"opc.tcp://127.0.0.1:{opcua_port}/bench/", timeout=10, tloop=tloop)
+            # the client's connection watchdog reads the server state every watchdog_intervall seconds
+            # and gives up on a slow answer: on a loaded machine that would end the run, not measure it
+            client = Client(f"opc.tcp://127.0.0.1:{opcua_port}/bench/", timeout=10, watchdog_intervall=30.0,
+                            tloop=tloop)
             client.connect()
             try:
                 ns = client.get_namespace_index(settings.opcua_namespace)
