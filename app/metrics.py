@@ -170,5 +170,9 @@ MQTT_QUEUED = Gauge("inspect_mqtt_queued", "MQTT messages waiting to be loaded, 
                     registry=REGISTRY)
 MQTT_PUBLISHED_TOTAL = Counter("inspect_mqtt_published_total", "MQTT messages acknowledged by the broker",
                                registry=REGISTRY)
+VERDICTS_DROPPED_TOTAL = Counter(
+    "inspect_verdicts_dropped_total",
+    "provisional verdicts not announced (relay queue full; MQTT: broker away)",
+    ["sink"], registry=REGISTRY)
 MQTT_DROPPED_TOTAL = Counter("inspect_mqtt_dropped_total",
                              "MQTT messages dropped because the bounded queue was full", registry=REGISTRY)

@@ -168,6 +168,8 @@ def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
         return None
     publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
     service.writer.stored_listeners.append(publisher.inspections_stored)
+    if service.pipeline is not None:  # provisional verdicts, before the commit
+        service.pipeline.detection.verdict_listeners.append(publisher.verdicts.offer)
     alarms = service.pipeline.alarms if service.pipeline is not None else None
     if alarms is not None:  # alarms on their own topic, beside the inspections
         alarms.raised_listeners.append(lambda alarm: publisher.publish_alarm(
@@ -190,6 +192,8 @@ def start_opcua(service: Service) -> OpcuaServer | None:
         return None
     server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
     service.writer.stored_listeners.append(server.inspections_stored)
+    if service.pipeline is not None:  # provisional verdicts, before the commit
+        service.pipeline.detection.verdict_listeners.append(server.verdicts.offer)
     return server.start()
 
 

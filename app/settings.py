@@ -204,12 +204,29 @@ class Settings(BaseSettings):
         description="OPC UA login; set: anonymous sessions are refused and only this user (with "
                     "opcua_password) may connect")
     opcua_password: SecretStr | None = Field(None, description="the OPC UA user's password")
+    opcua_user_certs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="comma list of trusted user certificate files (DER or PEM): a client that signs in "
+                    "with one of them (X.509 user token) opens a session as the certificate's subject "
+                    "common name; needs opcua_cert_file and opcua_key_file (the token is signed against the "
+                    "server certificate)")
+    verdict_queue_size: int = Field(
+        1000, ge=1, le=1_000_000,
+        description="provisional verdicts (published as soon as inference ends, before the commit) waiting "
+                    "for the MQTT publisher or the OPC UA server; beyond this the newest are dropped and "
+                    "counted, inference never waits")
+    shifts: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["06:00", "14:00", "22:00"],
+        description="comma list of shift start times, `HH:MM` in shift_timezone; the line counters "
+                    "(inspected, NG, yield) of MQTT and OPC UA count from the start of the current shift")
+    shift_timezone: str = Field(
+        "UTC", min_length=1, description="IANA time zone of the shift start times, e.g. `Europe/Berlin`")
     demo: bool = Field(False, description="start a simulator camera (`serve --demo` sets it)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="log level: `DEBUG`, `INFO`, `WARNING` or `ERROR` (any case)")
 
     @field_validator("providers", "webhook_allowed_networks", "webhook_refused_networks", "opcua_security",
-                     mode="before")
+                     "opcua_user_certs", "shifts", mode="before")
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -264,6 +281,33 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {value}")
         return value
 
+    @field_validator("opcua_user_certs")
+    @classmethod
+    def _readable_files(cls, value: list[Path]) -> list[Path]:
+        missing = [str(p) for p in value if not p.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {', '.join(missing)}")
+        return value
+
+    @field_validator("shifts")
+    @classmethod
+    def _check_shifts(cls, value: list[str]) -> list[str]:
+        from app.line.shifts import parse_starts
+
+        parse_starts(value)  # ValueError names the bad entry
+        return value
+
+    @field_validator("shift_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+        return value
+
     @field_validator("opcua_endpoint")
     @classmethod
     def _check_opcua_endpoint(cls, value: str | None) -> str | None:
@@ -285,6 +329,9 @@ class Settings(BaseSettings):
                              "and INSPECT_OPCUA_KEY_FILE")
         if not self.opcua_security:
             raise ValueError("INSPECT_OPCUA_SECURITY names no security mode")
+        if self.opcua_user_certs and (self.opcua_cert_file is None or self.opcua_key_file is None):
+            raise ValueError("INSPECT_OPCUA_USER_CERTS needs INSPECT_OPCUA_CERT_FILE and "
+                             "INSPECT_OPCUA_KEY_FILE")
         return self
 
     @model_validator(mode="after")

@@ -59,7 +59,8 @@ def test_each_stored_inspection_arrives_as_its_public_model(app_settings, broker
     with mqtt_app(app_settings, broker.port) as client:
         sub.wait_for(lambda ms: any(m.payload == b"online" for m in ms))
         stored = post(client, 255, "cam1", "P-1")
-        [msg] = sub.wait_for(lambda ms: bool([m for m in ms if m.topic == topic("cam1")]))[-1:]
+        sub.wait_for(lambda ms: bool([m for m in ms if m.topic == topic("cam1")]))
+        [msg] = sub.on(topic("cam1"))
         body = json.loads(msg.payload)
         detail = client.get(f"/api/v1/inspections/{stored['id']}").json()  # InspectionPublic and more
         assert body == {key: detail[key] for key in body} and body["id"] == stored["id"]
@@ -213,3 +214,67 @@ def test_the_settings_view_hides_the_mqtt_password(app_settings, broker: Broker)
     with mqtt_app(app_settings, broker.port, **login) as client:
         shown = client.get("/api/v1/settings").json()
     assert shown["mqtt_username"] == "plc" and shown["mqtt_password"] == "**********"
+
+
+def test_a_frame_s_provisional_verdict_comes_before_its_record_and_counters_follow(
+        app_settings, broker: Broker, neu_sample: Path, tmp_path: Path) -> None:
+    """A camera's frames: each frame's verdict (provisional, QoS 0) on the verdict topic before its
+    stored record on the inspection topic; the shift counters on the counters topic (retained)."""
+    broker.start()
+    source = f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=true"
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f'cameras:\n  - id: gate\n    line: L1\n    station: S1\n    source: "{source}"\n')
+    sub = Subscriber(broker.port, "inspect/L1/S1/gate/#")
+    with mqtt_app(app_settings.model_copy(update={"cameras_file": cams}), broker.port):
+        def records(ms) -> list[dict]:
+            return [json.loads(m.payload) for m in ms if m.topic == topic("gate")]
+
+        def verdict_uids(ms) -> set[str]:
+            return {json.loads(m.payload)["frame_uid"] for m in ms if m.topic.endswith("/verdict")}
+
+        def recorded_with_verdict(ms) -> int:
+            return len({r["frame_uid"] for r in records(ms)} & verdict_uids(ms))
+
+        messages = sub.wait_for(lambda ms: recorded_with_verdict(ms) >= 3
+                                and any(m.topic.endswith("/counters") for m in ms), timeout=30)
+    late = Subscriber(broker.port, "inspect/L1/S1/gate/counters")  # retained for late joiners
+    [retained] = late.wait_for(lambda ms: len(ms) >= 1)
+    late.close()
+    sub.close()
+    order = [(m.topic.rsplit("/", 1)[1], json.loads(m.payload).get("frame_uid")) for m in messages]
+    verdicts = {v["frame_uid"]: v for v in (json.loads(m.payload) for m in messages
+                                            if m.topic == "inspect/L1/S1/gate/verdict")}
+    # frames inspected before the publisher's first connection have no verdict (QoS 0 is never queued)
+    both = [r for r in records(messages) if r["frame_uid"] in verdicts]
+    for record in both:
+        uid = record["frame_uid"]
+        assert order.index(("verdict", uid)) < order.index(("inspection", uid))
+    first = both[0]
+    mine = verdicts[first["frame_uid"]]
+    assert mine["provisional"] is True and mine["verdict"] == first["verdict"]
+    assert (mine["camera_id"], mine["line"], mine["station"]) == ("gate", "L1", "S1")
+    assert mine["defect_count"] == sum(mine["defects"].values()) == len(first["defects"])
+    assert mine["captured_at"] <= mine["inferred_at"]
+    counters = json.loads(retained.payload)
+    assert retained.retain and counters["camera_id"] == "gate" and counters["inspected"] >= 1
+    assert 0.0 <= counters["yield"] <= 1.0 and counters["shift_started_at"]
+
+
+def test_a_restart_in_the_middle_of_a_shift_keeps_its_counters(app_settings, broker: Broker) -> None:
+    """The counters come from the database at start: after a restart (and a broker that lost its
+    retained messages) the camera's counters still hold what the shift stored before."""
+    broker.start()
+    with mqtt_app(app_settings, broker.port, shifts=["00:00"]) as client:
+        post(client, 255, "cam1", "P-1")
+        post(client, 0, "cam1", "P-2")
+        wait_until(lambda: client.get("/api/v1/cameras").json()["mqtt"]["queued"] == 0
+                   and client.get("/api/v1/cameras").json()["mqtt"]["published"] >= 3)
+    broker.stop()
+    broker.start()  # no persistence: nothing retained any more
+    with mqtt_app(app_settings, broker.port, shifts=["00:00"]):
+        sub = Subscriber(broker.port, "inspect/+/+/cam1/counters")
+        [message] = sub.wait_for(lambda ms: len(ms) >= 1)[:1]
+        sub.close()
+    counters = json.loads(message.payload)
+    assert (counters["inspected"], counters["ng"], counters["yield"]) == (2, 1, 0.5)
+    assert (counters["camera_id"], counters["line"], counters["station"]) == ("cam1", "L1", "S1")

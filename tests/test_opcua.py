@@ -136,3 +136,135 @@ def test_a_camera_of_the_cameras_file_shows_up_with_its_results(app_settings, ne
         assert where == ["L9", "top"]
         verdict = node(client, ns, "cam-9", "ResultManagement", "LastResult", "Verdict")
         assert verdict.read_value() in ("OK", "NG")
+
+
+# -- certificates, the Acknowledge method, the provisional verdict ----------------------------------------
+def make_certificate(folder, name: str) -> tuple[Any, Any]:
+    """A self-signed certificate (PEM) and its private key (PEM) for ``name`` in ``folder``."""
+    from asyncua.crypto import cert_gen
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    key = cert_gen.generate_private_key()
+    cert = cert_gen.generate_self_signed_app_certificate(
+        key, name, {"commonName": name}, [x509.UniformResourceIdentifier(f"urn:{name}")],
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH])
+    cert_file, key_file = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    cert_file.write_bytes(cert.public_bytes(Encoding.PEM))
+    key_file.write_bytes(cert_gen.dump_private_key_as_pem(key))
+    return cert_file, key_file
+
+
+@contextmanager
+def connected_with_certificate(port: int, cert_file, key_file) -> Iterator[Client]:
+    with ThreadLoop(timeout=10) as tloop:
+        client = Client(f"opc.tcp://127.0.0.1:{port}/inspect/", timeout=10, tloop=tloop)
+        client.load_client_certificate(str(cert_file))
+        client.load_private_key(str(key_file))
+        client.connect()
+        try:
+            yield client
+        finally:
+            client.disconnect()
+
+
+def test_a_trusted_user_certificate_logs_in_and_others_are_refused(app_settings, tmp_path) -> None:
+    server_cert, server_key = make_certificate(tmp_path, "inspect-server")
+    trusted_cert, trusted_key = make_certificate(tmp_path, "line-plc")
+    stranger_cert, stranger_key = make_certificate(tmp_path, "stranger")
+    port = free_port()
+    with opcua_app(app_settings, port, opcua_security=["none", "sign"], opcua_cert_file=server_cert,
+                   opcua_key_file=server_key, opcua_user_certs=[trusted_cert]):
+        with connected_with_certificate(port, trusted_cert, trusted_key) as client:
+            assert client.get_namespace_index(NAMESPACE) > 0
+        with pytest.raises(ua.UaError), connected_with_certificate(port, stranger_cert, stranger_key):
+            pass
+        with pytest.raises(ua.UaError), connected(port):  # no anonymous sessions once logins are set
+            pass
+
+
+def raise_alarm(database_url: str) -> int:
+    from app.db.models import Alarm
+    from app.db.session import Database
+
+    db = Database(database_url)
+    try:
+        with db.session() as session:
+            alarm = Alarm(rule_id="l1-run", condition="consecutive_ng", line="L1", camera_id="cam1",
+                          message="3 NG frames in a row on L1", value=3.0, limit=3.0)
+            session.add(alarm)
+            session.commit()
+            return alarm.id
+    finally:
+        db.dispose()
+
+
+def test_an_alarm_is_acknowledged_through_the_method_with_the_session_user(app_settings) -> None:
+    alarm_id = raise_alarm(app_settings.database_url)
+    port = free_port()
+    with opcua_app(app_settings, port, opcua_username="scada", opcua_password=SecretStr("s3cret")) as http, \
+            connected(port, "scada", "s3cret") as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        alarms = client.get_node(ua.NodeId("DefectInspection/Alarms", ns))
+        method = ua.NodeId("DefectInspection/Alarms/Acknowledge", ns)
+        by = alarms.call_method(method, ua.Variant(alarm_id, ua.VariantType.Int64), "lens cleaned")
+        assert by == "opcua:scada"
+        [stored] = http.get("/api/v1/alarms", params={"state": "all"}).json()["items"]  # durable, audited
+        assert (stored["id"], stored["acknowledged_by"], stored["acknowledge_note"]) == \
+            (alarm_id, "opcua:scada", "lens cleaned")
+        assert stored["acknowledged_at"] is not None
+        assert http.get("/api/v1/alarms").json()["items"] == []
+        with pytest.raises(ua.UaStatusCodeError) as again:  # acknowledged before
+            alarms.call_method(method, ua.Variant(alarm_id, ua.VariantType.Int64), "")
+        assert again.value.code == ua.StatusCodes.BadInvalidState
+        with pytest.raises(ua.UaStatusCodeError) as missing:
+            alarms.call_method(method, ua.Variant(alarm_id + 1000, ua.VariantType.Int64), "")
+        assert missing.value.code == ua.StatusCodes.BadNotFound
+
+
+def test_a_camera_frame_shows_its_provisional_verdict_before_the_record(app_settings, neu_sample,
+                                                                         tmp_path) -> None:
+    """Each frame of a camera shows up on ProvisionalResult (FrameUid changes with every frame); the
+    stored record of the same frame follows on LastResult."""
+    source = f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=true"
+    cams = tmp_path / "cameras.yaml"
+    cams.write_text(f'cameras:\n  - id: gate\n    line: L2\n    source: "{source}"\n')
+    port = free_port()
+    settings = app_settings.model_copy(update={"cameras_file": cams})
+    with opcua_app(settings, port) as http, connected(port) as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        frame_uid = node(client, ns, "gate", "ProvisionalResult", "FrameUid")
+        wait_until(lambda: bool(readable(frame_uid)))
+        changes = Changes()
+        sub = client.create_subscription(10, changes)
+        sub.subscribe_data_change(frame_uid)
+        seen = [changes.values.get(timeout=10) for _ in range(4)]
+        assert len(set(seen)) == 4  # one notification per frame
+        verdict = node(client, ns, "gate", "ProvisionalResult", "Verdict").read_value()
+        assert verdict in ("OK", "NG")
+        captured = node(client, ns, "gate", "ProvisionalResult", "CaptureTime").read_value()
+        inferred = node(client, ns, "gate", "ProvisionalResult", "InferenceTime").read_value()
+        assert captured <= inferred
+        wait_until(lambda: http.get(f"/api/v1/inspections/by-frame/{seen[0]}").status_code == 200)
+        record = http.get(f"/api/v1/inspections/by-frame/{seen[0]}").json()
+        assert record["camera_id"] == "gate"
+        sub.delete()
+
+
+def test_counters_count_the_current_shift_and_survive_a_restart(app_settings) -> None:
+    port = free_port()
+    with opcua_app(app_settings, port, shifts=["00:00"]) as http:
+        post(http, 255, "cam1", "P-1")
+        post(http, 0, "cam1", "P-2")
+        with connected(port) as client:
+            ns = client.get_namespace_index(NAMESPACE)
+            wait_until(lambda: readable(node(client, ns, "cam1", "Inspected")) == 2)
+    port = free_port()
+    with opcua_app(app_settings, port, shifts=["00:00"]), connected(port) as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        wait_until(lambda: readable(node(client, ns, "cam1", "Inspected")) == 2)  # read from the database
+        assert node(client, ns, "cam1", "NG").read_value() == 1
+        assert node(client, ns, "cam1", "Yield").read_value() == pytest.approx(0.5)
+        shift_start = node(client, ns, "cam1", "ShiftStart").read_value()
+        assert (shift_start.hour, shift_start.minute) == (0, 0)  # INSPECT_SHIFTS=00:00, UTC

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import InvalidInput
+from app.settings import DEFAULT_MODEL_PATH
 
 if TYPE_CHECKING:
     from app.bench.pipeline import PipelineBenchOptions
@@ -81,6 +82,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_pipeline)
 
     add_ultralytics_parser(sub)
+    add_line_latency_parser(sub)
+
+
+def add_line_latency_parser(sub: argparse._SubParsersAction) -> None:
+    lat = sub.add_parser("line-latency", help="capture -> provisional verdict on MQTT and OPC UA (p50/p99)",
+                         description="A simulated camera through the ingest service with a real Mosquitto "
+                                     "broker (started for the run) and an OPC UA client subscription: "
+                                     "the time from frame capture to the provisional verdict's MQTT "
+                                     "receipt and OPC UA data change. Needs the mqtt and opcua extras. "
+                                     "Prints a table on stderr and one JSON object on stdout.")
+    lat.add_argument("--model", default=str(DEFAULT_MODEL_PATH), help="ONNX model (default: the shipped one)")
+    lat.add_argument("--source", default="sim://neu-det?fps=30",
+                     help="the camera (default sim://neu-det?fps=30: a live 30-FPS 640x480 simulator)")
+    lat.add_argument("--seconds", type=float, default=30.0, help="run length (default 30)")
+    lat.add_argument("--warmup", type=float, default=2.0, help="seconds not counted at the start (default 2)")
+    lat.add_argument("--workers", type=int, default=2)
+    lat.add_argument("--intra-op-threads", type=int, default=1)
+    lat.add_argument("--max-batch", type=int, default=4)
+    lat.add_argument("--max-wait-ms", type=float, default=10.0)
+    lat.add_argument("--opcua-interval-ms", type=float, default=10.0,
+                     help="the OPC UA client's publishing interval (default 10)")
+    lat.add_argument("--mosquitto", default=None, help="the broker binary (default: mosquitto on PATH)")
+    lat.add_argument("--json", action="store_true", help="JSON only (no table)")
+    lat.set_defaults(func=run_line_latency)
 
 
 def add_ultralytics_parser(sub: argparse._SubParsersAction) -> None:
@@ -176,6 +201,21 @@ def _neu_names() -> tuple[str, ...] | None:
 
     names = yaml.safe_load(data.read_text()).get("names")
     return tuple(names) if isinstance(names, list) else None
+
+
+def run_line_latency(args: argparse.Namespace) -> int:
+    import sys
+
+    from app.bench.line_latency import LineLatencyOptions, run_line_latency, table
+
+    result = run_line_latency(LineLatencyOptions(
+        model=Path(args.model), source=args.source, seconds=args.seconds, warmup_s=args.warmup,
+        workers=args.workers, intra_op_threads=args.intra_op_threads, max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms, opcua_interval_ms=args.opcua_interval_ms, mosquitto=args.mosquitto))
+    if not args.json:
+        print(table(result), file=sys.stderr)
+    print(json.dumps(result))
+    return 0
 
 
 def run_ultralytics(args: argparse.Namespace) -> int:

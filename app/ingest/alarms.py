@@ -253,3 +253,10 @@ def acknowledge(session: Session, alarm: Alarm, actor: str, note: str | None = N
     alarm.acknowledge_note = note.strip() or None if note else None
     m.ALARM_ACTIVE.labels(rule=alarm.rule_id).set(0)
     return alarm
+
+
+def acknowledge_by_id(session: Session, alarm_id: int, actor: str, note: str | None = None) -> Alarm | None:
+    """Lock alarm ``alarm_id`` and acknowledge it (``acknowledge``); None when there is no such alarm.
+    The one path of the REST API and the OPC UA method. The caller commits."""
+    alarm = session.scalars(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).first()
+    return None if alarm is None else acknowledge(session, alarm, actor, note)

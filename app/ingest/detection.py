@@ -1,14 +1,17 @@
 """Detection: inference workers take micro-batches of captured frames across cameras from the
 ``FrameHub``, run the shared detector (one run per input size; a tiled camera's frame as windows,
 merged back into frame coordinates), apply each camera's rules and hand the batch's results to the
-database writer. How the model sees each camera is judged here too (``check_against_model``)."""
+database writer, after announcing their provisional verdicts (``verdict_listeners``: the MQTT
+publisher's and the OPC UA server's relays, before the batched commit). How the model sees each
+camera is judged here too (``check_against_model``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -24,6 +27,7 @@ from app.ingest.sources import derive_frame_uid
 from app.ingest.track_records import track_record
 from app.ingest.writer import DbWriter, Item, TrackItem
 from app.inspection import CameraContext, Timings, default_thresholds, inspect_frame, run_detector
+from app.line.verdicts import ProvisionalVerdict
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +119,8 @@ class DetectionWorkers:
         self._lock = threading.Lock()
         self.batches = 0
         self.errors = 0
+        # called with each batch's verdicts as soon as inference ends, before the commit; must not block
+        self.verdict_listeners: list[Callable[[list[ProvisionalVerdict]], None]] = []
 
     def start(self) -> None:
         for k in range(self.options.workers):
@@ -145,6 +151,13 @@ class DetectionWorkers:
                     if job.camera.tracking is not None:
                         job.camera.tracking.forget(job.frame)
 
+    def _announce(self, verdicts: list[ProvisionalVerdict]) -> None:
+        for listener in self.verdict_listeners:
+            try:
+                listener(verdicts)
+            except Exception:  # an announcement never costs the inspection
+                log.exception("a listener of provisional verdicts failed on %d frames", len(verdicts))
+
     def inspect(self, batch: list[Job]) -> None:
         m.BATCH_SIZE.observe(len(batch))
         with self._lock:
@@ -153,6 +166,7 @@ class DetectionWorkers:
                               self.max_det)
         items: list[Item] = []
         tracked: dict[str, tuple[CameraRunner, list[str]]] = {}  # camera id -> (camera, its frames here)
+        verdicts: list[ProvisionalVerdict] = []
         for job, (dets, (inf_ms, post_ms)) in zip(batch, found, strict=True):
             cam, frame = job.camera, job.frame
             timings = Timings(inference_ms=float(inf_ms), postprocess_ms=float(post_ms))
@@ -168,7 +182,10 @@ class DetectionWorkers:
                 tracked.setdefault(cam.cfg.id, (cam, []))[1].append(result.frame_uid)
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()
+            if self.verdict_listeners:
+                verdicts.append(ProvisionalVerdict.of(result, datetime.now(UTC), frame.index))
             items.append(Item(result, frame.t_capture, crops, position=frame.index))
+        self._announce(verdicts)
         self.writer.submit_many(items)  # one hand-off per batch: the writer wakes per batch, not per frame
         for cam, frame_uids in tracked.values():  # tracks whose best frame the writer has now, behind it
             assert cam.tracking is not None

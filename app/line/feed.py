@@ -10,13 +10,16 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db.models import Inspection
+from app.line.shifts import Counts, ShiftCounters
 from app.schemas import CameraCounters, InspectionPublic
+from app.vocabulary import NG
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,27 @@ def load_inspections(session: Session, ids: list[int]) -> list[InspectionPublic]
     rows = session.scalars(select(Inspection).where(Inspection.id.in_(ids))
                            .options(selectinload(Inspection.defects)).order_by(Inspection.id)).all()
     return [InspectionPublic.from_row(r) for r in rows]
+
+
+class ShiftSoFar(NamedTuple):
+    """One camera's inspections in the current shift, as stored, and where the camera sits."""
+
+    counts: Counts
+    line: str | None
+    station: str | None
+
+
+def shift_counts(session: Session, started: datetime) -> tuple[dict[str | None, ShiftSoFar], int]:
+    """Per camera id: the inspections captured since ``started``; and the highest inspection id the
+    counts cover (later ones are counted as they are delivered)."""
+    upto = int(session.scalar(select(func.coalesce(func.max(Inspection.id), 0))) or 0)
+    rows = session.execute(
+        select(Inspection.camera_id, func.count(), func.sum(case((Inspection.verdict == NG, 1), else_=0)),
+               func.max(Inspection.line), func.max(Inspection.station))
+        .where(Inspection.captured_at >= started, Inspection.id <= upto)
+        .group_by(Inspection.camera_id)).all()
+    return {camera: ShiftSoFar(Counts(int(n), int(ng or 0)), line, station)
+            for camera, n, ng, line, station in rows}, upto
 
 
 class InspectionFeed:
@@ -51,6 +75,7 @@ class InspectionFeed:
         self._stop_feed = threading.Event()
         self._feed_thread: threading.Thread | None = None
         self._camera_up: dict[str, bool] = {}
+        self.counters: ShiftCounters | None = None  # set by a subclass that shows shift counters
 
     # -- what subclasses do -----------------------------------------------------------------------
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
@@ -61,6 +86,40 @@ class InspectionFeed:
 
     def count_drops(self, n: int) -> None:
         raise NotImplementedError
+
+    def show_counters(self, cameras: list[str]) -> None:
+        """Show the shift counters of ``cameras`` (after seeding, at a shift start)."""
+
+    def where(self, camera: str, line: str | None, station: str | None) -> None:
+        """Where a camera seen in the seeded counts sits (for its topics)."""
+
+    @staticmethod
+    def camera_key(camera_id: str | None) -> str:
+        """The counters' key of a camera; ``_`` for inspections without one."""
+        return camera_id or "_"
+
+    def tick(self) -> None:
+        """Called by the feed's thread every round: a shift that started shows every counter at 0."""
+        if self.counters is not None and self.counters.roll():
+            self.show_counters(self.counters.cameras())
+
+    def seed_counters(self) -> None:
+        """Count what the current shift stored before this process started (the feed's thread, once)."""
+        if self.counters is None or self.session_factory is None:
+            return
+        started = self.counters.started
+        try:
+            with self.session_factory() as session:
+                found, upto = shift_counts(session, started)
+        except Exception as exc:  # the database is away: the counters start from zero
+            log.warning("%s: shift counters not read from the database (%s); counting from zero",
+                        self.thread_name, type(exc).__name__)
+            return
+        counts = {self.camera_key(camera): so_far.counts for camera, so_far in found.items()}
+        for camera, so_far in found.items():
+            self.where(self.camera_key(camera), so_far.line, so_far.station)
+        if self.counters.seed(counts, started, upto):
+            self.show_counters(sorted(counts))
 
     # -- API --------------------------------------------------------------------------------------
     def inspections_stored(self, ids: list[int]) -> None:
@@ -101,12 +160,14 @@ class InspectionFeed:
 
     def _run(self) -> None:
         backoff = 0.5
+        self.seed_counters()
         while True:
             stopping = self._stop_feed.is_set()
             try:
                 self._watch_cameras()
+                self.tick()
             except Exception:
-                log.exception("%s: camera states not delivered", self.thread_name)
+                log.exception("%s: camera states or counters not delivered", self.thread_name)
             ids = self._take()
             if ids and self.session_factory is not None:
                 try:

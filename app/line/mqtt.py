@@ -7,15 +7,26 @@ thread loads them (one SELECT per batch, after the commit) and gives the message
 which keeps them in its bounded queue while the broker is away and sends them, QoS 1, once it is
 back (reconnecting with exponential back-off). A full queue drops the newest message and counts it
 (``inspect_mqtt_dropped_total``); the database record is never affected. Messages still queued when
-the process ends are lost (the records are in the database)."""
+the process ends are lost (the records are in the database).
+
+Provisional verdicts (:mod:`app.line.verdicts`) come from the inference workers before the commit,
+through a relay of their own, and go out at once on the camera's ``verdict`` topic with QoS 0: at most
+once and never late. A reject gate can only use a verdict while its part is still before the gate, so
+a verdict is not queued while the broker is away (dropped and counted) nor sent again after a
+reconnection; the stored record on the ``inspection`` topic (QoS 1) is the one to rely on for
+tracing. The shift counters (:mod:`app.line.shifts`) go on each camera's ``counters`` topic
+(retained, QoS 0: only the latest matters, so they never take room in the queue) after each batch
+of stored inspections, when a shift starts and on each (re)connection."""
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +36,18 @@ from sqlalchemy.orm import Session
 
 from app import metrics as m
 from app.line.feed import InspectionFeed
+from app.line.shifts import Counts, ShiftCalendar, ShiftCounters
 from app.line.topics import availability_topic, camera_topic
+from app.line.verdicts import ProvisionalVerdict, VerdictRelay
 from app.schemas import CameraCounters, InspectionPublic
 from app.settings import Settings
+from app.vocabulary import NG
 
 log = logging.getLogger(__name__)
 
 ONLINE, OFFLINE = b"online", b"offline"
 QOS = 1
+VERDICT_QOS = 0  # provisional verdicts: at most once, never late (see above)
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,10 @@ class MqttConfig:
     queue_size: int = 10_000
     keepalive_s: int = 30
     reconnect_max_s: float = 30.0
+    verdict_queue_size: int = 1000
+    shifts: tuple[str, ...] = ("06:00", "14:00", "22:00")
+    shift_timezone: str = "UTC"
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
     @classmethod
     def from_settings(cls, s: Settings, role: str) -> MqttConfig | None:
@@ -64,7 +83,8 @@ class MqttConfig:
                    password=s.mqtt_password.get_secret_value() if s.mqtt_password else None,
                    tls=s.mqtt_tls, ca_file=s.mqtt_ca_file, cert_file=s.mqtt_cert_file,
                    key_file=s.mqtt_key_file, queue_size=s.mqtt_queue_size, keepalive_s=s.mqtt_keepalive_s,
-                   reconnect_max_s=s.mqtt_reconnect_max_s)
+                   reconnect_max_s=s.mqtt_reconnect_max_s, verdict_queue_size=s.verdict_queue_size,
+                   shifts=tuple(s.shifts), shift_timezone=s.shift_timezone)
 
 
 class MqttPublisher(InspectionFeed):
@@ -85,6 +105,11 @@ class MqttPublisher(InspectionFeed):
         self.sent = 0  # handed to the client
         self.acknowledged = 0  # acknowledged by the broker (PUBACK)
         self.dropped = 0
+        calendar = ShiftCalendar(config.shifts, config.shift_timezone)
+        self.counters: ShiftCounters = ShiftCounters(calendar, config.clock)
+        self._where: dict[str, tuple[str | None, str | None]] = {}  # camera -> (line, station)
+        self.verdicts = VerdictRelay(self.deliver_verdicts, config.verdict_queue_size, "mqtt-verdicts",
+                                     on_drop=lambda n: m.VERDICTS_DROPPED_TOTAL.labels(sink="mqtt").inc(n))
         self.client = self._build_client()
 
     # -- client -----------------------------------------------------------------------------------
@@ -113,6 +138,7 @@ class MqttPublisher(InspectionFeed):
             return
         self._set_connected(True)
         self._publish(self.availability, ONLINE, retain=True)
+        self.show_counters(self.counters.cameras())  # the counters that could not be sent while away
         log.info("MQTT: connected to %s:%d as %s", self.config.host, self.config.port, self.config.client_id)
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
@@ -142,12 +168,14 @@ class MqttPublisher(InspectionFeed):
     def start(self) -> MqttPublisher:
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
         self.client.loop_start()  # the client's network thread: connects, reconnects with back-off
+        self.verdicts.start()
         self.start_feed()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what is loaded already, say ``offline`` (retained) and disconnect; a clean disconnect
         keeps the broker from sending the last will."""
+        self.verdicts.stop(timeout)
         self.stop_feed(timeout)
         if self.connected:
             info = self.client.publish(self.availability, OFFLINE, qos=QOS, retain=True)
@@ -172,6 +200,24 @@ class MqttPublisher(InspectionFeed):
                 "connected": self.connected, "queued": self.queued, "published": self.acknowledged,
                 "dropped": self.dropped, "last_error": self.last_error}
 
+    def deliver_verdicts(self, verdicts: list[ProvisionalVerdict]) -> None:
+        """The relay's thread: each verdict on its camera's ``verdict`` topic, QoS 0, not retained;
+        while the broker is away they are dropped and counted (a late reject signal is worse than
+        none)."""
+        for v in verdicts:
+            topic = camera_topic(self.config.prefix, v.line, v.station, v.camera_id, "verdict")
+            if not self._publish_now(topic, v.to_json(), retain=False):
+                self.verdicts.count_dropped(1)
+
+    def _publish_now(self, topic: str, payload: bytes, retain: bool) -> bool:
+        """QoS 0: sent now or not at all (False while the broker is away)."""
+        info = self.client.publish(topic, payload, qos=VERDICT_QOS, retain=retain)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            return False
+        with self._lock:
+            self.sent += 1  # on_publish counts it once written to the socket
+        return True
+
     # -- thread -----------------------------------------------------------------------------------
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
         info = self.client.publish(topic, payload, qos=QOS, retain=retain)
@@ -191,9 +237,30 @@ class MqttPublisher(InspectionFeed):
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
         """Each on its camera's inspection topic, retained: a subscriber that joins later gets the
         latest inspection of every camera at once."""
+        touched: dict[str, Counts] = {}
         for i in inspections:
             self._publish(camera_topic(self.config.prefix, i.line, i.station, i.camera_id, "inspection"),
                           i.model_dump_json().encode(), retain=True)
+            camera = self.camera_key(i.camera_id)
+            self._where[camera] = (i.line, i.station)
+            touched[camera] = self.counters.add(camera, i.verdict == NG, i.captured_at, i.id)
+        for camera, counts in touched.items():
+            self._publish_counters(camera, counts)
+
+    def show_counters(self, cameras: list[str]) -> None:
+        for camera in cameras:
+            self._publish_counters(camera, self.counters.get(camera))
+
+    def where(self, camera: str, line: str | None, station: str | None) -> None:
+        self._where.setdefault(camera, (line, station))
+
+    def _publish_counters(self, camera: str, counts: Counts) -> None:
+        line, station = self._where.get(camera, (None, None))
+        payload = {"camera_id": None if camera == "_" else camera, "line": line, "station": station,
+                   "shift_started_at": self.counters.started.isoformat(), "inspected": counts.inspected,
+                   "ng": counts.ng, "yield": counts.yield_}
+        self._publish_now(camera_topic(self.config.prefix, line, station, camera, "counters"),
+                          json.dumps(payload, separators=(",", ":")).encode(), retain=True)
 
     def deliver_camera(self, camera: CameraCounters) -> None:
         self._publish(camera_topic(self.config.prefix, camera.line, camera.station, camera.id, "state"),

@@ -6,12 +6,21 @@ properties (ResultId, PartId, CreationTime, ResultState, InternalRecipeId) and t
 content (Verdict, DefectCount, DefectClasses, the result as JSON). Node ids are strings in the
 namespace INSPECT_OPCUA_NAMESPACE; docs/integration.md lists them.
 
+Beside the stored result each camera has a ``ProvisionalResult`` object, written as soon as
+inference ends (before the commit; :mod:`app.line.verdicts`) for a reject gate; its FrameUid is
+written last and changes with every frame, so it is the node to subscribe to. The counters
+(Inspected, NG, Yield) count since the start of the current shift (:mod:`app.line.shifts`).
+``DefectInspection/Alarms/Acknowledge`` acknowledges an alarm as POST /api/v1/alarms/{id}/acknowledge
+does, recorded as ``opcua:<user>``. Sessions are anonymous, or log in with the configured user and
+password, or with a trusted user certificate (X.509 user token).
+
 asyncua is asynchronous: the server runs its own event loop in a thread of its own; the stored
 inspections come through :class:`InspectionFeed` (off the inspection path) and are applied there."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hmac
 import logging
 import threading
@@ -22,11 +31,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from asyncua import Node, Server, ua
+from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
+from cryptography.x509.oid import NameOID
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from app import metrics as m
+from app.errors import Conflict
+from app.ingest.alarms import acknowledge_by_id
 from app.line.feed import InspectionFeed
+from app.line.shifts import Counts, ShiftCalendar, ShiftCounters
+from app.line.verdicts import ProvisionalVerdict, VerdictRelay
 from app.schemas import CameraCounters, InspectionPublic
 from app.settings import Settings
 from app.vocabulary import NG
@@ -42,6 +59,7 @@ SECURITY = {
     "sign_and_encrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
 }
 CALL_TIMEOUT_S = 10.0
+START_TIMEOUT_S = 60.0  # asyncua builds the standard address space (thousands of nodes) at start
 
 
 @dataclass(frozen=True)
@@ -53,7 +71,12 @@ class OpcuaConfig:
     key_file: Path | None = None
     username: str | None = None
     password: str | None = None
+    user_certs: tuple[Path, ...] = ()
     queue_size: int = 10_000
+    verdict_queue_size: int = 1000
+    shifts: tuple[str, ...] = ("06:00", "14:00", "22:00")
+    shift_timezone: str = "UTC"
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC), compare=False)
 
     @classmethod
     def from_settings(cls, s: Settings) -> OpcuaConfig | None:
@@ -62,21 +85,76 @@ class OpcuaConfig:
             return None
         return cls(endpoint=s.opcua_endpoint, namespace=s.opcua_namespace, security=tuple(s.opcua_security),
                    cert_file=s.opcua_cert_file, key_file=s.opcua_key_file, username=s.opcua_username,
-                   password=s.opcua_password.get_secret_value() if s.opcua_password else None)
+                   password=s.opcua_password.get_secret_value() if s.opcua_password else None,
+                   user_certs=tuple(s.opcua_user_certs), verdict_queue_size=s.verdict_queue_size,
+                   shifts=tuple(s.shifts), shift_timezone=s.shift_timezone)
 
 
-class OneUserManager(UserManager):
-    """Only the configured user may open a session."""
+class LoginManager(UserManager):
+    """Who may open a session: the configured user with its password, and clients presenting one of
+    the trusted user certificates (DER bytes -> the name the session gets: the certificate's subject
+    common name). asyncua has verified an X.509 token's signature before asking; for the other
+    tokens ``certificate`` is the secure channel's client certificate, not a login."""
 
-    def __init__(self, username: str, password: str) -> None:
+    def __init__(self, username: str | None, password: str | None,
+                 certificates: dict[bytes, str] | None = None) -> None:
         self.username, self.password = username, password
+        self.certificates = certificates or {}
 
     def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
                  certificate: Any = None) -> User | None:
+        if username is None:  # an X.509 user token (a user name token always names its user)
+            name = self.certificates.get(bytes(certificate)) if certificate else None
+            return None if name is None else User(role=UserRole.User, name=name)
+        if self.username is None or self.password is None:
+            return None
         given = (password or "").encode()
         if username == self.username and hmac.compare_digest(given, self.password.encode()):
             return User(role=UserRole.User, name=username)
         return None
+
+
+async def trusted_certificates(paths: tuple[Path, ...]) -> dict[bytes, str]:
+    """The user certificates' DER bytes -> their subject's common name (the file's stem without one)."""
+    trusted: dict[bytes, str] = {}
+    for path in paths:
+        cert = await uacrypto.load_certificate(str(path))
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        trusted[uacrypto.der_from_x509(cert)] = str(names[0].value) if names else path.stem
+    return trusted
+
+
+# the user of the session whose method call is running (set around each Call request)
+CALLER: contextvars.ContextVar[User | None] = contextvars.ContextVar("opcua_caller", default=None)
+
+
+def remember_callers(server: Server) -> None:
+    """Make the calling session's user known to method callbacks (asyncua passes them only the
+    object's node id): every session's Call requests run with ``CALLER`` set to its user."""
+    iserver = server.iserver
+    create_session = iserver.create_session
+
+    def create_with_caller(*args: Any, **kwargs: Any) -> Any:
+        session = create_session(*args, **kwargs)
+        call = session.call
+
+        async def call_as_user(params: list[ua.CallMethodRequest]) -> list[ua.CallMethodResult]:
+            token = CALLER.set(session.user)
+            try:
+                return await call(params)
+            finally:
+                CALLER.reset(token)
+
+        session.call = call_as_user
+        return session
+
+    iserver.create_session = create_with_caller
+
+
+def caller_name() -> str:
+    """How the calling session is recorded: ``opcua:<user name>``, ``opcua:anonymous`` without one."""
+    user = CALLER.get()
+    return f"opcua:{user.name if user is not None and user.name else 'anonymous'}"
 
 
 def node_id(camera: str, *path: str) -> str:
@@ -87,12 +165,10 @@ def node_id(camera: str, *path: str) -> str:
 
 @dataclass
 class CameraNodes:
-    """The variable nodes of one camera and its counters."""
+    """The variable nodes of one camera."""
 
     obj: Node
     values: dict[str, Node] = field(default_factory=dict)
-    inspected: int = 0
-    ng: int = 0
 
 
 # name: (variant type, initial value); on the camera object
@@ -104,6 +180,7 @@ CAMERA_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "Inspected": (ua.VariantType.UInt64, 0),
     "NG": (ua.VariantType.UInt64, 0),
     "Yield": (ua.VariantType.Double, 0.0),
+    "ShiftStart": (ua.VariantType.DateTime, None),
 }
 # on <camera>.ResultManagement.LastResult
 RESULT_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
@@ -117,6 +194,17 @@ RESULT_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "DefectClasses": (ua.VariantType.String, []),
     "ResultContent": (ua.VariantType.String, ""),
 }
+# on <camera>.ProvisionalResult: written as soon as inference ends, FrameUid last
+PROVISIONAL_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
+    "PartId": (ua.VariantType.String, ""),
+    "Verdict": (ua.VariantType.String, ""),
+    "DefectCount": (ua.VariantType.Int32, 0),
+    "DefectClasses": (ua.VariantType.String, []),
+    "CaptureTime": (ua.VariantType.DateTime, None),
+    "InferenceTime": (ua.VariantType.DateTime, None),
+    "FrameUid": (ua.VariantType.String, ""),
+}
+VARIABLE_GROUPS = {"LastResult": RESULT_VARIABLES, "ProvisionalResult": PROVISIONAL_VARIABLES}
 EVENT_PROPERTIES = [("ResultId", ua.VariantType.String), ("PartId", ua.VariantType.String),
                     ("ResultState", ua.VariantType.Int32), ("CameraId", ua.VariantType.String),
                     ("Verdict", ua.VariantType.String)]
@@ -133,7 +221,12 @@ class OpcuaServer(InspectionFeed):
         self.config = config
         self.dropped = 0
         self.updated = 0
+        self.provisional = 0  # provisional verdicts shown
         self.ns = 0
+        calendar = ShiftCalendar(config.shifts, config.shift_timezone)
+        self.counters: ShiftCounters = ShiftCounters(calendar, config.clock)
+        self.verdicts = VerdictRelay(self.deliver_verdicts, config.verdict_queue_size, "opcua-verdicts",
+                                     on_drop=lambda n: m.VERDICTS_DROPPED_TOTAL.labels(sink="opcua").inc(n))
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="opcua-server", daemon=True)
         self._server: Server | None = None
@@ -146,14 +239,16 @@ class OpcuaServer(InspectionFeed):
     def start(self) -> OpcuaServer:
         self._loop_thread.start()
         try:
-            self._call(self._start_server())
+            self._call(self._start_server(), START_TIMEOUT_S)
         except BaseException:
             self._end_loop()
             raise
+        self.verdicts.start()
         self.start_feed()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
+        self.verdicts.stop(timeout)
         self.stop_feed(timeout)
         if self._server is not None:
             try:
@@ -166,9 +261,9 @@ class OpcuaServer(InspectionFeed):
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(5)
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_TIMEOUT_S) -> T:
         """Run ``coro`` on the server's loop and wait for it (from the feed's or the caller's thread)."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     # -- the feed's deliveries (feed thread) -------------------------------------------------------
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
@@ -181,16 +276,28 @@ class OpcuaServer(InspectionFeed):
         self.dropped += n
         log.warning("OPC UA: %d result(s) not shown (queue full)", n)
 
+    def show_counters(self, cameras: list[str]) -> None:
+        self._call(self._apply_counters({c: self.counters.get(c) for c in cameras}))
+
+    def deliver_verdicts(self, verdicts: list[ProvisionalVerdict]) -> None:
+        """The relay's thread: the provisional verdicts onto their cameras' ProvisionalResult."""
+        self._call(self._apply_verdicts(verdicts))
+
     # -- the server (its loop) --------------------------------------------------------------------
     async def _start_server(self) -> None:
         c = self.config
-        users = OneUserManager(c.username, c.password or "") if c.username else None
-        server = Server(user_manager=users)
+        certificates = await trusted_certificates(c.user_certs)
+        logins = c.username is not None or bool(certificates)
+        server = Server(user_manager=LoginManager(c.username, c.password, certificates) if logins else None)
         await server.init()
+        remember_callers(server)
         server.set_endpoint(c.endpoint)
         server.set_server_name("Defect inspection")
         server.set_security_policy([SECURITY[mode] for mode in c.security])
-        server.set_identity_tokens([ua.UserNameIdentityToken] if c.username else [ua.AnonymousIdentityToken])
+        tokens: list[type] = [] if logins else [ua.AnonymousIdentityToken]
+        tokens += [ua.UserNameIdentityToken] if c.username else []
+        tokens += [ua.X509IdentityToken] if certificates else []
+        server.set_identity_tokens(tokens)
         if c.cert_file is not None and c.key_file is not None:
             await server.load_certificate(str(c.cert_file))
             await server.load_private_key(str(c.key_file))
@@ -199,6 +306,7 @@ class OpcuaServer(InspectionFeed):
         root = await objects.add_object(ua.NodeId(ROOT, self.ns), ua.QualifiedName(ROOT, self.ns))
         self._cameras_folder = await root.add_folder(ua.NodeId(f"{ROOT}/Cameras", self.ns),
                                                      ua.QualifiedName("Cameras", self.ns))
+        await self._alarm_methods(root)
         self._event_type = await self._result_ready_type(server)
         self._events = await server.get_event_generator(self._event_type, root)
         await server.start()
@@ -219,6 +327,48 @@ class OpcuaServer(InspectionFeed):
             await prop.set_modelling_rule(True)
         return etype
 
+    async def _alarm_methods(self, root: Node) -> None:
+        """``DefectInspection/Alarms`` with the method ``Acknowledge(AlarmId, Note) -> AcknowledgedBy``."""
+        alarms = await root.add_object(ua.NodeId(f"{ROOT}/Alarms", self.ns),
+                                       ua.QualifiedName("Alarms", self.ns))
+        alarm_id = ua.Argument(Name="AlarmId", DataType=ua.NodeId(ua.ObjectIds.Int64), ValueRank=-1,
+                               Description=ua.LocalizedText("the alarm's id (GET /api/v1/alarms)"))
+        note = ua.Argument(Name="Note", DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1,
+                           Description=ua.LocalizedText("the operator's note (may be empty)"))
+        by = ua.Argument(Name="AcknowledgedBy", DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1,
+                         Description=ua.LocalizedText("who is recorded: opcua:<user>"))
+        await alarms.add_method(ua.NodeId(f"{ROOT}/Alarms/Acknowledge", self.ns),
+                                ua.QualifiedName("Acknowledge", self.ns), self._acknowledge,
+                                [alarm_id, note], [by])
+
+    async def _acknowledge(self, _parent: ua.NodeId, alarm_id: ua.Variant, note: ua.Variant) -> Any:
+        """The Acknowledge method: durable in the database before it answers. Bad status codes: no such
+        alarm (BadNotFound), acknowledged before (BadInvalidState), database away
+        (BadResourceUnavailable), no database (BadNotSupported)."""
+        if self.session_factory is None:
+            return ua.StatusCode(ua.StatusCodes.BadNotSupported)
+        actor = caller_name()
+        try:
+            found = await asyncio.to_thread(self._acknowledge_in_db, int(alarm_id.Value), actor,
+                                            note.Value or None)
+        except Conflict:
+            return ua.StatusCode(ua.StatusCodes.BadInvalidState)
+        except SQLAlchemyError:
+            log.warning("OPC UA: alarm %s not acknowledged: database unavailable", alarm_id.Value)
+            return ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)
+        if not found:
+            return ua.StatusCode(ua.StatusCodes.BadNotFound)
+        log.info("alarm %s acknowledged by %s", alarm_id.Value, actor)
+        return [ua.Variant(actor, ua.VariantType.String)]
+
+    def _acknowledge_in_db(self, alarm_id: int, actor: str, note: str | None) -> bool:
+        assert self.session_factory is not None
+        with self.session_factory() as session:
+            if acknowledge_by_id(session, alarm_id, actor, note) is None:
+                return False
+            session.commit()
+        return True
+
     async def _variable(self, parent: Node, ident: str, name: str, vtype: ua.VariantType, value: Any) -> Node:
         return await parent.add_variable(ua.NodeId(ident, self.ns), ua.QualifiedName(name, self.ns),
                                          ua.Variant(value, vtype))
@@ -235,18 +385,19 @@ class OpcuaServer(InspectionFeed):
             nodes.values[name] = await self._variable(obj, node_id(camera, name), name, vtype, value)
         management = await obj.add_object(ua.NodeId(node_id(camera, "ResultManagement"), self.ns),
                                           ua.QualifiedName("ResultManagement", self.ns))
-        last_id = node_id(camera, "ResultManagement", "LastResult")
-        last = await management.add_object(ua.NodeId(last_id, self.ns),
-                                           ua.QualifiedName("LastResult", self.ns))
-        for name, (vtype, value) in RESULT_VARIABLES.items():
-            ident = node_id(camera, "ResultManagement", "LastResult", name)
-            nodes.values[f"LastResult.{name}"] = await self._variable(last, ident, name, vtype, value)
+        for group, parent, path in (("LastResult", management, ("ResultManagement", "LastResult")),
+                                    ("ProvisionalResult", obj, ("ProvisionalResult",))):
+            holder = await parent.add_object(ua.NodeId(node_id(camera, *path), self.ns),
+                                             ua.QualifiedName(group, self.ns))
+            for name, (vtype, value) in VARIABLE_GROUPS[group].items():
+                ident = node_id(camera, *path, name)
+                nodes.values[f"{group}.{name}"] = await self._variable(holder, ident, name, vtype, value)
         self._nodes[camera] = nodes
         return nodes
 
     async def _write(self, nodes: CameraNodes, name: str, value: Any) -> None:
-        vtype = (RESULT_VARIABLES[name.removeprefix("LastResult.")] if name.startswith("LastResult.")
-                 else CAMERA_VARIABLES[name])[0]
+        group, _, leaf = name.rpartition(".")
+        vtype = (VARIABLE_GROUPS[group] if group else CAMERA_VARIABLES)[leaf][0]
         await nodes.values[name].write_value(ua.DataValue(ua.Variant(value, vtype)))
 
     async def _apply_camera(self, camera: CameraCounters) -> None:
@@ -257,15 +408,13 @@ class OpcuaServer(InspectionFeed):
 
     async def _apply_results(self, inspections: list[InspectionPublic]) -> None:
         for i in inspections:
-            camera = i.camera_id or "_"
+            camera = self.camera_key(i.camera_id)
             nodes = await self._camera(camera)
-            nodes.inspected += 1
-            nodes.ng += i.verdict == NG
+            counts = self.counters.add(camera, i.verdict == NG, i.captured_at, i.id)
             classes = sorted({d.class_name for d in i.defects})
             values: dict[str, Any] = {
                 "Line": i.line or "", "Station": i.station or "", "ModelVersion": i.model_version,
-                "Inspected": nodes.inspected, "NG": nodes.ng,
-                "Yield": (nodes.inspected - nodes.ng) / nodes.inspected,
+                **self._counter_values(counts),
                 "LastResult.ResultId": str(i.id), "LastResult.PartId": i.part_id or "",
                 "LastResult.CreationTime": _naive_utc(i.captured_at),
                 "LastResult.ResultState": RESULT_COMPLETED, "LastResult.InternalRecipeId": i.model_version,
@@ -283,6 +432,32 @@ class OpcuaServer(InspectionFeed):
             self._events.event.Message = ua.LocalizedText(f"{camera}: {i.verdict} (inspection {i.id})")
             await self._events.trigger()
             self.updated += 1
+
+
+    def _counter_values(self, counts: Counts) -> dict[str, Any]:
+        return {"Inspected": counts.inspected, "NG": counts.ng, "Yield": counts.yield_,
+                "ShiftStart": _naive_utc(self.counters.started)}
+
+    async def _apply_counters(self, counts: dict[str, Counts]) -> None:
+        for camera, c in counts.items():
+            nodes = await self._camera(camera)
+            for name, value in self._counter_values(c).items():
+                await self._write(nodes, name, value)
+
+    async def _apply_verdicts(self, verdicts: list[ProvisionalVerdict]) -> None:
+        for v in verdicts:
+            nodes = await self._camera(self.camera_key(v.camera_id))
+            values: dict[str, Any] = {
+                "ProvisionalResult.PartId": v.part_id or "", "ProvisionalResult.Verdict": v.verdict,
+                "ProvisionalResult.DefectCount": v.defect_count,
+                "ProvisionalResult.DefectClasses": sorted(v.defects),
+                "ProvisionalResult.CaptureTime": _naive_utc(v.captured_at),
+                "ProvisionalResult.InferenceTime": _naive_utc(v.inferred_at),
+                "ProvisionalResult.FrameUid": v.frame_uid,  # last: it changes with every frame
+            }
+            for name, value in values.items():
+                await self._write(nodes, name, value)
+            self.provisional += 1
 
 
 def _naive_utc(value: datetime) -> datetime:

@@ -14,7 +14,7 @@ from app.api.params import RowId
 from app.api.problems import Problem
 from app.api.security import PrincipalDep
 from app.db.models import Alarm
-from app.ingest.alarms import acknowledge
+from app.ingest.alarms import acknowledge_by_id
 from app.schemas.alarms import AlarmAcknowledge, AlarmList, AlarmPublic
 
 read_router = APIRouter(tags=["alarms"])
@@ -40,9 +40,8 @@ def list_alarms(session: SessionDep, state: StateQuery = "open",
                                              s409="already acknowledged"))
 def acknowledge_alarm(alarm_id: RowId, body: AlarmAcknowledge, session: SessionDep,
                       principal: PrincipalDep) -> AlarmPublic:
-    alarm = session.scalars(select(Alarm).where(Alarm.id == alarm_id).with_for_update()).first()
+    alarm = acknowledge_by_id(session, alarm_id, principal.name, body.note)
     if alarm is None:
         raise Problem(404, f"alarm {alarm_id} does not exist", reason="not_found")
-    acknowledge(session, alarm, principal.name, body.note)
     session.commit()
     return AlarmPublic.from_row(alarm)

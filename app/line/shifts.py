@@ -1,0 +1,130 @@
+"""Shift counters for the line integrations: inspected frames, NG and yield per camera since the start
+of the current shift (INSPECT_SHIFTS, start times in INSPECT_SHIFT_TIMEZONE). A shift runs from one
+start time to the next; the last one of the day runs past midnight into the first of the next day.
+The counters reset when a shift starts; the clock is injected so the boundaries can be tested. A
+process that starts in the middle of a shift seeds them from the database (``seed``), so a restart
+does not reset them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+def parse_starts(values: Sequence[str]) -> list[time]:
+    """``HH:MM`` strings as sorted times; ValueError naming the bad entry, a repeat or none at all."""
+    starts: list[time] = []
+    for value in values:
+        try:
+            hours, minutes = value.strip().split(":")
+            if len(minutes) != 2:
+                raise ValueError
+            starts.append(time(int(hours), int(minutes)))
+        except ValueError:
+            raise ValueError(f"{value!r} is not a start time HH:MM (00:00 to 23:59)") from None
+    if not starts:
+        raise ValueError("no shift start time given (e.g. 06:00,14:00,22:00)")
+    if len(set(starts)) != len(starts):
+        raise ValueError("a shift start time is given twice")
+    return sorted(starts)
+
+
+class ShiftCalendar:
+    """When the shift running at a given moment started."""
+
+    def __init__(self, starts: Sequence[str], timezone: str = "UTC") -> None:
+        self.starts = parse_starts(starts)
+        self.tz = ZoneInfo(timezone)
+
+    def shift_start(self, now: datetime) -> datetime:
+        """The start (aware, UTC) of the shift running at ``now`` (aware)."""
+        local = now.astimezone(self.tz)
+        for day in (local.date(), local.date() - timedelta(days=1)):
+            for start in reversed(self.starts):
+                begun = datetime.combine(day, start, tzinfo=self.tz)
+                if begun <= local:
+                    return begun.astimezone(UTC)
+        raise AssertionError("unreachable: yesterday's last shift started before now")
+
+
+@dataclass
+class Counts:
+    """One camera's counts in the current shift."""
+
+    inspected: int = 0
+    ng: int = 0
+
+    @property
+    def yield_(self) -> float:
+        """Share of OK frames; 0.0 before the first frame of the shift."""
+        return (self.inspected - self.ng) / self.inspected if self.inspected else 0.0
+
+
+class ShiftCounters:
+    """Counts per camera since the current shift started. ``add`` one stored inspection; ``roll``
+    (also called by ``add``) starts a new shift when the clock has passed its start and says so."""
+
+    def __init__(self, calendar: ShiftCalendar,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.calendar = calendar
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.started = calendar.shift_start(clock())
+        self._counts: dict[str, Counts] = {}
+        self._seeded_upto = 0  # inspection ids up to this one are in the seeded counts
+
+    def seed(self, counts: dict[str, Counts], started: datetime, upto_id: int) -> bool:
+        """Counts read from the database for the shift that started at ``started``, covering the
+        inspections up to id ``upto_id``; those are not counted again by ``add``. Ignored (False) when
+        another shift has started meanwhile."""
+        with self._lock:
+            self._roll()
+            if started != self.started:
+                return False
+            for camera, c in counts.items():
+                mine = self._counts.setdefault(camera, Counts())
+                mine.inspected += c.inspected
+                mine.ng += c.ng
+            self._seeded_upto = upto_id
+            return True
+
+    def roll(self) -> bool:
+        """Start a new shift (every count back to zero) when one has begun since; True when it did."""
+        with self._lock:
+            return self._roll()
+
+    def _roll(self) -> bool:
+        started = self.calendar.shift_start(self.clock())
+        if started == self.started:
+            return False
+        self.started = started
+        self._counts = {camera: Counts() for camera in self._counts}
+        return True
+
+    def add(self, camera: str, ng: bool, captured_at: datetime | None = None,
+            inspection_id: int | None = None) -> Counts:
+        """Count one inspection of ``camera`` (not one captured before the current shift started, nor
+        one in the seeded counts); the camera's counts after it."""
+        with self._lock:
+            self._roll()
+            counts = self._counts.setdefault(camera, Counts())
+            if captured_at is not None and captured_at.tzinfo is None:
+                captured_at = captured_at.replace(tzinfo=UTC)  # the database's naive times are UTC
+            seeded = inspection_id is not None and inspection_id <= self._seeded_upto
+            if not seeded and (captured_at is None or captured_at >= self.started):
+                counts.inspected += 1
+                counts.ng += ng
+            return Counts(counts.inspected, counts.ng)
+
+    def get(self, camera: str) -> Counts:
+        with self._lock:
+            self._roll()
+            counts = self._counts.get(camera, Counts())
+            return Counts(counts.inspected, counts.ng)
+
+    def cameras(self) -> list[str]:
+        with self._lock:
+            return sorted(self._counts)
