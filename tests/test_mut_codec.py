@@ -36,7 +36,7 @@ RECORD = {
     "class_id": [3], "verdict": "NG", "timings": [1.0, 2.5, 3.0, 6.5], "width": 640, "height": 480,
     "model_version": "m1", "source": "camera", "image_ext": ".png", "image_path": "images/x.png",
     "image_sha256": "ab" * 32,
-    "image_size": 0, "crop_count": 0, "crop_size": 0, "image_skipped": None,
+    "image_size": 0, "crop_count": 0, "crop_size": 0, "image_skipped": None, "tracked": False,
 }
 
 
