@@ -127,23 +127,27 @@ def holds_other_image(item: Item, data_dir: Path) -> bool:
         return False
 
 
+def written_names(result: InspectionResult) -> list[str]:
+    """The files of a result whose files are written: its frame (when stored), then its crops."""
+    frame = [result.image_path] if result.image_path is not None else []
+    return frame + [crop_file(result, k) for k in range(result.crop_count)]
+
+
 def move_written_files(item: Item, new_uid: str, data_dir: Path) -> None:
     """Give an item's result the uid ``new_uid``; the files a journaled frame wrote already (its
     image bytes and crops are gone from the item then) move to the new uid's names, so the row and
     its files agree."""
     result = item.result
     written = result.image_bytes is None and not item.crops
-    old_names = [crop_file(result, k) for k in range(result.crop_count)] if written else []
-    old_image = result.image_path if written else None
+    old = written_names(result) if written else []
     result.frame_uid = new_uid
-    if old_image is not None:
+    if not written:
+        return
+    if result.image_path is not None:
         result.image_path = image_file(result)
-    new_names = [crop_file(result, k) for k in range(len(old_names))]
-    for old, new in zip([old_image, *old_names], [result.image_path, *new_names], strict=True):
-        if old is None or new is None:
-            continue
+    for before, after in zip(old, written_names(result), strict=True):
         with contextlib.suppress(FileNotFoundError):  # skipped or pruned: the row says so
-            images.resolve(data_dir, old).replace(images.resolve(data_dir, new))
+            images.resolve(data_dir, before).replace(images.resolve(data_dir, after))
 
 
 def store_crops(item: Item, data_dir: Path) -> None:
