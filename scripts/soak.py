@@ -1,7 +1,9 @@
 """Soak: run ``defect-inspect ingest`` on a cameras file for a fixed time and sample it once a minute.
 
-Each sample (one JSON line in ``<out>/samples.jsonl``) holds the ingest process's RSS (VmRSS), the image
-store on disk (``du``-style: apparent bytes and allocated bytes, file count) and the counters the process
+Each sample (one JSON line in ``<out>/samples.jsonl``) holds the ingest process's RSS (VmRSS, and its
+anonymous, file and shared parts), the resident size gained per mapping since the first sample (which
+library, the heap or anonymous memory grew), the image store on disk (``du``-style: apparent bytes and
+allocated bytes, file count) and the counters the process
 exports on ``/metrics``: frames per stage, image-store bytes, free disk, pruned files. At the end the
 process gets SIGTERM (a clean stop), and the data folder is checked for consistency: every image a row
 names exists, and every file in the image store belongs to a row. ``<out>/summary.json`` holds the
@@ -49,11 +51,39 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int) -> dict[str, float]:
+    """VmRSS and its parts (anonymous, file-backed, shared memory) in MiB, from /proc/<pid>/status."""
+    wanted = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+        key = line.split(maxsplit=1)[0] if line else ""
+        if key in wanted:
+            out[wanted[key]] = round(int(line.split()[1]) / 1024, 1)
+    if "rss" not in out:
+        raise RuntimeError(f"no VmRSS for process {pid}")
+    return out
+
+
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """Resident MiB per mapped object (a library, a file, ``[heap]``, ``[anon]`` for unnamed memory)."""
+    out: dict[str, float] = {}
+    name = "[anon]"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if not fields[0].endswith(":"):  # a mapping's header: address perms offset dev inode [path]
+            name = fields[5] if len(fields) > 5 else "[anon]"
+        elif fields[0] == "Rss:":
+            out[name] = out.get(name, 0.0) + int(fields[1]) / 1024
+    return {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.5}
+
+
+def growth(first: dict[str, float], last: dict[str, float]) -> dict[str, float]:
+    """Mappings whose resident size changed by at least 0.5 MiB, largest change first."""
+    names = set(first) | set(last)
+    changes = {n: round(last.get(n, 0.0) - first.get(n, 0.0), 1) for n in names}
+    return dict(sorted(((n, d) for n, d in changes.items() if abs(d) >= 0.5), key=lambda kv: -abs(kv[1])))
 
 
 def disk_use(folder: Path) -> dict[str, int]:
@@ -127,6 +157,7 @@ def main() -> int:
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     started = time.monotonic()
     samples = []
+    first_mappings: dict[str, float] = {}
     with (args.out / "samples.jsonl").open("w") as out:
         next_at = started + args.interval
         while time.monotonic() - started < args.minutes * 60:
@@ -135,8 +166,12 @@ def main() -> int:
             if proc.poll() is not None:
                 print(f"ingest exited early with {proc.returncode}", file=sys.stderr)
                 return 1
-            sample = {"t_s": round(time.monotonic() - started, 1), "rss_mib": round(rss_mib(proc.pid), 1),
-                      "images": disk_use(data_dir / "images")}
+            memory = rss_mib(proc.pid)
+            sample = {"t_s": round(time.monotonic() - started, 1), "rss_mib": memory["rss"],
+                      "memory_mib": memory, "images": disk_use(data_dir / "images")}
+            mappings = rss_by_mapping(proc.pid)
+            first_mappings = first_mappings or mappings
+            sample["growth_since_first_mib"] = growth(first_mappings, mappings)
             try:
                 sample["metrics"] = scrape(args.port)
             except OSError as exc:
@@ -145,13 +180,14 @@ def main() -> int:
             out.write(json.dumps(sample) + "\n")
             out.flush()
             frames = {k: v for k, v in sample.get("metrics", {}).items() if k.startswith("inspect_frames")}
-            print(f"{sample['t_s']:>7.0f} s  rss {sample['rss_mib']:.0f} MiB  "
+            print(f"{sample['t_s']:>7.0f} s  rss {memory}  "
                   f"store {sample['images']['allocated'] / 1e9:.2f} GB  {frames}", flush=True)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=120)
     log.close()
     summary = {"minutes": args.minutes, "exit_code": proc.returncode, "samples": len(samples),
                "rss_mib": [s["rss_mib"] for s in samples],
+               "growth_first_to_last_mib": samples[-1]["growth_since_first_mib"],
                "store_allocated_max": max(s["images"]["allocated"] for s in samples),
                "last_metrics": samples[-1].get("metrics", {}),
                "consistency": consistency(data_dir, database_url)}

@@ -182,7 +182,7 @@ def _measure(o: LineLatencyOptions, settings: Any, cameras: Path, opcua_port: in
                 time.sleep(max(0.0, o.seconds - (time.time() - t0)))
                 pipeline = service.pipeline
                 state = pipeline.cameras[0].state.snapshot()
-                commit_latencies = list(pipeline.latencies)
+                commit_latencies = pipeline.latencies.to_list()
                 verdicts_dropped = service.mqtt.verdicts.dropped + service.opcua.verdicts.dropped
                 sub.delete()
             finally:

@@ -158,7 +158,7 @@ def run_pipeline_bench(options: PipelineBenchOptions) -> dict[str, Any]:
         warm_at, warm_counts, warm_cpu = t0, [0] * len(states), cpu_start
     elapsed = t_end - warm_at
     committed = [s["committed"] - w for s, w in zip(states, warm_counts, strict=True)]
-    latencies = list(pipeline.latencies)
+    latencies = pipeline.latencies.to_list()
     pipeline.stop()
     tracks = track_figures(pipeline.cameras) if o.tracking or o.looks else None
     stored_rows, stored_bytes = stored_images(db)

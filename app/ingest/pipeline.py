@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from app.ingest.capture import CameraRunner, Capture
 from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
 from app.ingest.config import CameraConfig, CamerasFile
 from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
+from app.ingest.latency_window import LatencyWindow
 from app.ingest.queues import FrameHub
 from app.ingest.sources import Source, make_source
 from app.ingest.track_records import track_record
@@ -68,7 +68,7 @@ class Pipeline:
         self.detection = DetectionWorkers(engine, self.hub, self.writer, p, detect_threshold=detect_threshold,
                                           max_det=max_det)
         self.alarms = AlarmMonitor(config.alarms, db) if config.alarms else None
-        self.latencies: deque[float] = deque(maxlen=200_000)  # capture -> commit, seconds
+        self.latencies = LatencyWindow()  # capture -> commit, seconds (for the benches)
         self.started_at: float | None = None
         self._stopping = False
 
