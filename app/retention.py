@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, func, not_, or_, select, true, tuple_, update
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import images, metrics
@@ -153,6 +154,18 @@ def crop_paths(row: _Row) -> list[str]:
     """Where the crops of a row are (``images/Y/M/D/<frame_uid>-crop<k>.jpg``, the capture date in UTC)."""
     when = to_utc(row.captured_at)
     return [images.relative_path(f"{row.frame_uid}-crop{k}", when, ".jpg") for k in range(row.crop_count)]
+
+
+def files_named_by_rows(session: Session) -> set[str]:
+    """Every image file the rows name (frames and crops), relative to the data folder: what the image
+    store must hold exactly, no more and no less, after any pass (the consistency drills and soaks)."""
+    named: set[str] = set()
+    for values in session.execute(select(*_ROW_COLUMNS).where(HAS_FILES)):
+        row = _Row(*values)
+        if row.image_path:
+            named.add(row.image_path)
+        named.update(crop_paths(row))
+    return named
 
 
 class Pruner:

@@ -103,23 +103,19 @@ def disk_use(folder: Path) -> dict[str, int]:
 
 def consistency(data_dir: Path, database_url: str) -> dict[str, int]:
     """Rows vs files in the image store: files named by rows but missing, files no row names."""
-    from sqlalchemy import create_engine, select
+    from sqlalchemy import create_engine, func, select
+    from sqlalchemy.orm import Session
 
     from app.db.models import Inspection
-    from app.retention import _ROW_COLUMNS, _Row, crop_paths
+    from app.retention import files_named_by_rows
 
     images_root = data_dir / "images"
-    named: set[str] = set()
-    rows = expired = 0
     engine = create_engine(database_url)
-    with engine.connect() as conn:
-        for values in conn.execute(select(*_ROW_COLUMNS, Inspection.image_expired_at)):
-            rows += 1
-            row = _Row(*values[:-1])
-            expired += values[-1] is not None
-            if row.image_path:
-                named.add(row.image_path)
-            named.update(crop_paths(row))
+    with Session(engine) as session:
+        rows = session.scalar(select(func.count(Inspection.id))) or 0
+        expired = session.scalar(select(func.count(Inspection.id))
+                                 .where(Inspection.image_expired_at.is_not(None))) or 0
+        named = files_named_by_rows(session)
     engine.dispose()
     on_disk = {str(p.relative_to(images_root)) for p in images_root.rglob("*") if p.is_file()}
     named = {n.removeprefix("images/") for n in named}

@@ -25,7 +25,7 @@ from app.ingest.config import CameraConfig
 from app.inspection import CameraContext, inspect_frame, persist_results
 from app.inspection.store import write_crops
 from app.metrics import REGISTRY
-from app.retention import STALE_PENDING_S, Pruner, RetentionPolicy
+from app.retention import STALE_PENDING_S, Pruner, RetentionPolicy, files_named_by_rows
 from app.settings import Settings
 from tests.mes_helpers import assert_problem, jpeg_bytes
 
@@ -54,24 +54,10 @@ def files_on_disk(data_dir: Path) -> set[str]:
     return {p.relative_to(data_dir).as_posix() for p in (data_dir / "images").rglob("*") if p.is_file()}
 
 
-def files_named_by_rows(db: Database) -> set[str]:
-    from app.retention import _Row, crop_paths
-
-    named: set[str] = set()
-    with db.session() as s:
-        for row in s.execute(select(Inspection.id, Inspection.frame_uid, Inspection.captured_at,
-                                    Inspection.image_path, Inspection.image_size, Inspection.crop_count,
-                                    Inspection.crop_size)):
-            r = _Row(*row)
-            if r.image_path:
-                named.add(r.image_path)
-            named.update(crop_paths(r))
-    return named
-
-
 def assert_consistent(db: Database, data_dir: Path) -> None:
     """No row names a missing file, no file lacks its row."""
-    assert files_on_disk(data_dir) == files_named_by_rows(db)
+    with db.session() as session:
+        assert files_on_disk(data_dir) == files_named_by_rows(session)
 
 
 def settings(**kw) -> Settings:
