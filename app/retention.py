@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -41,6 +40,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from app import images, metrics
+from app.background import BackgroundLoop
 from app.db.models import Defect, Inspection, Track
 from app.db.session import Database
 from app.ingest.config import CameraConfig
@@ -174,8 +174,7 @@ class Pruner:
 
     def __init__(self, db: Database, data_dir: Path, policy: RetentionPolicy) -> None:
         self.db, self.data_dir, self.policy = db, Path(data_dir), policy
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop: BackgroundLoop | None = None
         self.passes = 0
         self.last_error: str | None = None
         self.usage: dict[str, dict[str, dict[str, int]]] = {}  # the last pass's store_usage()
@@ -184,28 +183,36 @@ class Pruner:
 
     # -- the thread --------------------------------------------------------------------------------
     def start(self, interval_s: float) -> Pruner:
-        self._thread = threading.Thread(target=self._run, args=(interval_s,), name="retention-pruner",
-                                        daemon=True)
-        self._thread.start()
+        self._loop = BackgroundLoop("retention-pruner", self._pass, interval_s)
+        self._loop.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        if self._loop is not None:
+            self._loop.stop(timeout)
 
-    def _run(self, interval_s: float) -> None:
-        while not self._stop.is_set():
-            try:
-                report = self.run_once()
-                self.last_error = None
-                if report.deleted:
-                    log.info("pruned %s (%d bytes of images)", report.deleted, report.bytes)
-            except Exception as exc:  # a database away, a file system error: try again next time
-                self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                log.warning("pruning pass failed: %s", self.last_error)
-            self.passes += 1
-            self._stop.wait(interval_s)
+    def _stopping(self) -> bool:
+        return self._loop is not None and self._loop.stopping
+
+    def _pause(self, seconds: float) -> None:
+        """Between batches: the writer and the API get the database; a stop ends the pause."""
+        if self._loop is not None:
+            self._loop.wait(seconds)
+        else:
+            time.sleep(seconds)
+
+    def _pass(self) -> bool:
+        """One pass of the service's thread; the next waits the interval, whatever this one did."""
+        try:
+            report = self.run_once()
+            self.last_error = None
+            if report.deleted:
+                log.info("pruned %s (%d bytes of images)", report.deleted, report.bytes)
+        except Exception as exc:  # a database away, a file system error: try again next time
+            self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.warning("pruning pass failed: %s", self.last_error)
+        self.passes += 1
+        return False
 
     # -- one pass ------------------------------------------------------------------------------------
     def run_once(self, dry_run: bool = False, now: datetime | None = None) -> PruneReport:
@@ -249,7 +256,7 @@ class Pruner:
         if kind != "row":  # a tracked defect's image lives as long as its row
             has = and_(has, not_(best_frame_of_a_track()))
         for batch in self._walk(and_(where, cond, has), with_files=kind != "row"):
-            if self._stop.is_set():
+            if self._stopping():
                 return
             self._delete(batch, kind, "age", report, dry_run)
 
@@ -272,7 +279,7 @@ class Pruner:
         for scope in (not_(reviewed()), reviewed()):
             for batch in self._walk(and_(HAS_FILES, scope), with_files=True):
                 reason = self._over(freed if dry_run else 0)
-                if reason is None or self._stop.is_set():
+                if reason is None or self._stopping():
                     return
                 if reason == "cap":
                     excess = self.store_bytes() - (freed if dry_run else 0) - self._cap_target
@@ -309,7 +316,7 @@ class Pruner:
             after = (rows[-1].captured_at, rows[-1].id)
             if len(rows) < self.policy.batch:
                 return
-            self._stop.wait(PAUSE_BETWEEN_BATCHES_S)
+            self._pause(PAUSE_BETWEEN_BATCHES_S)
 
     # -- deleting ------------------------------------------------------------------------------------
     def _delete(self, batch: list[_Row], kind: str, reason: str, report: PruneReport, dry_run: bool) -> int:

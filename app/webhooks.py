@@ -16,7 +16,6 @@ import hmac
 import json
 import logging
 import secrets
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,6 +25,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.background import BackgroundLoop
 from app.db.models import Defect, Inspection, Webhook, WebhookDelivery
 from app.schemas import InspectionPublic
 from app.schemas.webhooks import EVENTS, WebhookBody
@@ -136,41 +136,21 @@ class DeliveryWorker:
         self.poll_interval_s = poll_interval_s
         self._client = client or httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False)
         self._own_client = client is None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        # a pass that sent something runs again at once; a failed pass (the database away) waits a poll
+        self._loop = BackgroundLoop("webhook-delivery", lambda: self.run_once() > 0, poll_interval_s)
 
     # -- thread -----------------------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="webhook-delivery", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
         if self._own_client:
             self._client.close()
 
     def wake(self) -> None:
         """Ask for a pass now (after an enqueue) instead of at the next poll."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.run_once()
-            except Exception:  # a broken database must not kill the thread; try again later
-                log.exception("webhook delivery pass failed")
-                sent = 0
-            if sent == 0:
-                self._wake.wait(self.poll_interval_s)
-                self._wake.clear()
+        self._loop.wake()
 
     # -- one pass ---------------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -186,7 +166,7 @@ class DeliveryWorker:
             ).all()
             sent = 0
             for delivery_id in due:
-                if self._stop.is_set():
+                if self._loop.stopping:
                     break
                 if not self.claim(session, delivery_id):
                     continue  # another worker took it

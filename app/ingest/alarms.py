@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import metrics as m
+from app.background import BackgroundLoop
 from app.db.models import Alarm
 from app.db.session import Database
 from app.errors import Conflict
@@ -81,8 +82,7 @@ class AlarmMonitor:
         self.clock = clock
         self._watches = [_Watch(rule) for rule in rules]
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop("alarms", self._check_step, CHECK_EVERY_S)
         self._cameras: Callable[[], Iterable[CameraState]] = list
         # called with each alarm once it is stored (the MQTT publisher's alarm topic); must not block
         self.raised_listeners: list[Callable[[AlarmPublic], None]] = []
@@ -225,21 +225,15 @@ class AlarmMonitor:
     def start(self, cameras: Callable[[], Iterable[CameraState]]) -> AlarmMonitor:
         self._cameras = cameras
         if any(w.rule.camera_down_s is not None for w in self._watches):
-            self._thread = threading.Thread(target=self._run, name="alarms", daemon=True)
-            self._thread.start()
+            self._loop.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(CHECK_EVERY_S):
-            try:
-                self.check_cameras(self._cameras())
-            except Exception:  # keep watching; the next round tries again
-                log.exception("alarm check failed")
+    def _check_step(self) -> bool:
+        self.check_cameras(self._cameras())  # a failed round is logged by the loop; the next one retries
+        return False
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        self._loop.stop(5)
 
 
 def acknowledge(session: Session, alarm: Alarm, actor: str, note: str | None = None) -> Alarm:
