@@ -22,10 +22,11 @@ import pytest
 from conftest import REPO_ROOT
 from live_server import serving
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, frame, make_key, seed_database
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from track_helpers import LEVELS, run_to_the_end, standing_strip, strip_camera
 
 from app.annotate import place_label
+from app.api.routes.tracks import MAX_MAP
 from app.db.models import Alarm, Defect, DefectReview, Inspection, Track
 from app.db.session import Database
 from app.detections import Detections
@@ -895,3 +896,43 @@ def test_the_map_says_when_no_tracked_defect_matches(server, page) -> None:
     assert page.locator("#map-band .map-mark").count() == 0
     assert page.is_hidden("#map-scroll") and _legend(page) == {}
     assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_map_draws_thousands_of_defects_and_says_when_the_answer_is_cut(tiny_model_path: Path,
+                                                                            tmp_path: Path, page) -> None:
+    """More tracked defects than GET /tracks answers at once: the map draws the first 5000 (every one a
+    mark, the keyboard walking them in order), the legend counts them, and a note says the answer was
+    cut; a larger scale widens the band."""
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    settings = _auth_settings(url, tiny_model_path, tmp_path / "data")
+    t0 = datetime.now(UTC) - timedelta(minutes=30)
+    [best] = seed_database(url, settings.data_dir, [SeedInspection(0, "L1", "S1", "C-9", t0)]).values()
+    n = MAX_MAP + 1
+    db = Database(url)
+    with db.session() as session:  # rows as the writer stores them, in one statement (5001 tracks)
+        session.execute(insert(Track), [dict(
+            track_uid=f"many-{k}", camera_id="cam-l1-s1", line="L1", station="S1", part_id="C-9",
+            inspection_id=best, track_number=k, class_id=k % 3, class_name=NAMES[k % 3], confidence=0.6,
+            frames_seen=4, first_frame_uid="seed-000", best_frame_uid="seed-000", last_frame_uid="seed-000",
+            frame_uids=["seed-000"], started_at=t0 + timedelta(milliseconds=k), ended_at=t0,
+            x1=60.0, y1=50.0, x2=80.0, y2=70.0, position_x_px=70.0 + 40.0 * k,
+            position_y_px=60.0 + (k * 37) % 50,
+            width_px=20.0, height_px=20.0, mm_per_px=0.25) for k in range(n)])
+        session.commit()
+    db.dispose()
+    key = make_key(url, "operator", "op-map")
+    with serving(settings) as base:
+        _sign_in(page, base + "/#map", key, "op-map")
+        _wait_marks(page, MAX_MAP)
+        assert f"More than {MAX_MAP}" in page.inner_text("#map-note")
+        assert sum(_legend(page).values()) == MAX_MAP
+        along = [m["along"] for m in _marks(page)]
+        assert along == sorted(along) and len(set(along)) == MAX_MAP
+        assert "along the material (m)" in page.text_content("#map-band")  # 50 m of material: metres
+        width = float(page.get_attribute("#map-band", "width"))
+        page.select_option("#map-filters select[name=zoom]", "10")
+        page.wait_for_function("w => Number(document.querySelector('#map-band').getAttribute('width')) "
+                               "> 5 * w", arg=width)
+        _wait_marks(page, MAX_MAP)
+        _shot(page, "map-many")
+        assert page.js_errors == []  # type: ignore[attr-defined]

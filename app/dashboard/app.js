@@ -1511,7 +1511,7 @@ function renderMap() {
     + "tracking record them, when a defect has passed the camera.";
   $("#map-scroll").hidden = empty;
   $("#map-summary").textContent = empty ? "" : `${items.length} tracked defect(s)${camera ? ` · camera ${camera}` : ""}`
-    + ` · along the frame's ${layout.axis}, ${layout.unit}`;
+    + ` · along the frame's ${layout.axis} · positions in ${layout.unit}`;
   renderMapLegend(layout.marks);
   if (empty) {
     $("#map-band").replaceChildren();
