@@ -3,7 +3,8 @@ temporary SQLite database: enter the API key, review frames with the keyboard (o
 keystrokes, undo, a frame marked fully reviewed), draw a missed defect and move a box's corner (both reach
 the reviewed export), zoom and pan, the queue refreshing by itself; check the rows. The box labels on the
 review canvas, read back from the canvas's drawnLabels record and from its pixels, stay whole inside the
-canvas and legible, and the selected box stands out.
+canvas and legible, and the selected box stands out. The Map view draws tracked defects along the
+material (marks read back from the SVG: order, colours, legend) and opens one in Review.
 
 Set INSPECT_TEST_SCREENSHOTS=<dir> to keep screenshots of the views."""
 

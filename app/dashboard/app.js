@@ -136,7 +136,7 @@ function showView(view) {
   if (state.view === "stats") loadStats();
   if (state.view === "map") {
     if (!state.map.cameras.size) loadMapCameras();
-    loadMap(true);
+    loadMap(!state.map.answer); // back from Review: the band keeps its place unless the answer changed
   }
 }
 
