@@ -3,7 +3,8 @@ temporary SQLite database: enter the API key, review frames with the keyboard (o
 keystrokes, undo, a frame marked fully reviewed), draw a missed defect and move a box's corner (both reach
 the reviewed export), zoom and pan, the queue refreshing by itself; check the rows. The box labels on the
 review canvas, read back from the canvas's drawnLabels record and from its pixels, stay whole inside the
-canvas and legible, and the selected box stands out.
+canvas and legible, and the selected box stands out. The Map view draws tracked defects along the
+material (marks read back from the SVG: order, colours, legend) and opens one in Review.
 
 Set INSPECT_TEST_SCREENSHOTS=<dir> to keep screenshots of the views."""
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,14 +22,20 @@ import numpy as np
 import pytest
 from conftest import REPO_ROOT
 from live_server import serving
-from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, make_key, seed_database
-from sqlalchemy import select
+from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, frame, make_key, seed_database
+from sqlalchemy import insert, select
 from track_helpers import LEVELS, run_to_the_end, standing_strip, strip_camera
 
 from app.annotate import place_label
+from app.api.routes.tracks import MAX_MAP
 from app.db.models import Alarm, Defect, DefectReview, Inspection, Track
 from app.db.session import Database
 from app.detections import Detections
+from app.ingest.journal import Journal
+from app.ingest.writer import DbWriter, Item, TrackItem
+from app.inspection import CameraContext, inspect_frame
+from app.inspection.store import apply_image_policy
+from app.inspection.tracks import TrackRecord
 
 pytestmark = pytest.mark.browser
 
@@ -699,4 +708,232 @@ def test_review_shows_a_tracked_defects_frames(tiny_model_path: Path, tmp_path: 
                                arg=len(LEVELS))
         assert page.get_attribute(".track-thumb.best", "data-inspection-id") == str(best)
         _shot(page, "review-tracked-defect")
+        assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+# -- the Map view: the defect map along the material ------------------------------------------------
+@dataclass(frozen=True)
+class MapTrack:
+    """A tracked defect to seed: class, where it lies on the material (px), the confidence of its best
+    sighting, and its part."""
+
+    class_id: int
+    along_px: float
+    across_px: float
+    confidence: float
+    part_id: str
+
+
+COIL_MM_PER_PX = 0.5
+COIL_TRACKS = [MapTrack(2, 900.0, 60.0, 0.81, "C-1001"), MapTrack(5, 150.0, 30.0, 0.66, "C-1001"),
+               MapTrack(2, 2400.0, 90.0, 0.72, "C-1001"), MapTrack(1, 1600.0, 20.0, 0.93, "C-1001"),
+               MapTrack(5, 3100.0, 70.0, 0.58, "C-1002")]
+# a camera without calibration whose material runs along the frame's y
+PLAIN_TRACKS = [MapTrack(0, 700.0, 50.0, 0.7, "C-7"), MapTrack(3, 300.0, 110.0, 0.6, "C-7")]
+
+
+def _seed_tracks(url: str, data_dir: Path, journal_dir: Path, camera_id: str, tracks: list[MapTrack],
+                 mm_per_px: float | None, along: int = 0) -> list[int]:
+    """Each of ``tracks`` as a camera with tracking stores it, through the ingest writer: its best frame
+    (a 160x120 frame with its one box, image stored) and its track record, the material having travelled
+    so far along the frame's x (``along`` 0) or y (1) that the box lies at the track's position. The
+    stored tracks' ids, in input order."""
+    writer = DbWriter(Database(url), Journal(journal_dir), data_dir, batch_rows=64, batch_ms=10)
+    writer.start()
+    t0 = datetime.now(UTC) - timedelta(minutes=10)
+    queued: list[Item | TrackItem] = []
+    for k, t in enumerate(tracks):
+        uid, seen = f"{camera_id}-{k}", t0 + timedelta(seconds=k)
+        # the box is centred in its frame (80, 60); the travel puts it at the track's position
+        size = (30.0, 20.0) if along == 0 else (20.0, 30.0)
+        box = [80.0 - size[0] / 2, 60.0 - size[1] / 2, 80.0 + size[0] / 2, 60.0 + size[1] / 2]
+        position = [t.along_px, t.across_px] if along == 0 else [t.across_px, t.along_px]
+        result = inspect_frame(frame(k), Detections([box], [t.confidence], [t.class_id], NAMES),
+                               model_version="seed-1", context=CameraContext(camera_id=camera_id, line="L1"),
+                               part_id=t.part_id, source="stream", captured_at=seen, frame_uid=uid)
+        apply_image_policy(result, "always")
+        result.tracked = True
+        queued += [Item(result), TrackItem(TrackRecord(
+            track_uid=uid, track_number=k, camera_id=camera_id, line="L1", station=None, part_id=t.part_id,
+            class_id=t.class_id, class_name=NAMES[t.class_id], confidence=t.confidence, frames_seen=3 + k,
+            first_frame_uid=uid, best_frame_uid=uid, last_frame_uid=uid, started_at=seen, ended_at=seen,
+            box=box, position_px=position, size_px=list(size), mm_per_px=mm_per_px, frame_uids=[uid]))]
+    writer.submit_many(queued)
+    deadline = time.monotonic() + 30
+    while writer.tracks_committed < len(tracks):
+        assert time.monotonic() < deadline, "the writer did not store the tracks"
+        time.sleep(0.02)
+    writer.stop()
+    with writer.db.session() as session:
+        ids = {row.track_uid: row.id for row in session.scalars(select(Track))}
+    writer.db.dispose()
+    return [ids[f"{camera_id}-{k}"] for k in range(len(tracks))]
+
+
+@pytest.fixture
+def map_server(tiny_model_path: Path, tmp_path: Path) -> Iterator[dict]:
+    """uvicorn with COIL_TRACKS of camera coil-cam (calibrated, 0.5 mm/px, travelling along x) and
+    PLAIN_TRACKS of plain-cam (pixels only, travelling along y), stored by the ingest writer."""
+    url = f"sqlite:///{tmp_path / 'map.db'}"
+    settings = _auth_settings(url, tiny_model_path, tmp_path / "data")
+    journal = tmp_path / "journal"
+    coil = _seed_tracks(url, settings.data_dir, journal, "coil-cam", COIL_TRACKS, COIL_MM_PER_PX)
+    plain = _seed_tracks(url, settings.data_dir, journal, "plain-cam", PLAIN_TRACKS, None, along=1)
+    key = make_key(url, "operator", "op-map")
+    with serving(settings) as base:
+        yield {"base": base, "url": url, "key": key, "coil": coil, "plain": plain}
+
+
+def _marks(page) -> list[dict]:
+    """The drawn marks: track id, class, position along, the centre of the rectangle, fill colour and
+    accessible name, in the order the keyboard walks them."""
+    return page.evaluate("""() => [...document.querySelectorAll('#map-band .map-mark')].map((m) => ({
+        id: Number(m.dataset.trackId), cls: m.dataset.class, along: Number(m.dataset.along),
+        x: Number(m.getAttribute('x')) + Number(m.getAttribute('width')) / 2,
+        fill: m.getAttribute('fill'), label: m.getAttribute('aria-label'),
+        tabindex: m.getAttribute('tabindex')}))""")
+
+
+def _legend(page) -> dict[str, int]:
+    return {li.get_attribute("data-class"): int(li.get_attribute("data-count"))
+            for li in page.query_selector_all("#map-legend .map-legend-item")}
+
+
+def _wait_marks(page, n: int) -> None:
+    page.wait_for_function("n => document.querySelectorAll('#map-band .map-mark').length === n", arg=n)
+
+
+def test_the_map_draws_tracked_defects_along_the_material_and_opens_one_in_review(map_server, page) -> None:
+    """The Map view draws one camera's tracked defects along its material: one mark per track, left to
+    right in order of position (mm with the calibration, px without, along whichever frame axis the
+    material travelled), class colours and counts, a part filter; a click and the keyboard open a
+    defect in Review."""
+    _sign_in(page, map_server["base"] + "/#map", map_server["key"], "op-map")
+    # no camera chosen, two cameras in the last hour: the one with more tracks, and a note saying so
+    _wait_marks(page, len(COIL_TRACKS))
+    assert "2 cameras" in page.inner_text("#map-note")
+    marks = _marks(page)
+    by_id = dict(zip(map_server["coil"], COIL_TRACKS, strict=True))
+    assert sorted(m["id"] for m in marks) == sorted(map_server["coil"])
+    assert [m["along"] for m in marks] == sorted(t.along_px * COIL_MM_PER_PX for t in COIL_TRACKS)
+    assert [m["x"] for m in marks] == sorted(m["x"] for m in marks)  # the x order is the position order
+    assert len({m["x"] for m in marks}) == len(marks)
+    for m in marks:
+        seed = by_id[m["id"]]
+        assert m["fill"] == page.evaluate("id => classColor(id)", seed.class_id)
+        assert m["cls"] == NAMES[seed.class_id]
+        along_mm = seed.along_px * COIL_MM_PER_PX
+        assert m["label"].startswith(f"{NAMES[seed.class_id]} at {along_mm:.1f} mm along")
+        assert f"confidence {seed.confidence:.2f}" in m["label"]
+    assert [m["tabindex"] for m in marks].count("0") == 1
+    assert _legend(page) == {"patches": 2, "scratches": 2, "inclusion": 1}
+    assert "along the material (mm)" in page.text_content("#map-band")
+    assert "across (mm)" in page.text_content("#map-band")
+    _shot(page, "map")
+
+    # a part (coil): its defects only
+    page.fill("#map-filters input[name=part_id]", "C-1002")
+    page.click("#map-filters button[type=submit]")
+    _wait_marks(page, 1)
+    assert _legend(page) == {"scratches": 1}
+    page.fill("#map-filters input[name=part_id]", "")
+
+    # the other camera: pixels, its material along the frame's y
+    page.fill("#map-filters input[name=camera_id]", "plain-cam")
+    page.click("#map-filters button[type=submit]")
+    _wait_marks(page, len(PLAIN_TRACKS))
+    marks = _marks(page)
+    assert [m["along"] for m in marks] == sorted(t.along_px for t in PLAIN_TRACKS)
+    assert [m["x"] for m in marks] == sorted(m["x"] for m in marks)
+    assert "along the material (px)" in page.text_content("#map-band")
+    assert page.is_hidden("#map-note")
+    assert "along the frame's y" in page.inner_text("#map-summary")
+
+    # a click opens the defect in Review: its frame selected, the box drawn
+    page.fill("#map-filters input[name=camera_id]", "coil-cam")
+    page.click("#map-filters button[type=submit]")
+    _wait_marks(page, len(COIL_TRACKS))
+    inclusion = map_server["coil"][3]
+    track = _track(map_server["url"], inclusion)
+    page.click(f"#map-band .map-mark[data-track-id='{inclusion}']")
+    page.wait_for_selector(f"#queue li.card.selected[data-inspection-id='{track['inspection_id']}']")
+    _wait_drawn(page, track["defect_id"])
+    assert page.evaluate("location.hash") == "#review"
+
+    # the keyboard: Tab to the band, End walks to the last defect along the material, Enter opens it
+    page.goto(map_server["base"] + "/#map")
+    _wait_marks(page, len(COIL_TRACKS))
+    page.focus("#map-filters button[type=submit]")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.classList.contains('map-mark')")
+    page.keyboard.press("End")
+    last = max(zip(COIL_TRACKS, map_server["coil"], strict=True), key=lambda p: p[0].along_px)[1]
+    assert page.evaluate("document.activeElement.dataset.trackId") == str(last)
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    track = _track(map_server["url"], last)
+    page.wait_for_selector(f"#queue li.card.selected[data-inspection-id='{track['inspection_id']}']")
+    _wait_drawn(page, track["defect_id"])
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def _track(url: str, track_id: int) -> dict:
+    db = Database(url)
+    try:
+        with db.session() as session:
+            row = session.get(Track, track_id)
+            defect = session.scalars(select(Defect).where(Defect.track_id == track_id)).one()
+            return {"inspection_id": row.inspection_id, "defect_id": defect.id}
+    finally:
+        db.dispose()
+
+
+def test_the_map_says_when_no_tracked_defect_matches(server, page) -> None:
+    """Frames without tracking, no tracks: the Map view shows its empty state, no band, no legend."""
+    _sign_in(page, server["base"] + "/#map", server["key"], "op-browser")
+    page.wait_for_selector("#map-empty:not([hidden])")
+    assert "No tracked defects" in page.inner_text("#map-empty")
+    assert page.locator("#map-band .map-mark").count() == 0
+    assert page.is_hidden("#map-scroll") and _legend(page) == {}
+    assert page.js_errors == []  # type: ignore[attr-defined]
+
+
+def test_the_map_draws_thousands_of_defects_and_says_when_the_answer_is_cut(tiny_model_path: Path,
+                                                                            tmp_path: Path, page) -> None:
+    """More tracked defects than GET /tracks answers at once: the map draws the first 5000 (every one a
+    mark, the keyboard walking them in order), the legend counts them, and a note says the answer was
+    cut; a larger scale widens the band."""
+    url = f"sqlite:///{tmp_path / 'many.db'}"
+    settings = _auth_settings(url, tiny_model_path, tmp_path / "data")
+    t0 = datetime.now(UTC) - timedelta(minutes=30)
+    [best] = seed_database(url, settings.data_dir, [SeedInspection(0, "L1", "S1", "C-9", t0)]).values()
+    n = MAX_MAP + 1
+    db = Database(url)
+    with db.session() as session:  # rows as the writer stores them, in one statement (5001 tracks)
+        session.execute(insert(Track), [dict(
+            track_uid=f"many-{k}", camera_id="cam-l1-s1", line="L1", station="S1", part_id="C-9",
+            inspection_id=best, track_number=k, class_id=k % 3, class_name=NAMES[k % 3], confidence=0.6,
+            frames_seen=4, first_frame_uid="seed-000", best_frame_uid="seed-000", last_frame_uid="seed-000",
+            frame_uids=["seed-000"], started_at=t0 + timedelta(milliseconds=k), ended_at=t0,
+            x1=60.0, y1=50.0, x2=80.0, y2=70.0, position_x_px=70.0 + 40.0 * k,
+            position_y_px=60.0 + (k * 37) % 50,
+            width_px=20.0, height_px=20.0, mm_per_px=0.25) for k in range(n)])
+        session.commit()
+    db.dispose()
+    key = make_key(url, "operator", "op-map")
+    with serving(settings) as base:
+        _sign_in(page, base + "/#map", key, "op-map")
+        _wait_marks(page, MAX_MAP)
+        assert f"More than {MAX_MAP}" in page.inner_text("#map-note")
+        assert sum(_legend(page).values()) == MAX_MAP
+        along = [m["along"] for m in _marks(page)]
+        assert along == sorted(along) and len(set(along)) == MAX_MAP
+        assert "along the material (m)" in page.text_content("#map-band")  # 50 m of material: metres
+        width = float(page.get_attribute("#map-band", "width"))
+        page.select_option("#map-filters select[name=zoom]", "10")
+        page.wait_for_function("w => Number(document.querySelector('#map-band').getAttribute('width')) "
+                               "> 5 * w", arg=width)
+        _wait_marks(page, MAX_MAP)
+        _shot(page, "map-many")
         assert page.js_errors == []  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-/* Operator dashboard: Live, Review (keyboard first) and Stats over the /api/v1 REST API.
+/* Operator dashboard: Live, Review (keyboard first), Map (defects along the material) and Stats over the
+   /api/v1 REST API.
    Plain ES2020, no build step; Chart.js is served from ./vendor. */
 "use strict";
 
@@ -50,6 +51,7 @@ const state = {
   image: null,           // { inspectionId, bitmap }
   charts: {},
   timers: [],
+  map: { seq: 0, answer: null, signature: "", marks: [], focusId: null, fromStart: true, cameras: new Set(), parts: new Set() },
 };
 
 async function api(path, { method = "GET", body, blob = false } = {}) {
@@ -126,12 +128,16 @@ function initKeyDialog() {
 
 /* Navigation ------------------------------------------------------------------------------------ */
 function showView(view) {
-  state.view = ["live", "review", "stats"].includes(view) ? view : "live";
+  state.view = ["live", "review", "map", "stats"].includes(view) ? view : "live";
   document.querySelectorAll(".view").forEach((v) => v.classList.toggle("active", v.dataset.view === state.view));
   document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.view === state.view));
   if (state.view === "live") refreshLive();
   if (state.view === "review" && state.queue.length === 0) loadQueue(true);
   if (state.view === "stats") loadStats();
+  if (state.view === "map") {
+    if (!state.map.cameras.size) loadMapCameras();
+    loadMap(!state.map.answer); // back from Review: the band keeps its place unless the answer changed
+  }
 }
 
 /* Live ------------------------------------------------------------------------------------------ */
@@ -610,6 +616,24 @@ function selectBox(key, defectId) {
   if (item) loadImage(item.inspection.id).then(drawImage);
   drawImage();
   loadHistory(defectId);
+}
+
+/* Review one frame's box from elsewhere (the Map): the frame joins the queue, whatever the filters,
+   selected with that box; it stays while selected, like any card. */
+async function openInReview(inspectionId, defectId) {
+  let ins;
+  try {
+    ins = await api(`inspections/${inspectionId}`);
+  } catch (err) {
+    toast(`Cannot open frame #${inspectionId}: ${err.message}`);
+    return;
+  }
+  if (!state.queue.length) await loadQueue(true);
+  const item = { kind: "frame", key: `frame:${ins.id}`, fully_reviewed: ins.fully_reviewed_at != null, inspection: ins };
+  recount(item);
+  state.queue = [...state.queue.filter((q) => q.key !== item.key), item].sort(newerFirst);
+  location.hash = "#review";
+  selectBox(item.key, defectId);
 }
 
 async function loadHistory(defectId) {
@@ -1307,6 +1331,336 @@ function onKey(ev) {
   if (handled) ev.preventDefault();
 }
 
+/* Map ------------------------------------------------------------------------------------------- */
+/* The defect map along the material (GET /tracks): one camera's material as a long band, x along it,
+   y across it, one mark per tracked defect, sized by its box, in its class's colour (the reviewed class
+   where reclassified, grey once rejected: boxColor). Drawn once per changed answer and per scale; the
+   refresh every 10 s redraws nothing while the answer stays the same. */
+const MAP_LIMIT = 5000;                                   // the most GET /tracks answers at once
+const MAP_REFRESH_MS = 10000;
+const MAP_BAND_PX = 200;                                  // the band's height on screen
+const MAP_PAD = { left: 64, right: 24, top: 12, bottom: 44 };
+const MAP_MIN_MARK_PX = 3;                                // the smallest mark, whatever the scale
+const MAP_TICK_PX = 110;                                  // about one tick label per this many px
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+const pad2 = (n) => String(n).padStart(2, "0");
+/* A time as a datetime-local input's value, in the browser's time zone. */
+function localInputValue(d) {
+  return `${d.getFullYear()}-${pad2(d.getMonth() + 1)}-${pad2(d.getDate())}T${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
+}
+
+function mapQuery() {
+  const form = $("#map-filters");
+  const p = new URLSearchParams();
+  for (const name of ["camera_id", "part_id"]) {
+    const v = form.elements[name].value.trim();
+    if (v) p.set(name, v);
+  }
+  for (const name of ["from", "to"]) {
+    const v = form.elements[name].value;
+    if (v) p.set(name, new Date(v).toISOString());
+  }
+  p.set("limit", String(MAP_LIMIT));
+  return p;
+}
+
+function fillOptions(selector, values) {
+  $(selector).replaceChildren(...[...values].sort().map((v) => el("option", { value: v })));
+}
+
+/* The cameras the station runs, for the camera field's suggestions (the tracks add theirs). */
+async function loadMapCameras() {
+  try {
+    const data = await api("cameras");
+    const cams = Array.isArray(data) ? data : data.cameras || data.items || [];
+    for (const c of cams) if (c.id) state.map.cameras.add(String(c.id));
+    fillOptions("#map-cameras", state.map.cameras);
+  } catch (_) { /* a station without cameras: the tracks' cameras only */ }
+}
+
+/* force: the filters changed (draw whatever comes, say why nothing came); else a refresh. */
+async function loadMap(force) {
+  const form = $("#map-filters");
+  if (!form.elements.from.value) form.elements.from.value = localInputValue(new Date(Date.now() - 3600e3));
+  const seq = ++state.map.seq;
+  let answer;
+  try {
+    answer = await api(`tracks?${mapQuery()}`);
+  } catch (err) {
+    if (force) toast(`Cannot load the defect map: ${err.message}`);
+    return;
+  }
+  if (seq !== state.map.seq) return; // a newer request is out
+  const signature = JSON.stringify([answer.truncated,
+    answer.items.map((t) => [t.id, t.review_status, t.reviewed_class_name])]);
+  if (!force && signature === state.map.signature) return;
+  state.map.signature = signature;
+  state.map.answer = answer;
+  state.map.fromStart = force; // new filters: the band from its start; a refresh keeps the place
+  for (const t of answer.items) {
+    if (t.camera_id) state.map.cameras.add(t.camera_id);
+    if (t.part_id) state.map.parts.add(t.part_id);
+  }
+  fillOptions("#map-cameras", state.map.cameras);
+  fillOptions("#map-parts", state.map.parts);
+  renderMap();
+}
+
+/* Which of a track's x, y runs along the material: the material's travel at the best frame (its
+   position on the material minus its box's centre in that frame) is larger along x or along y. */
+function mapAlongAxis(items) {
+  let tx = 0;
+  let ty = 0;
+  for (const t of items) {
+    tx += Math.abs(t.position_px[0] - (t.box[0] + t.box[2]) / 2);
+    ty += Math.abs(t.position_px[1] - (t.box[1] + t.box[3]) / 2);
+  }
+  return ty > tx ? 1 : 0;
+}
+
+/* The marks in order along the material: position and size along and across it, in mm where every
+   track carries the camera's calibration, else px. */
+function mapMarks(items) {
+  const mm = items.length > 0 && items.every((t) => t.position_mm && t.size_mm);
+  const a = mapAlongAxis(items);
+  const marks = items.map((t) => {
+    const pos = mm ? t.position_mm : t.position_px;
+    const size = mm ? t.size_mm : t.size_px;
+    return { t, along: pos[a], across: pos[1 - a], length: size[a], width: size[1 - a] };
+  });
+  marks.sort((m, n) => m.along - n.along || m.t.id - n.t.id);
+  return { unit: mm ? "mm" : "px", axis: a ? "y" : "x", marks };
+}
+
+/* Round tick values, about `count` of them, from lo to hi. */
+function niceTicks(lo, hi, count) {
+  const raw = (hi - lo) / Math.max(1, count);
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw);
+  const decimals = Math.max(0, -Math.floor(Math.log10(step)));
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(v);
+  return { ticks, label: (v) => v.toFixed(decimals) };
+}
+
+function spanOf(marks, centre, size) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const m of marks) {
+    lo = Math.min(lo, m[centre] - m[size] / 2);
+    hi = Math.max(hi, m[centre] + m[size] / 2);
+  }
+  return [lo, hi];
+}
+
+function markColor(t) {
+  const reviewed = t.reviewed_class_name ? state.classNames.indexOf(t.reviewed_class_name) : -1;
+  return boxColor({ ...t, reviewed_class_id: reviewed >= 0 ? reviewed : null });
+}
+
+function markClassName(t) {
+  if (t.review_status === "rejected") return "rejected";
+  return t.review_status === "reclassified" && t.reviewed_class_name ? t.reviewed_class_name : t.class_name;
+}
+
+function markText(m, unit, decimals) {
+  const t = m.t;
+  const status = t.review_status && t.review_status !== "pending" ? `, ${t.review_status}` : "";
+  return `${markClassName(t)} at ${m.along.toFixed(decimals)} ${unit} along, ${m.across.toFixed(decimals)} ${unit} across, `
+    + `confidence ${fmtNum(t.confidence, 2)}, seen in ${t.frames_seen} frame(s)${t.part_id ? `, part ${t.part_id}` : ""}${status}`;
+}
+
+function renderMap() {
+  const answer = state.map.answer;
+  if (!answer) return;
+  const chosen = $("#map-filters").elements.camera_id.value.trim();
+  const byCamera = new Map();
+  for (const t of answer.items) {
+    const cam = t.camera_id ?? "";
+    if (!byCamera.has(cam)) byCamera.set(cam, []);
+    byCamera.get(cam).push(t);
+  }
+  let camera = chosen;
+  let items = answer.items;
+  const notes = [];
+  if (!chosen && byCamera.size > 1) {
+    [camera, items] = [...byCamera.entries()].sort((a, b) => b[1].length - a[1].length)[0];
+    notes.push(`${byCamera.size} cameras have tracked defects in this range, each on its own material: `
+      + `this is camera ${camera || "(none)"}'s; choose a camera to see another.`);
+  } else if (!chosen && byCamera.size === 1) [camera] = byCamera.keys();
+  if (answer.truncated) {
+    notes.push(`More than ${MAP_LIMIT} tracked defects match: the map shows the first ${MAP_LIMIT} `
+      + "(oldest first). Narrow the time range or choose a part.");
+  }
+  const note = $("#map-note");
+  note.textContent = notes.join(" ");
+  note.hidden = notes.length === 0;
+  const layout = mapMarks(items);
+  state.map.marks = layout.marks;
+  const empty = items.length === 0;
+  $("#map-empty").hidden = !empty;
+  $("#map-empty").textContent = "No tracked defects for this camera, part and time range. Only cameras with "
+    + "tracking record them, when a defect has passed the camera.";
+  $("#map-scroll").hidden = empty;
+  $("#map-summary").textContent = empty ? "" : `${items.length} tracked defect(s)${camera ? ` · camera ${camera}` : ""}`
+    + ` · along the frame's ${layout.axis} · positions in ${layout.unit}`;
+  renderMapLegend(layout.marks);
+  if (empty) {
+    $("#map-band").replaceChildren();
+    return;
+  }
+  drawMap(layout);
+}
+
+function renderMapLegend(marks) {
+  const counts = new Map();
+  for (const m of marks) {
+    const name = markClassName(m.t);
+    const entry = counts.get(name) || { name, color: markColor(m.t), count: 0 };
+    entry.count += 1;
+    counts.set(name, entry);
+  }
+  $("#map-legend").replaceChildren(...[...counts.values()].sort((a, b) => b.count - a.count || a.name.localeCompare(b.name))
+    .map((c) => el("li", { class: "map-legend-item", "data-class": c.name, "data-count": String(c.count) },
+      el("span", { class: "chip-dot", style: `background:${c.color}` }), el("span", { text: c.name }),
+      el("b", { text: String(c.count) }))));
+}
+
+/* The band: axes with ticks and unit, the marks (larger ones under smaller ones). The scroll position
+   keeps its place along the material when the scale changes. */
+function drawMap({ marks, unit }) {
+  const svg = $("#map-band");
+  const scroll = $("#map-scroll");
+  const zoom = Number($("#map-filters").elements.zoom.value) || 1;
+  const centre = state.map.fromStart || !scroll.scrollWidth ? null
+    : (scroll.scrollLeft + scroll.clientWidth / 2) / scroll.scrollWidth;
+  state.map.fromStart = false;
+  const W = Math.round(Math.max(320, scroll.clientWidth) * zoom);
+  const H = MAP_PAD.top + MAP_BAND_PX + MAP_PAD.bottom;
+  const plotW = W - MAP_PAD.left - MAP_PAD.right;
+  let [aLo, aHi] = spanOf(marks, "along", "length");
+  const aPad = Math.max((aHi - aLo) * 0.02, 1);
+  aLo -= aPad;
+  aHi += aPad;
+  let [cLo, cHi] = spanOf(marks, "across", "width");
+  cLo = Math.min(0, cLo);
+  if (cHi <= cLo) cHi = cLo + 1;
+  const kx = plotW / (aHi - aLo);
+  const ky = MAP_BAND_PX / (cHi - cLo);
+  const X = (v) => MAP_PAD.left + (v - aLo) * kx;
+  const Y = (v) => MAP_PAD.top + (v - cLo) * ky;
+  // the along axis in m once the band is 10 m or longer
+  const inMetres = unit === "mm" && aHi - aLo >= 10000;
+  const shownUnit = inMetres ? "m" : unit;
+  const f = inMetres ? 1000 : 1;
+  const bottom = MAP_PAD.top + MAP_BAND_PX;
+  const axes = svgEl("g", { class: "map-axes", "aria-hidden": "true" });
+  axes.append(svgEl("rect", { class: "map-material", x: MAP_PAD.left, y: MAP_PAD.top, width: plotW, height: MAP_BAND_PX }));
+  const along = niceTicks(aLo / f, aHi / f, Math.max(2, Math.floor(plotW / MAP_TICK_PX)));
+  for (const v of along.ticks) {
+    const x = X(v * f).toFixed(1);
+    axes.append(svgEl("line", { class: "map-grid", x1: x, x2: x, y1: MAP_PAD.top, y2: bottom + 4 }),
+      svgEl("text", { class: "map-tick map-tick-along", x, y: bottom + 17, "text-anchor": "middle" }, along.label(v)));
+  }
+  axes.append(svgEl("text", { class: "map-axis-title", x: MAP_PAD.left, y: H - 6 }, `along the material (${shownUnit})`));
+  const across = niceTicks(cLo, cHi, 4);
+  for (const v of across.ticks) {
+    const y = Y(v).toFixed(1);
+    axes.append(svgEl("line", { class: "map-grid", x1: MAP_PAD.left - 4, x2: MAP_PAD.left, y1: y, y2: y }),
+      svgEl("text", { class: "map-tick", x: MAP_PAD.left - 7, y, "text-anchor": "end", "dominant-baseline": "middle" }, across.label(v)));
+  }
+  axes.append(svgEl("text", { class: "map-axis-title", transform: `translate(14 ${MAP_PAD.top + MAP_BAND_PX / 2}) rotate(-90)`,
+    "text-anchor": "middle" }, `across (${unit})`));
+  const decimals = unit === "mm" ? 1 : 0;
+  const focusId = state.map.focusId != null && marks.some((m) => m.t.id === state.map.focusId) ? state.map.focusId : marks[0].t.id;
+  const hadFocus = svg.contains(document.activeElement);
+  for (const m of marks) {
+    const w = Math.max(MAP_MIN_MARK_PX, m.length * kx);
+    const h = Math.max(MAP_MIN_MARK_PX, m.width * ky);
+    const color = markColor(m.t);
+    const text = markText(m, unit, decimals);
+    m.node = svgEl("rect", { class: "map-mark", x: (X(m.along) - w / 2).toFixed(1), y: (Y(m.across) - h / 2).toFixed(1),
+      width: w.toFixed(1), height: h.toFixed(1), fill: color, stroke: color, role: "button", "aria-label": text,
+      tabindex: m.t.id === focusId ? "0" : "-1", "data-track-id": String(m.t.id), "data-class": markClassName(m.t),
+      "data-along": String(m.along) });
+    m.node.append(svgEl("title", {}, text));
+  }
+  const layer = svgEl("g", { class: "map-marks" });
+  layer.append(...[...marks].sort((m, n) => n.length * n.width - m.length * m.width).map((m) => m.node));
+  svg.setAttribute("width", String(W));
+  svg.setAttribute("height", String(H));
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.replaceChildren(axes, layer);
+  state.map.focusId = focusId;
+  scroll.scrollLeft = centre === null ? 0 : centre * W - scroll.clientWidth / 2;
+  if (hadFocus) marks.find((m) => m.t.id === focusId).node.focus({ preventScroll: true });
+}
+
+function openMark(m) {
+  if (m.t.defect_id == null) {
+    toast(`Track #${m.t.id} has no defect row any more (deleted): nothing to review.`);
+    return;
+  }
+  openInReview(m.t.inspection_id, m.t.defect_id);
+}
+
+function markOf(node) {
+  const mark = node && node.closest ? node.closest(".map-mark") : null;
+  return mark ? state.map.marks.find((m) => m.node === mark) : null;
+}
+
+/* One mark in the tab order at a time (the last one focused); the arrow keys walk along the material. */
+function focusMark(m) {
+  for (const n of state.map.marks) if (n.node) n.node.setAttribute("tabindex", n === m ? "0" : "-1");
+  state.map.focusId = m.t.id;
+  m.node.focus();
+  m.node.scrollIntoView({ block: "nearest", inline: "nearest" });
+}
+
+function onMapKey(ev) {
+  const m = markOf(ev.target);
+  if (!m) return;
+  const marks = state.map.marks;
+  const at = marks.indexOf(m);
+  const to = { ArrowRight: at + 1, ArrowDown: at + 1, ArrowLeft: at - 1, ArrowUp: at - 1, Home: 0, End: marks.length - 1 }[ev.key];
+  if (to !== undefined) {
+    focusMark(marks[Math.max(0, Math.min(marks.length - 1, to))]);
+    ev.preventDefault();
+  } else if (ev.key === "Enter" || ev.key === " ") {
+    openMark(m);
+    ev.preventDefault();
+  }
+}
+
+function initMap() {
+  const svg = $("#map-band");
+  svg.addEventListener("click", (ev) => {
+    const m = markOf(ev.target);
+    if (m) { state.map.focusId = m.t.id; openMark(m); }
+  });
+  svg.addEventListener("keydown", onMapKey);
+  svg.addEventListener("focusin", (ev) => { const m = markOf(ev.target); if (m) state.map.focusId = m.t.id; });
+  $("#map-filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadMap(true); });
+  $("#map-filters").elements.zoom.addEventListener("change", renderMap);
+  let pending = false;
+  window.addEventListener("resize", () => {
+    if (state.view !== "map" || pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; renderMap(); });
+  });
+  setInterval(() => {
+    if (state.view === "map" && state.whoami && !document.hidden && !$("#map-filters").elements.to.value) loadMap(false);
+  }, MAP_REFRESH_MS);
+}
+
 /* Stats ----------------------------------------------------------------------------------------- */
 function chartDefaults() {
   if (!window.Chart) return false;
@@ -1435,6 +1789,7 @@ function init() {
   $("#btn-undo").addEventListener("click", undo);
   $("#draw-cancel").addEventListener("click", () => { cancelDraw(); drawImage(); });
   initCanvas();
+  initMap();
   setInterval(() => { if (state.view === "live" && state.whoami && !document.hidden) refreshLive(); }, 5000);
   setInterval(() => { if (state.view === "review" && state.whoami && !document.hidden) refreshQueue(); }, REFRESH_MS);
   boot();
