@@ -374,15 +374,18 @@ class PartStation(PublicModel):
     line: str | None
     station: str | None
     camera_id: str | None
-    verdict: Verdict
-    inspections: int = Field(description="how often the part was inspected here")
+    verdict: Verdict = Field(description="the latest inspection's; NG if any frame a camera streamed of "
+                                         "the part is NG")
+    inspections: int = Field(description="how often the part was inspected here (a camera: its frames)")
     latest: InspectionPublic
 
 
 class PartPublic(PublicModel):
-    """A part across all stations: NG if any station's latest inspection is NG."""
+    """A part across all stations: NG if any station's verdict is NG."""
 
     part_id: str
     verdict: Verdict
     inspections: int
     stations: list[PartStation]
+    tracked_defects: int = Field(0, description="physical defects cameras with tracking saw on the part; "
+                                                "where they lie: GET /tracks?part_id= (the defect map)")
