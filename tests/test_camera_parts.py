@@ -190,7 +190,7 @@ def test_a_defect_in_view_when_the_part_changes_stays_with_the_part_it_started_i
             part.set("A" if k == 0 else "B", "test")
         frame = Frame(texture, k, t0 + timedelta(seconds=k), float(k), t_stream=k / 10)
         tracking.on_captured(frame)
-        stamp = part.stamp(frame)
+        frame.part = stamp = part.stamp(frame.motion, (64, 48))
         assert stamp is not None and stamp.part_id == ("A" if k < 3 else "B")
         dets = Detections([[10, 10, 30, 40]], [0.5 + k / 100], [2], ("a", "b", "patches"))
         tracking.on_inspected(frame, dets, ref=FrameRef(f"frame-{k}", frame.captured_at, frame.part))

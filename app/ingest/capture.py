@@ -191,7 +191,8 @@ class CameraRunner:
                 self.checkpoint.read(frame.index)
             if self.tracking is not None:
                 self.tracking.on_captured(frame)
-            self.part.stamp(frame)  # after the motion: a part starting here starts at its offset
+            h, w = frame.image.shape[:2]  # after the motion: a part starting here starts at its offset
+            frame.part = self.part.stamp(frame.motion, (w, h))
             if self.tracking is not None and not self.tracking.should_inspect(frame):
                 self.state.on_skipped()  # tracked by motion, counted, not inspected
                 if self.checkpoint is not None:

@@ -14,17 +14,14 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from pydantic import TypeAdapter, ValidationError
 
 from app import metrics as m
 from app.errors import InvalidInput, NotFound
+from app.ingest.motion import MotionSample
 from app.schemas.common import LongName
 from app.vocabulary import utcnow
-
-if TYPE_CHECKING:
-    from app.ingest.sources import Frame
 
 log = logging.getLogger(__name__)
 PART_ID = TypeAdapter(LongName)  # the rule of every part id the service takes (posted frames too)
@@ -98,19 +95,17 @@ class CurrentPart:
         with self._lock:
             return self._said
 
-    def stamp(self, frame: Frame) -> PartStamp | None:
-        """Capture thread, every captured frame after its motion is measured: the part it belongs to
-        (a new part starts here: its origin is this frame's offset)."""
+    def stamp(self, motion: MotionSample | None, frame_size: tuple[int, int]) -> PartStamp | None:
+        """Capture thread, every captured frame after its motion is measured (``frame_size``: width,
+        height): the part the frame belongs to; a new part starts at this frame, its origin is this
+        frame's offset."""
         with self._lock:
             said = self._said
         if said is None:
             self._stamp = None
         elif self._stamp is None or self._stamp.part is not said:
-            motion = frame.motion
-            h, w = frame.image.shape[:2]
             self._stamp = PartStamp(said, None if motion is None else (motion.offset_x, motion.offset_y),
-                                    None if motion is None else (int(w), int(h)))
-        frame.part = self._stamp
+                                    None if motion is None else frame_size)
         return self._stamp
 
 
