@@ -1,5 +1,5 @@
-"""The part (a coil, a sheet, a batch) under each camera, as the line says: set through the REST API,
-an MQTT command or an OPC UA method (all through :class:`PartBoard`), and ended the same ways. Every frame a
+"""The part (a coil, a sheet, a batch) under each camera, as the line says: set, and ended, through
+the REST API, an MQTT command or an OPC UA method (all through :class:`PartBoard`). Every frame a
 camera captures while a part is current carries its id; a camera with tracking also notes where on
 the material the part began, so the part's tracked defects are placed from its start.
 

@@ -64,7 +64,8 @@ def part_board(service: Service) -> PartBoard:
 def set_camera_part(camera_id: NamePath, body: CameraPartSet, service: ServiceDep,
                     principal: PrincipalDep) -> CameraPartState:
     view = part_board(service).set(camera_id, body.part_id, by=f"api:{principal.name}", via="api")
-    return CameraPartState.model_validate({"camera_id": camera_id, "part": view and view.to_dict()})
+    return CameraPartState.model_validate({"camera_id": camera_id,
+                                           "part": None if view is None else view.to_dict()})
 
 
 @part_router.delete("/cameras/{camera_id}/part", response_model=CameraPartState, responses=PART_PROBLEMS,
