@@ -154,10 +154,3 @@ class PartBoard:
             log.info("camera %s: %s (%s)", camera_id,
                      f"part {view.part_id!r} starts" if view is not None else "part ended", by)
         return view
-
-    def view(self, camera_id: str) -> PartView | None:
-        """The camera's current part; NotFound for a camera that does not run here."""
-        found = self._cameras.get(camera_id)
-        if found is None:
-            raise NotFound(f"camera {camera_id!r} does not run in this process")
-        return found[1].view()
