@@ -164,6 +164,11 @@ def set_model_info(version: str | None, provider: str | None) -> None:
 def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
+PART_COMMANDS_TOTAL = Counter(
+    "inspect_part_commands_total",
+    "The line's word on the part under a camera, by channel (api|mqtt|opcua) and outcome "
+    "(set|ended|unchanged|refused: unknown camera, bad part id or malformed message)",
+    ["via", "outcome"], registry=REGISTRY)
 MQTT_CONNECTED = Gauge("inspect_mqtt_connected", "1 while the MQTT publisher is connected to its broker",
                        registry=REGISTRY)
 MQTT_QUEUED = Gauge("inspect_mqtt_queued", "MQTT messages waiting to be loaded, sent or acknowledged",

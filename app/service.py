@@ -166,7 +166,8 @@ def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
     config = MqttConfig.from_settings(settings, role.value)
     if config is None:
         return None
-    publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
+    publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service),
+                              parts=service.pipeline.parts if service.pipeline is not None else None)
     service.writer.stored_listeners.append(publisher.inspections_stored)
     if service.pipeline is not None:  # provisional verdicts, before the commit
         service.pipeline.detection.verdict_listeners.append(publisher.verdicts.offer)
@@ -190,7 +191,8 @@ def start_opcua(service: Service) -> OpcuaServer | None:
     config = OpcuaConfig.from_settings(service.settings)
     if config is None:
         return None
-    server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service))
+    server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service),
+                         parts=service.pipeline.parts if service.pipeline is not None else None)
     service.writer.stored_listeners.append(server.inspections_stored)
     if service.pipeline is not None:  # provisional verdicts, before the commit
         service.pipeline.detection.verdict_listeners.append(server.verdicts.offer)

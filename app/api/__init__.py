@@ -16,7 +16,8 @@ from app.auth import Permission
 API_PREFIX = "/api/v1"
 
 # Access rules per group of routes (FastAPI ``Depends(...)`` objects), applied in include_routers.
-UPLOAD_DEPENDENCIES: list[Any] = [Depends(require(Permission.INGEST))]  # POST /api/v1/inspections
+# POST /api/v1/inspections; PUT/DELETE /api/v1/cameras/{id}/part (the line says which part is there)
+UPLOAD_DEPENDENCIES: list[Any] = [Depends(require(Permission.INGEST))]
 READ_DEPENDENCIES: list[Any] = [Depends(require(Permission.READ))]  # GET /api/v1/inspections/...
 # GET /api/v1/inspections/by-frame/{uid}: the camera that posted a frame, and readers
 RESULT_DEPENDENCIES: list[Any] = [Depends(require(Permission.INGEST, Permission.READ))]
@@ -43,6 +44,8 @@ def include_routers(app: FastAPI) -> None:
                        responses=KEY_PROBLEMS)
     app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES,
                        responses=ROLE_PROBLEMS)
+    app.include_router(cameras.part_router, prefix=API_PREFIX, dependencies=UPLOAD_DEPENDENCIES,
+                       responses=ROLE_PROBLEMS)
     include_mes_routers(app)
     install_problem_schema(app)
 
@@ -52,6 +55,7 @@ def include_ingest_routers(app: FastAPI) -> None:
     app.include_router(health.router)
     app.include_router(health.metrics_router, dependencies=METRICS_DEPENDENCIES)
     app.include_router(cameras.router, prefix=API_PREFIX, dependencies=READ_DEPENDENCIES)
+    app.include_router(cameras.part_router, prefix=API_PREFIX, dependencies=UPLOAD_DEPENDENCIES)
 
 
 def include_mes_routers(app: FastAPI) -> None:

@@ -139,7 +139,7 @@ class Track(Base):
     sits on the inspection of the best frame (``inspection_id``: the highest confidence, whose image and
     crop are kept); the other frames keep their inspection rows (verdict, counts) and are named in
     ``frame_uids``. Positions are along the material: pixels (and mm with the camera's calibration)
-    from where the camera's stream began."""
+    from the start of its part (``part_id``), or from where the camera's stream began without one."""
 
     __tablename__ = "tracks"
     __table_args__ = (

@@ -18,6 +18,7 @@ import numpy as np
 from app.detections import Detections
 from app.ingest.config import TrackingConfig
 from app.ingest.motion import MotionEstimator, MotionSample
+from app.ingest.parts import PartStamp
 from app.ingest.simulator import TruthBox
 from app.ingest.sources import Frame
 from app.ingest.tracking import Sighting, Track, Tracker, shift
@@ -26,10 +27,12 @@ HANDED_KEEP = 1024  # frames handed to the writer remembered beyond the best fra
 
 
 class FrameRef(NamedTuple):
-    """What a sighting's ``ref`` names in the pipeline: the inspected frame's uid and capture time."""
+    """What a sighting's ``ref`` names in the pipeline: the inspected frame's uid, capture time and
+    part (a track belongs to the part of its first sighting)."""
 
     frame_uid: str
     captured_at: datetime
+    part: PartStamp | None = None
 
 
 def best_frame_uid(track: Track) -> str | None:

@@ -14,6 +14,7 @@ from app.ingest.camera_tracking import CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
 from app.ingest.failures import FailureKind
+from app.ingest.parts import CurrentPart
 from app.ingest.queues import FrameHub, QueueClosed
 from app.ingest.sources import Frame, Source, SourceError
 from app.ingest.state import CameraState
@@ -50,6 +51,7 @@ class CameraRunner:
                            if checkpoints is not None and not (source.live or cfg.loop) else None)
         self.open_timeout_s = cfg.open_timeout()
         self.tracking = CameraTracking(cfg.tracking) if cfg.tracking.enabled else None
+        self.part = CurrentPart()  # the part under the camera, as the line says (app.ingest.parts)
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...
         self._abort_reason: tuple[str, FailureKind] = ("aborted", FailureKind.ERROR)  # ... for this reason
@@ -189,11 +191,13 @@ class CameraRunner:
                 self.checkpoint.read(frame.index)
             if self.tracking is not None:
                 self.tracking.on_captured(frame)
-                if not self.tracking.should_inspect(frame):  # tracked by motion, counted, not inspected
-                    self.state.on_skipped()
-                    if self.checkpoint is not None:
-                        self.checkpoint.settle(frame.index)
-                    continue
+            h, w = frame.image.shape[:2]  # after the motion: a part starting here starts at its offset
+            frame.part = self.part.stamp(frame.motion, (w, h))
+            if self.tracking is not None and not self.tracking.should_inspect(frame):
+                self.state.on_skipped()  # tracked by motion, counted, not inspected
+                if self.checkpoint is not None:
+                    self.checkpoint.settle(frame.index)
+                continue
             self.hub.put(self.cfg.id, Job(self, frame))
 
 

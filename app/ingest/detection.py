@@ -173,12 +173,12 @@ class DetectionWorkers:
             uid = derive_frame_uid(cam.cfg.id, frame.origin) if frame.origin else None  # None: random
             result = inspect_frame(frame.image, dets, model_version=self.engine.version, context=cam.context,
                                    captured_at=frame.captured_at, timings=timings, source="stream",
-                                   frame_uid=uid)
+                                   frame_uid=uid, part_id=None if frame.part is None else frame.part.part_id)
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
             if cam.tracking is not None:
                 result.tracked = True  # its defects are stored per track, when the track ends
                 cam.tracking.on_inspected(frame, result.detections,
-                                          ref=FrameRef(result.frame_uid, result.captured_at))
+                                          ref=FrameRef(result.frame_uid, result.captured_at, frame.part))
                 tracked.setdefault(cam.cfg.id, (cam, []))[1].append(result.frame_uid)
             crops = prepare_images(result, cam.cfg)
             cam.state.on_inspected()
@@ -191,4 +191,5 @@ class DetectionWorkers:
             assert cam.tracking is not None
             ended = cam.tracking.handed(frame_uids)
             if ended:
-                self.writer.submit_many([TrackItem(track_record(t, cam.cfg)) for t in ended])
+                heading = cam.tracking.motion.heading()
+                self.writer.submit_many([TrackItem(track_record(t, cam.cfg, heading)) for t in ended])

@@ -50,6 +50,7 @@ class MotionEstimator:
         self._vx = self._vy = 0.0  # px/s over the window
         self._ox = self._oy = 0.0
         self._speed = 0.0
+        self._heading: tuple[int, int] | None = None  # axis and sign of the last movement
         self._lock = threading.Lock()
         self.frames = 0
 
@@ -88,6 +89,9 @@ class MotionEstimator:
                 self._vx, self._vy = (self._ox - ox0) / (t - t0), (self._oy - oy0) / (t - t0)
                 self._speed = float(np.hypot(self._vx, self._vy))
             stopped = self._speed < self.stop_px_s
+            if not stopped:
+                axis = 0 if abs(self._vx) >= abs(self._vy) else 1
+                self._heading = (axis, 1 if (self._vx, self._vy)[axis] > 0 else -1)
             sample = MotionSample(dx, dy, self._ox, self._oy, self._speed, stopped, measured, seq)
         self._prev, self._prev_t = small, t
         return sample
@@ -96,6 +100,12 @@ class MotionEstimator:
         """px/s along x and y over the last ``window_s``."""
         with self._lock:
             return self._vx, self._vy
+
+    def heading(self) -> tuple[int, int] | None:
+        """Which way the material went when it last moved: the axis (0: x, 1: y) and the sign of the
+        picture's shift along it; None while it has not moved since the stream began."""
+        with self._lock:
+            return self._heading
 
     def view(self, mm_per_px: float | None = None) -> dict:
         """The camera's motion for its state: speed in px/s (and mm/s when calibrated), stopped."""

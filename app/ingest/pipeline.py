@@ -24,6 +24,7 @@ from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
 from app.ingest.config import CameraConfig, CamerasFile
 from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
 from app.ingest.latency_window import LatencyWindow
+from app.ingest.parts import CameraPlace, PartBoard
 from app.ingest.queues import FrameHub
 from app.ingest.sources import Source, make_source
 from app.ingest.track_records import track_record
@@ -57,6 +58,9 @@ class Pipeline:
             context = camera_context(cam, engine.names, p.conf_threshold, engine.metadata.class_thresholds)
             self.cameras.append(CameraRunner(cam, source, self.hub, context, checkpoints))
         self._by_id = {c.cfg.id: c for c in self.cameras}
+        # the part under each camera, as the line says (REST, MQTT, OPC UA)
+        self.parts = PartBoard([(CameraPlace(c.cfg.id, c.cfg.line, c.cfg.station), c.part)
+                                for c in self.cameras])
         self.capture = Capture(self.cameras)
         self.writer = open_writer(db, self.data_dir, p.writer, on_committed=self._on_committed,
                                   on_journaled=self._on_journaled,
@@ -107,7 +111,8 @@ class Pipeline:
             if cam.tracking is not None:
                 cam.tracking.finish()
                 ready, lost = cam.tracking.release()
-                self.writer.submit_many([TrackItem(track_record(t, cam.cfg)) for t in ready])
+                heading = cam.tracking.motion.heading()
+                self.writer.submit_many([TrackItem(track_record(t, cam.cfg, heading)) for t in ready])
                 if lost:
                     log.warning("camera %s: %d tracks not stored, their best frame was not inspected to "
                                 "the end", cam.cfg.id, len(lost))
@@ -191,7 +196,8 @@ class Pipeline:
     # -- state -------------------------------------------------------------------------------
     def snapshot(self) -> dict:
         return {
-            "cameras": [c.state.snapshot() | {"buffer": c.policy} | model_view(c.cfg, self.engine)
+            "cameras": [c.state.snapshot() | {"buffer": c.policy, "part": part_view(c)}
+                        | model_view(c.cfg, self.engine)
                         | ({"tracking": c.tracking.view()} if c.tracking is not None else {})
                         for c in self.cameras],
             "database": self.db.breaker.view(),
@@ -202,3 +208,9 @@ class Pipeline:
 
     def camera(self, camera_id: str) -> CameraRunner | None:
         return self._by_id.get(camera_id)
+
+
+def part_view(camera: CameraRunner) -> dict | None:
+    """The camera's current part for its state (``CameraPartPublic``), None without one."""
+    view = camera.part.view()
+    return None if view is None else view.to_dict()

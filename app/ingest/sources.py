@@ -30,6 +30,7 @@ from app.ingest.config import CameraConfig, CamerasConfigError, DecoderConfig, S
 from app.ingest.decoder import DecoderFailed, DecoderProcess, device_path, ffmpeg_args, ffmpeg_exe
 from app.ingest.failures import FailureKind
 from app.ingest.motion import MotionSample
+from app.ingest.parts import PartStamp
 from app.ingest.simulator import IMAGE_SUFFIXES, StripSimulator, TruthBox
 from app.vocabulary import utcnow
 
@@ -59,6 +60,7 @@ class Frame:
     origin: str = ""  # where exactly the frame came from; the same frame read again has the same origin
     motion: MotionSample | None = None  # the material's motion at this frame (cameras with tracking)
     t_stream: float | None = None  # seconds on the stream's own timeline (a file, the simulator); None: live
+    part: PartStamp | None = None  # the part under the camera when it was captured (app.ingest.parts)
 
     @property
     def t_motion(self) -> float:

@@ -28,7 +28,8 @@ RECORD_KIND = "track"  # the journal record's ``kind`` (a frame's record has non
 @dataclass
 class TrackRecord:
     """One ended track of one camera. Boxes in the best frame's pixels; positions and sizes on the
-    material (pixels from where the stream began; mm with ``mm_per_px``)."""
+    material (pixels from the start of its part, app.ingest.parts, or from where the stream began
+    without one; mm with ``mm_per_px``)."""
 
     track_uid: str
     track_number: int

@@ -16,7 +16,10 @@ a verdict is not queued while the broker is away (dropped and counted) nor sent 
 reconnection; the stored record on the ``inspection`` topic (QoS 1) is the one to rely on for
 tracing. The shift counters (:mod:`app.line.shifts`) go on each camera's ``counters`` topic
 (retained, QoS 0: only the latest matters, so they never take room in the queue) after each batch
-of stored inspections, when a shift starts and on each (re)connection."""
+of stored inspections, when a shift starts and on each (re)connection.
+
+The one thing the publisher listens to: each camera's ``part/set`` topic, where the line says which
+part is under the camera (:mod:`app.line.part_commands`)."""
 
 from __future__ import annotations
 
@@ -35,7 +38,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy.orm import Session
 
 from app import metrics as m
+from app.ingest.parts import PartBoard
 from app.line.feed import InspectionFeed
+from app.line.part_commands import apply_part_message, part_topics
 from app.line.shifts import Counts, ShiftCalendar, ShiftCounters
 from app.line.topics import availability_topic, camera_topic
 from app.line.verdicts import ProvisionalVerdict, VerdictRelay
@@ -95,9 +100,12 @@ class MqttPublisher(InspectionFeed):
     thread_name = "mqtt-publisher"
 
     def __init__(self, config: MqttConfig, session_factory: Callable[[], Session] | None,
-                 cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5) -> None:
+                 cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5,
+                 parts: PartBoard | None = None) -> None:
         super().__init__(session_factory, config.queue_size, cameras, poll_s, config.reconnect_max_s)
         self.config = config
+        self.parts = parts  # the cameras whose part the line sets on their part/set topic
+        self._part_topics = {} if parts is None else part_topics(config.prefix, parts.places())
         self.availability = availability_topic(config.prefix, config.client_id)
         self._lock = threading.Lock()
         self.connected = False
@@ -130,6 +138,7 @@ class MqttPublisher(InspectionFeed):
         client.on_connect_fail = lambda _client, _userdata: self._set_connected(
             False, f"cannot reach the broker at {c.host}:{c.port}")
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _on_connect(self, client: paho.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
@@ -137,6 +146,8 @@ class MqttPublisher(InspectionFeed):
             self._set_connected(False, f"refused by the broker: {reason}")
             return
         self._set_connected(True)
+        if self._part_topics:  # a clean session: subscribed again at every connection
+            client.subscribe([(topic, QOS) for topic in self._part_topics])
         self._publish(self.availability, ONLINE, retain=True)
         self.show_counters(self.counters.cameras())  # the counters that could not be sent while away
         log.info("MQTT: connected to %s:%d as %s", self.config.host, self.config.port, self.config.client_id)
@@ -150,6 +161,11 @@ class MqttPublisher(InspectionFeed):
         else:
             error = self.last_error  # the connection attempt failed: keep why (refused, unreachable)
         self._set_connected(False, error)
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        camera = self._part_topics.get(msg.topic)
+        if camera is not None and self.parts is not None:
+            apply_part_message(self.parts, camera, msg.topic, msg.payload)
 
     def _on_publish(self, _client: paho.Client, _userdata: Any, _mid: int, _reason: Any, _props: Any) -> None:
         with self._lock:

@@ -11,8 +11,10 @@ inference ends (before the commit; :mod:`app.line.verdicts`) for a reject gate; 
 written last and changes with every frame, so it is the node to subscribe to. The counters
 (Inspected, NG, Yield) count since the start of the current shift (:mod:`app.line.shifts`).
 ``DefectInspection/Alarms/Acknowledge`` acknowledges an alarm as POST /api/v1/alarms/{id}/acknowledge
-does, recorded as ``opcua:<user>``. Sessions are anonymous, or log in with the configured user and
-password, or with a trusted user certificate (X.509 user token).
+does, recorded as ``opcua:<user>``; ``DefectInspection/Cameras/<camera>/SetPart`` says which part is
+under a camera of this process (app.ingest.parts), as PUT /api/v1/cameras/{id}/part does. Sessions
+are anonymous, or log in with the configured user and password, or with a trusted user certificate
+(X.509 user token).
 
 asyncua is asynchronous: the server runs its own event loop in a thread of its own; the stored
 inspections come through :class:`InspectionFeed` (off the inspection path) and are applied there."""
@@ -39,8 +41,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import metrics as m
-from app.errors import Conflict
+from app.errors import Conflict, InvalidInput, NotFound
 from app.ingest.alarms import acknowledge_by_id
+from app.ingest.parts import PartBoard
 from app.line.feed import InspectionFeed
 from app.line.shifts import Counts, ShiftCalendar, ShiftCounters
 from app.line.verdicts import ProvisionalVerdict, VerdictRelay
@@ -216,9 +219,11 @@ class OpcuaServer(InspectionFeed):
     thread_name = "opcua-feed"
 
     def __init__(self, config: OpcuaConfig, session_factory: Callable[[], Session] | None,
-                 cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5) -> None:
+                 cameras: Callable[[], list[dict[str, Any]]] | None = None, poll_s: float = 0.5,
+                 parts: PartBoard | None = None) -> None:
         super().__init__(session_factory, config.queue_size, cameras, poll_s)
         self.config = config
+        self.parts = parts  # the cameras whose part the line sets with their SetPart method
         self.dropped = 0
         self.updated = 0
         self.provisional = 0  # provisional verdicts shown
@@ -307,6 +312,8 @@ class OpcuaServer(InspectionFeed):
         self._cameras_folder = await root.add_folder(ua.NodeId(f"{ROOT}/Cameras", self.ns),
                                                      ua.QualifiedName("Cameras", self.ns))
         await self._alarm_methods(root)
+        for place in self.parts.places() if self.parts is not None else []:  # SetPart from the start
+            await self._camera(place.camera_id)
         self._event_type = await self._result_ready_type(server)
         self._events = await server.get_event_generator(self._event_type, root)
         await server.start()
@@ -392,8 +399,31 @@ class OpcuaServer(InspectionFeed):
             for name, (vtype, value) in VARIABLE_GROUPS[group].items():
                 ident = node_id(camera, *path, name)
                 nodes.values[f"{group}.{name}"] = await self._variable(holder, ident, name, vtype, value)
+        if self.parts is not None and camera in {p.camera_id for p in self.parts.places()}:
+            await self._part_method(obj, camera)
         self._nodes[camera] = nodes
         return nodes
+
+    async def _part_method(self, obj: Node, camera: str) -> None:
+        """``<camera>/SetPart(PartId)``: the part now under the camera; an empty PartId ends it."""
+        part_id = ua.Argument(Name="PartId", DataType=ua.NodeId(ua.ObjectIds.String), ValueRank=-1,
+                              Description=ua.LocalizedText("the part now under the camera; empty: the "
+                                                           "part ended"))
+
+        async def set_part(_parent: ua.NodeId, value: ua.Variant) -> Any:
+            """Bad status codes: not a part id (BadInvalidArgument), the camera is gone (BadNotFound)."""
+            assert self.parts is not None
+            try:
+                self.parts.set(camera, value.Value or None, by=caller_name(), via="opcua")
+            except InvalidInput as exc:
+                log.warning("OPC UA: %s: part not set: %s", camera, exc)
+                return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+            except NotFound:
+                return ua.StatusCode(ua.StatusCodes.BadNotFound)
+            return []
+
+        await obj.add_method(ua.NodeId(node_id(camera, "SetPart"), self.ns),
+                             ua.QualifiedName("SetPart", self.ns), set_part, [part_id], [])
 
     async def _write(self, nodes: CameraNodes, name: str, value: Any) -> None:
         group, _, leaf = name.rpartition(".")

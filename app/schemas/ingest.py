@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
-from app.schemas.common import PublicModel, UtcDatetime
+from app.schemas.common import LongName, PublicModel, UtcDatetime
 from app.schemas.line import MqttStatePublic
 
 
@@ -108,10 +108,38 @@ class StorageState(PublicModel):
     images_skipped: int = Field(description="images skipped since the start, all cameras")
 
 
+class CameraPartPublic(PublicModel):
+    """The part (coil, sheet, batch) under a camera, as the line said it: its frames carry its id, its
+    tracked defects are placed from its start."""
+
+    part_id: str
+    since: UtcDatetime = Field(description="when the line said so (the service's clock)")
+    set_by: str = Field(description="who said so: `api:<key name>`, `mqtt` or `opcua:<user>`")
+
+
+class CameraPartSet(PublicModel):
+    """PUT /cameras/{camera_id}/part: the part now under the camera."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    part_id: LongName = Field(description="the part's id, as posted frames give it (1 to 128 characters, "
+                                          "no control characters)")
+
+
+class CameraPartState(PublicModel):
+    """A camera's current part after PUT or DELETE /cameras/{camera_id}/part."""
+
+    camera_id: str
+    part: CameraPartPublic | None = Field(description="null: no part under the camera (the last one "
+                                                      "ended)")
+
+
 class CameraStatePublic(CameraCounters):
     buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
     imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
     tiles: TilesPublic | None = None
+    part: CameraPartPublic | None = Field(None, description="the part under the camera now (PUT "
+                                                            "/cameras/{camera_id}/part); null: none")
     tracking: CameraTrackingPublic | None = Field(None, description="motion and tracks; only for cameras "
                                                                     "with `tracking.enabled`")
     storage: CameraStorage | None = None

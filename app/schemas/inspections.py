@@ -110,8 +110,9 @@ class ReviewPublic(ReviewBase):
 # -- defects --------------------------------------------------------------------------------------
 
 def track_position_mm(track: Track) -> list[float] | None:
-    """Where a track's defect is on the material in mm (x, y of its best box's centre from where the
-    camera's stream began), None without the camera's calibration."""
+    """Where a track's defect is on the material in mm (x, y of its best box's centre from the start of
+    its part, or from where the camera's stream began without one), None without the camera's
+    calibration."""
     if track.mm_per_px is None:
         return None
     return [round(track.position_x_px * track.mm_per_px, 3), round(track.position_y_px * track.mm_per_px, 3)]
@@ -149,7 +150,8 @@ class DefectPublic(DefectBase):
     position_mm: list[float] | None = Field(
         None, min_length=2, max_length=2,
         description="a camera with tracking and a calibration (`mm_per_px`): x, y of the defect on the "
-                    "material in mm, from where the camera's stream began")
+                    "material in mm, from the start of its part (docs/cameras.md, \"Parts under a "
+                    "camera\"), or from where the camera's stream began without one")
 
     @classmethod
     def fields_of(cls, row: Defect) -> dict[str, Any]:
@@ -374,15 +376,18 @@ class PartStation(PublicModel):
     line: str | None
     station: str | None
     camera_id: str | None
-    verdict: Verdict
-    inspections: int = Field(description="how often the part was inspected here")
+    verdict: Verdict = Field(description="the latest inspection's; NG if any frame a camera streamed of "
+                                         "the part is NG")
+    inspections: int = Field(description="how often the part was inspected here (a camera: its frames)")
     latest: InspectionPublic
 
 
 class PartPublic(PublicModel):
-    """A part across all stations: NG if any station's latest inspection is NG."""
+    """A part across all stations: NG if any station's verdict is NG."""
 
     part_id: str
     verdict: Verdict
     inspections: int
     stations: list[PartStation]
+    tracked_defects: int = Field(0, description="physical defects cameras with tracking saw on the part; "
+                                                "where they lie: GET /tracks?part_id= (the defect map)")

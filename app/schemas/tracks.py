@@ -45,7 +45,9 @@ class TrackPublic(PublicModel):
     ended_at: UtcDatetime = Field(description="capture time of the last frame it was seen in")
     box: list[float] = Field(description="the best box, x1, y1, x2, y2 in the best frame's pixels")
     position_px: list[float] = Field(description="x, y of the best box's centre on the material, pixels "
-                                                 "from where the camera's stream began")
+                                                 "from the start of its part (along the motion: the "
+                                                 "distance behind it), or from where the camera's "
+                                                 "stream began without one")
     size_px: list[float] = Field(description="width, height on the material in pixels")
     position_mm: list[float] | None = Field(description="position_px in mm (null without `mm_per_px`)")
     size_mm: list[float] | None = Field(description="size_px in mm (null without `mm_per_px`)")

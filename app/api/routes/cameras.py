@@ -1,16 +1,27 @@
-"""GET /cameras: the state of every ingest camera (connected, FPS in/out, drops, last error, last NG), the
-database as the circuit breaker sees it, the journal and the storage (per camera and the data folder);
-answers while the database is away."""
+"""GET /cameras: the state of every ingest camera (connected, FPS in/out, drops, last error, last NG, the
+part under it), the database as the circuit breaker sees it, the journal and the storage (per camera
+and the data folder); answers while the database is away. PUT and DELETE /cameras/{id}/part: the line
+says which part is under a camera, and when it ended (app.ingest.parts)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
 from app.api.deps import ServiceDep
+from app.api.openapi import problem_responses
+from app.api.params import NamePath
+from app.api.security import PrincipalDep
+from app.errors import NotFound
+from app.ingest.parts import PartBoard
 from app.schemas import IngestStatusPublic
+from app.schemas.ingest import CameraPartSet, CameraPartState
+from app.service import Service
 from app.storage_health import HEALTH
 
 router = APIRouter(tags=["cameras"])
+part_router = APIRouter(tags=["cameras"])
+PART_PROBLEMS = problem_responses(404, 422, s404="no such camera runs in this process",
+                                  s422="not a part id (1 to 128 characters, no control characters)")
 
 
 @router.get("/cameras", response_model=IngestStatusPublic, response_model_exclude_unset=True,
@@ -38,3 +49,27 @@ def camera_storage(usage: dict[str, dict[str, int]] | None, skipped: int) -> dic
     frame, crop = (usage or {}).get("frame", {}), (usage or {}).get("crop", {})
     return {"frames": frame.get("files", 0), "frame_bytes": frame.get("bytes", 0),
             "crops": crop.get("files", 0), "crop_bytes": crop.get("bytes", 0), "images_skipped": skipped}
+
+
+def part_board(service: Service) -> PartBoard:
+    if service.pipeline is None:
+        raise NotFound("no cameras run in this process" + (f": {service.ingest_error}"
+                                                           if service.ingest_error else ""))
+    return service.pipeline.parts
+
+
+@part_router.put("/cameras/{camera_id}/part", response_model=CameraPartState, responses=PART_PROBLEMS,
+                 summary="The part now under a camera: its frames carry it, its defects are placed from its "
+                         "start")
+def set_camera_part(camera_id: NamePath, body: CameraPartSet, service: ServiceDep,
+                    principal: PrincipalDep) -> CameraPartState:
+    view = part_board(service).set(camera_id, body.part_id, by=f"api:{principal.name}", via="api")
+    return CameraPartState.model_validate({"camera_id": camera_id,
+                                           "part": None if view is None else view.to_dict()})
+
+
+@part_router.delete("/cameras/{camera_id}/part", response_model=CameraPartState, responses=PART_PROBLEMS,
+                    summary="The camera's part ended: its next frames carry no part")
+def end_camera_part(camera_id: NamePath, service: ServiceDep, principal: PrincipalDep) -> CameraPartState:
+    part_board(service).set(camera_id, None, by=f"api:{principal.name}", via="api")
+    return CameraPartState(camera_id=camera_id, part=None)
