@@ -1,37 +1,51 @@
-"""Process memory policy: large buffers (decoded frames) go back to the operating system when freed.
+"""Process memory policy: the resident size follows what the service holds, not what it once held.
 
-glibc serves an allocation above its mmap threshold from a mapping of its own, unmapped at free. But it
-raises that threshold to the size of any such block freed (up to 32 MiB), and from then on frame-sized
-buffers come from its per-thread arenas, which keep their pages: under concurrent large uploads the
-resident size ratchets up with every worker thread. A fixed threshold keeps it flat
-(docs/reliability.md, "Large uploads")."""
+Two settings of glibc's allocator, made at service start (``mallopt``; elsewhere they change nothing):
+
+- **Frame-sized buffers get mappings of their own.** glibc serves an allocation above its mmap
+  threshold from a mapping that is unmapped at free, but it raises that threshold to the size of any
+  such block freed (up to 32 MiB); from then on decoded frames, model inputs and uploads come from its
+  arenas, which keep their pages. The arenas then grow to the most frames ever in flight at once (a
+  queue that filled during a load spike) and stay there, so the resident size climbs in steps over
+  hours. A fixed threshold of ``LARGE_BUFFER_BYTES`` keeps every such buffer out of the arenas.
+- **Two arenas.** glibc creates up to 8 arenas per core, one per thread that meets contention; the
+  service runs a dozen threads whose small allocations would each keep an arena's free pages.
+
+Measured in docs/reliability.md ("Large uploads", "Where the memory goes")."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-LARGE_BUFFER_BYTES = 4 << 20  # a 1280x1024 BGR frame and up
+M_ARENA_MAX = -8  # glibc's mallopt parameters
+M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 512 << 10  # a 640x400 BGR frame (768 kB) and up; a 256x256 float32 model input
+ARENAS = 2
 
 
-def return_large_buffers_to_the_os() -> bool:
-    """Fix glibc's mmap threshold at ``LARGE_BUFFER_BYTES``; False where the C library has no such
-    setting (the call then changes nothing)."""
+def _mallopt() -> Callable[[int, int], int] | None:
     name = ctypes.util.find_library("c")
     if name is None:  # Windows: no C library of that name, and no such allocator
-        return False
+        return None
     try:
         libc = ctypes.CDLL(name)
     except OSError:
-        return False
-    mallopt = getattr(libc, "mallopt", None)
+        return None
+    return getattr(libc, "mallopt", None)
+
+
+def apply_memory_policy() -> dict[str, bool]:
+    """Set both; which of them the C library took (all False where there is no glibc ``mallopt``)."""
+    mallopt = _mallopt()
     if mallopt is None:
-        return False
-    done = bool(mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES))
-    if not done:
-        log.debug("the C library does not take a fixed mmap threshold")
+        return {"mmap_threshold": False, "arena_max": False}
+    done = {"mmap_threshold": bool(mallopt(M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)),
+            "arena_max": bool(mallopt(M_ARENA_MAX, ARENAS))}
+    if not all(done.values()):
+        log.debug("the C library did not take every memory setting: %s", done)
     return done

@@ -108,7 +108,7 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
     if (cameras is not None) != (role is Role.INGEST):
         raise ValueError("a cameras file is given for the ingest role, and only for it")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    memory.return_large_buffers_to_the_os()  # decoded frames: RSS stays flat under concurrent uploads
+    memory.apply_memory_policy()  # frames and uploads leave the process when freed: RSS stays flat
     metrics.CAMERA_LABELS.configure(settings.metrics_max_cameras)  # the cameras of the pipeline register
     HEALTH.reset()
     HEALTH.configure(jpeg_quality=settings.image_jpeg_quality, store_frames=settings.store_frames,
