@@ -235,6 +235,10 @@ class DbWriter:
         # called with the ids of newly stored inspections after each commit (camera frames, replays and
         # HTTP uploads alike), in this writer's or the request's thread: must not block (app.line.mqtt)
         self.stored_listeners: list[Callable[[list[int]], None]] = []
+        # called with the ids of newly stored tracks, after the inspections of their batch were announced;
+        # in this writer's thread, must not block (app.line.mqtt)
+        self.track_listeners: list[Callable[[list[int]], None]] = []
+        self._tracks_to_announce: list[int] = []
         self._buffer = BatchBuffer(queue_size, batch_rows)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -432,6 +436,7 @@ class DbWriter:
                 self._reject(item)
             elif s.created:
                 new.append(item.track)
+                self._tracks_to_announce.append(s.id)
         self.tracks_committed += len(new)
         if new and self.on_tracks_committed is not None:
             self.on_tracks_committed(new)
@@ -458,15 +463,20 @@ class DbWriter:
         if self.on_committed and pairs:
             self.on_committed([i for i, _ in pairs], [s for _, s in pairs])
         self._announce([s for _, s in pairs])
+        tracks, self._tracks_to_announce = self._tracks_to_announce, []
+        self._tell(self.track_listeners, tracks, "tracks")
 
     def _announce(self, stored: list[Stored]) -> None:
-        new_ids = [s.id for s in stored if s.created]
+        self._tell(self.stored_listeners, [s.id for s in stored if s.created], "inspections")
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[list[int]], None]], new_ids: list[int], what: str) -> None:
         if new_ids:
-            for listener in self.stored_listeners:
+            for listener in listeners:
                 try:
                     listener(new_ids)
                 except Exception:  # the rows are committed: a listener (MQTT, OPC UA) never costs the writer
-                    log.exception("a listener of stored inspections failed on %d ids", len(new_ids))
+                    log.exception("a listener of stored %s failed on %d ids", what, len(new_ids))
 
     def _db_error(self, exc: Exception) -> None:
         text = str(exc).splitlines()[0] if str(exc) else ""
