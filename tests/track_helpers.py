@@ -29,14 +29,16 @@ def standing_strip(folder: Path, levels: tuple[int, ...] = LEVELS) -> Path:
     return folder
 
 
-def strip_camera(folder: Path, tracking: bool) -> CamerasFile:
-    """Camera ``strip`` on line L1 reading ``folder``, NG frames stored, tracking on or off."""
+def strip_camera(folder: Path, tracking: bool, frames: bool = True) -> CamerasFile:
+    """Camera ``strip`` on line L1 reading ``folder``, NG frames stored (or, ``frames=False``, only their
+    defect crops), tracking on or off."""
     return parse_cameras(f"""
 cameras:
   - id: strip
     line: L1
     source: "folder:{folder}"
     images: ng
+    frames: {str(frames).lower()}
     tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5}}
 """)
 

@@ -17,6 +17,7 @@ database is away is the database's circuit breaker (app.db.breaker), shared with
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -67,9 +68,11 @@ class Item:
 
 @dataclass
 class TrackItem:
-    """One ended track on its way to the database, behind its best frame."""
+    """One ended track on its way to the database, behind its best frame, with the JPEG crop of its
+    best box where its camera keeps crops (stored with it, as one more crop of the best frame)."""
 
     track: TrackRecord
+    crop: bytes | None = None
 
 
 Queued = Item | TrackItem
@@ -84,6 +87,7 @@ def tracks_of(items: list[Queued]) -> list[TrackItem]:
 
 
 JOURNAL_RETRY_AFTER_S = 10  # a full or failing journal: when to send the frame again
+CROP_KEY = "crop_jpeg_b64"  # a journaled track's crop
 
 
 class JournalUnwritable(Unavailable):
@@ -91,15 +95,20 @@ class JournalUnwritable(Unavailable):
 
 
 def to_journal(item: Queued) -> dict:
-    """The journal record of an item (its frame and crops are written to their files first)."""
+    """The journal record of an item (its frame and crops are written to their files first; a track's
+    crop, whose file name the database gives, travels in its record)."""
     if isinstance(item, TrackItem):
-        return track_to_record(item.track)
+        rec = track_to_record(item.track)
+        if item.crop is not None:
+            rec[CROP_KEY] = base64.b64encode(item.crop).decode()
+        return rec
     return to_record(item.result)
 
 
 def from_journal(rec: dict) -> Queued:
     if is_track_record(rec):
-        return TrackItem(track_from_record(rec))
+        crop = rec.get(CROP_KEY)
+        return TrackItem(track_from_record(rec), crop=base64.b64decode(crop) if crop else None)
     return Item(from_record(rec))
 
 
@@ -415,13 +424,14 @@ class DbWriter:
         refused: set[str] = set()
         try:
             with self.db.session() as session:
-                stored = persist_tracks(session, [i.track for i in items])
+                stored = persist_tracks(session, [i.track for i in items], [i.crop for i in items],
+                                        self.data_dir)
         except IntegrityError:
             stored = []
             for item in items:
                 try:
                     with self.db.session() as session:
-                        stored.extend(persist_tracks(session, [item.track]))
+                        stored.extend(persist_tracks(session, [item.track], [item.crop], self.data_dir))
                 except IntegrityError as exc:
                     log.error("track %s refused by the database, set aside in rejected.jsonl: %s",
                               item.track.track_uid, str(exc).splitlines()[0])
