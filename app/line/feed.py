@@ -30,7 +30,7 @@ LOAD_BATCH = 200  # stored records loaded per batch
 INSPECTION, TRACK = "inspection", "track"  # the kinds of record the inbox names
 
 
-class Stored(NamedTuple):
+class StoredRecord(NamedTuple):
     """A newly stored record the feed is told of: its kind (INSPECTION or TRACK) and id."""
 
     kind: str
@@ -52,7 +52,8 @@ def load_tracks(session: Session, ids: list[int]) -> list[TrackPublic]:
 
 
 class ShiftSoFar(NamedTuple):
-    """One camera's inspections in the current shift, as stored, and where the camera sits."""
+    """One camera's inspections and tracked defects in the current shift, as stored, and where the
+    camera sits."""
 
     counts: Counts
     line: str | None
@@ -105,7 +106,7 @@ class InspectionFeed:
         self.cameras = cameras
         self.poll_s = poll_s
         self.retry_max_s = retry_max_s
-        self._inbox: deque[Stored] = deque()
+        self._inbox: deque[StoredRecord] = deque()
         self._inbox_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop_feed = threading.Event()
@@ -165,13 +166,13 @@ class InspectionFeed:
     def inspections_stored(self, ids: list[int]) -> None:
         """The ids of newly stored inspections (after their commit). Never blocks: beyond
         ``queue_size`` waiting records the newest are dropped and counted."""
-        self._receive([Stored(INSPECTION, i) for i in ids])
+        self._receive([StoredRecord(INSPECTION, i) for i in ids])
 
     def tracks_stored(self, ids: list[int]) -> None:
         """The ids of newly stored tracks (tracked defects), after their commit; as above."""
-        self._receive([Stored(TRACK, i) for i in ids])
+        self._receive([StoredRecord(TRACK, i) for i in ids])
 
-    def _receive(self, records: list[Stored]) -> None:
+    def _receive(self, records: list[StoredRecord]) -> None:
         with self._inbox_lock:
             room = max(0, self.queue_size - len(self._inbox))
             self._inbox.extend(records[:room])
@@ -197,11 +198,11 @@ class InspectionFeed:
             self._feed_thread = None
 
     # -- thread -----------------------------------------------------------------------------------
-    def _take(self) -> list[Stored]:
+    def _take(self) -> list[StoredRecord]:
         with self._inbox_lock:
             return [self._inbox.popleft() for _ in range(min(LOAD_BATCH, len(self._inbox)))]
 
-    def _give_back(self, records: list[Stored]) -> None:
+    def _give_back(self, records: list[StoredRecord]) -> None:
         with self._inbox_lock:
             self._inbox.extendleft(reversed(records))
 
@@ -247,7 +248,8 @@ class InspectionFeed:
             self._wake.clear()
 
     @staticmethod
-    def _load(session: Session, records: list[Stored]) -> tuple[list[InspectionPublic], list[TrackPublic]]:
+    def _load(session: Session,
+              records: list[StoredRecord]) -> tuple[list[InspectionPublic], list[TrackPublic]]:
         inspections = [r.id for r in records if r.kind == INSPECTION]
         tracks = [r.id for r in records if r.kind == TRACK]
         return (load_inspections(session, inspections) if inspections else [],
