@@ -44,9 +44,10 @@ from app.background import BackgroundLoop
 from app.db.models import Defect, Inspection, Track
 from app.db.session import Database
 from app.ingest.config import CameraConfig
+from app.inspection.store import crop_name
 from app.settings import Settings
 from app.storage_health import HEALTH
-from app.vocabulary import to_utc, utcnow
+from app.vocabulary import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,7 @@ HAS_FILES = or_(HAS_FRAME, HAS_CROPS)  # the predicate of ix_inspections_images_
 
 def crop_paths(row: _Row) -> list[str]:
     """Where the crops of a row are (``images/Y/M/D/<frame_uid>-crop<k>.jpg``, the capture date in UTC)."""
-    when = to_utc(row.captured_at)
-    return [images.relative_path(f"{row.frame_uid}-crop{k}", when, ".jpg") for k in range(row.crop_count)]
+    return [crop_name(row.frame_uid, row.captured_at, k) for k in range(row.crop_count)]
 
 
 def files_named_by_rows(session: Session) -> set[str]:

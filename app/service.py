@@ -169,6 +169,7 @@ def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
     publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service),
                               parts=service.pipeline.parts if service.pipeline is not None else None)
     service.writer.stored_listeners.append(publisher.inspections_stored)
+    service.writer.track_listeners.append(publisher.tracks_stored)
     if service.pipeline is not None:  # provisional verdicts, before the commit
         service.pipeline.detection.verdict_listeners.append(publisher.verdicts.offer)
     alarms = service.pipeline.alarms if service.pipeline is not None else None
@@ -194,6 +195,7 @@ def start_opcua(service: Service) -> OpcuaServer | None:
     server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service),
                          parts=service.pipeline.parts if service.pipeline is not None else None)
     service.writer.stored_listeners.append(server.inspections_stored)
+    service.writer.track_listeners.append(server.tracks_stored)
     if service.pipeline is not None:  # provisional verdicts, before the commit
         service.pipeline.detection.verdict_listeners.append(server.verdicts.offer)
     return server.start()

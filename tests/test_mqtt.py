@@ -278,3 +278,49 @@ def test_a_restart_in_the_middle_of_a_shift_keeps_its_counters(app_settings, bro
     counters = json.loads(message.payload)
     assert (counters["inspected"], counters["ng"], counters["yield"]) == (2, 1, 0.5)
     assert (counters["camera_id"], counters["line"], counters["station"]) == ("cam1", "L1", "S1")
+
+
+def test_a_tracked_defect_arrives_once_on_its_defect_topic_after_its_best_frame(
+        app_settings, broker: Broker, tmp_path: Path) -> None:
+    """A camera with tracking: one message per physical defect on the camera's ``defect`` topic (QoS 1,
+    not retained) when its track is stored, after its best frame's inspection, as GET /tracks/{id}
+    shows it; the counters count it. A posted frame is announced as before, with no defect message."""
+    from fastapi.testclient import TestClient
+    from track_helpers import BEST, GONE, LEVELS, ending_strip_cameras, standing_strip, strip_frame_uids
+
+    from app.main import create_app
+
+    broker.start()
+    frames = standing_strip(tmp_path / "frames", GONE)
+    cams = ending_strip_cameras(frames, tmp_path / "cameras.yaml")
+    uids = strip_frame_uids(frames)
+    sub = Subscriber(broker.port, "inspect/L1/_/strip/#")
+    defect_topic = "inspect/L1/_/strip/defect"
+    with mqtt_app(app_settings.model_copy(update={"cameras_file": cams}), broker.port) as client:
+        messages = sub.wait_for(lambda ms: any(m.topic == defect_topic for m in ms)
+                                and sum(m.topic.endswith("/inspection") for m in ms) == len(GONE))
+        posted = client.post("/api/v1/inspections?camera_id=strip&line=L1",
+                             content=jpeg_bytes(255, h=64, w=64),
+                             headers={"content-type": "image/jpeg"}).json()
+        after = sub.wait_for(lambda ms: any(json.loads(m.payload).get("id") == posted["id"]
+                                            for m in ms if m.topic.endswith("/inspection")))
+    sub.close()
+    assert [m.topic for m in after].count(defect_topic) == 1  # the posted frame is no tracked defect
+    [msg] = [m for m in messages if m.topic == defect_topic]
+    body = json.loads(msg.payload)
+    assert not msg.retain
+    records = {r["frame_uid"]: r for r in (json.loads(m.payload) for m in messages
+                                           if m.topic.endswith("/inspection"))}
+    best = records[uids[BEST]]
+    assert (body["class_name"], body["frames_seen"], body["camera_id"], body["line"]) == \
+        ("patches", len(LEVELS), "strip", "L1")
+    assert body["inspection_id"] == best["id"] and body["best_frame_uid"] == best["frame_uid"]
+    assert (body["first_frame_uid"], body["last_frame_uid"]) == (uids[0], uids[len(LEVELS) - 1])
+    assert body["position_mm"] == [pytest.approx(v * 0.5, abs=1e-3) for v in body["position_px"]]
+    order = [(m.topic.rsplit("/", 1)[1], json.loads(m.payload).get("id")) for m in messages]
+    assert order.index(("inspection", best["id"])) < order.index(("defect", body["id"]))
+    counters = [json.loads(m.payload) for m in messages if m.topic.endswith("/counters")]
+    assert counters[-1]["tracked_defects"] == 1
+    with TestClient(create_app(app_settings)) as client:
+        shown = client.get(f"/api/v1/tracks/{body['id']}").json()
+    assert body == {key: shown[key] for key in body}

@@ -268,3 +268,37 @@ def test_counters_count_the_current_shift_and_survive_a_restart(app_settings) ->
         assert node(client, ns, "cam1", "Yield").read_value() == pytest.approx(0.5)
         shift_start = node(client, ns, "cam1", "ShiftStart").read_value()
         assert (shift_start.hour, shift_start.minute) == (0, 0)  # INSPECT_SHIFTS=00:00, UTC
+
+
+def test_a_tracked_defect_shows_on_last_defect_and_is_counted_in_the_shift(app_settings, tmp_path) -> None:
+    """A camera with tracking: its last tracked defect on LastDefect (TrackId written last), as GET
+    /tracks/{id} shows it, and TrackedDefects counts it, also after a restart (read from the database)."""
+    from track_helpers import BEST, GONE, LEVELS, ending_strip_cameras, standing_strip, strip_frame_uids
+
+    frames = standing_strip(tmp_path / "frames", GONE)
+    settings = app_settings.model_copy(update={
+        "cameras_file": ending_strip_cameras(frames, tmp_path / "cameras.yaml"), "shifts": ["00:00"]})
+    uids = strip_frame_uids(frames)
+    port = free_port()
+    with opcua_app(settings, port) as http, connected(port) as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        track_id = node(client, ns, "strip", "LastDefect", "TrackId")
+        wait_until(lambda: bool(readable(track_id)))
+        last = {name: node(client, ns, "strip", "LastDefect", name).read_value()
+                for name in ("ResultId", "PartId", "ClassName", "Confidence", "FramesSeen", "FirstFrameUid",
+                             "LastFrameUid", "PositionPx", "PositionMm", "DefectContent")}
+        shown = http.get(f"/api/v1/tracks/{track_id.read_value()}").json()
+        best = http.get(f"/api/v1/inspections/by-frame/{uids[BEST]}").json()
+        assert node(client, ns, "strip", "TrackedDefects").read_value() == 1
+        wait_until(lambda: readable(node(client, ns, "strip", "Inspected")) == len(GONE))
+    assert (last["ResultId"], last["PartId"], last["ClassName"], last["FramesSeen"]) == \
+        (str(best["id"]), "", "patches", len(LEVELS))
+    assert (last["FirstFrameUid"], last["LastFrameUid"]) == (uids[0], uids[len(LEVELS) - 1])
+    assert last["Confidence"] == pytest.approx(shown["confidence"])
+    assert last["PositionPx"] == shown["position_px"] and last["PositionMm"] == shown["position_mm"]
+    assert json.loads(last["DefectContent"]) == {key: shown[key] for key in json.loads(last["DefectContent"])}
+    port = free_port()
+    with opcua_app(app_settings, port, shifts=["00:00"]), connected(port) as client:
+        ns = client.get_namespace_index(NAMESPACE)
+        wait_until(lambda: readable(node(client, ns, "strip", "TrackedDefects")) == 1)  # from the database
+        assert node(client, ns, "strip", "Inspected").read_value() == len(GONE)

@@ -124,3 +124,18 @@ def test_seeded_counts_are_not_counted_again() -> None:
     clock.now = utc("2026-03-10T22:00:00")
     assert counters.seed({"cam1": Counts(9, 9)}, utc("2026-03-10T14:00:00"), upto_id=50) is False
     assert counters.get("cam1").inspected == 0
+
+
+def test_tracked_defects_count_in_the_shift_their_track_ended_in() -> None:
+    from app.line.shifts import Counts
+
+    clock = Clock(utc("2026-03-10T15:00:00"))
+    counters = ShiftCounters(ShiftCalendar(["06:00", "14:00", "22:00"]), clock)
+    assert counters.seed({"cam1": Counts(5, 2, defects=3)}, utc("2026-03-10T14:00:00"), upto_id=40,
+                         upto_track_id=7) is True
+    assert counters.add_defect("cam1", utc("2026-03-10T14:30:00"), track_id=7).defects == 3  # seeded
+    assert counters.add_defect("cam1", utc("2026-03-10T13:59:00"), track_id=8).defects == 3  # last shift
+    after = counters.add_defect("cam1", utc("2026-03-10T14:59:00"), track_id=9)
+    assert (after.inspected, after.ng, after.defects) == (5, 2, 4)  # a defect is no inspection
+    clock.now = utc("2026-03-10T22:00:00")
+    assert counters.get("cam1") == Counts()

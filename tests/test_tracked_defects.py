@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -27,14 +28,15 @@ from app.db.session import Database
 from app.detections import Detections
 from app.errors import UserError
 from app.ingest.alarms import AlarmMonitor
-from app.ingest.camera_tracking import CameraTracking, FrameRef
+from app.ingest.camera_tracking import CameraTracking, Cropper, FrameRef
 from app.ingest.config import TrackingConfig, parse_cameras
+from app.ingest.frame_images import crop_jpeg
 from app.ingest.journal import Journal
 from app.ingest.sources import Frame, derive_frame_uid, file_identity
 from app.ingest.track_records import track_record
 from app.ingest.writer import DbWriter, Item, TrackItem
 from app.inspection import CameraContext, inspect_frame
-from app.retention import Pruner, RetentionPolicy
+from app.retention import Pruner, RetentionPolicy, crop_paths
 from app.reviewed_export import export_reviewed
 from app.reviews import ReviewRequest, add_missed_defect, review_defect, set_frame_state
 from app.settings import Settings
@@ -110,6 +112,75 @@ def test_a_defect_seen_in_eight_frames_is_one_defect(database_url: str, tiny_mod
     db.dispose()
 
 
+def stored_files(data_dir: Path) -> set[str]:
+    """The files in the image store, as the rows name them (``images/Y/M/D/<name>``)."""
+    return {p.relative_to(data_dir).as_posix() for p in (data_dir / "images").rglob("*") if p.is_file()}
+
+
+def named_files(db: Database) -> tuple[set[str], dict[str, int]]:
+    """The files the inspection rows name (frames and crops), and the crop count per frame uid."""
+    with db.session() as s:
+        rows = s.execute(select(Inspection.id, Inspection.frame_uid, Inspection.captured_at,
+                                Inspection.image_path, Inspection.image_size, Inspection.crop_count,
+                                Inspection.crop_size)).all()
+    names = {r.image_path for r in rows if r.image_path}
+    for r in rows:
+        names.update(crop_paths(r))
+    return names, {r.frame_uid: r.crop_count for r in rows if r.crop_count}
+
+
+def crop_shape(path: Path) -> tuple[int, int]:
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return image.shape[:2]
+
+
+@pytest.mark.parametrize("frames", [True, False], ids=["frames-and-crops", "crops-only"])
+def test_a_tracked_camera_stores_the_crop_of_each_defect_once(database_url: str, tiny_model_path: Path,
+                                                              strip_frames: Path, tmp_path: Path,
+                                                              frames: bool) -> None:
+    """One crop per physical defect, of its best box, on its best frame; no crop for the other boxes of
+    the frames that saw it; the files on disk are exactly the files the rows name."""
+    db = Database(database_url)
+    cams = strip_camera(strip_frames, tracking=True, frames=frames)
+    data = tmp_path / "ingest"
+    run_to_the_end(cams, tiny_model_path, db, data)
+    names, crops = named_files(db)
+    with db.session() as s:
+        [track] = s.scalars(select(Track))
+    assert crops == {track.best_frame_uid: 1}
+    assert stored_files(data) == names and len(names) == (len(LEVELS) + 1 if frames else 1)
+    crop = next(n for n in names if n.endswith("-crop0.jpg"))
+    assert track.best_frame_uid in crop
+    height, width = crop_shape(data / crop)
+    assert (width, height) == (math.ceil(track.x2) - int(track.x1), math.ceil(track.y2) - int(track.y1))
+    db.dispose()
+
+
+def test_a_simulated_line_keeps_a_crop_per_tracked_defect_and_no_file_without_a_row(
+        database_url: str, tiny_model_path: Path, neu_sample: Path, tmp_path: Path) -> None:
+    """A tracked camera on the moving simulated strip: as many crops as tracks, each on its track's best
+    frame, and the image store holds exactly the files the rows name."""
+    cams = parse_cameras(f"""
+cameras:
+  - id: sim
+    source: "sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=0&seconds=4"
+    images: ng
+    tracking: {{enabled: true}}
+""")
+    db = Database(database_url)
+    data = tmp_path / "ingest"
+    run_to_the_end(cams, tiny_model_path, db, data)
+    names, crops = named_files(db)
+    with db.session() as s:
+        best = [uid for (uid,) in s.execute(select(Track.best_frame_uid))]
+        inspected = int(s.scalar(select(func.count()).select_from(Inspection)) or 0)
+    assert best and inspected > len(best)
+    assert sum(crops.values()) == len(best) and set(crops) == set(best)
+    assert stored_files(data) == names
+    db.dispose()
+
+
 def test_a_camera_without_tracking_stores_every_frames_defects(database_url: str, tiny_model_path: Path,
                                                                strip_frames: Path, tmp_path: Path,
                                                                client) -> None:
@@ -138,13 +209,13 @@ CTX = CameraContext(camera_id="strip", line="L1")
 T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
 
 
-def tracked_run(n: int = 6, defects: tuple[tuple[list[float], int], ...] = (([10, 10, 30, 40], 2),)
-                ) -> tuple[list[Item], list[TrackItem]]:
+def tracked_run(n: int = 6, defects: tuple[tuple[list[float], int], ...] = (([10, 10, 30, 40], 2),),
+                crop: Cropper | None = None) -> tuple[list[Item], list[TrackItem]]:
     """``n`` frames of a standing strip with ``defects`` (box, the frame where it is seen most
-    confidently; default one, best in frame 2), through the camera's tracking; the frames' items and
-    the ended tracks'."""
+    confidently; default one, best in frame 2), through the camera's tracking (keeping the crops of the
+    best boxes with ``crop``); the frames' items and the ended tracks'."""
     cam = strip_camera(Path("/unused"), tracking=True).cameras[0]
-    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5))
+    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5), crop=crop)
     texture = np.random.default_rng(1).integers(0, 255, (48, 64, 3)).astype(np.uint8)
     items = []
     for k in range(n):
@@ -162,7 +233,7 @@ def tracked_run(n: int = 6, defects: tuple[tuple[list[float], int], ...] = (([10
     tracking.finish()
     ready, lost = tracking.release()
     assert lost == []
-    return items, [TrackItem(track_record(t, cam)) for t in ready]
+    return items, [TrackItem(track_record(t, cam), crop=tracking.take_crop(t)) for t in ready]
 
 
 def wait_until(cond, timeout: float = 20.0) -> None:
@@ -180,6 +251,7 @@ def test_a_track_is_journaled_behind_its_frame_and_replayed_once(tmp_path: Path)
     upgrade(url)
     db = Database(url, poolclass=NullPool)
     frames, [track] = tracked_run()
+    track.crop = b"\xff\xd8\xff" + bytes(3000)  # the crop of its best box travels in its journal record
     assert track.track.frames_seen == 6 and track.track.best_frame_uid == "frame-2"
     assert track.track.started_at == T0 and track.track.ended_at == T0 + timedelta(seconds=5)
     folder.rename(tmp_path / "away")
@@ -195,6 +267,10 @@ def test_a_track_is_journaled_behind_its_frame_and_replayed_once(tmp_path: Path)
     wait_until(lambda: writer.journal.pending == 0)
     writer.stop()
     assert counts(db) == (6, 1, 1) and writer.tracks_committed == 1
+    names, crops = named_files(db)
+    assert crops == {"frame-2": 1} and stored_files(tmp_path / "data") == names
+    [crop] = names
+    assert (tmp_path / "data" / crop).read_bytes() == track.crop
 
     shutil.copy(kept, tmp_path / "journal" / segment.name)  # the same records once more
     again = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=4, batch_ms=10)
@@ -202,10 +278,31 @@ def test_a_track_is_journaled_behind_its_frame_and_replayed_once(tmp_path: Path)
     wait_until(lambda: again.journal.pending == 0)
     again.stop()
     assert counts(db) == (6, 1, 1) and again.tracks_committed == 0
+    assert named_files(db) == (names, crops) and stored_files(tmp_path / "data") == names  # no second crop
     with db.session() as s:
         [defect] = s.scalars(select(Defect))
         assert s.get(Inspection, defect.inspection_id).frame_uid == "frame-2"
         assert defect.confidence == pytest.approx(0.9) and defect.track.frames_seen == 6
+    db.dispose()
+
+
+def test_each_track_keeps_the_crop_of_its_best_box_on_its_best_frame(database_url: str,
+                                                                    tmp_path: Path) -> None:
+    """Two defects in view, best in frames 1 and 4: each best frame gets one crop, of its own track's
+    box (not of the other defect it shows too), and the store holds exactly the files the rows name."""
+    db = Database(database_url)
+    boxes = ([10, 10, 30, 40], [40, 5, 60, 30])
+    frames, tracks = tracked_run(defects=((boxes[0], 1), (boxes[1], 4)), crop=crop_jpeg)
+    writer = DbWriter(db, Journal(tmp_path / "journal"), tmp_path / "data", batch_rows=10, batch_ms=10)
+    writer.start()
+    writer.submit_many([*frames, *tracks])
+    wait_until(lambda: writer.pending() == 0 and writer.tracks_committed == 2)
+    writer.stop()
+    names, crops = named_files(db)
+    assert crops == {"frame-1": 1, "frame-4": 1} and stored_files(tmp_path / "data") == names
+    for uid, (x1, y1, x2, y2) in (("frame-1", boxes[0]), ("frame-4", boxes[1])):
+        [crop] = [n for n in names if uid in n and n.endswith("-crop0.jpg")]
+        assert crop_shape(tmp_path / "data" / crop) == (y2 - y1, x2 - x1)
     db.dispose()
 
 

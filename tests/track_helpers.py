@@ -13,6 +13,7 @@ from app.db.session import Database
 from app.inference import Engine
 from app.ingest.config import CamerasFile, parse_cameras
 from app.ingest.pipeline import Pipeline
+from app.ingest.sources import derive_frame_uid, file_identity
 
 LEVELS = (150, 170, 190, 220, 200, 180, 160, 150)  # brightness of each frame
 BEST = 3  # the brightest
@@ -28,14 +29,16 @@ def standing_strip(folder: Path, levels: tuple[int, ...] = LEVELS) -> Path:
     return folder
 
 
-def strip_camera(folder: Path, tracking: bool) -> CamerasFile:
-    """Camera ``strip`` on line L1 reading ``folder``, NG frames stored, tracking on or off."""
+def strip_camera(folder: Path, tracking: bool, frames: bool = True) -> CamerasFile:
+    """Camera ``strip`` on line L1 reading ``folder``, NG frames stored (or, ``frames=False``, only their
+    defect crops), tracking on or off."""
     return parse_cameras(f"""
 cameras:
   - id: strip
     line: L1
     source: "folder:{folder}"
     images: ng
+    frames: {str(frames).lower()}
     tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5}}
 """)
 
@@ -44,3 +47,26 @@ def run_to_the_end(cfg: CamerasFile, model: Path, db: Database, data_dir: Path) 
     """The pipeline over the cameras' sources until every frame is stored, then stopped."""
     with Pipeline(cfg, Engine(model, intra_op_threads=1), db, data_dir) as pipeline:
         assert pipeline.wait_finished(60)
+
+
+GONE = LEVELS + (10, 10)  # the defect, then two frames too dark for a box: its track ends on the first
+
+
+def ending_strip_cameras(frames: Path, path: Path) -> Path:
+    """A cameras file at ``path``: camera ``strip`` on line L1 reading ``frames`` (``GONE``) with
+    tracking, where a track ends in the first frame without its defect (the standing strip counts as
+    moving: ``stop_px_s: 0``), so it is stored while the camera runs."""
+    path.write_text(f"""
+cameras:
+  - id: strip
+    line: L1
+    source: "folder:{frames}"
+    images: ng
+    tracking: {{enabled: true, mm_per_px: 0.5, stop_px_s: 0, max_missed: 0}}
+""")
+    return path
+
+
+def strip_frame_uids(frames: Path) -> list[str]:
+    """The frame uids camera ``strip`` gives the strip's frames, in order."""
+    return [derive_frame_uid("strip", "file:" + file_identity(p)) for p in sorted(frames.glob("*.png"))]

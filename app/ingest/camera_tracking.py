@@ -3,13 +3,15 @@ from every captured frame (inspected or not), and the tracker fed from the infer
 inspected frame's kept detections, in capture order (workers finish batches in any order; a frame
 waits for the ones captured before it, or for word that they were dropped). Ended tracks are kept
 (the latest ``keep`` of them) for the camera's state and the bench; frames that carry the simulator's
-truth keep it too, for the truth score."""
+truth keep it too, for the truth score. With a ``crop`` function (a camera that stores crops) each
+running track keeps the crop of its best sighting, taken from that frame when it becomes the best,
+until the ended track goes to the writer (``take_crop``): the one crop of the defect that is stored."""
 
 from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import NamedTuple
 
@@ -21,9 +23,10 @@ from app.ingest.motion import MotionEstimator, MotionSample
 from app.ingest.parts import PartStamp
 from app.ingest.simulator import TruthBox
 from app.ingest.sources import Frame
-from app.ingest.tracking import Sighting, Track, Tracker, shift
+from app.ingest.tracking import Box, Sighting, Track, Tracker, shift
 
 HANDED_KEEP = 1024  # frames handed to the writer remembered beyond the best frames of active tracks
+Cropper = Callable[[np.ndarray, Box], bytes | None]  # a frame and a box -> the box's JPEG
 
 
 class FrameRef(NamedTuple):
@@ -41,8 +44,11 @@ def best_frame_uid(track: Track) -> str | None:
 
 
 class CameraTracking:
-    def __init__(self, config: TrackingConfig, keep: int = 10_000) -> None:
+    def __init__(self, config: TrackingConfig, keep: int = 10_000, crop: Cropper | None = None) -> None:
         self.config = config
+        self.crop = crop
+        self._crops: dict[int, tuple[Sighting, bytes | None]] = {}  # track id -> its best sighting's crop
+        self._released: dict[int, bytes | None] = {}  # crops of tracks ready for the writer (``take_crop``)
         self.motion = MotionEstimator(stop_px_s=config.stop_px_s)
         self.tracker = Tracker(config)
         self.ended: deque[Track] = deque(maxlen=keep)
@@ -134,6 +140,7 @@ class CameraTracking:
             h, w = frame.image.shape[:2]
             ended += self.tracker.update(frame.index, (sample.offset_x, sample.offset_y), sightings, (w, h),
                                          moving=not sample.stopped)
+            self._crop_new_bests(frame)
             self.frames_tracked += 1
             if frame.truth is not None:
                 self.truth[frame.index] = frame.truth
@@ -151,10 +158,37 @@ class CameraTracking:
             self._ended(ended)
         return ended
 
+    def _crop_new_bests(self, frame: Frame) -> None:
+        """Under the lock, after ``frame`` was tracked: the running tracks whose best sighting is now in
+        it keep its crop (only a sighting of this frame can have become a best just now)."""
+        if self.crop is None:
+            return
+        for t in self.tracker.active:
+            kept = self._crops.get(t.track_id)
+            if kept is None or kept[0] is not t.best:
+                self._crops[t.track_id] = (t.best, self.crop(frame.image, t.best.box))
+
     def _ended(self, tracks: list[Track]) -> None:
-        """Under the lock: keep the ended tracks; those with a frame of the pipeline wait in the outbox."""
+        """Under the lock: keep the ended tracks; those with a frame of the pipeline wait in the outbox.
+        The crops of tracks that ended without counting as defects go."""
         self.ended.extend(tracks)
         self._outbox.extend(t for t in tracks if best_frame_uid(t) is not None)
+        if self._crops:
+            waiting = {t.track_id for t in [*self.tracker.active, *self._outbox]}
+            self._crops = {k: v for k, v in self._crops.items() if k in waiting}
+
+    def _release_crops(self, tracks: list[Track]) -> None:
+        """Under the lock: the crops of tracks that go to the writer now wait for ``take_crop``."""
+        for t in tracks:
+            kept = self._crops.pop(t.track_id, None)
+            if kept is not None:
+                self._released[t.track_id] = kept[1]
+
+    def take_crop(self, track: Track) -> bytes | None:
+        """The crop of the best box of a track ``handed`` or ``release`` returned (once: it goes with the
+        track to the writer); None without a ``crop`` function or for a box with no pixels in its frame."""
+        with self._lock:
+            return self._released.pop(track.track_id, None)
 
     def handed(self, frame_uids: Iterable[str]) -> list[Track]:
         """Inference worker, right after it handed these frames to the writer: the ended tracks whose
@@ -164,6 +198,7 @@ class CameraTracking:
             ready = [t for t in self._outbox if best_frame_uid(t) in self._handed]
             if ready:
                 self._outbox = [t for t in self._outbox if best_frame_uid(t) not in self._handed]
+                self._release_crops(ready)
             if len(self._handed) > 4 * HANDED_KEEP:  # forget all but the recent and the best of active tracks
                 live = {best_frame_uid(t) for t in [*self.tracker.active, *self._outbox]}
                 recent = list(self._handed)[-HANDED_KEEP:]
@@ -177,6 +212,8 @@ class CameraTracking:
             ready = [t for t in self._outbox if best_frame_uid(t) in self._handed]
             lost = [t for t in self._outbox if best_frame_uid(t) not in self._handed]
             self._outbox = []
+            self._release_crops(ready)
+            self._crops.clear()  # the lost tracks' (their best frame never reached the writer)
         return ready, lost
 
     def view(self, max_active: int = 50) -> dict:

@@ -14,6 +14,7 @@ from app.ingest.camera_tracking import CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
 from app.ingest.failures import FailureKind
+from app.ingest.frame_images import track_crops
 from app.ingest.parts import CurrentPart
 from app.ingest.queues import FrameHub, QueueClosed
 from app.ingest.sources import Frame, Source, SourceError
@@ -50,7 +51,7 @@ class CameraRunner:
         self.checkpoint = (CameraCheckpoint(cfg.id, source, checkpoints, self.state.set_checkpoint)
                            if checkpoints is not None and not (source.live or cfg.loop) else None)
         self.open_timeout_s = cfg.open_timeout()
-        self.tracking = CameraTracking(cfg.tracking) if cfg.tracking.enabled else None
+        self.tracking = CameraTracking(cfg.tracking, crop=track_crops(cfg)) if cfg.tracking.enabled else None
         self.part = CurrentPart()  # the part under the camera, as the line says (app.ingest.parts)
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...

@@ -192,7 +192,8 @@ class CameraConfig(_Strict):
     queue_size: Annotated[int, Field(ge=1, le=10_000, description="frames waiting for inference")] = 8
     images: ImagePolicy = Field("ng", description="which frames are stored on disk: `always`, `ng` or "
                                                    "`never`")
-    crops: bool = Field(True, description="also store one crop per defect of stored NG frames")
+    crops: bool = Field(True, description="also store one crop per defect of stored NG frames (with "
+                                          "`tracking`: one per tracked defect, of its best box)")
     frames: bool | None = Field(
         None, description="store whole frames; `false`: only the defect crops; empty: INSPECT_STORE_FRAMES")
     retention: CameraRetention = Field(

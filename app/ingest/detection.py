@@ -25,6 +25,7 @@ from app.ingest.frame_images import prepare_images
 from app.ingest.queues import FrameHub
 from app.ingest.sources import derive_frame_uid
 from app.ingest.track_records import track_record
+from app.ingest.tracking import Track
 from app.ingest.writer import DbWriter, Item, TrackItem
 from app.inspection import CameraContext, Timings, default_thresholds, inspect_frame, run_detector
 from app.line.verdicts import ProvisionalVerdict
@@ -102,6 +103,14 @@ def detect_frames(engine: Engine, batch: list[Job], threshold: float, iou_thresh
         per_frame.append((merged, cost[at:at + k].sum(axis=0)))
         at += k
     return per_frame
+
+
+def track_items(cam: CameraRunner, tracks: list[Track]) -> list[TrackItem]:
+    """A tracked camera's ended tracks for the writer, each with the crop of its best box (where the
+    camera keeps crops)."""
+    assert cam.tracking is not None
+    heading = cam.tracking.motion.heading()  # a part's defects are placed from its start along the motion
+    return [TrackItem(track_record(t, cam.cfg, heading), crop=cam.tracking.take_crop(t)) for t in tracks]
 
 
 class DetectionWorkers:
@@ -191,5 +200,4 @@ class DetectionWorkers:
             assert cam.tracking is not None
             ended = cam.tracking.handed(frame_uids)
             if ended:
-                heading = cam.tracking.motion.heading()
-                self.writer.submit_many([TrackItem(track_record(t, cam.cfg, heading)) for t in ended])
+                self.writer.submit_many(track_items(cam, ended))

@@ -22,13 +22,18 @@ from app.ingest.alarms import AlarmMonitor
 from app.ingest.capture import CameraRunner, Capture
 from app.ingest.checkpoints import CheckpointStore, checkpoints_dir
 from app.ingest.config import CameraConfig, CamerasFile
-from app.ingest.detection import DetectionWorkers, camera_context, check_against_model, model_view
+from app.ingest.detection import (
+    DetectionWorkers,
+    camera_context,
+    check_against_model,
+    model_view,
+    track_items,
+)
 from app.ingest.latency_window import LatencyWindow
 from app.ingest.parts import CameraPlace, PartBoard
 from app.ingest.queues import FrameHub
 from app.ingest.sources import Source, make_source
-from app.ingest.track_records import track_record
-from app.ingest.writer import Item, TrackItem, open_writer
+from app.ingest.writer import Item, open_writer
 from app.inspection import Stored
 from app.inspection.tracks import TrackRecord
 from app.vocabulary import API_SOURCE, NG
@@ -111,8 +116,7 @@ class Pipeline:
             if cam.tracking is not None:
                 cam.tracking.finish()
                 ready, lost = cam.tracking.release()
-                heading = cam.tracking.motion.heading()
-                self.writer.submit_many([TrackItem(track_record(t, cam.cfg, heading)) for t in ready])
+                self.writer.submit_many(track_items(cam, ready))
                 if lost:
                     log.warning("camera %s: %d tracks not stored, their best frame was not inspected to "
                                 "the end", cam.cfg.id, len(lost))

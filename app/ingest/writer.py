@@ -17,6 +17,7 @@ database is away is the database's circuit breaker (app.db.breaker), shared with
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -67,9 +68,11 @@ class Item:
 
 @dataclass
 class TrackItem:
-    """One ended track on its way to the database, behind its best frame."""
+    """One ended track on its way to the database, behind its best frame, with the JPEG crop of its
+    best box where its camera keeps crops (stored with it, as one more crop of the best frame)."""
 
     track: TrackRecord
+    crop: bytes | None = None
 
 
 Queued = Item | TrackItem
@@ -84,6 +87,7 @@ def tracks_of(items: list[Queued]) -> list[TrackItem]:
 
 
 JOURNAL_RETRY_AFTER_S = 10  # a full or failing journal: when to send the frame again
+CROP_KEY = "crop_jpeg_b64"  # a journaled track's crop
 
 
 class JournalUnwritable(Unavailable):
@@ -91,15 +95,20 @@ class JournalUnwritable(Unavailable):
 
 
 def to_journal(item: Queued) -> dict:
-    """The journal record of an item (its frame and crops are written to their files first)."""
+    """The journal record of an item (its frame and crops are written to their files first; a track's
+    crop, whose file name the database gives, travels in its record)."""
     if isinstance(item, TrackItem):
-        return track_to_record(item.track)
+        rec = track_to_record(item.track)
+        if item.crop is not None:
+            rec[CROP_KEY] = base64.b64encode(item.crop).decode()
+        return rec
     return to_record(item.result)
 
 
 def from_journal(rec: dict) -> Queued:
     if is_track_record(rec):
-        return TrackItem(track_from_record(rec))
+        crop = rec.get(CROP_KEY)
+        return TrackItem(track_from_record(rec), crop=base64.b64decode(crop) if crop else None)
     return Item(from_record(rec))
 
 
@@ -235,6 +244,10 @@ class DbWriter:
         # called with the ids of newly stored inspections after each commit (camera frames, replays and
         # HTTP uploads alike), in this writer's or the request's thread: must not block (app.line.mqtt)
         self.stored_listeners: list[Callable[[list[int]], None]] = []
+        # called with the ids of newly stored tracks, after the inspections of their batch were announced;
+        # in this writer's thread, must not block (app.line.mqtt)
+        self.track_listeners: list[Callable[[list[int]], None]] = []
+        self._tracks_to_announce: list[int] = []
         self._buffer = BatchBuffer(queue_size, batch_rows)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -411,13 +424,14 @@ class DbWriter:
         refused: set[str] = set()
         try:
             with self.db.session() as session:
-                stored = persist_tracks(session, [i.track for i in items])
+                stored = persist_tracks(session, [i.track for i in items], [i.crop for i in items],
+                                        self.data_dir)
         except IntegrityError:
             stored = []
             for item in items:
                 try:
                     with self.db.session() as session:
-                        stored.extend(persist_tracks(session, [item.track]))
+                        stored.extend(persist_tracks(session, [item.track], [item.crop], self.data_dir))
                 except IntegrityError as exc:
                     log.error("track %s refused by the database, set aside in rejected.jsonl: %s",
                               item.track.track_uid, str(exc).splitlines()[0])
@@ -432,6 +446,7 @@ class DbWriter:
                 self._reject(item)
             elif s.created:
                 new.append(item.track)
+                self._tracks_to_announce.append(s.id)
         self.tracks_committed += len(new)
         if new and self.on_tracks_committed is not None:
             self.on_tracks_committed(new)
@@ -458,15 +473,20 @@ class DbWriter:
         if self.on_committed and pairs:
             self.on_committed([i for i, _ in pairs], [s for _, s in pairs])
         self._announce([s for _, s in pairs])
+        tracks, self._tracks_to_announce = self._tracks_to_announce, []
+        self._tell(self.track_listeners, tracks, "tracks")
 
     def _announce(self, stored: list[Stored]) -> None:
-        new_ids = [s.id for s in stored if s.created]
+        self._tell(self.stored_listeners, [s.id for s in stored if s.created], "inspections")
+
+    @staticmethod
+    def _tell(listeners: list[Callable[[list[int]], None]], new_ids: list[int], what: str) -> None:
         if new_ids:
-            for listener in self.stored_listeners:
+            for listener in listeners:
                 try:
                     listener(new_ids)
                 except Exception:  # the rows are committed: a listener (MQTT, OPC UA) never costs the writer
-                    log.exception("a listener of stored inspections failed on %d ids", len(new_ids))
+                    log.exception("a listener of stored %s failed on %d ids", what, len(new_ids))
 
     def _db_error(self, exc: Exception) -> None:
         text = str(exc).splitlines()[0] if str(exc) else ""

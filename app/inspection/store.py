@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import update
@@ -26,7 +27,7 @@ from app.errors import Conflict
 from app.image_policy import ImagePolicy, should_store
 from app.inspection.rules import InspectionResult, Timings
 from app.storage_health import HEALTH
-from app.vocabulary import NG
+from app.vocabulary import NG, to_utc
 from app.webhooks import enqueue_inspection, subscribers
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,13 @@ def image_file(result: InspectionResult) -> str:
 
 def crop_file(result: InspectionResult, k: int) -> str:
     """Where the crop of its defect ``k`` is stored: ``images/Y/M/D/<frame_uid>-crop<k>.jpg``."""
-    return images.relative_path(f"{result.frame_uid}-crop{k}", result.captured_at, ".jpg")
+    return crop_name(result.frame_uid, result.captured_at, k)
+
+
+def crop_name(frame_uid: str, captured_at: datetime, k: int) -> str:
+    """Where crop ``k`` of a frame is stored: ``images/Y/M/D/<frame_uid>-crop<k>.jpg`` (the capture
+    date in UTC; a stored row's crops are ``k`` = 0 .. crop_count - 1)."""
+    return images.relative_path(f"{frame_uid}-crop{k}", to_utc(captured_at), ".jpg")
 
 
 def _write_image(result: InspectionResult, data_dir: Path) -> Path:

@@ -6,21 +6,30 @@ defect was seen in keep their inspection rows (verdict, detection count) without
 A ``TrackRecord`` is the track as plain values: it travels through the ingest writer's queue and
 journal like a frame (``to_record`` / ``from_record``), behind the frame it needs, and
 ``persist_tracks`` stores it exactly once (``track_uid``). It also queues ``inspection.ng`` for the
-new defect, so webhook receivers hear of each physical defect once."""
+new defect, so webhook receivers hear of each physical defect once, and stores the crop of its best
+box (where the camera keeps crops) as the next crop of the best frame (``crop_count`` counts it):
+written before the commit and removed when the commit fails, so no row names a missing crop and no
+crop outlives a rolled-back row. The frames themselves carry no crops (app.ingest.frame_images)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import metrics
+from app import images, metrics
 from app.db.models import Defect, Inspection, Track
+from app.inspection.store import crop_name
+from app.storage_health import HEALTH
 from app.webhooks import inspection_payload, queue_deliveries, subscribers
+
+log = logging.getLogger(__name__)
 
 RECORD_KIND = "track"  # the journal record's ``kind`` (a frame's record has none)
 
@@ -85,12 +94,31 @@ class StoredTrack:
     created: bool
 
 
-def persist_tracks(session: Session, tracks: Sequence[TrackRecord]) -> list[StoredTrack | None]:
+def persist_tracks(session: Session, tracks: Sequence[TrackRecord], crops: Sequence[bytes | None] = (),
+                   data_dir: Path | None = None) -> list[StoredTrack | None]:
     """Store ``tracks`` in one transaction (committed): per track its ``tracks`` row and its defect row
-    on the best frame's inspection, unless its ``track_uid`` is stored already. None for a track whose
-    best frame is not stored (the caller keeps or sets it aside). In input order."""
+    on the best frame's inspection, unless its ``track_uid`` is stored already, and its crop (``crops``,
+    in the same order; none without ``data_dir``) next to the best frame. None for a track whose best
+    frame is not stored (the caller keeps or sets it aside). In input order."""
     if not tracks:
         return []
+    written: list[Path] = []
+    try:
+        out = _persist_tracks(session, tracks, crops, data_dir, written)
+        session.commit()
+    except BaseException:
+        for path in written:
+            images.remove_quietly(path)
+        session.rollback()
+        raise
+    for t, s in zip(tracks, out, strict=True):
+        if s is not None and s.created:
+            metrics.DEFECTS_TOTAL.labels(class_name=t.class_name).inc()
+    return out
+
+
+def _persist_tracks(session: Session, tracks: Sequence[TrackRecord], crops: Sequence[bytes | None],
+                    data_dir: Path | None, written: list[Path]) -> list[StoredTrack | None]:
     uids = [t.track_uid for t in tracks]
     stored = {uid: (track_id, defect_id) for uid, track_id, defect_id in session.execute(
         select(Track.track_uid, Track.id, Defect.id).outerjoin(Defect, Defect.track_id == Track.id)
@@ -99,8 +127,7 @@ def persist_tracks(session: Session, tracks: Sequence[TrackRecord]) -> list[Stor
         select(Inspection).where(Inspection.frame_uid.in_({t.best_frame_uid for t in tracks})))}
     hooks = subscribers(session, "inspection.ng")
     out: list[StoredTrack | None] = []
-    new: list[TrackRecord] = []
-    for t in tracks:
+    for k, t in enumerate(tracks):
         if t.track_uid in stored:
             track_id, defect_id = stored[t.track_uid]
             out.append(StoredTrack(track_id, defect_id, False))
@@ -119,11 +146,35 @@ def persist_tracks(session: Session, tracks: Sequence[TrackRecord]) -> list[Stor
             queue_deliveries(session, hooks, "inspection.ng", inspection_payload(inspection, [defect]))
         stored[t.track_uid] = (row.id, defect.id)  # a track twice in one batch is stored once
         out.append(StoredTrack(row.id, defect.id, True))
-        new.append(t)
-    session.commit()
-    for t in new:
-        metrics.DEFECTS_TOTAL.labels(class_name=t.class_name).inc()
+        crop = crops[k] if k < len(crops) else None
+        if crop is not None and data_dir is not None:
+            _add_crop(session, inspection, crop, data_dir, written)
     return out
+
+
+def _add_crop(session: Session, inspection: Inspection, crop: bytes, data_dir: Path,
+              written: list[Path]) -> None:
+    """Write ``crop`` as the next crop of ``inspection`` and count it in its row (in the caller's
+    transaction); nothing while images are skipped (low disk, failing writes) or when the write fails."""
+    if HEALTH.image_skip_reason(data_dir) is not None:
+        return
+    size = images.disk_bytes(len(crop))
+    k = session.execute(update(Inspection).where(Inspection.id == inspection.id)
+                        .values(crop_count=Inspection.crop_count + 1, crop_size=Inspection.crop_size + size)
+                        .returning(Inspection.crop_count)
+                        .execution_options(synchronize_session=False)).scalar_one() - 1
+    path = images.resolve(data_dir, crop_name(inspection.frame_uid, inspection.captured_at, k))
+    try:
+        images.write_atomic(path, crop)
+    except OSError as exc:
+        HEALTH.write_failed(exc)
+        log.warning("cannot store the crop of a tracked defect on %s: %s", inspection.frame_uid, exc)
+        session.execute(update(Inspection).where(Inspection.id == inspection.id)
+                        .values(crop_count=Inspection.crop_count - 1, crop_size=Inspection.crop_size - size)
+                        .execution_options(synchronize_session=False))
+        return
+    HEALTH.write_succeeded()
+    written.append(path)
 
 
 def _track_row(t: TrackRecord, inspection_id: int) -> Track:

@@ -1,8 +1,9 @@
 """What the line integrations announce, taken off the inspection path: :class:`InspectionFeed` gets
-the ids of newly stored inspections from the database writer (a deque append, never blocking), loads
-them in its own thread after the commit (one SELECT per batch) as their public models, watches the
-cameras' states for up/down changes, and hands both to its subclass (the MQTT publisher, the OPC UA
-server)."""
+the ids of newly stored inspections and tracked defects (a camera with tracking: one per physical
+defect, when its track is stored) from the database writer (a deque append, never blocking), loads
+them in its own thread after the commit (one SELECT per kind and batch) as their public models, in
+the order they were stored (a track after its best frame), watches the cameras' states for up/down
+changes, and hands them to its subclass (the MQTT publisher, the OPC UA server)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,30 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.db.models import Inspection
+from app.db.models import Defect, Inspection, Track
 from app.line.shifts import Counts, ShiftCounters
 from app.schemas import CameraCounters, InspectionPublic
+from app.schemas.tracks import TrackPublic
 from app.vocabulary import NG
 
 log = logging.getLogger(__name__)
 
-LOAD_BATCH = 200  # inspections loaded per SELECT
+LOAD_BATCH = 200  # stored records loaded per batch
+INSPECTION, TRACK = "inspection", "track"  # the kinds of record the inbox names
+
+
+class StoredRecord(NamedTuple):
+    """A newly stored record the feed is told of: its kind (INSPECTION or TRACK) and id."""
+
+    kind: str
+    id: int
 
 
 def load_inspections(session: Session, ids: list[int]) -> list[InspectionPublic]:
@@ -33,29 +44,55 @@ def load_inspections(session: Session, ids: list[int]) -> list[InspectionPublic]
     return [InspectionPublic.from_row(r) for r in rows]
 
 
+def load_tracks(session: Session, ids: list[int]) -> list[TrackPublic]:
+    """The stored tracks ``ids`` in id order, as GET /api/v1/tracks lists them."""
+    rows = session.execute(select(Track, Defect).outerjoin(Defect, Defect.track_id == Track.id)
+                           .where(Track.id.in_(ids)).order_by(Track.id)).all()
+    return [TrackPublic.from_row(t, d) for t, d in rows]
+
+
 class ShiftSoFar(NamedTuple):
-    """One camera's inspections in the current shift, as stored, and where the camera sits."""
+    """One camera's inspections and tracked defects in the current shift, as stored, and where the
+    camera sits."""
 
     counts: Counts
     line: str | None
     station: str | None
 
 
-def shift_counts(session: Session, started: datetime) -> tuple[dict[str | None, ShiftSoFar], int]:
-    """Per camera id: the inspections captured since ``started``; and the highest inspection id the
-    counts cover (later ones are counted as they are delivered)."""
+class SeededCounts(NamedTuple):
+    """What the current shift stored before this process started: per camera id its counts and where
+    it sits, and the highest inspection and track ids the counts cover (later ones are counted as they
+    are delivered)."""
+
+    cameras: dict[str | None, ShiftSoFar]
+    upto_inspection: int
+    upto_track: int
+
+
+def shift_counts(session: Session, started: datetime) -> SeededCounts:
+    """Per camera id: the inspections captured since ``started`` and the tracked defects whose track
+    ended (its last frame captured) since then."""
     upto = int(session.scalar(select(func.coalesce(func.max(Inspection.id), 0))) or 0)
+    upto_track = int(session.scalar(select(func.coalesce(func.max(Track.id), 0))) or 0)
     rows = session.execute(
         select(Inspection.camera_id, func.count(), func.sum(case((Inspection.verdict == NG, 1), else_=0)),
                func.max(Inspection.line), func.max(Inspection.station))
         .where(Inspection.captured_at >= started, Inspection.id <= upto)
         .group_by(Inspection.camera_id)).all()
-    return {camera: ShiftSoFar(Counts(int(n), int(ng or 0)), line, station)
-            for camera, n, ng, line, station in rows}, upto
+    found = {camera: ShiftSoFar(Counts(int(n), int(ng or 0)), line, station)
+             for camera, n, ng, line, station in rows}
+    tracked = session.execute(
+        select(Track.camera_id, func.count(), func.max(Track.line), func.max(Track.station))
+        .where(Track.ended_at >= started, Track.id <= upto_track).group_by(Track.camera_id)).all()
+    for camera, n, line, station in tracked:
+        so_far = found.get(camera, ShiftSoFar(Counts(), line, station))
+        found[camera] = so_far._replace(counts=replace(so_far.counts, defects=int(n)))
+    return SeededCounts(found, upto, upto_track)
 
 
 class InspectionFeed:
-    """The feed's thread and inbox; subclasses implement ``deliver_inspections``,
+    """The feed's thread and inbox; subclasses implement ``deliver_inspections``, ``deliver_tracks``,
     ``deliver_camera`` and ``count_drops``. ``cameras``: the camera states
     (``CameraState.snapshot`` dicts), looked at every ``poll_s``."""
 
@@ -69,7 +106,7 @@ class InspectionFeed:
         self.cameras = cameras
         self.poll_s = poll_s
         self.retry_max_s = retry_max_s
-        self._inbox: deque[int] = deque()
+        self._inbox: deque[StoredRecord] = deque()
         self._inbox_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop_feed = threading.Event()
@@ -79,6 +116,10 @@ class InspectionFeed:
 
     # -- what subclasses do -----------------------------------------------------------------------
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
+        raise NotImplementedError
+
+    def deliver_tracks(self, tracks: list[TrackPublic]) -> None:
+        """Tracked defects, each after its best frame's inspection was delivered."""
         raise NotImplementedError
 
     def deliver_camera(self, camera: CameraCounters) -> None:
@@ -110,26 +151,33 @@ class InspectionFeed:
         started = self.counters.started
         try:
             with self.session_factory() as session:
-                found, upto = shift_counts(session, started)
+                seeded = shift_counts(session, started)
         except Exception as exc:  # the database is away: the counters start from zero
             log.warning("%s: shift counters not read from the database (%s); counting from zero",
                         self.thread_name, type(exc).__name__)
             return
-        counts = {self.camera_key(camera): so_far.counts for camera, so_far in found.items()}
-        for camera, so_far in found.items():
+        counts = {self.camera_key(camera): so_far.counts for camera, so_far in seeded.cameras.items()}
+        for camera, so_far in seeded.cameras.items():
             self.where(self.camera_key(camera), so_far.line, so_far.station)
-        if self.counters.seed(counts, started, upto):
+        if self.counters.seed(counts, started, seeded.upto_inspection, seeded.upto_track):
             self.show_counters(sorted(counts))
 
     # -- API --------------------------------------------------------------------------------------
     def inspections_stored(self, ids: list[int]) -> None:
         """The ids of newly stored inspections (after their commit). Never blocks: beyond
-        ``queue_size`` waiting ids the newest are dropped and counted."""
+        ``queue_size`` waiting records the newest are dropped and counted."""
+        self._receive([StoredRecord(INSPECTION, i) for i in ids])
+
+    def tracks_stored(self, ids: list[int]) -> None:
+        """The ids of newly stored tracks (tracked defects), after their commit; as above."""
+        self._receive([StoredRecord(TRACK, i) for i in ids])
+
+    def _receive(self, records: list[StoredRecord]) -> None:
         with self._inbox_lock:
             room = max(0, self.queue_size - len(self._inbox))
-            self._inbox.extend(ids[:room])
-        if len(ids) > room:
-            self.count_drops(len(ids) - room)
+            self._inbox.extend(records[:room])
+        if len(records) > room:
+            self.count_drops(len(records) - room)
         self._wake.set()
 
     @property
@@ -150,13 +198,13 @@ class InspectionFeed:
             self._feed_thread = None
 
     # -- thread -----------------------------------------------------------------------------------
-    def _take(self) -> list[int]:
+    def _take(self) -> list[StoredRecord]:
         with self._inbox_lock:
             return [self._inbox.popleft() for _ in range(min(LOAD_BATCH, len(self._inbox)))]
 
-    def _give_back(self, ids: list[int]) -> None:
+    def _give_back(self, records: list[StoredRecord]) -> None:
         with self._inbox_lock:
-            self._inbox.extendleft(reversed(ids))
+            self._inbox.extendleft(reversed(records))
 
     def _run(self) -> None:
         backoff = 0.5
@@ -168,14 +216,14 @@ class InspectionFeed:
                 self.tick()
             except Exception:
                 log.exception("%s: camera states or counters not delivered", self.thread_name)
-            ids = self._take()
-            if ids and self.session_factory is not None:
+            records = self._take()
+            if records and self.session_factory is not None:
                 try:
                     with self.session_factory() as session:
-                        inspections = load_inspections(session, ids)
+                        inspections, tracks = self._load(session, records)
                 except Exception as exc:  # the database went away after the commit: try again later
-                    self._give_back(ids)
-                    log.warning("%s: cannot load stored inspections (%s); retrying in %.1f s",
+                    self._give_back(records)
+                    log.warning("%s: cannot load stored records (%s); retrying in %.1f s",
                                 self.thread_name, type(exc).__name__, backoff)
                     if stopping:
                         return
@@ -184,14 +232,28 @@ class InspectionFeed:
                     continue
                 backoff = 0.5
                 try:
-                    self.deliver_inspections(inspections)
+                    if inspections:
+                        self.deliver_inspections(inspections)
                 except Exception:
                     log.exception("%s: %d inspections not delivered", self.thread_name, len(inspections))
+                try:
+                    if tracks:  # after the inspections: a track's best frame came before it
+                        self.deliver_tracks(tracks)
+                except Exception:
+                    log.exception("%s: %d tracked defects not delivered", self.thread_name, len(tracks))
                 continue
             if stopping:
                 return
             self._wake.wait(self.poll_s)
             self._wake.clear()
+
+    @staticmethod
+    def _load(session: Session,
+              records: list[StoredRecord]) -> tuple[list[InspectionPublic], list[TrackPublic]]:
+        inspections = [r.id for r in records if r.kind == INSPECTION]
+        tracks = [r.id for r in records if r.kind == TRACK]
+        return (load_inspections(session, inspections) if inspections else [],
+                load_tracks(session, tracks) if tracks else [])
 
     def _watch_cameras(self) -> None:
         """Deliver a camera's state when it goes up or down, and once at the start."""

@@ -7,7 +7,10 @@ thread loads them (one SELECT per batch, after the commit) and gives the message
 which keeps them in its bounded queue while the broker is away and sends them, QoS 1, once it is
 back (reconnecting with exponential back-off). A full queue drops the newest message and counts it
 (``inspect_mqtt_dropped_total``); the database record is never affected. Messages still queued when
-the process ends are lost (the records are in the database).
+the process ends are lost (the records are in the database). A camera with tracking also has each
+tracked defect (one physical defect, when its track is stored) published on its ``defect`` topic,
+QoS 1, not retained (each message is one defect to count or act on), after its best frame's
+inspection.
 
 Provisional verdicts (:mod:`app.line.verdicts`) come from the inference workers before the commit,
 through a relay of their own, and go out at once on the camera's ``verdict`` topic with QoS 0: at most
@@ -45,6 +48,7 @@ from app.line.shifts import Counts, ShiftCalendar, ShiftCounters
 from app.line.topics import availability_topic, camera_topic
 from app.line.verdicts import ProvisionalVerdict, VerdictRelay
 from app.schemas import CameraCounters, InspectionPublic
+from app.schemas.tracks import TrackPublic
 from app.settings import Settings
 from app.vocabulary import NG
 
@@ -93,9 +97,9 @@ class MqttConfig:
 
 
 class MqttPublisher(InspectionFeed):
-    """``start()``, then ``inspections_stored(ids)`` from the database writer (any thread, never
-    blocks); ``cameras``: the camera states, watched for up/down changes (:class:`InspectionFeed`).
-    ``view()``: the state for /readyz and /api/v1/cameras."""
+    """``start()``, then ``inspections_stored(ids)`` and ``tracks_stored(ids)`` from the database writer
+    (any thread, never blocks); ``cameras``: the camera states, watched for up/down changes
+    (:class:`InspectionFeed`). ``view()``: the state for /readyz and /api/v1/cameras."""
 
     thread_name = "mqtt-publisher"
 
@@ -263,6 +267,19 @@ class MqttPublisher(InspectionFeed):
         for camera, counts in touched.items():
             self._publish_counters(camera, counts)
 
+    def deliver_tracks(self, tracks: list[TrackPublic]) -> None:
+        """Each tracked defect on its camera's ``defect`` topic, not retained: one message per physical
+        defect (a retained one would reach every new subscription again and be counted twice)."""
+        touched: dict[str, Counts] = {}
+        for t in tracks:
+            self._publish(camera_topic(self.config.prefix, t.line, t.station, t.camera_id, "defect"),
+                          t.model_dump_json().encode(), retain=False)
+            camera = self.camera_key(t.camera_id)
+            self._where[camera] = (t.line, t.station)
+            touched[camera] = self.counters.add_defect(camera, t.ended_at, t.id)
+        for camera, counts in touched.items():
+            self._publish_counters(camera, counts)
+
     def show_counters(self, cameras: list[str]) -> None:
         for camera in cameras:
             self._publish_counters(camera, self.counters.get(camera))
@@ -274,7 +291,7 @@ class MqttPublisher(InspectionFeed):
         line, station = self._where.get(camera, (None, None))
         payload = {"camera_id": None if camera == "_" else camera, "line": line, "station": station,
                    "shift_started_at": self.counters.started.isoformat(), "inspected": counts.inspected,
-                   "ng": counts.ng, "yield": counts.yield_}
+                   "ng": counts.ng, "yield": counts.yield_, "tracked_defects": counts.defects}
         self._publish_now(camera_topic(self.config.prefix, line, station, camera, "counters"),
                           json.dumps(payload, separators=(",", ":")).encode(), retain=True)
 

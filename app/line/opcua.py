@@ -8,8 +8,10 @@ namespace INSPECT_OPCUA_NAMESPACE; docs/integration.md lists them.
 
 Beside the stored result each camera has a ``ProvisionalResult`` object, written as soon as
 inference ends (before the commit; :mod:`app.line.verdicts`) for a reject gate; its FrameUid is
-written last and changes with every frame, so it is the node to subscribe to. The counters
-(Inspected, NG, Yield) count since the start of the current shift (:mod:`app.line.shifts`).
+written last and changes with every frame, so it is the node to subscribe to. A camera with tracking
+also shows its last tracked defect (one physical defect, when its track is stored) on ``LastDefect``,
+TrackId written last. The counters (Inspected, NG, Yield, TrackedDefects) count since the start of
+the current shift (:mod:`app.line.shifts`).
 ``DefectInspection/Alarms/Acknowledge`` acknowledges an alarm as POST /api/v1/alarms/{id}/acknowledge
 does, recorded as ``opcua:<user>``; ``DefectInspection/Cameras/<camera>/SetPart`` says which part is
 under a camera of this process (app.ingest.parts), as PUT /api/v1/cameras/{id}/part does. Sessions
@@ -48,6 +50,7 @@ from app.line.feed import InspectionFeed
 from app.line.shifts import Counts, ShiftCalendar, ShiftCounters
 from app.line.verdicts import ProvisionalVerdict, VerdictRelay
 from app.schemas import CameraCounters, InspectionPublic
+from app.schemas.tracks import TrackPublic
 from app.settings import Settings
 from app.vocabulary import NG
 
@@ -183,6 +186,7 @@ CAMERA_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "Inspected": (ua.VariantType.UInt64, 0),
     "NG": (ua.VariantType.UInt64, 0),
     "Yield": (ua.VariantType.Double, 0.0),
+    "TrackedDefects": (ua.VariantType.UInt64, 0),
     "ShiftStart": (ua.VariantType.DateTime, None),
 }
 # on <camera>.ResultManagement.LastResult
@@ -207,7 +211,24 @@ PROVISIONAL_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "InferenceTime": (ua.VariantType.DateTime, None),
     "FrameUid": (ua.VariantType.String, ""),
 }
-VARIABLE_GROUPS = {"LastResult": RESULT_VARIABLES, "ProvisionalResult": PROVISIONAL_VARIABLES}
+# on <camera>.LastDefect: the last tracked defect (a camera with tracking), TrackId last
+DEFECT_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
+    "ResultId": (ua.VariantType.String, ""),
+    "PartId": (ua.VariantType.String, ""),
+    "ClassName": (ua.VariantType.String, ""),
+    "Confidence": (ua.VariantType.Double, 0.0),
+    "FramesSeen": (ua.VariantType.Int32, 0),
+    "FirstFrameUid": (ua.VariantType.String, ""),
+    "LastFrameUid": (ua.VariantType.String, ""),
+    "StartTime": (ua.VariantType.DateTime, None),
+    "EndTime": (ua.VariantType.DateTime, None),
+    "PositionPx": (ua.VariantType.Double, []),
+    "PositionMm": (ua.VariantType.Double, []),
+    "DefectContent": (ua.VariantType.String, ""),
+    "TrackId": (ua.VariantType.String, ""),
+}
+VARIABLE_GROUPS = {"LastResult": RESULT_VARIABLES, "ProvisionalResult": PROVISIONAL_VARIABLES,
+                   "LastDefect": DEFECT_VARIABLES}
 EVENT_PROPERTIES = [("ResultId", ua.VariantType.String), ("PartId", ua.VariantType.String),
                     ("ResultState", ua.VariantType.Int32), ("CameraId", ua.VariantType.String),
                     ("Verdict", ua.VariantType.String)]
@@ -227,6 +248,7 @@ class OpcuaServer(InspectionFeed):
         self.dropped = 0
         self.updated = 0
         self.provisional = 0  # provisional verdicts shown
+        self.tracked = 0  # tracked defects shown
         self.ns = 0
         calendar = ShiftCalendar(config.shifts, config.shift_timezone)
         self.counters: ShiftCounters = ShiftCounters(calendar, config.clock)
@@ -273,6 +295,9 @@ class OpcuaServer(InspectionFeed):
     # -- the feed's deliveries (feed thread) -------------------------------------------------------
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
         self._call(self._apply_results(inspections))
+
+    def deliver_tracks(self, tracks: list[TrackPublic]) -> None:
+        self._call(self._apply_tracks(tracks))
 
     def deliver_camera(self, camera: CameraCounters) -> None:
         self._call(self._apply_camera(camera))
@@ -393,7 +418,8 @@ class OpcuaServer(InspectionFeed):
         management = await obj.add_object(ua.NodeId(node_id(camera, "ResultManagement"), self.ns),
                                           ua.QualifiedName("ResultManagement", self.ns))
         for group, parent, path in (("LastResult", management, ("ResultManagement", "LastResult")),
-                                    ("ProvisionalResult", obj, ("ProvisionalResult",))):
+                                    ("ProvisionalResult", obj, ("ProvisionalResult",)),
+                                    ("LastDefect", obj, ("LastDefect",))):
             holder = await parent.add_object(ua.NodeId(node_id(camera, *path), self.ns),
                                              ua.QualifiedName(group, self.ns))
             for name, (vtype, value) in VARIABLE_GROUPS[group].items():
@@ -463,10 +489,28 @@ class OpcuaServer(InspectionFeed):
             await self._events.trigger()
             self.updated += 1
 
+    async def _apply_tracks(self, tracks: list[TrackPublic]) -> None:
+        for t in tracks:
+            camera = self.camera_key(t.camera_id)
+            nodes = await self._camera(camera)
+            counts = self.counters.add_defect(camera, t.ended_at, t.id)
+            values: dict[str, Any] = {
+                **self._counter_values(counts),
+                "LastDefect.ResultId": str(t.inspection_id), "LastDefect.PartId": t.part_id or "",
+                "LastDefect.ClassName": t.class_name, "LastDefect.Confidence": t.confidence,
+                "LastDefect.FramesSeen": t.frames_seen, "LastDefect.FirstFrameUid": t.first_frame_uid,
+                "LastDefect.LastFrameUid": t.last_frame_uid, "LastDefect.StartTime": _naive_utc(t.started_at),
+                "LastDefect.EndTime": _naive_utc(t.ended_at), "LastDefect.PositionPx": t.position_px,
+                "LastDefect.PositionMm": t.position_mm or [], "LastDefect.DefectContent": t.model_dump_json(),
+                "LastDefect.TrackId": str(t.id),  # last: it changes with every defect
+            }
+            for name, value in values.items():
+                await self._write(nodes, name, value)
+            self.tracked += 1
 
     def _counter_values(self, counts: Counts) -> dict[str, Any]:
         return {"Inspected": counts.inspected, "NG": counts.ng, "Yield": counts.yield_,
-                "ShiftStart": _naive_utc(self.counters.started)}
+                "TrackedDefects": counts.defects, "ShiftStart": _naive_utc(self.counters.started)}
 
     async def _apply_counters(self, counts: dict[str, Counts]) -> None:
         for camera, c in counts.items():

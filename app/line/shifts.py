@@ -1,4 +1,5 @@
-"""Shift counters for the line integrations: inspected frames, NG and yield per camera since the start
+"""Shift counters for the line integrations: inspected frames, NG, yield and tracked defects (cameras
+with tracking: physical defects, counted when their track is stored) per camera since the start
 of the current shift (INSPECT_SHIFTS, start times in INSPECT_SHIFT_TIMEZONE). A shift runs from one
 start time to the next; the last one of the day runs past midnight into the first of the next day.
 The counters reset when a shift starts; the clock is injected so the boundaries can be tested. A
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -56,6 +57,7 @@ class Counts:
 
     inspected: int = 0
     ng: int = 0
+    defects: int = 0  # tracked defects (cameras with tracking)
 
     @property
     def yield_(self) -> float:
@@ -64,8 +66,9 @@ class Counts:
 
 
 class ShiftCounters:
-    """Counts per camera since the current shift started. ``add`` one stored inspection; ``roll``
-    (also called by ``add``) starts a new shift when the clock has passed its start and says so."""
+    """Counts per camera since the current shift started. ``add`` one stored inspection, ``add_defect``
+    one stored track; ``roll`` (also called by both) starts a new shift when the clock has passed its
+    start and says so."""
 
     def __init__(self, calendar: ShiftCalendar,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -75,11 +78,13 @@ class ShiftCounters:
         self.started = calendar.shift_start(clock())
         self._counts: dict[str, Counts] = {}
         self._seeded_upto = 0  # inspection ids up to this one are in the seeded counts
+        self._seeded_tracks_upto = 0  # and track ids up to this one
 
-    def seed(self, counts: dict[str, Counts], started: datetime, upto_id: int) -> bool:
+    def seed(self, counts: dict[str, Counts], started: datetime, upto_id: int,
+             upto_track_id: int = 0) -> bool:
         """Counts read from the database for the shift that started at ``started``, covering the
-        inspections up to id ``upto_id``; those are not counted again by ``add``. Ignored (False) when
-        another shift has started meanwhile."""
+        inspections up to id ``upto_id`` and the tracks up to ``upto_track_id``; those are not counted
+        again by ``add`` and ``add_defect``. Ignored (False) when another shift has started meanwhile."""
         with self._lock:
             self._roll()
             if started != self.started:
@@ -88,7 +93,9 @@ class ShiftCounters:
                 mine = self._counts.setdefault(camera, Counts())
                 mine.inspected += c.inspected
                 mine.ng += c.ng
+                mine.defects += c.defects
             self._seeded_upto = upto_id
+            self._seeded_tracks_upto = upto_track_id
             return True
 
     def roll(self) -> bool:
@@ -111,19 +118,33 @@ class ShiftCounters:
         with self._lock:
             self._roll()
             counts = self._counts.setdefault(camera, Counts())
-            if captured_at is not None and captured_at.tzinfo is None:
-                captured_at = captured_at.replace(tzinfo=UTC)  # the database's naive times are UTC
             seeded = inspection_id is not None and inspection_id <= self._seeded_upto
-            if not seeded and (captured_at is None or captured_at >= self.started):
+            if not seeded and self._in_shift(captured_at):
                 counts.inspected += 1
                 counts.ng += ng
-            return Counts(counts.inspected, counts.ng)
+            return replace(counts)
+
+    def add_defect(self, camera: str, ended_at: datetime | None = None,
+                   track_id: int | None = None) -> Counts:
+        """Count one tracked defect of ``camera`` whose track ended at ``ended_at`` (its last frame's
+        capture time; not one before the current shift started, nor one in the seeded counts)."""
+        with self._lock:
+            self._roll()
+            counts = self._counts.setdefault(camera, Counts())
+            seeded = track_id is not None and track_id <= self._seeded_tracks_upto
+            if not seeded and self._in_shift(ended_at):
+                counts.defects += 1
+            return replace(counts)
+
+    def _in_shift(self, captured_at: datetime | None) -> bool:
+        if captured_at is not None and captured_at.tzinfo is None:
+            captured_at = captured_at.replace(tzinfo=UTC)  # the database's naive times are UTC
+        return captured_at is None or captured_at >= self.started
 
     def get(self, camera: str) -> Counts:
         with self._lock:
             self._roll()
-            counts = self._counts.get(camera, Counts())
-            return Counts(counts.inspected, counts.ng)
+            return replace(self._counts.get(camera, Counts()))
 
     def cameras(self) -> list[str]:
         with self._lock:

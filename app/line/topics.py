@@ -27,7 +27,8 @@ def check_prefix(prefix: str) -> str:
 
 
 def camera_topic(prefix: str, line: str | None, station: str | None, camera: str | None, kind: str) -> str:
-    """``<prefix>/<line>/<station>/<camera>/<kind>``; kind: inspection, state or alarm."""
+    """``<prefix>/<line>/<station>/<camera>/<kind>``; kind: inspection, defect, verdict, counters, state
+    or alarm."""
     return "/".join((prefix, level(line), level(station), level(camera), kind))
 
 
