@@ -298,7 +298,9 @@ def test_a_tracked_defect_arrives_once_on_its_defect_topic_after_its_best_frame(
     defect_topic = "inspect/L1/_/strip/defect"
     with mqtt_app(app_settings.model_copy(update={"cameras_file": cams}), broker.port) as client:
         messages = sub.wait_for(lambda ms: any(m.topic == defect_topic for m in ms)
-                                and sum(m.topic.endswith("/inspection") for m in ms) == len(GONE))
+                                and sum(m.topic.endswith("/inspection") for m in ms) == len(GONE)
+                                and any(m.topic.endswith("/counters")  # counted after it is sent
+                                        and json.loads(m.payload).get("tracked_defects") == 1 for m in ms))
         posted = client.post("/api/v1/inspections?camera_id=strip&line=L1",
                              content=jpeg_bytes(255, h=64, w=64),
                              headers={"content-type": "image/jpeg"}).json()

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.background import BackgroundLoop
 from app.db.models import Defect, Inspection, Track
 from app.line.shifts import Counts, ShiftCounters
 from app.schemas import CameraCounters, InspectionPublic
@@ -27,6 +28,7 @@ from app.vocabulary import NG
 log = logging.getLogger(__name__)
 
 LOAD_BATCH = 200  # stored records loaded per batch
+RETRY_FIRST_S = 0.5  # the first wait after the database failed a load; doubled up to retry_max_s
 INSPECTION, TRACK = "inspection", "track"  # the kinds of record the inbox names
 
 
@@ -108,9 +110,10 @@ class InspectionFeed:
         self.retry_max_s = retry_max_s
         self._inbox: deque[StoredRecord] = deque()
         self._inbox_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop_feed = threading.Event()
-        self._feed_thread: threading.Thread | None = None
+        # on stop it delivers what waits (while the database answers), then ends
+        self._feed_loop = BackgroundLoop(self.thread_name, self._feed_step, poll_s, drain=True)
+        self._seeded = False
+        self._backoff = RETRY_FIRST_S
         self._camera_up: dict[str, bool] = {}
         self.counters: ShiftCounters | None = None  # set by a subclass that shows shift counters
 
@@ -178,7 +181,7 @@ class InspectionFeed:
             self._inbox.extend(records[:room])
         if len(records) > room:
             self.count_drops(len(records) - room)
-        self._wake.set()
+        self._feed_loop.wake()
 
     @property
     def waiting(self) -> int:
@@ -186,16 +189,15 @@ class InspectionFeed:
         return len(self._inbox)
 
     def start_feed(self) -> None:
-        self._feed_thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
-        self._feed_thread.start()
+        self._feed_loop.start()
 
     def stop_feed(self, timeout: float = 5.0) -> None:
         """Deliver what waits (while the database answers), then end the thread."""
-        self._stop_feed.set()
-        self._wake.set()
-        if self._feed_thread is not None:
-            self._feed_thread.join(timeout)
-            self._feed_thread = None
+        self._feed_loop.stop(timeout)
+
+    @property
+    def feed_stopping(self) -> bool:
+        return self._feed_loop.stopping
 
     # -- thread -----------------------------------------------------------------------------------
     def _take(self) -> list[StoredRecord]:
@@ -206,46 +208,43 @@ class InspectionFeed:
         with self._inbox_lock:
             self._inbox.extendleft(reversed(records))
 
-    def _run(self) -> None:
-        backoff = 0.5
-        self.seed_counters()
-        while True:
-            stopping = self._stop_feed.is_set()
-            try:
-                self._watch_cameras()
-                self.tick()
-            except Exception:
-                log.exception("%s: camera states or counters not delivered", self.thread_name)
-            records = self._take()
-            if records and self.session_factory is not None:
-                try:
-                    with self.session_factory() as session:
-                        inspections, tracks = self._load(session, records)
-                except Exception as exc:  # the database went away after the commit: try again later
-                    self._give_back(records)
-                    log.warning("%s: cannot load stored records (%s); retrying in %.1f s",
-                                self.thread_name, type(exc).__name__, backoff)
-                    if stopping:
-                        return
-                    self._stop_feed.wait(backoff)
-                    backoff = min(backoff * 2, self.retry_max_s)
-                    continue
-                backoff = 0.5
-                try:
-                    if inspections:
-                        self.deliver_inspections(inspections)
-                except Exception:
-                    log.exception("%s: %d inspections not delivered", self.thread_name, len(inspections))
-                try:
-                    if tracks:  # after the inspections: a track's best frame came before it
-                        self.deliver_tracks(tracks)
-                except Exception:
-                    log.exception("%s: %d tracked defects not delivered", self.thread_name, len(tracks))
-                continue
-            if stopping:
-                return
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+    def _feed_step(self) -> bool:
+        """One step of the feed's loop: camera states and counters, then one batch of stored records
+        loaded and delivered; True when it delivered (more may wait)."""
+        if not self._seeded:
+            self._seeded = True
+            self.seed_counters()
+        try:
+            self._watch_cameras()
+            self.tick()
+        except Exception:
+            log.exception("%s: camera states or counters not delivered", self.thread_name)
+        records = self._take()
+        if not records or self.session_factory is None:
+            return False
+        try:
+            with self.session_factory() as session:
+                inspections, tracks = self._load(session, records)
+        except Exception as exc:  # the database went away after the commit: try again later
+            self._give_back(records)
+            log.warning("%s: cannot load stored records (%s); retrying in %.1f s",
+                        self.thread_name, type(exc).__name__, self._backoff)
+            if self._feed_loop.stopping or self._feed_loop.wait(self._backoff):
+                return False  # stopping: what is left stays undelivered
+            self._backoff = min(self._backoff * 2, self.retry_max_s)
+            return True
+        self._backoff = RETRY_FIRST_S
+        try:
+            if inspections:
+                self.deliver_inspections(inspections)
+        except Exception:
+            log.exception("%s: %d inspections not delivered", self.thread_name, len(inspections))
+        try:
+            if tracks:  # after the inspections: a track's best frame came before it
+                self.deliver_tracks(tracks)
+        except Exception:
+            log.exception("%s: %d tracked defects not delivered", self.thread_name, len(tracks))
+        return True
 
     @staticmethod
     def _load(session: Session,

@@ -158,7 +158,7 @@ class MqttPublisher(InspectionFeed):
 
     def _on_disconnect(self, _client: paho.Client, _userdata: Any, _flags: Any, reason: Any,
                        _props: Any) -> None:
-        if self._stop_feed.is_set():
+        if self.feed_stopping:
             error = None
         elif self.connected or not self.last_error:
             error = f"disconnected: {reason}"

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from app.background import BackgroundLoop
 from app.inspection import InspectionResult
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,8 @@ class VerdictRelay:
         self.delivered = 0
         self._queue: deque[ProvisionalVerdict] = deque()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # delivers what waits at once, looks again every half second, and on stop delivers what is left
+        self._loop = BackgroundLoop(name, self._deliver_waiting, 0.5, drain=True)
 
     def offer(self, verdicts: list[ProvisionalVerdict]) -> None:
         """From an inference worker: never blocks beyond a short lock."""
@@ -96,7 +96,7 @@ class VerdictRelay:
         if refused:
             log.warning("%s: %d provisional verdict(s) dropped (queue full)", self.name, refused)
             self.count_dropped(refused)
-        self._wake.set()
+        self._loop.wake()
 
     def count_dropped(self, n: int) -> None:
         """Verdicts not announced: refused here, or by the sink (the MQTT broker away)."""
@@ -110,17 +110,12 @@ class VerdictRelay:
         return len(self._queue)
 
     def start(self) -> VerdictRelay:
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        self._loop.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deliver what waits, then end the thread."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
 
     def _take(self) -> list[ProvisionalVerdict]:
         with self._lock:
@@ -128,16 +123,13 @@ class VerdictRelay:
             self._queue.clear()
             return taken
 
-    def _run(self) -> None:
-        while True:
-            self._wake.wait(0.5)
-            self._wake.clear()
-            verdicts = self._take()
-            if verdicts:
-                try:
-                    self.deliver(verdicts)
-                    self.delivered += len(verdicts)
-                except Exception:  # a sink's failure never stops the relay
-                    log.exception("%s: %d provisional verdicts not delivered", self.name, len(verdicts))
-            elif self._stop.is_set():
-                return
+    def _deliver_waiting(self) -> bool:
+        """One step of the relay's loop; True when more verdicts came meanwhile."""
+        verdicts = self._take()
+        if verdicts:
+            try:
+                self.deliver(verdicts)
+                self.delivered += len(verdicts)
+            except Exception:  # a sink's failure never stops the relay
+                log.exception("%s: %d provisional verdicts not delivered", self.name, len(verdicts))
+        return bool(self._queue)
