@@ -737,17 +737,54 @@ def test_a_failed_journal_write_holds_the_batch_and_tries_again(
 
 
 def test_at_shutdown_a_batch_nobody_takes_is_given_up_after_the_grace_period(
-        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture, on_log) -> None:
+    """The journal holds a result from before and has no room for more; the database comes back and
+    another request closes its circuit breaker while the writer's next retry is an hour away: the
+    held batch is given up after the grace period, and the writer's last act replays the journal."""
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(9))])
+    earlier.close()
+    full = sum(p.stat().st_size for p in journal_dir.glob("*.jsonl"))
     outage.down()
-    writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data", batch_rows=3,
+    writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=full), tmp_path / "data", batch_rows=3,
                       batch_ms=HOUR_MS, retry_s=3600)
+
+    def back() -> None:
+        outage.up()
+        assert outage.db.breaker.check_now()  # as a readiness probe does
+
+    on_log("holding results", once(back))
     writer.submit_many([make_item(k) for k in range(3)])
     writer.start()
     writer.stop()
-    assert (writer.committed, writer.journaled) == (0, 0)
+    assert (writer.committed, writer.journaled, writer.replayed) == (1, 0, 1)  # the replayed one
     gave_up = "shutting down with 3 results neither committed nor journaled"
-    assert messages(caplog)[-1] == (logging.ERROR, gave_up)
+    assert messages(caplog)[-2:] == [(logging.ERROR, gave_up),
+                                     (logging.INFO, "replayed 1 journaled results from 000000000001.jsonl")]
+    assert [uid for uid, _ in rows(outage.db)] == ["f009"] and journal_records(journal_dir) == []
     assert not [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+
+
+def test_a_circuit_closed_by_another_request_lets_the_shutdown_replay_the_journal(
+        outage: Outage, tmp_path: Path) -> None:
+    journal_dir = tmp_path / "journal"
+    journaled: list[list[str]] = []
+
+    def back(items: list[Item]) -> None:
+        journaled.append(uids(items))
+        outage.up()
+        assert outage.db.breaker.check_now()  # as a readiness probe does; the writer's retry is an hour away
+
+    outage.down()
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=3600, on_journaled=back)
+    writer.submit_many([make_item(0), make_item(1)])
+    writer.start()
+    writer.stop()
+    assert journaled == [["f000", "f001"]]
+    assert (writer.journaled, writer.replayed, writer.db_up) == (2, 2, True)
+    assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"] and journal_records(journal_dir) == []
 
 
 def test_an_idle_writer_keeps_running_until_stopped(tmp_path: Path) -> None:
