@@ -239,16 +239,38 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obje
     return thread, got
 
 
+def at_once(call: Callable[[], object]) -> object:
+    """``call()``, which must not block (a take from an empty inbox without an idle wait, a put refused
+    at its timeout), run in a helper thread: its result or its exception; a call still blocked after
+    20 s fails the test instead of hanging it."""
+    got: list[object] = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            got.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the call blocked"
+    if raised:
+        raise raised[0]
+    return got[0]
+
+
 def test_an_empty_inbox_gives_nothing_and_a_short_one_what_it_has() -> None:
     buf = BatchBuffer(capacity=10, batch_rows=4)
     assert (buf.capacity, buf.batch_rows, buf.wakeups, len(buf)) == (10, 4, 0, 0)
-    assert buf.take_batch(0.0, idle_s=0.0, draining=never) == []
+    assert at_once(lambda: buf.take_batch(0.0, idle_s=0.0, draining=never)) == []
     assert buf.take_batch(0.0, idle_s=0.0, draining=lambda: True) == []
     buf.put([1, 2])
     assert buf.wakeups == 1
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [1, 2] and len(buf) == 0
     buf.put([3])
-    assert buf.take_batch(0.01, idle_s=0.0, draining=never) == [3]  # the window ends without more rows
+    assert at_once(lambda: buf.take_batch(0.01, idle_s=0.0, draining=never)) == [3]  # the window ends
 
 
 def test_the_writer_waits_in_the_window_until_the_batch_is_full() -> None:
@@ -290,10 +312,10 @@ def test_wake_ends_an_idle_wait_once_draining() -> None:
 def test_a_full_inbox_refuses_after_the_timeout_and_keeps_what_fitted() -> None:
     buf = BatchBuffer(capacity=3, batch_rows=2)
     with pytest.raises(TimeoutError, match=r"^writer queue full \(3 results\)$"):
-        buf.put([0, 1, 2, 3, 4], timeout=0.0)
+        at_once(lambda: buf.put([0, 1, 2, 3, 4], timeout=0.0))
     assert len(buf) == 3
     with pytest.raises(TimeoutError):
-        buf.put([5], timeout=0.01)  # no room comes: refused once the timeout has passed
+        at_once(lambda: buf.put([5], timeout=0.01))  # no room comes: refused once the timeout has passed
     assert buf.wakeups == 1  # one wake-up for the first rows, which also filled a batch
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1]
     buf.put([5], timeout=0.0)
@@ -304,7 +326,7 @@ def test_a_partly_filled_inbox_takes_only_what_fits_before_refusing() -> None:
     buf = BatchBuffer(capacity=3, batch_rows=3)
     buf.put([0, 1])
     with pytest.raises(TimeoutError):
-        buf.put([2, 3, 4], timeout=0.0)
+        at_once(lambda: buf.put([2, 3, 4], timeout=0.0))
     assert len(buf) == 3 and buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1, 2]
 
 
@@ -324,7 +346,7 @@ def test_a_blocked_producer_goes_on_as_soon_as_the_writer_takes_a_batch() -> Non
     producer, _ = in_thread(lambda: buf.put([2, 3, 4]))
     taken: list[object] = []
     for _ in range(3):  # each take makes room; the idle wait ends at the producer's next rows
-        taken += buf.take_batch(0.0, idle_s=3600.0, draining=never)
+        taken += buf.take_batch(0.0, idle_s=30.0, draining=never)
     producer.join(30)
     assert not producer.is_alive() and taken == [0, 1, 2, 3, 4]
 
@@ -390,7 +412,7 @@ def test_the_defaults_are_batches_of_64_and_an_inbox_of_1024(tmp_path: Path) -> 
     one = make_item(0, ng=False)
     idle.submit_many([one] * 1024)
     with pytest.raises(TimeoutError, match=r"^writer queue full \(1024 results\)$"):
-        idle.submit(one, timeout=0.0)
+        at_once(lambda: idle.submit(one, timeout=0.0))
     assert idle.pending() == 1024
     idle.stop()  # never started: nothing drained, the journal folder let go
     assert idle.pending() == 1024 and journal_records(tmp_path / "journal-2") == []
@@ -826,6 +848,8 @@ def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
     event.remove(db.engine, "before_cursor_execute", fail)
     assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
     assert db.breaker.trips == 1 and messages(caplog) == []
+    [opened] = [r.getMessage() for r in caplog.records if r.name == BREAKER_LOG]
+    assert opened.endswith("): SQLAlchemyError: ")  # the writer opened the breaker, and said why
     db.dispose()
 
 
@@ -1101,7 +1125,7 @@ def test_open_writer_follows_its_configuration(tmp_path: Path) -> None:
     assert writer.on_tracks_committed is on_tracks_committed
     writer.submit_many([make_item(k) for k in range(3)])
     with pytest.raises(TimeoutError, match=r"\(3 results\)"):
-        writer.submit(make_item(3), timeout=0.0)
+        at_once(lambda: writer.submit(make_item(3), timeout=0.0))
     writer.start()
     writer.stop()
     assert committed == [["f000", "f001"], ["f002"]]
