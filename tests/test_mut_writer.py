@@ -1447,7 +1447,7 @@ def test_tracks_are_journaled_behind_their_frames_and_replayed_once(outage: Outa
     again.start()
     again.stop()
     assert (again.replayed, again.tracks_committed, again.rejected) == (2, 2, 0)
-    assert reported == [["t000"], ["t001"]]  # one segment per journaled batch, replayed in chunks of 3
+    assert reported == [["t000"], ["t001"]]  # replayed in chunks of batch_rows: [f000, t000, f001], [t001]
     assert [(rec.track_uid, uid) for rec, uid, _ in stored_tracks(outage.db)] == [("t000", "f000"),
                                                                                   ("t001", "f001")]
     assert journal_records(journal_dir) == []
