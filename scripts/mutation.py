@@ -93,6 +93,10 @@ _S = "app.inspection.store."
 _J = "app.ingest.journal.xǁJournalǁ"
 _W = "app.ingest.writer.xǁ"
 _W_ZIP = "zip without strict: _commit gives one entry per item, and a partial replay cuts the items to those"
+_W_TRACKS_ZIP = "zip without strict: persist_tracks gives one entry per track, and the retry one per item"
+_W_MOVE_ZIP = ("zip without strict: the names before and after come from the same result, its frame kept or "
+               "renamed and its crop_count unchanged, so the two lists are equally long")
+_WM = "app.ingest.writer.x_move_written_files__mutmut_"
 EQUIVALENT: dict[str, str] = {
     # rules.roi_mask
     _R + "59": "contour reshape(-1, 2) instead of (-1, 1, 2): cv2.pointPolygonTest reads both layouts",
@@ -115,10 +119,12 @@ EQUIVALENT: dict[str, str] = {
         "len(items) + at: the slice items[at:at + n] ends at the list's end, the loop the same",
     _W + "BatchBufferǁtake_batch__mutmut_13":
         "remaining < 0 for <= 0: at exactly 0, wait(0) returns at once and the next pass ends the window",
-    _W + "DbWriterǁ__init____mutmut_24":
+    _W + "DbWriterǁ__init____mutmut_25":
         "first retry due at 1.0, not 0.0, on time.monotonic(): it counts from boot, due either way",
     _W + "DbWriterǁ_db_error__mutmut_8":
         "_set_db(None, ...) for False: _set_db tests up for truth, None reads as False",
+    _W + "DbWriterǁ_set_db__mutmut_4":
+        "error or 'XXXX': _set_db(False, ...) always gets _db_error's text, which is never empty",
     "app.ingest.writer.x_other_image_uid__mutmut_6":
         ("'XXXX' for '' as the camera of a result without one: only camera frames are re-keyed, and "
          "a camera frame always names its camera"),
@@ -140,11 +146,14 @@ EQUIVALENT: dict[str, str] = {
         "held = None for []: held is only tested for truth",
     _W + "DbWriterǁ_run__mutmut_6":
         "the same after a held batch is stored",
-    _W + "DbWriterǁ_run__mutmut_15":
-        ("return for break skips the shutdown replay, which could only act on results journaled while the "
-         "database is marked up: the loop never leaves that state behind"),
-    _W + "DbWriterǁ_run__mutmut_30":
-        "the same at the normal end of the loop",
+    _W + "DbWriterǁ_commit_tracks__mutmut_28": _W_TRACKS_ZIP,
+    _W + "DbWriterǁ_commit_tracks__mutmut_31": _W_TRACKS_ZIP,
+    _W + "DbWriterǁ_commit_tracks__mutmut_32": _W_TRACKS_ZIP,
+    _WM + "8": ("the old names are taken also when the files are not written yet: the function returns "
+                "before it reads them, and taking them only reads the result"),
+    _WM + "17": _W_MOVE_ZIP,
+    _WM + "20": _W_MOVE_ZIP,
+    _WM + "22": _W_MOVE_ZIP,
     # postprocess
     _P + "x_candidates__mutmut_14": "ultralytics pre-filter best >= t: the strict score > t filter follows",
     _P + "x_candidates__mutmut_21": "objectness pre-filter obj >= t: score = obj * cls <= obj, and the "

@@ -16,20 +16,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import PG_ENV
 from db_helpers import refuse
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from app import metrics
 from app.db.migrate import upgrade
-from app.db.models import Inspection, Webhook
+from app.db.models import Defect, Inspection, Track, Webhook
 from app.db.session import Database
 from app.detections import Detections
 from app.ingest.config import WriterConfig
@@ -39,6 +40,7 @@ from app.ingest.writer import (
     DbWriter,
     Item,
     JournalUnwritable,
+    TrackItem,
     from_journal,
     open_writer,
     other_image_uid,
@@ -53,6 +55,7 @@ from app.inspection import (
 )
 from app.inspection.codec import to_record
 from app.inspection.store import crop_file
+from app.inspection.tracks import TrackRecord
 from app.vocabulary import API_SOURCE
 
 NAMES = ("crazing", "patches")
@@ -217,6 +220,18 @@ def never() -> bool:
     return False
 
 
+def watching(stop: threading.Event | None = None) -> tuple[threading.Event, Callable[[], bool]]:
+    """A ``draining`` for ``take_batch`` that announces each look at the inbox (it is called under the
+    inbox lock, so a put can only follow once the writer waits); draining once ``stop`` is set."""
+    looked = threading.Event()
+
+    def draining() -> bool:
+        looked.set()
+        return stop is not None and stop.is_set()
+
+    return looked, draining
+
+
 def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
     got: list[object] = []
     thread = threading.Thread(target=lambda: got.append(target()), daemon=True)
@@ -224,28 +239,45 @@ def in_thread(target: Callable[[], object]) -> tuple[threading.Thread, list[obje
     return thread, got
 
 
+def at_once(call: Callable[[], object]) -> object:
+    """``call()``, which must not block (a take from an empty inbox without an idle wait, a put refused
+    at its timeout), run in a helper thread: its result or its exception; a call still blocked after
+    20 s fails the test instead of hanging it."""
+    got: list[object] = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            got.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's thread
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the call blocked"
+    if raised:
+        raise raised[0]
+    return got[0]
+
+
 def test_an_empty_inbox_gives_nothing_and_a_short_one_what_it_has() -> None:
     buf = BatchBuffer(capacity=10, batch_rows=4)
     assert (buf.capacity, buf.batch_rows, buf.wakeups, len(buf)) == (10, 4, 0, 0)
-    assert buf.take_batch(0.0, idle_s=0.0, draining=never) == []
+    assert at_once(lambda: buf.take_batch(0.0, idle_s=0.0, draining=never)) == []
     assert buf.take_batch(0.0, idle_s=0.0, draining=lambda: True) == []
     buf.put([1, 2])
     assert buf.wakeups == 1
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [1, 2] and len(buf) == 0
     buf.put([3])
-    assert buf.take_batch(0.01, idle_s=0.0, draining=never) == [3]  # the window ends without more rows
+    assert at_once(lambda: buf.take_batch(0.01, idle_s=0.0, draining=never)) == [3]  # the window ends
 
 
 def test_the_writer_waits_in_the_window_until_the_batch_is_full() -> None:
     """The writer announces each look at the inbox; the producer adds rows only while it waits."""
     buf = BatchBuffer(capacity=100, batch_rows=5)
     buf.put([0, 1])
-    looked = threading.Event()
-
-    def draining() -> bool:
-        looked.set()  # called under the inbox lock: a put can only follow once the writer waits
-        return False
-
+    looked, draining = watching()
     thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
     assert looked.wait(30)
     buf.put([2, 3])  # not full yet: the writer goes on waiting
@@ -257,12 +289,7 @@ def test_the_writer_waits_in_the_window_until_the_batch_is_full() -> None:
 
 def test_a_writer_idle_on_an_empty_inbox_is_woken_by_the_first_rows() -> None:
     buf = BatchBuffer(capacity=100, batch_rows=3)
-    looked = threading.Event()
-
-    def draining() -> bool:
-        looked.set()
-        return False
-
+    looked, draining = watching()
     thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
     assert looked.wait(30)
     buf.put([7, 8, 9])
@@ -272,12 +299,8 @@ def test_a_writer_idle_on_an_empty_inbox_is_woken_by_the_first_rows() -> None:
 
 def test_wake_ends_an_idle_wait_once_draining() -> None:
     buf = BatchBuffer(capacity=100, batch_rows=3)
-    looked, stopping = threading.Event(), threading.Event()
-
-    def draining() -> bool:
-        looked.set()
-        return stopping.is_set()
-
+    stopping = threading.Event()
+    looked, draining = watching(stopping)
     thread, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
     assert looked.wait(30)
     stopping.set()
@@ -289,10 +312,10 @@ def test_wake_ends_an_idle_wait_once_draining() -> None:
 def test_a_full_inbox_refuses_after_the_timeout_and_keeps_what_fitted() -> None:
     buf = BatchBuffer(capacity=3, batch_rows=2)
     with pytest.raises(TimeoutError, match=r"^writer queue full \(3 results\)$"):
-        buf.put([0, 1, 2, 3, 4], timeout=0.0)
+        at_once(lambda: buf.put([0, 1, 2, 3, 4], timeout=0.0))
     assert len(buf) == 3
     with pytest.raises(TimeoutError):
-        buf.put([5], timeout=0.01)  # no room comes: refused once the timeout has passed
+        at_once(lambda: buf.put([5], timeout=0.01))  # no room comes: refused once the timeout has passed
     assert buf.wakeups == 1  # one wake-up for the first rows, which also filled a batch
     assert buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1]
     buf.put([5], timeout=0.0)
@@ -303,18 +326,13 @@ def test_a_partly_filled_inbox_takes_only_what_fits_before_refusing() -> None:
     buf = BatchBuffer(capacity=3, batch_rows=3)
     buf.put([0, 1])
     with pytest.raises(TimeoutError):
-        buf.put([2, 3, 4], timeout=0.0)
+        at_once(lambda: buf.put([2, 3, 4], timeout=0.0))
     assert len(buf) == 3 and buf.take_batch(0.0, idle_s=0.0, draining=never) == [0, 1, 2]
 
 
 def test_a_producer_with_a_timeout_waits_for_the_room_a_waiting_writer_makes() -> None:
     buf = BatchBuffer(capacity=2, batch_rows=2)
-    looked = threading.Event()
-
-    def draining() -> bool:
-        looked.set()
-        return False
-
+    looked, draining = watching()
     writer, got = in_thread(lambda: buf.take_batch(3600.0, idle_s=3600.0, draining=draining))
     assert looked.wait(30)  # the writer waits for rows
     buf.put([0, 1, 2], timeout=30.0)  # full after two: waits while the woken writer takes them
@@ -328,7 +346,7 @@ def test_a_blocked_producer_goes_on_as_soon_as_the_writer_takes_a_batch() -> Non
     producer, _ = in_thread(lambda: buf.put([2, 3, 4]))
     taken: list[object] = []
     for _ in range(3):  # each take makes room; the idle wait ends at the producer's next rows
-        taken += buf.take_batch(0.0, idle_s=3600.0, draining=never)
+        taken += buf.take_batch(0.0, idle_s=30.0, draining=never)
     producer.join(30)
     assert not producer.is_alive() and taken == [0, 1, 2, 3, 4]
 
@@ -394,7 +412,7 @@ def test_the_defaults_are_batches_of_64_and_an_inbox_of_1024(tmp_path: Path) -> 
     one = make_item(0, ng=False)
     idle.submit_many([one] * 1024)
     with pytest.raises(TimeoutError, match=r"^writer queue full \(1024 results\)$"):
-        idle.submit(one, timeout=0.0)
+        at_once(lambda: idle.submit(one, timeout=0.0))
     assert idle.pending() == 1024
     idle.stop()  # never started: nothing drained, the journal folder let go
     assert idle.pending() == 1024 and journal_records(tmp_path / "journal-2") == []
@@ -518,6 +536,8 @@ def test_while_the_database_is_away_everything_is_journaled_with_its_files(
     assert (sample("inspect_db_up"), sample("inspect_journal_pending")) == (0, 5)
     assert outage.db.breaker.is_open and outage.db.breaker.trips == 1
     assert messages(caplog) == []
+    [opened] = [r.getMessage() for r in caplog.records if r.name == BREAKER_LOG]
+    assert opened.endswith(f"): {writer.last_error}")  # the breaker logs why
     # on disk: the records, each naming its image file, and the crops next to them
     assert journal_records(journal_dir) == [to_journal(i) for i in items]
     for item, jpeg in zip(items, jpegs, strict=True):
@@ -739,17 +759,54 @@ def test_a_failed_journal_write_holds_the_batch_and_tries_again(
 
 
 def test_at_shutdown_a_batch_nobody_takes_is_given_up_after_the_grace_period(
-        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture, on_log) -> None:
+    """The journal holds a result from before and has no room for more; the database comes back and
+    another request closes its circuit breaker while the writer's next retry is an hour away: the
+    held batch is given up after the grace period, and the writer's last act replays the journal."""
+    journal_dir = tmp_path / "journal"
+    earlier = Journal(journal_dir)
+    earlier.append([to_journal(make_item(9))])
+    earlier.close()
+    full = sum(p.stat().st_size for p in journal_dir.glob("*.jsonl"))
     outage.down()
-    writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data", batch_rows=3,
+    writer = DbWriter(outage.db, Journal(journal_dir, max_bytes=full), tmp_path / "data", batch_rows=3,
                       batch_ms=HOUR_MS, retry_s=3600)
+
+    def back() -> None:
+        outage.up()
+        assert outage.db.breaker.check_now()  # as a readiness probe does
+
+    on_log("holding results", once(back))
     writer.submit_many([make_item(k) for k in range(3)])
     writer.start()
     writer.stop()
-    assert (writer.committed, writer.journaled) == (0, 0)
+    assert (writer.committed, writer.journaled, writer.replayed) == (1, 0, 1)  # the replayed one
     gave_up = "shutting down with 3 results neither committed nor journaled"
-    assert messages(caplog)[-1] == (logging.ERROR, gave_up)
+    assert messages(caplog)[-2:] == [(logging.ERROR, gave_up),
+                                     (logging.INFO, "replayed 1 journaled results from 000000000001.jsonl")]
+    assert [uid for uid, _ in rows(outage.db)] == ["f009"] and journal_records(journal_dir) == []
     assert not [t for t in threading.enumerate() if t.name == "ingest-db-writer"]
+
+
+def test_a_circuit_closed_by_another_request_lets_the_shutdown_replay_the_journal(
+        outage: Outage, tmp_path: Path) -> None:
+    journal_dir = tmp_path / "journal"
+    journaled: list[list[str]] = []
+
+    def back(items: list[Item]) -> None:
+        journaled.append(uids(items))
+        outage.up()
+        assert outage.db.breaker.check_now()  # as a readiness probe does; the writer's retry is an hour away
+
+    outage.down()
+    writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      retry_s=3600, on_journaled=back)
+    writer.submit_many([make_item(0), make_item(1)])
+    writer.start()
+    writer.stop()
+    assert journaled == [["f000", "f001"]]
+    assert (writer.journaled, writer.replayed, writer.db_up) == (2, 2, True)
+    assert [uid for uid, _ in rows(outage.db)] == ["f000", "f001"] and journal_records(journal_dir) == []
 
 
 def test_an_idle_writer_keeps_running_until_stopped(tmp_path: Path) -> None:
@@ -791,6 +848,8 @@ def test_a_database_error_without_a_message_is_named_by_its_kind(tmp_path: Path,
     event.remove(db.engine, "before_cursor_execute", fail)
     assert (writer.last_error, writer.journaled, writer.db_up) == ("SQLAlchemyError: ", 1, False)
     assert db.breaker.trips == 1 and messages(caplog) == []
+    [opened] = [r.getMessage() for r in caplog.records if r.name == BREAKER_LOG]
+    assert opened.endswith("): SQLAlchemyError: ")  # the writer opened the breaker, and said why
     db.dispose()
 
 
@@ -830,17 +889,20 @@ def test_results_stay_behind_the_journal_even_when_a_retry_is_due(outage: Outage
 
 
 # -- camera frames under a uid stored with another image --------------------------------------------------
-def test_a_camera_frame_whose_uid_is_stored_with_another_image_is_rekeyed(outage: Outage,
-                                                                           tmp_path: Path) -> None:
+def test_a_camera_frame_whose_uid_is_stored_with_another_image_is_rekeyed(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"
     first = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
-    first.submit(make_item(1, image=True))
+    original = make_item(1, image=True)
+    first_jpeg = original.result.image_bytes
+    first.submit(original)
     first.start()
     first.stop()
     committed: list[list[str]] = []
     writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS,
                       on_committed=lambda items, _s: committed.append(uids(items)))
     changed = make_item(1, image=True, pixel=200)  # the same derived uid, another image
+    changed_jpeg = changed.result.image_bytes
     new_uid = other_image_uid(changed.result)
     assert new_uid not in ("f001", "") and new_uid == other_image_uid(make_item(1, pixel=200).result)
     assert new_uid != other_image_uid(make_item(1, pixel=30).result)
@@ -855,6 +917,11 @@ def test_a_camera_frame_whose_uid_is_stored_with_another_image_is_rekeyed(outage
     stored = rows(outage.db)
     assert [uid for uid, _ in stored] == ["f001", new_uid, "f002"]
     assert len({path for _, path in stored}) == 3  # each image in its own file
+    files = dict(stored)
+    assert (data / files["f001"]).read_bytes() == first_jpeg  # the stored frame's image is untouched
+    assert (data / files[new_uid]).read_bytes() == changed_jpeg
+    assert messages(caplog) == [(logging.WARNING, f"frame_uid f001 of camera cam-w is stored with another "
+                                                  f"image; this frame is stored as {new_uid}")]
 
 
 def policy_applied(result: InspectionResult) -> Item:
@@ -967,8 +1034,9 @@ def test_an_upload_the_journal_cannot_take_while_the_database_is_away_is_refused
         outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     outage.down()
     writer = DbWriter(outage.db, Journal(tmp_path / "journal", max_bytes=10), tmp_path / "data")
-    with pytest.raises(JournalUnwritable, match=UNWRITABLE):
+    with pytest.raises(JournalUnwritable, match=UNWRITABLE) as refused:
         writer.store_now(upload(1), "never")  # full
+    assert (refused.value.reason, refused.value.retry_after_s) == ("journal_unavailable", 10)
     assert (writer.journaled, writer.is_pending("f001")) == (0, False)
     full = f"journal {tmp_path / 'journal'} would exceed 10 bytes"
     assert messages(caplog) == [(logging.ERROR, f"database away and the journal cannot take f001: {full}")]
@@ -1013,8 +1081,8 @@ def test_listeners_hear_the_ids_of_new_rows_after_their_commit(outage: Outage, t
     assert others == [ids for ids, _ in heard] and writer.committed == 3
 
 
-def test_a_failing_listener_costs_neither_the_writer_nor_the_other_listeners(outage: Outage,
-                                                                              tmp_path: Path) -> None:
+def test_a_failing_listener_costs_neither_the_writer_nor_the_other_listeners(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     def broken(_ids: list[int]) -> None:
         raise RuntimeError("broker client crashed")
 
@@ -1025,6 +1093,9 @@ def test_a_failing_listener_costs_neither_the_writer_nor_the_other_listeners(out
     writer.start()
     writer.stop()
     assert writer.committed == 4 and [len(ids) for ids in heard] == [2, 2]  # both batches, after the failure
+    failed = (logging.ERROR, "a listener of stored inspections failed on 2 ids")
+    assert messages(caplog) == [failed, failed]
+    assert all(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records if r.name == WRITER_LOG)
     assert writer.store_now(make_item(5).result, "never") is not None  # the upload door answers too
     assert len(heard) == 3
 
@@ -1042,15 +1113,19 @@ def test_open_writer_follows_its_configuration(tmp_path: Path) -> None:
 
     config = WriterConfig(batch_rows=2, batch_ms=250.0, queue_size=3, journal_max_mb=0.5,
                           journal_segment_mb=0.25, retry_s=2.5)
+    def on_tracks_committed(_tracks: list[TrackRecord]) -> None:
+        raise AssertionError("no track is stored here")
+
     writer = open_writer(db, data, config, on_committed=lambda items, _s: committed.append(uids(items)),
-                         on_journaled=on_journaled)
+                         on_journaled=on_journaled, on_tracks_committed=on_tracks_committed)
     assert (writer.db, writer.data_dir, writer.journal.dir) == (db, data, data / "journal")
     assert (writer.journal.max_bytes, writer.journal.segment_bytes) == (2**19, 2**18)
     assert (writer.batch_rows, writer.batch_s, writer.retry_s, writer.on_journaled) == (2, 0.25, 2.5,
                                                                                        on_journaled)
+    assert writer.on_tracks_committed is on_tracks_committed
     writer.submit_many([make_item(k) for k in range(3)])
     with pytest.raises(TimeoutError, match=r"\(3 results\)"):
-        writer.submit(make_item(3), timeout=0.0)
+        at_once(lambda: writer.submit(make_item(3), timeout=0.0))
     writer.start()
     writer.stop()
     assert committed == [["f000", "f001"], ["f002"]]
@@ -1156,3 +1231,255 @@ def test_a_journaled_frame_rekeyed_at_its_replay_takes_its_files_along(outage: O
     moved = store_files(data)
     assert sorted(moved) == sorted([frame] + [frame[:-4] + f"-crop{k}.jpg" for k in range(2)])
     assert sorted(moved.values()) == sorted(journaled.values())  # the journaled frame's own bytes
+
+
+# -- frames that keep their crops only (no frame image) ------------------------------------------------------
+def crops_only(result: InspectionResult, n: int = 2) -> Item:
+    """A camera frame whose camera keeps crops only: no image bytes, ``n`` crops of its own image."""
+    item = with_crops(result, n)
+    item.result.image_bytes = None
+    return item
+
+
+def test_a_crops_only_frame_rekeyed_at_its_commit_leaves_the_stored_frames_crops_alone(
+        outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit(crops_only(make_result(1)))
+    seed.start()
+    seed.stop()
+    before = store_files(data)
+    assert len(before) == 2
+    changed = crops_only(make_result(1, pixel=200))
+    crops, own_uid = list(changed.crops), other_image_uid(changed.result)
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS)
+    writer.submit(changed)
+    writer.start()
+    writer.stop()
+    assert (writer.rekeyed, writer.committed, changed.result.frame_uid) == (1, 1, own_uid)
+    assert dict(rows(outage.db)) == {"f001": None, own_uid: None}
+    after = store_files(data)
+    assert {k: v for k, v in after.items() if k in before} == before  # f001's crops stay where they were
+    assert [(data / crop_file(changed.result, k)).read_bytes() for k in range(2)] == crops
+
+
+def test_while_the_database_is_away_the_first_crop_witnesses_a_used_uid(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A crops-only frame has no image file: its first crop tells the same frame sent again (its crops
+    as stored) from another frame under a used uid (other crops)."""
+    data, journal_dir = tmp_path / "data", tmp_path / "j2"
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit_many([crops_only(make_result(1)), crops_only(make_result(2, pixel=90), 1)])
+    seed.start()
+    seed.stop()
+    before = store_files(data)
+    assert len(before) == 3
+    outage.down()
+    again = crops_only(make_result(1))  # the same frame: the same crops
+    changed = [crops_only(make_result(1, pixel=200)), crops_only(make_result(2, pixel=201), 1)]
+    own = [other_image_uid(c.result) for c in changed]
+    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    writer.submit_many([again, *changed])
+    writer.start()
+    writer.stop()
+    assert (writer.journaled, writer.rekeyed) == (3, 2)
+    assert [again.result.frame_uid] + [c.result.frame_uid for c in changed] == ["f001", *own]
+    assert [r["frame_uid"] for r in journal_records(journal_dir)] == ["f001", *own]
+    assert messages(caplog) == [
+        (logging.WARNING, f"frame_uid f00{k} of camera cam-w holds another image; this frame is journaled "
+                          f"as {uid}") for k, uid in ((1, own[0]), (2, own[1]))]
+    after = store_files(data)
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert len(after) == 3 + 3  # the two re-keyed frames' crops, under their own uids
+
+    outage.up()
+    replay = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=4, batch_ms=HOUR_MS)
+    replay.start()
+    replay.stop()
+    assert (replay.replayed, replay.rekeyed) == (2, 0)
+    assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", "f002", *own])
+    assert store_files(data) == after
+
+
+def test_a_journaled_crops_only_frame_rekeyed_at_its_replay_takes_the_crops_it_still_has(
+        outage: Outage, tmp_path: Path) -> None:
+    """As above, crops only; one journaled crop is pruned before the replay: the other moves, the row
+    keeps no image."""
+    data = tmp_path / "data"
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit(crops_only(make_result(1)))
+    seed.start()
+    seed.stop()
+    for path in (data / "images").rglob("*.jpg"):
+        path.unlink()
+    outage.down()
+    changed = crops_only(make_result(1, pixel=200))
+    crops = list(changed.crops)
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    writer.submit(changed)
+    writer.start()
+    writer.stop()
+    assert (writer.journaled, writer.rekeyed, changed.result.frame_uid) == (1, 0, "f001")
+    (data / crop_file(changed.result, 1)).unlink()
+
+    outage.up()
+    again = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS, retry_s=3600)
+    again.start()
+    again.stop()
+    own_uid = other_image_uid(changed.result)
+    assert (again.rekeyed, again.replayed) == (1, 1)
+    assert dict(rows(outage.db)) == {"f001": None, own_uid: None}
+    changed.result.frame_uid = own_uid
+    assert store_files(data) == {crop_file(changed.result, 0): crops[0]}
+
+
+# -- tracked defects: each track behind its best frame -------------------------------------------------------
+T0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)
+
+
+def tracked(k: int) -> Item:
+    """A frame of a camera with tracking: its defects are stored with their tracks, not with it."""
+    item = make_item(k)
+    item.result.tracked = True
+    return item
+
+
+def track(k: int, best: str) -> TrackItem:
+    """Track ``t<k>``, seen most confidently in frame ``best``; every value differs from track to track."""
+    return TrackItem(TrackRecord(
+        track_uid=f"t{k:03d}", track_number=k, camera_id="cam-w", line="line-w", station=f"st-{k}",
+        part_id=f"part-{k}", class_id=k % 2, class_name=NAMES[k % 2], confidence=0.5 + k / 100,
+        frames_seen=3 + k, first_frame_uid=f"first-{k}", best_frame_uid=best, last_frame_uid=f"last-{k}",
+        started_at=T0 + timedelta(seconds=k), ended_at=T0 + timedelta(seconds=k + 2),
+        box=[1.0 + k, 2.0 + k, 20.0 + k, 22.0 + k], position_px=[10.0 + k, 12.0 + k],
+        size_px=[19.0 + k, 20.0 + k], mm_per_px=0.5 + k, frame_uids=[f"first-{k}", best, f"last-{k}"]))
+
+
+def stored_tracks(db: Database) -> list[tuple[TrackRecord, str, list[tuple]]]:
+    """Each stored track as a record again, its inspection's frame_uid, and its defect rows."""
+    with db.session() as s:
+        out = []
+        for row in s.scalars(select(Track).order_by(Track.id)):
+            rec = TrackRecord(
+                track_uid=row.track_uid, track_number=row.track_number, camera_id=row.camera_id,
+                line=row.line, station=row.station, part_id=row.part_id, class_id=row.class_id,
+                class_name=row.class_name, confidence=row.confidence, frames_seen=row.frames_seen,
+                first_frame_uid=row.first_frame_uid, best_frame_uid=row.best_frame_uid,
+                last_frame_uid=row.last_frame_uid, started_at=row.started_at.replace(tzinfo=UTC),
+                ended_at=row.ended_at.replace(tzinfo=UTC), box=[row.x1, row.y1, row.x2, row.y2],
+                position_px=[row.position_x_px, row.position_y_px], size_px=[row.width_px, row.height_px],
+                mm_per_px=row.mm_per_px, frame_uids=list(row.frame_uids))
+            inspection = s.get(Inspection, row.inspection_id)
+            defects = [(d.inspection_id, d.class_name, d.confidence, [d.x1, d.y1, d.x2, d.y2])
+                       for d in s.scalars(select(Defect).where(Defect.track_id == row.id))]
+            out.append((rec, inspection.frame_uid, defects))
+            assert [d[0] for d in defects] == [inspection.id]
+        return out
+
+
+def test_tracks_are_stored_behind_their_best_frames_once_and_reported_once(outage: Outage,
+                                                                         tmp_path: Path) -> None:
+    reported: list[list[TrackRecord]] = []
+    committed: list[list[str]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
+                      on_committed=lambda items, _s: committed.append(uids(items)),
+                      on_tracks_committed=reported.append)
+    assert writer.tracks_committed == 0
+    tracks = [track(0, "f000"), track(1, "f002"), track(2, "f001")]
+    frames = [tracked(k) for k in range(3)]
+    before = commits()
+    writer.submit_many([frames[0], tracks[0], frames[1], frames[2], tracks[1], tracks[2]])
+    writer.start()
+    writer.stop()
+    # batches [f000, t000], [f001, f002], [t001, t002]: two of frames (timed), two of tracks
+    assert committed == [["f000"], ["f001", "f002"]] and commits() - before == 2
+    assert reported == [[tracks[0].track], [tracks[1].track, tracks[2].track]]
+    assert (writer.tracks_committed, writer.committed, writer.rejected) == (3, 3, 0)
+    stored = stored_tracks(outage.db)
+    assert [rec for rec, _, _ in stored] == [t.track for t in tracks]
+    assert [(uid, [d[1:] for d in defects]) for _, uid, defects in stored] == [
+        (t.track.best_frame_uid, [(t.track.class_name, t.track.confidence, t.track.box)]) for t in tracks]
+    with outage.db.session() as s:  # a tracked frame stores no defects of its own
+        assert s.scalar(select(func.count()).select_from(Defect)) == 3
+
+    # the same again (a replay) and one new track: the new one alone is stored, without a listener
+    again = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=8, batch_ms=HOUR_MS)
+    newer = track(3, "f003")
+    again.submit_many([tracked(k) for k in range(4)] + [track(k, t.track.best_frame_uid)
+                                                         for k, t in enumerate(tracks)] + [newer])
+    again.start()
+    again.stop()
+    assert (again.tracks_committed, again.committed, again.rejected) == (1, 1, 0)
+    assert [rec for rec, _, _ in stored_tracks(outage.db)] == [t.track for t in [*tracks, newer]]
+
+    # only replays: the listener hears nothing
+    heard: list[list[TrackRecord]] = []
+    third = DbWriter(outage.db, Journal(tmp_path / "j3"), tmp_path / "data", batch_rows=8, batch_ms=HOUR_MS,
+                     on_tracks_committed=heard.append)
+    third.submit_many([track(0, "f000"), track(3, "f003")])
+    third.start()
+    third.stop()
+    assert (heard, third.tracks_committed, third.rejected) == ([], 0, 0)
+    assert len(stored_tracks(outage.db)) == 4
+
+
+def test_tracks_are_journaled_behind_their_frames_and_replayed_once(outage: Outage, tmp_path: Path) -> None:
+    journal_dir, data = tmp_path / "journal", tmp_path / "data"
+    outage.down()
+    journaled: list[list[str]] = []
+    writer = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=3, batch_ms=HOUR_MS, retry_s=3600,
+                      on_journaled=lambda items: journaled.append(uids(items)))
+    items = [tracked(0), track(0, "f000"), tracked(1), track(1, "f001")]
+    writer.submit_many(items)
+    writer.start()
+    writer.stop()
+    assert journaled == [["f000", "f001"], []] and writer.journaled == 4  # frames reported, tracks counted
+    records = journal_records(journal_dir)
+    assert records == [to_journal(i) for i in items]
+    assert [r.get("kind") for r in records] == [None, "track", None, "track"]
+    back = [from_journal(json.loads(json.dumps(r))) for r in records]
+    assert [b.track for b in back if isinstance(b, TrackItem)] == [items[1].track, items[3].track]
+
+    outage.up()
+    reported: list[list[str]] = []
+    again = DbWriter(outage.db, Journal(journal_dir), data, batch_rows=3, batch_ms=HOUR_MS,
+                     on_tracks_committed=lambda tracks: reported.append([t.track_uid for t in tracks]))
+    again.start()
+    again.stop()
+    assert (again.replayed, again.tracks_committed, again.rejected) == (2, 2, 0)
+    assert reported == [["t000"], ["t001"]]  # replayed in chunks of batch_rows: [f000, t000, f001], [t001]
+    assert [(rec.track_uid, uid) for rec, uid, _ in stored_tracks(outage.db)] == [("t000", "f000"),
+                                                                                  ("t001", "f001")]
+    assert journal_records(journal_dir) == []
+
+
+def test_tracks_the_database_refuses_or_whose_frame_is_missing_are_set_aside(
+        database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    db = Database(database_url)
+    journal_dir, data = tmp_path / "j2", tmp_path / "data"
+    seed = DbWriter(db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit_many([tracked(1), track(1, "f001")])
+    seed.start()
+    seed.stop()
+    with db.session() as s:
+        s.add(Webhook(url="http://127.0.0.1:9/ng", events=["inspection.ng"], secret="s" * 32))
+        s.commit()
+    refuse(db, "delivery")  # a new track queues inspection.ng for its defect, which the database refuses
+    reported: list[list[TrackRecord]] = []
+    writer = DbWriter(db, Journal(journal_dir), data, batch_rows=8, batch_ms=HOUR_MS,
+                      on_tracks_committed=reported.append)
+    replayed, refused, orphan = track(1, "f001"), track(2, "f002"), track(3, "f404")
+    writer.submit_many([tracked(2), replayed, refused, orphan])  # a tracked frame queues no delivery
+    writer.start()
+    writer.stop()
+    assert (writer.committed, writer.tracks_committed, writer.rejected, reported) == (1, 0, 2, [])
+    lines = (journal_dir / "rejected.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [to_journal(refused), to_journal(orphan)]
+    logged = messages(caplog)
+    assert [(level, text.split(": (")[0]) for level, text in logged] == [
+        (logging.ERROR, "track t002 refused by the database, set aside in rejected.jsonl"),
+        (logging.ERROR, "track t003: its best frame f404 is not stored; set aside in rejected.jsonl")]
+    assert logged[0][1].endswith("deliveries refused")
+    assert [rec.track_uid for rec, _, _ in stored_tracks(db)] == ["t001"]
+    assert [uid for uid, _ in rows(db)] == ["f001", "f002"]
+    db.dispose()

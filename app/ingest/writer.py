@@ -394,7 +394,7 @@ class DbWriter:
                                 "stored as %s", result.frame_uid, result.camera_id, new_uid)
                     move_written_files(next(i for i in items if i.result is result), new_uid, self.data_dir)
                     self.rekeyed += 1
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable")  # pragma: no mutate
 
     def _commit(self, items: list[Item]) -> list[Stored | None]:
         """One transaction; a row the database refuses for good (IntegrityError that is no duplicate)
