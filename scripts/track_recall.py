@@ -9,9 +9,10 @@ The detector runs once on every frame of a varied-speed strip (stops, jitter, dr
 each way of looking then takes the detections of the frames it would have inspected (the camera's own
 choice: ``CameraTracking.should_inspect`` on the frames' measured motion). Recall: of the true defects
 that passed through the whole view, the share that some inspected frame's detection matches (IoU >= 0.3
-with its true box, app.ingest.truth_score). Each line also has the truth score of the tracks and why
-defects are not exactly one record (``failure_kinds``); with several seeds a last line per way of
-looking sums them up. A measurement tool, not part of the product.
+with its true box, app.ingest.truth_score); ``recorded`` (``recall_recorded``): of those, how many
+some record (an ended track's sightings) names, the recall of what is stored. Each line also has the
+truth score of the tracks and why defects are not exactly one record (``failure_kinds``); with several
+seeds a last line per way of looking sums them up. A measurement tool, not part of the product.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from app.ingest.camera_tracking import CameraTracking
 from app.ingest.config import TrackingConfig
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame
-from app.ingest.truth_score import failure_kinds, score_records, true_defect
+from app.ingest.truth_score import failure_kinds, named_sightings, score_records, true_defect
 from app.inspection import run_detector
 
 
@@ -41,22 +42,33 @@ def main() -> None:
     parser.add_argument("--seed", default="0", help="simulator seed, or a comma list of seeds")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a camera tracking key for the tracks (e.g. merge_overlap=0.3); repeatable")
+    parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="also score these tracking keys (on top of --set) on the same detections, "
+                             "lines marked with them (e.g. fold_iou=1.01: as before folding); repeatable")
     args = parser.parse_args()
     engine = Engine(args.model, intra_op_threads=2)
     all_looks = [None, *(int(v) for v in args.looks.split(",") if v)]
-    totals: dict[int | None, Counter[str]] = {looks: Counter() for looks in all_looks}
+    variants = ["", *args.also]
+    totals: dict[tuple[str, int | None], Counter[str]] = {(v, looks): Counter() for v in variants
+                                                          for looks in all_looks}
     seeds = [int(v) for v in args.seed.split(",")]
     for seed in seeds:
-        for looks, line in strip_scores(engine, args, seed, all_looks):
+        for variant, looks, line in strip_scores(engine, args, seed, all_looks, variants):
             print(json.dumps(line), flush=True)
-            add_up(totals[looks], line)
+            add_up(totals[variant, looks], line)
     if len(seeds) > 1:
-        for looks, total in totals.items():
-            print(json.dumps(summed(looks, seeds, total)))
+        for (variant, looks), total in totals.items():
+            print(json.dumps({**summed(looks, seeds, total), **({"also": variant} if variant else {})}))
 
 
-def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks: list[int | None]):
-    """(looks, result line) for each way of looking at one seed's strip."""
+def tracking_keys(pairs: list[str]) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in pairs if kv)
+
+
+def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks: list[int | None],
+                 variants: list[str]):
+    """(variant, looks, result line) for each set of tracking keys and way of looking at one seed's
+    strip."""
     sim = StripSimulator(speed=args.speed, profile="varied", jitter=3, drift=10, seed=seed)
     frames = []
     for i in range(args.frames):
@@ -64,9 +76,9 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
         [found], _, _ = run_detector(engine, [image], 0.25, 0.45, 300, imgsz=args.imgsz)
         frames.append((image, truth, found))
     passed = {b.defect_id for _, truth, _ in frames for b in truth if b.x1 <= 0}
-    for looks in all_looks:
-        tracking = CameraTracking(TrackingConfig(enabled=True, looks=looks,
-                                                 **dict(kv.split("=", 1) for kv in args.set)))
+    for variant, looks in ((v, looks) for v in variants for looks in all_looks):
+        keys = {**tracking_keys(args.set), **tracking_keys(variant.split(","))}
+        tracking = CameraTracking(TrackingConfig(enabled=True, looks=looks, **keys))
         found_ids: set[str] = set()
         for i, (image, truth, dets) in enumerate(frames):
             frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth, t_stream=i / sim.fps)
@@ -77,18 +89,23 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                 tracking.on_inspected(frame, dets)
         tracks = [*tracking.ended, *tracking.finish()]
         records = [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
-        yield looks, {"seed": seed, "looks": looks, "frames": len(frames),
-                      "inspected": tracking.frames_tracked, "passed": len(passed),
-                      "recalled": len(found_ids & passed),
-                      "recall": round(len(found_ids & passed) / len(passed), 3),
-                      "tracks": score_records(records, tracking.truth),
-                      "failures": failure_kinds(records, tracking.truth, sim.width)}
+        named = named_sightings(records, tracking.truth, 0.3)
+        recorded = {d for n in named for _, _, d in n if d is not None}
+        yield variant, looks, {"seed": seed, "looks": looks, **({"also": variant} if variant else {}),
+                               "frames": len(frames),
+                               "inspected": tracking.frames_tracked, "passed": len(passed),
+                               "recalled": len(found_ids & passed),
+                               "recall": round(len(found_ids & passed) / len(passed), 3),
+                               "recorded": len(recorded & passed),
+                               "tracks": score_records(records, tracking.truth),
+                               "failures": failure_kinds(records, tracking.truth, sim.width)}
 
 
 def add_up(total: Counter[str], line: dict) -> None:
     score = line["tracks"]
     total.update({"frames": line["frames"], "inspected": line["inspected"], "passed": line["passed"],
-                  "recalled": line["recalled"], "records": score["records"], "found": score["found_defects"],
+                  "recalled": line["recalled"], "recorded": line["recorded"], "records": score["records"],
+                  "found": score["found_defects"],
                   "exactly_one": round(score["exactly_one"] * score["found_defects"]),
                   "duplicates": round(score["duplicates"] * score["found_defects"]),
                   "merges": round(score["merges"] * score["records"])})
@@ -97,7 +114,8 @@ def add_up(total: Counter[str], line: dict) -> None:
 
 def summed(looks: int | None, seeds: list[int], t: Counter[str]) -> dict:
     return {"seeds": seeds, "looks": looks, "frames": t["frames"], "inspected": t["inspected"],
-            "recall": round(t["recalled"] / t["passed"], 3), "records": t["records"],
+            "recall": round(t["recalled"] / t["passed"], 3),
+            "recall_recorded": round(t["recorded"] / t["passed"], 3), "records": t["records"],
             "found_defects": t["found"], "exactly_one": round(t["exactly_one"] / t["found"], 3),
             "duplicates": round(t["duplicates"] / t["found"], 3),
             "merges": round(t["merges"] / t["records"], 3),

@@ -327,3 +327,91 @@ def test_camera_view_shows_the_defects_in_view(neu_sample: Path) -> None:
                    for box in shown)
     assert view.motion.speed_px_s == pytest.approx(150, rel=0.05)
     assert view.motion.speed_mm_s == pytest.approx(30, rel=0.05)
+
+
+def feed(tracker: Tracker, frames: list[list[Sighting]], speed: float = -8.0) -> list:
+    """Each frame's sightings (boxes given on the material, moved here into the frame at ``speed``
+    px per frame); the tracks that ended, at the end of the stream too."""
+    ended = []
+    for i, pieces in enumerate(frames):
+        ox = speed * i
+        moved = [Sighting(i, (s.box[0] + ox, s.box[1], s.box[2] + ox, s.box[3]), s.class_id, s.class_name,
+                          s.confidence, s.ref) for s in pieces]
+        ended += tracker.update(i, (ox, 0.0), moved, (W, H))
+    return ended + tracker.finish()
+
+
+def piece(box: tuple[float, float, float, float], name: str = "inclusion", conf: float = 0.5,
+          ref: object = None) -> Sighting:
+    return Sighting(0, box, 0, name, conf, ref)
+
+
+def test_two_boxes_of_one_class_on_one_defect_are_one_track() -> None:
+    """The detector boxes one defect (material 300-380 x 100-260) twice in the same frames, a box and
+    a taller one around it that overlap too little to be merged in the frame: one track, with every
+    sighting, when the shorter one ends first."""
+    whole, part = (300.0, 100.0, 380.0, 260.0), (302.0, 96.0, 378.0, 200.0)
+    frames = [[piece(whole, conf=0.6, ref="whole"), *([piece(part, conf=0.8, ref="part")] if i < 12 else [])]
+              for i in range(20)]
+    tracker = Tracker(TrackingConfig(enabled=True, merge_overlap=1.0, max_missed=3))
+    [track] = feed(tracker, frames)
+    assert tracker.ended == 1 and tracker.started == 2
+    assert track.hits == 32 and track.best.ref == "part" and track.best.confidence == 0.8
+    assert [s.frame_index for s in track.sightings] == sorted(s.frame_index for s in track.sightings)
+    assert track.first_frame == 0 and track.last_frame == 19 and track.first_ref == "whole"
+    unfolded = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0, max_missed=3, fold_iou=1.01)),
+                    frames)
+    assert sorted(t.hits for t in unfolded) == [12, 20]  # as before folding: two records
+
+
+def test_a_second_box_for_a_moment_is_folded_into_the_defects_track() -> None:
+    """A second box on a defect for one frame starts a track of its own; the stream ends, and it is
+    folded into the defect's track."""
+    box = (200.0, 50.0, 260.0, 150.0)
+    frames = [[piece(box)] for _ in range(10)] + [[piece(box), piece((205.0, 55.0, 262.0, 150.0))]]
+    frames += [[piece((203.0, 52.0, 261.0, 149.0))] for _ in range(5)]
+    tracks = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0)), frames)
+    assert len(tracks) == 1 and tracks[0].hits == 17
+    unfolded = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0, fold_iou=1.01)), frames)
+    assert sorted(t.hits for t in unfolded) == [1, 16]
+
+
+def test_near_neighbours_of_one_class_stay_two_tracks() -> None:
+    """Two defects of one class side by side (12 px apart across the strip, and two along it that
+    overlap by 6 px): their footprints barely overlap, so no track is folded into the other."""
+    a, b = (300.0, 100.0, 345.0, 290.0), (357.0, 130.0, 395.0, 280.0)
+    c, d = (300.0, 300.0, 360.0, 360.0), (354.0, 298.0, 414.0, 362.0)
+    frames = [[piece(a, ref="a"), piece(b, ref="b"), piece(c, ref="c"), piece(d, ref="d")] for _ in range(15)]
+    tracks = feed(Tracker(TrackingConfig(enabled=True)), frames)
+    assert sorted({s.ref for s in t.sightings}.pop() for t in tracks) == ["a", "b", "c", "d"]
+    assert all(len({s.ref for s in t.sightings}) == 1 and t.hits == 15 for t in tracks)
+
+
+def test_overlapping_tracks_of_two_classes_are_not_folded() -> None:
+    box = (300.0, 100.0, 380.0, 260.0)
+    frames = [[piece(box, "inclusion", ref="i"), *([piece((300.0, 100.0, 380.0, 200.0), "scratches", ref="s")]
+                                                    if i < 10 else [])] for i in range(20)]
+    tracks = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0)), frames)
+    assert sorted(t.class_name for t in tracks) == ["inclusion", "scratches"]
+
+
+def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
+    """A defect enters at the right border: first a sliver of it, the box growing frame by frame
+    until the whole defect is in view; a neighbour of its class follows 30 px behind it. Two tracks,
+    the first with every sighting of the entering defect."""
+    tracker = Tracker(TrackingConfig(enabled=True))
+    defect, neighbour = (632.0, 200.0, 712.0, 260.0), (742.0, 195.0, 802.0, 265.0)  # on the material
+    ended = []
+    for i in range(40):
+        ox = -6.0 * i
+        seen = []
+        for ref, (x1, y1, x2, y2) in (("defect", defect), ("neighbour", neighbour)):
+            vx1, vx2 = x1 + ox, min(x2 + ox, float(W))
+            if vx2 - vx1 >= 6:  # visible: cut at the border
+                seen.append(Sighting(i, (vx1, y1, vx2, y2), 0, "patches", 0.5, ref))
+        ended += tracker.update(i, (ox, 0.0), seen, (W, H))
+    tracks = ended + tracker.finish()
+    assert sorted(t.sightings[0].ref for t in tracks) == ["defect", "neighbour"]
+    assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)
+    first = next(t for t in tracks if t.sightings[0].ref == "defect")
+    assert first.hits == 40 and first.sightings[0].box[2] - first.sightings[0].box[0] < 10

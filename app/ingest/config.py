@@ -81,6 +81,13 @@ class TrackingConfig(_Strict):
                                                                   "share of the smaller box are one defect "
                                                                   "(pieces of a texture defect); 1: never "
                                                                   "merged")] = 0.5
+    fold_iou: Annotated[float, Field(gt=0, le=1.01, description="two tracks of one class whose footprints "
+                                                                "on the material (the median of their "
+                                                                "boxes) overlap by this IoU are one defect "
+                                                                "(the detector's second box for it, or its "
+                                                                "track lost and begun anew): the one that "
+                                                                "ends first is folded into the other; "
+                                                                "above 1: never")] = 0.4
     max_missed: Annotated[int, Field(ge=0, le=1000, description="inspected frames, while the line moves, a "
                                                                 "track may go unseen before it ends; it "
                                                                 "ends anyway once it leaves the frame (the "

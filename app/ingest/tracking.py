@@ -17,6 +17,12 @@ optimally with the Hungarian method (``scipy.optimize.linear_sum_assignment``): 
 of a textured strip compete for the same detections, and a greedy pick lets one track steal its
 neighbour's box. A track ends when its predicted box leaves the frame or it goes unseen for
 ``max_missed`` inspected frames while the line moves (a stopped line ages nothing).
+
+One defect, two tracks: the detector may box one defect twice in the same frames (two pieces that
+barely overlap, or a box and a larger box around it) or lose it and find it again. When a track ends,
+it is folded into a track of its class whose footprint on the material (the median of its boxes
+there) overlaps its own by ``fold_iou``: the two lie on the same place of the material. Neighbouring
+defects of one class lie side by side, so their footprints barely overlap and they stay two.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ class Track:
     votes: Counter[str] = field(default_factory=Counter)  # class name -> frames
     confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
     class_ids: dict[str, int] = field(default_factory=dict)
+    material_boxes: list[Box] = field(default_factory=list)  # of ``sightings``, on the material
+    _footprint: tuple[int, Box] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def first_frame(self) -> int:
@@ -95,6 +103,7 @@ class Track:
             self.best_material_box = on_material
         if len(self.sightings) < MAX_SIGHTINGS:
             self.sightings.append(s)
+            self.material_boxes.append(on_material)
         if self.hits == 0:
             self.first_ref = s.ref
         self.last_ref = s.ref
@@ -106,6 +115,33 @@ class Track:
         self.class_ids.setdefault(s.class_name, s.class_id)
         self.material_box = on_material
         self.missed = 0
+
+    def footprint(self) -> Box:
+        """Where the track lies on the material: the median of its boxes there, side by side (one odd
+        box, a partial view at the border or a piece, moves it little)."""
+        if self._footprint is None or self._footprint[0] != self.hits:
+            x1, y1, x2, y2 = np.median(np.array(self.material_boxes), axis=0).tolist()
+            self._footprint = (self.hits, (x1, y1, x2, y2))
+        return self._footprint[1]
+
+    def absorb(self, other: Track) -> None:
+        """Take over ``other``'s sightings (another track of the same defect): counts, votes and the
+        best sighting cover both; where the track is now stays this one's."""
+        if self.best_sighting is None or other.best.confidence > self.best_sighting.confidence:
+            self.best_sighting, self.best_material_box = other.best_sighting, other.best_material_box
+        if other.first_frame < self.first_frame:
+            self.first_ref = other.first_ref
+        pairs = sorted(zip([*self.sightings, *other.sightings], [*self.material_boxes, *other.material_boxes],
+                           strict=True), key=lambda p: p[0].frame_index)[:MAX_SIGHTINGS]
+        self.sightings, self.material_boxes = [p[0] for p in pairs], [p[1] for p in pairs]
+        if other.last_frame > self.last_frame:
+            self.last_frame, self.last_ref = other.last_frame, other.last_ref
+        self.hits += other.hits
+        self.votes.update(other.votes)
+        self.confidence_sums.update(other.confidence_sums)
+        for name, class_id in other.class_ids.items():
+            self.class_ids.setdefault(name, class_id)
+        self._footprint = None
 
     def position_px(self) -> tuple[float, float]:
         """The best box's centre on the material."""
@@ -240,12 +276,40 @@ class Tracker:
                 self._extend(track, s, ox, oy)
                 keep.append(track)
         self.active = keep
-        return self._counted(ended)
+        return self._counted(self._fold(ended, keep))
 
     def finish(self) -> list[Track]:
         """End every active track (the stream ended)."""
         ended, self.active = self.active, []
-        return self._counted(ended)
+        return self._counted(self._fold(ended, []))
+
+    def _fold(self, ended: list[Track], active: list[Track]) -> list[Track]:
+        """The ended tracks that are defects of their own. A track whose footprint on the material
+        overlaps that of a track of its class by ``fold_iou`` is the same defect seen twice (the
+        detector's second box for it, or its track lost and begun anew): when it ends it is folded
+        into that track, one still active or one ending now with more sightings."""
+        if self.config.fold_iou > 1.0 or not ended:
+            return ended
+        by_hits = sorted(ended, key=lambda t: t.hits)  # the smaller into the larger
+        folded: set[int] = set()
+        for k, track in enumerate(by_hits):
+            into = self._same_defect(track, [*active, *by_hits[k + 1:]])
+            if into is not None:
+                into.absorb(track)
+                folded.add(track.track_id)
+        return [t for t in ended if t.track_id not in folded]
+
+    def _same_defect(self, track: Track, others: list[Track]) -> Track | None:
+        """The track of ``others`` of the same class whose footprint overlaps ``track``'s most, if by
+        ``fold_iou``."""
+        footprint, name = track.footprint(), track.class_name
+        best, best_iou = None, self.config.fold_iou
+        for other in others:
+            if other.class_name == name:
+                overlap = iou(footprint, other.footprint())
+                if overlap >= best_iou:
+                    best, best_iou = other, overlap
+        return best
 
     def _counted(self, ended: list[Track]) -> list[Track]:
         """The ended tracks seen often enough to be defects."""
