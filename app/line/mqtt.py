@@ -30,7 +30,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,26 +257,26 @@ class MqttPublisher(InspectionFeed):
     def deliver_inspections(self, inspections: list[InspectionPublic]) -> None:
         """Each on its camera's inspection topic, retained: a subscriber that joins later gets the
         latest inspection of every camera at once."""
-        touched: dict[str, Counts] = {}
-        for i in inspections:
-            self._publish(camera_topic(self.config.prefix, i.line, i.station, i.camera_id, "inspection"),
-                          i.model_dump_json().encode(), retain=True)
-            camera = self.camera_key(i.camera_id)
-            self._where[camera] = (i.line, i.station)
-            touched[camera] = self.counters.add(camera, i.verdict == NG, i.captured_at, i.id)
-        for camera, counts in touched.items():
-            self._publish_counters(camera, counts)
+        self._deliver(inspections, "inspection", True,
+                      lambda camera, i: self.counters.add(camera, i.verdict == NG, i.captured_at, i.id))
 
     def deliver_tracks(self, tracks: list[TrackPublic]) -> None:
         """Each tracked defect on its camera's ``defect`` topic, not retained: one message per physical
         defect (a retained one would reach every new subscription again and be counted twice)."""
+        self._deliver(tracks, "defect", False,
+                      lambda camera, t: self.counters.add_defect(camera, t.ended_at, t.id))
+
+    def _deliver(self, records: Sequence[InspectionPublic | TrackPublic], topic: str, retain: bool,
+                 count: Callable[[str, Any], Counts]) -> None:
+        """Each record on its camera's ``topic``, counted by ``count``; then each touched camera's
+        counters once."""
         touched: dict[str, Counts] = {}
-        for t in tracks:
-            self._publish(camera_topic(self.config.prefix, t.line, t.station, t.camera_id, "defect"),
-                          t.model_dump_json().encode(), retain=False)
-            camera = self.camera_key(t.camera_id)
-            self._where[camera] = (t.line, t.station)
-            touched[camera] = self.counters.add_defect(camera, t.ended_at, t.id)
+        for r in records:
+            self._publish(camera_topic(self.config.prefix, r.line, r.station, r.camera_id, topic),
+                          r.model_dump_json().encode(), retain=retain)
+            camera = self.camera_key(r.camera_id)
+            self._where[camera] = (r.line, r.station)
+            touched[camera] = count(camera, r)
         for camera, counts in touched.items():
             self._publish_counters(camera, counts)
 

@@ -115,25 +115,27 @@ class ShiftCounters:
             inspection_id: int | None = None) -> Counts:
         """Count one inspection of ``camera`` (not one captured before the current shift started, nor
         one in the seeded counts); the camera's counts after it."""
-        with self._lock:
-            self._roll()
-            counts = self._counts.setdefault(camera, Counts())
-            seeded = inspection_id is not None and inspection_id <= self._seeded_upto
-            if not seeded and self._in_shift(captured_at):
-                counts.inspected += 1
-                counts.ng += ng
-            return replace(counts)
+        def bump(counts: Counts) -> None:
+            counts.inspected += 1
+            counts.ng += ng
+        return self._count(camera, captured_at, inspection_id, self._seeded_upto, bump)
 
     def add_defect(self, camera: str, ended_at: datetime | None = None,
                    track_id: int | None = None) -> Counts:
         """Count one tracked defect of ``camera`` whose track ended at ``ended_at`` (its last frame's
         capture time; not one before the current shift started, nor one in the seeded counts)."""
+        def bump(counts: Counts) -> None:
+            counts.defects += 1
+        return self._count(camera, ended_at, track_id, self._seeded_tracks_upto, bump)
+
+    def _count(self, camera: str, when: datetime | None, row_id: int | None, seeded_upto: int,
+               bump: Callable[[Counts], None]) -> Counts:
         with self._lock:
             self._roll()
             counts = self._counts.setdefault(camera, Counts())
-            seeded = track_id is not None and track_id <= self._seeded_tracks_upto
-            if not seeded and self._in_shift(ended_at):
-                counts.defects += 1
+            seeded = row_id is not None and row_id <= seeded_upto
+            if not seeded and self._in_shift(when):
+                bump(counts)
             return replace(counts)
 
     def _in_shift(self, captured_at: datetime | None) -> bool:
