@@ -64,6 +64,7 @@ class Service:
     mqtt: MqttPublisher | None = None  # INSPECT_MQTT_HOST set: stored inspections go to the broker
     opcua: OpcuaServer | None = None  # INSPECT_OPCUA_ENDPOINT set: the OPC UA server
     pruner: Pruner | None = None  # the retention pass (app/retention.py)
+    free_pages: memory.FreePageReturn | None = None  # the allocator's free pages back once a minute
     uploads: AdmissionGate = field(init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +88,8 @@ class Service:
         stop the webhook sender, close the database."""
         if self.pruner is not None:
             self.pruner.stop()
+        if self.free_pages is not None:
+            self.free_pages.stop()
         if self.pipeline is not None:
             self.pipeline.stop()
         if self.own_writer is not None:
@@ -140,6 +143,7 @@ def start_service(settings: Settings, role: Role = Role.SERVE, cameras: Path | N
         policy = RetentionPolicy.from_settings(settings, camera_configs)
         service.pruner = Pruner(service.db, settings.data_dir, policy)
         service.pruner.start(settings.prune_interval_s)
+        service.free_pages = memory.FreePageReturn().start()
     except BaseException:
         service.stop()
         raise
