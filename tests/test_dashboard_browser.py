@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
@@ -469,7 +470,16 @@ cameras:
         assert re.search(r"mm/s|line stopped", page.inner_text("[data-camera='cam-native'] .tile-tracks"))
         assert "defect(s) in view" in page.inner_text("[data-camera='cam-native'] .tile-tracks")
         assert page.query_selector("[data-camera='cam-tiled'] .tile-tracks") is None
+        # the part under a camera, however the line said it, and its end
+        assert page.query_selector("[data-camera='cam-native'] .tile-part") is None
+        part_url = f"{base}/api/v1/cameras/cam-native/part"
+        assert httpx.put(part_url, json={"part_id": "COIL-7"}).status_code == 200
+        page.wait_for_selector("[data-camera='cam-native'] .tile-part", timeout=20_000)
+        assert page.inner_text("[data-camera='cam-native'] .tile-part") == "part COIL-7"
+        assert "set by api:" in page.get_attribute("[data-camera='cam-native'] .tile-part", "title")
         _shot(page, "live-cameras")
+        assert httpx.delete(part_url).status_code == 200
+        page.wait_for_selector("[data-camera='cam-native'] .tile-part", state="detached", timeout=20_000)
         assert page.js_errors == []  # type: ignore[attr-defined]
 
 

@@ -4,6 +4,7 @@ asyncua client). Malformed commands are refused and counted, never fatal: the ne
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def test_the_part_is_set_and_ended_on_the_cameras_command_topic(app_settings, ne
                                                                 broker: Broker) -> None:
     publish(broker.port, b"COIL-R", retain=True)  # the line's retained word, there before the service
     watcher = Subscriber(broker.port, "inspect/availability/#")
+    states = Subscriber(broker.port, f"inspect/L1/top/{CAMERA}/state")
     mqtt = {"mqtt_host": "127.0.0.1", "mqtt_port": broker.port, "mqtt_client_id": "parts-test"}
     with service_with_camera(app_settings, neu_sample, tmp_path, **mqtt) as client:
         watcher.wait_for(lambda ms: any(m.payload == b"online" for m in ms))  # subscribed by now
@@ -73,6 +75,9 @@ def test_the_part_is_set_and_ended_on_the_cameras_command_topic(app_settings, ne
         publish(broker.port, b'{"part_id": "COIL-8"}')
         wait_until(lambda: part_id(client) == "COIL-8")
         since = current_part(client)["since"]
+        # the camera's retained state follows the part, however it was set
+        states.wait_for(lambda ms: any((json.loads(m.payload).get("part") or {}).get("part_id") == "COIL-8"
+                                       for m in ms))
 
         before = refused("mqtt")
         for bad in (b"\xff\xfe", b'{"part_id": 5}', b"{not json", b'{"id": "x"}', b"C\x00D",
@@ -89,7 +94,9 @@ def test_the_part_is_set_and_ended_on_the_cameras_command_topic(app_settings, ne
         publish(broker.port, b'{"part_id": null}')
         wait_until(lambda: current_part(client) is None)
         assert refused("mqtt") - before == 7
+        states.wait_for(lambda ms: json.loads(ms[-1].payload)["part"] is None)
     watcher.close()
+    states.close()
 
 
 # -- OPC UA ----------------------------------------------------------------------------------------
@@ -108,16 +115,21 @@ def test_the_part_is_set_and_ended_with_the_cameras_opcua_method(app_settings, n
             ns = client.get_namespace_index("urn:defect-inspect")
             camera = client.get_node(ua.NodeId(f"DefectInspection/Cameras/{CAMERA}", ns))
             method = ua.NodeId(f"DefectInspection/Cameras/{CAMERA}/SetPart", ns)
+            shown = client.get_node(ua.NodeId(f"DefectInspection/Cameras/{CAMERA}/PartId", ns))
             assert camera.call_method(method, "COIL-1") is None
             assert current_part(http)["part_id"] == "COIL-1"  # set before the call answers
             assert current_part(http)["set_by"] == "opcua:anonymous"
+            wait_until(lambda: shown.read_value() == "COIL-1", timeout=10)
+            assert http.put(f"/api/v1/cameras/{CAMERA}/part", json={"part_id": "COIL-2"}).status_code == 200
+            wait_until(lambda: shown.read_value() == "COIL-2", timeout=10)  # however the line said it
             before = refused("opcua")
             for bad in ("C\x00D", "x" * 129, "tab\there"):
                 with pytest.raises(ua.UaStatusCodeError) as error:
                     camera.call_method(method, bad)
                 assert error.value.code == ua.StatusCodes.BadInvalidArgument
-            assert refused("opcua") - before == 3 and part_id(http) == "COIL-1"
+            assert refused("opcua") - before == 3 and part_id(http) == "COIL-2"
             camera.call_method(method, "")  # an empty id: the part ended
             assert current_part(http) is None
+            wait_until(lambda: shown.read_value() == "", timeout=10)
         finally:
             client.disconnect()

@@ -232,6 +232,9 @@ async function refreshCameras() {
         el("div", {}, el("div", { class: "k", text: "fps in" }), el("div", { class: "v", text: fmtNum(fpsIn) })),
         el("div", {}, el("div", { class: "k", text: "fps out" }), el("div", { class: "v", text: fmtNum(fpsOut) })),
         el("div", {}, el("div", { class: "k", text: "drops" }), el("div", { class: "v", text: drops ?? "-" }))),
+      // the part (coil, sheet) under the camera, as the line said it (GET /cameras: part)
+      cam.part ? el("div", { class: "tile-part", title: `since ${fmtTime(cam.part.since)}, set by ${cam.part.set_by}`,
+        text: `part ${cam.part.part_id}` }) : null,
       cam.storage ? el("div", { class: "muted tile-storage", text: storageText(cam.storage) }) : null,
       cam.tracking ? el("div", { class: "muted tile-tracks", text: tracksText(cam.tracking) }) : null,
       cam.last_error && status !== "running" ? el("div", { class: "tile-error", text: cam.last_error }) : null,

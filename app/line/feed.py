@@ -114,7 +114,7 @@ class InspectionFeed:
         self._feed_loop = BackgroundLoop(self.thread_name, self._feed_step, poll_s, drain=True)
         self._seeded = False
         self._backoff = RETRY_FIRST_S
-        self._camera_up: dict[str, bool] = {}
+        self._camera_shown: dict[str, tuple[bool, str | None]] = {}  # up, part id: as last delivered
         self.counters: ShiftCounters | None = None  # set by a subclass that shows shift counters
 
     # -- what subclasses do -----------------------------------------------------------------------
@@ -255,11 +255,12 @@ class InspectionFeed:
                 load_tracks(session, tracks) if tracks else [])
 
     def _watch_cameras(self) -> None:
-        """Deliver a camera's state when it goes up or down, and once at the start."""
+        """Deliver a camera's state when it goes up or down or its part changes, and once at the start."""
         if self.cameras is None:
             return
         for cam in self.cameras():
-            up = bool(cam.get("connected"))
-            if self._camera_up.get(cam["id"]) != up:
-                self._camera_up[cam["id"]] = up
+            part = cam.get("part")
+            shown = (bool(cam.get("connected")), None if part is None else part["part_id"])
+            if self._camera_shown.get(cam["id"]) != shown:
+                self._camera_shown[cam["id"]] = shown
                 self.deliver_camera(CameraCounters.model_validate(cam))

@@ -14,7 +14,8 @@ TrackId written last. The counters (Inspected, NG, Yield, TrackedDefects) count 
 the current shift (:mod:`app.line.shifts`).
 ``DefectInspection/Alarms/Acknowledge`` acknowledges an alarm as POST /api/v1/alarms/{id}/acknowledge
 does, recorded as ``opcua:<user>``; ``DefectInspection/Cameras/<camera>/SetPart`` says which part is
-under a camera of this process (app.ingest.parts), as PUT /api/v1/cameras/{id}/part does. Sessions
+under a camera of this process (app.ingest.parts), as PUT /api/v1/cameras/{id}/part does, and the
+camera's ``PartId`` variable shows the part under it now, however the line said so. Sessions
 are anonymous, or log in with the configured user and password, or with a trusted user certificate
 (X.509 user token).
 
@@ -182,6 +183,7 @@ CAMERA_VARIABLES: dict[str, tuple[ua.VariantType, Any]] = {
     "Line": (ua.VariantType.String, ""),
     "Station": (ua.VariantType.String, ""),
     "CameraUp": (ua.VariantType.Boolean, False),
+    "PartId": (ua.VariantType.String, ""),  # the part under the camera now (SetPart, the API, MQTT)
     "ModelVersion": (ua.VariantType.String, ""),
     "Inspected": (ua.VariantType.UInt64, 0),
     "NG": (ua.VariantType.UInt64, 0),
@@ -461,6 +463,7 @@ class OpcuaServer(InspectionFeed):
         await self._write(nodes, "Line", camera.line or "")
         await self._write(nodes, "Station", camera.station or "")
         await self._write(nodes, "CameraUp", camera.connected)
+        await self._write(nodes, "PartId", camera.part.part_id if camera.part is not None else "")
 
     async def _apply_results(self, inspections: list[InspectionPublic]) -> None:
         for i in inspections:

@@ -8,6 +8,15 @@ from app.schemas.common import LongName, PublicModel, UtcDatetime
 from app.schemas.line import MqttStatePublic
 
 
+class CameraPartPublic(PublicModel):
+    """The part (coil, sheet, batch) under a camera, as the line said it: its frames carry its id, its
+    tracked defects are placed from its start."""
+
+    part_id: str
+    since: UtcDatetime = Field(description="when the line said so (the service's clock)")
+    set_by: str = Field(description="who said so: `api:<key name>`, `mqtt` or `opcua:<user>`")
+
+
 class CameraCounters(PublicModel):
     """What a camera's ingest counts and last saw (``CameraState.snapshot``)."""
 
@@ -44,6 +53,8 @@ class CameraCounters(PublicModel):
     resumed_from: int | None = Field(None, description="a file or folder: the position this run started "
                                      "reading at (0: from the start; more: after the frames a previous run "
                                      "stored); null for a live source")
+    part: CameraPartPublic | None = Field(None, description="the part under the camera now (PUT "
+                                                            "/cameras/{camera_id}/part); null: none")
 
 
 class TilesPublic(PublicModel):
@@ -108,15 +119,6 @@ class StorageState(PublicModel):
     images_skipped: int = Field(description="images skipped since the start, all cameras")
 
 
-class CameraPartPublic(PublicModel):
-    """The part (coil, sheet, batch) under a camera, as the line said it: its frames carry its id, its
-    tracked defects are placed from its start."""
-
-    part_id: str
-    since: UtcDatetime = Field(description="when the line said so (the service's clock)")
-    set_by: str = Field(description="who said so: `api:<key name>`, `mqtt` or `opcua:<user>`")
-
-
 class CameraPartSet(PublicModel):
     """PUT /cameras/{camera_id}/part: the part now under the camera."""
 
@@ -138,8 +140,6 @@ class CameraStatePublic(CameraCounters):
     buffer: str | None = Field(None, description="what a full queue does: block or drop-oldest")
     imgsz: int | None = Field(None, description="the longer side of the model input this camera is seen at")
     tiles: TilesPublic | None = None
-    part: CameraPartPublic | None = Field(None, description="the part under the camera now (PUT "
-                                                            "/cameras/{camera_id}/part); null: none")
     tracking: CameraTrackingPublic | None = Field(None, description="motion and tracks; only for cameras "
                                                                     "with `tracking.enabled`")
     storage: CameraStorage | None = None
