@@ -12,19 +12,29 @@ that passed through the whole view, the share that some inspected frame's detect
 with its true box, app.ingest.truth_score); ``recorded`` (``recall_recorded``): of those, how many
 some record (an ended track's sightings) names, the recall of what is stored. Each line also has the
 truth score of the tracks and why defects are not exactly one record (``failure_kinds``); with several
-seeds a last line per way of looking sums them up. A measurement tool, not part of the product.
+seeds a last line per way of looking sums them up. ``--h264``: the strip goes through H.264 first
+(FFmpeg's libx264, ``-preset veryfast -g 30 -bf 0`` at its default quality, decoded back by OpenCV as a
+file camera reads it), so the detector and the motion see what a camera streaming it delivers. A
+measurement tool, not part of the product.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import tempfile
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
 
 from app.inference import Engine
 from app.ingest.camera_tracking import CameraTracking
 from app.ingest.config import TrackingConfig
+from app.ingest.decoder import ffmpeg_exe
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame
 from app.ingest.truth_score import failure_kinds, named_sightings, score_records, true_defect
@@ -45,6 +55,8 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="also score these tracking keys (on top of --set) on the same detections, "
                              "lines marked with them (e.g. fold_iou=1.01: as before folding); repeatable")
+    parser.add_argument("--h264", action="store_true",
+                        help="detect on the strip after an H.264 encode and decode, as a camera streams it")
     args = parser.parse_args()
     engine = Engine(args.model, intra_op_threads=2)
     all_looks = [None, *(int(v) for v in args.looks.split(",") if v)]
@@ -70,9 +82,12 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
     """(variant, looks, result line) for each set of tracking keys and way of looking at one seed's
     strip."""
     sim = StripSimulator(speed=args.speed, profile="varied", jitter=3, drift=10, seed=seed)
+    strip = [sim.frame(i) for i in range(args.frames)]
+    images = [image for image, _ in strip]
+    if args.h264:
+        images = h264_round_trip(images, sim.fps)
     frames = []
-    for i in range(args.frames):
-        image, truth = sim.frame(i)
+    for image, (_, truth) in zip(images, strip, strict=True):
         [found], _, _ = run_detector(engine, [image], 0.25, 0.45, 300, imgsz=args.imgsz)
         frames.append((image, truth, found))
     passed = {b.defect_id for _, truth, _ in frames for b in truth if b.x1 <= 0}
@@ -92,6 +107,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
         named = named_sightings(records, tracking.truth, 0.3)
         recorded = {d for n in named for _, _, d in n if d is not None}
         yield variant, looks, {"seed": seed, "looks": looks, **({"also": variant} if variant else {}),
+                               **({"h264": True} if args.h264 else {}),
                                "frames": len(frames),
                                "inspected": tracking.frames_tracked, "passed": len(passed),
                                "recalled": len(found_ids & passed),
@@ -99,6 +115,35 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                                "recorded": len(recorded & passed),
                                "tracks": score_records(records, tracking.truth),
                                "failures": failure_kinds(records, tracking.truth, sim.width)}
+
+
+def h264_round_trip(images: list[np.ndarray], fps: float) -> list[np.ndarray]:
+    """The frames encoded to an H.264 file by FFmpeg and read back by OpenCV."""
+    height, width = images[0].shape[:2]
+    with tempfile.TemporaryDirectory() as tmp:
+        video = Path(tmp) / "strip.mp4"
+        encoder = subprocess.Popen(
+            [ffmpeg_exe(), "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
+             "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+             "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-bf", "0",
+             "-pix_fmt", "yuv420p", str(video)], stdin=subprocess.PIPE)
+        assert encoder.stdin is not None
+        for image in images:
+            encoder.stdin.write(np.ascontiguousarray(image).tobytes())
+        encoder.stdin.close()
+        if encoder.wait() != 0:
+            raise SystemExit(f"ffmpeg could not encode the strip (exit {encoder.returncode})")
+        capture = cv2.VideoCapture(str(video))
+        decoded = []
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            decoded.append(image)
+        capture.release()
+    if len(decoded) != len(images):
+        raise SystemExit(f"the H.264 strip decoded to {len(decoded)} frames, not {len(images)}")
+    return decoded
 
 
 def add_up(total: Counter[str], line: dict) -> None:
