@@ -351,6 +351,23 @@ def test_a_blocked_producer_goes_on_as_soon_as_the_writer_takes_a_batch() -> Non
     assert not producer.is_alive() and taken == [0, 1, 2, 3, 4]
 
 
+def test_a_full_inbox_refuses_only_once_the_whole_timeout_has_passed() -> None:
+    buf = BatchBuffer(capacity=1, batch_rows=1)
+    buf.put([0])
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        at_once(lambda: buf.put([1], timeout=0.3))  # a timeout under a second is waited out too
+    assert time.monotonic() - t0 >= 0.3 and len(buf) == 1
+
+
+def test_a_short_batch_is_taken_only_once_the_whole_window_has_passed() -> None:
+    buf = BatchBuffer(capacity=10, batch_rows=4)
+    buf.put([0])
+    t0 = time.monotonic()
+    assert at_once(lambda: buf.take_batch(0.3, idle_s=0.0, draining=never)) == [0]  # a window under a second
+    assert time.monotonic() - t0 >= 0.3
+
+
 # -- committing --------------------------------------------------------------------------------------------
 def test_a_drain_commits_everything_in_order_in_batches_of_batch_rows(outage: Outage, tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
@@ -945,6 +962,24 @@ def test_a_rekeyed_uid_stored_with_yet_another_image_is_rekeyed_again(outage: Ou
     assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", once_uid, twice_uid])
 
 
+def test_a_frame_whose_rekeyed_uids_are_stored_with_other_images_too_is_a_conflict_at_the_third(
+        outage: Outage, tmp_path: Path) -> None:
+    changed = make_item(1, pixel=200)
+    once_uid = other_image_uid(changed.result)
+    twice_uid = other_image_uid(make_result(1, pixel=200, uid=once_uid))
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit_many([make_item(1), policy_applied(make_result(9, pixel=10, uid=once_uid)),
+                      policy_applied(make_result(8, pixel=20, uid=twice_uid))])
+    seed.start()
+    seed.stop()
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    with pytest.raises(FrameUidConflict):  # three tries: the third conflict is raised, not rekeyed again
+        writer._persist([changed])
+    writer.stop()
+    assert writer.rekeyed == 2 and changed.result.frame_uid == twice_uid
+    assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", once_uid, twice_uid])
+
+
 # -- HTTP uploads stored in the request's thread -------------------------------------------------------------
 def upload(k: int, pixel: int = 120) -> InspectionResult:
     return make_result(k, pixel=pixel, source=API_SOURCE)
@@ -1483,3 +1518,52 @@ def test_tracks_the_database_refuses_or_whose_frame_is_missing_are_set_aside(
     assert [rec.track_uid for rec, _, _ in stored_tracks(db)] == ["t001"]
     assert [uid for uid, _ in rows(db)] == ["f001", "f002"]
     db.dispose()
+
+
+def test_a_tracks_crop_travels_in_its_journal_record() -> None:
+    with_crop, without = TrackItem(track(1, "f001").track, crop=b"\xff\xd8crop"), track(2, "f002")
+    rec = json.loads(json.dumps(to_journal(with_crop)))
+    assert rec["crop_jpeg_b64"] == "/9hjcm9w" and from_journal(rec) == with_crop
+    rec = json.loads(json.dumps(to_journal(without)))
+    assert "crop_jpeg_b64" not in rec and from_journal(rec) == without
+
+
+def test_a_tracks_crop_is_stored_with_its_best_frame_also_when_its_batch_is_retried_one_by_one(
+        outage: Outage, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    writer = DbWriter(outage.db, Journal(tmp_path / "j1"), data, batch_rows=4, batch_ms=HOUR_MS)
+    first = tracked(0)
+    writer.submit_many([first, TrackItem(track(0, "f000").track, crop=b"crop-t000")])
+    writer.start()
+    writer.stop()
+    assert store_files(data) == {crop_file(first.result, 0): b"crop-t000"}
+
+    # a track the database refuses (no class name) makes the batch's tracks go in one by one
+    again = DbWriter(outage.db, Journal(tmp_path / "j2"), data, batch_rows=4, batch_ms=HOUR_MS)
+    second = tracked(1)
+    broken = track(1, "f001")
+    broken.track.class_name = None
+    again.submit_many([second, broken, TrackItem(track(2, "f001").track, crop=b"crop-t002")])
+    again.start()
+    again.stop()
+    assert (again.tracks_committed, again.rejected) == (1, 1)
+    assert store_files(data) == {crop_file(first.result, 0): b"crop-t000",
+                                 crop_file(second.result, 0): b"crop-t002"}
+    assert [rec.track_uid for rec, _, _ in stored_tracks(outage.db)] == ["t000", "t002"]
+
+
+def test_track_listeners_hear_the_ids_of_new_tracks_and_a_failing_one_is_logged(
+        outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_ids: list[int]) -> None:
+        raise RuntimeError("broker client crashed")
+
+    heard: list[list[int]] = []
+    writer = DbWriter(outage.db, Journal(tmp_path / "j"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    writer.track_listeners.extend([broken, heard.append])
+    writer.submit_many([tracked(0), tracked(1), track(0, "f000"), track(1, "f001")])
+    writer.start()
+    writer.stop()
+    with outage.db.session() as s:
+        ids = list(s.scalars(select(Track.id).order_by(Track.id)))
+    assert len(ids) == 2 and heard == [ids]
+    assert messages(caplog) == [(logging.ERROR, "a listener of stored tracks failed on 2 ids")]
