@@ -796,8 +796,12 @@ def test_at_shutdown_a_batch_nobody_takes_is_given_up_after_the_grace_period(
     on_log("holding results", once(back))
     writer.submit_many([make_item(k) for k in range(3)])
     writer.start()
+    t0 = time.monotonic()
     writer.stop()
+    assert 10.0 <= time.monotonic() - t0 < 11.0  # the grace period is ten seconds
     assert (writer.committed, writer.journaled, writer.replayed) == (1, 0, 1)  # the replayed one
+    held = [t for _, t in messages(caplog) if "holding results until the database returns" in t]
+    assert len(held) >= 20  # tried again every 0.2 s (retry_s is an hour)
     gave_up = "shutting down with 3 results neither committed nor journaled"
     assert messages(caplog)[-2:] == [(logging.ERROR, gave_up),
                                      (logging.INFO, "replayed 1 journaled results from 000000000001.jsonl")]
@@ -878,11 +882,18 @@ def test_an_idle_writer_retries_the_journal_without_new_results(outage: Outage, 
     earlier.close()
     outage.down()
     replayed = threading.Event()
+    back_at: list[float] = []
     writer = DbWriter(outage.db, Journal(journal_dir), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS,
                       retry_s=0.0, on_committed=lambda _i, _s: replayed.set())
-    on_log("database unreachable", outage.up)  # the first replay finds the database away; then it returns
+
+    def back() -> None:
+        outage.up()
+        back_at.append(time.monotonic())
+
+    on_log("database unreachable", once(back))  # the first replay finds the database away; then it returns
     writer.start()
     assert replayed.wait(30)  # the inbox stays empty: the retry comes from the idle writer itself
+    assert time.monotonic() - back_at[0] < 1.0  # after an idle wait of 0.1 s
     writer.stop()
     assert writer.replayed == 1 and [uid for uid, _ in rows(outage.db)] == ["f000"]
 
