@@ -119,7 +119,7 @@ EQUIVALENT: dict[str, str] = {
         "len(items) + at: the slice items[at:at + n] ends at the list's end, the loop the same",
     _W + "BatchBufferǁtake_batch__mutmut_13":
         "remaining < 0 for <= 0: at exactly 0, wait(0) returns at once and the next pass ends the window",
-    _W + "DbWriterǁ__init____mutmut_25":
+    _W + "DbWriterǁ__init____mutmut_27":
         "first retry due at 1.0, not 0.0, on time.monotonic(): it counts from boot, due either way",
     _W + "DbWriterǁ_db_error__mutmut_8":
         "_set_db(None, ...) for False: _set_db tests up for truth, None reads as False",
@@ -128,6 +128,8 @@ EQUIVALENT: dict[str, str] = {
     "app.ingest.writer.x_other_image_uid__mutmut_6":
         ("'XXXX' for '' as the camera of a result without one: only camera frames are re-keyed, and "
          "a camera frame always names its camera"),
+    _W + "DbWriterǁ_persist__mutmut_2":
+        "range(4) for range(3): the third conflict is raised (attempt == 2), the fourth pass never runs",
     _W + "DbWriterǁ_persist__mutmut_6":
         "load_rows=None: persist_results tests it for truth, None reads as False",
     _W + "DbWriterǁ_reject__mutmut_6":
@@ -144,11 +146,17 @@ EQUIVALENT: dict[str, str] = {
     _W + "DbWriterǁ_report__mutmut_22": _W_ZIP,
     _W + "DbWriterǁ_run__mutmut_1":
         "held = None for []: held is only tested for truth",
+    _W + "DbWriterǁ_run__mutmut_4":
+        "retry due at > _next_retry, not >=: they differ only when the clock reads _next_retry exactly",
     _W + "DbWriterǁ_run__mutmut_6":
         "the same after a held batch is stored",
-    _W + "DbWriterǁ_commit_tracks__mutmut_28": _W_TRACKS_ZIP,
-    _W + "DbWriterǁ_commit_tracks__mutmut_31": _W_TRACKS_ZIP,
-    _W + "DbWriterǁ_commit_tracks__mutmut_32": _W_TRACKS_ZIP,
+    _W + "DbWriterǁ_run__mutmut_8":
+        "held batch given up at >= the stop deadline, not >: the same, only at the exact clock reading",
+    _W + "DbWriterǁ_store__mutmut_4":
+        "commit tried at > _next_retry, not >=: the same, only at the exact clock reading",
+    _W + "DbWriterǁ_commit_tracks__mutmut_36": _W_TRACKS_ZIP,
+    _W + "DbWriterǁ_commit_tracks__mutmut_39": _W_TRACKS_ZIP,
+    _W + "DbWriterǁ_commit_tracks__mutmut_40": _W_TRACKS_ZIP,
     _WM + "8": ("the old names are taken also when the files are not written yet: the function returns "
                 "before it reads them, and taking them only reads the result"),
     _WM + "17": _W_MOVE_ZIP,
