@@ -991,6 +991,28 @@ def test_a_frame_whose_rekeyed_uids_are_stored_with_other_images_too_is_a_confli
     assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", once_uid, twice_uid])
 
 
+def test_a_running_writer_goes_on_after_the_third_uid_conflict_of_a_batch(outage: Outage,
+                                                                         tmp_path: Path) -> None:
+    """The batch's third conflict is no crash of the writer thread: it stores the batch frame by frame,
+    and the clashing frame gets one more derived uid there."""
+    changed = make_item(1, pixel=200)
+    once_uid = other_image_uid(changed.result)
+    twice_uid = other_image_uid(make_result(1, pixel=200, uid=once_uid))
+    thrice_uid = other_image_uid(make_result(1, pixel=200, uid=twice_uid))
+    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
+    seed.submit_many([make_item(1), policy_applied(make_result(9, pixel=10, uid=once_uid)),
+                      policy_applied(make_result(8, pixel=20, uid=twice_uid))])
+    seed.start()
+    seed.stop()
+    writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=4, batch_ms=10)
+    writer.submit_many([changed, make_item(2)])  # one batch: the clash, and a frame of its own
+    writer.start()
+    writer.stop()
+    assert (writer.committed, writer.rejected, writer.journaled, writer.rekeyed) == (2, 0, 0, 3)
+    stored = sorted(uid for uid, _ in rows(outage.db))
+    assert stored == sorted(["f001", "f002", once_uid, twice_uid, thrice_uid])
+
+
 # -- HTTP uploads stored in the request's thread -------------------------------------------------------------
 def upload(k: int, pixel: int = 120) -> InspectionResult:
     return make_result(k, pixel=pixel, source=API_SOURCE)

@@ -397,17 +397,18 @@ class DbWriter:
         raise AssertionError("unreachable")  # pragma: no mutate
 
     def _commit(self, items: list[Item]) -> list[Stored | None]:
-        """One transaction; a row the database refuses for good (IntegrityError that is no duplicate)
-        is set aside in ``journal/rejected.jsonl`` so it cannot block the line."""
+        """One transaction; a row the database refuses for good (IntegrityError that is no duplicate,
+        or a frame whose uid and both of its re-keyed uids hold other images) is set aside in
+        ``journal/rejected.jsonl`` so it cannot block the line."""
         t0 = time.perf_counter()
         try:
             stored: list[Stored | None] = list(self._persist(items))
-        except IntegrityError:
+        except (IntegrityError, FrameUidConflict):
             stored = []
             for item in items:
                 try:
                     stored.extend(self._persist([item]))
-                except IntegrityError as exc:
+                except (IntegrityError, FrameUidConflict) as exc:
                     log.error("result %s refused by the database, set aside in rejected.jsonl: %s",
                               item.result.frame_uid, str(exc).splitlines()[0])
                     self._reject(item)
