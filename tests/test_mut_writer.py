@@ -1149,14 +1149,15 @@ def test_listeners_hear_the_ids_of_new_rows_after_their_commit(outage: Outage, t
     assert others == [ids for ids, _ in heard] and writer.committed == 3
 
 
+def broken_listener(_ids: list[int]) -> None:
+    raise RuntimeError("broker client crashed")
+
+
 def test_a_failing_listener_costs_neither_the_writer_nor_the_other_listeners(
         outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    def broken(_ids: list[int]) -> None:
-        raise RuntimeError("broker client crashed")
-
     heard: list[list[int]] = []
     writer = DbWriter(outage.db, Journal(tmp_path / "j"), tmp_path / "data", batch_rows=2, batch_ms=HOUR_MS)
-    writer.stored_listeners.extend([broken, heard.append])
+    writer.stored_listeners.extend([broken_listener, heard.append])
     writer.submit_many([make_item(1), make_item(2), make_item(3), make_item(4)])
     writer.start()
     writer.stop()
@@ -1587,12 +1588,9 @@ def test_a_tracks_crop_is_stored_with_its_best_frame_also_when_its_batch_is_retr
 
 def test_track_listeners_hear_the_ids_of_new_tracks_and_a_failing_one_is_logged(
         outage: Outage, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    def broken(_ids: list[int]) -> None:
-        raise RuntimeError("broker client crashed")
-
     heard: list[list[int]] = []
     writer = DbWriter(outage.db, Journal(tmp_path / "j"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
-    writer.track_listeners.extend([broken, heard.append])
+    writer.track_listeners.extend([broken_listener, heard.append])
     writer.submit_many([tracked(0), tracked(1), track(0, "f000"), track(1, "f001")])
     writer.start()
     writer.stop()
