@@ -53,7 +53,8 @@ def test_a_new_camera_is_zero_everywhere(camera):
                     "reconnects": 0,
                     "attempts": 0, "failures": {}, "error_kind": None, "queue_depth": 0, "last_error": None,
                     "last_error_at": None, "last_frame_at": None, "last_ng_inspection_id": None,
-                    "checkpoint": None, "resumed_from": None}
+                    "checkpoint": None, "resumed_from": None,
+                    "part": None}  # the pipeline's snapshot names the part (app.ingest.parts)
     # every series of the camera exists from the start, at 0
     for stage in FRAME_STAGES:
         assert series("inspect_frames_total", camera.camera_id, stage=stage) == 0.0
