@@ -973,8 +973,9 @@ def test_a_rekeyed_uid_stored_with_yet_another_image_is_rekeyed_again(outage: Ou
     assert sorted(uid for uid, _ in rows(outage.db)) == sorted(["f001", once_uid, twice_uid])
 
 
-def test_a_frame_whose_rekeyed_uids_are_stored_with_other_images_too_is_a_conflict_at_the_third(
-        outage: Outage, tmp_path: Path) -> None:
+def frame_whose_rekeyed_uids_are_taken(outage: Outage, tmp_path: Path) -> tuple[Item, str, str]:
+    """Frame f001 stored, and the two uids a changed f001 would be re-keyed to stored with other images:
+    the changed frame (not yet submitted) and those two uids."""
     changed = make_item(1, pixel=200)
     once_uid = other_image_uid(changed.result)
     twice_uid = other_image_uid(make_result(1, pixel=200, uid=once_uid))
@@ -983,6 +984,12 @@ def test_a_frame_whose_rekeyed_uids_are_stored_with_other_images_too_is_a_confli
                       policy_applied(make_result(8, pixel=20, uid=twice_uid))])
     seed.start()
     seed.stop()
+    return changed, once_uid, twice_uid
+
+
+def test_a_frame_whose_rekeyed_uids_are_stored_with_other_images_too_is_a_conflict_at_the_third(
+        outage: Outage, tmp_path: Path) -> None:
+    changed, once_uid, twice_uid = frame_whose_rekeyed_uids_are_taken(outage, tmp_path)
     writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
     with pytest.raises(FrameUidConflict):  # three tries: the third conflict is raised, not rekeyed again
         writer._persist([changed])
@@ -995,15 +1002,8 @@ def test_a_running_writer_goes_on_after_the_third_uid_conflict_of_a_batch(outage
                                                                          tmp_path: Path) -> None:
     """The batch's third conflict is no crash of the writer thread: it stores the batch frame by frame,
     and the clashing frame gets one more derived uid there."""
-    changed = make_item(1, pixel=200)
-    once_uid = other_image_uid(changed.result)
-    twice_uid = other_image_uid(make_result(1, pixel=200, uid=once_uid))
+    changed, once_uid, twice_uid = frame_whose_rekeyed_uids_are_taken(outage, tmp_path)
     thrice_uid = other_image_uid(make_result(1, pixel=200, uid=twice_uid))
-    seed = DbWriter(outage.db, Journal(tmp_path / "j1"), tmp_path / "data", batch_rows=4, batch_ms=HOUR_MS)
-    seed.submit_many([make_item(1), policy_applied(make_result(9, pixel=10, uid=once_uid)),
-                      policy_applied(make_result(8, pixel=20, uid=twice_uid))])
-    seed.start()
-    seed.stop()
     writer = DbWriter(outage.db, Journal(tmp_path / "j2"), tmp_path / "data", batch_rows=4, batch_ms=10)
     writer.submit_many([changed, make_item(2)])  # one batch: the clash, and a frame of its own
     writer.start()
