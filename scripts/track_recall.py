@@ -28,7 +28,6 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from app.inference import Engine
@@ -36,7 +35,7 @@ from app.ingest.camera_tracking import CameraTracking
 from app.ingest.config import TrackingConfig
 from app.ingest.decoder import ffmpeg_exe
 from app.ingest.simulator import StripSimulator
-from app.ingest.sources import Frame
+from app.ingest.sources import Frame, OpenCVSource
 from app.ingest.truth_score import failure_kinds, named_sightings, score_records, true_defect
 from app.inspection import run_detector
 
@@ -118,7 +117,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
 
 
 def h264_round_trip(images: list[np.ndarray], fps: float) -> list[np.ndarray]:
-    """The frames encoded to an H.264 file by FFmpeg and read back by OpenCV."""
+    """The frames encoded to an H.264 file by FFmpeg and read back as a file camera reads it."""
     height, width = images[0].shape[:2]
     with tempfile.TemporaryDirectory() as tmp:
         video = Path(tmp) / "strip.mp4"
@@ -133,14 +132,12 @@ def h264_round_trip(images: list[np.ndarray], fps: float) -> list[np.ndarray]:
         encoder.stdin.close()
         if encoder.wait() != 0:
             raise SystemExit(f"ffmpeg could not encode the strip (exit {encoder.returncode})")
-        capture = cv2.VideoCapture(str(video))
+        camera = OpenCVSource(str(video), live=False)  # a video file camera's own reader
+        camera.open()
         decoded = []
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            decoded.append(image)
-        capture.release()
+        while (frame := camera.read()) is not None:
+            decoded.append(frame.image)
+        camera.close()
     if len(decoded) != len(images):
         raise SystemExit(f"the H.264 strip decoded to {len(decoded)} frames, not {len(images)}")
     return decoded
