@@ -397,9 +397,9 @@ class DbWriter:
         raise AssertionError("unreachable")  # pragma: no mutate
 
     def _commit(self, items: list[Item]) -> list[Stored | None]:
-        """One transaction; a row the database refuses for good (IntegrityError that is no duplicate,
-        or a frame whose uid and both of its re-keyed uids hold other images) is set aside in
-        ``journal/rejected.jsonl`` so it cannot block the line."""
+        """One transaction; when it fails for one row (an IntegrityError that is no duplicate, or a
+        frame whose uid still holds another image after two re-keys), each row on its own, and a row
+        that fails alone too is set aside in ``journal/rejected.jsonl`` so it cannot block the line."""
         t0 = time.perf_counter()
         try:
             stored: list[Stored | None] = list(self._persist(items))
