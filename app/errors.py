@@ -50,6 +50,13 @@ class Conflict(UserError):
     reason = "conflict"
 
 
+class SchemaMismatch(UserError):
+    """The database's schema is not the one this version of the software writes (migrations not run,
+    or a database a newer version migrated)."""
+
+    reason = "schema"
+
+
 class TooLarge(UserError):
     """Input beyond a configured size limit."""
 

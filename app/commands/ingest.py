@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Settings, Path]:
+    from app.db.migrate import check_schema
     from app.engine_factory import missing_model
     from app.ingest.config import load_cameras
     from app.ingest.startup import cameras_path, check_start
@@ -57,6 +58,7 @@ def _prepare(args: argparse.Namespace) -> tuple[Settings, Path]:
         load_cameras(path)  # CamerasConfigError (a UserError) names the file, line and key
     else:  # also refuses a data folder whose journal another process holds
         check_start(settings, Path(path))
+        check_schema(settings.database_url)  # SchemaMismatch: migrations not run
         if args.from_start:
             forget_checkpoints(settings, Path(path))
     reason = missing_model(settings)

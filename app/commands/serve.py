@@ -29,14 +29,17 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)  # SettingsError: a UserError naming the variable
     if not 0 < args.port < 65536:
         raise UserError(f"--port {args.port}: must be 1-65535")
+    from app.db.migrate import check_schema
     from app.ingest.journal import ensure_journal_free
     from app.ingest.startup import cameras_path, check_start
 
-    # a bad cameras file or a data folder another process holds: one line, exit 2, before the server starts
+    # a bad cameras file, a data folder another process holds or a database whose schema is not this
+    # version's: one line, exit 2, before the server starts
     if settings.cameras_file is not None:
         check_start(settings, cameras_path(settings))
     else:  # the demo line never stops start-up; a second service on the same data folder (journal) does
         ensure_journal_free(settings.data_dir / "journal")
+    check_schema(settings.database_url)
     app = create_app(settings)
     if settings.demo and settings.auth_enabled:  # a ready operator key for the dashboard (app/auth.py)
         from app.auth import announce_demo_key

@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-from app.db.session import create_db_engine, normalise_url
+from app.db.session import create_db_engine, normalise_url, sqlite_file
+from app.errors import SchemaMismatch
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 REPO_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
@@ -51,3 +52,37 @@ def current_revision(database_url: str) -> str | None:
             return current_revision_of(conn)
     finally:
         engine.dispose()
+
+
+UPGRADE_HINT = "run `defect-inspect db upgrade` with the same INSPECT_DATABASE_URL, then start again"
+
+
+def check_schema(database_url: str) -> None:
+    """Refuse to start on a database whose schema is not this version's head: ``SchemaMismatch``
+    saying what to run. A database that cannot be reached is left to the service (it journals and
+    retries); a SQLite file that does not exist is not created here."""
+    where = normalise_url(database_url).render_as_string(hide_password=True)
+    path = sqlite_file(database_url)
+    if path is not None and not path.exists():
+        raise SchemaMismatch(f"no database file at {path.absolute()} ({where}): {UPGRADE_HINT}")
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            current = current_revision_of(conn)
+    except Exception:  # any driver error: unreachable now; the service's breaker takes it from here
+        return
+    finally:
+        engine.dispose()
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    head = script.get_current_head()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaMismatch(f"the database {where} has no schema yet (this version needs revision {head}): "
+                             f"{UPGRADE_HINT}")
+    if current in {rev.revision for rev in script.walk_revisions()}:
+        raise SchemaMismatch(f"the database {where} is at schema revision {current}, this version needs "
+                             f"{head}: {UPGRADE_HINT}")
+    raise SchemaMismatch(f"the database {where} is at schema revision {current}, which this version does not "
+                         f"know (its newest is {head}; a newer version migrated it): run that version, or "
+                         f"downgrade the database with it to {head}")
