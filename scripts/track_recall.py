@@ -12,7 +12,10 @@ that passed through the whole view, the share that some inspected frame's detect
 with its true box, app.ingest.truth_score); ``recorded`` (``recall_recorded``): of those, how many
 some record (an ended track's sightings) names, the recall of what is stored. Each line also has the
 truth score of the tracks and why defects are not exactly one record (``failure_kinds``); with several
-seeds a last line per way of looking sums them up. ``--h264``: the strip goes through H.264 first
+seeds a last line per way of looking sums them up. The boxes are kept as a camera keeps them by default:
+each class at the model's operating point (its metadata), else at 0.25 (``--thresholds global``: 0.25
+for every class). ``--cache DIR`` keeps each strip's detections, so other tracking keys can be scored
+without running the detector again. ``--h264``: the strip goes through H.264 first
 (FFmpeg's libx264, ``-preset veryfast -g 30 -bf 0`` at its default quality, decoded back by OpenCV as a
 file camera reads it), so the detector and the motion see what a camera streaming it delivers. A
 measurement tool, not part of the product.
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.detections import Detections
 from app.inference import Engine
 from app.ingest.camera_tracking import CameraTracking
 from app.ingest.config import TrackingConfig
@@ -37,7 +41,10 @@ from app.ingest.decoder import ffmpeg_exe
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame, OpenCVSource
 from app.ingest.truth_score import failure_kinds, named_sightings, score_records, true_defect
-from app.inspection import run_detector
+from app.inspection import CameraContext, default_thresholds, run_detector
+from app.inspection.rules import apply_camera_rules
+
+GLOBAL_THRESHOLD = 0.25  # a camera's pipeline.conf_threshold by default
 
 
 def main() -> None:
@@ -54,6 +61,11 @@ def main() -> None:
     parser.add_argument("--also", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="also score these tracking keys (on top of --set) on the same detections, "
                              "lines marked with them (e.g. fold_iou=1.01: as before folding); repeatable")
+    parser.add_argument("--thresholds", choices=("model", "global"), default="model",
+                        help="model: each class at the model's operating point, as a camera by default; "
+                             f"global: {GLOBAL_THRESHOLD} for every class")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder for each strip's detections (reused for the same model, size, strip)")
     parser.add_argument("--h264", action="store_true",
                         help="detect on the strip after an H.264 encode and decode, as a camera streams it")
     args = parser.parse_args()
@@ -85,10 +97,8 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
     images = [image for image, _ in strip]
     if args.h264:
         images = h264_round_trip(images, sim.fps)
-    frames = []
-    for image, (_, truth) in zip(images, strip, strict=True):
-        [found], _, _ = run_detector(engine, [image], 0.25, 0.45, 300, imgsz=args.imgsz)
-        frames.append((image, truth, found))
+    detected = strip_detections(engine, args, seed, images)
+    frames = [(image, truth, found) for image, (_, truth), found in zip(images, strip, detected, strict=True)]
     passed = {b.defect_id for _, truth, _ in frames for b in truth if b.x1 <= 0}
     for variant, looks in ((v, looks) for v in variants for looks in all_looks):
         keys = {**tracking_keys(args.set), **tracking_keys(variant.split(","))}
@@ -107,6 +117,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
         recorded = {d for n in named for _, _, d in n if d is not None}
         yield variant, looks, {"seed": seed, "looks": looks, **({"also": variant} if variant else {}),
                                **({"h264": True} if args.h264 else {}),
+                               **({"thresholds": "global"} if args.thresholds == "global" else {}),
                                "frames": len(frames),
                                "inspected": tracking.frames_tracked, "passed": len(passed),
                                "recalled": len(found_ids & passed),
@@ -114,6 +125,38 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                                "recorded": len(recorded & passed),
                                "tracks": score_records(records, tracking.truth),
                                "failures": failure_kinds(records, tracking.truth, sim.width)}
+
+
+def camera_thresholds(engine: Engine, which: str) -> dict[str, float]:
+    """Each class's threshold as a camera without ``thresholds`` of its own keeps its boxes."""
+    model = engine.metadata.class_thresholds if which == "model" else {}
+    return default_thresholds(engine.names, GLOBAL_THRESHOLD, model)
+
+
+def strip_detections(engine: Engine, args: argparse.Namespace, seed: int,
+                     images: list[np.ndarray]) -> list[Detections]:
+    """The detector's boxes on every frame, kept at the camera's threshold per class (from
+    ``args.cache`` when this model, size and strip were detected before)."""
+    thresholds = camera_thresholds(engine, args.thresholds)
+    cached = None
+    if args.cache is not None:
+        key = (f"{Path(args.model).stem}-{Path(args.model).stat().st_size}-{args.imgsz}-{args.frames}-"
+               f"{args.speed:g}-{seed}{'-h264' if args.h264 else ''}-{min(thresholds.values()):.4f}")
+        cached = args.cache / f"{key}.npz"
+    if cached is not None and cached.is_file():
+        with np.load(cached) as z:
+            raw = [Detections(z[f"xyxy{i}"], z[f"conf{i}"], z[f"cls{i}"], engine.names)
+                   for i in range(len(images))]
+    else:
+        raw = [run_detector(engine, [image], min(thresholds.values()), 0.45, 300, imgsz=args.imgsz)[0][0]
+               for image in images]
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(cached, **{f"{k}{i}": v for i, d in enumerate(raw)
+                                           for k, v in (("xyxy", d.xyxy), ("conf", d.confidence),
+                                                        ("cls", d.class_id))})
+    context = CameraContext(class_thresholds=thresholds)
+    return [apply_camera_rules(d, context) for d in raw]
 
 
 def h264_round_trip(images: list[np.ndarray], fps: float) -> list[np.ndarray]:
