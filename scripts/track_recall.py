@@ -41,8 +41,7 @@ from app.ingest.decoder import ffmpeg_exe
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame, OpenCVSource
 from app.ingest.truth_score import failure_kinds, named_sightings, score_records, true_defect
-from app.inspection import CameraContext, default_thresholds, run_detector
-from app.inspection.rules import apply_camera_rules
+from app.inspection import CameraContext, apply_camera_rules, default_thresholds, run_detector
 
 GLOBAL_THRESHOLD = 0.25  # a camera's pipeline.conf_threshold by default
 
@@ -138,17 +137,18 @@ def strip_detections(engine: Engine, args: argparse.Namespace, seed: int,
     """The detector's boxes on every frame, kept at the camera's threshold per class (from
     ``args.cache`` when this model, size and strip were detected before)."""
     thresholds = camera_thresholds(engine, args.thresholds)
+    detect_at = min(GLOBAL_THRESHOLD, *thresholds.values())  # as the pipeline calls the model
     cached = None
     if args.cache is not None:
         key = (f"{Path(args.model).stem}-{Path(args.model).stat().st_size}-{args.imgsz}-{args.frames}-"
-               f"{args.speed:g}-{seed}{'-h264' if args.h264 else ''}-{min(thresholds.values()):.4f}")
+               f"{args.speed:g}-{seed}{'-h264' if args.h264 else ''}-{detect_at:.4f}")
         cached = args.cache / f"{key}.npz"
     if cached is not None and cached.is_file():
         with np.load(cached) as z:
             raw = [Detections(z[f"xyxy{i}"], z[f"conf{i}"], z[f"cls{i}"], engine.names)
                    for i in range(len(images))]
     else:
-        raw = [run_detector(engine, [image], min(thresholds.values()), 0.45, 300, imgsz=args.imgsz)[0][0]
+        raw = [run_detector(engine, [image], detect_at, 0.45, 300, imgsz=args.imgsz)[0][0]
                for image in images]
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

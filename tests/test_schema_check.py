@@ -13,7 +13,7 @@ from sqlalchemy import make_url, text
 from app.cli import main as cli_main
 from app.db.migrate import check_schema, head_revision, upgrade
 from app.db.session import create_db_engine
-from app.errors import SchemaMismatch
+from app.errors import NotFound, SchemaMismatch
 
 
 def _set_revision(url: str, revision: str) -> None:
@@ -33,7 +33,9 @@ def _refused(url: str) -> str:
 
 def test_a_missing_sqlite_file_is_named_and_not_created(tmp_path: Path) -> None:
     path = tmp_path / "nowhere" / "inspect.db"
-    message = _refused(f"sqlite:///{path}")
+    with pytest.raises(NotFound) as caught:  # require_existing_database, as every such command says it
+        check_schema(f"sqlite:///{path}")
+    message = str(caught.value)
     assert str(path) in message and "defect-inspect db upgrade" in message
     assert not path.exists() and not path.parent.exists()
 

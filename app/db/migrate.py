@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 
-from app.db.session import create_db_engine, normalise_url, sqlite_file
+from app.db.session import create_db_engine, normalise_url, require_existing_database
 from app.errors import SchemaMismatch
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -59,20 +59,14 @@ UPGRADE_HINT = "run `defect-inspect db upgrade` with the same INSPECT_DATABASE_U
 
 def check_schema(database_url: str) -> None:
     """Refuse to start on a database whose schema is not this version's head: ``SchemaMismatch``
-    saying what to run. A database that cannot be reached is left to the service (it journals and
-    retries); a SQLite file that does not exist is not created here."""
-    where = normalise_url(database_url).render_as_string(hide_password=True)
-    path = sqlite_file(database_url)
-    if path is not None and not path.exists():
-        raise SchemaMismatch(f"no database file at {path.absolute()} ({where}): {UPGRADE_HINT}")
-    engine = create_db_engine(database_url)
+    saying what to run (a missing SQLite file: ``NotFound``, and it is not created). A database that
+    cannot be reached is left to the service (it journals and retries)."""
+    require_existing_database(database_url)
     try:
-        with engine.connect() as conn:
-            current = current_revision_of(conn)
+        current = current_revision(database_url)
     except Exception:  # any driver error: unreachable now; the service's breaker takes it from here
         return
-    finally:
-        engine.dispose()
+    where = normalise_url(database_url).render_as_string(hide_password=True)
     script = ScriptDirectory.from_config(alembic_config(database_url))
     head = script.get_current_head()
     if current == head:
