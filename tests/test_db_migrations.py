@@ -75,6 +75,7 @@ def test_sqlite_connection_pragmas(tmp_path):
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert conn.execute(text("PRAGMA cache_size")).scalar() == -512  # KiB per connection, not 2 MB
     assert db.ping() is None
     db.dispose()
 

@@ -1,5 +1,6 @@
-"""Database engine and sessions. SQLite gets WAL, synchronous=NORMAL, foreign keys and a busy
-timeout on every connection; PostgreSQL is reached through psycopg 3 (``postgresql+psycopg://``)."""
+"""Database engine and sessions. SQLite gets WAL, synchronous=NORMAL, foreign keys, a busy timeout
+and a bounded page cache on every connection; PostgreSQL is reached through psycopg 3
+(``postgresql+psycopg://``)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from app.db.breaker import CircuitBreaker, is_outage
 from app.errors import NotFound
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+# Each SQLite connection keeps the pages it read in its own cache, up to 2 MB by SQLite's default; the
+# service holds a handful of connections (writer, pruner, API), so the caches filled for the first hour
+# of a camera's run and the resident size rose with them (docs/reliability.md, "Where the memory goes").
+# The log is written at its end and pruned at its start: a small cache holds those pages, and the
+# operating system's file cache holds the rest.
+SQLITE_PAGE_CACHE_KIB = 512
 POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
@@ -35,6 +42,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA cache_size=-{SQLITE_PAGE_CACHE_KIB}")  # negative: KiB, not pages
     finally:
         cur.close()
 
