@@ -128,6 +128,7 @@ class Rig:
                                                 CameraContext(camera_id=cfg.id))
         self.capture = Capture(list(self.runners.values()))
         self.uids: dict[str, set[str]] = {cid: set() for cid in self.runners}
+        self.frames: dict[str, int] = dict.fromkeys(self.runners, 0)  # frames drained from the hub
         self.shapes: set[tuple[int, ...]] = set()
         self._stop = threading.Event()
         self._drain = threading.Thread(target=self._drain_hub, daemon=True)
@@ -136,6 +137,7 @@ class Rig:
         while not self._stop.is_set():
             for job in self.hub.get_batch(64, 0.0, idle_timeout=0.05):
                 self.uids[job.camera.cfg.id].add(derive_frame_uid(job.camera.cfg.id, job.frame.origin))
+                self.frames[job.camera.cfg.id] += 1
                 self.shapes.add(job.frame.image.shape)
                 if self.on_frame is not None:
                     self.on_frame(job.camera.cfg.id, job.frame)
@@ -158,6 +160,9 @@ class Rig:
 
     def __exit__(self, *_: object) -> None:
         self.capture.stop(time.monotonic() + 10)
+        deadline = time.monotonic() + 5  # the frames captured before the stop, drained as workers would
+        while self.hub.depth() and time.monotonic() < deadline:
+            time.sleep(0.02)
         self._stop.set()
         self._drain.join(5)
         assert not self.capture.running(), "a capture thread did not stop"
