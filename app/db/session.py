@@ -1,5 +1,5 @@
 """Database engine and sessions. SQLite gets WAL, synchronous=NORMAL, foreign keys, a busy timeout
-and a bounded page cache on every connection; PostgreSQL is reached through psycopg 3
+and bounded page and statement caches on every connection; PostgreSQL is reached through psycopg 3
 (``postgresql+psycopg://``)."""
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # The log is written at its end and pruned at its start: a small cache holds those pages, and the
 # operating system's file cache holds the rest.
 SQLITE_PAGE_CACHE_KIB = 512
+# Python's sqlite3 keeps up to 128 prepared statements per connection. A batch insert (and the lookup
+# of its frame_uids) is one statement text per number of rows, so every batch size the writer ever
+# met stayed prepared, tens of kB each, and the heap crept up for hours as rarer sizes came along.
+# The statements a running service repeats are fewer than this; the rest are prepared again.
+SQLITE_CACHED_STATEMENTS = 32
 POSTGRES_CONNECT_TIMEOUT_S = 5
 
 
@@ -76,7 +81,9 @@ def create_db_engine(url: str | URL, **kwargs: Any) -> Engine:
             # best effort: an unwritable folder shows up as "database unreachable" in /readyz
             with contextlib.suppress(OSError):
                 path.parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {}).setdefault("check_same_thread", False)
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("check_same_thread", False)
+        connect_args.setdefault("cached_statements", SQLITE_CACHED_STATEMENTS)
         engine = create_engine(u, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
