@@ -18,16 +18,15 @@ from app.db.breaker import CircuitBreaker, is_outage
 from app.errors import NotFound
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
-# Each SQLite connection keeps the pages it read in its own cache, up to 2 MB by SQLite's default; the
-# service holds a handful of connections (writer, pruner, API), so the caches filled for the first hour
-# of a camera's run and the resident size rose with them (docs/reliability.md, "Where the memory goes").
-# The log is written at its end and pruned at its start: a small cache holds those pages, and the
-# operating system's file cache holds the rest.
+# Each SQLite connection keeps the pages it read in its own cache, up to 2 MB by SQLite's default, and
+# the resident size rose as the connections' caches filled. The log is written at its end and pruned
+# at its start: a small cache holds those pages, the operating system's file cache the rest.
 SQLITE_PAGE_CACHE_KIB = 512
-# Python's sqlite3 keeps up to 128 prepared statements per connection. A batch insert (and the lookup
-# of its frame_uids) is one statement text per number of rows, so every batch size the writer ever
-# met stayed prepared, tens of kB each, and the heap crept up for hours as rarer sizes came along.
-# The statements a running service repeats are fewer than this; the rest are prepared again.
+# Python's sqlite3 keeps up to 128 prepared statements per connection. The pruner's update of an id
+# list (one statement text per batch size, up to 96 KiB prepared) and the writer's batch insert and
+# frame_uid lookup (one text per row count) kept every size ever met prepared, and the heap crept up
+# for hours as rarer sizes came along. The statements a running service repeats are fewer than this;
+# the rest are prepared again. Measured in docs/reliability.md, "SQLite's caches bounded".
 SQLITE_CACHED_STATEMENTS = 32
 POSTGRES_CONNECT_TIMEOUT_S = 5
 
