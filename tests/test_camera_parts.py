@@ -46,7 +46,7 @@ cameras:
     line: L1
     station: top
     source: "{source}"
-    tracking: {{enabled: true, mm_per_px: 0.5}}
+    tracking: {{enabled: true, mm_per_px: 0.5, looks: null}}
 """
 
 
@@ -183,7 +183,7 @@ def test_a_defect_in_view_when_the_part_changes_stays_with_the_part_it_started_i
     """A standing strip with one defect in every frame: its track starts in part A and is A's, placed
     from A's start, however many frames of part B saw it."""
     cam = parse_cameras(coil_camera("folder:/unused")).cameras[0]
-    tracking = CameraTracking(TrackingConfig(enabled=True))
+    tracking = CameraTracking(TrackingConfig(enabled=True, looks=None))
     part = CurrentPart()
     texture = np.random.default_rng(1).integers(0, 255, (48, 64, 3)).astype(np.uint8)
     t0 = datetime(2026, 3, 2, 6, 0, tzinfo=UTC)

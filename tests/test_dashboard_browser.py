@@ -447,7 +447,7 @@ def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_sample: Path,
 pipeline: {{workers: 1, max_batch: 2}}
 cameras:
   - {{id: cam-native, line: L1, station: top, imgsz: 640, images: never,
-     tracking: {{enabled: true, mm_per_px: 0.2}},
+     tracking: {{enabled: true, mm_per_px: 0.2, looks: null}},
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
   - {{id: cam-tiled, line: L1, station: bottom, tile_size: 256, tile_overlap: 32, images: never,
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}

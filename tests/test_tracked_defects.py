@@ -166,7 +166,7 @@ cameras:
   - id: sim
     source: "sim://neu-det?images={neu_sample / 'images'}&fps=30&width=160&height=120&realtime=0&seconds=4"
     images: ng
-    tracking: {{enabled: true}}
+    tracking: {{enabled: true, looks: null}}
 """)
     db = Database(database_url)
     data = tmp_path / "ingest"
@@ -215,7 +215,7 @@ def tracked_run(n: int = 6, defects: tuple[tuple[list[float], int], ...] = (([10
     confidently; default one, best in frame 2), through the camera's tracking (keeping the crops of the
     best boxes with ``crop``); the frames' items and the ended tracks'."""
     cam = strip_camera(Path("/unused"), tracking=True).cameras[0]
-    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5), crop=crop)
+    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.5, looks=None), crop=crop)
     texture = np.random.default_rng(1).integers(0, 255, (48, 64, 3)).astype(np.uint8)
     items = []
     for k in range(n):
@@ -347,7 +347,7 @@ def test_a_defect_count_alarm_counts_physical_defects(db) -> None:
     """A tracked camera's frames add no defects to a defects-per-minute rule; its stored tracks do."""
     rules = parse_cameras("""
 cameras:
-  - {id: strip, source: "folder:/unused", tracking: {enabled: true}}
+  - {id: strip, source: "folder:/unused", tracking: {enabled: true, looks: null}}
 alarms:
   - {id: density, camera: strip, defects_per_minute: 3}
 """).alarms

@@ -13,14 +13,17 @@ import pytest
 from app.db.session import Database
 from app.detections import Detections
 from app.inference import Engine
-from app.ingest.camera_tracking import CameraTracking
-from app.ingest.config import TrackingConfig, parse_cameras
+from app.ingest.camera_tracking import LOOK, SPARE, CameraTracking
+from app.ingest.capture import CameraRunner
+from app.ingest.config import CameraConfig, TrackingConfig, parse_cameras
 from app.ingest.motion import MotionEstimator
 from app.ingest.pipeline import Pipeline
+from app.ingest.queues import FrameHub
 from app.ingest.simulator import StripSimulator, TruthBox
-from app.ingest.sources import Frame
+from app.ingest.sources import Frame, Source
 from app.ingest.tracking import MAX_SIGHTINGS, Sighting, Tracker
 from app.ingest.truth_score import failure_kinds, score_records
+from app.inspection import CameraContext
 from app.schemas.ingest import CameraStatePublic
 
 W, H = 640, 480
@@ -264,7 +267,7 @@ def test_frames_inspected_out_of_order_are_tracked_in_capture_order(neu_sample: 
     """Workers finish batches in any order and the buffer may drop a frame: the tracks are those of
     the frames in capture order."""
     sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=240.0, seed=1)
-    in_order, shuffled = (CameraTracking(TrackingConfig(enabled=True)) for _ in range(2))
+    in_order, shuffled = (CameraTracking(TrackingConfig(enabled=True, looks=None)) for _ in range(2))
     for tracking in (in_order, shuffled):
         frames = []
         for i in range(120):
@@ -310,7 +313,7 @@ def test_a_defect_under_a_standing_line_keeps_bounded_sightings() -> None:
 
 def test_camera_view_shows_the_defects_in_view(neu_sample: Path) -> None:
     sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=150.0, seed=3)
-    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.2))
+    tracking = CameraTracking(TrackingConfig(enabled=True, mm_per_px=0.2, looks=None))
     for i in range(12):
         image, truth = sim.frame(i)
         frame = Frame(image, i, datetime.now(UTC), i / sim.fps, t_stream=i / sim.fps)
@@ -415,3 +418,109 @@ def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
     assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)
     first = next(t for t in tracks if t.sightings[0].ref == "defect")
     assert first.hits == 40 and first.sightings[0].box[2] - first.sightings[0].box[0] < 10
+
+
+def test_a_track_does_not_go_over_to_the_defect_next_to_it() -> None:
+    """A small defect and, 2 px beside it, a long scratch of its class: the detector sees the small one
+    for ten frames, then misses it and sees only the scratch, whose centre lies close enough to the
+    small one's for the distance gate. A defect does not move on the material, so the scratch is a
+    track of its own; without the place check the small defect's track goes over to it."""
+    small, long = (300.0, 100.0, 320.0, 120.0), (322.0, 40.0, 352.0, 180.0)
+    frames = [[piece(small, ref="small")] if i < 10 else [piece(long, ref="long")] for i in range(20)]
+    tracks = feed(Tracker(TrackingConfig(enabled=True)), frames)
+    assert sorted(tuple(sorted({s.ref for s in t.sightings})) for t in tracks) == [("long",), ("small",)]
+    [jumped] = feed(Tracker(TrackingConfig(enabled=True, min_place_overlap=0)), frames)
+    assert {s.ref for s in jumped.sightings} == {"small", "long"}
+
+
+def looks_of(tracking: CameraTracking, frames: list[Frame], room) -> list[str | None]:
+    """What ``should_inspect`` says of each frame, ``room(i)`` telling whether the detector has room."""
+    out = []
+    for i, frame in enumerate(frames):
+        tracking.on_captured(frame)
+        out.append(tracking.should_inspect(frame, detector_has_room=room(i)))
+    return out
+
+
+def test_fill_idle_inspects_between_the_looks_only_while_the_detector_has_room(neu_sample: Path) -> None:
+    """``fill_idle``: a frame between the looks goes to the detector when it has room and the line
+    moves, as a spare; the looks themselves come on the same frames as without it (a spare that is
+    pushed out of the queue costs no region its looks), and a standing line gets no spare."""
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=300.0, profile="varied", seed=4)
+    frames = [Frame(sim.frame(i)[0], i, datetime.now(UTC), i / sim.fps) for i in range(400)]
+    plain = looks_of(CameraTracking(TrackingConfig(enabled=True, looks=2)), frames, lambda i: True)
+    filled = CameraTracking(TrackingConfig(enabled=True, looks=2, fill_idle=True))
+    every_third = looks_of(filled, frames, lambda i: i % 3 == 0)
+    assert SPARE not in plain and plain.count(LOOK) < 100
+    looks = [k for k, v in enumerate(plain) if v == LOOK]
+    assert [k for k, v in enumerate(every_third) if v == LOOK] == looks
+    stopped = {k for k, f in enumerate(frames) if f.motion is not None and f.motion.stopped}
+    assert len(stopped) > 20  # the varied profile stands still now and then
+    spares = {k for k, v in enumerate(every_third) if v == SPARE}
+    assert spares == {k for k, v in enumerate(plain) if v is None and k % 3 == 0 and k not in stopped}
+    assert filled.spare == len(spares) and filled.skipped == 400 - every_third.count(LOOK) - len(spares)
+
+
+class DrainingSource(Source):
+    """A strip simulator whose reads stand in for a detector that takes the queued frames every
+    ``every`` reads, so the capture loop runs in the test's thread, frame by frame."""
+
+    live = True
+
+    def __init__(self, neu_sample: Path, hub: FrameHub, frames: int, every: int) -> None:
+        self.sim = StripSimulator(neu_sample / "images", width=160, height=120, speed=150.0, seed=2)
+        self.hub, self.frames, self.every, self.i = hub, frames, every, 0
+        self.taken: list = []
+
+    def open(self) -> None:
+        pass
+
+    def read(self) -> Frame | None:
+        if self.i % self.every == 0:
+            self.taken += self.hub.get_batch(1000, 0, idle_timeout=0)
+        if self.i >= self.frames:
+            return None
+        index, self.i = self.i, self.i + 1
+        return Frame(self.sim.frame(index)[0], index, datetime.now(UTC), index / self.sim.fps)
+
+    def close(self) -> None:
+        pass
+
+
+def drained_run(neu_sample: Path, fill_idle: bool) -> tuple[CameraRunner, list, list[int]]:
+    """A camera with ``looks: 2`` and a one-frame drop-oldest queue over 300 frames whose detector takes
+    the queued frames every third read: the runner, the jobs taken, the frames sent as spares."""
+    hub = FrameHub()
+    cam = CameraConfig.model_validate({"id": "c", "source": "x", "queue_size": 1, "buffer": "drop-oldest",
+                                       "tracking": {"enabled": True, "looks": 2, "fill_idle": fill_idle}})
+    source = DrainingSource(neu_sample, hub, frames=300, every=3)
+    runner = CameraRunner(cam, source, hub, CameraContext(camera_id="c"))
+    sent_spares: list[int] = []
+    put = hub.put
+
+    def recording_put(camera_id: str, job, timeout: float | None = None) -> bool:
+        if job.spare:
+            sent_spares.append(job.frame.index)
+        return put(camera_id, job, timeout)
+
+    hub.put = recording_put  # type: ignore[method-assign]
+    runner._capture()
+    source.taken += hub.get_batch(1000, 0, idle_timeout=0)
+    return runner, source.taken, sent_spares
+
+
+def test_a_spare_frame_pushed_out_of_the_queue_is_skipped_not_dropped(neu_sample: Path) -> None:
+    """Spares go in while the queue is empty; one still waiting gives way to the next look and counts
+    as skipped. No look is dropped or moved (the same frames as without ``fill_idle``), and every
+    captured frame is inspected or skipped."""
+    plain, plain_taken, _ = drained_run(neu_sample, fill_idle=False)
+    runner, taken, sent_spares = drained_run(neu_sample, fill_idle=True)
+    snap, tracking = runner.state.snapshot(), runner.tracking
+    assert tracking is not None
+    looks = [j.frame.index for j in taken if not j.spare]
+    assert looks == [j.frame.index for j in plain_taken] and plain.state.snapshot()["dropped"] == 0
+    pushed_out = set(sent_spares) - {j.frame.index for j in taken if j.spare}
+    assert len(pushed_out) > 5 and len(sent_spares) > 50
+    assert snap["captured"] == 300 and snap["dropped"] == 0
+    assert len(taken) + snap["skipped"] == 300 and snap["skipped"] == tracking.skipped
+    assert tracking.spare == len(sent_spares) - len(pushed_out) == sum(j.spare for j in taken)

@@ -39,7 +39,7 @@ cameras:
     source: "folder:{folder}"
     images: ng
     frames: {str(frames).lower()}
-    tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5}}
+    tracking: {{enabled: {str(tracking).lower()}, mm_per_px: 0.5, looks: null}}
 """)
 
 
@@ -62,7 +62,7 @@ cameras:
     line: L1
     source: "folder:{frames}"
     images: ng
-    tracking: {{enabled: true, mm_per_px: 0.5, stop_px_s: 0, max_missed: 0}}
+    tracking: {{enabled: true, mm_per_px: 0.5, stop_px_s: 0, max_missed: 0, looks: null}}
 """)
     return path
 

@@ -51,6 +51,7 @@ class PipelineBenchOptions:
     engine_seconds: float | None = None
     tracking: bool = False  # the cameras track defects; a simulator source's truth scores the tracks
     looks: int | None = None  # with tracking: inspect each region of the material this many times
+    fill_idle: bool = False  # with looks: also inspect frames in between while the detector has room
 
 
 def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
@@ -70,8 +71,8 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
             cam["imgsz"] = options.imgsz
         if options.buffer:
             cam["buffer"] = options.buffer
-        if options.tracking or options.looks:
-            cam["tracking"] = {"enabled": True} | ({"looks": options.looks} if options.looks else {})
+        if options.tracking or options.looks:  # without --looks every frame, whatever a camera's default
+            cam["tracking"] = {"enabled": True, "looks": options.looks, "fill_idle": options.fill_idle}
         cams.append(cam)
     return cams
 
@@ -79,11 +80,13 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
 def track_figures(cameras: list) -> dict[str, Any]:
     """Tracks of the run's cameras (``CameraRunner``s with tracking) and, where their frames carried the
     simulator's truth, the score of the tracks against it (app.ingest.truth_score)."""
-    from app.ingest.truth_score import score_records
+    from app.ingest.truth_score import named_sightings, score_records
 
-    records, truth, sightings, speeds = [], {}, 0, []
+    records, truth, sightings, speeds, passed, spare = [], {}, 0, [], set(), 0
     for k, cam in enumerate(cameras):
         tracking = cam.tracking
+        passed.update(f"{k}:{d}" for d in tracking.passed)
+        spare += tracking.spare
         for t in tracking.ended:
             records.append([((k, s.frame_index), s.box) for s in t.sightings])
             sightings += t.hits
@@ -92,9 +95,14 @@ def track_figures(cameras: list) -> dict[str, Any]:
         speeds.append(tracking.view()["motion"]["speed_px_s"])
     out: dict[str, Any] = {"tracks": len(records), "detections": sightings,
                            "detections_per_track": round(sightings / len(records), 2) if records else None,
-                           "speed_px_s_at_end": speeds}
+                           "speed_px_s_at_end": speeds, "spare_inspections": spare}
     if truth:
         out["truth"] = score_records(records, truth)
+        # defect-level recall of the records: of the true defects that went through the whole view,
+        # the share some record's box names (IoU >= 0.3 in its frame)
+        named = {d for n in named_sightings(records, truth, 0.3) for _, _, d in n if d is not None}
+        out["truth"] |= {"passed_defects": len(passed),
+                         "recall": round(len(named & passed) / len(passed), 3) if passed else None}
     return out
 def stored_images(db: Any) -> tuple[int, int]:
     """Rows committed and the bytes on disk of their frames and crops."""

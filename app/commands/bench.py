@@ -78,6 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--looks", type=int, default=None,
                    help="with tracking: inspect each region of the material this many times, track the "
                         "frames in between by motion (default: inspect every frame)")
+    q.add_argument("--fill-idle", action="store_true",
+                   help="with --looks: also inspect frames in between while the detector has room "
+                        "(the camera's tracking.fill_idle)")
     q.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     q.set_defaults(func=run_pipeline)
 
@@ -183,7 +186,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineBenchOptions:
         crops=getattr(args, "crops", False), frames=not getattr(args, "crops_only", False),
         jpeg_quality=getattr(args, "jpeg_quality", 90), database=args.database,
         providers=_providers(args.providers), engine_seconds=args.engine_seconds, tracking=args.tracking,
-        looks=args.looks)
+        looks=args.looks, fill_idle=args.fill_idle)
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from app.ingest.simulator import TruthBox
 from app.ingest.sources import Frame
 from app.ingest.tracking import Box, Sighting, Track, Tracker, shift
 
+LOOK, SPARE = "look", "spare"  # why a frame goes to the detector: a look is due, or spare detector time
 HANDED_KEEP = 1024  # frames handed to the writer remembered beyond the best frames of active tracks
 Cropper = Callable[[np.ndarray, Box], bytes | None]  # a frame and a box -> the box's JPEG
 
@@ -54,10 +55,13 @@ class CameraTracking:
         self.ended: deque[Track] = deque(maxlen=keep)
         self.truth: dict[int, list[TruthBox]] = {}  # inspected frame index -> truth (simulator frames)
         self._truth_order: deque[int] = deque()
+        # true defects that went through the whole view (simulator frames; the bench's recall), oldest first
+        self.passed: dict[str, None] = {}
         self._keep = keep
         self._lock = threading.Lock()
         self.frames_tracked = 0
         self.skipped = 0  # frames captured but not inspected (``looks``)
+        self.spare = 0  # frames between the looks sent to the detector while it had room (``fill_idle``)
         self._last_look: tuple[float, float, float] | None = None  # offset x, y and time of the last one
         self._expected: deque[int] = deque()  # motion seqs of the frames sent to the detector, in order
         self._arrived: dict[int, tuple[Frame, list[Sighting]] | None] = {}  # None: will not come
@@ -68,18 +72,25 @@ class CameraTracking:
     def on_captured(self, frame: Frame) -> MotionSample:
         """Capture thread, every frame in order: the motion at this frame (also set on the frame)."""
         frame.motion = self.motion.update(frame.image, frame.t_motion)
+        if frame.truth:
+            self.passed.update((b.defect_id, None) for b in frame.truth if b.x1 <= 0)
+            while len(self.passed) > self._keep:
+                del self.passed[next(iter(self.passed))]
         return frame.motion
 
-    def should_inspect(self, frame: Frame) -> bool:
-        """Capture thread, after ``on_captured``: whether this frame goes to the detector. Without
+    def should_inspect(self, frame: Frame, detector_has_room: bool = False) -> str | None:
+        """Capture thread, after ``on_captured``: whether this frame goes to the detector (``LOOK`` or
+        ``SPARE``; None: it is skipped). Without
         ``looks`` every frame does; with it, a frame is inspected once the material would otherwise
         move more than ``extent / (looks + 1)`` past the last inspected one (``extent``: the frame's
         size along the motion), so every region is in ``looks`` inspected frames at least; and every
-        ``idle_inspect_s`` while the line stands."""
+        ``idle_inspect_s`` while the line stands. With ``fill_idle`` a frame in between goes too when
+        the detector has room and the line moves (``spare``); it leaves the looks' own schedule as it
+        is, so the looks do not count on an extra frame that may be pushed out of the queue."""
         looks, sample = self.config.looks, frame.motion
         if looks is None or sample is None:
             self.expect(frame)
-            return True
+            return LOOK
         h, w = frame.image.shape[:2]
         vx, vy = self.motion.velocity()
         extent = w if abs(vx) >= abs(vy) else h
@@ -89,11 +100,15 @@ class CameraTracking:
             step = float(np.hypot(sample.dx, sample.dy))  # the next frame moves about as far again
             due = travel + step > extent / (looks + 1) or frame.t_motion - lt >= self.config.idle_inspect_s
             if not due:
+                if self.config.fill_idle and detector_has_room and not sample.stopped:
+                    self.spare += 1
+                    self.expect(frame)
+                    return SPARE
                 self.skipped += 1
-                return False
+                return None
         self._last_look = (sample.offset_x, sample.offset_y, frame.t_motion)
         self.expect(frame)
-        return True
+        return LOOK
 
     def expect(self, frame: Frame) -> None:
         """Capture thread: this frame goes to the detector; the tracker takes it in this order."""
@@ -101,11 +116,15 @@ class CameraTracking:
             with self._lock:
                 self._expected.append(frame.motion.seq)
 
-    def forget(self, frame: Frame) -> None:
-        """A frame that was expected will not be inspected (dropped by the buffer, inspection failed)."""
+    def forget(self, frame: Frame, spare: bool = False) -> None:
+        """A frame that was expected will not be inspected (dropped by the buffer, inspection failed;
+        ``spare``: an extra frame pushed out of the queue, counted as skipped)."""
         if frame.motion is None:
             return
         with self._lock:
+            if spare:
+                self.spare -= 1
+                self.skipped += 1
             if frame.motion.seq in self._expected:
                 self._arrived[frame.motion.seq] = None
                 self._ended(self._drain())
@@ -222,7 +241,7 @@ class CameraTracking:
         mm = self.config.mm_per_px
         with self._lock:
             tracks = {"active": len(self.tracker.active), "ended": self.tracker.ended,
-                      "frames_tracked": self.frames_tracked, "skipped": self.skipped}
+                      "frames_tracked": self.frames_tracked, "skipped": self.skipped, "spare": self.spare}
             ox, oy = self.tracker.offset
             in_view = [{"track_id": t.track_id, "class_name": t.class_name,
                         "confidence": round(t.best.confidence, 4), "frames_seen": t.hits,

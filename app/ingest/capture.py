@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from app.ingest.camera_tracking import CameraTracking
+from app.ingest.camera_tracking import LOOK, SPARE, CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
 from app.ingest.config import CameraConfig
 from app.ingest.failures import FailureKind
@@ -32,6 +32,7 @@ class Job:
 
     camera: CameraRunner
     frame: Frame
+    spare: bool = False  # an extra frame between the looks (``tracking.fill_idle``): it may give way
 
 
 class CameraRunner:
@@ -63,9 +64,12 @@ class CameraRunner:
                        on_depth=self.state.set_queue_depth)
 
     def _dropped(self, job: Job) -> None:
-        self.state.on_dropped()
+        if job.spare:  # an extra frame gave way to a newer one: skipped, as if it had never been sent
+            self.state.on_skipped()
+        else:
+            self.state.on_dropped()
         if self.tracking is not None:
-            self.tracking.forget(job.frame)
+            self.tracking.forget(job.frame, spare=job.spare)
         if self.checkpoint is not None:
             self.checkpoint.settle(job.frame.index)
 
@@ -194,12 +198,16 @@ class CameraRunner:
                 self.tracking.on_captured(frame)
             h, w = frame.image.shape[:2]  # after the motion: a part starting here starts at its offset
             frame.part = self.part.stamp(frame.motion, (w, h))
-            if self.tracking is not None and not self.tracking.should_inspect(frame):
+            look = LOOK
+            if self.tracking is not None:
+                room = self.tracking.config.fill_idle and self.hub.depth(self.cfg.id) == 0
+                look = self.tracking.should_inspect(frame, detector_has_room=room)
+            if look is None:
                 self.state.on_skipped()  # tracked by motion, counted, not inspected
                 if self.checkpoint is not None:
                     self.checkpoint.settle(frame.index)
                 continue
-            self.hub.put(self.cfg.id, Job(self, frame))
+            self.hub.put(self.cfg.id, Job(self, frame, spare=look == SPARE))
 
 
 class Capture:

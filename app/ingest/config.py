@@ -81,6 +81,14 @@ class TrackingConfig(_Strict):
                                                                   "share of the smaller box are one defect "
                                                                   "(pieces of a texture defect); 1: never "
                                                                   "merged")] = 0.5
+    min_place_overlap: Annotated[float, Field(ge=0, le=1, description="a defect does not move on the "
+                                                                      "material: a detection continues a "
+                                                                      "track only where its box, carried "
+                                                                      "onto the material, overlaps the "
+                                                                      "track's footprint there by this "
+                                                                      "share of the smaller box (else it "
+                                                                      "is another defect next to it); 0: "
+                                                                      "no such check")] = 0.2
     fold_iou: Annotated[float, Field(gt=0, le=1.01, description="two tracks of one class whose footprints "
                                                                 "on the material (the median of their "
                                                                 "boxes) overlap by this IoU are one defect "
@@ -104,7 +112,18 @@ class TrackingConfig(_Strict):
         ge=1, le=100, description="detector time where it is needed: each region of the material is "
                                   "inspected at least this many times on its way through the view, the "
                                   "frames in between are captured, measured for motion and counted "
-                                  "(`skipped`), not inspected; empty: every frame is inspected")] = None
+                                  "(`skipped`), not inspected; `null`: every frame is inspected")] = 2
+    fill_idle: bool = Field(False, description="with `looks`: between the looks, a frame also goes to the "
+                                               "detector while the camera's queue is empty (the detector "
+                                               "has room), so spare detector time inspects more of the "
+                                               "material: defect-level recall near that of every frame "
+                                               "where the machine has the time, and no frame a look needs "
+                                               "waits behind more than one extra frame (an extra frame "
+                                               "pushed out of a full queue counts as skipped, not "
+                                               "dropped); nothing extra while the line stands. More "
+                                               "inspections also give each track more of the detector's "
+                                               "unstable boxes (docs/benchmarks.md, \"Tracking along the "
+                                               "material\")")
     idle_inspect_s: Annotated[float, Field(gt=0, description="with `looks`: a line that stands still is "
                                                              "inspected once every this many seconds")] = 1.0
 

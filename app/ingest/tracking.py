@@ -12,7 +12,10 @@ stationary state it reduces to this.)
 Association: predicted boxes against the frame's detections, cost ``1 - overlap + centre distance``
 (overlap: the larger of IoU and half the share of the smaller box inside the other, which keeps a
 box that grows as its defect enters the view; distance in box sizes; plus a little for another
-class), gated by ``min_iou`` (on that overlap) or ``max_distance``, solved
+class), gated by ``min_iou`` (on that overlap) or ``max_distance`` and by the place on the material
+(``min_place_overlap``: the detection carried onto the material must overlap the track's footprint
+there; a long defect right beside a small one has its centre close enough for the distance gate, and
+without this check the small one's track goes over to it when the detector misses it), solved
 optimally with the Hungarian method (``scipy.optimize.linear_sum_assignment``): neighbouring defects
 of a textured strip compete for the same detections, and a greedy pick lets one track steal its
 neighbour's box. A track ends when its predicted box leaves the frame or it goes unseen for
@@ -226,7 +229,7 @@ class Tracker:
         self.ended = 0
         self.offset: tuple[float, float] = (0.0, 0.0)  # the material's offset at the last update
 
-    def _cost(self, track: Track, predicted: Box, s: Sighting) -> float:
+    def _cost(self, track: Track, predicted: Box, s: Sighting, ox: float, oy: float) -> float:
         overlap = max(iou(predicted, s.box), overlap_of_smaller(predicted, s.box) / 2)
         size = max(predicted[2] - predicted[0], predicted[3] - predicted[1], s.box[2] - s.box[0],
                    s.box[3] - s.box[1], 1.0)
@@ -234,6 +237,8 @@ class Tracker:
         scx, scy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
         distance = float(np.hypot(pcx - scx, pcy - scy)) / size
         if overlap < self.config.min_iou and distance > self.config.max_distance:
+            return FORBIDDEN
+        if overlap_of_smaller(track.footprint(), shift(s.box, -ox, -oy)) < self.config.min_place_overlap:
             return FORBIDDEN
         other = OTHER_CLASS_COST if s.class_name != track.last_class_name else 0.0
         return 1.0 - overlap + distance + other
@@ -248,7 +253,7 @@ class Tracker:
         matched_tracks: set[int] = set()
         matched_sightings: set[int] = set()
         if self.active and sightings:
-            cost = np.array([[self._cost(t, p, s) for s in sightings]
+            cost = np.array([[self._cost(t, p, s, ox, oy) for s in sightings]
                              for t, p in zip(self.active, predicted, strict=True)])
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols, strict=True):

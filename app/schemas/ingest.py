@@ -77,6 +77,8 @@ class TrackCounts(PublicModel):
     ended: int = Field(description="tracks ended so far: physical defects seen and passed")
     frames_tracked: int = Field(description="inspected frames fed to the tracker")
     skipped: int = Field(0, description="frames tracked by motion, not inspected (`tracking.looks`)")
+    spare: int = Field(0, description="frames between the looks inspected because the detector had room "
+                                      "(`tracking.fill_idle`); part of `frames_tracked`")
 
 
 class ActiveTrackPublic(PublicModel):
