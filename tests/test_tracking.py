@@ -97,6 +97,9 @@ def test_each_defect_becomes_one_track_through_speed_changes_and_stops() -> None
     assert score["duplicates"] <= 0.05
     assert score["merges"] <= 0.05
     assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)  # no track mixes two defects
+    with_recall = score_records(records(tracks), truth, passed={d[0] for d in defects[:20]} | {"never-seen"})
+    assert with_recall["passed_defects"] == 21 and with_recall["recall"] == round(20 / 21, 3)
+    assert "recall" not in score
 
 
 def test_a_stopped_line_ages_no_track() -> None:

@@ -80,7 +80,7 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
 def track_figures(cameras: list) -> dict[str, Any]:
     """Tracks of the run's cameras (``CameraRunner``s with tracking) and, where their frames carried the
     simulator's truth, the score of the tracks against it (app.ingest.truth_score)."""
-    from app.ingest.truth_score import named_sightings, score_records
+    from app.ingest.truth_score import score_records
 
     records, truth, sightings, speeds, passed, spare = [], {}, 0, [], set(), 0
     for k, cam in enumerate(cameras):
@@ -97,12 +97,7 @@ def track_figures(cameras: list) -> dict[str, Any]:
                            "detections_per_track": round(sightings / len(records), 2) if records else None,
                            "speed_px_s_at_end": speeds, "spare_inspections": spare}
     if truth:
-        out["truth"] = score_records(records, truth)
-        # defect-level recall of the records: of the true defects that went through the whole view,
-        # the share some record's box names (IoU >= 0.3 in its frame)
-        named = {d for n in named_sightings(records, truth, 0.3) for _, _, d in n if d is not None}
-        out["truth"] |= {"passed_defects": len(passed),
-                         "recall": round(len(named & passed) / len(passed), 3) if passed else None}
+        out["truth"] = score_records(records, truth, passed=passed)
     return out
 def stored_images(db: Any) -> tuple[int, int]:
     """Rows committed and the bytes on disk of their frames and crops."""

@@ -48,8 +48,10 @@ def owner(named: Sequence[tuple[int, Box, str | None]]) -> str | None:
 
 
 def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]],
-                  min_iou: float = 0.3) -> dict:
-    """The scores of ``records`` against the truth of their frames (``truth[frame index]``)."""
+                  min_iou: float = 0.3, passed: set[str] | None = None) -> dict:
+    """The scores of ``records`` against the truth of their frames (``truth[frame index]``); with
+    ``passed`` (the true defects that went through the whole view) also the defect-level recall of
+    the records: the share of those some record names."""
     named = named_sightings(records, truth, min_iou)
     covered = [{d for _, _, d in n if d is not None} for n in named]
     found_ids = set().union(*covered) if covered else set()
@@ -65,7 +67,9 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
         "duplicates": round(duplicated / n_found, 4) if n_found else None,
         "merges": round(merged / len(records), 4) if records else None,
         "records_per_defect": round((len(records) - false_records) / n_found, 3) if n_found else None,
-    }
+    } | ({} if passed is None else {
+        "passed_defects": len(passed),
+        "recall": round(len(found_ids & passed) / len(passed), 3) if passed else None})
 
 
 def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]], frame_width: float,
