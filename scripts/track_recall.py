@@ -40,7 +40,7 @@ from app.ingest.config import TrackingConfig
 from app.ingest.decoder import ffmpeg_exe
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame, OpenCVSource
-from app.ingest.truth_score import failure_kinds, named_sightings, score_records, true_defect
+from app.ingest.truth_score import failure_kinds, score_records, true_defect
 from app.inspection import CameraContext, apply_camera_rules, default_thresholds, run_detector
 
 GLOBAL_THRESHOLD = 0.25  # a camera's pipeline.conf_threshold by default
@@ -96,24 +96,32 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
     images = [image for image, _ in strip]
     if args.h264:
         images = h264_round_trip(images, sim.fps)
-    detected = strip_detections(engine, args, seed, images)
-    frames = [(image, truth, found) for image, (_, truth), found in zip(images, strip, detected, strict=True)]
-    passed = {b.defect_id for _, truth, _ in frames for b in truth if b.x1 <= 0}
+    thresholds = camera_thresholds(engine, args.thresholds)
+    configs = {v: TrackingConfig(enabled=True, **tracking_keys(args.set), **tracking_keys(v.split(",")))
+               for v in variants}
+    lowest_share = min([1.0, *(c.weak_share for c in configs.values() if c.weak_share is not None)])
+    detected = strip_detections(engine, args, seed, images, thresholds, lowest_share)
+    passed = {b.defect_id for _, truth in strip for b in truth if b.x1 <= 0}
     for variant, looks in ((v, looks) for v in variants for looks in all_looks):
-        keys = {**tracking_keys(args.set), **tracking_keys(variant.split(","))}
-        tracking = CameraTracking(TrackingConfig(enabled=True, looks=looks, **keys))
+        config = configs[variant].model_copy(update={"looks": looks})
+        share = config.weak_share or 1.0
+        # the boxes a camera's tracks take: at the class thresholds, or from ``weak_share`` of them
+        context = CameraContext(class_thresholds={n: t * share for n, t in thresholds.items()})
+        frames = [(image, truth, apply_camera_rules(found, context))
+                  for image, (_, truth), found in zip(images, strip, detected, strict=True)]
+        tracking = CameraTracking(config, thresholds=thresholds)
         found_ids: set[str] = set()
         for i, (image, truth, dets) in enumerate(frames):
             frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth, t_stream=i / sim.fps)
             tracking.on_captured(frame)
             if tracking.should_inspect(frame):
-                found_ids.update(d for d in (true_defect((x.x1, x.y1, x.x2, x.y2), truth, 0.3) for x in dets)
+                found_ids.update(d for d in (true_defect((x.x1, x.y1, x.x2, x.y2), truth, 0.3) for x in dets
+                                             if x.confidence >= thresholds[x.class_name])
                                  if d is not None)
                 tracking.on_inspected(frame, dets)
         tracks = [*tracking.ended, *tracking.finish()]
         records = [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
-        named = named_sightings(records, tracking.truth, 0.3)
-        recorded = {d for n in named for _, _, d in n if d is not None}
+        score = score_records(records, tracking.truth, passed=passed)
         yield variant, looks, {"seed": seed, "looks": looks, **({"also": variant} if variant else {}),
                                **({"h264": True} if args.h264 else {}),
                                **({"thresholds": "global"} if args.thresholds == "global" else {}),
@@ -121,8 +129,8 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                                "inspected": tracking.frames_tracked, "passed": len(passed),
                                "recalled": len(found_ids & passed),
                                "recall": round(len(found_ids & passed) / len(passed), 3),
-                               "recorded": len(recorded & passed),
-                               "tracks": score_records(records, tracking.truth),
+                               "recorded": round(score["recall"] * len(passed)),
+                               "tracks": score,
                                "failures": failure_kinds(records, tracking.truth, sim.width)}
 
 
@@ -132,12 +140,12 @@ def camera_thresholds(engine: Engine, which: str) -> dict[str, float]:
     return default_thresholds(engine.names, GLOBAL_THRESHOLD, model)
 
 
-def strip_detections(engine: Engine, args: argparse.Namespace, seed: int,
-                     images: list[np.ndarray]) -> list[Detections]:
-    """The detector's boxes on every frame, kept at the camera's threshold per class (from
+def strip_detections(engine: Engine, args: argparse.Namespace, seed: int, images: list[np.ndarray],
+                     thresholds: dict[str, float], share: float) -> list[Detections]:
+    """The detector's boxes on every frame, from ``share`` of the camera's threshold per class (from
     ``args.cache`` when this model, size and strip were detected before)."""
-    thresholds = camera_thresholds(engine, args.thresholds)
-    detect_at = min(GLOBAL_THRESHOLD, *thresholds.values())  # as the pipeline calls the model
+    # as the pipeline calls the model
+    detect_at = min(GLOBAL_THRESHOLD, *thresholds.values()) * share
     cached = None
     if args.cache is not None:
         key = (f"{Path(args.model).stem}-{Path(args.model).stat().st_size}-{args.imgsz}-{args.frames}-"
@@ -155,8 +163,7 @@ def strip_detections(engine: Engine, args: argparse.Namespace, seed: int,
             np.savez_compressed(cached, **{f"{k}{i}": v for i, d in enumerate(raw)
                                            for k, v in (("xyxy", d.xyxy), ("conf", d.confidence),
                                                         ("cls", d.class_id))})
-    context = CameraContext(class_thresholds=thresholds)
-    return [apply_camera_rules(d, context) for d in raw]
+    return raw
 
 
 def h264_round_trip(images: list[np.ndarray], fps: float) -> list[np.ndarray]:
@@ -190,7 +197,7 @@ def add_up(total: Counter[str], line: dict) -> None:
     score = line["tracks"]
     total.update({"frames": line["frames"], "inspected": line["inspected"], "passed": line["passed"],
                   "recalled": line["recalled"], "recorded": line["recorded"], "records": score["records"],
-                  "found": score["found_defects"],
+                  "found": score["found_defects"], "false_records": score["false_records"],
                   "exactly_one": round(score["exactly_one"] * score["found_defects"]),
                   "duplicates": round(score["duplicates"] * score["found_defects"]),
                   "merges": round(score["merges"] * score["records"])})
@@ -201,6 +208,7 @@ def summed(looks: int | None, seeds: list[int], t: Counter[str]) -> dict:
     return {"seeds": seeds, "looks": looks, "frames": t["frames"], "inspected": t["inspected"],
             "recall": round(t["recalled"] / t["passed"], 3),
             "recall_recorded": round(t["recorded"] / t["passed"], 3), "records": t["records"],
+            "false_records": t["false_records"],
             "found_defects": t["found"], "exactly_one": round(t["exactly_one"] / t["found"], 3),
             "duplicates": round(t["duplicates"] / t["found"], 3),
             "merges": round(t["merges"] / t["records"], 3),

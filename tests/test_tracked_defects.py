@@ -193,6 +193,45 @@ def test_a_camera_without_tracking_stores_every_frames_defects(database_url: str
     db.dispose()
 
 
+@pytest.mark.parametrize("weak_share", [None, 0.5], ids=["threshold-only", "weak-boxes"])
+def test_a_defect_seen_only_below_the_threshold_is_kept_by_its_score(database_url: str, tiny_model_path: Path,
+                                                                    strip_frames: Path, tmp_path: Path,
+                                                                    weak_share: float | None) -> None:
+    """Every box of the standing strip's defect lies below the camera's threshold (0.95). With
+    ``weak_share`` its track takes them and, scored well in every frame, is one defect on its best
+    frame, whose image is kept (``images: ng``) though the frames stay OK; without, nothing is stored
+    but the frames."""
+    weak = "" if weak_share is None else f", weak_share: {weak_share}"
+    cfg = parse_cameras(f"""
+cameras:
+  - id: strip
+    source: "folder:{strip_frames}"
+    images: ng
+    thresholds: {{default: 0.95}}
+    tracking: {{enabled: true, looks: null, min_score: 0.5{weak}}}
+""")
+    db = Database(database_url)
+    data = tmp_path / "ingest"
+    run_to_the_end(cfg, tiny_model_path, db, data)
+    with db.session() as s:
+        frames = list(s.scalars(select(Inspection).order_by(Inspection.captured_at)))
+        defects = list(s.scalars(select(Defect)))
+        tracks = list(s.scalars(select(Track)))
+    assert len(frames) == len(LEVELS)
+    assert all(f.verdict == "OK" and f.defect_count == 0 for f in frames)  # no box at the threshold
+    if weak_share is None:
+        assert (defects, tracks) == ([], [])
+        assert all(f.image_path is None for f in frames)
+        db.dispose()
+        return
+    [defect], [track] = defects, tracks
+    best = next(f for f in frames if f.id == defect.inspection_id)
+    assert best.frame_uid == track.best_frame_uid == frame_uid(strip_frames, BEST)
+    assert track.frames_seen == len(LEVELS) and 0.5 < defect.confidence < 0.95
+    assert best.image_path is not None and images.resolve(data, best.image_path).is_file()
+    db.dispose()
+
+
 def test_a_posted_frame_stays_its_own_part(client) -> None:
     ok, buf = cv2.imencode(".png", np.full((64, 64, 3), 230, np.uint8))
     r = client.post("/api/v1/inspections", files={"file": ("f.png", buf.tobytes(), "image/png")},

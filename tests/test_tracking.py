@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
+from app.bench.pipeline import PipelineBenchOptions, camera_entries
 from app.db.session import Database
 from app.detections import Detections
 from app.inference import Engine
@@ -21,7 +23,7 @@ from app.ingest.pipeline import Pipeline
 from app.ingest.queues import FrameHub
 from app.ingest.simulator import StripSimulator, TruthBox
 from app.ingest.sources import Frame, Source
-from app.ingest.tracking import MAX_SIGHTINGS, Sighting, Tracker
+from app.ingest.tracking import MAX_SIGHTINGS, Sighting, Tracker, shift
 from app.ingest.truth_score import failure_kinds, score_records
 from app.inspection import CameraContext
 from app.schemas.ingest import CameraStatePublic
@@ -527,3 +529,62 @@ def test_a_spare_frame_pushed_out_of_the_queue_is_skipped_not_dropped(neu_sample
     assert snap["captured"] == 300 and snap["dropped"] == 0
     assert len(taken) + snap["skipped"] == 300 and snap["skipped"] == tracking.skipped
     assert tracking.spare == len(sent_spares) - len(pushed_out) == sum(j.spare for j in taken)
+
+
+def scored_run(looks_every: int, config: TrackingConfig) -> list:
+    """Two defects crossing the view at 4 px a frame (in view for 140 frames), inspected every
+    ``looks_every``-th frame: ``faint`` boxed in 3 of 4 inspected frames at 0.6 of its class threshold,
+    ``spot`` (texture the detector boxes for a moment) boxed once, strongly, on the 130th frame of its
+    way through the view."""
+    tracker = Tracker(config)
+    faint, spot = (560.0, 100.0, 620.0, 160.0), (560.0, 300.0, 620.0, 360.0)
+    out = []
+    for k, i in enumerate(range(0, 200, looks_every)):
+        ox = -4.0 * i
+        sightings = []
+        if k % 4 != 3 and faint[0] + ox >= 0:
+            sightings.append(Sighting(i, shift(faint, ox, 0.0), 0, "scratches", 0.3, "faint", strength=0.6))
+        if i == 130:  # near the end of its way through the view
+            sightings.append(Sighting(i, shift(spot, ox, 0.0), 0, "scratches", 0.9, "spot", strength=1.8))
+        out += tracker.update(i, (ox, 0.0), sightings, (W, H))
+    return out + tracker.finish()
+
+
+def test_min_score_keeps_a_faint_defect_and_leaves_out_a_lucky_spot() -> None:
+    """By their best box both are defects; by the score (the mean strength over the looks that had their
+    place in view, the looks before the first box included) the faint defect seen in most looks is, the
+    spot boxed once in a long way through the view is not, whether every frame or every 10th is
+    inspected."""
+    plain = scored_run(1, TrackingConfig(enabled=True, looks=None))
+    assert sorted(t.sightings[0].ref for t in plain) == ["faint", "spot"]
+    for every in (1, 10):
+        tracks = scored_run(every, TrackingConfig(enabled=True, looks=None, min_score=0.3))
+        assert [t.sightings[0].ref for t in tracks] == ["faint"], every
+        [faint] = tracks
+        assert faint.score() == pytest.approx(0.45, abs=0.05)  # 0.6 in 3 looks of 4
+    spot = next(t for t in plain if t.sightings[0].ref == "spot")
+    assert spot.hits == 1 and spot.in_view > 130  # its place was in view from the first frame on
+    assert spot.score() == pytest.approx(1.8 / spot.in_view)
+
+
+def test_a_sightings_strength_is_its_confidence_against_the_class_threshold() -> None:
+    tracking = CameraTracking(TrackingConfig(enabled=True, looks=None, min_score=0.5),
+                              thresholds={"scratches": 0.6, "crazing": 0.4})
+    assert tracking.strength("scratches", 0.3) == pytest.approx(0.5)
+    assert tracking.strength("crazing", 0.6) == pytest.approx(1.5)
+    assert tracking.strength("inclusion", 0.7) == pytest.approx(0.7)  # no threshold: the confidence
+
+
+def test_weak_share_needs_min_score() -> None:
+    with pytest.raises(ValueError, match="weak_share needs min_score"):
+        TrackingConfig(enabled=True, weak_share=0.5)
+    assert TrackingConfig(enabled=True, weak_share=0.5, min_score=0.4).weak_share == 0.5
+
+
+def test_bench_cameras_take_the_score_keys() -> None:
+    """``bench pipeline --min-score --weak-share`` gives its cameras those tracking keys."""
+    options = PipelineBenchOptions(model="m.onnx", source="sim://neu-det", cameras=2, tracking=True, looks=2,
+                                   min_score=0.4, weak_share=0.5)
+    cameras = parse_cameras(yaml.safe_dump({"cameras": camera_entries(options)})).cameras
+    keys = [(c.tracking.min_score, c.tracking.weak_share, c.tracking.looks) for c in cameras]
+    assert keys == [(0.4, 0.5, 2)] * 2

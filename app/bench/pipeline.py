@@ -52,6 +52,8 @@ class PipelineBenchOptions:
     tracking: bool = False  # the cameras track defects; a simulator source's truth scores the tracks
     looks: int | None = None  # with tracking: inspect each region of the material this many times
     fill_idle: bool = False  # with looks: also inspect frames in between while the detector has room
+    min_score: float | None = None  # with tracking: a track is a defect by its score (tracking.min_score)
+    weak_share: float | None = None  # with min_score: boxes from this share of the threshold are tracked
 
 
 def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
@@ -72,7 +74,8 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
         if options.buffer:
             cam["buffer"] = options.buffer
         if options.tracking or options.looks:  # without --looks every frame, whatever a camera's default
-            cam["tracking"] = {"enabled": True, "looks": options.looks, "fill_idle": options.fill_idle}
+            cam["tracking"] = {"enabled": True, "looks": options.looks, "fill_idle": options.fill_idle,
+                               "min_score": options.min_score, "weak_share": options.weak_share}
         cams.append(cam)
     return cams
 

@@ -81,6 +81,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--fill-idle", action="store_true",
                    help="with --looks: also inspect frames in between while the detector has room "
                         "(the camera's tracking.fill_idle)")
+    q.add_argument("--min-score", type=float, default=None,
+                   help="with tracking: a track counts as a defect by its score (the camera's "
+                        "tracking.min_score)")
+    q.add_argument("--weak-share", type=float, default=None,
+                   help="with --min-score: boxes from this share of their class threshold are tracked too "
+                        "(the camera's tracking.weak_share)")
     q.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     q.set_defaults(func=run_pipeline)
 
@@ -186,7 +192,7 @@ def pipeline_options(args: argparse.Namespace) -> PipelineBenchOptions:
         crops=getattr(args, "crops", False), frames=not getattr(args, "crops_only", False),
         jpeg_quality=getattr(args, "jpeg_quality", 90), database=args.database,
         providers=_providers(args.providers), engine_seconds=args.engine_seconds, tracking=args.tracking,
-        looks=args.looks, fill_idle=args.fill_idle)
+        looks=args.looks, fill_idle=args.fill_idle, min_score=args.min_score, weak_share=args.weak_share)
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import NamedTuple
 
@@ -45,8 +45,11 @@ def best_frame_uid(track: Track) -> str | None:
 
 
 class CameraTracking:
-    def __init__(self, config: TrackingConfig, keep: int = 10_000, crop: Cropper | None = None) -> None:
+    def __init__(self, config: TrackingConfig, keep: int = 10_000, crop: Cropper | None = None,
+                 thresholds: Mapping[str, float] | None = None) -> None:
         self.config = config
+        # class name -> the camera's threshold: a box's strength is its confidence relative to it
+        self.thresholds = dict(thresholds or {})
         self.crop = crop
         self._crops: dict[int, tuple[Sighting, bytes | None]] = {}  # track id -> its best sighting's crop
         self._released: dict[int, bytes | None] = {}  # crops of tracks ready for the writer (``take_crop``)
@@ -130,13 +133,15 @@ class CameraTracking:
                 self._ended(self._drain())
 
     def on_inspected(self, frame: Frame, detections: Detections, ref: object = None) -> list[Track]:
-        """Inference worker: this frame's kept detections continue or start tracks; the tracks that
-        ended with it are returned (and kept)."""
+        """Inference worker: this frame's tracked detections (kept at the class thresholds, or from
+        ``weak_share`` of them) continue or start tracks; the tracks that ended with it are returned
+        (and kept)."""
         sample = frame.motion
         if sample is None:  # not measured (cannot happen for a camera with tracking on)
             return []
         sightings = [Sighting(frame.index, (float(d.x1), float(d.y1), float(d.x2), float(d.y2)),
-                              int(d.class_id), d.class_name, float(d.confidence), ref)
+                              int(d.class_id), d.class_name, float(d.confidence), ref,
+                              self.strength(d.class_name, float(d.confidence)))
                      for d in detections]
         with self._lock:
             if sample.seq not in self._expected:  # not announced by ``expect``: taken as it comes
@@ -145,6 +150,11 @@ class CameraTracking:
             ended = self._drain()
             self._ended(ended)
         return ended
+
+    def strength(self, class_name: str, confidence: float) -> float:
+        """A box's confidence relative to its class threshold (the confidence itself where none)."""
+        threshold = self.thresholds.get(class_name)
+        return confidence / threshold if threshold else confidence
 
     def _drain(self) -> list[Track]:
         """Feed the tracker the frames that arrived, in capture order, up to the first one missing."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from app.ingest.camera_tracking import LOOK, SPARE, CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
@@ -52,7 +52,13 @@ class CameraRunner:
         self.checkpoint = (CameraCheckpoint(cfg.id, source, checkpoints, self.state.set_checkpoint)
                            if checkpoints is not None and not (source.live or cfg.loop) else None)
         self.open_timeout_s = cfg.open_timeout()
-        self.tracking = CameraTracking(cfg.tracking, crop=track_crops(cfg)) if cfg.tracking.enabled else None
+        self.tracking = (CameraTracking(cfg.tracking, crop=track_crops(cfg),
+                                        thresholds=context.class_thresholds)
+                         if cfg.tracking.enabled else None)
+        # the rules of the boxes its tracks take: the camera's, or from ``weak_share`` of its thresholds
+        self.track_context = (replace(context, class_thresholds={n: t * cfg.tracking.weak_share for n, t
+                                                                 in context.class_thresholds.items()})
+                              if cfg.tracking.enabled and cfg.tracking.weak_share is not None else None)
         self.part = CurrentPart()  # the part under the camera, as the line says (app.ingest.parts)
         self._stop = threading.Event()
         self._aborted = threading.Event()  # the watchdog gave up on this session ...

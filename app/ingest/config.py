@@ -108,6 +108,22 @@ class TrackingConfig(_Strict):
                                                                 "frame")] = 0.3
     min_hits: Annotated[int, Field(ge=1, le=1000, description="frames a track must be seen in to count as a "
                                                               "defect")] = 1
+    min_score: Annotated[float | None, Field(
+        gt=0, le=10, description="a track counts as a defect when its score reaches this: the mean, over "
+                                 "the inspected frames that had its place in view, of its box's "
+                                 "confidence relative to its class threshold (1: just at it; 0 in a "
+                                 "frame where it was not seen). Unlike its best box, the score does not "
+                                 "grow with how often the detector looks, so `looks` and every frame "
+                                 "keep more nearly the same defects, and a spot boxed once in a long run "
+                                 "of frames is not kept; `null`: every track seen in `min_hits` frames "
+                                 "counts (docs/benchmarks.md, \"Tracks kept by their score\")")] = None
+    weak_share: Annotated[float | None, Field(
+        gt=0, lt=1, description="with `min_score`: boxes from this share of their class threshold up to it "
+                                "also continue and start tracks and count toward their score (a defect "
+                                "the detector sees faintly in most looks is found); they are not a "
+                                "frame's defects, and a frame holding one keeps its image as an NG frame "
+                                "would (it may be a track's best frame); `null`: only boxes at the "
+                                "threshold are tracked")] = None
     looks: Annotated[int | None, Field(
         ge=1, le=100, description="detector time where it is needed: each region of the material is "
                                   "inspected at least this many times on its way through the view, the "
@@ -126,6 +142,13 @@ class TrackingConfig(_Strict):
                                                "material\")")
     idle_inspect_s: Annotated[float, Field(gt=0, description="with `looks`: a line that stands still is "
                                                              "inspected once every this many seconds")] = 1.0
+
+    @model_validator(mode="after")
+    def _weak_needs_score(self) -> TrackingConfig:
+        if self.weak_share is not None and self.min_score is None:
+            raise ValueError("weak_share needs min_score: boxes below the threshold count only toward a "
+                             "track's score")
+        return self
 
 
 class ReconnectConfig(_Strict):

@@ -27,7 +27,14 @@ from app.ingest.sources import derive_frame_uid
 from app.ingest.track_records import track_record
 from app.ingest.tracking import Track
 from app.ingest.writer import DbWriter, Item, TrackItem
-from app.inspection import CameraContext, Timings, default_thresholds, inspect_frame, run_detector
+from app.inspection import (
+    CameraContext,
+    Timings,
+    apply_camera_rules,
+    default_thresholds,
+    inspect_frame,
+    run_detector,
+)
 from app.line.verdicts import ProvisionalVerdict
 
 log = logging.getLogger(__name__)
@@ -184,12 +191,16 @@ class DetectionWorkers:
                                    captured_at=frame.captured_at, timings=timings, source="stream",
                                    frame_uid=uid, part_id=None if frame.part is None else frame.part.part_id)
             timings.total_ms = (time.perf_counter() - frame.t_capture) * 1000.0
+            weak = False  # holds a box below the threshold that a track took (``tracking.weak_share``)
             if cam.tracking is not None:
                 result.tracked = True  # its defects are stored per track, when the track ends
-                cam.tracking.on_inspected(frame, result.detections,
+                seen = (result.detections if cam.track_context is None
+                        else apply_camera_rules(dets, cam.track_context))
+                weak = len(seen) > len(result.detections)
+                cam.tracking.on_inspected(frame, seen,
                                           ref=FrameRef(result.frame_uid, result.captured_at, frame.part))
                 tracked.setdefault(cam.cfg.id, (cam, []))[1].append(result.frame_uid)
-            crops = prepare_images(result, cam.cfg)
+            crops = prepare_images(result, cam.cfg, may_hold_defect=weak)
             cam.state.on_inspected()
             if self.verdict_listeners:
                 verdicts.append(ProvisionalVerdict.of(result, datetime.now(UTC), frame.index))

@@ -24,10 +24,12 @@ from app.storage_health import HEALTH
 from app.vocabulary import NG
 
 
-def prepare_images(result: InspectionResult, cfg: CameraConfig) -> list[bytes]:
-    """Apply the camera's image policy to ``result`` and return its defect crops' JPEGs."""
+def prepare_images(result: InspectionResult, cfg: CameraConfig, may_hold_defect: bool = False) -> list[bytes]:
+    """Apply the camera's image policy to ``result`` and return its defect crops' JPEGs.
+    ``may_hold_defect``: an OK frame with a box a track took (``tracking.weak_share``) may become a
+    track's best frame, so its image is kept as an NG frame's would be."""
     frame = result.image
-    apply_image_policy(result, cfg.images)  # the camera's image policy
+    apply_image_policy(result, cfg.images, as_verdict=NG if may_hold_defect else None)  # the camera's policy
     keep_crops = cfg.crops and not result.tracked and frame is not None and result.image_bytes is not None
     crops = (images.crop_jpegs(frame, result.detections.xyxy, HEALTH.options.jpeg_quality)
              if keep_crops else [])

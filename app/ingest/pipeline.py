@@ -71,9 +71,10 @@ class Pipeline:
                                   on_journaled=self._on_journaled,
                                   on_tracks_committed=self._on_tracks_committed)
         self.journal = self.writer.journal
-        # the model call keeps every box that some camera's threshold for its class could keep
-        detect_threshold = min([p.conf_threshold] + [t for c in self.cameras
-                                                     for t in c.context.class_thresholds.values()])
+        # the model call keeps every box that some camera's threshold for its class could keep (or its
+        # tracks could take: ``tracking.weak_share``)
+        rules = [c.track_context or c.context for c in self.cameras]
+        detect_threshold = min([p.conf_threshold] + [t for r in rules for t in r.class_thresholds.values()])
         self.detection = DetectionWorkers(engine, self.hub, self.writer, p, detect_threshold=detect_threshold,
                                           max_det=max_det)
         self.alarms = AlarmMonitor(config.alarms, db) if config.alarms else None

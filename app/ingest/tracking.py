@@ -21,6 +21,16 @@ of a textured strip compete for the same detections, and a greedy pick lets one 
 neighbour's box. A track ends when its predicted box leaves the frame or it goes unseen for
 ``max_missed`` inspected frames while the line moves (a stopped line ages nothing).
 
+Which tracks are defects: by default every track seen in ``min_hits`` frames. With ``min_score`` a
+track counts by its score instead: the mean, over the inspected frames that had its place in view, of
+its box's confidence relative to its class threshold (``Sighting.strength``; 0 in a frame where it was
+not seen). The best box of a track grows with how often the detector looks (one lucky box in 90
+frames is as good as a strong one), the score does not: a camera that inspects each region twice and
+one that inspects every frame keep more nearly the same defects, and a spot of texture that the
+detector boxes once in a long run of frames is not kept. With it, ``weak_share`` lets boxes below
+their class threshold (from that share of it) continue and start tracks: a defect the detector sees
+faintly in most looks is found, where no single box would have passed.
+
 One defect, two tracks: the detector may box one defect twice in the same frames (two pieces that
 barely overlap, or a box and a larger box around it) or lose it and find it again. When a track ends,
 it is folded into a track of its class whose footprint on the material (the median of its boxes
@@ -30,7 +40,7 @@ defects of one class lie side by side, so their footprints barely overlap and th
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +53,8 @@ Box = tuple[float, float, float, float]
 FORBIDDEN = 1e6
 MAX_SIGHTINGS = 2000
 OTHER_CLASS_COST = 0.1
+IN_VIEW = 0.5  # a track's place is in view of a frame when this share of its box lies inside it
+VIEW_HISTORY = 512  # inspected frames remembered to count the looks a new track's place had before
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,7 @@ class Sighting:
     class_name: str
     confidence: float
     ref: Any = None
+    strength: float = 1.0  # the confidence relative to its class threshold (1: just at it)
 
 
 @dataclass
@@ -79,6 +92,8 @@ class Track:
     confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
     class_ids: dict[str, int] = field(default_factory=dict)
     material_boxes: list[Box] = field(default_factory=list)  # of ``sightings``, on the material
+    in_view: int = 0  # inspected frames that had its place in view (seen or not)
+    strength_sum: float = 0.0  # summed ``strength`` of its sightings (one per frame)
     _footprint: tuple[int, Box] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -100,6 +115,11 @@ class Track:
     def class_id(self) -> int:
         return self.class_ids[self.class_name]
 
+    def score(self) -> float:
+        """The mean, over the inspected frames that had its place in view, of its boxes' ``strength``
+        (0 where it was not seen)."""
+        return self.strength_sum / max(self.in_view, self.hits, 1)
+
     def add(self, s: Sighting, on_material: Box) -> None:
         if self.best_sighting is None or s.confidence > self.best_sighting.confidence:
             self.best_sighting = s
@@ -115,6 +135,7 @@ class Track:
         self.last_class_name = s.class_name
         self.votes[s.class_name] += 1
         self.confidence_sums[s.class_name] += s.confidence
+        self.strength_sum += s.strength
         self.class_ids.setdefault(s.class_name, s.class_id)
         self.material_box = on_material
         self.missed = 0
@@ -140,6 +161,8 @@ class Track:
         if other.last_frame > self.last_frame:
             self.last_frame, self.last_ref = other.last_frame, other.last_ref
         self.hits += other.hits
+        self.strength_sum += other.strength_sum
+        self.in_view = max(self.in_view, other.in_view)  # the same place: mostly the same frames
         self.votes.update(other.votes)
         self.confidence_sums.update(other.confidence_sums)
         for name, class_id in other.class_ids.items():
@@ -228,6 +251,8 @@ class Tracker:
         self.started = 0
         self.ended = 0
         self.offset: tuple[float, float] = (0.0, 0.0)  # the material's offset at the last update
+        # the offsets of the last inspected frames (the looks a new track's place had before its first box)
+        self._views: deque[tuple[float, float]] = deque(maxlen=VIEW_HISTORY)
 
     def _cost(self, track: Track, predicted: Box, s: Sighting, ox: float, oy: float) -> float:
         overlap = max(iou(predicted, s.box), overlap_of_smaller(predicted, s.box) / 2)
@@ -268,7 +293,9 @@ class Tracker:
         for k, (track, box) in enumerate(zip(self.active, predicted, strict=True)):
             if k not in matched_tracks and moving:
                 track.missed += 1
-            gone = visible_fraction(box, width, height) < self.config.min_visible
+            visible = visible_fraction(box, width, height)
+            track.in_view += visible >= IN_VIEW
+            gone = visible < self.config.min_visible
             if k not in matched_tracks and (gone or track.missed > self.config.max_missed):
                 ended.append(track)
             else:
@@ -279,9 +306,26 @@ class Tracker:
                 self._next_id += 1
                 self.started += 1
                 self._extend(track, s, ox, oy)
+                track.in_view = 1 + self._looks_before(track.material_box, frame_size)
                 keep.append(track)
+        self._views.append((ox, oy))
         self.active = keep
         return self._counted(self._fold(ended, keep))
+
+    def _looks_before(self, material_box: Box, frame_size: tuple[int, int]) -> int:
+        """How many of the remembered inspected frames before this one had ``material_box`` in view
+        (a defect is often boxed only after a look or two that missed it)."""
+        if not self._views:
+            return 0
+        width, height = frame_size
+        x1, y1, x2, y2 = material_box
+        area = (x2 - x1) * (y2 - y1)
+        if area <= 0:
+            return 0
+        views = np.array(self._views)
+        vx = np.clip(np.minimum(x2 + views[:, 0], width) - np.maximum(x1 + views[:, 0], 0.0), 0.0, None)
+        vy = np.clip(np.minimum(y2 + views[:, 1], height) - np.maximum(y1 + views[:, 1], 0.0), 0.0, None)
+        return int(np.count_nonzero(vx * vy / area >= IN_VIEW))
 
     def finish(self) -> list[Track]:
         """End every active track (the stream ended)."""
@@ -317,8 +361,10 @@ class Tracker:
         return best
 
     def _counted(self, ended: list[Track]) -> list[Track]:
-        """The ended tracks seen often enough to be defects."""
-        real = [t for t in ended if t.hits >= self.config.min_hits]
+        """The ended tracks that are defects: seen in ``min_hits`` frames, and with ``min_score`` scored
+        at least that."""
+        floor = self.config.min_score
+        real = [t for t in ended if t.hits >= self.config.min_hits and (floor is None or t.score() >= floor)]
         self.ended += len(real)
         return real
 

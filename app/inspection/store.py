@@ -34,12 +34,13 @@ log = logging.getLogger(__name__)
 
 
 # -- the image of a result --------------------------------------------------------------------------
-def apply_image_policy(result: InspectionResult, policy: ImagePolicy) -> None:
-    """Decide which image of ``result`` is stored: none when ``policy`` skips its verdict; else the
-    original upload as-is (``image_bytes`` with its ``image_ext``), or the frame encoded as JPEG.
-    The BGR frame is dropped either way (JPEG bytes are small to queue)."""
+def apply_image_policy(result: InspectionResult, policy: ImagePolicy, as_verdict: str | None = None) -> None:
+    """Decide which image of ``result`` is stored: none when ``policy`` skips its verdict (or
+    ``as_verdict``, where the frame is to be kept as one of that verdict would be); else the original
+    upload as-is (``image_bytes`` with its ``image_ext``), or the frame encoded as JPEG. The BGR frame is
+    dropped either way (JPEG bytes are small to queue)."""
     frame, result.image = result.image, None
-    if not should_store(policy, result.verdict):
+    if not should_store(policy, as_verdict or result.verdict):
         result.image_bytes = None
     elif result.image_bytes is None and frame is not None:
         result.image_bytes = images.encode_jpeg(frame, HEALTH.options.jpeg_quality)
