@@ -206,6 +206,23 @@ def overlap_of_smaller(a: Box, b: Box) -> float:
     return ix * iy / smaller if smaller > 0 else 0.0
 
 
+def pairwise_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(IoU, intersection over the smaller box) of every box of ``a`` (M, 4) with every box of ``b``
+    (N, 4), as ``iou`` and ``overlap_of_smaller`` give them one pair at a time."""
+    lo = np.maximum(a[:, None, :2], b[None, :, :2])
+    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    iw, ih = np.clip(hi - lo, 0.0, None).transpose(2, 0, 1)
+    inter = iw * ih
+    area_a = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
+    area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
+    union = area_a + area_b - inter
+    smaller = np.minimum(area_a, area_b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou_ = np.where(union > 0, inter / union, 0.0)
+        inside = np.where(smaller > 0, inter / smaller, 0.0)
+    return iou_, inside
+
+
 def merge_fragments(sightings: list[Sighting], min_overlap: float) -> list[Sighting]:
     """One sighting per defect: boxes of one frame that overlap by ``min_overlap`` of the smaller one
     (the detector's pieces of one texture defect, or one defect seen as two classes) become their
@@ -254,19 +271,33 @@ class Tracker:
         # the offsets of the last inspected frames (the looks a new track's place had before its first box)
         self._views: deque[tuple[float, float]] = deque(maxlen=VIEW_HISTORY)
 
-    def _cost(self, track: Track, predicted: Box, s: Sighting, ox: float, oy: float) -> float:
-        overlap = max(iou(predicted, s.box), overlap_of_smaller(predicted, s.box) / 2)
-        size = max(predicted[2] - predicted[0], predicted[3] - predicted[1], s.box[2] - s.box[0],
-                   s.box[3] - s.box[1], 1.0)
-        pcx, pcy = (predicted[0] + predicted[2]) / 2, (predicted[1] + predicted[3]) / 2
-        scx, scy = (s.box[0] + s.box[2]) / 2, (s.box[1] + s.box[3]) / 2
-        distance = float(np.hypot(pcx - scx, pcy - scy)) / size
-        if overlap < self.config.min_iou and distance > self.config.max_distance:
-            return FORBIDDEN
-        if overlap_of_smaller(track.footprint(), shift(s.box, -ox, -oy)) < self.config.min_place_overlap:
-            return FORBIDDEN
-        other = OTHER_CLASS_COST if s.class_name != track.last_class_name else 0.0
-        return 1.0 - overlap + distance + other
+    def _costs(self, predicted: list[Box], sightings: list[Sighting], ox: float, oy: float) -> np.ndarray:
+        """The cost of each (track, sighting) pair, FORBIDDEN where the gates say no: ``1 - overlap +
+        centre distance`` (+ a little for another class) between the track's predicted box and the
+        sighting, allowed where the overlap reaches ``min_iou`` or the distance is within
+        ``max_distance``, and the sighting carried onto the material overlaps the track's footprint by
+        ``min_place_overlap`` of the smaller box. All pairs at once (numpy): a textured strip has dozens
+        of boxes a frame."""
+        boxes = np.array([s.box for s in sightings], dtype=np.float64)
+        pred = np.array(predicted, dtype=np.float64)
+        iou_, inside = pairwise_overlaps(pred, boxes)
+        overlap = np.maximum(iou_, inside / 2)
+        pw, ph = pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1]
+        sw, sh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        size = np.maximum(np.maximum(pw, ph)[:, None], np.maximum(sw, sh)[None, :])
+        size = np.maximum(size, 1.0)
+        dx = (pred[:, 0] + pred[:, 2])[:, None] / 2 - (boxes[:, 0] + boxes[:, 2])[None, :] / 2
+        dy = (pred[:, 1] + pred[:, 3])[:, None] / 2 - (boxes[:, 1] + boxes[:, 3])[None, :] / 2
+        distance = np.hypot(dx, dy) / size
+        footprints = np.array([t.footprint() for t in self.active], dtype=np.float64)
+        _, place = pairwise_overlaps(footprints, boxes - np.array([ox, oy, ox, oy]))
+        names = np.array([s.class_name for s in sightings], dtype=object)
+        other = np.array([[n != t.last_class_name for n in names] for t in self.active], dtype=bool)
+        cost = 1.0 - overlap + distance + OTHER_CLASS_COST * other
+        forbidden = ((overlap < self.config.min_iou) & (distance > self.config.max_distance)) | (
+            place < self.config.min_place_overlap)
+        cost[forbidden] = FORBIDDEN
+        return cost
 
     def update(self, frame_index: int, offset: tuple[float, float], sightings: list[Sighting],
                frame_size: tuple[int, int], moving: bool = True) -> list[Track]:
@@ -278,8 +309,7 @@ class Tracker:
         matched_tracks: set[int] = set()
         matched_sightings: set[int] = set()
         if self.active and sightings:
-            cost = np.array([[self._cost(t, p, s, ox, oy) for s in sightings]
-                             for t, p in zip(self.active, predicted, strict=True)])
+            cost = self._costs(predicted, sightings, ox, oy)
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] >= FORBIDDEN:
