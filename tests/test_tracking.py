@@ -329,6 +329,9 @@ def test_camera_view_shows_the_defects_in_view(neu_sample: Path) -> None:
                                                 [b.class_id for b in whole], sim.names))
     view = CameraStatePublic.model_fields["tracking"].annotation.__args__[0].model_validate(tracking.view())
     assert view.tracks.active == len(view.active_tracks) >= len(whole) > 0
+    # no class thresholds here: a box's strength is its confidence, 0.7 in every frame it was boxed in
+    assert all(0 < t.score <= 0.7 + 1e-9 for t in view.active_tracks)
+    assert max(t.score for t in view.active_tracks) == pytest.approx(0.7)
     shown = [t.box for t in view.active_tracks]  # also the defects leaving the view, where they are now
     for b in whole:  # each defect of the last frame where the last frame shows it
         assert any(max(abs(u - v) for u, v in zip(box, (b.x1, b.y1, b.x2, b.y2), strict=True)) <= 2.0

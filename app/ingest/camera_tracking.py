@@ -254,7 +254,8 @@ class CameraTracking:
                       "frames_tracked": self.frames_tracked, "skipped": self.skipped, "spare": self.spare}
             ox, oy = self.tracker.offset
             in_view = [{"track_id": t.track_id, "class_name": t.class_name,
-                        "confidence": round(t.best.confidence, 4), "frames_seen": t.hits,
+                        "confidence": round(t.best.confidence, 4), "score": round(t.score(), 3),
+                        "frames_seen": t.hits,
                         "box": [round(v, 1) for v in shift(t.material_box, ox, oy)]}
                        for t in self.tracker.active[:max_active]]
         return {"motion": self.motion.view(mm), "tracks": tracks, "active_tracks": in_view, "mm_per_px": mm}

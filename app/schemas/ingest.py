@@ -87,6 +87,10 @@ class ActiveTrackPublic(PublicModel):
     track_id: int = Field(description="the track's number on this camera since the pipeline started")
     class_name: str = Field(description="by vote over the frames it was seen in")
     confidence: float = Field(description="its best detection's confidence")
+    score: float = Field(description="so far: the mean, over the inspected frames that had its place in "
+                                     "view, of its box's confidence relative to its class threshold (0 "
+                                     "where it was not boxed); with `tracking.min_score` the track is "
+                                     "stored as a defect only if this reaches it when the track ends")
     frames_seen: int
     box: list[float] = Field(description="x1, y1, x2, y2 in the last tracked frame, pixels")
 
