@@ -97,6 +97,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
     if args.h264:
         images = h264_round_trip(images, sim.fps)
     thresholds = camera_thresholds(engine, args.thresholds)
+    rules = CameraContext(class_thresholds=thresholds)
     configs = {v: TrackingConfig(enabled=True, **tracking_keys(args.set), **tracking_keys(v.split(",")))
                for v in variants}
     lowest_share = min([1.0, *(c.weak_share for c in configs.values() if c.weak_share is not None)])
@@ -104,9 +105,8 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
     passed = {b.defect_id for _, truth in strip for b in truth if b.x1 <= 0}
     for variant, looks in ((v, looks) for v in variants for looks in all_looks):
         config = configs[variant].model_copy(update={"looks": looks})
-        share = config.weak_share or 1.0
         # the boxes a camera's tracks take: at the class thresholds, or from ``weak_share`` of them
-        context = CameraContext(class_thresholds={n: t * share for n, t in thresholds.items()})
+        context = rules.thresholds_times(config.weak_share or 1.0)
         frames = [(image, truth, apply_camera_rules(found, context))
                   for image, (_, truth), found in zip(images, strip, detected, strict=True)]
         tracking = CameraTracking(config, thresholds=thresholds)

@@ -77,11 +77,16 @@ def candidates(pred: np.ndarray, layout: str, conf_threshold: float, multi_label
             )
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes ``a`` [n, 4] and ``b`` [m, 4]."""
+def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas of xyxy boxes ``a`` [n, 4] and ``b`` [m, 4], as an [n, m] matrix."""
     tl = np.maximum(a[:, None, :2], b[None, :, :2])
     br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(br - tl, 0, None).prod(axis=2)
+    return np.clip(br - tl, 0, None).prod(axis=2)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes ``a`` [n, 4] and ``b`` [m, 4]."""
+    inter = box_intersection(a, b)
     area_a = (a[:, 2:] - a[:, :2]).prod(axis=1)
     area_b = (b[:, 2:] - b[:, :2]).prod(axis=1)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)

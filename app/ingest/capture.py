@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from app.ingest.camera_tracking import LOOK, SPARE, CameraTracking
 from app.ingest.checkpoints import CameraCheckpoint, CheckpointStore
@@ -56,8 +56,7 @@ class CameraRunner:
                                         thresholds=context.class_thresholds)
                          if cfg.tracking.enabled else None)
         # the rules of the boxes its tracks take: the camera's, or from ``weak_share`` of its thresholds
-        self.track_context = (replace(context, class_thresholds={n: t * cfg.tracking.weak_share for n, t
-                                                                 in context.class_thresholds.items()})
+        self.track_context = (context.thresholds_times(cfg.tracking.weak_share)
                               if cfg.tracking.enabled and cfg.tracking.weak_share is not None else None)
         self.part = CurrentPart()  # the part under the camera, as the line says (app.ingest.parts)
         self._stop = threading.Event()

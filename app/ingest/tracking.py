@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from app.inference.postprocess import box_intersection, box_iou
 from app.ingest.config import TrackingConfig
 
 Box = tuple[float, float, float, float]
@@ -209,18 +210,12 @@ def overlap_of_smaller(a: Box, b: Box) -> float:
 def pairwise_overlaps(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(IoU, intersection over the smaller box) of every box of ``a`` (M, 4) with every box of ``b``
     (N, 4), as ``iou`` and ``overlap_of_smaller`` give them one pair at a time."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    iw, ih = np.clip(hi - lo, 0.0, None).transpose(2, 0, 1)
-    inter = iw * ih
     area_a = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
     area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
-    union = area_a + area_b - inter
     smaller = np.minimum(area_a, area_b)
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou_ = np.where(union > 0, inter / union, 0.0)
-        inside = np.where(smaller > 0, inter / smaller, 0.0)
-    return iou_, inside
+        inside = np.where(smaller > 0, box_intersection(a, b) / smaller, 0.0)
+    return box_iou(a, b), inside
 
 
 def merge_fragments(sightings: list[Sighting], min_overlap: float) -> list[Sighting]:
@@ -248,13 +243,12 @@ def shift(box: Box, dx: float, dy: float) -> Box:
     return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
-def visible_fraction(box: Box, width: float, height: float) -> float:
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    if area <= 0:
-        return 0.0
-    vx = max(0.0, min(box[2], width) - max(box[0], 0.0))
-    vy = max(0.0, min(box[3], height) - max(box[1], 0.0))
-    return vx * vy / area
+def visible_fractions(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+    """The share of each box (N, 4) inside a ``width`` x ``height`` frame (0 for a box without area)."""
+    inside = box_intersection(boxes, np.array([[0.0, 0.0, width, height]]))[:, 0]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(area > 0, inside / area, 0.0)
 
 
 class Tracker:
@@ -320,12 +314,12 @@ class Tracker:
         ended: list[Track] = []
         keep: list[Track] = []
         width, height = frame_size
-        for k, (track, box) in enumerate(zip(self.active, predicted, strict=True)):
+        visible = visible_fractions(np.array(predicted, dtype=np.float64).reshape(-1, 4), width, height)
+        for k, track in enumerate(self.active):
             if k not in matched_tracks and moving:
                 track.missed += 1
-            visible = visible_fraction(box, width, height)
-            track.in_view += visible >= IN_VIEW
-            gone = visible < self.config.min_visible
+            track.in_view += bool(visible[k] >= IN_VIEW)
+            gone = visible[k] < self.config.min_visible
             if k not in matched_tracks and (gone or track.missed > self.config.max_missed):
                 ended.append(track)
             else:
@@ -347,15 +341,9 @@ class Tracker:
         (a defect is often boxed only after a look or two that missed it)."""
         if not self._views:
             return 0
-        width, height = frame_size
-        x1, y1, x2, y2 = material_box
-        area = (x2 - x1) * (y2 - y1)
-        if area <= 0:
-            return 0
-        views = np.array(self._views)
-        vx = np.clip(np.minimum(x2 + views[:, 0], width) - np.maximum(x1 + views[:, 0], 0.0), 0.0, None)
-        vy = np.clip(np.minimum(y2 + views[:, 1], height) - np.maximum(y1 + views[:, 1], 0.0), 0.0, None)
-        return int(np.count_nonzero(vx * vy / area >= IN_VIEW))
+        views = np.array(self._views)[:, [0, 1, 0, 1]]  # each frame's offset, for both corners
+        seen = visible_fractions(np.array(material_box) + views, *frame_size)
+        return int(np.count_nonzero(seen >= IN_VIEW))
 
     def finish(self) -> list[Track]:
         """End every active track (the stream ended)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import cv2
@@ -28,6 +28,11 @@ class CameraContext:
     station: str | None = None
     roi: Sequence[Sequence[float]] | Sequence[float] | None = None
     class_thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    def thresholds_times(self, share: float) -> CameraContext:
+        """The same rules with every class threshold times ``share`` (the boxes a camera's tracks take
+        with ``tracking.weak_share``)."""
+        return replace(self, class_thresholds={n: t * share for n, t in self.class_thresholds.items()})
 
 
 @dataclass
