@@ -75,13 +75,21 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="end within this many minutes: the schedule (epochs, cosine LR, close-mosaic) is shortened "
         "to fit after each epoch, and the last epoch is validated and saved",
     )
+    p.add_argument(
+        "--stop-after",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="stop this invocation before it would run past this many minutes, the schedule unchanged "
+        "(last.pt after the last whole epoch); continue the run later with --resume (and --stop-after again)",
+    )
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--info", action="store_true", help="print layers, parameters and GFLOPs and exit")
     p.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from models.train import TrainOptions, train
+    from models.train import Trainer, TrainOptions
     from models.yolo import CONFIG_DIR, DetectionModel, resolve_config
 
     if args.info:
@@ -121,13 +129,18 @@ def run_train(args: argparse.Namespace) -> int:
         val_interval=args.val_interval,
         plots=not args.no_plots,
         time_limit_min=args.time,
+        stop_after_min=args.stop_after,
     )
     if args.weights and args.backbone:
         raise UserError("--weights and --backbone exclude each other: --backbone starts a fresh model")
-    if args.time is not None and args.time <= 0:
-        raise UserError(f"--time {args.time}: must be a positive number of minutes")
-    run_dir = train(opts)
-    print(f"run folder: {run_dir}")
+    for flag, minutes in (("--time", args.time), ("--stop-after", args.stop_after)):
+        if minutes is not None and minutes <= 0:
+            raise UserError(f"{flag} {minutes}: must be a positive number of minutes")
+    result = Trainer(opts).fit()
+    print(f"run folder: {result.run_dir}")
+    if result.stopped_early:
+        print(f"stopped after epoch {result.epochs_done} of {result.schedule.epochs} (--stop-after); "
+              f"continue with: defect-inspect train --resume {result.run_dir}")
     return 0
 
 

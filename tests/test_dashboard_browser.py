@@ -447,7 +447,7 @@ def test_live_view_shows_each_camera_and_how_the_model_sees_it(neu_sample: Path,
 pipeline: {{workers: 1, max_batch: 2}}
 cameras:
   - {{id: cam-native, line: L1, station: top, imgsz: 640, images: never,
-     tracking: {{enabled: true, mm_per_px: 0.2, looks: null}},
+     tracking: {{enabled: true, mm_per_px: 0.2, looks: null, min_score: 0.4}},
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
   - {{id: cam-tiled, line: L1, station: bottom, tile_size: 256, tile_overlap: 32, images: never,
      simulator: {{fps: 2, width: 640, height: 480, images: "{images}"}}}}
@@ -470,6 +470,15 @@ cameras:
         assert re.search(r"mm/s|line stopped", page.inner_text("[data-camera='cam-native'] .tile-tracks"))
         assert "defect(s) in view" in page.inner_text("[data-camera='cam-native'] .tile-tracks")
         assert page.query_selector("[data-camera='cam-tiled'] .tile-tracks") is None
+        # with a minimum score, a defect in view shows its score so far against it
+        cameras = {c["id"]: c for c in httpx.get(f"{base}/api/v1/cameras").json()["cameras"]}
+        assert cameras["cam-native"]["tracking"]["min_score"] == 0.4
+        shown = page.evaluate("""tracksText({motion: {stopped: false, speed_px_s: 80}, min_score: 0.4,
+            tracks: {active: 2, ended: 5}, active_tracks: [
+              {class_name: "scratches", frames_seen: 3, score: 0.314},
+              {class_name: "patches", frames_seen: 9, score: 1.02}]})""")
+        assert shown == ("80.0 px/s · 2 defect(s) in view: scratches (3, score 0.31 < 0.40), "
+                         "patches (9, score 1.02 ≥ 0.40) · 5 passed")
         # the part under a camera, however the line said it, and its end
         assert page.query_selector("[data-camera='cam-native'] .tile-part") is None
         part_url = f"{base}/api/v1/cameras/cam-native/part"

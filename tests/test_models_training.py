@@ -102,6 +102,23 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2
 
 
+def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp_path: Path) -> None:
+    from models.train import Trainer, TrainOptions
+
+    data = _handful_dataset(tmp_path)
+    first = Trainer(_options(tmp_path, data, epochs=3, name="parts", stop_after_min=1e-6)).fit()
+    assert first.stopped_early and first.epochs_done == 1  # no second epoch fits in a microsecond
+    ckpt = torch.load(first.run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["train_args"]["epochs"] == 3  # the schedule is not shortened
+    second = Trainer(TrainOptions(data="", resume=str(first.run_dir))).fit()  # this invocation: no limit
+    assert not second.stopped_early and second.epochs_done == 3 and second.run_dir == first.run_dir
+    with (first.run_dir / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [r["map50"] != "" for r in rows] == [False, False, True]  # only the schedule's end validates
+    assert float(rows[1]["lr"]) > float(rows[2]["lr"])  # still the 3-epoch cosine
+
+
 @pytest.fixture(scope="module")
 def timed_run(tmp_path_factory: pytest.TempPathFactory):
     """A run with ``--time`` (30 s for 10,000 epochs): its options, a copy taken before, the result. The
@@ -335,6 +352,21 @@ def test_cli_reports_missing_files_by_name(tmp_path: Path) -> None:
     assert out.returncode == 2 and "bad.yaml" in out.stderr
     out = _cli("train", "--data", str(_handful_dataset(tmp_path / "ok")), "--set", "nonsense=1")
     assert out.returncode == 2 and "nonsense" in out.stderr
+
+
+def test_cli_stop_after_says_how_to_continue(tmp_path: Path) -> None:
+    data = str(_handful_dataset(tmp_path / "data"))
+    common = ["train", "--data", data, "--imgsz", "64", "--epochs", "2", "--batch", "4", "--workers", "0",
+              "--project", str(tmp_path / "runs"), "--no-plots", "--val-interval", "1000"]
+    out = _cli(*common, "--stop-after", "0")
+    assert out.returncode == 2 and "--stop-after 0.0: must be a positive number of minutes" in out.stderr
+    out = _cli(*common, "--stop-after", "0.00001")
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "runs" / "exp"
+    assert out.stdout.splitlines()[-1] == (f"stopped after epoch 1 of 2 (--stop-after); continue with: "
+                                           f"defect-inspect train --resume {run}")
+    out = _cli("train", "--resume", str(run), "--workers", "0")
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == f"run folder: {run}", out.stderr
 
 
 def test_dynamic_export_takes_any_batch_and_input_size(overfit_run: Path, tmp_path: Path) -> None:

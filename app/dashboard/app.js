@@ -278,9 +278,16 @@ async function fillTrackStrip(facts, trackId) {
   }));
 }
 
-/* A tracked camera's defects in view now and its line speed (GET /cameras: tracking). */
+/* A tracked camera's defects in view now and its line speed (GET /cameras: tracking). With a minimum
+   score, each defect in view shows its score so far and whether it would be stored if it ended now. */
+function trackText(a, minScore) {
+  if (minScore == null) return `${a.class_name} (${a.frames_seen})`;
+  const kept = a.score >= minScore ? "≥" : "<";
+  return `${a.class_name} (${a.frames_seen}, score ${fmtNum(a.score, 2)} ${kept} ${fmtNum(minScore, 2)})`;
+}
+
 function tracksText(t) {
-  const inView = t.active_tracks.map((a) => `${a.class_name} (${a.frames_seen})`).join(", ");
+  const inView = t.active_tracks.map((a) => trackText(a, t.min_score)).join(", ");
   const speed = t.motion.stopped ? "line stopped"
     : t.motion.speed_mm_s != null ? `${fmtNum(t.motion.speed_mm_s)} mm/s` : `${fmtNum(t.motion.speed_px_s)} px/s`;
   return `${speed} · ${t.tracks.active} defect(s) in view${inView ? `: ${inView}` : ""} · ${t.tracks.ended} passed`;

@@ -258,4 +258,5 @@ class CameraTracking:
                         "frames_seen": t.hits,
                         "box": [round(v, 1) for v in shift(t.material_box, ox, oy)]}
                        for t in self.tracker.active[:max_active]]
-        return {"motion": self.motion.view(mm), "tracks": tracks, "active_tracks": in_view, "mm_per_px": mm}
+        return {"motion": self.motion.view(mm), "tracks": tracks, "active_tracks": in_view, "mm_per_px": mm,
+                "min_score": self.config.min_score}

@@ -103,6 +103,11 @@ class CameraTrackingPublic(PublicModel):
     active_tracks: list[ActiveTrackPublic] = Field(default_factory=list,
                                                    description="the defects in view now (at most 50)")
     mm_per_px: float | None = None
+    min_score: float | None = Field(None, description="the camera's `tracking.min_score`: a track whose "
+                                                       "score stays below it is not stored (null: every "
+                                                       "track is)")
+
+
 class CameraStorage(PublicModel):
     """A camera's part of the image store (as of the pruner's last pass) and its skipped images."""
 
