@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from app.errors import InvalidInput, NotFound
 from models.data.augment import FILL, affine_matrix, augment_hsv, letterbox
 from models.data.formats import list_images, read_image_list
+from models.device import memory_format, pick_device
 from models.yolo import DetectionModel, load_config
 
 log = logging.getLogger("models.pretrain")
@@ -161,8 +162,9 @@ def pretrain(opts: PretrainOptions) -> Path:
     """Pretrain the backbone on the images and write it to ``opts.out``; returns that path."""
     torch.manual_seed(opts.seed)
     paths = unlabeled_images(opts.images, opts.max_images, opts.seed)
-    device = torch.device(opts.device if opts.device != "cuda" or torch.cuda.is_available() else "cpu")
-    encoder = ContrastiveEncoder(load_config(opts.cfg), opts.projection_dim).to(device)
+    device = pick_device(opts.device)
+    order = memory_format(device)
+    encoder = ContrastiveEncoder(load_config(opts.cfg), opts.projection_dim).to(device, memory_format=order)
     batch = min(opts.batch, len(paths))
     loader = DataLoader(TwoViews(paths, opts.imgsz, opts.seed), batch_size=batch, shuffle=True,
                         drop_last=True, num_workers=opts.workers, persistent_workers=opts.workers > 0)
@@ -178,7 +180,7 @@ def pretrain(opts: PretrainOptions) -> Path:
         started, total = time.perf_counter(), 0.0
         encoder.train()
         for view1, view2 in loader:
-            x = torch.cat([view1, view2]).to(device).float() / 255
+            x = torch.cat([view1, view2]).to(device, memory_format=order).float() / 255
             z = encoder(x)
             loss = nt_xent(z[:batch], z[batch:], opts.temperature)
             optimizer.zero_grad()
