@@ -197,10 +197,15 @@ def register_evaluate(sub: argparse._SubParsersAction) -> None:
                         "of the service's boxes (IoU 0.5), or see --min-precision")
     p.add_argument("--min-precision", type=float, default=None,
                    help="with --operating-points: the lowest threshold whose precision reaches this")
+    p.add_argument("--operating-points-from", default=None, metavar="MODEL.onnx",
+                   help="instead of choosing: take the points another model chose (its metadata), e.g. the "
+                        "train-only model whose held-out images chose them for this model fitted on all "
+                        "the data; reports this model's precision and recall at them on this split")
     p.add_argument("--write", action="store_true",
-                   help="with --operating-points: store them in the ONNX model's metadata "
+                   help="with --operating-points(-from): store them in the ONNX model's metadata "
                         "(`operating_points`, the service's default per-class thresholds)")
-    p.add_argument("--plot", default=None, help="with --operating-points: PR and F1 curves to this PNG")
+    p.add_argument("--plot", default=None,
+                   help="with --operating-points(-from): PR and F1 curves to this PNG")
     p.set_defaults(func=run_evaluate)
 
 
@@ -213,9 +218,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     spec = load_data_yaml(args.data)
     paths = split_paths(spec, args.split)
     providers = args.providers.split(",") if args.providers else None
-    choose = args.operating_points
-    if not choose and (args.write or args.plot or args.min_precision is not None):
-        raise UserError("--write, --plot and --min-precision go with --operating-points")
+    carried = carried_from(args.operating_points_from) if args.operating_points_from else None
+    if args.operating_points and carried is not None:
+        raise UserError("--operating-points chooses points, --operating-points-from takes another model's: "
+                        "give one of them")
+    choose = args.operating_points or carried is not None
+    if not choose and (args.write or args.plot):
+        raise UserError("--write and --plot go with --operating-points or --operating-points-from")
+    if args.min_precision is not None and not args.operating_points:
+        raise UserError("--min-precision goes with --operating-points")
     if args.min_precision is not None and not 0.0 < args.min_precision <= 1.0:
         raise UserError("--min-precision must be in (0, 1]")
     if args.write and Path(args.model).suffix != ".onnx":
@@ -230,7 +241,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         **info,
         **{k: v for k, v in metrics.items() if not k.startswith("_") and k != "pr_curves"},
     }
-    if choose:
+    if carried is not None:
+        result["operating_points"] = carry_operating_points(args, carried, metrics["_serving_boxes"],
+                                                            detector.names, str(info.get("version")))
+    elif choose:
         result["operating_points"] = choose_operating_points(args, metrics["_serving_boxes"], detector.names,
                                                              str(info.get("version")))
     if args.json:
@@ -246,7 +260,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     if choose:
         points = result["operating_points"]
-        print(f"operating points ({points['method']}, {args.split}, IoU {points['match_iou']}):")
+        how = points["method"] if carried is None else f"carried from {points['carried_from']}"
+        print(f"operating points ({how}, {args.split}, IoU {points['match_iou']}):")
         print(f"{'class':<18}{'threshold':>10}{'precision':>10}{'recall':>8}{'F1':>7}{'TP':>6}{'FP':>6}")
         for name, row in points["classes"].items():
             print(f"{name:<18}{row['threshold']:>10.4f}{row['precision']:>10.3f}{row['recall']:>8.3f}"
@@ -254,6 +269,45 @@ def run_evaluate(args: argparse.Namespace) -> int:
         if args.write:
             print(f"stored in {args.model} (metadata '{OPERATING_POINTS_KEY}')")
     return 0
+
+
+def carried_from(path: str) -> tuple[dict[str, Any], str]:
+    """The operating points another ONNX model carries, and its version."""
+    from app.inference import Engine
+
+    if not Path(path).is_file() or Path(path).suffix != ".onnx":
+        raise UserError(f"{path}: --operating-points-from takes an ONNX model file")
+    meta = Engine(path, warmup=False).metadata
+    if not meta.operating_points or not meta.operating_points["classes"]:
+        raise UserError(f"{path}: no operating points to carry (choose them with evaluate --operating-points "
+                        "--write)")
+    return meta.operating_points, meta.version
+
+
+def carry_operating_points(args: argparse.Namespace, carried: tuple[dict[str, Any], str], scored: list,
+                           names: Sequence[str], version: str) -> dict[str, Any]:
+    """``evaluate --operating-points-from``: this model's figures at the other model's thresholds; on
+    request plot them and store the other model's record (``carried_from`` its version)."""
+    from models.export import set_metadata
+    from models.operating_points import carried_record, class_boxes, measured_at, metadata_props
+
+    source, source_version = carried
+    stored = carried_record(source, source_version, list(names))
+    if not stored["classes"]:
+        raise UserError(f"{args.operating_points_from}: its operating points name none of this model's "
+                        f"classes ({', '.join(names)})")
+    per_class = class_boxes(scored, len(names))
+    measured = measured_at(per_class, list(names), stored, args.split, len(scored))
+    if args.plot:
+        from models.plots import plot_operating_points
+
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot_operating_points(per_class, list(names), measured,
+                              f"{Path(args.model).name} ({version}) on {args.split}: points carried from "
+                              f"{stored['carried_from']}", Path(args.plot))
+    if args.write:
+        set_metadata(Path(args.model), metadata_props(stored))
+    return measured
 
 
 def choose_operating_points(args: argparse.Namespace, scored: list, names: Sequence[str],

@@ -157,6 +157,41 @@ def operating_points(scored: Sequence[tuple[Detections, np.ndarray, np.ndarray]]
     return record, per_class
 
 
+def point_at(boxes: ClassBoxes, threshold: float) -> OperatingPoint | None:
+    """What a given threshold keeps of one class's boxes (those at or above it, as a camera keeps
+    them): its precision, recall and F1. None for a class without true boxes."""
+    if boxes.instances == 0:
+        return None
+    kept = int(np.sum(boxes.confidence >= threshold))
+    tp = int(np.sum(boxes.true[:kept]))
+    precision, recall = (tp / kept if kept else 0.0), tp / boxes.instances
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return OperatingPoint(threshold=threshold, precision=precision, recall=recall, f1=f1,
+                          instances=boxes.instances, true_positives=tp, false_positives=kept - tp)
+
+
+def carried_record(source: dict[str, Any], source_version: str, names: Sequence[str]) -> dict[str, Any]:
+    """The record to store in a model that takes over the points ``source`` (another model's record)
+    chose: the same thresholds and the figures of where they were chosen, for the classes this model
+    has, with ``carried_from``: the version of the model that chose them (kept through further
+    carries). The way to give a model fitted on all the data points chosen on held-out images."""
+    classes = {name: point for name, point in source.get("classes", {}).items() if name in names}
+    return {**source, "classes": classes, "carried_from": source.get("carried_from") or source_version}
+
+
+def measured_at(per_class: Sequence[ClassBoxes], names: Sequence[str], record: dict[str, Any],
+                split: str, images: int) -> dict[str, Any]:
+    """This model's precision and recall on ``split`` at each class's threshold of ``record``."""
+    classes = {}
+    for name, boxes in zip(names, per_class, strict=True):
+        point = record["classes"].get(name)
+        measured = None if point is None else point_at(boxes, float(point["threshold"]))
+        if measured is not None:
+            classes[name] = measured.to_dict()
+    return {"method": "carried", "carried_from": record.get("carried_from"), "split": split, "images": images,
+            "match_iou": MATCH_IOU, "nms_iou": SERVE_IOU, "classes": classes}
+
+
 def metadata_props(record: dict[str, Any]) -> dict[str, str]:
     """The record as the ``metadata_props`` entry the service reads."""
     return {OPERATING_POINTS_KEY: json.dumps(record)}

@@ -5,6 +5,7 @@ global threshold, through the real pipeline (cameras file -> Engine -> rows) and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -20,7 +21,15 @@ from app.inference import Engine
 from app.ingest.config import parse_cameras
 from app.ingest.pipeline import Pipeline
 from models.export import set_metadata
-from models.operating_points import choose_point, class_boxes, metadata_props, operating_points
+from models.operating_points import (
+    carried_record,
+    choose_point,
+    class_boxes,
+    measured_at,
+    metadata_props,
+    operating_points,
+    point_at,
+)
 
 NAMES = ("dent", "scratch")
 
@@ -73,6 +82,57 @@ def test_a_threshold_never_splits_equal_confidences():
     point = choose_point(class_boxes(scored, 2)[0], floor=0.001)
     assert point.threshold == pytest.approx(0.3005)  # all three: F1 0.8 beats 0.67 at 0.8 alone
     assert (point.precision, point.recall) == pytest.approx((2 / 3, 1.0))
+
+
+def test_a_carried_threshold_is_measured_on_the_other_models_boxes():
+    dent, _ = class_boxes(SCORED, len(NAMES))
+    at = point_at(dent, 0.65)  # keeps 0.9 (true), 0.8 (false), 0.7 (true)
+    assert (at.true_positives, at.false_positives) == (2, 1)
+    assert (at.precision, at.recall) == pytest.approx((2 / 3, 2 / 3))
+    assert point_at(dent, 0.5).true_positives == 3  # a box at the threshold is kept, as a camera keeps it
+    assert point_at(dent, 0.99).precision == 0.0 and point_at(dent, 0.99).recall == 0.0
+    source = {**points_record({"dent": 0.65, "rust": 0.3}), "min_precision": 0.6}
+    stored = carried_record(source, "train-only-1", NAMES)
+    assert set(stored["classes"]) == {"dent"} and stored["carried_from"] == "train-only-1"
+    assert stored["classes"]["dent"] == source["classes"]["dent"]  # the figures of where it was chosen
+    assert carried_record(stored, "all-data-1", NAMES)["carried_from"] == "train-only-1"  # the chooser
+    measured = measured_at(class_boxes(SCORED, len(NAMES)), NAMES, stored, "val", len(SCORED))
+    assert measured["carried_from"] == "train-only-1" and set(measured["classes"]) == {"dent"}
+    assert measured["classes"]["dent"]["precision"] == pytest.approx(0.6667, abs=1e-4)
+
+
+def test_cli_carries_the_points_of_the_model_that_chose_them(tmp_path, capsys):
+    from app.cli import main
+
+    for folder in ("chooser", "fitted", "bare"):
+        (tmp_path / folder).mkdir()
+    chooser = fixed_boxes_model(tmp_path / "chooser", MODEL_POINTS)  # version tiny-test-1
+    fitted = fixed_boxes_model(tmp_path / "fitted", None)
+    # one 64x64 image: true crazing and inclusion where the models put their boxes, none under patches
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    cv2.imwrite(str(root / "images" / "a.png"), np.full((64, 64, 3), 128, np.uint8))
+    (root / "labels" / "a.txt").write_text("0 0.1875 0.5 0.125 0.125\n1 0.5 0.5 0.125 0.125\n")
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames: {list(NEU_NAMES)}\n")
+    args = ["evaluate", "--model", str(fitted), "--data", str(root / "data.yaml"), "--json"]
+    assert main([*args, "--operating-points-from", str(chooser), "--write"]) == 0
+    measured = json.loads(capsys.readouterr().out)["operating_points"]
+    assert measured["method"] == "carried" and measured["carried_from"] == "tiny-test-1"
+    # crazing (0.2) passes its 0.15, inclusion (0.35) misses its 0.4; patches has no true box here
+    assert {n: (p["true_positives"], p["recall"]) for n, p in measured["classes"].items()} == {
+        "crazing": (1, 1.0), "inclusion": (0, 0.0)}
+    engine = Engine(fitted, warmup=False)
+    assert engine.metadata.class_thresholds == MODEL_POINTS  # all three stored, as chosen
+    assert engine.info()["operating_points"]["carried_from"] == "tiny-test-1"
+    # what cannot be carried is said, naming the file
+    assert main([*args, "--operating-points-from", str(fitted.with_name("none.onnx"))]) == 2
+    assert "none.onnx: --operating-points-from takes an ONNX model file" in capsys.readouterr().err
+    bare = fixed_boxes_model(tmp_path / "bare", None)
+    assert main([*args, "--operating-points-from", str(bare)]) == 2
+    assert "no operating points to carry" in capsys.readouterr().err
+    assert main([*args, "--operating-points-from", str(chooser), "--operating-points"]) == 2
+    assert "give one of them" in capsys.readouterr().err
 
 
 def points_record(thresholds: dict[str, float]) -> dict:

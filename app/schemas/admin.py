@@ -105,6 +105,11 @@ class OperatingPointsPublic(PublicModel):
     split: str | None = Field(None, description="the data split the points were chosen on")
     images: int | None = Field(None, description="images of that split")
     match_iou: float | None = Field(None, description="IoU at which a box counts as true")
+    carried_from: str | None = Field(None, description="the version of the model that chose these points "
+                                                       "and whose figures these are, when this model took "
+                                                       "them over (fitted on all the data after the choice, "
+                                                       "`evaluate --operating-points-from`); null: chosen "
+                                                       "with this model")
     classes: dict[str, OperatingPointPublic] = Field(default_factory=dict, description="by class name")
 
 
