@@ -60,11 +60,20 @@ class RunFiles:
         (self.run_dir / "args.yaml").write_text(yaml.safe_dump(args, sort_keys=False))
         (self.run_dir / "anchors.json").write_text(json.dumps(anchor_report, indent=2))
 
-    def start_results(self) -> None:
-        """The header of results.csv, unless a resumed run already has one."""
+    def start_results(self, epochs_done: int = 0) -> None:
+        """The header of results.csv, unless a resumed run already has one; then the rows of epochs after
+        the ``epochs_done`` its checkpoint holds go (a run stopped between writing an epoch's row and its
+        checkpoint trains that epoch again)."""
         if not self.results_csv.exists():
             with self.results_csv.open("w", newline="") as fh:
                 csv.writer(fh).writerow(RESULT_COLUMNS)
+            return
+        with self.results_csv.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        kept = [rows[0], *(r for r in rows[1:] if r and int(r[0]) <= epochs_done)]
+        if len(kept) != len(rows):
+            with self.results_csv.open("w", newline="") as fh:
+                csv.writer(fh).writerows(kept)
 
     def append_result(self, row: list[Any]) -> None:
         with self.results_csv.open("a", newline="") as fh:

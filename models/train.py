@@ -220,7 +220,7 @@ class Trainer:
                  self.warmup_iters / self.batches, self.schedule.closed_epochs)
         self.compute_loss = YoloLoss(self.model, self.hyp, self.opts.imgsz)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
-        self.files.start_results()
+        self.files.start_results(self.start_epoch)
 
     def _make_loader(self, mosaic: bool) -> DataLoader:
         o = self.opts

@@ -90,8 +90,10 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     last = run / "weights" / "last.pt"
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 1
-    ckpt["train_args"]["epochs"] = 3  # as if the run had been stopped after two of three epochs
+    ckpt["train_args"]["epochs"] = 3  # as if the run had been stopped after two of three epochs ...
     torch.save(ckpt, last)
+    with (run / "results.csv").open("a") as fh:  # ... just after writing the third epoch's row
+        fh.write("3,0.1,0.1,0.1,,,,,0.01,1.0\n")
     from models.train import TrainOptions
 
     resumed = train(TrainOptions(data="", resume=str(run)))
