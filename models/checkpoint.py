@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"{path}: checkpoint not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, AttributeError, ImportError) as exc:
+        raise InvalidInput(f"{path}: not a readable training checkpoint ({type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else 'no detail'})") from exc
     if not isinstance(ckpt, dict) or "model_cfg" not in ckpt:
         raise InvalidInput(f"{path}: not a defect-inspect training checkpoint")
     return ckpt

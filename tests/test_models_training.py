@@ -354,6 +354,12 @@ def test_cli_reports_missing_files_by_name(tmp_path: Path) -> None:
     assert out.returncode == 2 and "bad.yaml" in out.stderr
     out = _cli("train", "--data", str(_handful_dataset(tmp_path / "ok")), "--set", "nonsense=1")
     assert out.returncode == 2 and "nonsense" in out.stderr
+    garbage = tmp_path / "last.pt"
+    garbage.write_bytes(b"not a checkpoint\n")
+    for args in (("train", "--resume", str(garbage)), ("export", "--weights", str(garbage))):
+        out = _cli(*args)
+        assert out.returncode == 2 and f"{garbage}: not a readable training checkpoint" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
 
 
 def test_cli_stop_after_says_how_to_continue(tmp_path: Path) -> None:
