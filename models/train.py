@@ -363,7 +363,7 @@ class Trainer:
         timing = getattr(self, "epoch_timing", {"data_s": 0.0, "compute_s": 0.0})
         log.info(
             "epoch %d/%d  loss box %.4f obj %.4f cls %.4f  mAP50 %.4f mAP50-95 %.4f  %.1f s "
-            "(waiting for data %.1f s, training %.1f s, validation and saving the rest)",
+            "(waiting for data %.1f s, training %.1f s, validation and saving the rest)%s",
             epoch + 1,
             self.schedule.epochs,
             *mean_loss.tolist(),
@@ -372,6 +372,7 @@ class Trainer:
             seconds,
             timing["data_s"],
             timing["compute_s"],
+            self._time_left(epoch),
         )
         payload = self._checkpoint(epoch, max(self.best_fitness, fit))
         self.files.save_last(payload)
@@ -379,6 +380,21 @@ class Trainer:
         if fit > self.best_fitness:
             self.best_fitness = fit
             self.files.save_best(payload, self.ema.ema.state_dict())
+
+    def _time_left(self, epoch: int) -> str:
+        """``; about 3 h 20 min left``: the epochs after ``epoch`` at the median pace of this invocation's
+        epochs after its first (its first alone until there is a second)."""
+        left = self.schedule.epochs - (epoch + 1)
+        timed = self.invocation_epoch_s[1:] or self.invocation_epoch_s
+        if left <= 0 or not timed:
+            return ""
+        seconds = left * float(np.median(timed))
+        if seconds < 60:
+            return f"; about {seconds:.0f} s left"
+        minutes = round(seconds / 60)
+        if minutes < 60:
+            return f"; about {minutes} min left"
+        return f"; about {minutes // 60} h {minutes % 60} min left"
 
     def _results_row(self, epoch: int, mean_loss: torch.Tensor, validated: bool, seconds: float) -> list[Any]:
         scores = [round(self.metrics[k], 5) for k in ("map50", "map50_95", "precision", "recall")]

@@ -6,6 +6,7 @@ import copy
 import csv
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,12 +105,16 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2
 
 
-def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp_path: Path) -> None:
+def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp_path: Path, caplog) -> None:
     from models.train import Trainer, TrainOptions
 
     data = _handful_dataset(tmp_path)
-    first = Trainer(_options(tmp_path, data, epochs=3, name="parts", stop_after_min=1e-6)).fit()
+    with caplog.at_level("INFO", logger="models.train"):
+        first = Trainer(_options(tmp_path, data, epochs=3, name="parts", stop_after_min=1e-6)).fit()
     assert first.stopped_early and first.epochs_done == 1  # no second epoch fits in a microsecond
+    epoch_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/3  loss"))
+    assert re.search(r"; about \d+ (s|min) left$", epoch_line), epoch_line  # two more epochs at its pace
+    assert "stopping after epoch 1 of 3" in caplog.text and f"--resume {first.run_dir}" in caplog.text
     ckpt = torch.load(first.run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["train_args"]["epochs"] == 3  # the schedule is not shortened
     second = Trainer(TrainOptions(data="", resume=str(first.run_dir))).fit()  # this invocation: no limit
@@ -358,7 +363,8 @@ def test_cli_reports_missing_files_by_name(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a checkpoint\n")
     for args in (("train", "--resume", str(garbage)), ("export", "--weights", str(garbage))):
         out = _cli(*args)
-        assert out.returncode == 2 and f"{garbage}: not a readable training checkpoint" in out.stderr, out.stderr
+        assert out.returncode == 2, out.stderr
+        assert f"{garbage}: not a readable training checkpoint" in out.stderr
         assert "Traceback" not in out.stderr
 
 
