@@ -163,11 +163,14 @@ def point_at(boxes: ClassBoxes, threshold: float) -> OperatingPoint | None:
     if boxes.instances == 0:
         return None
     kept = int(np.sum(boxes.confidence >= threshold))
+    if kept == 0:
+        return OperatingPoint(threshold=threshold, precision=0.0, recall=0.0, f1=0.0,
+                              instances=boxes.instances, true_positives=0, false_positives=0)
+    curve, k = pr_curve(boxes), kept - 1
     tp = int(np.sum(boxes.true[:kept]))
-    precision, recall = (tp / kept if kept else 0.0), tp / boxes.instances
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    return OperatingPoint(threshold=threshold, precision=precision, recall=recall, f1=f1,
-                          instances=boxes.instances, true_positives=tp, false_positives=kept - tp)
+    return OperatingPoint(threshold=threshold, precision=float(curve.precision[k]),
+                          recall=float(curve.recall[k]), f1=float(curve.f1[k]), instances=boxes.instances,
+                          true_positives=tp, false_positives=kept - tp)
 
 
 def carried_record(source: dict[str, Any], source_version: str, names: Sequence[str]) -> dict[str, Any]:

@@ -94,6 +94,14 @@ def accumulation_steps(nbs: int, batch: int, batches_per_epoch: int, epochs: int
     return accumulate
 
 
+def epoch_pace(epoch_seconds: list[float]) -> float | None:
+    """The predicted duration of one more epoch from the epochs timed so far in this invocation: the
+    median of those after the first (the first also starts the loader workers and reads every image
+    cold), the first alone until a second is timed; None before any."""
+    timed = epoch_seconds[1:] or epoch_seconds[:1]
+    return float(np.median(timed)) if timed else None
+
+
 class ScheduleBudget:
     """Fits the schedule's length into a wall-clock budget (``--time``).
 
@@ -120,8 +128,8 @@ class ScheduleBudget:
 
     def per_epoch_s(self, train_pass_s: float) -> float:
         """The predicted duration of one more epoch."""
-        timed = self.epoch_seconds[1:] or self.epoch_seconds[:1]
-        return float(np.median(timed)) if timed else train_pass_s + self.last_validation_s
+        pace = epoch_pace(self.epoch_seconds)
+        return pace if pace is not None else train_pass_s + self.last_validation_s
 
     def fitted_epochs(self, epoch: int, now: float, train_pass_s: float) -> int:
         """The schedule length that ends in time, given that ``epoch`` (0-based) just finished training."""

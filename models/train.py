@@ -31,7 +31,7 @@ from models.loss import YoloLoss
 from models.optim import ModelEMA, make_optimizer, set_lr_factor, warm_up
 from models.progress import interactive, quarter_marks, startup_step
 from models.run_files import RunFiles, next_run_dir, public_metrics
-from models.schedule import Schedule, ScheduleBudget, accumulation_steps, warmup_iterations
+from models.schedule import Schedule, ScheduleBudget, accumulation_steps, epoch_pace, warmup_iterations
 from models.start_model import starting_model
 from models.yolo import CONFIG_DIR
 
@@ -254,11 +254,10 @@ class Trainer:
     def _stop_due(self) -> bool:
         """Whether one more epoch (the median of this invocation's epochs after its first, else the first)
         would end past ``stop_after_min`` counted from the start of this invocation."""
-        if self.opts.stop_after_min is None:
+        pace = epoch_pace(self.invocation_epoch_s)
+        if self.opts.stop_after_min is None or pace is None:
             return False
-        timed = self.invocation_epoch_s[1:] or self.invocation_epoch_s
-        elapsed = time.perf_counter() - self.started
-        return elapsed + float(np.median(timed)) > self.opts.stop_after_min * 60.0
+        return time.perf_counter() - self.started + pace > self.opts.stop_after_min * 60.0
 
     def result(self, epochs_done: int) -> TrainResult:
         return TrainResult(self.run_dir, self.schedule, epochs_done, self.best_fitness)
@@ -384,11 +383,10 @@ class Trainer:
     def _time_left(self, epoch: int) -> str:
         """``; about 3 h 20 min left``: the epochs after ``epoch`` at the median pace of this invocation's
         epochs after its first (its first alone until there is a second)."""
-        left = self.schedule.epochs - (epoch + 1)
-        timed = self.invocation_epoch_s[1:] or self.invocation_epoch_s
-        if left <= 0 or not timed:
+        left, pace = self.schedule.epochs - (epoch + 1), epoch_pace(self.invocation_epoch_s)
+        if left <= 0 or pace is None:
             return ""
-        seconds = left * float(np.median(timed))
+        seconds = left * pace
         if seconds < 60:
             return f"; about {seconds:.0f} s left"
         minutes = round(seconds / 60)
