@@ -16,6 +16,6 @@ def pick_device(name: str) -> torch.device:
 
 def memory_format(device: torch.device) -> torch.memory_format:
     """Channels-last on a CPU: oneDNN's blocked convolution kernels then take each layer's input as it
-    is, ~1.4-1.9x faster training on two cores (docs/model-card.md, "Training on a CPU"); unchanged
+    is, about 1.9x faster training on two cores (docs/benchmarks.md, "Training on a CPU"); unchanged
     elsewhere (not measured there)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
