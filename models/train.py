@@ -206,7 +206,10 @@ class Trainer:
         self.ema.updates = ckpt["ema_updates"]
         self.start_epoch, self.best_fitness = ckpt["epoch"] + 1, ckpt["best_fitness"]
         self.scheduler.last_epoch = self.start_epoch - 1
-        log.info("resuming %s from epoch %d", self.run_dir, self.start_epoch)
+        limit = (f"; this invocation stops before {self.opts.stop_after_min:g} min (--stop-after)"
+                 if self.opts.stop_after_min is not None else "")
+        log.info("resuming %s after epoch %d of %d%s", self.run_dir, self.start_epoch, self.schedule.epochs,
+                 limit)
 
     def _setup_data(self) -> None:
         """Training loader, warm-up length, loss, gradient scaler and the results table's header."""

@@ -117,7 +117,11 @@ def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp
     assert "stopping after epoch 1 of 3" in caplog.text and f"--resume {first.run_dir}" in caplog.text
     ckpt = torch.load(first.run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["train_args"]["epochs"] == 3  # the schedule is not shortened
-    second = Trainer(TrainOptions(data="", resume=str(first.run_dir))).fit()  # this invocation: no limit
+    caplog.clear()
+    with caplog.at_level("INFO", logger="models.train"):  # this invocation's own limit, an hour
+        second = Trainer(TrainOptions(data="", resume=str(first.run_dir), stop_after_min=60)).fit()
+    assert (f"resuming {first.run_dir} after epoch 1 of 3; this invocation stops before 60 min (--stop-after)"
+            in caplog.text)
     assert not second.stopped_early and second.epochs_done == 3 and second.run_dir == first.run_dir
     with (first.run_dir / "results.csv").open() as fh:
         rows = list(csv.DictReader(fh))
