@@ -103,6 +103,12 @@ def edge_server(tiny_model_path: Path, tmp_path: Path) -> Iterator[dict]:
                "data_dir": settings.data_dir}
 
 
+def _noon_zone(now: datetime | None = None) -> str:
+    """An ``Etc/GMT`` time zone where it is now between 12:00 and 13:00 (POSIX sign: GMT-5 is UTC+5)."""
+    offset = 12 - (now or datetime.now(UTC)).hour  # -11 .. +12 hours from UTC
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 @pytest.fixture
 def page():
     if not Path(CHROMIUM).is_file():
@@ -113,7 +119,9 @@ def page():
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            pg = browser.new_page(viewport={"width": 1440, "height": 900})
+            # the browser's clock reads about noon (a fixed UTC offset chosen now), so the data seeded over
+            # the last hours lies in its "today" at any hour the suite runs, also just after midnight
+            pg = browser.new_page(viewport={"width": 1440, "height": 900}, timezone_id=_noon_zone())
             errors: list[str] = []
             pg.on("pageerror", lambda exc: errors.append(str(exc)))
             pg.js_errors = errors  # type: ignore[attr-defined]
