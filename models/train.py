@@ -363,14 +363,16 @@ class Trainer:
         fit = fitness(self.metrics)
         self.files.append_result(self._results_row(epoch, mean_loss, validated, seconds))
         timing = getattr(self, "epoch_timing", {"data_s": 0.0, "compute_s": 0.0})
+        # an epoch without validation says so (the metrics held are an earlier epoch's, or none yet)
+        scores = (f"mAP50 {self.metrics['map50']:.4f} mAP50-95 {self.metrics['map50_95']:.4f}" if validated
+                  else f"not validated (every {self.opts.val_interval} epochs and the last)")
         log.info(
-            "epoch %d/%d  loss box %.4f obj %.4f cls %.4f  mAP50 %.4f mAP50-95 %.4f  %.1f s "
+            "epoch %d/%d  loss box %.4f obj %.4f cls %.4f  %s  %.1f s "
             "(waiting for data %.1f s, training %.1f s, validation and saving the rest)%s",
             epoch + 1,
             self.schedule.epochs,
             *mean_loss.tolist(),
-            self.metrics["map50"],
-            self.metrics["map50_95"],
+            scores,
             seconds,
             timing["data_s"],
             timing["compute_s"],

@@ -114,6 +114,7 @@ def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp
     assert first.stopped_early and first.epochs_done == 1  # no second epoch fits in a microsecond
     epoch_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 1/3  loss"))
     assert re.search(r"; about \d+ (s|min) left$", epoch_line), epoch_line  # two more epochs at its pace
+    assert "not validated" in epoch_line and "mAP50" not in epoch_line, epoch_line  # no scores it lacks
     assert "stopping after epoch 1 of 3" in caplog.text and f"--resume {first.run_dir}" in caplog.text
     ckpt = torch.load(first.run_dir / "weights" / "last.pt", map_location="cpu", weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["train_args"]["epochs"] == 3  # the schedule is not shortened
@@ -127,6 +128,8 @@ def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert [r["map50"] != "" for r in rows] == [False, False, True]  # only the schedule's end validates
+    last_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 3/3  loss"))
+    assert re.search(r"  mAP50 \d\.\d{4} mAP50-95 \d\.\d{4}  ", last_line), last_line
     assert float(rows[1]["lr"]) > float(rows[2]["lr"])  # still the 3-epoch cosine
 
 
