@@ -148,8 +148,10 @@ def strip_detections(engine: Engine, args: argparse.Namespace, seed: int, images
     detect_at = min(GLOBAL_THRESHOLD, *thresholds.values()) * share
     cached = None
     if args.cache is not None:
-        key = (f"{Path(args.model).stem}-{Path(args.model).stat().st_size}-{args.imgsz}-{args.frames}-"
-               f"{args.speed:g}-{seed}{'-h264' if args.h264 else ''}-{detect_at:.4f}")
+        # the version too: two exports of one graph (v4, v5) can have the same name and size
+        version = "".join(c if c.isalnum() or c in ".-" else "_" for c in str(engine.metadata.version))
+        key = (f"{Path(args.model).stem}-{version}-{Path(args.model).stat().st_size}-{args.imgsz}-"
+               f"{args.frames}-{args.speed:g}-{seed}{'-h264' if args.h264 else ''}-{detect_at:.4f}")
         cached = args.cache / f"{key}.npz"
     if cached is not None and cached.is_file():
         with np.load(cached) as z:
