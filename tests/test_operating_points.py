@@ -164,6 +164,9 @@ def test_the_shipped_models_carry_an_operating_point_per_class(name):
     points = engine.metadata.operating_points
     assert points["method"] == "min_precision" and points["min_precision"] == 0.85
     assert points["split"] == "val"
+    # v5 trained on val.txt too: its points are the train-only v4's, chosen on images v4 never saw
+    assert engine.metadata.version == "neu-det-yolov5s-cbam-256-v5"
+    assert points["carried_from"] == "neu-det-yolov5s-cbam-256-v4"
     assert set(engine.metadata.class_thresholds) == set(NEU_NAMES)
     assert all(0.05 < t < 0.95 for t in engine.metadata.class_thresholds.values())
 
