@@ -10,7 +10,9 @@ each way of looking then takes the detections of the frames it would have inspec
 choice: ``CameraTracking.should_inspect`` on the frames' measured motion). Recall: of the true defects
 that passed through the whole view, the share that some inspected frame's detection matches (IoU >= 0.3
 with its true box, app.ingest.truth_score); ``recorded`` (``recall_recorded``): of those, how many
-some record (an ended track's sightings) names, the recall of what is stored. Each line also has the
+some record (an ended track's sightings) names, the recall of what is stored; ``recall_own_record``: of
+those, how many some record stands for (most of its sightings name it; not only covered by a
+neighbour's record). Each line also has the
 truth score of the tracks and why defects are not exactly one record (``failure_kinds``); with several
 seeds a last line per way of looking sums them up. The boxes are kept as a camera keeps them by default:
 each class at the model's operating point (its metadata), else at 0.25 (``--thresholds global``: 0.25
@@ -130,6 +132,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                                "recalled": len(found_ids & passed),
                                "recall": round(len(found_ids & passed) / len(passed), 3),
                                "recorded": round(score["recall"] * len(passed)),
+                               "recorded_own": round(score["own_recall"] * len(passed)),
                                "tracks": score,
                                "failures": failure_kinds(records, tracking.truth, sim.width)}
 
@@ -198,7 +201,8 @@ def h264_round_trip(images: list[np.ndarray], fps: float) -> list[np.ndarray]:
 def add_up(total: Counter[str], line: dict) -> None:
     score = line["tracks"]
     total.update({"frames": line["frames"], "inspected": line["inspected"], "passed": line["passed"],
-                  "recalled": line["recalled"], "recorded": line["recorded"], "records": score["records"],
+                  "recalled": line["recalled"], "recorded": line["recorded"],
+                  "recorded_own": line["recorded_own"], "records": score["records"],
                   "found": score["found_defects"], "false_records": score["false_records"],
                   "exactly_one": round(score["exactly_one"] * score["found_defects"]),
                   "duplicates": round(score["duplicates"] * score["found_defects"]),
@@ -209,7 +213,8 @@ def add_up(total: Counter[str], line: dict) -> None:
 def summed(looks: int | None, seeds: list[int], t: Counter[str]) -> dict:
     return {"seeds": seeds, "looks": looks, "frames": t["frames"], "inspected": t["inspected"],
             "recall": round(t["recalled"] / t["passed"], 3),
-            "recall_recorded": round(t["recorded"] / t["passed"], 3), "records": t["records"],
+            "recall_recorded": round(t["recorded"] / t["passed"], 3),
+            "recall_own_record": round(t["recorded_own"] / t["passed"], 3), "records": t["records"],
             "false_records": t["false_records"],
             "found_defects": t["found"], "exactly_one": round(t["exactly_one"] / t["found"], 3),
             "duplicates": round(t["duplicates"] / t["found"], 3),

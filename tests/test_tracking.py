@@ -101,6 +101,7 @@ def test_each_defect_becomes_one_track_through_speed_changes_and_stops() -> None
     assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)  # no track mixes two defects
     with_recall = score_records(records(tracks), truth, passed={d[0] for d in defects[:20]} | {"never-seen"})
     assert with_recall["passed_defects"] == 21 and with_recall["recall"] == round(20 / 21, 3)
+    assert with_recall["own_recall"] == round(20 / 21, 3)
     assert "recall" not in score
 
 
@@ -154,6 +155,9 @@ def test_score_counts_duplicates_and_merges() -> None:
     assert score["exactly_one"] == pytest.approx(1 / 3, abs=1e-3)  # B
     assert score["duplicates"] == pytest.approx(1 / 3, abs=1e-3)  # A
     assert score["merges"] == pytest.approx(1 / 4, abs=1e-3)
+    recall = score_records(recs, truth, passed={"A", "B", "C"})
+    assert recall["recall"] == 1.0  # C is covered by B's record...
+    assert recall["own_recall"] == round(2 / 3, 3)  # ...but no record stands for it
 
 
 def test_failure_kinds_say_why_a_defect_is_not_one_record() -> None:
@@ -406,11 +410,10 @@ def test_overlapping_tracks_of_two_classes_are_not_folded() -> None:
     assert sorted(t.class_name for t in tracks) == ["inclusion", "scratches"]
 
 
-def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
+def entering_defect_and_neighbour(config: TrackingConfig) -> list:
     """A defect enters at the right border: first a sliver of it, the box growing frame by frame
-    until the whole defect is in view; a neighbour of its class follows 30 px behind it. Two tracks,
-    the first with every sighting of the entering defect."""
-    tracker = Tracker(TrackingConfig(enabled=True))
+    until the whole defect is in view; a neighbour of its class follows 30 px behind it."""
+    tracker = Tracker(config)
     defect, neighbour = (632.0, 200.0, 712.0, 260.0), (742.0, 195.0, 802.0, 265.0)  # on the material
     ended = []
     for i in range(40):
@@ -421,11 +424,73 @@ def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
             if vx2 - vx1 >= 6:  # visible: cut at the border
                 seen.append(Sighting(i, (vx1, y1, vx2, y2), 0, "patches", 0.5, ref))
         ended += tracker.update(i, (ox, 0.0), seen, (W, H))
-    tracks = ended + tracker.finish()
+    return ended + tracker.finish()
+
+
+def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
+    """Without the border band the track grows with the box: two tracks, the first with every sighting
+    of the entering defect, from the sliver on."""
+    tracks = entering_defect_and_neighbour(TrackingConfig(enabled=True, border_px=0))
     assert sorted(t.sightings[0].ref for t in tracks) == ["defect", "neighbour"]
     assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)
     first = next(t for t in tracks if t.sightings[0].ref == "defect")
     assert first.hits == 40 and first.sightings[0].box[2] - first.sightings[0].box[0] < 10
+
+
+def test_boxes_at_the_border_the_material_crosses_are_partial_views() -> None:
+    """With the border band (the default) the boxes cut by the entering border make a partial track,
+    which lies where the whole views' track does and so is no record of its own: still one record
+    per defect, from the first box clear of the border."""
+    tracks = entering_defect_and_neighbour(TrackingConfig(enabled=True))
+    assert sorted(t.sightings[0].ref for t in tracks) == ["defect", "neighbour"]
+    assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)
+    first = next(t for t in tracks if t.sightings[0].ref == "defect")
+    at_border = sum(1 for i in range(40) if 712.0 - 6.0 * i >= W - 4)  # its box touches the band
+    assert at_border == 13
+    assert first.hits == 40 - at_border and first.sightings[0].box[2] < W - 4
+
+
+def test_a_neighbour_boxed_only_at_the_border_is_no_record_of_its_own() -> None:
+    """The detector boxes a defect whole while it crosses the view; as it leaves by the left border its
+    box shrinks onto a smaller defect right behind it, which the detector never boxes on its own.
+    Without the border band the leaving boxes continue the first defect's track: one record for two
+    defects (a merge). With it they make a partial track on the first defect's place: no record."""
+    big, small = (300.0, 100.0, 420.0, 200.0), (330.0, 120.0, 380.0, 190.0)
+    frames = []
+    for i in range(60):
+        ox = -8.0 * i
+        x1, x2 = big[0] + ox, big[2] + ox
+        if x1 > 4:
+            frames.append([Sighting(i, (x1, big[1], x2, big[3]), 0, "pitted_surface", 0.6, "big")])
+        elif small[2] + ox > 10:  # the big one is leaving: its box is the small one behind it
+            frames.append([Sighting(i, (0.0, small[1], small[2] + ox, small[3]), 0, "pitted_surface", 0.4,
+                                    "small")])
+        else:
+            frames.append([])
+
+    def run(config: TrackingConfig) -> list:
+        tracker = Tracker(config)
+        ended = [t for i, seen in enumerate(frames) for t in tracker.update(i, (-8.0 * i, 0.0), seen, (W, H))]
+        return ended + tracker.finish()
+
+    merged = run(TrackingConfig(enabled=True, border_px=0))
+    assert [sorted({s.ref for s in t.sightings}) for t in merged] == [["big", "small"]]
+    kept = run(TrackingConfig(enabled=True))
+    assert [sorted({s.ref for s in t.sightings}) for t in kept] == [["big"]]
+
+
+def test_a_defect_boxed_only_at_the_border_is_still_recorded() -> None:
+    """A defect the detector boxes only while it is cut by the border (nothing whole lies there): its
+    partial track is its record."""
+    tracker = Tracker(TrackingConfig(enabled=True))
+    ended = []
+    for i in range(30):
+        ox = -10.0 * i
+        x1, x2 = 600.0 + ox, 680.0 + ox
+        seen = [Sighting(i, (x1, 50.0, min(x2, float(W)), 90.0), 0, "crazing", 0.5, "edge")] if x2 > W else []
+        ended += tracker.update(i, (ox, 0.0), seen, (W, H))
+    [track] = ended + tracker.finish()
+    assert {s.ref for s in track.sightings} == {"edge"} and track.hits == 4
 
 
 def test_a_track_does_not_go_over_to_the_defect_next_to_it() -> None:

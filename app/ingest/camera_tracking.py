@@ -192,7 +192,7 @@ class CameraTracking:
         it keep its crop (only a sighting of this frame can have become a best just now)."""
         if self.crop is None:
             return
-        for t in self.tracker.active:
+        for t in self.tracker.running():
             kept = self._crops.get(t.track_id)
             if kept is None or kept[0] is not t.best:
                 self._crops[t.track_id] = (t.best, self.crop(frame.image, t.best.box))
@@ -203,7 +203,7 @@ class CameraTracking:
         self.ended.extend(tracks)
         self._outbox.extend(t for t in tracks if best_frame_uid(t) is not None)
         if self._crops:
-            waiting = {t.track_id for t in [*self.tracker.active, *self._outbox]}
+            waiting = {t.track_id for t in [*self.tracker.running(), *self._outbox]}
             self._crops = {k: v for k, v in self._crops.items() if k in waiting}
 
     def _release_crops(self, tracks: list[Track]) -> None:
@@ -229,7 +229,7 @@ class CameraTracking:
                 self._outbox = [t for t in self._outbox if best_frame_uid(t) not in self._handed]
                 self._release_crops(ready)
             if len(self._handed) > 4 * HANDED_KEEP:  # forget all but the recent and the best of active tracks
-                live = {best_frame_uid(t) for t in [*self.tracker.active, *self._outbox]}
+                live = {best_frame_uid(t) for t in [*self.tracker.running(), *self._outbox]}
                 recent = list(self._handed)[-HANDED_KEEP:]
                 self._handed = dict.fromkeys([u for u in self._handed if u in live] + recent)
         return ready

@@ -106,6 +106,14 @@ class TrackingConfig(_Strict):
     min_visible: Annotated[float, Field(ge=0, le=1, description="a track ends once less than this fraction "
                                                                 "of its predicted box is inside the "
                                                                 "frame")] = 0.3
+    border_px: Annotated[float, Field(ge=0, le=100, description="a box within this many pixels of a border "
+                                                            "the material enters or leaves the view by "
+                                                            "shows its defect in part (often boxed with the "
+                                                            "defect next to it): such boxes are tracked "
+                                                            "apart, and their track counts as a defect only "
+                                                            "where no track of whole views lies on its "
+                                                            "place on the material; 0: every box is tracked "
+                                                            "alike")] = 4.0
     min_hits: Annotated[int, Field(ge=1, le=1000, description="frames a track must be seen in to count as a "
                                                               "defect")] = 1
     min_score: Annotated[float | None, Field(

@@ -36,6 +36,14 @@ barely overlap, or a box and a larger box around it) or lose it and find it agai
 it is folded into a track of its class whose footprint on the material (the median of its boxes
 there) overlaps its own by ``fold_iou``: the two lie on the same place of the material. Neighbouring
 defects of one class lie side by side, so their footprints barely overlap and they stay two.
+
+Partial views at the border: a box within ``border_px`` of a border the material enters or leaves the
+view by (across the axis it moves along) shows its defect in part. The detector often boxes such a
+part together with the whole defect next to it, or, as a defect leaves, its box shrinks onto the
+neighbour behind it; fed to the tracks of whole views, these boxes turn a neighbour's track into one
+record of two defects. So they are tracked apart, as partial tracks, and a partial track counts as a
+defect only where no track of whole views lies on its place on the material (its footprint overlaps
+none): a defect the detector boxes only in part is still recorded, once.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ MAX_SIGHTINGS = 2000
 OTHER_CLASS_COST = 0.1
 IN_VIEW = 0.5  # a track's place is in view of a frame when this share of its box lies inside it
 VIEW_HISTORY = 512  # inspected frames remembered to count the looks a new track's place had before
+WHOLE_PLACES = 1024  # footprints of ended tracks of whole views a partial track is checked against
 
 
 @dataclass(frozen=True)
@@ -257,7 +266,10 @@ class Tracker:
 
     def __init__(self, config: TrackingConfig) -> None:
         self.config = config
-        self.active: list[Track] = []
+        self.active: list[Track] = []  # tracks of whole views
+        self.partial: list[Track] = []  # tracks of boxes at the border the material crosses
+        self._whole_places: deque[Box] = deque(maxlen=WHOLE_PLACES)  # footprints of ended whole tracks
+        self._travel = [0.0, 0.0]  # how far the material moved along x and along y (the motion's axis)
         self._next_id = 1
         self.started = 0
         self.ended = 0
@@ -265,7 +277,8 @@ class Tracker:
         # the offsets of the last inspected frames (the looks a new track's place had before its first box)
         self._views: deque[tuple[float, float]] = deque(maxlen=VIEW_HISTORY)
 
-    def _costs(self, predicted: list[Box], sightings: list[Sighting], ox: float, oy: float) -> np.ndarray:
+    def _costs(self, tracks: list[Track], predicted: list[Box], sightings: list[Sighting], ox: float,
+               oy: float) -> np.ndarray:
         """The cost of each (track, sighting) pair, FORBIDDEN where the gates say no: ``1 - overlap +
         centre distance`` (+ a little for another class) between the track's predicted box and the
         sighting, allowed where the overlap reaches ``min_iou`` or the distance is within
@@ -283,10 +296,10 @@ class Tracker:
         dx = (pred[:, 0] + pred[:, 2])[:, None] / 2 - (boxes[:, 0] + boxes[:, 2])[None, :] / 2
         dy = (pred[:, 1] + pred[:, 3])[:, None] / 2 - (boxes[:, 1] + boxes[:, 3])[None, :] / 2
         distance = np.hypot(dx, dy) / size
-        footprints = np.array([t.footprint() for t in self.active], dtype=np.float64)
+        footprints = np.array([t.footprint() for t in tracks], dtype=np.float64)
         _, place = pairwise_overlaps(footprints, boxes - np.array([ox, oy, ox, oy]))
         names = np.array([s.class_name for s in sightings], dtype=object)
-        other = np.array([[n != t.last_class_name for n in names] for t in self.active], dtype=bool)
+        other = np.array([[n != t.last_class_name for n in names] for t in tracks], dtype=bool)
         cost = 1.0 - overlap + distance + OTHER_CLASS_COST * other
         forbidden = ((overlap < self.config.min_iou) & (distance > self.config.max_distance)) | (
             place < self.config.min_place_overlap)
@@ -297,25 +310,71 @@ class Tracker:
                frame_size: tuple[int, int], moving: bool = True) -> list[Track]:
         """Associate this frame's sightings (``offset``: the material's shift in frame pixels since the
         first frame, from the motion estimate); returns the tracks that ended with it."""
-        ox, oy = self.offset = offset
-        sightings = merge_fragments(sightings, self.config.merge_overlap)
-        predicted = [shift(t.material_box, ox, oy) for t in self.active]
+        ox, oy = offset
+        self._travel[0] += abs(ox - self.offset[0])
+        self._travel[1] += abs(oy - self.offset[1])
+        self.offset = offset
+        whole, partial = self._split_partial_views(merge_fragments(sightings, self.config.merge_overlap),
+                                                   frame_size)
+        self.active, ended = self._step(self.active, whole, ox, oy, frame_size, moving)
+        self.partial, ended_partial = self._step(self.partial, partial, ox, oy, frame_size, moving)
+        self._views.append((ox, oy))
+        self._whole_places.extend(t.footprint() for t in ended)
+        return self._counted(self._fold([*ended, *self._alone(ended_partial)], self.active))
+
+    def running(self) -> list[Track]:
+        """Every track not ended yet: those of whole views and the partial ones."""
+        return [*self.active, *self.partial]
+
+    def _split_partial_views(self, sightings: list[Sighting],
+                             frame_size: tuple[int, int]) -> tuple[list[Sighting], list[Sighting]]:
+        """(whole views, partial views): a box within ``border_px`` of a border the material enters or
+        leaves the view by (the two across the axis it has moved along most) is a partial view."""
+        band = self.config.border_px
+        if band <= 0 or not sightings:
+            return sightings, []
+        axis = 0 if self._travel[0] >= self._travel[1] else 1
+        extent = frame_size[axis]
+        whole: list[Sighting] = []
+        partial: list[Sighting] = []
+        for s in sightings:
+            at_border = s.box[axis] <= band or s.box[axis + 2] >= extent - band
+            (partial if at_border else whole).append(s)
+        return whole, partial
+
+    def _alone(self, partial: list[Track]) -> list[Track]:
+        """The ended partial tracks that lie where no track of whole views does (running or ended): the
+        defects the detector boxed only in part."""
+        if not partial:
+            return []
+        places = [*(t.footprint() for t in self.active), *self._whole_places]
+        if not places:
+            return partial
+        footprints = np.array([t.footprint() for t in partial], dtype=np.float64)
+        overlap = box_intersection(footprints, np.array(places, dtype=np.float64))
+        return [t for t, row in zip(partial, overlap, strict=True) if not np.any(row > 0)]
+
+    def _step(self, tracks: list[Track], sightings: list[Sighting], ox: float, oy: float,
+              frame_size: tuple[int, int], moving: bool) -> tuple[list[Track], list[Track]]:
+        """One frame for one set of tracks: each sighting continues one of ``tracks`` or starts a new
+        track; returns (the tracks running on, those that ended)."""
+        predicted = [shift(t.material_box, ox, oy) for t in tracks]
         matched_tracks: set[int] = set()
         matched_sightings: set[int] = set()
-        if self.active and sightings:
-            cost = self._costs(predicted, sightings, ox, oy)
+        if tracks and sightings:
+            cost = self._costs(tracks, predicted, sightings, ox, oy)
             rows, cols = linear_sum_assignment(cost)
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] >= FORBIDDEN:
                     continue
-                self._extend(self.active[r], sightings[c], ox, oy)
+                self._extend(tracks[r], sightings[c], ox, oy)
                 matched_tracks.add(r)
                 matched_sightings.add(c)
         ended: list[Track] = []
         keep: list[Track] = []
         width, height = frame_size
         visible = visible_fractions(np.array(predicted, dtype=np.float64).reshape(-1, 4), width, height)
-        for k, track in enumerate(self.active):
+        for k, track in enumerate(tracks):
             if k not in matched_tracks and moving:
                 track.missed += 1
             track.in_view += bool(visible[k] >= IN_VIEW)
@@ -332,9 +391,7 @@ class Tracker:
                 self._extend(track, s, ox, oy)
                 track.in_view = 1 + self._looks_before(track.material_box, frame_size)
                 keep.append(track)
-        self._views.append((ox, oy))
-        self.active = keep
-        return self._counted(self._fold(ended, keep))
+        return keep, ended
 
     def _looks_before(self, material_box: Box, frame_size: tuple[int, int]) -> int:
         """How many of the remembered inspected frames before this one had ``material_box`` in view
@@ -346,9 +403,11 @@ class Tracker:
         return int(np.count_nonzero(seen >= IN_VIEW))
 
     def finish(self) -> list[Track]:
-        """End every active track (the stream ended)."""
+        """End every running track (the stream ended)."""
         ended, self.active = self.active, []
-        return self._counted(self._fold(ended, []))
+        self._whole_places.extend(t.footprint() for t in ended)
+        partial, self.partial = self.partial, []
+        return self._counted(self._fold([*ended, *self._alone(partial)], []))
 
     def _fold(self, ended: list[Track], active: list[Track]) -> list[Track]:
         """The ended tracks that are defects of their own. A track whose footprint on the material

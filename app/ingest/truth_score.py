@@ -51,7 +51,8 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
                   min_iou: float = 0.3, passed: set[str] | None = None) -> dict:
     """The scores of ``records`` against the truth of their frames (``truth[frame index]``); with
     ``passed`` (the true defects that went through the whole view) also the defect-level recall of
-    the records: the share of those some record names."""
+    the records: the share of those some record names (``recall``), and the share of those that some
+    record stands for (``own_recall``: not only covered by the record of a neighbour)."""
     named = named_sightings(records, truth, min_iou)
     covered = [{d for _, _, d in n if d is not None} for n in named]
     found_ids = set().union(*covered) if covered else set()
@@ -69,7 +70,8 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
         "records_per_defect": round((len(records) - false_records) / n_found, 3) if n_found else None,
     } | ({} if passed is None else {
         "passed_defects": len(passed),
-        "recall": round(len(found_ids & passed) / len(passed), 3) if passed else None})
+        "recall": round(len(found_ids & passed) / len(passed), 3) if passed else None,
+        "own_recall": round(len(set(owners) & passed) / len(passed), 3) if passed else None})
 
 
 def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]], frame_width: float,
