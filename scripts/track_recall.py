@@ -13,7 +13,9 @@ with its true box, app.ingest.truth_score); ``recorded`` (``recall_recorded``): 
 some record (an ended track's sightings) names, the recall of what is stored; ``recall_own_record``: of
 those, how many some record stands for (most of its sightings name it; not only covered by a
 neighbour's record). Each line also has the
-truth score of the tracks and why defects are not exactly one record (``failure_kinds``); with several
+truth score of the tracks (with ``exactly_one_of_detected``: the exactly-one share over the defects some
+inspected frame's box found, not only those the records name) and why defects are not exactly one
+record (``failure_kinds``); with several
 seeds a last line per way of looking sums them up. The boxes are kept as a camera keeps them by default:
 each class at the model's operating point (its metadata), else at 0.25 (``--thresholds global``: 0.25
 for every class). ``--cache DIR`` keeps each strip's detections, so other tracking keys can be scored
@@ -123,7 +125,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                 tracking.on_inspected(frame, dets)
         tracks = [*tracking.ended, *tracking.finish()]
         records = [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
-        score = score_records(records, tracking.truth, passed=passed)
+        score = score_records(records, tracking.truth, passed=passed, detected=found_ids)
         yield variant, looks, {"seed": seed, "looks": looks, **({"also": variant} if variant else {}),
                                **({"h264": True} if args.h264 else {}),
                                **({"thresholds": "global"} if args.thresholds == "global" else {}),
@@ -206,7 +208,10 @@ def add_up(total: Counter[str], line: dict) -> None:
                   "found": score["found_defects"], "false_records": score["false_records"],
                   "exactly_one": round(score["exactly_one"] * score["found_defects"]),
                   "duplicates": round(score["duplicates"] * score["found_defects"]),
-                  "merges": round(score["merges"] * score["records"])})
+                  "merges": round(score["merges"] * score["records"]),
+                  "detected": score["detected_defects"],
+                  "one_of_detected": round(score["exactly_one_of_detected"] * score["detected_defects"]),
+                  "no_record_of_detected": round(score["no_record_of_detected"] * score["detected_defects"])})
     total.update({"failure:" + k: v for k, v in line["failures"].items()})
 
 
@@ -218,7 +223,9 @@ def summed(looks: int | None, seeds: list[int], t: Counter[str]) -> dict:
             "false_records": t["false_records"],
             "found_defects": t["found"], "exactly_one": round(t["exactly_one"] / t["found"], 3),
             "duplicates": round(t["duplicates"] / t["found"], 3),
-            "merges": round(t["merges"] / t["records"], 3),
+            "merges": round(t["merges"] / t["records"], 3), "detected_defects": t["detected"],
+            "exactly_one_of_detected": round(t["one_of_detected"] / t["detected"], 3),
+            "no_record_of_detected": round(t["no_record_of_detected"] / t["detected"], 3),
             "failures": {k.split(":", 1)[1]: v for k, v in sorted(t.items()) if k.startswith("failure:")}}
 
 

@@ -158,6 +158,10 @@ def test_score_counts_duplicates_and_merges() -> None:
     recall = score_records(recs, truth, passed={"A", "B", "C"})
     assert recall["recall"] == 1.0  # C is covered by B's record...
     assert recall["own_recall"] == round(2 / 3, 3)  # ...but no record stands for it
+    detected = score_records(recs, truth, detected={"A", "B", "C", "D"})  # D: boxed, in no record
+    assert detected["found_defects"] == 3 and detected["detected_defects"] == 4
+    assert detected["exactly_one_of_detected"] == 0.25  # B; A has two records, C and D none
+    assert detected["no_record_of_detected"] == 0.5
 
 
 def test_failure_kinds_say_why_a_defect_is_not_one_record() -> None:
@@ -428,9 +432,9 @@ def entering_defect_and_neighbour(config: TrackingConfig) -> list:
 
 
 def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
-    """Without the border band the track grows with the box: two tracks, the first with every sighting
-    of the entering defect, from the sliver on."""
-    tracks = entering_defect_and_neighbour(TrackingConfig(enabled=True, border_px=0))
+    """Without the border band (the default) the track grows with the box: two tracks, the first with
+    every sighting of the entering defect, from the sliver on."""
+    tracks = entering_defect_and_neighbour(TrackingConfig(enabled=True))
     assert sorted(t.sightings[0].ref for t in tracks) == ["defect", "neighbour"]
     assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)
     first = next(t for t in tracks if t.sightings[0].ref == "defect")
@@ -438,10 +442,10 @@ def test_a_defect_entering_the_view_is_one_track_as_its_box_grows() -> None:
 
 
 def test_boxes_at_the_border_the_material_crosses_are_partial_views() -> None:
-    """With the border band (the default) the boxes cut by the entering border make a partial track,
-    which lies where the whole views' track does and so is no record of its own: still one record
-    per defect, from the first box clear of the border."""
-    tracks = entering_defect_and_neighbour(TrackingConfig(enabled=True))
+    """With the border band the boxes cut by the entering border make a partial track, which lies
+    where the whole views' track does and so is no record of its own: still one record per defect,
+    from the first box clear of the border."""
+    tracks = entering_defect_and_neighbour(TrackingConfig(enabled=True, border_px=4))
     assert sorted(t.sightings[0].ref for t in tracks) == ["defect", "neighbour"]
     assert all(len({s.ref for s in t.sightings}) == 1 for t in tracks)
     first = next(t for t in tracks if t.sightings[0].ref == "defect")
@@ -473,16 +477,16 @@ def test_a_neighbour_boxed_only_at_the_border_is_no_record_of_its_own() -> None:
         ended = [t for i, seen in enumerate(frames) for t in tracker.update(i, (-8.0 * i, 0.0), seen, (W, H))]
         return ended + tracker.finish()
 
-    merged = run(TrackingConfig(enabled=True, border_px=0))
+    merged = run(TrackingConfig(enabled=True))
     assert [sorted({s.ref for s in t.sightings}) for t in merged] == [["big", "small"]]
-    kept = run(TrackingConfig(enabled=True))
+    kept = run(TrackingConfig(enabled=True, border_px=4))
     assert [sorted({s.ref for s in t.sightings}) for t in kept] == [["big"]]
 
 
 def test_a_defect_boxed_only_at_the_border_is_still_recorded() -> None:
     """A defect the detector boxes only while it is cut by the border (nothing whole lies there): its
     partial track is its record."""
-    tracker = Tracker(TrackingConfig(enabled=True))
+    tracker = Tracker(TrackingConfig(enabled=True, border_px=4))
     ended = []
     for i in range(30):
         ox = -10.0 * i

@@ -113,7 +113,8 @@ class TrackingConfig(_Strict):
                                                             "apart, and their track counts as a defect only "
                                                             "where no track of whole views lies on its "
                                                             "place on the material; 0: every box is tracked "
-                                                            "alike")] = 4.0
+                                                            "alike (docs/benchmarks.md, \"Partial views at "
+                                                            "the border\")")] = 0.0
     min_hits: Annotated[int, Field(ge=1, le=1000, description="frames a track must be seen in to count as a "
                                                               "defect")] = 1
     min_score: Annotated[float | None, Field(

@@ -37,13 +37,15 @@ it is folded into a track of its class whose footprint on the material (the medi
 there) overlaps its own by ``fold_iou``: the two lie on the same place of the material. Neighbouring
 defects of one class lie side by side, so their footprints barely overlap and they stay two.
 
-Partial views at the border: a box within ``border_px`` of a border the material enters or leaves the
-view by (across the axis it moves along) shows its defect in part. The detector often boxes such a
-part together with the whole defect next to it, or, as a defect leaves, its box shrinks onto the
-neighbour behind it; fed to the tracks of whole views, these boxes turn a neighbour's track into one
-record of two defects. So they are tracked apart, as partial tracks, and a partial track counts as a
-defect only where no track of whole views lies on its place on the material (its footprint overlaps
-none): a defect the detector boxes only in part is still recorded, once.
+Partial views at the border (with ``border_px``; off by default): a box within ``border_px`` of a
+border the material enters or leaves the view by (across the axis it moves along) shows its defect in
+part. The detector often boxes such a part together with the whole defect next to it, or, as a defect
+leaves, its box shrinks onto the neighbour behind it; fed to the tracks of whole views, these boxes
+turn a neighbour's track into one record of two defects. With the band they are tracked apart, as
+partial tracks, and a partial track counts as a defect only where no track of whole views lies on its
+place on the material (its footprint overlaps none): a defect the detector boxes only in part is still
+recorded, once, and a neighbour's part is in no record (docs/benchmarks.md, "Partial views at the
+border", has what that gives and costs).
 """
 
 from __future__ import annotations

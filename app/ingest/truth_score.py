@@ -48,11 +48,18 @@ def owner(named: Sequence[tuple[int, Box, str | None]]) -> str | None:
 
 
 def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]],
-                  min_iou: float = 0.3, passed: set[str] | None = None) -> dict:
+                  min_iou: float = 0.3, passed: set[str] | None = None,
+                  detected: set[str] | None = None) -> dict:
     """The scores of ``records`` against the truth of their frames (``truth[frame index]``); with
     ``passed`` (the true defects that went through the whole view) also the defect-level recall of
     the records: the share of those some record names (``recall``), and the share of those that some
-    record stands for (``own_recall``: not only covered by the record of a neighbour)."""
+    record stands for (``own_recall``: not only covered by the record of a neighbour).
+
+    ``found_defects`` are the defects the records' sightings name. With ``detected`` (the defects some
+    inspected frame's kept box names, whether or not a record kept that box) the exactly-one share is
+    also taken over those (``exactly_one_of_detected``; ``no_record_of_detected``: the share no record
+    stands for): a box a record does not keep (a partial view left out, a piece merged into a box that
+    names its neighbour) then counts against the records instead of leaving the defect out."""
     named = named_sightings(records, truth, min_iou)
     covered = [{d for _, _, d in n if d is not None} for n in named]
     found_ids = set().union(*covered) if covered else set()
@@ -71,7 +78,13 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
     } | ({} if passed is None else {
         "passed_defects": len(passed),
         "recall": round(len(found_ids & passed) / len(passed), 3) if passed else None,
-        "own_recall": round(len(set(owners) & passed) / len(passed), 3) if passed else None})
+        "own_recall": round(len(set(owners) & passed) / len(passed), 3) if passed else None}) | (
+        {} if detected is None else {
+            "detected_defects": len(detected),
+            "exactly_one_of_detected": round(sum(1 for d in detected if owners[d] == 1) / len(detected), 4)
+            if detected else None,
+            "no_record_of_detected": round(sum(1 for d in detected if owners[d] == 0) / len(detected), 4)
+            if detected else None})
 
 
 def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]], frame_width: float,
