@@ -7,11 +7,12 @@ import random
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from app.bench.pipeline import PipelineBenchOptions, camera_entries
+from app.bench.pipeline import PipelineBenchOptions, camera_entries, track_figures
 from app.db.session import Database
 from app.detections import Detections
 from app.inference import Engine
@@ -309,6 +310,31 @@ def test_frames_inspected_out_of_order_are_tracked_in_capture_order(neu_sample: 
     assert shuffled.frames_tracked == in_order.frames_tracked == 118
     summaries = [[t.summary() for t in [*tr.ended, *tr.finish()]] for tr in (in_order, shuffled)]
     assert summaries[0] == summaries[1] and len(summaries[0]) > 5
+
+
+def test_the_truth_score_counts_what_the_inspected_boxes_found(neu_sample: Path) -> None:
+    """A camera on simulator frames notes the true defects its inspected boxes at the class threshold
+    name (not the weaker boxes it tracks with ``weak_share``), and the bench scores the records over
+    them too: a defect boxed only weakly is not a find; one boxed but in no record counts against."""
+    sim = StripSimulator(neu_sample / "images", width=320, height=240, speed=240.0, seed=1)
+    tracking = CameraTracking(TrackingConfig(enabled=True, looks=None), thresholds={"crazing": 0.5})
+    strong: set[str] = set()
+    for i in range(60):
+        image, truth = sim.frame(i)
+        frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth)
+        tracking.on_captured(frame)
+        assert tracking.should_inspect(frame)
+        # every other true defect boxed at the threshold, the rest only weakly
+        confidences = [0.6 if k % 2 == 0 else 0.3 for k in range(len(truth))]
+        strong.update(b.defect_id for b, c in zip(truth, confidences, strict=True) if c >= 0.5)
+        tracking.on_inspected(frame, Detections([[b.x1, b.y1, b.x2, b.y2] for b in truth], confidences,
+                                                [0] * len(truth), ["crazing"]))
+    tracking.finish()
+    assert strong and set(tracking.detected) == strong
+    figures = track_figures([SimpleNamespace(tracking=tracking)])
+    truth_score = figures["truth"]
+    assert truth_score["detected_defects"] == len(strong)
+    assert truth_score["exactly_one_of_detected"] is not None and truth_score["exactly_one_of_detected"] > 0.5
 
 
 def test_a_defect_under_a_standing_line_keeps_bounded_sightings() -> None:

@@ -85,10 +85,11 @@ def track_figures(cameras: list) -> dict[str, Any]:
     simulator's truth, the score of the tracks against it (app.ingest.truth_score)."""
     from app.ingest.truth_score import score_records
 
-    records, truth, sightings, speeds, passed, spare = [], {}, 0, [], set(), 0
+    records, truth, sightings, speeds, passed, detected, spare = [], {}, 0, [], set(), set(), 0
     for k, cam in enumerate(cameras):
         tracking = cam.tracking
         passed.update(f"{k}:{d}" for d in tracking.passed)
+        detected.update(f"{k}:{d}" for d in tracking.detected)
         spare += tracking.spare
         for t in tracking.ended:
             records.append([((k, s.frame_index), s.box) for s in t.sightings])
@@ -100,7 +101,7 @@ def track_figures(cameras: list) -> dict[str, Any]:
                            "detections_per_track": round(sightings / len(records), 2) if records else None,
                            "speed_px_s_at_end": speeds, "spare_inspections": spare}
     if truth:
-        out["truth"] = score_records(records, truth, passed=passed)
+        out["truth"] = score_records(records, truth, passed=passed, detected=detected)
     return out
 def stored_images(db: Any) -> tuple[int, int]:
     """Rows committed and the bytes on disk of their frames and crops."""

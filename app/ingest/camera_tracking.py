@@ -24,6 +24,7 @@ from app.ingest.parts import PartStamp
 from app.ingest.simulator import TruthBox
 from app.ingest.sources import Frame
 from app.ingest.tracking import Box, Sighting, Track, Tracker, shift
+from app.ingest.truth_score import TRUTH_MIN_IOU, true_defect
 
 LOOK, SPARE = "look", "spare"  # why a frame goes to the detector: a look is due, or spare detector time
 HANDED_KEEP = 1024  # frames handed to the writer remembered beyond the best frames of active tracks
@@ -60,6 +61,9 @@ class CameraTracking:
         self._truth_order: deque[int] = deque()
         # true defects that went through the whole view (simulator frames; the bench's recall), oldest first
         self.passed: dict[str, None] = {}
+        # true defects some inspected frame's box at its class threshold names (simulator frames; the truth
+        # score over the defects the detector found, whether or not a record kept the box), oldest first
+        self.detected: dict[str, None] = {}
         self._keep = keep
         self._lock = threading.Lock()
         self.frames_tracked = 0
@@ -143,6 +147,8 @@ class CameraTracking:
                               int(d.class_id), d.class_name, float(d.confidence), ref,
                               self.strength(d.class_name, float(d.confidence)))
                      for d in detections]
+        if frame.truth:
+            self._note_detected(frame.truth, sightings)
         with self._lock:
             if sample.seq not in self._expected:  # not announced by ``expect``: taken as it comes
                 self._expected.append(sample.seq)
@@ -150,6 +156,16 @@ class CameraTracking:
             ended = self._drain()
             self._ended(ended)
         return ended
+
+    def _note_detected(self, truth: list[TruthBox], sightings: list[Sighting]) -> None:
+        """The true defects this frame's boxes at their class threshold name (``weak_share`` boxes below
+        it are not the detector's finds)."""
+        found = [true_defect(s.box, truth, TRUTH_MIN_IOU) for s in sightings
+                 if s.confidence >= self.thresholds.get(s.class_name, 0.0)]
+        with self._lock:
+            self.detected.update((d, None) for d in found if d is not None)
+            while len(self.detected) > self._keep:
+                del self.detected[next(iter(self.detected))]
 
     def strength(self, class_name: str, confidence: float) -> float:
         """A box's confidence relative to its class threshold (the confidence itself where none)."""

@@ -22,6 +22,7 @@ from app.ingest.simulator import TruthBox
 from app.ingest.tracking import Box, iou
 
 Record = Sequence[tuple[int, Box]]  # a record's sightings: (frame index, box in frame pixels)
+TRUTH_MIN_IOU = 0.3  # a box names the true defect it overlaps most by at least this IoU
 
 
 def true_defect(box: Box, truth: Iterable[TruthBox], min_iou: float) -> str | None:
@@ -48,7 +49,7 @@ def owner(named: Sequence[tuple[int, Box, str | None]]) -> str | None:
 
 
 def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]],
-                  min_iou: float = 0.3, passed: set[str] | None = None,
+                  min_iou: float = TRUTH_MIN_IOU, passed: set[str] | None = None,
                   detected: set[str] | None = None) -> dict:
     """The scores of ``records`` against the truth of their frames (``truth[frame index]``); with
     ``passed`` (the true defects that went through the whole view) also the defect-level recall of
@@ -88,7 +89,7 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
 
 
 def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]], frame_width: float,
-                  min_iou: float = 0.3, edge_px: float = 3.0) -> dict[str, int]:
+                  min_iou: float = TRUTH_MIN_IOU, edge_px: float = 3.0) -> dict[str, int]:
     """Why found defects are not exactly one record, counted by kind ("at the edge": a box within
     ``edge_px`` of the frame's left or right border, where the material enters and leaves the view
     and the detector sees a defect only in part).
