@@ -44,7 +44,7 @@ from app.ingest.config import TrackingConfig
 from app.ingest.decoder import ffmpeg_exe
 from app.ingest.simulator import StripSimulator
 from app.ingest.sources import Frame, OpenCVSource
-from app.ingest.truth_score import failure_kinds, score_records, true_defect
+from app.ingest.truth_score import failure_kinds, score_records
 from app.inspection import CameraContext, apply_camera_rules, default_thresholds, run_detector
 
 GLOBAL_THRESHOLD = 0.25  # a camera's pipeline.conf_threshold by default
@@ -114,15 +114,13 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
         frames = [(image, truth, apply_camera_rules(found, context))
                   for image, (_, truth), found in zip(images, strip, detected, strict=True)]
         tracking = CameraTracking(config, thresholds=thresholds)
-        found_ids: set[str] = set()
         for i, (image, truth, dets) in enumerate(frames):
             frame = Frame(image, i, datetime.now(UTC), i / sim.fps, truth=truth, t_stream=i / sim.fps)
             tracking.on_captured(frame)
             if tracking.should_inspect(frame):
-                found_ids.update(d for d in (true_defect((x.x1, x.y1, x.x2, x.y2), truth, 0.3) for x in dets
-                                             if x.confidence >= thresholds[x.class_name])
-                                 if d is not None)
                 tracking.on_inspected(frame, dets)
+        # the true defects the inspected frames' boxes at the class thresholds name (the camera notes them)
+        found_ids = set(tracking.detected)
         tracks = [*tracking.ended, *tracking.finish()]
         records = [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
         score = score_records(records, tracking.truth, passed=passed, detected=found_ids)

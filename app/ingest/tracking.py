@@ -321,7 +321,8 @@ class Tracker:
         self.active, ended = self._step(self.active, whole, ox, oy, frame_size, moving)
         self.partial, ended_partial = self._step(self.partial, partial, ox, oy, frame_size, moving)
         self._views.append((ox, oy))
-        self._whole_places.extend(t.footprint() for t in ended)
+        if self.config.border_px > 0:  # only partial tracks are checked against them
+            self._whole_places.extend(t.footprint() for t in ended)
         return self._counted(self._fold([*ended, *self._alone(ended_partial)], self.active))
 
     def running(self) -> list[Track]:
