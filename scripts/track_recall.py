@@ -134,7 +134,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                                "recorded": round(score["recall"] * len(passed)),
                                "recorded_own": round(score["own_recall"] * len(passed)),
                                "tracks": score,
-                               "failures": failure_kinds(records, tracking.truth, sim.width)}
+                               "failures": failure_kinds(records, tracking.truth, sim.width, detected=found_ids)}
 
 
 def camera_thresholds(engine: Engine, which: str) -> dict[str, float]:

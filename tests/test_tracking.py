@@ -167,14 +167,15 @@ def test_score_counts_duplicates_and_merges() -> None:
 
 def test_failure_kinds_say_why_a_defect_is_not_one_record() -> None:
     """Split (two records at once), lost (one after the other, in the frame or at its border), and
-    merges of a partial view at the border, of overlapping labels and of a track that jumped."""
+    merges of a partial view at the border, of overlapping labels, of two labels apart in one box and of
+    a track that jumped."""
     def tb(d: str, x1: float, y1: float, x2: float, y2: float) -> TruthBox:
         return TruthBox(0, "s", x1, y1, x2, y2, 1.0, "t", d)
 
     boxes = {"split": (100.0, 0.0, 140.0, 40.0), "lost": (200.0, 0.0, 240.0, 40.0),
              "edge_lost": (0.0, 100.0, 40.0, 140.0), "own": (300.0, 0.0, 340.0, 40.0),
              "overlapping": (320.0, 20.0, 360.0, 60.0), "far": (500.0, 300.0, 540.0, 340.0),
-             "partial": (600.0, 200.0, 640.0, 240.0)}
+             "beside": (344.0, 0.0, 384.0, 40.0), "partial": (600.0, 200.0, 640.0, 240.0)}
     truth = {f: [tb(d, *b) for d, b in boxes.items()] for f in range(10)}
     b = boxes
     recs = [[(f, b["split"]) for f in range(6)], [(f, b["split"]) for f in range(3, 9)],
@@ -187,8 +188,16 @@ def test_failure_kinds_say_why_a_defect_is_not_one_record() -> None:
     assert failure_kinds(merged_labels, truth, 640) == {"found_only_at_edge": 0, "merge_neighbour": 1}
     merged_at_edge = [[*own, (6, b["partial"])]]
     assert failure_kinds(merged_at_edge, truth, 640) == {"found_only_at_edge": 1, "merge_edge": 1}
+    # one box over both "own" and "beside" (4 px apart) names "beside": the detector boxed the two as one
+    both = (302.0, 0.0, 390.0, 40.0)
+    boxed_together = [[*own, (6, both)]]
+    assert failure_kinds(boxed_together, truth, 640) == {"found_only_at_edge": 0, "merge_boxed_together": 1}
+    beside_alone = [[*own, (6, b["beside"])]]  # each box holds one of them: the track went over
+    assert failure_kinds(beside_alone, truth, 640) == {"found_only_at_edge": 0, "merge_jump": 1}
     jumped = [[*own, (6, b["far"])]]
     assert failure_kinds(jumped, truth, 640) == {"found_only_at_edge": 0, "merge_jump": 1}
+    # a defect boxed by an inspected frame whose boxes no record kept
+    assert failure_kinds(jumped, truth, 640, detected={"own", "far", "lost"})["in_no_record"] == 1
     score = score_records(jumped, truth)
     assert score["merges"] == 1.0 and score["duplicates"] == 0.0 and score["found_defects"] == 2
 

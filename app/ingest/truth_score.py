@@ -23,6 +23,7 @@ from app.ingest.tracking import Box, iou
 
 Record = Sequence[tuple[int, Box]]  # a record's sightings: (frame index, box in frame pixels)
 TRUTH_MIN_IOU = 0.3  # a box names the true defect it overlaps most by at least this IoU
+COVERED = 0.5  # a box holds a true box when this share of the true box lies inside it
 
 
 def true_defect(box: Box, truth: Iterable[TruthBox], min_iou: float) -> str | None:
@@ -89,7 +90,8 @@ def score_records(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
 
 
 def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthBox]], frame_width: float,
-                  min_iou: float = TRUTH_MIN_IOU, edge_px: float = 3.0) -> dict[str, int]:
+                  min_iou: float = TRUTH_MIN_IOU, edge_px: float = 3.0,
+                  detected: set[str] | None = None) -> dict[str, int]:
     """Why found defects are not exactly one record, counted by kind ("at the edge": a box within
     ``edge_px`` of the frame's left or right border, where the material enters and leaves the view
     and the detector sees a defect only in part).
@@ -108,9 +110,13 @@ def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
       together with the defect next to it);
     * ``merge_neighbour``: else, where the two defects' true boxes overlap in that frame (labels the
       detector boxes as one);
-    * ``merge_jump``: else (the track went over to another defect).
+    * ``merge_boxed_together``: else, where one of the record's boxes holds most of both true boxes
+      (``COVERED``) in its frame (two labels apart that the detector boxes as one);
+    * ``merge_jump``: else (the track went over to a defect apart).
 
-    ``found_only_at_edge``: found defects whose every sighting is at the edge."""
+    ``found_only_at_edge``: found defects whose every sighting is at the edge. With ``detected`` (the
+    defects some inspected frame's kept box names), ``in_no_record``: those that no record's sightings
+    name at all (their boxes began no track that became a record, nor went into one)."""
     named = named_sightings(records, truth, min_iou)
     owners = [owner(n) for n in named]
     records_of: dict[str, list[int]] = {}
@@ -150,7 +156,33 @@ def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
             kinds["merge_edge"] += 1
             continue
         boxes = {t.defect_id: (t.x1, t.y1, t.x2, t.y2) for t in truth.get(frame, ())}
-        neighbours = o in boxes and iou(boxes[o], boxes[orphan]) > 0
-        kinds["merge_neighbour" if neighbours else "merge_jump"] += 1
+        if o in boxes and iou(boxes[o], boxes[orphan]) > 0:
+            kinds["merge_neighbour"] += 1
+        elif o is not None and _boxed_together(n, truth, o, orphan):
+            kinds["merge_boxed_together"] += 1
+        else:
+            kinds["merge_jump"] += 1
     kinds["found_only_at_edge"] = len(seen - seen_inside)
+    if detected is not None:
+        kinds["in_no_record"] = len(detected - seen)
     return dict(sorted(kinds.items()))
+
+
+
+def _boxed_together(named: Sequence[tuple[int, Box, str | None]], truth: Mapping[int, Sequence[TruthBox]],
+                    a: str, b: str) -> bool:
+    """Whether one of a record's boxes holds most of the true boxes of both ``a`` and ``b``."""
+    for frame, box, _ in named:
+        held = {t.defect_id for t in truth.get(frame, ()) if t.defect_id in (a, b)
+                and _share_inside((t.x1, t.y1, t.x2, t.y2), box) >= COVERED}
+        if len(held) == 2:
+            return True
+    return False
+
+
+def _share_inside(inner: Box, outer: Box) -> float:
+    """The share of ``inner``'s area that lies inside ``outer``."""
+    ix = max(0.0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
+    iy = max(0.0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
+    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
+    return ix * iy / area if area > 0 else 0.0
