@@ -124,6 +124,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
         tracks = [*tracking.ended, *tracking.finish()]
         records = [[(s.frame_index, s.box) for s in t.sightings] for t in tracks]
         score = score_records(records, tracking.truth, passed=passed, detected=found_ids)
+        failures = failure_kinds(records, tracking.truth, sim.width, detected=found_ids)
         yield variant, looks, {"seed": seed, "looks": looks, **({"also": variant} if variant else {}),
                                **({"h264": True} if args.h264 else {}),
                                **({"thresholds": "global"} if args.thresholds == "global" else {}),
@@ -134,7 +135,7 @@ def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks:
                                "recorded": round(score["recall"] * len(passed)),
                                "recorded_own": round(score["own_recall"] * len(passed)),
                                "tracks": score,
-                               "failures": failure_kinds(records, tracking.truth, sim.width, detected=found_ids)}
+                               "failures": failures}
 
 
 def camera_thresholds(engine: Engine, which: str) -> dict[str, float]:
