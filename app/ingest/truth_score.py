@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
 from app.ingest.simulator import TruthBox
-from app.ingest.tracking import Box, iou
+from app.ingest.tracking import Box, iou, share_inside
 
 Record = Sequence[tuple[int, Box]]  # a record's sightings: (frame index, box in frame pixels)
 TRUTH_MIN_IOU = 0.3  # a box names the true defect it overlaps most by at least this IoU
@@ -168,21 +168,12 @@ def failure_kinds(records: Sequence[Record], truth: Mapping[int, Sequence[TruthB
     return dict(sorted(kinds.items()))
 
 
-
 def _boxed_together(named: Sequence[tuple[int, Box, str | None]], truth: Mapping[int, Sequence[TruthBox]],
                     a: str, b: str) -> bool:
     """Whether one of a record's boxes holds most of the true boxes of both ``a`` and ``b``."""
     for frame, box, _ in named:
         held = {t.defect_id for t in truth.get(frame, ()) if t.defect_id in (a, b)
-                and _share_inside((t.x1, t.y1, t.x2, t.y2), box) >= COVERED}
+                and share_inside((t.x1, t.y1, t.x2, t.y2), box) >= COVERED}
         if len(held) == 2:
             return True
     return False
-
-
-def _share_inside(inner: Box, outer: Box) -> float:
-    """The share of ``inner``'s area that lies inside ``outer``."""
-    ix = max(0.0, min(inner[2], outer[2]) - max(inner[0], outer[0]))
-    iy = max(0.0, min(inner[3], outer[3]) - max(inner[1], outer[1]))
-    area = (inner[2] - inner[0]) * (inner[3] - inner[1])
-    return ix * iy / area if area > 0 else 0.0
