@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -232,12 +233,19 @@ def db(database_url: str) -> Iterator[Any]:
 
 
 # -- the app ----------------------------------------------------------------------------------------
+def shift_start_far_from_now() -> str:
+    """One shift a day, starting 12 hours from now (UTC): no test that counts the current shift runs
+    across a shift change, whatever the time of day CI runs at."""
+    return f"{datetime.now(UTC) + timedelta(hours=12):%H:%M}"
+
+
 @pytest.fixture
 def app_settings(database_url: str, tiny_model_path: Path, tmp_path: Path):
     from app.settings import Settings
 
     return Settings(database_url=database_url, model_path=tiny_model_path, data_dir=tmp_path / "data",
-                    image_policy="ng", auth_enabled=False, providers=["cpu"], intra_op_threads=1)
+                    image_policy="ng", auth_enabled=False, providers=["cpu"], intra_op_threads=1,
+                    shifts=[shift_start_far_from_now()])
 
 
 @pytest.fixture

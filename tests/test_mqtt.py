@@ -264,14 +264,14 @@ def test_a_restart_in_the_middle_of_a_shift_keeps_its_counters(app_settings, bro
     """The counters come from the database at start: after a restart (and a broker that lost its
     retained messages) the camera's counters still hold what the shift stored before."""
     broker.start()
-    with mqtt_app(app_settings, broker.port, shifts=["00:00"]) as client:
+    with mqtt_app(app_settings, broker.port) as client:
         post(client, 255, "cam1", "P-1")
         post(client, 0, "cam1", "P-2")
         wait_until(lambda: client.get("/api/v1/cameras").json()["mqtt"]["queued"] == 0
                    and client.get("/api/v1/cameras").json()["mqtt"]["published"] >= 3)
     broker.stop()
     broker.start()  # no persistence: nothing retained any more
-    with mqtt_app(app_settings, broker.port, shifts=["00:00"]):
+    with mqtt_app(app_settings, broker.port):
         sub = Subscriber(broker.port, "inspect/+/+/cam1/counters")
         [message] = sub.wait_for(lambda ms: len(ms) >= 1)[:1]
         sub.close()

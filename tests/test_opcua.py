@@ -258,20 +258,21 @@ def test_a_camera_frame_shows_its_provisional_verdict_before_the_record(app_sett
 
 def test_counters_count_the_current_shift_and_survive_a_restart(app_settings) -> None:
     port = free_port()
-    with opcua_app(app_settings, port, shifts=["00:00"]) as http:
+    with opcua_app(app_settings, port) as http:
         post(http, 255, "cam1", "P-1")
         post(http, 0, "cam1", "P-2")
         with connected(port) as client:
             ns = client.get_namespace_index(NAMESPACE)
             wait_until(lambda: readable(node(client, ns, "cam1", "Inspected")) == 2)
     port = free_port()
-    with opcua_app(app_settings, port, shifts=["00:00"]), connected(port) as client:
+    with opcua_app(app_settings, port), connected(port) as client:
         ns = client.get_namespace_index(NAMESPACE)
         wait_until(lambda: readable(node(client, ns, "cam1", "Inspected")) == 2)  # read from the database
         assert node(client, ns, "cam1", "NG").read_value() == 1
         assert node(client, ns, "cam1", "Yield").read_value() == pytest.approx(0.5)
         shift_start = node(client, ns, "cam1", "ShiftStart").read_value()
-        assert (shift_start.hour, shift_start.minute) == (0, 0)  # INSPECT_SHIFTS=00:00, UTC
+        # the one shift start of the test settings (UTC), as a time of day
+        assert f"{shift_start.hour:02d}:{shift_start.minute:02d}" == app_settings.shifts[0]
 
 
 def test_a_tracked_defect_shows_on_last_defect_and_is_counted_in_the_shift(app_settings, tmp_path) -> None:
@@ -281,7 +282,7 @@ def test_a_tracked_defect_shows_on_last_defect_and_is_counted_in_the_shift(app_s
 
     frames = standing_strip(tmp_path / "frames", GONE)
     settings = app_settings.model_copy(update={
-        "cameras_file": ending_strip_cameras(frames, tmp_path / "cameras.yaml"), "shifts": ["00:00"]})
+        "cameras_file": ending_strip_cameras(frames, tmp_path / "cameras.yaml")})
     uids = strip_frame_uids(frames)
     port = free_port()
     with opcua_app(settings, port) as http, connected(port) as client:
@@ -302,7 +303,7 @@ def test_a_tracked_defect_shows_on_last_defect_and_is_counted_in_the_shift(app_s
     assert last["PositionPx"] == shown["position_px"] and last["PositionMm"] == shown["position_mm"]
     assert json.loads(last["DefectContent"]) == {key: shown[key] for key in json.loads(last["DefectContent"])}
     port = free_port()
-    with opcua_app(app_settings, port, shifts=["00:00"]), connected(port) as client:
+    with opcua_app(app_settings, port), connected(port) as client:
         ns = client.get_namespace_index(NAMESPACE)
         wait_until(lambda: readable(node(client, ns, "strip", "TrackedDefects")) == 1)  # from the database
         assert node(client, ns, "strip", "Inspected").read_value() == len(GONE)
