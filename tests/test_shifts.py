@@ -44,6 +44,42 @@ def test_start_times_are_local_to_the_shift_time_zone() -> None:
     assert calendar.shift_start(utc("2026-07-15T03:59:00")) == utc("2026-07-14T16:00:00")
 
 
+@pytest.mark.parametrize(("now", "started"), [
+    # the clocks go forward 02:00 -> 03:00 (01:00 UTC): a 02:30 start falls in the skipped hour, its
+    # shift starts when the clocks jump
+    ("2026-03-29T00:59:59", "2026-03-28T01:30:00"),
+    ("2026-03-29T01:00:00", "2026-03-29T01:00:00"),
+    ("2026-03-29T01:10:00", "2026-03-29T01:00:00"),
+    ("2026-03-29T01:45:00", "2026-03-29T01:00:00"),
+    # the clocks go back 03:00 -> 02:00 (01:00 UTC): 02:30 comes twice, the shift starts at the first
+    # and runs on through the second
+    ("2026-10-25T00:29:59", "2026-10-24T00:30:00"),
+    ("2026-10-25T00:30:00", "2026-10-25T00:30:00"),
+    ("2026-10-25T01:15:00", "2026-10-25T00:30:00"),
+    ("2026-10-25T01:30:00", "2026-10-25T00:30:00"),
+    ("2026-10-25T02:00:00", "2026-10-25T00:30:00"),
+])
+def test_a_start_in_the_hour_the_clocks_change(now: str, started: str) -> None:
+    calendar = ShiftCalendar(["02:30"], "Europe/Berlin")
+    assert calendar.shift_start(utc(now)) == utc(started)
+
+
+def test_any_start_in_the_skipped_hour_begins_when_the_clocks_jump() -> None:
+    for start in ("02:00", "02:01", "02:10", "02:59"):
+        calendar = ShiftCalendar([start], "America/New_York")  # forward 02:00 -> 03:00 (07:00 UTC)
+        assert calendar.shift_start(utc("2026-03-08T07:20:00")) == utc("2026-03-08T07:00:00"), start
+
+
+def test_counters_reset_once_when_the_clocks_go_back_through_a_start() -> None:
+    clock = Clock(utc("2026-10-25T00:00:00"))  # 02:00 summer time, before the start at 02:30
+    counters = ShiftCounters(ShiftCalendar(["02:30"], "Europe/Berlin"), clock)
+    resets = []
+    for minute in range(0, 150, 5):  # 00:00 to 02:25 UTC: 02:30 summer time, then 02:30 winter time
+        clock.now = utc("2026-10-25T00:00:00") + timedelta(minutes=minute)
+        resets += [clock.now] if counters.roll() else []
+    assert resets == [utc("2026-10-25T00:30:00")]
+
+
 def test_one_shift_a_day() -> None:
     calendar = ShiftCalendar(["06:00"])
     assert calendar.shift_start(utc("2026-03-10T05:00:00")) == utc("2026-03-09T06:00:00")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -41,14 +41,35 @@ class ShiftCalendar:
         self.tz = ZoneInfo(timezone)
 
     def shift_start(self, now: datetime) -> datetime:
-        """The start (aware, UTC) of the shift running at ``now`` (aware)."""
-        local = now.astimezone(self.tz)
-        for day in (local.date(), local.date() - timedelta(days=1)):
+        """The start (aware, UTC) of the shift running at ``now`` (aware). Compared as moments, not
+        as clock readings, so the hours the clocks change in count once."""
+        now = now.astimezone(UTC)
+        today = now.astimezone(self.tz).date()
+        for day in (today, today - timedelta(days=1)):
             for start in reversed(self.starts):
-                begun = datetime.combine(day, start, tzinfo=self.tz)
-                if begun <= local:
-                    return begun.astimezone(UTC)
+                begun = self.moment(day, start)
+                if begun <= now:
+                    return begun
         raise AssertionError("unreachable: yesterday's last shift started before now")
+
+    def moment(self, day: date, start: time) -> datetime:
+        """When (UTC) the zone's clock first reads ``start`` on ``day``: in the hour the clocks go back,
+        the first of the two; where they go forward past it, the moment they jump."""
+        wall = datetime.combine(day, start, tzinfo=self.tz)
+        first, other = (wall.replace(fold=fold).astimezone(UTC) for fold in (0, 1))
+        if first <= other:  # one moment, or the first of two
+            return first
+        # skipped: ``other`` (the offset after the jump) reads before ``start``, ``first`` after it;
+        # the jump lies between, on a whole second
+        naive = wall.replace(tzinfo=None)
+        before, after = int(other.timestamp()), int(first.timestamp())
+        while after - before > 1:
+            middle = (before + after) // 2
+            if datetime.fromtimestamp(middle, self.tz).replace(tzinfo=None) >= naive:
+                after = middle
+            else:
+                before = middle
+        return datetime.fromtimestamp(after, UTC)
 
 
 @dataclass
