@@ -1,9 +1,11 @@
-"""Where training runs: the device a name asks for (CUDA only when present) and the memory order the
-network's convolutions are fastest in there."""
+"""Where training runs: the device a name asks for (CUDA only when present), the memory order the
+network's convolutions are fastest in there, and the precision its forward pass runs in."""
 
 from __future__ import annotations
 
 import torch
+
+from app.errors import ConfigError
 
 
 def pick_device(name: str) -> torch.device:
@@ -19,3 +21,28 @@ def memory_format(device: torch.device) -> torch.memory_format:
     is, about 1.9x faster training on two cores (docs/benchmarks.md, "Training on a CPU"); unchanged
     elsewhere (not measured there)."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Xeon Sapphire Rapids and later): oneDNN then runs bf16
+    convolutions on them."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe is not None and probe())
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The dtype the forward pass runs in (mixed precision: weights, gradients and the loss stay float32),
+    or None for float32 throughout. ``auto``: float16 on CUDA (with a gradient scaler); bfloat16 on a
+    CPU with AMX, where an epoch takes about 0.6 of its float32 time (docs/benchmarks.md, "Training on a
+    CPU"); float32 on other CPUs (bfloat16 without AMX is not measured here)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "fp16" if device.type == "cuda" else "bf16" if cpu_has_amx() else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("precision fp16 needs a CUDA device; on a CPU use bf16 (fast where it has AMX) "
+                          "or fp32")
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

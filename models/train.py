@@ -1,5 +1,6 @@
 """Training loop: SGD (Nesterov) with warm-up and cosine/linear LR, weight-decay groups, EMA,
-gradient accumulation towards a nominal batch of 64, AMP on CUDA, resumable checkpoints.
+gradient accumulation towards a nominal batch of 64, mixed precision (float16 on CUDA, bfloat16 on a CPU
+with AMX), resumable checkpoints.
 
 :class:`Trainer` runs one training as steps: set-up (run folder, data, model, optimizer, EMA, LR
 schedule, resume state), then per epoch :meth:`Trainer.train_epoch`, the time budget's refit of the
@@ -25,7 +26,7 @@ from app.errors import ConfigError
 from models.checkpoint import load_checkpoint
 from models.data.dataset import create_dataloader
 from models.data.formats import load_data_yaml
-from models.device import memory_format, pick_device
+from models.device import autocast_dtype, memory_format, pick_device
 from models.evaluate import TorchDetector, evaluate, fitness
 from models.loss import YoloLoss
 from models.optim import ModelEMA, make_optimizer, set_lr_factor, warm_up
@@ -64,6 +65,7 @@ class TrainOptions:
     plots: bool = True
     time_limit_min: float | None = None  # shorten the schedule so this invocation ends within it
     stop_after_min: float | None = None  # end this invocation within it, schedule kept (continue: resume)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: the forward pass (models.device.autocast_dtype)
 
 
 @dataclass
@@ -100,14 +102,15 @@ def seed_everything(seed: int) -> None:
 
 def resolve_run(opts: TrainOptions) -> tuple[TrainOptions, dict[str, Any] | None, Path]:
     """The options a run goes by, the checkpoint it resumes (if any) and its folder. A resumed run goes
-    by its saved options, with this invocation's device, workers and ``stop_after_min``."""
+    by its saved options, with this invocation's device, workers, ``stop_after_min`` and precision (what
+    the machine it runs on does best)."""
     if not opts.resume:
         return opts, None, next_run_dir(opts.project, opts.name, opts.exist_ok)
     resume_path = Path(opts.resume)
     resume_path = resume_path / "weights" / "last.pt" if resume_path.is_dir() else resume_path
     ckpt = load_checkpoint(resume_path)
     saved = replace(TrainOptions(**ckpt["train_args"]), resume=str(resume_path), device=opts.device,
-                    workers=opts.workers, stop_after_min=opts.stop_after_min)
+                    workers=opts.workers, stop_after_min=opts.stop_after_min, precision=opts.precision)
     return saved, ckpt, resume_path.parent.parent
 
 
@@ -128,6 +131,10 @@ class Trainer:
         seed_everything(self.opts.seed)
         self.device = pick_device(self.opts.device)
         self.cuda = self.device.type == "cuda"
+        self.amp_dtype = autocast_dtype(self.device, self.opts.precision)
+        log.info("forward pass in %s on %s", "float32" if self.amp_dtype is None
+                 else f"{self.amp_dtype} mixed precision (weights, gradients and the loss in float32)",
+                 self.device)
         limit = self.opts.time_limit_min
         self.budget = ScheduleBudget(limit, started) if limit else None
         with startup_step("reading the data set description and hyperparameters"):
@@ -222,7 +229,7 @@ class Trainer:
                  "last %d", self.schedule.epochs, self.schedule.lr_schedule, self.warmup_iters,
                  self.warmup_iters / self.batches, self.schedule.closed_epochs)
         self.compute_loss = YoloLoss(self.model, self.hyp, self.opts.imgsz)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.files.start_results(self.start_epoch)
 
     def _make_loader(self, mosaic: bool) -> DataLoader:
@@ -333,9 +340,9 @@ class Trainer:
             ramp = np.interp(step, [0, self.warmup_iters], [1, self.accumulate_target])
             self.accumulate = max(1, int(ramp.round()))
             warm_up(self.optimizer, self.hyp, step, self.warmup_iters, self.schedule.lr_factor(epoch))
-        with torch.autocast(self.device.type, enabled=self.cuda):
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             preds = self.model(imgs)
-            loss, items = self.compute_loss(preds, targets.to(self.device))
+        loss, items = self.compute_loss([p.float() for p in preds], targets.to(self.device))
         self.scaler.scale(loss).backward()
         if step - self.last_opt_step >= self.accumulate:
             self._optimizer_step()

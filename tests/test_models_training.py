@@ -49,6 +49,9 @@ def _options(root: Path, data: Path, epochs: int, name: str, **extra):
 
     hyp = {**NO_AUGMENT, "nbs": 4, "warmup_epochs": 0, "warmup_min_iters": 0, "close_mosaic": 0,
            "lr0": 0.05, "weight_decay": 0.0}
+    # float32 unless a test asks otherwise: the same numbers on a CPU with AMX (where auto is bf16) as
+    # on one without
+    extra.setdefault("precision", "fp32")
     return TrainOptions(data=str(data), cfg=str(_nano_config(root)), hyp_overrides=hyp, imgsz=128,
                         epochs=epochs, batch=4, workers=0, project=str(root / "runs"), name=name,
                         anchors="fit", plots=False, val_interval=1000, **extra)
@@ -131,6 +134,61 @@ def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp
     last_line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 3/3  loss"))
     assert re.search(r"  mAP50 \d\.\d{4} mAP50-95 \d\.\d{4}  ", last_line), last_line
     assert float(rows[1]["lr"]) > float(rows[2]["lr"])  # still the 3-epoch cosine
+
+
+def test_bf16_mixed_precision_learns_and_keeps_float32_weights(tmp_path: Path, caplog) -> None:
+    """bfloat16 in the forward pass only (any CPU runs it; fast where it has AMX): the loss falls as in
+    float32, and the weights, the EMA and the checkpoint stay float32."""
+    from models.train import Trainer
+
+    data = _handful_dataset(tmp_path)
+    opts = _options(tmp_path, data, epochs=40, name="bf16", precision="bf16")
+    opts.hyp_overrides.update(OVERFIT_HYP)  # in 40 epochs: float32 to 0.56 of its first loss, bf16 to 0.42
+    with caplog.at_level("INFO", logger="models.train"):
+        run = Trainer(opts).fit().run_dir
+    assert "forward pass in torch.bfloat16 mixed precision" in caplog.text
+    with (run / "results.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    losses = [float(r["train_box"]) + float(r["train_obj"]) + float(r["train_cls"]) for r in rows]
+    assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0], losses
+    ckpt = torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)
+    assert {v.dtype for v in ckpt["model_state"].values() if v.is_floating_point()} == {torch.float32}
+    assert {v.dtype for v in ckpt["ema_state"].values() if v.is_floating_point()} == {torch.float32}
+    assert ckpt["train_args"]["precision"] == "bf16"
+
+
+def test_precision_is_chosen_by_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.errors import ConfigError
+    from models import device as dev
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(dev, "cpu_has_amx", lambda: True)
+    assert dev.autocast_dtype(cpu, "auto") == torch.bfloat16
+    monkeypatch.setattr(dev, "cpu_has_amx", lambda: False)
+    assert dev.autocast_dtype(cpu, "auto") is None  # bf16 without AMX: not measured, not chosen
+    assert dev.autocast_dtype(cpu, "bf16") == torch.bfloat16  # but may be asked for
+    assert dev.autocast_dtype(cuda, "auto") == torch.float16
+    assert dev.autocast_dtype(cuda, "fp32") is None
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        dev.autocast_dtype(cpu, "fp16")
+    with pytest.raises(ConfigError, match="precision 'half': one of auto, fp32, bf16, fp16"):
+        dev.autocast_dtype(cpu, "half")
+
+
+def test_the_cli_offers_the_precisions_the_trainer_knows() -> None:
+    from models.device import PRECISIONS
+
+    out = _cli("train", "--help").stdout
+    assert re.search(r"--precision \{" + ",".join(PRECISIONS) + r"\}", out), out
+
+
+def test_a_resumed_run_takes_this_invocations_precision(tmp_path: Path) -> None:
+    from models.train import TrainOptions, resolve_run, train
+
+    run = train(_options(tmp_path, _handful_dataset(tmp_path), epochs=1, name="fp32-run"))
+    opts, ckpt, folder = resolve_run(TrainOptions(data="", resume=str(run), precision="bf16"))
+    assert ckpt is not None and ckpt["train_args"]["precision"] == "fp32"
+    assert (opts.precision, folder, opts.imgsz) == ("bf16", run, 128)
 
 
 @pytest.fixture(scope="module")
