@@ -125,16 +125,16 @@ class Trainer:
 
     def __init__(self, opts: TrainOptions) -> None:
         self.opts, resumed, run_dir = resolve_run(opts)
-        self.files = RunFiles(run_dir)
-        started = self.started = time.perf_counter()
-        self.invocation_epoch_s: list[float] = []  # this invocation's epochs, for ``stop_after_min``
-        seed_everything(self.opts.seed)
         self.device = pick_device(self.opts.device)
         self.cuda = self.device.type == "cuda"
-        self.amp_dtype = autocast_dtype(self.device, self.opts.precision)
+        self.amp_dtype = autocast_dtype(self.device, self.opts.precision)  # refused before a folder is made
+        self.files = RunFiles(run_dir)
         log.info("forward pass in %s on %s", "float32" if self.amp_dtype is None
                  else f"{self.amp_dtype} mixed precision (weights, gradients and the loss in float32)",
                  self.device)
+        started = self.started = time.perf_counter()
+        self.invocation_epoch_s: list[float] = []  # this invocation's epochs, for ``stop_after_min``
+        seed_everything(self.opts.seed)
         limit = self.opts.time_limit_min
         self.budget = ScheduleBudget(limit, started) if limit else None
         with startup_step("reading the data set description and hyperparameters"):

@@ -175,6 +175,15 @@ def test_precision_is_chosen_by_the_machine(monkeypatch: pytest.MonkeyPatch) -> 
         dev.autocast_dtype(cpu, "half")
 
 
+def test_a_refused_precision_leaves_no_run_folder(tmp_path: Path) -> None:
+    from app.errors import ConfigError
+    from models.train import Trainer
+
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        Trainer(_options(tmp_path, _handful_dataset(tmp_path), epochs=1, name="refused", precision="fp16"))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_cli_offers_the_precisions_the_trainer_knows() -> None:
     from models.device import PRECISIONS
 
