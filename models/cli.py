@@ -25,6 +25,21 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # models.device.PRECISIONS (torch is not imported here)
+
+
+def add_precision_argument(p: argparse.ArgumentParser, more: str = "") -> None:
+    """``--precision``, the same for every command that trains."""
+    p.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="the forward pass's dtype (weights, gradients and the loss stay float32); auto: fp16 on CUDA, "
+        "bf16 on a CPU with AMX (an epoch in about 0.6 of the time there), else fp32"
+        + (f". {more}" if more else ""),
+    )
+
+
 def register_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -83,14 +98,7 @@ def register_train(sub: argparse._SubParsersAction) -> None:
         help="stop this invocation before it would run past this many minutes, the schedule unchanged "
         "(last.pt after the last whole epoch); continue the run later with --resume (and --stop-after again)",
     )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],  # models.device.PRECISIONS (torch is not imported here)
-        default="auto",
-        help="the forward pass's dtype (weights, gradients and the loss stay float32); auto: fp16 on CUDA, "
-        "bf16 on a CPU with AMX (an epoch in about 0.6 of the time there), else fp32. A resumed run takes "
-        "this one's",
-    )
+    add_precision_argument(p, "A resumed run takes this one's")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--info", action="store_true", help="print layers, parameters and GFLOPs and exit")
     p.set_defaults(func=run_train)
@@ -174,6 +182,7 @@ def register_pretrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    add_precision_argument(p)
     p.set_defaults(func=run_pretrain)
 
 
@@ -185,7 +194,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     out = pretrain(PretrainOptions(
         images=tuple(args.images), out=args.out, cfg=args.cfg, imgsz=args.imgsz, epochs=args.epochs,
         batch=args.batch, lr=args.lr, temperature=args.temperature, device=args.device,
-        workers=args.workers, seed=args.seed, max_images=args.max_images,
+        workers=args.workers, seed=args.seed, max_images=args.max_images, precision=args.precision,
     ))
     print(f"backbone: {out}")
     return 0

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from app.errors import InvalidInput, NotFound
 from models.data.augment import FILL, affine_matrix, augment_hsv, letterbox
 from models.data.formats import list_images, read_image_list
-from models.device import memory_format, pick_device
+from models.device import autocast_dtype, memory_format, pick_device
 from models.yolo import DetectionModel, load_config
 
 log = logging.getLogger("models.pretrain")
@@ -54,6 +54,7 @@ class PretrainOptions:
     workers: int = 2
     seed: int = 0
     max_images: int | None = None
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: the forward pass (models.device.autocast_dtype)
 
 
 # the views: the training augmentations, with a crop-like scale range and stronger colour jitter
@@ -163,6 +164,7 @@ def pretrain(opts: PretrainOptions) -> Path:
     torch.manual_seed(opts.seed)
     paths = unlabeled_images(opts.images, opts.max_images, opts.seed)
     device = pick_device(opts.device)
+    amp_dtype = autocast_dtype(device, opts.precision)
     order = memory_format(device)
     encoder = ContrastiveEncoder(load_config(opts.cfg), opts.projection_dim).to(device, memory_format=order)
     batch = min(opts.batch, len(paths))
@@ -172,20 +174,23 @@ def pretrain(opts: PretrainOptions) -> Path:
     steps = max(len(loader) * opts.epochs, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.01 + 0.99 * (1 + math.cos(math.pi * min(s, steps) / steps)) / 2)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     log.info("pretraining %d backbone layers of %s on %d unlabeled images: %d epochs of %d steps "
-             "(batch %d, %d px)", backbone_layers(encoder.model_cfg), opts.cfg, len(paths), opts.epochs,
-             len(loader), batch, opts.imgsz)
+             "(batch %d, %d px, forward pass in %s)", backbone_layers(encoder.model_cfg), opts.cfg,
+             len(paths), opts.epochs, len(loader), batch, opts.imgsz, amp_dtype or torch.float32)
     losses: list[float] = []
     for epoch in range(opts.epochs):
         started, total = time.perf_counter(), 0.0
         encoder.train()
         for view1, view2 in loader:
             x = torch.cat([view1, view2]).to(device, memory_format=order).float() / 255
-            z = encoder(x)
-            loss = nt_xent(z[:batch], z[batch:], opts.temperature)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                z = encoder(x)
+            loss = nt_xent(z[:batch].float(), z[batch:].float(), opts.temperature)  # the loss in float32
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             total += loss.item()
         losses.append(total / max(len(loader), 1))

@@ -184,11 +184,12 @@ def test_a_refused_precision_leaves_no_run_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
-def test_the_cli_offers_the_precisions_the_trainer_knows() -> None:
+def test_the_cli_offers_the_precisions_the_trainers_know() -> None:
     from models.device import PRECISIONS
 
-    out = _cli("train", "--help").stdout
-    assert re.search(r"--precision \{" + ",".join(PRECISIONS) + r"\}", out), out
+    for command in ("train", "pretrain"):
+        out = _cli(command, "--help").stdout
+        assert re.search(r"--precision \{" + ",".join(PRECISIONS) + r"\}", out), out
 
 
 def test_a_resumed_run_takes_this_invocations_precision(tmp_path: Path) -> None:
