@@ -47,7 +47,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--sizes", default="640x480", help="comma list of WIDTHxHEIGHT frame sizes")
-    parser.add_argument("--tiles", default="256:32", help="comma list of SIZE:OVERLAP tilings")
+    parser.add_argument("--tiles", default="256:32", help="comma list of SIZE:OVERLAP tilings ('' for none)")
     parser.add_argument("--imgsz", default="", help="comma list of larger model inputs (longer side) for "
                                                     "whole frames, as a camera's imgsz (free-size models)")
     parser.add_argument("--images", default=None, help="strip images folder (default: the simulator's)")
@@ -66,7 +66,7 @@ def main() -> None:
             hw = engine.input_size([frames[0][0]], side)
             print(json.dumps({"frame": [w, h], "mode": f"whole frame, imgsz {side} ({hw[1]}x{hw[0]} input)",
                               **at_size}))
-        for spec in args.tiles.split(","):
+        for spec in (s for s in args.tiles.split(",") if s.strip()):
             tile, overlap = (int(v) for v in spec.split(":"))
             if tile >= max(w, h):
                 continue
