@@ -46,3 +46,15 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
         raise ConfigError("precision fp16 needs a CUDA device; on a CPU use bf16 (fast where it has AMX) "
                           "or fp32")
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The context a forward pass and its loss run in: ``dtype`` from :func:`autocast_dtype`, or float32
+    throughout when it is None."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+def grad_scaler(dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling for float16 (its gradients underflow otherwise); a pass-through for bfloat16 and
+    float32, whose exponent range is float32's."""
+    return torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)

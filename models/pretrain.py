@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from app.errors import InvalidInput, NotFound
 from models.data.augment import FILL, affine_matrix, augment_hsv, letterbox
 from models.data.formats import list_images, read_image_list
-from models.device import autocast_dtype, memory_format, pick_device
+from models.device import autocast, autocast_dtype, grad_scaler, memory_format, pick_device
 from models.yolo import DetectionModel, load_config
 
 log = logging.getLogger("models.pretrain")
@@ -174,7 +174,7 @@ def pretrain(opts: PretrainOptions) -> Path:
     steps = max(len(loader) * opts.epochs, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.01 + 0.99 * (1 + math.cos(math.pi * min(s, steps) / steps)) / 2)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = grad_scaler(amp_dtype)
     log.info("pretraining %d backbone layers of %s on %d unlabeled images: %d epochs of %d steps "
              "(batch %d, %d px, forward pass in %s)", backbone_layers(encoder.model_cfg), opts.cfg,
              len(paths), opts.epochs, len(loader), batch, opts.imgsz, amp_dtype or torch.float32)
@@ -184,7 +184,7 @@ def pretrain(opts: PretrainOptions) -> Path:
         encoder.train()
         for view1, view2 in loader:
             x = torch.cat([view1, view2]).to(device, memory_format=order).float() / 255
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 z = encoder(x)
             loss = nt_xent(z[:batch].float(), z[batch:].float(), opts.temperature)  # the loss in float32
             optimizer.zero_grad()

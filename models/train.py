@@ -26,7 +26,7 @@ from app.errors import ConfigError
 from models.checkpoint import load_checkpoint
 from models.data.dataset import create_dataloader
 from models.data.formats import load_data_yaml
-from models.device import autocast_dtype, memory_format, pick_device
+from models.device import autocast, autocast_dtype, grad_scaler, memory_format, pick_device
 from models.evaluate import TorchDetector, evaluate, fitness
 from models.loss import YoloLoss
 from models.optim import ModelEMA, make_optimizer, set_lr_factor, warm_up
@@ -229,7 +229,7 @@ class Trainer:
                  "last %d", self.schedule.epochs, self.schedule.lr_schedule, self.warmup_iters,
                  self.warmup_iters / self.batches, self.schedule.closed_epochs)
         self.compute_loss = YoloLoss(self.model, self.hyp, self.opts.imgsz)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.scaler = grad_scaler(self.amp_dtype)
         self.files.start_results(self.start_epoch)
 
     def _make_loader(self, mosaic: bool) -> DataLoader:
@@ -340,7 +340,7 @@ class Trainer:
             ramp = np.interp(step, [0, self.warmup_iters], [1, self.accumulate_target])
             self.accumulate = max(1, int(ramp.round()))
             warm_up(self.optimizer, self.hyp, step, self.warmup_iters, self.schedule.lr_factor(epoch))
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with autocast(self.device, self.amp_dtype):
             preds = self.model(imgs)
         loss, items = self.compute_loss([p.float() for p in preds], targets.to(self.device))
         self.scaler.scale(loss).backward()
