@@ -157,6 +157,15 @@ def camera_states(service: Service) -> list[dict[str, Any]]:
     return [] if service.pipeline is None else service.pipeline.snapshot()["cameras"]
 
 
+def feed_line_sink(writer: DbWriter, pipeline: Pipeline | None, sink: MqttPublisher | OpcuaServer) -> None:
+    """Hang a line protocol's publisher on the writer (stored inspections and tracks, after the commit)
+    and on the pipeline's inference workers (provisional verdicts, before it)."""
+    writer.stored_listeners.append(sink.inspections_stored)
+    writer.track_listeners.append(sink.tracks_stored)
+    if pipeline is not None:
+        pipeline.detection.verdict_listeners.append(sink.verdicts.offer)
+
+
 def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
     """The MQTT publisher (app.line.mqtt) on the process's writer, when INSPECT_MQTT_HOST is set."""
     settings = service.settings
@@ -172,10 +181,7 @@ def start_mqtt(service: Service, role: Role) -> MqttPublisher | None:
         return None
     publisher = MqttPublisher(config, service.db.sessionmaker, cameras=lambda: camera_states(service),
                               parts=service.pipeline.parts if service.pipeline is not None else None)
-    service.writer.stored_listeners.append(publisher.inspections_stored)
-    service.writer.track_listeners.append(publisher.tracks_stored)
-    if service.pipeline is not None:  # provisional verdicts, before the commit
-        service.pipeline.detection.verdict_listeners.append(publisher.verdicts.offer)
+    feed_line_sink(service.writer, service.pipeline, publisher)
     alarms = service.pipeline.alarms if service.pipeline is not None else None
     if alarms is not None:  # alarms on their own topic, beside the inspections
         alarms.raised_listeners.append(lambda alarm: publisher.publish_alarm(
@@ -198,10 +204,7 @@ def start_opcua(service: Service) -> OpcuaServer | None:
         return None
     server = OpcuaServer(config, service.db.sessionmaker, cameras=lambda: camera_states(service),
                          parts=service.pipeline.parts if service.pipeline is not None else None)
-    service.writer.stored_listeners.append(server.inspections_stored)
-    service.writer.track_listeners.append(server.tracks_stored)
-    if service.pipeline is not None:  # provisional verdicts, before the commit
-        service.pipeline.detection.verdict_listeners.append(server.verdicts.offer)
+    feed_line_sink(service.writer, service.pipeline, server)
     return server.start()
 
 
