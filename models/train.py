@@ -212,7 +212,7 @@ class Trainer:
         self.ema.ema.load_state_dict(ckpt["ema_state"])
         self.ema.updates = ckpt["ema_updates"]
         self.start_epoch, self.best_fitness = ckpt["epoch"] + 1, ckpt["best_fitness"]
-        self.scheduler.last_epoch = self.start_epoch - 1
+        self.scheduler.last_epoch = self.start_epoch  # one step per finished epoch
         limit = (f"; this invocation stops before {self.opts.stop_after_min:g} min (--stop-after)"
                  if self.opts.stop_after_min is not None else "")
         log.info("resuming %s after epoch %d of %d%s", self.run_dir, self.start_epoch, self.schedule.epochs,
@@ -309,6 +309,7 @@ class Trainer:
             log.info("epoch %d starts %d loader worker(s) and reads every image from disk for the first "
                      "time%s: expect it to take longer than the ones after", epoch + 1, self.opts.workers,
                      "" if self.opts.cache else " (--cache keeps decoded images in RAM from start-up on)")
+        self.loader.sampler.set_epoch(epoch)  # this epoch's order and augmentation, resumed or not
         self.model.train()
         mean_loss = torch.zeros(3, device=self.device)
         self.optimizer.zero_grad()

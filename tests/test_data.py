@@ -354,6 +354,29 @@ def test_collate_and_reproducible_loader() -> None:
     assert labels[:, 0].long().tolist() == [k for k in range(3) for _ in range(counts[k])]
 
 
+def test_an_epochs_batches_depend_on_seed_and_epoch_alone() -> None:
+    """Epoch 1 holds the same augmented batches whether epoch 0 ran before it (a resumed run starts at
+    its epoch) and whatever the number of loader workers; another epoch or seed draws others."""
+
+    def epoch_batches(loader, epoch: int) -> list[torch.Tensor]:
+        loader.sampler.set_epoch(epoch)
+        return [imgs for imgs, _labels, _paths, _shapes in loader]
+
+    def loader(workers: int, seed: int = 3):
+        return create_dataloader(_neu_images(NEU8), 6, 128, batch_size=4, hyp=HYP, augment=True,
+                                 workers=workers, shuffle=True, seed=seed)[0]
+
+    continuing = loader(0)
+    epoch0 = epoch_batches(continuing, 0)
+    epoch1 = epoch_batches(continuing, 1)
+    for fresh in (loader(0), loader(2)):
+        again = epoch_batches(fresh, 1)
+        assert all(torch.equal(x, y) for x, y in zip(epoch1, again, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(epoch0, epoch1, strict=True))
+    other_seed = epoch_batches(loader(0, seed=4), 1)
+    assert not all(torch.equal(x, y) for x, y in zip(epoch1, other_seed, strict=True))
+
+
 def test_close_mosaic_and_two_worker_loader() -> None:
     loader, ds = create_dataloader(_neu_images(NEU8), 6, 128, batch_size=3, hyp=HYP, augment=True,
                                    workers=2, shuffle=True, seed=0)

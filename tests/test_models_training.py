@@ -108,6 +108,38 @@ def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 2
 
 
+def test_a_resumed_run_is_the_run_it_continues(tmp_path: Path) -> None:
+    """Stopped after its first epoch and resumed, a run trains the same batches with the same learning
+    rates as the same run in one piece, to the last bit: its LR does not lag one epoch per resume and its
+    epochs after the resume are not the first epoch's order and augmentation again."""
+    from models.train import Trainer, TrainOptions
+
+    torch.set_num_threads(1)
+    data = _handful_dataset(tmp_path)
+    augment = {"mosaic": 1.0, "scale": 0.2, "fliplr": 0.5, "hsv_v": 0.2}
+    whole_opts = _options(tmp_path, data, epochs=4, name="whole", seed=3)
+    parts_opts = _options(tmp_path, data, epochs=4, name="parts", seed=3, stop_after_min=1e-6)
+    for opts in (whole_opts, parts_opts):
+        opts.hyp_overrides.update(augment)
+    whole = Trainer(whole_opts).fit()
+    first = Trainer(parts_opts).fit()
+    assert first.stopped_early and first.epochs_done == 1
+    Trainer(TrainOptions(data="", resume=str(first.run_dir), precision="fp32")).fit()
+
+    def log(run: Path) -> list[tuple[str, ...]]:
+        with (run / "results.csv").open() as fh:
+            columns = ("epoch", "lr", "train_box", "train_obj", "train_cls")
+            return [tuple(row[c] for c in columns) for row in csv.DictReader(fh)]
+
+    assert log(first.run_dir) == log(whole.run_dir)
+    assert len({row[1] for row in log(whole.run_dir)}) == 4  # a new LR every epoch
+    a, b = (torch.load(run / "weights" / "last.pt", map_location="cpu", weights_only=False)
+            for run in (whole.run_dir, first.run_dir))
+    for key in ("model_state", "ema_state"):
+        assert all(torch.equal(a[key][name], b[key][name]) for name in a[key]), key
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+
+
 def test_stop_after_ends_an_invocation_and_resume_finishes_the_same_schedule(tmp_path: Path, caplog) -> None:
     from models.train import Trainer, TrainOptions
 

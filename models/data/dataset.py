@@ -1,5 +1,7 @@
 """``YoloDataset`` (torch) and ``create_dataloader``: labels read and validated up front, images decoded
-with OpenCV, optional RAM cache of resized images, mosaic/cutmix/affine/HSV/flip augmentation."""
+with OpenCV, optional RAM cache of resized images, mosaic/cutmix/affine/HSV/flip augmentation.
+``EpochSampler`` draws each epoch's order and every sample's augmentation from (seed, epoch, image):
+a resumed run trains on exactly the batches of the run it continues, whatever the number of workers."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from app.errors import UserError
 from models.data import augment as A
@@ -134,7 +136,15 @@ class YoloDataset(Dataset):
                                         rng=self.rng)
         return img, boxes
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, str, Shapes]:
+    def __getitem__(self, item: int | tuple[int, tuple[int, ...]]
+                    ) -> tuple[torch.Tensor, torch.Tensor, str, Shapes]:
+        """Sample ``item``: an index (augmented from the dataset's running generator), or ``(index, key)``
+        from :class:`EpochSampler` (augmented from a generator seeded with ``key`` alone)."""
+        if isinstance(item, tuple):
+            i, key = item
+            self.rng = np.random.default_rng(key)
+        else:
+            i = item
         h = self.hyp
         if not self.augment:
             img, boxes, shapes = self._letterboxed(i)
@@ -179,6 +189,28 @@ class YoloDataset(Dataset):
         return torch.stack(imgs, 0), torch.cat(labels, 0), paths, shapes
 
 
+class EpochSampler(Sampler[tuple[int, tuple[int, int, int]]]):
+    """Indices of one epoch, each with its augmentation key ``(seed, epoch, index)``: the order is a
+    permutation drawn from ``(seed, epoch)`` (or the dataset's order without ``shuffle``). Nothing
+    carries over from the epoch before, so epoch ``e`` of a resumed run is epoch ``e`` of the run it
+    continues; the trainer calls :meth:`set_epoch` before each epoch."""
+
+    def __init__(self, size: int, seed: int, shuffle: bool) -> None:
+        self.size, self.seed, self.shuffle, self.epoch = size, int(seed) % 2**32, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of (index, key)
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.size) if self.shuffle
+                 else np.arange(self.size))
+        for index in order.tolist():
+            yield index, (self.seed, self.epoch, index)
+
+
 def _worker_init(worker_id: int) -> None:
     """Seed each worker's numpy generator from torch's per-worker seed (itself from the loader's
     seeded generator), and keep OpenCV single-threaded inside workers."""
@@ -191,8 +223,8 @@ def _worker_init(worker_id: int) -> None:
 def create_dataloader(image_paths: Sequence[Path | str], nc: int, imgsz: int, batch_size: int,
                       hyp: dict[str, Any] | None, augment: bool, workers: int, shuffle: bool,
                       cache: bool = False, seed: int = 0) -> tuple[DataLoader, YoloDataset]:
-    """A reproducible DataLoader over a :class:`YoloDataset` (seeded generator and worker seeds,
-    persistent workers when ``workers > 0``, pinned memory when CUDA is available)."""
+    """A reproducible DataLoader over a :class:`YoloDataset` (an :class:`EpochSampler`, seeded worker
+    generators, persistent workers when ``workers > 0``, pinned memory when CUDA is available)."""
     dataset = YoloDataset(image_paths, nc, imgsz, hyp, augment=augment, cache=cache)
     dataset.seed(seed)
     workers = max(0, min(int(workers), os.cpu_count() or 1, batch_size if batch_size > 0 else 1))
@@ -201,7 +233,7 @@ def create_dataloader(image_paths: Sequence[Path | str], nc: int, imgsz: int, ba
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        sampler=EpochSampler(len(dataset), seed, shuffle),
         num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
