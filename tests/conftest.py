@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from app.ingest.simulator import SAMPLE_DIR
+from app.settings import DEFAULT_MODEL_PATH
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NEU_DET_ENV = "INSPECT_TEST_NEU_DET"
@@ -27,6 +28,9 @@ NEU_DET_MISSING = f"needs the full NEU-DET data set, not found at {NEU_DET} (set
 needs_neu_det = pytest.mark.skipif(not (NEU_DET / "images").is_dir(), reason=NEU_DET_MISSING)
 # The 90-image sample shipped in the package (app/sample/neu-det): always there.
 NEU_SAMPLE = SAMPLE_DIR
+# The shipped detector, INT8 (the service default) and its FP32 twin, in this checkout.
+SHIPPED_INT8 = REPO_ROOT / "models" / "weights" / DEFAULT_MODEL_PATH.name
+SHIPPED_FP32 = SHIPPED_INT8.with_name(SHIPPED_INT8.name.replace("-int8", ""))
 NEU_NAMES = ("crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches")
 PG_ENV = "INSPECT_TEST_POSTGRES_URL"
 LEFTOVER_THREADS_WAIT_S = 30.0

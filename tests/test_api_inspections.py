@@ -241,11 +241,11 @@ def test_imgsz_shows_a_large_frame_to_the_model_at_its_own_scale(app_settings, n
     """A 640x480 strip frame: letterboxed to the model's 256 px the defects shrink 2.5x and few are
     found; with imgsz=640 (free-size model) the frame goes in as it is."""
     import cv2
-    from conftest import REPO_ROOT
+    from conftest import SHIPPED_INT8
 
     from app.ingest.simulator import StripSimulator
 
-    shipped = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
+    shipped = SHIPPED_INT8
     sim = StripSimulator(neu_sample / "images", 640, 480, 30.0, 120.0, 0)
     found = {None: 0, 640: 0}
     with TestClient(create_app(app_settings.model_copy(update={"model_path": shipped}))) as client:

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import SHIPPED_FP32
 from tiny_data import TINY_NAMES, make_tiny_dataset
 
 from app.cli import main as cli_main
-
-SHIPPED_FP32 = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam.onnx"
 
 
 def _cli(capsys: pytest.CaptureFixture, *argv: str) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, strip_recall
+from conftest import SHIPPED_INT8, strip_recall
 from sqlalchemy import func, select
 
 from app.cli import main as cli_main
@@ -18,12 +18,10 @@ from app.inference import Engine
 from app.ingest.config import CamerasConfigError, parse_cameras
 from app.ingest.pipeline import Pipeline
 
-SHIPPED = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
-
 
 @pytest.fixture(scope="module")
 def shipped() -> Engine:
-    return Engine(SHIPPED, intra_op_threads=1)
+    return Engine(SHIPPED_INT8, intra_op_threads=1)
 
 
 def test_free_size_model_takes_a_larger_input_per_call(shipped: Engine) -> None:
@@ -98,7 +96,7 @@ class InputSizes:
 
 def test_camera_with_imgsz_runs_in_the_same_batches_as_others(database_url: str, neu_sample: Path,
                                                               tmp_path: Path) -> None:
-    engine = Engine(SHIPPED, intra_op_threads=1)
+    engine = Engine(SHIPPED_INT8, intra_op_threads=1)
     sizes = engine.session = InputSizes(engine.session)
     source = (f"sim://neu-det?images={neu_sample / 'images'}&fps=30&width=640&height=480&realtime=false"
               "&seconds=0.2&seed=3")
@@ -142,7 +140,7 @@ def test_bench_engine_measures_at_the_camera_input_size(shipped: Engine, neu_sam
     import json
 
     source = f"sim://neu-det?images={neu_sample / 'images'}&width=640&height=480"
-    assert cli_main(["bench", "engine", "--model", str(SHIPPED), "--source", source, "--imgsz", "640",
+    assert cli_main(["bench", "engine", "--model", str(SHIPPED_INT8), "--source", source, "--imgsz", "640",
                      "--batch-sizes", "1", "--seconds", "0.3", "--intra-op-threads", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["input"] == [480, 640] and out["frame"] == [480, 640] and out["results"][0]["fps"] > 0

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SHIPPED_INT8
 from live_server import serving
 from mes_helpers import NAMES, SeedDefect, SeedInspection, build_seed, frame, make_key, seed_database
 from sqlalchemy import insert, select
@@ -462,7 +462,7 @@ cameras:
 """)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     upgrade(url)
-    model = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
+    model = SHIPPED_INT8
     settings = Settings(database_url=url, model_path=model, data_dir=tmp_path / "data", auth_enabled=False,
                         providers=["cpu"], intra_op_threads=1, cameras_file=cams)
     with serving(settings) as base:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import NEU_SAMPLE
+from conftest import NEU_SAMPLE, SHIPPED_FP32, SHIPPED_INT8
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -129,7 +129,7 @@ def test_dockerfile_runtime_contract(dockerfile: Path) -> None:
     env = " ".join(a for k, a in runtime if k == "ENV")
     assert "INSPECT_DATA_DIR=/data" in env and "INSPECT_MODEL_PATH=/opt/models/" in env
     model = re.search(r"INSPECT_MODEL_PATH=/opt/models/(\S+)", env).group(1)
-    assert model in {"defect-yolov5s-cbam.onnx", "defect-yolov5s-cbam-int8.onnx"}
+    assert model in {SHIPPED_FP32.name, SHIPPED_INT8.name}
     runs = " ".join(a for k, a in ins if k == "RUN")
     assert "torch" not in runs, "images carry the base install only"
 

@@ -20,7 +20,7 @@ from app.config_reference import (
     write_documents,
 )
 from app.ingest.config import CamerasFile
-from app.settings import Settings
+from app.settings import DEFAULT_MODEL_PATH, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 README_LIMIT = 12 * 1024
@@ -56,7 +56,7 @@ def test_every_table_row_has_a_description() -> None:
 
 def test_model_path_default_does_not_name_this_checkout() -> None:
     row = next(r for r in settings_rows() if r.key == "`INSPECT_MODEL_PATH`")
-    assert row.default == "`<package dir>/models/weights/defect-yolov5s-cbam-int8.onnx`"
+    assert row.default == f"`<package dir>/models/weights/{DEFAULT_MODEL_PATH.name}`"
 
 
 @pytest.mark.parametrize("reference", references(), ids=lambda r: r.name)

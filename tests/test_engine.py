@@ -292,12 +292,12 @@ def test_inference_package_imports_no_web_stack():
 def test_free_size_model_takes_4_3_frames_without_padding(neu_sample):
     """The shipped export has free height and width: a 640x480 frame goes in as 256x192 (a quarter
     less work than 256x256), and finds what the padded square input finds."""
-    from conftest import REPO_ROOT
+    from conftest import SHIPPED_INT8
 
     from app.inference.postprocess import box_iou
     from app.ingest.simulator import StripSimulator
 
-    engine = Engine(REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx", intra_op_threads=1)
+    engine = Engine(SHIPPED_INT8, intra_op_threads=1)
     assert engine.rect and engine.imgsz == (256, 256) and engine.info()["rect"]
     sim = StripSimulator(neu_sample / "images", 320, 240, 30.0, 120.0, 0)
     frames = [sim.frame(i)[0] for i in (0, 37, 74, 111, 148, 185)]

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import NEU_NAMES, REPO_ROOT
+from conftest import NEU_NAMES, REPO_ROOT, SHIPPED_FP32
 from tiny_data import TINY_NAMES, make_tiny_dataset
 
-SHIPPED_FP32 = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam.onnx"
 HYP = yaml.safe_load((REPO_ROOT / "models" / "configs" / "hyp.yaml").read_text())
 
 

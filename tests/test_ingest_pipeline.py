@@ -189,13 +189,13 @@ def test_bad_cameras_file_stops_service_start(app_settings, tmp_path: Path) -> N
 
 
 def test_demo_starts_one_simulator_camera(app_settings, monkeypatch) -> None:
-    from conftest import REPO_ROOT
+    from conftest import SHIPPED_INT8
     from fastapi.testclient import TestClient
 
     from app.main import create_app
 
     monkeypatch.delenv("INSPECT_SIM_IMAGES", raising=False)  # the shipped sample, as on a fresh clone
-    shipped = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"  # the default model
+    shipped = SHIPPED_INT8  # the default model
     demo = app_settings.model_copy(update={"demo": True, "model_path": shipped})
     with TestClient(create_app(demo)) as client:
         body = client.get("/api/v1/cameras").json()

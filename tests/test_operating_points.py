@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import NEU_NAMES, REPO_ROOT, build_detector_onnx, standard_metadata
+from conftest import NEU_NAMES, SHIPPED_FP32, SHIPPED_INT8, build_detector_onnx, standard_metadata
 from sqlalchemy import select
 
 from app.db.models import Defect, Inspection
@@ -158,9 +158,9 @@ def test_operating_points_round_trip_through_the_model_metadata(make_detector_mo
     assert any("patches" in w for w in engine.metadata.warnings)
 
 
-@pytest.mark.parametrize("name", ["defect-yolov5s-cbam.onnx", "defect-yolov5s-cbam-int8.onnx"])
-def test_the_shipped_models_carry_an_operating_point_per_class(name):
-    engine = Engine(REPO_ROOT / "models" / "weights" / name, warmup=False)
+@pytest.mark.parametrize("path", [SHIPPED_FP32, SHIPPED_INT8], ids=lambda p: p.name)
+def test_the_shipped_models_carry_an_operating_point_per_class(path):
+    engine = Engine(path, warmup=False)
     points = engine.metadata.operating_points
     assert points["method"] == "min_precision" and points["min_precision"] == 0.85
     assert points["split"] == "val"

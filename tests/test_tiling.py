@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEU_NAMES, REPO_ROOT, strip_recall
+from conftest import NEU_NAMES, SHIPPED_INT8, strip_recall
 
 from app.detections import Detections
 from app.inference import Engine, tiling
@@ -79,13 +79,12 @@ def test_cameras_file_checks_the_tile_overlap() -> None:
         parse_cameras("cameras:\n  - id: c\n    source: 0\n    tile_size: 8\n")
 
 
-SHIPPED = REPO_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
 
 
 def test_tiles_find_the_defects_that_whole_frame_letterboxing_misses(neu_sample: Path) -> None:
     from app.ingest.simulator import StripSimulator
 
-    engine = Engine(SHIPPED, intra_op_threads=1)
+    engine = Engine(SHIPPED_INT8, intra_op_threads=1)
     sim = StripSimulator(neu_sample / "images", 640, 480, 30.0, 120.0, 0)
     frames = [sim.frame(i) for i in (0, 37, 74, 111, 148, 185)]
 
