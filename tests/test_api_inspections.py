@@ -245,10 +245,9 @@ def test_imgsz_shows_a_large_frame_to_the_model_at_its_own_scale(app_settings, n
 
     from app.ingest.simulator import StripSimulator
 
-    shipped = SHIPPED_INT8
     sim = StripSimulator(neu_sample / "images", 640, 480, 30.0, 120.0, 0)
     found = {None: 0, 640: 0}
-    with TestClient(create_app(app_settings.model_copy(update={"model_path": shipped}))) as client:
+    with TestClient(create_app(app_settings.model_copy(update={"model_path": SHIPPED_INT8}))) as client:
         for i in (0, 37, 74, 111):
             data = cv2.imencode(".png", sim.frame(i)[0])[1].tobytes()
             for imgsz in found:

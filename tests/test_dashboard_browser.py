@@ -462,9 +462,8 @@ cameras:
 """)
     url = f"sqlite:///{tmp_path / 'live.db'}"
     upgrade(url)
-    model = SHIPPED_INT8
-    settings = Settings(database_url=url, model_path=model, data_dir=tmp_path / "data", auth_enabled=False,
-                        providers=["cpu"], intra_op_threads=1, cameras_file=cams)
+    settings = Settings(database_url=url, model_path=SHIPPED_INT8, data_dir=tmp_path / "data",
+                        auth_enabled=False, providers=["cpu"], intra_op_threads=1, cameras_file=cams)
     with serving(settings) as base:
         page.goto(f"{base}/#live")
         page.wait_for_selector("[data-camera='cam-native'] .tile-model")

@@ -195,8 +195,7 @@ def test_demo_starts_one_simulator_camera(app_settings, monkeypatch) -> None:
     from app.main import create_app
 
     monkeypatch.delenv("INSPECT_SIM_IMAGES", raising=False)  # the shipped sample, as on a fresh clone
-    shipped = SHIPPED_INT8  # the default model
-    demo = app_settings.model_copy(update={"demo": True, "model_path": shipped})
+    demo = app_settings.model_copy(update={"demo": True, "model_path": SHIPPED_INT8})
     with TestClient(create_app(demo)) as client:
         body = client.get("/api/v1/cameras").json()
         assert body["running"] and [c["id"] for c in body["cameras"]] == ["demo-sim"]

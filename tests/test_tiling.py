@@ -79,8 +79,6 @@ def test_cameras_file_checks_the_tile_overlap() -> None:
         parse_cameras("cameras:\n  - id: c\n    source: 0\n    tile_size: 8\n")
 
 
-
-
 def test_tiles_find_the_defects_that_whole_frame_letterboxing_misses(neu_sample: Path) -> None:
     from app.ingest.simulator import StripSimulator
 
