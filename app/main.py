@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Defect inspection",
         version=__version__,
-        description="Surface-defect detection (YOLOv5s+CBAM on ONNX Runtime) with a SQL defect log.",
+        description="Surface-defect detection (YOLOv5s on ONNX Runtime) with a SQL defect log.",
         lifespan=service_lifespan(settings),
         dependencies=[Depends(single_query_values)],
     )

@@ -18,7 +18,7 @@ from app.webhook_targets import ALL_NETWORKS, REFUSED_BY_DEFAULT
 
 ENV_PREFIX = "INSPECT_"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # the directory holding `app/` and `models/`
-DEFAULT_MODEL_PATH = PACKAGE_ROOT / "models" / "weights" / "defect-yolov5s-cbam-int8.onnx"
+DEFAULT_MODEL_PATH = PACKAGE_ROOT / "models" / "weights" / "defect-yolov5s-int8.onnx"
 
 
 class SettingsError(ConfigError):

@@ -1,9 +1,9 @@
 """Average the weights of FP32 ONNX exports of one architecture (a "model soup"), optionally with an INT8
-copy calibrated exactly as ``defect-inspect export --int8`` does. Used for the session-2 row of
+copy calibrated exactly as ``defect-inspect export --int8`` does. Used for the model-soup row of v3 in
 docs/model-card.md; the averaged model was measured, not shipped.
 
     .venv/bin/python scripts/average_onnx.py --out /tmp/soup.onnx \\
-        models/weights/defect-yolov5s-cbam.onnx runs/train/v3/weights/last.onnx \\
+        v2/defect-yolov5s-cbam.onnx runs/train/v3/weights/last.onnx \\
         --int8-calib ../shared/datasets/neu-det/data.yaml
 """
 

@@ -4,7 +4,7 @@ operating points (each class's default threshold in the service) and, for compar
 threshold. Every box on a frame without a true defect is a false box.
 
     python scripts/clean_strip_false_boxes.py --data ../shared/datasets/neu-det \\
-        --model models/weights/defect-yolov5s-cbam-int8.onnx --split val --frames 200
+        --model models/weights/defect-yolov5s-int8.onnx --split val --frames 200
 
 ``--images FOLDER --defect-rate R`` measures a mixed strip instead (the demo line: the shipped sample,
 0.04): the share of frames with a true defect and of frames the model calls NG as well.

@@ -2,7 +2,7 @@
 whole-frame letterboxing (at the model's size or a camera's larger ``imgsz``) and for tiled detection
 (app.inference.tiling), at several frame sizes.
 
-    .venv/bin/python scripts/sim_recall.py --model models/weights/defect-yolov5s-cbam-int8.onnx \
+    .venv/bin/python scripts/sim_recall.py --model models/weights/defect-yolov5s-int8.onnx \
         --images ../shared/datasets/neu-det/images \
         --sizes 640x480,320x240,256x192 --tiles 256:32 --imgsz 384,512,640,800
 

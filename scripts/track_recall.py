@@ -2,7 +2,7 @@
 each region of the material only ``looks`` times (the camera's ``tracking.looks``), with the truth
 score of the tracks in both cases.
 
-    .venv/bin/python scripts/track_recall.py --model models/weights/defect-yolov5s-cbam-int8.onnx \
+    .venv/bin/python scripts/track_recall.py --model models/weights/defect-yolov5s-int8.onnx \
         --imgsz 640 --frames 600 --looks 2,5,10,20 --seed 0,1,2
 
 The detector runs once on every frame of a varied-speed strip (stops, jitter, drift) for each seed;
