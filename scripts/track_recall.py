@@ -87,8 +87,10 @@ def main() -> None:
             print(json.dumps({**summed(looks, seeds, total), **({"also": variant} if variant else {})}))
 
 
-def tracking_keys(pairs: list[str]) -> dict[str, str]:
-    return dict(kv.split("=", 1) for kv in pairs if kv)
+def tracking_keys(pairs: list[str]) -> dict[str, str | None]:
+    """``KEY=VALUE`` pairs as tracking keys (``null``: the key empty, e.g. ``min_score=null``)."""
+    keys = dict(kv.split("=", 1) for kv in pairs if kv)
+    return {k: None if v in ("null", "none") else v for k, v in keys.items()}
 
 
 def strip_scores(engine: Engine, args: argparse.Namespace, seed: int, all_looks: list[int | None],

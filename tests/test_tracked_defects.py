@@ -201,7 +201,7 @@ def test_a_defect_seen_only_below_the_threshold_is_kept_by_its_score(database_ur
     ``weak_share`` its track takes them and, scored well in every frame, is one defect on its best
     frame, whose image is kept (``images: ng``) though the frames stay OK; without, nothing is stored
     but the frames."""
-    weak = "" if weak_share is None else f", weak_share: {weak_share}"
+    weak = f", weak_share: {'null' if weak_share is None else weak_share}"
     cfg = parse_cameras(f"""
 pipeline: {{conf_threshold: 0.9}}  # the model is called low enough for the weak boxes all the same
 cameras:

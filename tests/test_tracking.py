@@ -426,7 +426,8 @@ def test_a_second_box_for_a_moment_is_folded_into_the_defects_track() -> None:
     frames += [[piece((203.0, 52.0, 261.0, 149.0))] for _ in range(5)]
     tracks = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0)), frames)
     assert len(tracks) == 1 and tracks[0].hits == 17
-    unfolded = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0, fold_iou=1.01)), frames)
+    unfolded = feed(Tracker(TrackingConfig(enabled=True, merge_overlap=1.0, fold_iou=1.01, min_score=None)),
+                    frames)  # every track a defect: the second box's one-frame track too
     assert sorted(t.hits for t in unfolded) == [1, 16]
 
 
@@ -521,7 +522,7 @@ def test_a_neighbour_boxed_only_at_the_border_is_no_record_of_its_own() -> None:
 def test_a_defect_boxed_only_at_the_border_is_still_recorded() -> None:
     """A defect the detector boxes only while it is cut by the border (nothing whole lies there): its
     partial track is its record."""
-    tracker = Tracker(TrackingConfig(enabled=True, border_px=4))
+    tracker = Tracker(TrackingConfig(enabled=True, border_px=4, min_score=None))
     ended = []
     for i in range(30):
         ox = -10.0 * i
@@ -662,7 +663,7 @@ def test_min_score_keeps_a_faint_defect_and_leaves_out_a_lucky_spot() -> None:
     place in view, the looks before the first box included) the faint defect seen in most looks is, the
     spot boxed once in a long way through the view is not, whether every frame or every 10th is
     inspected."""
-    plain = scored_run(1, TrackingConfig(enabled=True, looks=None))
+    plain = scored_run(1, TrackingConfig(enabled=True, looks=None, min_score=None))
     assert sorted(t.sightings[0].ref for t in plain) == ["faint", "spot"]
     for every in (1, 10):
         tracks = scored_run(every, TrackingConfig(enabled=True, looks=None, min_score=0.3))
@@ -672,6 +673,35 @@ def test_min_score_keeps_a_faint_defect_and_leaves_out_a_lucky_spot() -> None:
     spot = next(t for t in plain if t.sightings[0].ref == "spot")
     assert spot.hits == 1 and spot.in_view > 130  # its place was in view from the first frame on
     assert spot.score() == pytest.approx(1.8 / spot.in_view)
+
+
+def test_the_looks_of_a_stop_are_one_view_for_the_score() -> None:
+    """A defect boxed in every look while the line moves and missed in all 300 looks while it stands
+    (the detector sees the same picture each time) is still a defect: the stop's looks are one view
+    of its place, not 300 misses; had it been boxed in some of them, the strongest box would count."""
+    tracker = Tracker(TrackingConfig(enabled=True, looks=None))  # the default min_score
+    defect = (500.0, 100.0, 560.0, 160.0)  # on the material
+    ended, frame, moving_looks = [], 0, 0
+
+    def look(ox: float, seen: bool, moving: bool) -> None:
+        nonlocal frame
+        boxes = [Sighting(frame, shift(defect, ox, 0.0), 0, "scratches", 0.5, "defect", strength=1.0)]
+        ended.extend(tracker.update(frame, (ox, 0.0), boxes if seen else [], (W, H), moving=moving))
+        frame += 1
+
+    for k in range(4):
+        look(-40.0 * k, seen=True, moving=True)
+        moving_looks += 1
+    for _ in range(300):
+        look(-120.0, seen=False, moving=False)
+    ox = -120.0
+    while defect[2] + ox > 0:
+        ox -= 40.0
+        look(ox, seen=defect[0] + ox >= 0, moving=True)
+        moving_looks += defect[0] + ox >= 0
+    [track] = ended + tracker.finish()
+    assert track.hits == moving_looks and track.in_view >= moving_looks + 1
+    assert track.score() == pytest.approx(moving_looks / track.in_view) and track.score() > 0.8
 
 
 def test_a_sightings_strength_is_its_confidence_against_the_class_threshold() -> None:
@@ -684,8 +714,11 @@ def test_a_sightings_strength_is_its_confidence_against_the_class_threshold() ->
 
 def test_weak_share_needs_min_score() -> None:
     with pytest.raises(ValueError, match="weak_share needs min_score"):
-        TrackingConfig(enabled=True, weak_share=0.5)
+        TrackingConfig(enabled=True, weak_share=0.5, min_score=None)
     assert TrackingConfig(enabled=True, weak_share=0.5, min_score=0.4).weak_share == 0.5
+    # the defaults score tracks and take weak boxes; `min_score: null` alone turns both off
+    assert (TrackingConfig().min_score, TrackingConfig().weak_share) == (0.4, 0.5)
+    assert TrackingConfig(min_score=None).weak_share is None
 
 
 def test_bench_cameras_take_the_score_keys() -> None:

@@ -55,14 +55,15 @@ GONE = LEVELS + (10, 10)  # the defect, then two frames too dark for a box: its 
 def ending_strip_cameras(frames: Path, path: Path) -> Path:
     """A cameras file at ``path``: camera ``strip`` on line L1 reading ``frames`` (``GONE``) with
     tracking, where a track ends in the first frame without its defect (the standing strip counts as
-    moving: ``stop_px_s: 0``), so it is stored while the camera runs."""
+    moving: ``stop_px_s: 0``; every track is a defect and only boxes at the threshold are tracked:
+    ``min_score: null``), so it is stored while the camera runs."""
     path.write_text(f"""
 cameras:
   - id: strip
     line: L1
     source: "folder:{frames}"
     images: ng
-    tracking: {{enabled: true, mm_per_px: 0.5, stop_px_s: 0, max_missed: 0, looks: null}}
+    tracking: {{enabled: true, mm_per_px: 0.5, stop_px_s: 0, max_missed: 0, looks: null, min_score: null}}
 """)
     return path
 

@@ -52,8 +52,9 @@ class PipelineBenchOptions:
     tracking: bool = False  # the cameras track defects; a simulator source's truth scores the tracks
     looks: int | None = None  # with tracking: inspect each region of the material this many times
     fill_idle: bool = False  # with looks: also inspect frames in between while the detector has room
-    min_score: float | None = None  # with tracking: a track is a defect by its score (tracking.min_score)
-    weak_share: float | None = None  # with min_score: boxes from this share of the threshold are tracked
+    min_score: float | None = None  # with tracking: tracking.min_score (None: the camera's default)
+    weak_share: float | None = None  # with tracking: tracking.weak_share (None: the camera's default)
+    every_track: bool = False  # with tracking: every track is a defect (min_score and weak_share null)
 
 
 def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
@@ -74,8 +75,13 @@ def camera_entries(options: PipelineBenchOptions) -> list[dict[str, Any]]:
         if options.buffer:
             cam["buffer"] = options.buffer
         if options.tracking or options.looks:  # without --looks every frame, whatever a camera's default
-            cam["tracking"] = {"enabled": True, "looks": options.looks, "fill_idle": options.fill_idle,
-                               "min_score": options.min_score, "weak_share": options.weak_share}
+            tracking: dict[str, Any] = {"enabled": True, "looks": options.looks,
+                                        "fill_idle": options.fill_idle}
+            if options.every_track:
+                tracking |= {"min_score": None, "weak_share": None}
+            score = {"min_score": options.min_score, "weak_share": options.weak_share}
+            tracking |= {key: value for key, value in score.items() if value is not None}
+            cam["tracking"] = tracking
         cams.append(cam)
     return cams
 

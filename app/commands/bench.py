@@ -82,11 +82,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="with --looks: also inspect frames in between while the detector has room "
                         "(the camera's tracking.fill_idle)")
     q.add_argument("--min-score", type=float, default=None,
-                   help="with tracking: a track counts as a defect by its score (the camera's "
-                        "tracking.min_score)")
+                   help="with tracking: a track counts as a defect when its score reaches this (the "
+                        "camera's tracking.min_score; default: the camera's default)")
     q.add_argument("--weak-share", type=float, default=None,
-                   help="with --min-score: boxes from this share of their class threshold are tracked too "
-                        "(the camera's tracking.weak_share)")
+                   help="with tracking: boxes from this share of their class threshold are tracked too "
+                        "(the camera's tracking.weak_share; default: the camera's default)")
+    q.add_argument("--every-track", action="store_true",
+                   help="with tracking: every track is a defect and only boxes at the threshold are "
+                        "tracked (tracking.min_score and weak_share null)")
     q.add_argument("--json", action="store_true", help="JSON only (the default output is JSON too)")
     q.set_defaults(func=run_pipeline)
 
@@ -192,7 +195,8 @@ def pipeline_options(args: argparse.Namespace) -> PipelineBenchOptions:
         crops=getattr(args, "crops", False), frames=not getattr(args, "crops_only", False),
         jpeg_quality=getattr(args, "jpeg_quality", 90), database=args.database,
         providers=_providers(args.providers), engine_seconds=args.engine_seconds, tracking=args.tracking,
-        looks=args.looks, fill_idle=args.fill_idle, min_score=args.min_score, weak_share=args.weak_share)
+        looks=args.looks, fill_idle=args.fill_idle, min_score=args.min_score, weak_share=args.weak_share,
+        every_track=args.every_track)
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

@@ -125,14 +125,14 @@ class TrackingConfig(_Strict):
                                  "grow with how often the detector looks, so `looks` and every frame "
                                  "keep more nearly the same defects, and a spot boxed once in a long run "
                                  "of frames is not kept; `null`: every track seen in `min_hits` frames "
-                                 "counts (docs/benchmarks.md, \"Tracks kept by their score\")")] = None
+                                 "counts (docs/benchmarks.md, \"Tracks kept by their score\")")] = 0.4
     weak_share: Annotated[float | None, Field(
         gt=0, lt=1, description="with `min_score`: boxes from this share of their class threshold up to it "
                                 "also continue and start tracks and count toward their score (a defect "
                                 "the detector sees faintly in most looks is found); they are not a "
                                 "frame's defects, and a frame holding one keeps its image as an NG frame "
                                 "would (it may be a track's best frame); `null`: only boxes at the "
-                                "threshold are tracked")] = None
+                                "threshold are tracked (and so when `min_score` is `null`)")] = 0.5
     looks: Annotated[int | None, Field(
         ge=1, le=100, description="detector time where it is needed: each region of the material is "
                                   "inspected at least this many times on its way through the view, the "
@@ -155,8 +155,11 @@ class TrackingConfig(_Strict):
     @model_validator(mode="after")
     def _weak_needs_score(self) -> TrackingConfig:
         if self.weak_share is not None and self.min_score is None:
-            raise ValueError("weak_share needs min_score: boxes below the threshold count only toward a "
-                             "track's score")
+            if "weak_share" in self.model_fields_set:
+                raise ValueError("weak_share needs min_score: boxes below the threshold count only toward "
+                                 "a track's score")
+            # `min_score: null` alone: every track counts, and only boxes at the threshold are tracked
+            object.__setattr__(self, "weak_share", None)
         return self
 
 

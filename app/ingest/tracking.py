@@ -104,8 +104,9 @@ class Track:
     confidence_sums: Counter[str] = field(default_factory=Counter)  # class name -> summed confidence
     class_ids: dict[str, int] = field(default_factory=dict)
     material_boxes: list[Box] = field(default_factory=list)  # of ``sightings``, on the material
-    in_view: int = 0  # inspected frames that had its place in view (seen or not)
-    strength_sum: float = 0.0  # summed ``strength`` of its sightings (one per frame)
+    in_view: int = 0  # inspected views that had its place in view (seen or not; a stop is one view)
+    strength_sum: float = 0.0  # summed ``strength`` of its sightings (one per view)
+    stop_strength: float | None = None  # while the line stands: the strength counted for the stop's view
     _footprint: tuple[int, Box] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -128,11 +129,13 @@ class Track:
         return self.class_ids[self.class_name]
 
     def score(self) -> float:
-        """The mean, over the inspected frames that had its place in view, of its boxes' ``strength``
-        (0 where it was not seen)."""
-        return self.strength_sum / max(self.in_view, self.hits, 1)
+        """The mean, over the inspected views that had its place in view, of its boxes' ``strength``
+        (0 where it was not seen). The looks at a standing line see one view: they count once, with
+        the strongest box they had (a long stop neither buries a defect missed there nor lifts a spot
+        boxed now and then)."""
+        return self.strength_sum / max(self.in_view, 1)
 
-    def add(self, s: Sighting, on_material: Box) -> None:
+    def add(self, s: Sighting, on_material: Box, moving: bool = True) -> None:
         if self.best_sighting is None or s.confidence > self.best_sighting.confidence:
             self.best_sighting = s
             self.best_material_box = on_material
@@ -147,10 +150,33 @@ class Track:
         self.last_class_name = s.class_name
         self.votes[s.class_name] += 1
         self.confidence_sums[s.class_name] += s.confidence
-        self.strength_sum += s.strength
+        self._count_strength(s.strength, moving)
         self.class_ids.setdefault(s.class_name, s.class_id)
         self.material_box = on_material
         self.missed = 0
+
+    def _count_strength(self, strength: float, moving: bool) -> None:
+        """A moving line's look adds its box's strength; the looks of one stop are one view, counted
+        with their strongest box."""
+        if moving:
+            self.strength_sum += strength
+            return
+        if self.stop_strength is None:  # the stop's first look at it
+            self.in_view += 1
+            self.stop_strength = 0.0
+        if strength > self.stop_strength:
+            self.strength_sum += strength - self.stop_strength
+            self.stop_strength = strength
+
+    def count_view(self, in_view: bool, moving: bool) -> None:
+        """An inspected frame had (``in_view``) the track's place in view or not: each look of a moving
+        line is a view; the looks of one stop are one."""
+        if moving:
+            self.stop_strength = None
+            self.in_view += in_view
+        elif in_view and self.stop_strength is None:
+            self.in_view += 1
+            self.stop_strength = 0.0
 
     def footprint(self) -> Box:
         """Where the track lies on the material: the median of its boxes there, side by side (one odd
@@ -330,7 +356,8 @@ class Tracker:
                                                    frame_size)
         self.active, ended = self._step(self.active, whole, ox, oy, frame_size, moving)
         self.partial, ended_partial = self._step(self.partial, partial, ox, oy, frame_size, moving)
-        self._views.append((ox, oy))
+        if moving or not self._views:  # the looks of a standing line are one view
+            self._views.append((ox, oy))
         if self.config.border_px > 0:  # only partial tracks are checked against them
             self._whole_places.extend(t.footprint() for t in ended)
         return self._counted(self._fold([*ended, *self._alone(ended_partial)], self.active))
@@ -380,7 +407,7 @@ class Tracker:
             for r, c in zip(rows, cols, strict=True):
                 if cost[r, c] >= FORBIDDEN:
                     continue
-                self._extend(tracks[r], sightings[c], ox, oy)
+                self._extend(tracks[r], sightings[c], ox, oy, moving)
                 matched_tracks.add(r)
                 matched_sightings.add(c)
         ended: list[Track] = []
@@ -390,7 +417,7 @@ class Tracker:
         for k, track in enumerate(tracks):
             if k not in matched_tracks and moving:
                 track.missed += 1
-            track.in_view += bool(visible[k] >= IN_VIEW)
+            track.count_view(bool(visible[k] >= IN_VIEW) or k in matched_tracks, moving)
             gone = visible[k] < self.config.min_visible
             if k not in matched_tracks and (gone or track.missed > self.config.max_missed):
                 ended.append(track)
@@ -401,7 +428,7 @@ class Tracker:
                 track = Track(self._next_id)
                 self._next_id += 1
                 self.started += 1
-                self._extend(track, s, ox, oy)
+                self._extend(track, s, ox, oy, moving)
                 track.in_view = 1 + self._looks_before(track.material_box, frame_size)
                 keep.append(track)
         return keep, ended
@@ -459,5 +486,5 @@ class Tracker:
         return real
 
     @staticmethod
-    def _extend(track: Track, s: Sighting, ox: float, oy: float) -> None:
-        track.add(s, shift(s.box, -ox, -oy))
+    def _extend(track: Track, s: Sighting, ox: float, oy: float, moving: bool) -> None:
+        track.add(s, shift(s.box, -ox, -oy), moving)
