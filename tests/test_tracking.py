@@ -728,3 +728,14 @@ def test_bench_cameras_take_the_score_keys() -> None:
     cameras = parse_cameras(yaml.safe_dump({"cameras": camera_entries(options)})).cameras
     keys = [(c.tracking.min_score, c.tracking.weak_share, c.tracking.looks) for c in cameras]
     assert keys == [(0.4, 0.5, 2)] * 2
+
+
+@pytest.mark.parametrize(("extra", "expected"), [({}, (0.4, 0.5)), ({"every_track": True}, (None, None)),
+                                                 ({"min_score": 0.6}, (0.6, 0.5))],
+                         ids=["camera-defaults", "every-track", "min-score-only"])
+def test_bench_cameras_keep_the_camera_score_defaults_unless_told(extra: dict, expected: tuple) -> None:
+    """Without ``--min-score``/``--weak-share`` a bench camera scores its tracks as a camera does by
+    default; ``--every-track`` makes every track a defect (both keys null)."""
+    options = PipelineBenchOptions(model="m.onnx", source="sim://neu-det", tracking=True, looks=2, **extra)
+    [camera] = parse_cameras(yaml.safe_dump({"cameras": camera_entries(options)})).cameras
+    assert (camera.tracking.min_score, camera.tracking.weak_share) == expected

@@ -119,7 +119,8 @@ class TrackingConfig(_Strict):
                                                               "defect")] = 1
     min_score: Annotated[float | None, Field(
         gt=0, le=10, description="a track counts as a defect when its score reaches this: the mean, over "
-                                 "the inspected frames that had its place in view, of its box's "
+                                 "the inspected frames that had its place in view (the looks at a "
+                                 "standing line count once, with their strongest box), of its box's "
                                  "confidence relative to its class threshold (1: just at it; 0 in a "
                                  "frame where it was not seen). Unlike its best box, the score does not "
                                  "grow with how often the detector looks, so `looks` and every frame "
