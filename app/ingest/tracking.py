@@ -21,10 +21,12 @@ of a textured strip compete for the same detections, and a greedy pick lets one 
 neighbour's box. A track ends when its predicted box leaves the frame or it goes unseen for
 ``max_missed`` inspected frames while the line moves (a stopped line ages nothing).
 
-Which tracks are defects: by default every track seen in ``min_hits`` frames. With ``min_score`` a
-track counts by its score instead: the mean, over the inspected frames that had its place in view, of
-its box's confidence relative to its class threshold (``Sighting.strength``; 0 in a frame where it was
-not seen). The best box of a track grows with how often the detector looks (one lucky box in 90
+Which tracks are defects: those seen in ``min_hits`` frames whose score reaches ``min_score`` (the
+camera's default; with ``min_score: null`` every such track): the mean, over the inspected frames that
+had its place in view, of its box's confidence relative to its class threshold (``Sighting.strength``;
+0 in a frame where it was not seen); the looks at a standing line are one view of its place, counted
+with their strongest box (a long stop neither buries a defect missed there nor lifts a spot boxed now
+and then). The best box of a track grows with how often the detector looks (one lucky box in 90
 frames is as good as a strong one), the score does not: a camera that inspects each region twice and
 one that inspects every frame keep more nearly the same defects, and a spot of texture that the
 detector boxes once in a long run of frames is not kept. With it, ``weak_share`` lets boxes below
