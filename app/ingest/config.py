@@ -153,14 +153,19 @@ class TrackingConfig(_Strict):
     idle_inspect_s: Annotated[float, Field(gt=0, description="with `looks`: a line that stands still is "
                                                              "inspected once every this many seconds")] = 1.0
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_score_no_weak_boxes(cls, data: Any) -> Any:
+        # `min_score: null` alone: every track counts, and only boxes at the threshold are tracked
+        if isinstance(data, dict) and "min_score" in data and data["min_score"] is None:
+            return {"weak_share": None, **data}
+        return data
+
     @model_validator(mode="after")
     def _weak_needs_score(self) -> TrackingConfig:
         if self.weak_share is not None and self.min_score is None:
-            if "weak_share" in self.model_fields_set:
-                raise ValueError("weak_share needs min_score: boxes below the threshold count only toward "
-                                 "a track's score")
-            # `min_score: null` alone: every track counts, and only boxes at the threshold are tracked
-            object.__setattr__(self, "weak_share", None)
+            raise ValueError("weak_share needs min_score: boxes below the threshold count only toward a "
+                             "track's score")
         return self
 
 

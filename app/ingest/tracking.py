@@ -163,11 +163,9 @@ class Track:
         if moving:
             self.strength_sum += strength
             return
-        if self.stop_strength is None:  # the stop's first look at it
-            self.in_view += 1
-            self.stop_strength = 0.0
-        if strength > self.stop_strength:
-            self.strength_sum += strength - self.stop_strength
+        counted = self._stop_view()
+        if strength > counted:
+            self.strength_sum += strength - counted
             self.stop_strength = strength
 
     def count_view(self, in_view: bool, moving: bool) -> None:
@@ -176,9 +174,16 @@ class Track:
         if moving:
             self.stop_strength = None
             self.in_view += in_view
-        elif in_view and self.stop_strength is None:
+        elif in_view:
+            self._stop_view()
+
+    def _stop_view(self) -> float:
+        """The strength counted so far for the standing line's view of its place; the stop's first look
+        at the place counts that view."""
+        if self.stop_strength is None:
             self.in_view += 1
             self.stop_strength = 0.0
+        return self.stop_strength
 
     def footprint(self) -> Box:
         """Where the track lies on the material: the median of its boxes there, side by side (one odd
